@@ -1,0 +1,36 @@
+"""Exceptions raised by tlens_icl. All are ``ValueError`` subclasses so callers can catch broadly."""
+
+
+class TlensICLError(ValueError):
+    """Base class for every error tlens_icl raises on bad input."""
+
+
+class UnknownTaskError(TlensICLError, KeyError):
+    """A task name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class EmptyTaskError(TlensICLError):
+    """A task (or a filtered view of it) with no usable items."""
+
+
+class PromptError(TlensICLError):
+    """A prompt that cannot be built for this model (too long, multi-token answer, unknown tokens)."""
+
+
+class PairMismatchError(TlensICLError):
+    """Clean and corrupted prompts whose tokens or roles do not line up."""
+
+
+class ModelStateError(TlensICLError):
+    """A model in the wrong state for an operation (training mode, missing hooks)."""
+
+
+class HookNotFiredError(RuntimeError):
+    """A hook tlens_icl installed did not run: the intervention silently did nothing."""
+
+
+class ModelNotAvailableError(OSError):
+    """A model could not be loaded (e.g. the Hugging Face hub is unreachable)."""

@@ -1,0 +1,104 @@
+"""Loading models: the embedded ICL models by name, any Hugging Face model, a local folder, or a bridge.
+
+Every function in tlens_icl accepts any object that satisfies TransformerLens's
+``TransformerLensModel`` protocol; :func:`load_model` is only a convenience.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import weakref
+from pathlib import Path
+from typing import Any
+
+from ._typing import ModelLike
+from .errors import ModelNotAvailableError, ModelStateError
+
+# Per-model defaults that the library attaches without subclassing (e.g. the embedded model's template).
+_MODEL_META: "weakref.WeakKeyDictionary[Any, dict[str, Any]]" = weakref.WeakKeyDictionary()
+
+
+def model_meta(model: ModelLike) -> dict[str, Any]:
+    """Metadata tlens_icl recorded when loading ``model`` (empty for bridges built elsewhere)."""
+    try:
+        return _MODEL_META.get(model, {})
+    except TypeError:
+        return {}
+
+
+def list_models() -> list[dict[str, Any]]:
+    """The embedded models shipped with the package, with their descriptions."""
+    from .embedded import EMBEDDED_MODELS
+
+    return [{"name": name, **{k: v for k, v in info.items() if k != "path"}} for name, info in EMBEDDED_MODELS.items()]
+
+
+def require_eval_mode(model: ModelLike, operation: str) -> None:
+    """Raise (before any forward pass) if the model is in training mode (dropout would be on)."""
+    if getattr(model, "training", False):
+        raise ModelStateError(
+            f"{operation} needs the model in evaluation mode, but it is in training mode (TransformerLens "
+            "bridges start in train mode, so dropout is active). Call model.eval() first."
+        )
+
+
+def _hub_reachable(timeout: float = 1.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _is_cached(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # noqa: BLE001 - any cache-lookup failure means "not cached"
+        return False
+
+
+def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dtype: Any = None) -> ModelLike:
+    """Load a model as a TransformerLens bridge in evaluation mode.
+
+    Args:
+        name_or_path: an embedded model name (see :func:`list_models`), a local folder saved with
+            ``save_pretrained``, a Hugging Face hub name, or an already-built bridge (returned as is,
+            after an eval-mode check).
+        device: torch device for HF models (default: TransformerLens's choice).
+        dtype: torch dtype for HF models.
+
+    Raises:
+        ModelNotAvailableError: the hub is unreachable and the model is not cached (one line, at once).
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        require_eval_mode(name_or_path, "load_model")
+        return name_or_path
+    name = str(name_or_path)
+    from .embedded import EMBEDDED_MODELS, load_embedded
+
+    if name in EMBEDDED_MODELS:
+        model = load_embedded(name, device=device)
+        _MODEL_META[model] = {"name": name, **{k: v for k, v in EMBEDDED_MODELS[name].items() if k != "path"}}
+        return model
+    from transformer_lens import TransformerBridge
+
+    local = Path(name).expanduser()
+    if not local.exists() and not _is_cached(name) and not _hub_reachable():
+        raise ModelNotAvailableError(
+            f"Cannot load {name!r}: the Hugging Face hub is unreachable and the model is not cached locally. "
+            f"Use an embedded model instead, e.g. tlens_icl.load_model('icl-tiny') (available: {sorted(EMBEDDED_MODELS)})."
+        )
+    kwargs: dict[str, Any] = {}
+    if device is not None:
+        kwargs["device"] = device
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model = TransformerBridge.boot_transformers(str(local) if local.exists() else name, **kwargs)
+    model.eval()
+    _MODEL_META[model] = {"name": name}
+    return model

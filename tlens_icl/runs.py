@@ -1,0 +1,49 @@
+"""Forward passes over prompt batches: chunked, no-grad, reading logits at the query position."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ._typing import ModelLike
+from .hooks import checked_hooks
+from .metrics import at_query
+from .models import require_eval_mode
+from .prompts import PromptBatch
+
+
+def chunks(n: int, batch_size: int) -> Iterator[slice]:
+    for start in range(0, n, batch_size):
+        yield slice(start, min(n, start + batch_size))
+
+
+def query_logits(
+    model: ModelLike, batch: PromptBatch, *, fwd_hooks: Sequence[tuple[str, Any]] = (), batch_size: int = 32,
+) -> Float[Tensor, "batch d_vocab"]:
+    """Logits at each row's query position, in chunks, under ``torch.no_grad``.
+
+    Right padding needs no attention mask for a causal model: positions up to ``query_pos`` never see
+    the pads. Any ``fwd_hooks`` are checked to have fired (hooks see the chunk, not the whole batch).
+    """
+    require_eval_mode(model, "query_logits")
+    outs = []
+    with torch.no_grad():
+        for sl in chunks(len(batch), batch_size):
+            sub = batch.select(sl)
+            ctx = checked_hooks(model, fwd_hooks) if fwd_hooks else nullcontext()
+            with ctx:
+                logits = model(sub.tokens.to(_device(model)))
+            outs.append(at_query(logits, sub.query_pos).float().cpu())
+    return torch.cat(outs)
+
+
+def _device(model: ModelLike) -> torch.device:
+    try:
+        return next(model.parameters()).device  # type: ignore[attr-defined]
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
