@@ -288,6 +288,8 @@ class PromptPairBatch:
     ) -> "PromptPairBatch":
         """Pairs from raw strings (roles: BOS, answer position, everything else 'separator').
 
+        ``answers`` are continuations exactly as the model should produce them (e.g. ``" Paris"``).
+
         Raises:
             PairMismatchError: when a clean and corrupted prompt differ in token length.
         """
@@ -306,7 +308,8 @@ class PromptPairBatch:
         sides = []
         for prompts, ans in ((clean_prompts, answers), (corrupted_prompts, corrupted_answers)):
             rendered = [_raw_render(p, a) for p, a in zip(prompts, ans)]
-            sides.append(collate(model, rendered, [TaskItem(p.strip() or "?", a.strip() or "?") for p, a in zip(prompts, ans)]))
+            queries = [TaskItem(" ".join(p.split()) or "?", " ".join(a.split()) or "?") for p, a in zip(prompts, ans)]
+            sides.append(collate(model, rendered, queries))
         return cls(sides[0], sides[1], task, -1, "custom", -1, "raw")
 
 

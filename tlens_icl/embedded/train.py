@@ -76,10 +76,10 @@ def _parse(argv=None):
     p.add_argument("--heldout-frac", type=float, default=0.2)
     p.add_argument("--pairs", type=int, default=11, help="(input, output) pairs per training episode")
     p.add_argument("--word-batch", type=int, default=64)
-    p.add_argument("--bitwise-batch", type=int, default=48)
+    p.add_argument("--bitwise-batch", type=int, default=64)
     p.add_argument("--bitwise-every", type=int, default=2, help="a bitwise batch every N steps, word batches otherwise")
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--eval-prompts", type=int, default=200, help="held-out prompts per task and shot count (final card)")
@@ -91,6 +91,23 @@ def _parse(argv=None):
         args.eval_prompts = min(args.eval_prompts, 50)
         args.warmup = min(args.warmup, 50)
     return args
+
+
+def _command_line(argv) -> str:
+    """The training command without the output directory (which does not change the model)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    keep, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--out":
+            skip = True
+            continue
+        if a.startswith("--out=") or a == "--no-progress":
+            continue
+        keep.append(a)
+    return " ".join(["python -m tlens_icl.embedded.train", *keep])
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,6 +176,25 @@ def config_from_dict(d: dict, init_weights: bool = False):
     cfg = TransformerBridgeConfig(**d, init_weights=init_weights)
     cfg.positional_embedding_type = pos
     return cfg
+
+
+def raw_to_bridge_state(raw: dict, d_vocab: int) -> dict:
+    """Rename a raw ``NativeModel`` state dict to ``TransformerBridge.state_dict()`` names."""
+    import re
+
+    import torch
+
+    out = {}
+    for k, v in raw.items():
+        k2 = k
+        k2 = re.sub(r"^tok_embed\.", "embed.", k2)
+        k2 = re.sub(r"^layers\.", "blocks.", k2)
+        k2 = k2.replace(".mlp.fc_in.", ".mlp.in.").replace(".mlp.fc_out.", ".mlp.out.")
+        k2 = re.sub(r"^ln_out\.", "ln_final.", k2)
+        k2 = re.sub(r"^head\.", "unembed.", k2)
+        out[k2] = v.detach().clone()
+    out.setdefault("unembed.bias", torch.zeros(d_vocab))  # the bridge adds a zero unembed bias
+    return out
 
 
 def raw_forward(model, tokens, positions=None):
@@ -342,7 +378,13 @@ def main(argv=None) -> int:
     tok2 = AutoTokenizer.from_pretrained(str(tmp_tok))
     cfg_dict = {k: getattr(cfg, k) for k in CONFIG_FIELDS}
     bridge = TransformerBridge.boot_native(config_from_dict(cfg_dict), tokenizer=tok2).eval()
-    bridge.load_state_dict(model.state_dict(), strict=True)
+    bridge.load_state_dict(raw_to_bridge_state(model.state_dict(), d_vocab), strict=True)
+    with torch.no_grad():
+        probe = samplers["bitwise"].batch(4)[0]
+        max_diff = float((bridge(probe) - raw_forward(model, probe)).abs().max())
+    print(f"[train] bridge vs raw model max |logit diff| {max_diff:.2e}", flush=True)
+    if max_diff > 1e-3:
+        raise RuntimeError("the bridge does not reproduce the trained model")
     sd32 = {k: v.detach().clone().contiguous() for k, v in bridge.state_dict().items()}
 
     def bridge_forward(toks):
@@ -358,6 +400,7 @@ def main(argv=None) -> int:
     acc = acc16 if use_fp16 else acc32
     weights = {k: (v.half() if use_fp16 else v).contiguous() for k, v in sd32.items()}
     save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt", "dtype": "float16" if use_fp16 else "float32"})
+    os.chmod(out / "model.safetensors", 0o644)
     with open(out / "config.json", "w", encoding="utf-8") as f:
         json.dump(cfg_dict, f, indent=2)
 
@@ -403,7 +446,7 @@ def main(argv=None) -> int:
         "model_config": cfg_dict,
         "n_parameters": n_params,
         "training": {
-            "command": "python -m tlens_icl.embedded.train" + ("" if argv is None else " " + " ".join(argv)),
+            "command": _command_line(argv),
             "seed": args.seed, "steps": args.steps, "threads": args.threads,
             "optimizer": {"name": "AdamW", "lr": args.lr, "betas": [0.9, 0.98], "weight_decay": args.weight_decay,
                           "warmup_steps": args.warmup, "schedule": "linear warm-up then cosine to 5% of lr",

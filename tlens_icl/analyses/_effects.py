@@ -1,0 +1,108 @@
+"""Views shared by every per-head effect result: means, bootstrap CIs, top heads, tables, heatmaps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .._typing import Head
+from ..errors import TlensICLError
+
+
+def bootstrap_ci(
+    values: Float[Tensor, "task *cell example"], *, confidence: float = 0.95, n_resamples: int = 1000, seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Percentile bootstrap CI of the task-averaged mean over examples, resampling examples within each task."""
+    from transformer_lens.utilities.statistics import derive_generator
+
+    if not 0.0 < confidence < 1.0:
+        raise TlensICLError(f"confidence must be in (0, 1), got {confidence}.")
+    gen = derive_generator(seed, "tlens_icl.bootstrap")
+    n = values.shape[-1]
+    draws = torch.zeros(*values.shape[1:-1], n_resamples)
+    for per_task in values:
+        idx = torch.randint(0, n, (n_resamples, n), generator=gen)
+        draws += per_task[..., idx].mean(-1)
+    draws /= values.shape[0]
+    alpha = (1.0 - confidence) / 2
+    return torch.quantile(draws, alpha, dim=-1), torch.quantile(draws, 1 - alpha, dim=-1)
+
+
+class HeadEffectViews:
+    """Mixin for results holding per-example effects per (task, layer, head).
+
+    Subclasses provide ``_stacked() -> (effects [task, layer, head, example], task names)`` and the
+    ``title``/``effect_label`` used in plots.
+    """
+
+    effect_label: str = "effect"
+
+    def _stacked(self) -> tuple[Tensor, tuple[str, ...]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _select(self, task: str | None) -> Tensor:
+        effects, names = self._stacked()
+        if task is None:
+            return effects
+        if task not in names:
+            raise TlensICLError(f"Task {task!r} is not in this result; it has {list(names)}.")
+        return effects[names.index(task)][None]
+
+    def mean(self, task: str | None = None) -> Float[Tensor, "layer head"]:
+        """Mean effect per head (averaged over examples, then over tasks when ``task`` is None)."""
+        return self._select(task).mean(-1).mean(0)
+
+    def ci(self, task: str | None = None, *, confidence: float = 0.95, n_resamples: int = 1000,
+           seed: int = 0) -> tuple[Float[Tensor, "layer head"], Float[Tensor, "layer head"]]:
+        """Percentile bootstrap interval of :meth:`mean` (examples resampled within each task)."""
+        return bootstrap_ci(self._select(task), confidence=confidence, n_resamples=n_resamples, seed=seed)
+
+    def top_heads(self, k: int = 10, task: str | None = None) -> list[Head]:
+        """The ``k`` heads with the largest mean effect, largest first."""
+        mean = self.mean(task)
+        n_heads = mean.shape[1]
+        order = torch.argsort(mean.flatten(), descending=True, stable=True)[: max(0, k)]
+        return [Head(int(i) // n_heads, int(i) % n_heads) for i in order]
+
+    def to_dataframe(self, *, per_example: bool = False) -> Any:
+        """One row per (task, layer, head) with mean and 95% CI; ``per_example=True``: one row per example."""
+        import pandas as pd
+
+        effects, names = self._stacked()
+        n_tasks, n_layers, n_heads, n = effects.shape
+        if per_example:
+            idx = torch.cartesian_prod(*(torch.arange(s) for s in effects.shape))
+            return pd.DataFrame({
+                "task": [names[int(t)] for t in idx[:, 0]], "layer": idx[:, 1].numpy(), "head": idx[:, 2].numpy(),
+                "example": idx[:, 3].numpy(), self.effect_label: effects.flatten().numpy(),
+            })
+        rows = []
+        for t, name in enumerate(names):
+            lo, hi = self.ci(name)
+            mean = self.mean(name)
+            rows += [{"task": name, "layer": layer, "head": head, "label": str(Head(layer, head)),
+                      self.effect_label: float(mean[layer, head]), "ci_low": float(lo[layer, head]),
+                      "ci_high": float(hi[layer, head]), "n": n}
+                     for layer in range(n_layers) for head in range(n_heads)]
+        return pd.DataFrame(rows)
+
+    def top_table(self, k: int = 10, task: str | None = None) -> Any:
+        """The top-``k`` heads with mean effect and CI (over tasks when ``task`` is None)."""
+        import pandas as pd
+
+        mean, (lo, hi) = self.mean(task), self.ci(task)
+        return pd.DataFrame([{"head": str(h), "layer": h.layer, "head_index": h.head,
+                              self.effect_label: float(mean[h]), "ci_low": float(lo[h]), "ci_high": float(hi[h])}
+                             for h in self.top_heads(k, task)])
+
+    def plot(self, task: str | None = None, *, k: int = 10, ax: Any = None) -> Any:
+        """Layer x head heatmap of the mean effect with the top-``k`` heads outlined."""
+        from ..viz import head_heatmap
+
+        _, names = self._stacked()
+        scope = task if task is not None else (names[0] if len(names) == 1 else f"mean of {len(names)} tasks")
+        return head_heatmap(self.mean(task), title=f"{getattr(self, 'title', '')} ({scope})",
+                            marked=[tuple(h) for h in self.top_heads(k, task)], ax=ax, label=self.effect_label)
