@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-ANALYSIS_COMMANDS: list[str] = []
+ANALYSIS_COMMANDS: list[str] = ["tlens_icl.analyses.mediation", "tlens_icl.analyses.compare"]
 
 
 def _threads() -> None:

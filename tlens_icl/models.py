@@ -102,3 +102,38 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
     model.eval()
     _MODEL_META[model] = {"name": name}
     return model
+
+
+def model_tasks(model: ModelLike, family: str | None = None) -> list[str]:
+    """Library tasks an embedded model was trained on (all, or one family such as ``"bitwise"``).
+
+    Raises for models without a tlens_icl model card (e.g. a hub model): pass task names explicitly.
+    """
+    families = model_meta(model).get("families")
+    if not families:
+        raise ModelStateError("This model has no tlens_icl model card listing its tasks; name the tasks explicitly.")
+    if family is None:
+        return [t for names in families.values() for t in names]
+    if family not in families:
+        raise ModelStateError(f"Unknown family {family!r}; this model has {sorted(families)}.")
+    return list(families[family])
+
+
+def heldout_task(model: ModelLike, task: str) -> Any:
+    """The items of ``task`` held out from the embedded model's training (see its card's policy).
+
+    Bitwise tasks: operand pairs never seen in training, as demonstrations or queries. Word tasks: a
+    word-level model cannot know unseen words, so the pool is the same and only the prompts are new.
+    """
+    from .embedded import load_heldout
+    from .tasks import Task, TaskItem, load_task
+
+    name = model_meta(model).get("name")
+    if name is None:
+        raise ModelStateError("heldout_task needs an embedded model loaded with tlens_icl.load_model(name).")
+    entry = load_heldout(name)["tasks"].get(task)
+    if entry is None:
+        raise ModelStateError(f"Embedded model {name!r} was not trained on task {task!r}.")
+    base = load_task(task)
+    items = tuple(TaskItem(d["input"], d["output"]) for d in entry["heldout_items"])
+    return Task(**{**base.__dict__, "items": items})

@@ -60,11 +60,12 @@ class HeadEffectViews:
         """Percentile bootstrap interval of :meth:`mean` (examples resampled within each task)."""
         return bootstrap_ci(self._select(task), confidence=confidence, n_resamples=n_resamples, seed=seed)
 
-    def top_heads(self, k: int = 10, task: str | None = None) -> list[Head]:
-        """The ``k`` heads with the largest mean effect, largest first."""
+    def top_heads(self, k: int = 10, task: str | None = None, *, largest: bool = True) -> list[Head]:
+        """The ``k`` heads with the largest mean effect, largest first (``largest=False``: most negative first,
+        e.g. the heads whose noising hurts most)."""
         mean = self.mean(task)
         n_heads = mean.shape[1]
-        order = torch.argsort(mean.flatten(), descending=True, stable=True)[: max(0, k)]
+        order = torch.argsort(mean.flatten(), descending=largest, stable=True)[: max(0, k)]
         return [Head(int(i) // n_heads, int(i) % n_heads) for i in order]
 
     def to_dataframe(self, *, per_example: bool = False) -> Any:

@@ -16,16 +16,16 @@ Two exact ways to patch one head's ``hook_z`` at each row's query position:
   shorter than the sequence, ...) the fast path raises :class:`FastPathUnsupported` and callers fall
   back to ``naive`` with a warning - never a silently wrong number.
 
-Effects are measured against the control copy and a patch writes ``copy + (value - z_query)``, so a
-patch that writes the value the activation already has is a bit-exact no-op (identity corruption gives
-exactly zero effect). Only the hooks needed are cached, one row chunk at a time.
+Effects are measured against the control copy; a patch adds ``value - z_query`` (``z_query`` from the
+ordinary unpatched forward) to its copy, and a patch whose value equals ``z_query`` exactly is a no-op
+with effect exactly 0 (as in the one-forward-per-head loop; identity corruption gives exact zeros). Only the hooks needed are cached, one row chunk at a time.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,7 +42,6 @@ from ..runs import chunks
 
 #: Bytes of activations one patched forward may use (logits, MLP and attention intermediates).
 MEMORY_BUDGET = 1 << 30
-Method = Literal["auto", "fast", "naive"]
 Scorer = Callable[[Float[Tensor, "batch d_vocab"], slice], Float[Tensor, " batch"]]
 
 
@@ -106,7 +105,7 @@ def query_z(
             def grab(z: Tensor, hook: Any, layer: int) -> None:
                 got[layer] = z[rows, q].detach().float().cpu()
 
-            fwd = [(hooks.z(layer), _bind(grab, layer=layer)) for layer in range(n_layers)]
+            fwd = [(hooks.z(layer), bind(grab, layer=layer)) for layer in range(n_layers)]
             with hooks.checked_hooks(model, fwd):
                 out = model(sub.tokens.to(dev))
             zs.append(torch.stack([got[layer] for layer in range(n_layers)], 1))
@@ -124,12 +123,12 @@ def capture(
     def grab(act: Tensor, hook: Any, name: str) -> None:
         got[name] = act.detach().clone()
 
-    with torch.no_grad(), hooks.checked_hooks(model, [(n, _bind(grab, name=n)) for n in dict.fromkeys(names)]):
+    with torch.no_grad(), hooks.checked_hooks(model, [(n, bind(grab, name=n)) for n in dict.fromkeys(names)]):
         out = model(batch.tokens.to(dev))
     return got, at_query(out, batch.query_pos.to(dev)).float().cpu()
 
 
-def _bind(fn: Callable[..., Any], **kw: Any) -> Callable[[Tensor, Any], Any]:
+def bind(fn: Callable[..., Any], **kw: Any) -> Callable[[Tensor, Any], Any]:
     def hook_fn(act: Tensor, hook: Any) -> Any:
         return fn(act, hook, **kw)
 
@@ -139,7 +138,7 @@ def _bind(fn: Callable[..., Any], **kw: Any) -> Callable[[Tensor, Any], Any]:
 # ---- query-position head patching ---------------------------------------------------------------------
 def patch_query_heads(
     model: ModelLike, base: PromptBatch, values: Float[Tensor, "batch layer head d_head"], cells: Sequence[Head],
-    score: Scorer, *, method: Method, batch_size: int, progress: bool = False,
+    score: Scorer, *, method: str, batch_size: int, progress: bool = False,
 ) -> tuple[Float[Tensor, "cell batch"], Float[Tensor, " batch"], str]:
     """Effect of setting ``z[row, query_pos, head] := values[row, layer, head]`` for each cell.
 
@@ -221,35 +220,36 @@ def _patch_fast(model: ModelLike, base: PromptBatch, values: Tensor, cells: Sequ
     per_forward = min(room, len(cells))
     groups = [list(range(s, min(len(cells), s + per_forward))) for s in range(0, len(cells), per_forward)]
     rows_n = rows_per_forward(model, width + per_forward + 1, batch_size)
-    effects, baseline = torch.zeros(len(cells), n), torch.zeros(n)
+    # The unpatched run, chunked like the source run: a patch writing the query's own value has delta == 0.
+    base_z, base_logits = query_z(model, base, batch_size=batch_size)
+    delta = values.float() - base_z
+    baseline = score(base_logits, slice(None))
+    effects = torch.zeros(len(cells), n)
     bar = progress_bar(len(groups) * -(-n // rows_n), progress, "patching heads (fast)")
     with torch.no_grad():
         for sl in chunks(n, rows_n):
             sub = base.select(sl)
-            for g, group in enumerate(groups):
-                q_logits, copy_logits = _copies_forward(model, sub, values[sl], [cells[i] for i in group])
-                control = copy_logits[:, -1]
-                _check_control(control, q_logits)
-                if g == 0:
-                    baseline[sl] = score(q_logits, sl)
-                ref = score(control, sl)
+            for group in groups:
+                copy_logits = _copies_forward(model, sub, delta[sl], [cells[i] for i in group])
+                _check_control(copy_logits[:, -1], base_logits[sl])
+                ref = score(copy_logits[:, -1], sl)
                 for j, i in enumerate(group):
-                    effects[i, sl] = score(copy_logits[:, j], sl) - ref
+                    layer, head = cells[i]
+                    noop = (delta[sl, layer, head] == 0).all(-1)  # writing the value it already has
+                    effects[i, sl] = torch.where(noop, 0.0, score(copy_logits[:, j], sl) - ref)
                 bar.update()
     bar.close()
     return effects, baseline
 
 
-def _copies_forward(model: ModelLike, sub: PromptBatch, values: Tensor,
-                    group: Sequence[Head]) -> tuple[Tensor, Tensor]:
-    """One forward with a query copy per head in ``group`` plus a control copy; logits at query and copies."""
+def _copies_forward(model: ModelLike, sub: PromptBatch, delta: Tensor, group: Sequence[Head]) -> Tensor:
+    """Logits at a query copy per head in ``group`` (its ``z`` shifted by ``delta``) and at a control copy."""
     dev = device_of(model)
     q = sub.query_pos.to(dev)
     width = sub.tokens.shape[1]
     layout = _CopyLayout(width, len(group) + 1, q)
     allowed = layout.allowed()
-    rows = torch.arange(len(sub), device=dev)
-    vals = values.to(dev)
+    delta = delta.to(dev)
 
     def restrict(pattern: Tensor, hook: Any) -> Tensor:
         out = pattern.clone()
@@ -265,19 +265,17 @@ def _copies_forward(model: ModelLike, sub: PromptBatch, values: Tensor,
         pos = torch.tensor([p for p, _ in by_layer[layer]], device=dev)
         heads = torch.tensor([h for _, h in by_layer[layer]], device=dev)
         z = z.clone()
-        # copy + (value - z_query): an exact no-op when the value is the query's own activation.
-        delta = vals[:, layer, heads].to(z.dtype) - z[rows[:, None], q[:, None], heads[None, :]]
-        z[:, pos, heads] = z[:, pos, heads] + delta
+        z[:, pos, heads] = z[:, pos, heads] + delta[:, layer, heads].to(z.dtype)
         return z
 
     fwd = [(hooks.pattern(layer), restrict) for layer in range(model.cfg.n_layers)]
-    fwd += [(hooks.z(layer), _bind(put, layer=layer)) for layer in sorted(by_layer)]
+    fwd += [(hooks.z(layer), bind(put, layer=layer)) for layer in sorted(by_layer)]
     try:
         with hooks.checked_hooks(model, fwd):
             logits = model(layout.tokens(sub.tokens.to(dev)), position_ids=layout.position_ids())
     except (TypeError, hooks.HookNotFiredError) as e:  # no position_ids / no pattern hook: cannot be exact
         raise FastPathUnsupported(str(e)) from e
-    return at_query(logits, q).float().cpu(), logits[:, width:].float().cpu()
+    return logits[:, width:].float().cpu()
 
 
 def _check_control(control: Tensor, query: Tensor) -> None:
@@ -340,8 +338,3 @@ def _setter(source: Tensor, head: int | None, sel: Tensor) -> Callable[[Tensor, 
         return act
 
     return hook_fn
-
-
-def iter_groups(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for s in range(0, len(items), size):
-        yield items[s : s + size]

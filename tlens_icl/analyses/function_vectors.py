@@ -60,8 +60,6 @@ class FunctionVector(VectorOps, Result):
         return replace(self, layer=int(layer))
 
     def _combine(self, other: "FunctionVector", sign: float, op: str) -> "FunctionVector":
-        if not isinstance(other, FunctionVector):
-            return NotImplemented  # type: ignore[return-value]
         heads = tuple(dict.fromkeys(self.heads + other.heads))
         info = {**self.info, "composition": f"({self.task}) {op} ({other.task})"}
         return FunctionVector(self.vector + sign * other.vector.to(self.vector.device), heads,
@@ -73,7 +71,7 @@ class FunctionVector(VectorOps, Result):
     def __sub__(self, other: "FunctionVector") -> "FunctionVector":
         return self._combine(other, -1.0, "-")
 
-    def __mul__(self, c: float) -> "FunctionVector":
+    def __mul__(self, c: float | int) -> "FunctionVector":
         return replace(self, vector=self.vector * float(c), task=f"{float(c):g}*{self.task}")
 
     __rmul__ = __mul__

@@ -33,7 +33,6 @@ from ..results import Result, run_info
 from . import _engine
 from ._effects import HeadEffectViews, bootstrap_ci
 
-Direction = Literal["denoise", "noise"]
 DIRECTIONS = ("denoise", "noise")
 #: Sites accepted by :func:`activation_patching`.
 ACTIVATION_SITES = ("resid_pre", "resid_post", "attn_out", "mlp_out")
@@ -69,7 +68,8 @@ def scorer(model: ModelLike, metric: str | Metric, pairs: PromptPairBatch) -> tu
 
 
 def position_mask(batch: PromptBatch, position: str) -> Tensor | None:
-    return None if position == "all" else batch.mask(position)
+    """Positions patched for ``position`` (None: every position; the query is handled separately)."""
+    return None if position in ("all", "query") else batch.mask(position)
 
 
 # ---- head patching -----------------------------------------------------------------------------------
@@ -120,8 +120,8 @@ class HeadPatchingResult(HeadEffectViews, Result):
 
 
 def head_patching(
-    model: ModelLike, pairs: PromptPairBatch, *, metric: str | Metric = "prob", direction: Direction = "denoise",
-    position: str = "query", method: _engine.Method = "auto", batch_size: int = 16, progress: bool = False,
+    model: ModelLike, pairs: PromptPairBatch, *, metric: str | Metric = "prob", direction: str = "denoise",
+    position: str = "query", method: str = "auto", batch_size: int = 16, progress: bool = False,
 ) -> HeadPatchingResult:
     """Patch every attention head's output (``hook_z``) between the clean and corrupted runs.
 
@@ -232,7 +232,7 @@ class ActivationPatchingResult(Result):
 
 def activation_patching(
     model: ModelLike, pairs: PromptPairBatch, *, site: str = "resid_pre", metric: str | Metric = "prob",
-    direction: Direction = "denoise", batch_size: int = 16, progress: bool = False,
+    direction: str = "denoise", batch_size: int = 16, progress: bool = False,
 ) -> ActivationPatchingResult:
     """Patch ``site`` (``resid_pre``/``resid_post``/``attn_out``/``mlp_out``) at each layer and position.
 

@@ -46,20 +46,20 @@ HookBuilder = Callable[[PromptBatch], list[tuple[str, Callable[..., Any]]]]
 
 
 # ---- validation ---------------------------------------------------------------------------------
-def check_layer(model: ModelLike, layer: int) -> int:
+def check_layer(model: ModelLike, layer: Any) -> int:
     n = int(model.cfg.n_layers)
     if not isinstance(layer, int) or not 0 <= layer < n:
         raise TlensICLError(f"layer must be an int in [0, {n}), got {layer!r}.")
     return layer
 
 
-def check_position(position: Position) -> Position:
+def check_position(position: Any) -> Position:
     if position in ("query", "all") or (isinstance(position, int) and not isinstance(position, bool)):
         return position
     raise TlensICLError(f"position must be 'query', 'all' or an int, got {position!r}.")
 
 
-def resid_hook_name(site: ResidSite, layer: int) -> str:
+def resid_hook_name(site: str, layer: int) -> str:
     if site not in ("resid_pre", "resid_post"):
         raise TlensICLError(f"site must be 'resid_pre' or 'resid_post' (not resid_mid: see hooks.py), got {site!r}.")
     return hooks.site_name(site, layer)
@@ -117,8 +117,8 @@ def add_vector(
 
     ``vector`` is a ``[d_model]`` tensor or a vector result (:class:`FunctionVector`, ...); ``layer``
     defaults to the vector's own ``layer``. With ``position="query"`` and no ``query_pos`` the last
-    position of every forward pass is edited, so under ``model.generate`` (KV cache) every generated
-    token receives the vector, as in Todd et al. Pass ``query_pos`` for right-padded batches.
+    position of every forward pass is edited; pass ``query_pos`` for right-padded batches. To add the
+    vector at every generated token (Todd et al.) use :func:`generate_with_vector`.
 
     Raises:
         HookNotFiredError: on exit, if no forward pass ran the hook inside the block.
@@ -129,6 +129,34 @@ def add_vector(
     fwd = add_vector_hooks(model, vector, layer=layer, position=position, coeff=coeff, query_pos=query_pos, site=site)
     with checked_hooks(model, fwd):
         yield
+
+
+def generate_with_vector(
+    model: ModelLike, tokens: Int[Tensor, "batch pos"], vector: Any, *, layer: int | None = None,
+    coeff: float = 1.0, max_new_tokens: int = 10, site: ResidSite = "resid_post", **generate_kwargs: Any,
+) -> Int[Tensor, "batch pos_out"]:
+    """``model.generate`` with ``coeff * vector`` added at the query and at every generated token.
+
+    ``tokens`` are unpadded prompts of equal length (the last token is the query position). Works with
+    and without a KV cache: a full-sequence forward is edited from the query position on, a cached step
+    at all of its (new) positions. Returns the generated token ids (prompt included).
+    """
+    layer = layer if layer is not None else getattr(vector, "layer", None)
+    if layer is None:
+        raise TlensICLError("generate_with_vector needs layer=... (the vector has no default layer).")
+    v = _as_vector(vector)
+    name = resid_hook_name(site, check_layer(model, layer))
+    prompt_len = tokens.shape[1]
+
+    def hook(act: Tensor, hook: Any) -> Tensor:
+        start = prompt_len - 1 if act.shape[1] >= prompt_len else 0  # full sequence vs a KV-cached step
+        out = act.clone()
+        out[:, start:] = out[:, start:] + coeff * v.to(device=act.device, dtype=act.dtype)
+        return out
+
+    generate_kwargs.setdefault("verbose", False)
+    with checked_hooks(model, [(name, hook)]):
+        return model.generate(tokens, max_new_tokens=max_new_tokens, **generate_kwargs)
 
 
 # ---- capture and evaluation ---------------------------------------------------------------------
@@ -155,9 +183,14 @@ def capture_at_query(
 def mean_head_activations(
     model: ModelLike, batch: PromptBatch, *, batch_size: int = 32,
 ) -> Float[Tensor, "layer head d_head"]:
-    """Mean ``hook_z`` at the query position over the prompts (Todd et al.'s task-conditioned mean)."""
-    zs = capture_at_query(model, batch, [hooks.z(L) for L in range(model.cfg.n_layers)], batch_size=batch_size)
-    return torch.stack([z.mean(0) for z in zs])
+    """Mean ``hook_z`` at the query position over the prompts (Todd et al.'s task-conditioned mean).
+
+    The same quantity as ``IndirectEffectResult.mean_z`` (computed by the same capture).
+    """
+    from ._engine import query_z
+
+    require_eval_mode(model, "mean_head_activations")
+    return query_z(model, batch, batch_size=batch_size)[0].float().cpu().mean(0)
 
 
 def query_residuals(

@@ -1,0 +1,134 @@
+"""Causal mediation (Todd et al.): fast == naive on every architecture, hand-computed CIE, result views, CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tlens_icl as ti
+from tlens_icl.errors import TlensICLError
+from tlens_icl.results import tensors_equal
+
+TOL = 1e-5
+SMALL = dict(n_mean=4, n_corrupted=3, n_shots=3)
+
+
+def test_fast_equals_one_forward_per_head(any_model, task_a):
+    fast = ti.indirect_effect(any_model, task_a, method="fast", **SMALL)
+    naive = ti.indirect_effect(any_model, task_a, method="naive", **SMALL)
+    assert fast.method == "fast" and naive.method == "naive"
+    n_layers, n_heads = any_model.cfg.n_layers, any_model.cfg.n_heads
+    assert fast.effects.shape == (1, n_layers, n_heads, 3)
+    assert fast.mean_z.shape == (1, n_layers, n_heads, any_model.cfg.d_head)
+    torch.testing.assert_close(fast.effects, naive.effects, atol=TOL, rtol=0)
+    assert torch.equal(fast.mean_z, naive.mean_z) and torch.equal(fast.corrupted_metric, naive.corrupted_metric)
+
+
+def test_mean_z_and_one_cie_by_hand(native_model, task_a):
+    res = ti.indirect_effect(native_model, task_a, **SMALL)
+    layer, head = 1, 3
+    # mean hook_z at the query position over the clean mean prompts (seed + 1)
+    prompts = ti.make_prompts(task_a, native_model, n=4, n_shots=3, seed=1)
+    _, cache = native_model.run_with_cache(prompts.tokens, names_filter=f"blocks.{layer}.attn.hook_z")
+    rows = torch.arange(len(prompts))
+    z = cache[f"blocks.{layer}.attn.hook_z"][rows, prompts.query_pos]
+    torch.testing.assert_close(res.mean_z[0, layer], z.mean(0), atol=1e-6, rtol=0)
+    # CIE = P(answer | corrupted, z_head := mean) - P(answer | corrupted), per corrupted prompt
+    pairs = ti.make_prompt_pairs(task_a, native_model, n=3, n_shots=3, seed=0)
+    base = pairs.corrupted
+    r = torch.arange(len(base))
+
+    def put_mean(act, hook):
+        act = act.clone()
+        act[r, base.query_pos, head] = z.mean(0)[head]
+        return act
+
+    with torch.no_grad():
+        patched = native_model.run_with_hooks(base.tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", put_mean)])
+        plain = native_model(base.tokens)
+    p = lambda lg: lg[r, base.query_pos].softmax(-1)[r, base.answer_tokens]  # noqa: E731
+    torch.testing.assert_close(res.effects[0, layer, head], p(patched) - p(plain), atol=TOL, rtol=0)
+    torch.testing.assert_close(res.corrupted_metric[0], p(plain), atol=TOL, rtol=0)
+
+
+def test_universal_ranking_averages_tasks(native_model, task_a, task_b):
+    res = ti.indirect_effect(native_model, [task_a, task_b], **SMALL)
+    assert res.tasks == ("toy_a", "toy_b")
+    torch.testing.assert_close(res.mean(), (res.mean("toy_a") + res.mean("toy_b")) / 2)
+    mean = res.mean()
+    top = res.top_heads(5)
+    assert [float(mean[h]) for h in top] == sorted((float(v) for v in mean.flatten()), reverse=True)[:5]
+    assert res.top_heads(2, task="toy_b") == ti.indirect_effect(native_model, task_b, **SMALL).top_heads(2)
+    lo, hi = res.ci()
+    assert lo.shape == mean.shape and bool((lo <= mean + 1e-7).all() and (mean <= hi + 1e-7).all())
+    with pytest.raises(TlensICLError, match="not in this result"):
+        res.mean("toy_c")
+
+
+def test_zero_shot_corruption_patches_the_query_only(native_model, task_a):
+    res = ti.indirect_effect(native_model, task_a, corruption="zero_shot", method="fast", **SMALL)
+    naive = ti.indirect_effect(native_model, task_a, corruption="zero_shot", method="naive", **SMALL)
+    torch.testing.assert_close(res.effects, naive.effects, atol=TOL, rtol=0)
+
+
+def test_attribution_estimates_the_same_quantity(native_model, task_a):
+    exact = ti.indirect_effect(native_model, task_a, **SMALL)
+    approx = ti.indirect_effect(native_model, task_a, method="attribution", **SMALL)
+    assert approx.method == "attribution" and approx.effects.shape == exact.effects.shape
+    assert torch.equal(approx.mean_z, exact.mean_z)
+    torch.testing.assert_close(approx.corrupted_metric, exact.corrupted_metric, atol=TOL, rtol=0)
+    fid = ti.patching_fidelity(approx, exact, k=4)
+    assert -1.0 <= fid.spearman <= 1.0 and fid.n_heads == 8
+
+
+def test_result_views_round_trip_and_html(native_model, task_a, tmp_path):
+    res = ti.indirect_effect(native_model, task_a, **SMALL)
+    assert tensors_equal(res, ti.IndirectEffectResult.load(res.save(tmp_path / "ie")))
+    assert res.info["model"] and res.info["transformer_lens"] and res.info["seed"] == 0
+    df = res.to_dataframe()
+    assert len(df) == 8 and {"task", "layer", "head", "AIE", "ci_low", "ci_high"} <= set(df.columns)
+    assert list(res.top_table(3)["head"]) == [str(h) for h in res.top_heads(3)]
+    html = res._repr_html_()
+    assert "Average indirect effect" in html and "<img" in html
+    fig = res.plot(k=2)
+    assert len(fig.axes[0].patches) == 2  # the top-2 heads are outlined
+
+
+def test_head_attention_html_is_offline_and_shows_roles(native_model, task_a, tmp_path):
+    prompts = ti.make_prompts(task_a, native_model, n=1, n_shots=2)
+    html = ti.head_attention_html(native_model, prompts, [ti.Head(1, 2), ti.Head(0, 0)], path=tmp_path / "a.html")
+    assert "unpkg.com" not in html and "L1H2" in html and "|y" in html and "|qx" in html
+    assert (tmp_path / "a.html").read_text(encoding="utf-8") == html
+
+
+def test_bad_input_raises_before_any_forward(native_model, task_a, monkeypatch):
+    monkeypatch.setattr(type(native_model), "forward", lambda *a, **k: pytest.fail("forward ran"))
+    with pytest.raises(TlensICLError, match="method"):
+        ti.indirect_effect(native_model, task_a, method="magic", **SMALL)
+    with pytest.raises(TlensICLError, match="corruption"):
+        ti.indirect_effect(native_model, task_a, corruption="scrambled", **SMALL)
+    with pytest.raises(TlensICLError, match="other_task"):
+        ti.indirect_effect(native_model, task_a, corruption="other_task_labels", **SMALL)
+    with pytest.raises(TlensICLError, match="at least one task"):
+        ti.indirect_effect(native_model, [], **SMALL)
+
+
+def test_cli_mediate_writes_heatmap_top_heads_and_result(tokenizer, task_a, tmp_path, capsys):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tlens_icl import cli
+
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                                    bos_token_id=1, eos_token_id=2, pad_token_id=0))
+    hf.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    ti.register_task(ti.Task.from_pairs("toy_cli", [(i.input, i.output) for i in task_a.items]), overwrite=True)
+    out = tmp_path / "out"
+    code = cli.main(["mediate", "--model", str(tmp_path / "model"), "--task", "toy_cli", "--shots", "2",
+                     "--n-mean", "3", "--n-corrupted", "2", "--top-k", "3", "--out", str(out)])
+    assert code == 0
+    assert {"aie.png", "top_heads.csv", "attention.html", "result"} <= {p.name for p in out.iterdir()}
+    res = ti.IndirectEffectResult.load(out / "result")
+    assert res.tasks == ("toy_cli",) and res.effects.shape[-1] == 2
+    assert "top heads" in capsys.readouterr().out

@@ -1,0 +1,279 @@
+"""Head and activation patching: cross-checks against transformer_lens.patching, identities, hand-written hooks."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import transformer_lens.patching as tl_patching
+
+import tlens_icl as ti
+from tlens_icl.analyses import _engine
+from tlens_icl.errors import ModelStateError, PairMismatchError, TlensICLError
+from tlens_icl.results import tensors_equal
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def pairs_by_arch():
+    cache: dict[int, ti.PromptPairBatch] = {}
+
+    def get(model, task, corruption="shuffled_labels", n=3, n_shots=3):
+        key = (id(model), task.name, corruption, n, n_shots)
+        if key not in cache:
+            cache[key] = ti.make_prompt_pairs(task, model, n=n, n_shots=n_shots, corruption=corruption, seed=0)
+        return cache[key]
+
+    return get
+
+
+def tl_metric(pairs: ti.PromptPairBatch):
+    """TransformerLens-style metric: mean P(clean answer) at each row's query position."""
+    rows = torch.arange(len(pairs))
+    q, ans = pairs.corrupted.query_pos, pairs.clean.answer_tokens
+    return lambda logits: logits[rows, q].softmax(-1)[rows, ans].mean()
+
+
+def clean_cache(model, pairs, suffixes):
+    _, cache = model.run_with_cache(pairs.clean.tokens, names_filter=lambda n: n.endswith(suffixes))
+    return cache
+
+
+def test_query_head_patching_equals_transformer_lens_by_pos(any_model, task_a, pairs_by_arch):
+    pairs = pairs_by_arch(any_model, task_a)
+    q = pairs.corrupted.query_pos
+    assert bool((q == q[0]).all()), "toy prompts have equal lengths, so TL can read one position"
+    import pandas as pd
+
+    n_layers, n_heads = any_model.cfg.n_layers, any_model.cfg.n_heads
+    cells = pd.DataFrame([(layer, int(q[0]), head) for layer in range(n_layers) for head in range(n_heads)],
+                         columns=["layer", "pos", "head"])  # TL's by_pos sweep restricted to the query position
+    with torch.no_grad():
+        ref = tl_patching.get_act_patch_attn_head_out_by_pos(
+            any_model, pairs.corrupted.tokens, clean_cache(any_model, pairs, "hook_z"), tl_metric(pairs),
+            index_axis_names=None, index_df=cells).reshape(n_layers, n_heads)
+    fast = ti.head_patching(any_model, pairs, method="fast")
+    naive = ti.head_patching(any_model, pairs, method="naive")
+    assert fast.method == "fast" and naive.method == "naive"
+    torch.testing.assert_close(fast.patched().mean(-1), ref, atol=TOL, rtol=0)
+    torch.testing.assert_close(naive.patched().mean(-1), ref, atol=TOL, rtol=0)
+    torch.testing.assert_close(fast.effects, naive.effects, atol=TOL, rtol=0)
+
+
+def test_all_position_head_patching_equals_transformer_lens_all_pos(any_model, task_a, pairs_by_arch):
+    pairs = pairs_by_arch(any_model, task_a)
+    with torch.no_grad():
+        ref = tl_patching.get_act_patch_attn_head_out_all_pos(
+            any_model, pairs.corrupted.tokens, clean_cache(any_model, pairs, "hook_z"), tl_metric(pairs))
+    res = ti.head_patching(any_model, pairs, position="all")
+    torch.testing.assert_close(res.patched().mean(-1), ref, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("site,tl_fn", [("resid_pre", tl_patching.get_act_patch_resid_pre),
+                                        ("attn_out", tl_patching.get_act_patch_attn_out),
+                                        ("mlp_out", tl_patching.get_act_patch_mlp_out)])
+def test_activation_patching_equals_transformer_lens(any_model, task_a, pairs_by_arch, site, tl_fn):
+    pairs = pairs_by_arch(any_model, task_a, n=2, n_shots=2)
+    with torch.no_grad():
+        ref = tl_fn(any_model, pairs.corrupted.tokens, clean_cache(any_model, pairs, f"hook_{site}"), tl_metric(pairs))
+    res = ti.activation_patching(any_model, pairs, site=site)
+    assert res.effects.shape == (any_model.cfg.n_layers, pairs.corrupted.tokens.shape[1], 2)
+    torch.testing.assert_close(res.patched().mean(-1), ref, atol=TOL, rtol=0)
+
+
+def test_identity_corruption_gives_exactly_zero(any_model, task_a, pairs_by_arch):
+    pairs = pairs_by_arch(any_model, task_a, corruption="identity")
+    for kw in ({"method": "fast"}, {"method": "naive"}, {"position": "all"}, {"position": "demo_output"},
+               {"direction": "noise"}):
+        res = ti.head_patching(any_model, pairs, **kw)
+        assert torch.equal(res.effects, torch.zeros_like(res.effects)), kw
+        assert torch.equal(res.clean_metric, res.corrupted_metric)
+    res = ti.activation_patching(any_model, pairs, site="resid_pre")
+    assert torch.equal(res.effects, torch.zeros_like(res.effects))
+
+
+def patched_prob(model, base: ti.PromptBatch, layer: int, head: int, positions, value) -> torch.Tensor:
+    """P(answer) with ``z[:, positions, head]`` set to ``value`` by a hand-written hook."""
+    def hook(z, hook):
+        z = z.clone()
+        z[(*positions, head) if isinstance(positions, tuple) else (positions, head)] = value
+        return z
+
+    with torch.no_grad():
+        logits = model.run_with_hooks(base.tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", hook)])
+    rows = torch.arange(len(base))
+    return logits[rows, base.query_pos].softmax(-1)[rows, base.answer_tokens]
+
+
+def test_hand_written_hook_reproduces_one_head(any_model, task_a, pairs_by_arch):
+    pairs = pairs_by_arch(any_model, task_a)
+    layer, head = any_model.cfg.n_layers - 1, 1
+    rows = torch.arange(len(pairs))
+    _, cache = any_model.run_with_cache(pairs.clean.tokens, names_filter=f"blocks.{layer}.attn.hook_z")
+    z_clean = cache[f"blocks.{layer}.attn.hook_z"]
+    q_c, q_k = pairs.clean.query_pos, pairs.corrupted.query_pos
+    # query position, denoising
+    expected = patched_prob(any_model, pairs.corrupted, layer, head, (rows, q_k), z_clean[rows, q_c, head])
+    res = ti.head_patching(any_model, pairs)
+    torch.testing.assert_close(res.patched()[layer, head], expected, atol=TOL, rtol=0)
+    # demo-output positions, denoising
+    mask = pairs.corrupted.mask("demo_output")
+    expected = patched_prob(any_model, pairs.corrupted, layer, head, mask, z_clean[mask][:, head])
+    res = ti.head_patching(any_model, pairs, position="demo_output")
+    torch.testing.assert_close(res.patched()[layer, head], expected, atol=TOL, rtol=0)
+
+
+def test_noising_patches_corrupted_values_into_clean_run(native_model, task_a, pairs_by_arch):
+    pairs = pairs_by_arch(native_model, task_a)
+    layer, head = 1, 2
+    rows = torch.arange(len(pairs))
+    _, cache = native_model.run_with_cache(pairs.corrupted.tokens, names_filter=f"blocks.{layer}.attn.hook_z")
+    z_corr = cache[f"blocks.{layer}.attn.hook_z"][rows, pairs.corrupted.query_pos, head]
+    expected = patched_prob(native_model, pairs.clean, layer, head, (rows, pairs.clean.query_pos), z_corr)
+    res = ti.head_patching(native_model, pairs, direction="noise")
+    torch.testing.assert_close(res.patched()[layer, head], expected, atol=TOL, rtol=0)
+    torch.testing.assert_close(res.effects[layer, head], expected - res.clean_metric, atol=TOL, rtol=0)
+
+
+def test_fast_path_is_exact_in_compatibility_mode(tokenizer, task_a):
+    from conftest import build_model
+
+    model = build_model("gpt2", tokenizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.enable_compatibility_mode(disable_warnings=True)
+    pairs = ti.make_prompt_pairs(task_a, model, n=3, n_shots=3)
+    fast = ti.head_patching(model, pairs, method="fast")
+    assert fast.info["compatibility_mode"] is True
+    torch.testing.assert_close(fast.effects, ti.head_patching(model, pairs, method="naive").effects, atol=TOL, rtol=0)
+
+
+def test_zero_shot_pairs_patch_at_the_query_position(native_model, task_a, pairs_by_arch):
+    pairs = pairs_by_arch(native_model, task_a, corruption="zero_shot")
+    assert not pairs.aligned
+    fast = ti.head_patching(native_model, pairs, method="fast")
+    naive = ti.head_patching(native_model, pairs, method="naive")
+    torch.testing.assert_close(fast.effects, naive.effects, atol=TOL, rtol=0)
+    with pytest.raises(PairMismatchError):
+        ti.head_patching(native_model, pairs, position="all")
+
+
+def rotary_native(tokenizer):
+    from transformer_lens import TransformerBridge, TransformerBridgeConfig
+
+    cfg = TransformerBridgeConfig(d_model=64, d_head=16, n_heads=4, n_layers=2, n_ctx=128, d_vocab=len(tokenizer),
+                                  act_fn="gelu", seed=1)
+    cfg.positional_embedding_type = "rotary"  # the embedded model's positions; not a constructor argument in 4.3
+    return TransformerBridge.boot_native(cfg, tokenizer=tokenizer).eval()
+
+
+def test_fast_path_is_exact_on_rotary_native(tokenizer, task_a):
+    model = rotary_native(tokenizer)
+    pairs = ti.make_prompt_pairs(task_a, model, n=3, n_shots=3)
+    fast = ti.head_patching(model, pairs, method="fast")
+    naive = ti.head_patching(model, pairs, method="naive")
+    torch.testing.assert_close(fast.effects, naive.effects, atol=TOL, rtol=0)
+
+
+def test_fast_path_without_room_falls_back_with_warning(tokenizer, task_a):
+    from conftest import build_model
+
+    pairs_model = build_model("native", tokenizer, n_ctx=12)
+    pairs = ti.make_prompt_pairs(task_a, pairs_model, n=2, n_shots=1)
+    assert pairs.corrupted.tokens.shape[1] == 12  # no position left for a query copy
+    with pytest.warns(UserWarning, match="falling back"):
+        res = ti.head_patching(pairs_model, pairs)
+    assert res.method == "naive"
+    with pytest.raises(ModelStateError, match="not exact"):
+        ti.head_patching(pairs_model, pairs, method="fast")
+
+
+def test_control_copy_catches_a_broken_fast_path(native_model, task_a, pairs_by_arch, monkeypatch):
+    pairs = pairs_by_arch(native_model, task_a)
+    expected = ti.head_patching(native_model, pairs, method="naive")
+    # Wrong positions for the copies (learned position embeddings): the control copy must disagree.
+    monkeypatch.setattr(_engine._CopyLayout, "position_ids",
+                        lambda self: torch.arange(self.width + self.n_copies).expand(len(self.query_pos), -1))
+    with pytest.raises(ModelStateError, match="control copy"):
+        ti.head_patching(native_model, pairs, method="fast")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = ti.head_patching(native_model, pairs)
+    assert res.method == "naive" and any("falling back" in str(w.message) for w in caught)
+    assert torch.equal(res.effects, expected.effects)
+
+
+def test_bad_input_raises_before_any_forward(native_model, task_a, pairs_by_arch, monkeypatch):
+    pairs = pairs_by_arch(native_model, task_a)
+    monkeypatch.setattr(type(native_model), "forward", lambda *a, **k: pytest.fail("forward ran"))
+    with pytest.raises(TlensICLError, match="position"):
+        ti.head_patching(native_model, pairs, position="middle")
+    with pytest.raises(TlensICLError, match="direction"):
+        ti.head_patching(native_model, pairs, direction="sideways")
+    with pytest.raises(TlensICLError, match="logit_diff"):
+        ti.head_patching(native_model, pairs, metric="logit_diff")
+    with pytest.raises(TlensICLError, match="metric"):
+        ti.head_patching(native_model, pairs, metric="accuracy")
+    with pytest.raises(TlensICLError, match="fast"):
+        ti.head_patching(native_model, pairs, position="all", method="fast")
+    with pytest.raises(TlensICLError, match="site"):
+        ti.activation_patching(native_model, pairs, site="hook_q")
+
+
+def test_training_mode_is_refused(tokenizer, task_a):
+    from conftest import build_model
+
+    model = build_model("native", tokenizer).train()
+    pairs = ti.make_prompt_pairs(task_a, model, n=2, n_shots=2)
+    with pytest.raises(ModelStateError, match="eval"):
+        ti.head_patching(model, pairs)
+
+
+def test_logit_diff_uses_the_corrupted_answer_as_contrast(native_model, task_a, pairs_by_arch):
+    pairs = pairs_by_arch(native_model, task_a, corruption="corrupted_query")
+    res = ti.head_patching(native_model, pairs, metric="logit_diff")
+    rows = torch.arange(len(pairs))
+    with torch.no_grad():
+        logits = native_model(pairs.clean.tokens)[rows, pairs.clean.query_pos]
+    expected = logits[rows, pairs.clean.answer_tokens] - logits[rows, pairs.corrupted.answer_tokens]
+    torch.testing.assert_close(res.clean_metric, expected, atol=TOL, rtol=0)
+
+
+def test_result_views_and_round_trip(native_model, task_a, pairs_by_arch, tmp_path):
+    pairs = pairs_by_arch(native_model, task_a)
+    res = ti.head_patching(native_model, pairs)
+    n_layers, n_heads = native_model.cfg.n_layers, native_model.cfg.n_heads
+    mean = res.mean()
+    top = res.top_heads(3)
+    assert [float(mean[h]) for h in top] == sorted((float(v) for v in mean.flatten()), reverse=True)[:3]
+    assert [float(mean[h]) for h in res.top_heads(3, largest=False)] == sorted(float(v) for v in mean.flatten())[:3]
+    lo, hi = res.ci()
+    assert bool((lo <= mean + 1e-7).all() and (mean <= hi + 1e-7).all())
+    df = res.to_dataframe()
+    assert len(df) == n_layers * n_heads and {"layer", "head", "effect", "ci_low", "ci_high"} <= set(df.columns)
+    assert len(res.to_dataframe(per_example=True)) == n_layers * n_heads * len(pairs)
+    assert "Head patching" in res._repr_html_()
+    loaded = ti.HeadPatchingResult.load(res.save(tmp_path / "hp"))
+    assert tensors_equal(res, loaded)
+    with pytest.raises(dataclasses_frozen_error()):
+        res.metric = "x"  # type: ignore[misc]
+
+
+def test_activation_patching_view(native_model, task_a, pairs_by_arch, tmp_path):
+    pairs = pairs_by_arch(native_model, task_a, n=2, n_shots=2)
+    res = ti.activation_patching(native_model, pairs, site="resid_pre")
+    # At layer 0, a position holding the same token in both prompts has the same residual: zero effect.
+    same = (pairs.clean.tokens == pairs.corrupted.tokens).all(0)
+    assert bool(same.any()) and not bool(same.all())
+    assert torch.equal(res.effects[0, same], torch.zeros_like(res.effects[0, same]))
+    assert len(res.tokens) == pairs.corrupted.tokens.shape[1]
+    assert tensors_equal(res, ti.ActivationPatchingResult.load(res.save(tmp_path / "ap")))
+    assert res.plot() is not None and len(res.to_dataframe()) == res.effects.shape[0] * res.effects.shape[1]
+
+
+def dataclasses_frozen_error():
+    import dataclasses
+
+    return dataclasses.FrozenInstanceError

@@ -1,0 +1,367 @@
+"""Function vectors, task vectors, in-context vectors, soft injection and the one-protocol comparison.
+
+Truths: hand-computed FV; zero-coefficient / zero-strength / zero-weight interventions are no-ops;
+injection at layer L leaves earlier activations unchanged; a prompt's own task vector patched back is a
+no-op; soft weight 1 == hard replacement; decoding equals the model's own unembedding.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tlens_icl import HookNotFiredError, TlensICLError, make_prompt_pairs, make_prompts
+from tlens_icl import hooks as H
+from tlens_icl.analyses.compare import ComparisonResult, bootstrap_mean_ci, compare_methods
+from tlens_icl.analyses.function_vectors import (FunctionVector, function_vector, function_vector_from_heads,
+                                                 function_vector_from_task, function_vector_sweep)
+from tlens_icl.analyses.icv import InContextVector, _with_answers, apply_icv, in_context_vector
+from tlens_icl.analyses.soft_injection import SoftInjection, soft_inject, soft_injection
+from tlens_icl.analyses.task_vectors import (TaskVector, patch_task_vector, task_vector, task_vector_from_prompts,
+                                             task_vector_sweep)
+from tlens_icl.analyses.vectors import (LayerSweepResult, add_vector, generate_with_vector, mean_head_activations)
+from tlens_icl.results import tensors_equal
+
+HEADS = [(0, 1), (1, 2), (1, 0)]
+
+
+def _batch(model, task, n=4, n_shots=3, seed=0):
+    return make_prompts(task, model, n=n, n_shots=n_shots, seed=seed)
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model(batch.tokens)
+
+
+def _cache(model, batch, names):
+    with torch.no_grad():
+        _, cache = model.run_with_cache(batch.tokens, names_filter=names)
+    return {n: cache[n].clone() for n in names}
+
+
+# ---- function vectors -----------------------------------------------------------------------------------
+def test_function_vector_equals_hand_computed_sum(any_model, task_a):
+    batch = _batch(any_model, task_a, n=6)
+    fv = function_vector_from_task(any_model, task_a, HEADS, n=6, n_shots=3)
+    rows = torch.arange(len(batch))
+    ref = torch.zeros(any_model.cfg.d_model)
+    with torch.no_grad():
+        for layer, head in HEADS:
+            _, cache = any_model.run_with_cache(batch.tokens, names_filter=H.z(layer))
+            mean = cache[H.z(layer)][rows, batch.query_pos, head].mean(0)
+            ref += mean @ any_model.W_O[layer, head]
+    torch.testing.assert_close(fv.vector, ref, atol=1e-5, rtol=1e-5)
+    assert fv.heads == tuple(HEADS) and fv.task == "toy_a"
+
+
+def test_function_vector_bias_counted_once_per_layer(native_model, task_a):
+    mean_z = mean_head_activations(native_model, _batch(native_model, task_a))
+    plain = function_vector_from_heads(native_model, mean_z, HEADS)
+    biased = function_vector_from_heads(native_model, mean_z, HEADS, include_bias=True)
+    with torch.no_grad():
+        expected = plain.vector + native_model.b_O[0] + native_model.b_O[1]  # layers 0 and 1, once each
+    torch.testing.assert_close(biased.vector, expected)
+
+
+def test_function_vector_from_mediation_result(native_model, task_a):
+    from tlens_icl.analyses.mediation import indirect_effect
+
+    med = indirect_effect(native_model, task_a, n_mean=6, n_corrupted=4, n_shots=3)
+    fv = function_vector(native_model, med, task="toy_a", k=3)
+    ref = function_vector_from_heads(native_model, med.mean_z[0], med.top_heads(3))
+    assert fv.heads == tuple(tuple(h) for h in med.top_heads(3))
+    torch.testing.assert_close(fv.vector, ref.vector)
+    with pytest.raises(TlensICLError, match="no task"):
+        function_vector(native_model, med, task="nope")
+
+
+def test_function_vector_arithmetic(native_model, task_a, task_b):
+    a = function_vector_from_task(native_model, task_a, HEADS, n=4, n_shots=3)
+    b = function_vector_from_task(native_model, task_b, [(0, 0)], n=4, n_shots=3)
+    both = a + b
+    torch.testing.assert_close(both.vector, a.vector + b.vector)
+    assert set(both.heads) == set(HEADS) | {(0, 0)} and both.task == "toy_a+toy_b"
+    assert torch.equal((a - a).vector, torch.zeros_like(a.vector))
+    torch.testing.assert_close((2 * a).vector, a.vector * 2)
+    torch.testing.assert_close((-a).vector, -a.vector)
+
+
+def test_function_vector_rejects_bad_heads(native_model):
+    mean_z = torch.zeros(2, 4, 16)
+    with pytest.raises(TlensICLError, match="outside"):
+        function_vector_from_heads(native_model, mean_z, [(5, 0)])
+    with pytest.raises(TlensICLError, match="Duplicate"):
+        function_vector_from_heads(native_model, mean_z, [(0, 0), (0, 0)])
+    with pytest.raises(TlensICLError, match="mean_z"):
+        function_vector_from_heads(native_model, torch.zeros(2, 4, 8), [(0, 0)])
+
+
+# ---- add_vector -------------------------------------------------------------------------------------------
+def test_add_vector_zero_coefficient_is_bit_identical(any_model, task_a):
+    batch = _batch(any_model, task_a)
+    v = torch.randn(any_model.cfg.d_model)
+    ref = _logits(any_model, batch)
+    for position in ("query", "all"):
+        with add_vector(any_model, v, layer=0, coeff=0.0, position=position, query_pos=batch.query_pos):
+            out = _logits(any_model, batch)
+        assert torch.equal(out, ref)
+
+
+def test_add_vector_leaves_earlier_layers_unchanged(any_model, task_a):
+    batch = _batch(any_model, task_a)
+    v = torch.randn(any_model.cfg.d_model)  # random, so LayerNorm centring cannot remove it
+    earlier = [H.resid_pre(0), H.resid_post(0), H.resid_pre(1), H.z(1)]
+    names = earlier + [H.resid_post(1)]
+    ref = _cache(any_model, batch, names)
+    with add_vector(any_model, v, layer=1, query_pos=batch.query_pos):
+        got = _cache(any_model, batch, names)
+    for n in earlier:
+        assert torch.equal(got[n], ref[n]), n
+    expected = ref[H.resid_post(1)].clone()
+    expected[torch.arange(len(batch)), batch.query_pos] += v
+    torch.testing.assert_close(got[H.resid_post(1)], expected)
+    ref_logits = _logits(any_model, batch)
+    with add_vector(any_model, v, layer=1, query_pos=batch.query_pos):
+        assert not torch.allclose(_logits(any_model, batch), ref_logits)
+
+
+def test_add_vector_all_positions_and_resid_pre(native_model, task_a):
+    batch = _batch(native_model, task_a)
+    v = torch.randn(native_model.cfg.d_model)
+    ref = _cache(native_model, batch, [H.resid_pre(1)])[H.resid_pre(1)]
+    with add_vector(native_model, v, layer=1, position="all", site="resid_pre"):
+        got = _cache(native_model, batch, [H.resid_pre(1)])[H.resid_pre(1)]
+    torch.testing.assert_close(got, ref + v)
+
+
+def test_add_vector_raises_when_no_forward_runs(native_model):
+    with pytest.raises(HookNotFiredError):
+        with add_vector(native_model, torch.randn(native_model.cfg.d_model), layer=1):
+            pass
+
+
+def test_vector_options_are_validated_before_running(native_model):
+    from tlens_icl.analyses.vectors import check_position, resid_hook_name
+
+    v = torch.randn(native_model.cfg.d_model)
+    with pytest.raises(TlensICLError, match="layer"):
+        with add_vector(native_model, v, layer=7):
+            pass
+    with pytest.raises(TlensICLError, match="d_model"):
+        with add_vector(native_model, torch.randn(3), layer=0):
+            pass
+    with pytest.raises(TlensICLError, match="position"):
+        check_position("middle")
+    with pytest.raises(TlensICLError, match="resid_mid"):
+        resid_hook_name("resid_mid", 0)
+
+
+@pytest.mark.parametrize("arch", ["native", "gpt2"])  # native generates without a KV cache, GPT-2 with one
+def test_generate_with_vector_adds_at_every_generated_token(arch, tokenizer):
+    from conftest import build_model
+
+    model = build_model(arch, tokenizer)
+    tokens = model.to_tokens("in1 -> a1 \n in2 ->")
+    v = 3 * torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(1))
+    out = generate_with_vector(model, tokens, v, layer=1, max_new_tokens=4, do_sample=False)
+    q = tokens.shape[1] - 1
+
+    def hook(act, hook):
+        act = act.clone()
+        act[:, q:] += v
+        return act
+
+    cur = tokens.clone()
+    with torch.no_grad():
+        for _ in range(4):
+            with model.hooks([(H.resid_post(1), hook)]):
+                nxt = model(cur)[:, -1].argmax(-1, keepdim=True)
+            cur = torch.cat([cur, nxt], 1)
+    assert out.tolist() == cur.tolist()
+
+
+def test_function_vector_sweep_coeff_zero_equals_baseline(native_model, task_a):
+    fv = function_vector_from_task(native_model, task_a, HEADS, n=4, n_shots=3)
+    sweep = function_vector_sweep(native_model, fv, task_a, n=6, n_shots=3, coeff=0.0,
+                                  settings=("zero_shot", "shuffled_labels", "icl"))
+    assert sweep.correct.shape == (3, 2, 6)
+    for s in range(3):
+        for layer in range(2):
+            assert torch.equal(sweep.answer_prob[s, layer], sweep.baseline_prob[s])
+    zs = make_prompts(task_a, native_model, n=6, n_shots=0, seed=0)
+    shuffled = make_prompt_pairs(task_a, native_model, n=6, n_shots=3, seed=0).corrupted
+    assert zs.queries == shuffled.queries  # the same query items in every setting
+    assert sweep.best_layer("zero_shot") in (0, 1)
+    df = sweep.to_dataframe()
+    assert len(df) == 6 and set(df["setting"]) == {"zero_shot", "shuffled_labels", "icl"}
+
+
+def test_decode_matches_the_models_unembedding(any_model, task_a):
+    batch = _batch(any_model, task_a, n=1)
+    last = any_model.cfg.n_layers - 1
+    tv = task_vector_from_prompts(any_model, batch)
+    top_token = tv.decode(any_model, 1, layer=last)[0][0]
+    expected = int(_logits(any_model, batch)[0, batch.query_pos[0]].argmax())
+    assert top_token == any_model.tokenizer.decode([expected])
+    fv = function_vector_from_heads(any_model, mean_head_activations(any_model, batch), HEADS)
+    assert len(fv.decode(any_model, 5)) == 5
+
+
+# ---- task vectors ---------------------------------------------------------------------------------------------
+def test_own_task_vector_patched_back_is_a_no_op(any_model, task_a):
+    batch = _batch(any_model, task_a, n=1)
+    tv = task_vector_from_prompts(any_model, batch)
+    ref = _logits(any_model, batch)
+    for layer in range(any_model.cfg.n_layers):
+        with patch_task_vector(any_model, tv, layer=layer, query_pos=batch.query_pos):
+            out = _logits(any_model, batch)
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    other = task_vector_from_prompts(any_model, _batch(any_model, task_a, n=1, seed=5))
+    with patch_task_vector(any_model, other, layer=0, query_pos=batch.query_pos):
+        assert not torch.allclose(_logits(any_model, batch), ref)
+
+
+def test_task_vector_is_mean_query_residual(native_model, task_a):
+    tv = task_vector(native_model, task_a, n=5, n_shots=3, seed=2)
+    batch = make_prompts(task_a, native_model, n=5, n_shots=3, seed=2)
+    cache = _cache(native_model, batch, [H.resid_post(1)])[H.resid_post(1)]
+    torch.testing.assert_close(tv.at(1), cache[torch.arange(5), batch.query_pos].mean(0))
+    assert tv.n_shots == 3 and tv.layer is None
+    with pytest.raises(TlensICLError, match="chosen layer"):
+        _ = tv.vector
+    sweep = task_vector_sweep(native_model, tv, task_a, n=4)
+    assert sweep.layers == (0, 1) and sweep.settings == ("zero_shot",)
+    assert tv.with_layer(sweep.best_layer()).vector.shape == (native_model.cfg.d_model,)
+
+
+# ---- in-context vectors ----------------------------------------------------------------------------------------
+def test_icv_strength_zero_is_a_no_op_and_positive_strength_steers(any_model, task_a):
+    icv = in_context_vector(any_model, task_a, n=6)
+    assert icv.directions.shape == (any_model.cfg.n_layers, any_model.cfg.d_model)
+    batch = _batch(any_model, task_a, n_shots=0)
+    ref = _logits(any_model, batch)
+    with apply_icv(any_model, icv, strength=0.0):
+        torch.testing.assert_close(_logits(any_model, batch), ref, atol=1e-4, rtol=1e-4)
+    with apply_icv(any_model, icv, strength=1.0):
+        assert not torch.allclose(_logits(any_model, batch), ref, atol=1e-3)
+
+
+def test_icv_preserves_norms_and_is_pc1(native_model, task_a):
+    from tlens_icl.analyses.icv import steer
+
+    x, v = torch.randn(5, 7, 64), torch.randn(64)
+    torch.testing.assert_close(steer(x, v, 0.7).norm(dim=-1), x.norm(dim=-1))
+    icv = in_context_vector(native_model, task_a, n=8, contrast="icl", n_shots=3)
+    flat = icv.directions.flatten()
+    torch.testing.assert_close(flat.norm(), torch.tensor(1.0))  # a unit principal axis
+    assert float(flat @ icv.mean_difference.flatten()) > 0  # sign aligned with the mean difference
+    assert 0 < icv.explained_variance_ratio <= 1
+
+
+def test_icv_pair_prompts_append_the_answer(native_model, task_a):
+    zs = make_prompts(task_a, native_model, n=3, n_shots=0)
+    pos = _with_answers(zs)
+    for i in range(3):
+        text = native_model.tokenizer.decode(pos.tokens[i, 1:int(pos.query_pos[i]) + 1])
+        assert text.split() == (zs.prompts[i] + zs.answers[i]).split()
+
+
+# ---- soft injection -----------------------------------------------------------------------------------------------
+def _si(model, theta, emb=None):
+    shape = (model.cfg.n_layers, model.cfg.n_heads)
+    emb = emb if emb is not None else torch.randn(*shape, model.cfg.d_head)
+    return SoftInjection(emb, theta, torch.zeros(0), "toy", {})
+
+
+def test_soft_injection_weight_zero_is_a_no_op(any_model, task_a):
+    batch = _batch(any_model, task_a, n_shots=0)
+    si = _si(any_model, torch.full((any_model.cfg.n_layers, any_model.cfg.n_heads), float("-inf")))
+    assert torch.equal(si.alpha, torch.zeros_like(si.alpha))
+    ref = _logits(any_model, batch)
+    with soft_inject(any_model, si, query_pos=batch.query_pos):
+        assert torch.equal(_logits(any_model, batch), ref)
+
+
+def test_soft_injection_weight_one_is_hard_replacement(any_model, task_a):
+    batch = _batch(any_model, task_a, n_shots=0)
+    theta = torch.full((any_model.cfg.n_layers, any_model.cfg.n_heads), float("-inf"))
+    theta[1, 2] = float("inf")
+    si = _si(any_model, theta)
+    rows = torch.arange(len(batch))
+
+    def replace_head(z, hook):
+        z = z.clone()
+        z[rows, batch.query_pos, 2] = si.embeddings[1, 2]
+        return z
+
+    with torch.no_grad(), any_model.hooks([(H.z(1), replace_head)]):
+        ref = any_model(batch.tokens)
+    with soft_inject(any_model, si, query_pos=batch.query_pos):
+        out = _logits(any_model, batch)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(out, _logits(any_model, batch))
+
+
+def test_soft_injection_trains_only_theta(native_model, task_a):
+    si = soft_injection(native_model, task_a, n_embed=6, n_shots=3, n_train=8, steps=3, train_batch_size=4)
+    assert all(p.grad is None for p in native_model.parameters())
+    assert si.losses.shape == (3,) and not torch.equal(si.theta, torch.zeros_like(si.theta))
+    torch.testing.assert_close(si.embeddings, mean_head_activations(native_model, _batch(native_model, task_a, n=6)))
+    zero = soft_injection(native_model, task_a, n_embed=6, n_shots=3, n_train=8, steps=0)
+    assert torch.equal(zero.alpha, torch.full_like(zero.alpha, 0.5))
+
+
+# ---- results ------------------------------------------------------------------------------------------------------
+def test_vector_results_round_trip(native_model, task_a, tmp_path):
+    fv = function_vector_from_task(native_model, task_a, HEADS, n=4, n_shots=3).with_layer(1)
+    tv = task_vector(native_model, task_a, n=4, n_shots=3)
+    icv = in_context_vector(native_model, task_a, n=4)
+    si = soft_injection(native_model, task_a, n_embed=4, n_shots=3, n_train=4, steps=1)
+    sweep = function_vector_sweep(native_model, fv, task_a, n=4, n_shots=3)
+    for i, (res, cls) in enumerate([(fv, FunctionVector), (tv, TaskVector), (icv, InContextVector),
+                                    (si, SoftInjection), (sweep, LayerSweepResult)]):
+        loaded = cls.load(res.save(tmp_path / str(i)))
+        assert tensors_equal(res, loaded), cls.__name__
+        if cls is not LayerSweepResult:
+            assert tensors_equal(res.to("cpu"), res)
+        assert isinstance(res.summary(), str) and len(res.to_dataframe()) > 0
+        assert "<img" in res._repr_html_()
+
+
+# ---- the one-protocol comparison ----------------------------------------------------------------------------------
+def test_compare_methods_one_protocol(native_model, task_a, task_b, tmp_path):
+    res = compare_methods(native_model, [task_a, task_b], n_test=6, n_fit=6, n_shots=3, soft_steps=2,
+                          fv_heads=HEADS, icv_strengths=(0.0, 0.1))
+    assert res.methods == ("zero_shot", "icl", "function_vector", "task_vector", "icv", "soft_injection")
+    assert res.correct.shape == (6, 2, 6)
+    # Baselines equal a direct evaluation of the same held-out items.
+    from tlens_icl.analyses.vectors import evaluate_intervention
+
+    train, test = task_a.split(0.3, seed=0)
+    correct, p = evaluate_intervention(native_model, make_prompts(test, native_model, n=6, n_shots=0))
+    assert torch.equal(res.correct[0, 0], correct) and torch.equal(res.answer_prob[0, 0], p)
+    assert {q.input for q in make_prompts(test, native_model, n=6, n_shots=0).queries}.isdisjoint(
+        {it.input for it in train.items})
+    # Filtering keeps exactly the ICL-correct items.
+    table = res.table(filtered=True)
+    for t in res.tasks:
+        if res.icl_correct()[res.tasks.index(t)].any():
+            assert table.loc["icl", t] == 1.0
+    assert res.chosen["toy_a"]["function_vector"]["heads"] == [list(h) for h in HEADS]
+    assert res.chosen["toy_a"]["icv"]["strength"] in (0.0, 0.1)
+    df = res.to_dataframe()
+    assert len(df) == 6 * 2 * 2 and set(df["subset"]) == {"all", "icl_correct"}
+    assert tensors_equal(res, ComparisonResult.load(res.save(tmp_path)))
+
+
+def test_bootstrap_ci_brackets_the_mean():
+    x = torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0])
+    lo, hi = bootstrap_mean_ci(x)
+    assert lo <= float(x.mean()) <= hi and 0 <= lo < hi <= 1
+    assert bootstrap_mean_ci(torch.ones(4)) == (1.0, 1.0)
+
+
+def test_compare_methods_rejects_unknown_method(native_model, task_a):
+    with pytest.raises(TlensICLError, match="Unknown method"):
+        compare_methods(native_model, task_a, methods=["steering"])

@@ -1,0 +1,217 @@
+"""Causal mediation of in-context learning by attention heads (Todd et al., "Function Vectors", ICLR 2024).
+
+For each task: the task-conditioned mean ``hook_z`` of every head at the query position over
+``n_mean`` clean ICL prompts; then for each of ``n_corrupted`` corrupted prompts (default: shuffled
+labels) and each head, that head's query-position ``hook_z`` is replaced by the mean and the gain in
+P(first answer token) is recorded:
+
+    CIE(head | prompt) = P(answer | corrupted, z_head := mean) - P(answer | corrupted)
+
+The average indirect effect (AIE) averages CIEs over prompts and then over tasks ("universal" heads).
+Positive AIE = the head's mean activation carries the task and restores the answer. The exact CIEs
+come from the query-copy fast path (one forward for all heads), equal to one-forward-per-head patching.
+
+Pitfall: shuffled labels are uninformative when the output *type* reveals the task (the corrupted
+prompt is still solved, every AIE is ~0). Use ``corruption="zero_shot"`` or ``"other_task_labels"``
+for such tasks; tasks that share an output type (e.g. the bitwise operations) work with shuffled labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .. import hooks
+from .._typing import Head, ModelLike
+from ..errors import TlensICLError
+from ..metrics import Metric
+from ..models import require_eval_mode
+from ..pairs import make_prompt_pairs, make_prompts
+from ..prompts import ROLES, PromptBatch
+from ..results import Result, run_info
+from ..runs import query_logits
+from ..tasks import Task
+from ..templates import PromptTemplate
+from . import _engine
+from ._effects import HeadEffectViews
+from .attribution import attribution_patching
+from .patching import scorer
+
+
+
+@dataclass(frozen=True)
+class IndirectEffectResult(HeadEffectViews, Result):
+    """Per-prompt causal indirect effects of every head, per task.
+
+    ``effects[t, l, h, i]`` = CIE of head ``(l, h)`` on corrupted prompt ``i`` of task ``tasks[t]``
+    (``metric(patched) - metric(corrupted)``; positive = restores the answer). ``mean_z[t]`` is the
+    task-conditioned mean ``hook_z`` at the query position (the function-vector ingredient).
+    ``clean_metric``/``corrupted_metric`` are the unpatched metrics of the paired prompts.
+    """
+
+    effects: Float[Tensor, "task layer head example"]
+    mean_z: Float[Tensor, "task layer head d_head"]
+    clean_metric: Float[Tensor, "task example"]
+    corrupted_metric: Float[Tensor, "task example"]
+    tasks: tuple[str, ...]
+    metric: str
+    corruption: str
+    n_shots: int
+    method: str
+    info: dict[str, Any]
+
+    title = "Average indirect effect"
+    effect_label = "AIE"
+
+    def _stacked(self) -> tuple[Tensor, tuple[str, ...]]:
+        return self.effects, self.tasks
+
+    def summary(self) -> str:
+        top = ", ".join(f"{h}={float(self.mean()[h]):.3g}" for h in self.top_heads(5))
+        return (f"{self.title} [{self.method}] over {len(self.tasks)} task(s) {list(self.tasks)}, "
+                f"corruption={self.corruption}, metric={self.metric}, n={self.effects.shape[-1]} per task; "
+                f"clean {float(self.clean_metric.mean()):.3g}, corrupted {float(self.corrupted_metric.mean()):.3g}; "
+                f"top heads: {top}")
+
+
+def indirect_effect(
+    model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_mean: int = 100, n_corrupted: int = 25,
+    n_shots: int = 10, corruption: str = "shuffled_labels", seed: int = 0, metric: str | Metric = "prob",
+    method: str = "auto", other_task: Task | str | None = None,
+    template: PromptTemplate | str | None = None, batch_size: int = 16, progress: bool = False,
+) -> IndirectEffectResult:
+    """Todd et al.'s causal indirect effect of every attention head, for one or several tasks.
+
+    Args:
+        tasks: a task (name) or several; the AIE of several tasks is their mean ("universal" heads).
+        n_mean: clean prompts averaged for the mean activation (seed ``seed + 1``).
+        n_corrupted: corrupted prompts per task (``make_prompt_pairs(task, model, n=n_corrupted,
+            n_shots=n_shots, corruption=corruption, seed=seed)``: the same pairs for the same seed).
+        corruption: see :data:`~tlens_icl.pairs.CORRUPTIONS`; ``zero_shot`` works (query position only).
+        metric: ``prob`` (Todd et al.), ``logprob``, ``rank`` or ``top1`` of the first answer token.
+        method: ``auto``/``fast``/``naive`` are exact (see :func:`head_patching`); ``attribution`` is the
+            first-order estimate from one forward + backward.
+        other_task: label source for ``corruption="other_task_labels"``.
+
+    Returns:
+        :class:`IndirectEffectResult`; ``.mean()`` is the AIE ``[layer, head]``, ``.top_heads(k)``.
+    """
+    require_eval_mode(model, "indirect_effect")
+    if method not in ("auto", "fast", "naive", "attribution"):
+        raise TlensICLError(f"method must be 'auto', 'fast', 'naive' or 'attribution', got {method!r}.")
+    task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
+    if not task_list:
+        raise TlensICLError("indirect_effect needs at least one task.")
+    # Build (and so validate) every prompt before the first forward pass.
+    mean_prompts = [make_prompts(t, model, n=n_mean, n_shots=n_shots, seed=seed + 1, template=template)
+                    for t in task_list]
+    pair_sets = [make_prompt_pairs(t, model, n=n_corrupted, n_shots=n_shots, corruption=corruption, seed=seed,
+                                   template=template, other_task=other_task) for t in task_list]
+    metric_name, _ = scorer(model, metric, pair_sets[0])
+    cells = _engine.all_heads(model)
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    effects, means, clean, corrupted, used = [], [], [], [], set()
+    for prompts, pairs in zip(mean_prompts, pair_sets):
+        _, score = scorer(model, metric, pairs)
+        mean_z = _engine.query_z(model, prompts, batch_size=batch_size)[0].mean(0)
+        if method == "attribution":
+            res = attribution_patching(model, pairs, metric=metric, values=mean_z, batch_size=batch_size)
+            eff, base = res.effects.reshape(len(cells), -1), res.corrupted_metric
+            used.add("attribution")
+        else:
+            vals = mean_z.expand(len(pairs), -1, -1, -1)
+            eff, base, how = _engine.patch_query_heads(model, pairs.corrupted, vals, cells, score, method=method,
+                                                       batch_size=batch_size, progress=progress)
+            used.add(how)
+        effects.append(eff.reshape(n_layers, n_heads, -1))
+        means.append(mean_z)
+        corrupted.append(base)
+        clean.append(score(query_logits(model, pairs.clean, batch_size=batch_size), slice(None)))
+    names = tuple(p.task for p in pair_sets)
+    return IndirectEffectResult(
+        effects=torch.stack(effects), mean_z=torch.stack(means), clean_metric=torch.stack(clean),
+        corrupted_metric=torch.stack(corrupted), tasks=names, metric=metric_name, corruption=corruption,
+        n_shots=n_shots, method="+".join(sorted(used)),
+        info=run_info(model, tasks=names, corruption=corruption, seed=seed, n_shots=n_shots, n_mean=n_mean,
+                      n_corrupted=n_corrupted, metric=metric_name, template=pair_sets[0].template,
+                      other_task=getattr(other_task, "name", other_task)),
+    )
+
+
+# ---- circuitsvis: attention of the top heads ------------------------------------------------------------
+_ROLE_TAG = {"pad": "pad", "bos": "bos", "separator": "sep", "demo_input": "x", "demo_output": "y",
+             "query_input": "qx", "answer_position": "ans"}
+
+
+def head_attention_html(model: ModelLike, batch: PromptBatch, heads: Sequence[Head], *, row: int = 0,
+                        path: str | Path | None = None) -> str:
+    """Offline HTML of the attention patterns of ``heads`` on prompt ``row``, tokens tagged with their role.
+
+    Token labels read ``token|role`` (x/y = demo input/output, qx = query input, ans = answer position,
+    sep = separator); a role-coloured token strip is shown above. Writes ``path`` when given.
+    """
+    from ..viz import attention_view, offline_html, role_colored_tokens, write_html
+
+    require_eval_mode(model, "head_attention_html")
+    if not heads:
+        raise TlensICLError("head_attention_html needs at least one head.")
+    sub = batch.select([row])
+    n = int(sub.attention_mask[0].sum())
+    layers = sorted({h.layer for h in heads})
+    acts, _ = _engine.capture(model, sub, [hooks.pattern(layer) for layer in layers])
+    patterns = torch.stack([acts[hooks.pattern(h.layer)][0, h.head, :n, :n].float().cpu() for h in heads])
+    roles = sub.roles[0, :n]
+    labels = [f"{tok}|{_ROLE_TAG[ROLES[int(r)]]}" for tok, r in zip(sub.str_tokens(model, 0), roles)]
+    html = offline_html(role_colored_tokens(labels, roles), attention_view(patterns, labels, [str(h) for h in heads]),
+                        title="tlens_icl: attention of top heads")
+    if path is not None:
+        write_html(html, path)
+    return html
+
+
+# ---- command line -----------------------------------------------------------------------------------
+def add_cli(subparsers: Any) -> None:
+    from ..cli import add_common
+
+    p = subparsers.add_parser("mediate", help="causal mediation (Todd et al. AIE) of every attention head")
+    p.add_argument("--task", nargs="+", required=True, help="one or more task names (AIE averaged over them)")
+    add_common(p)
+    p.add_argument("--n-mean", type=int, default=100)
+    p.add_argument("--n-corrupted", type=int, default=25)
+    p.add_argument("--corruption", default="shuffled_labels")
+    p.add_argument("--other-task", default=None, help="label source for --corruption other_task_labels")
+    p.add_argument("--metric", default="prob")
+    p.add_argument("--method", default="auto", choices=["auto", "fast", "naive", "attribution"])
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--out", required=True, help="folder for aie.png, top_heads.csv, attention.html and the result")
+    p.set_defaults(func=_cmd_mediate)
+
+
+def _cmd_mediate(args: argparse.Namespace) -> int:
+    from ..models import load_model
+
+    model = load_model(args.model)
+    res = indirect_effect(model, args.task, n_mean=args.n_mean, n_corrupted=args.n_corrupted, n_shots=args.shots,
+                          corruption=args.corruption, seed=args.seed, metric=args.metric, method=args.method,
+                          other_task=args.other_task, template=args.template)
+    out = Path(args.out)
+    res.save(out / "result")
+    res.plot(k=args.top_k).savefig(out / "aie.png", dpi=120, bbox_inches="tight")
+    table = res.top_table(args.top_k)
+    table.to_csv(out / "top_heads.csv", index=False)
+    prompt = make_prompts(res.tasks[0], model, n=1, n_shots=args.shots, seed=args.seed, template=args.template)
+    head_attention_html(model, prompt, res.top_heads(min(args.top_k, 4)), path=out / "attention.html")
+    print(res.summary())
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print(f"saved to {out}")
+    return 0
+
+
+__all__ = ["IndirectEffectResult", "head_attention_html", "indirect_effect"]
