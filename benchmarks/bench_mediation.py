@@ -50,9 +50,8 @@ def main() -> None:
                         n_heads=args.heads, n_ctx=1024)
     task = ti.Task.from_pairs("toy_a", list(zip(INPUTS, OUTPUTS_A)), category="custom")
     pairs = ti.make_prompt_pairs(task, model, n=args.n_corrupted, n_shots=args.shots, template="qa")
-    n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {args.arch}, {args.layers} layers x {args.heads} heads, d_model {args.d_model}, "
-          f"{n_params / 1e6:.1f}M parameters; {len(pairs)} corrupted {args.shots}-shot prompts of "
+          f"vocabulary {model.cfg.d_vocab}; {len(pairs)} corrupted {args.shots}-shot prompts of "
           f"{pairs.corrupted.tokens.shape[1]} tokens; torch threads {torch.get_num_threads()}")
 
     kw = dict(n_mean=args.n_mean, n_corrupted=args.n_corrupted, n_shots=args.shots, template="qa",

@@ -87,6 +87,23 @@ def test_function_vector_arithmetic(native_model, task_a, task_b):
     torch.testing.assert_close((-a).vector, -a.vector)
 
 
+def test_vector_default_layer_and_training_mode(native_model, task_a):
+    from tlens_icl import ModelStateError
+
+    fv = function_vector_from_task(native_model, task_a, HEADS, n=4, n_shots=3).with_layer(1)
+    batch = _batch(native_model, task_a)
+    ref = _cache(native_model, batch, [H.resid_post(1)])[H.resid_post(1)]
+    with add_vector(native_model, fv, position="all"):  # layer taken from the vector
+        got = _cache(native_model, batch, [H.resid_post(1)])[H.resid_post(1)]
+    torch.testing.assert_close(got, ref + fv.vector)
+    native_model.train()
+    try:
+        with pytest.raises(ModelStateError):
+            task_vector(native_model, task_a, n=2, n_shots=1)
+    finally:
+        native_model.eval()
+
+
 def test_function_vector_rejects_bad_heads(native_model):
     mean_z = torch.zeros(2, 4, 16)
     with pytest.raises(TlensICLError, match="outside"):
@@ -362,6 +379,35 @@ def test_bootstrap_ci_brackets_the_mean():
     assert bootstrap_mean_ci(torch.ones(4)) == (1.0, 1.0)
 
 
-def test_compare_methods_rejects_unknown_method(native_model, task_a):
-    with pytest.raises(TlensICLError, match="Unknown method"):
-        compare_methods(native_model, task_a, methods=["steering"])
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(methods=["steering"]), "Unknown method"), (dict(fv_corruption="bogus"), "fv_corruption"),
+    (dict(icv_direction="pc2"), "icv_direction"), (dict(n_fit=1), "n_fit"),
+])
+def test_compare_methods_rejects_bad_options_before_running(native_model, task_a, kwargs, match):
+    with pytest.raises(TlensICLError, match=match):
+        compare_methods(native_model, task_a, **kwargs)
+
+
+def test_vectors_cli_writes_table_and_plots(tokenizer, task_a, task_b, tmp_path, capsys, monkeypatch):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tlens_icl import tasks
+    from tlens_icl.cli import main
+
+    model_dir = tmp_path / "gpt2-tiny"
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                               bos_token_id=1, eos_token_id=2, pad_token_id=0)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    for t in (task_a, task_b):  # registered for this test only
+        monkeypatch.setitem(tasks._USER_TASKS, t.name, t)
+    out = tmp_path / "out"
+    code = main(["vectors", "--model", str(model_dir), "--task", "toy_a", "toy_b", "--shots", "3", "--n", "4",
+                 "--n-fit", "4", "--soft-steps", "1", "--fv-k", "2", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "function_vector" in printed and "soft_injection" in printed
+    for name in ("comparison.csv", "table_all.csv", "table_icl_correct.csv", "comparison_all.png",
+                 "layer_selection.png", "meta.json", "tensors.safetensors"):
+        assert (out / name).exists(), name
+    assert ComparisonResult.load(out).tasks == ("toy_a", "toy_b")

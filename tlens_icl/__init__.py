@@ -27,6 +27,12 @@ from .analyses.soft_injection import SoftInjection, soft_inject, soft_injection
 from .analyses.task_vectors import (TaskVector, patch_task_vector, task_vector, task_vector_from_prompts,
                                     task_vector_sweep)
 from .analyses.vectors import LayerSweepResult, add_vector, generate_with_vector, mean_head_activations
+from .activations import ActivationSet, collect_activations, task_activations
+from .analyses.attention_ratio import AttentionRatioResult, attention_ratio
+from .analyses.compare_heads import HeadComparisonResult, compare_heads
+from .analyses.decodability import DecodabilityResult, concept_decodability
+from .analyses.probing import ProbeResult, probe
+from .analyses.rsa import RSAResult, hypothesis_rdm, rdm, rsa
 from .evaluate import AccuracyResult, icl_accuracy
 from .metrics import METRICS
 from .models import heldout_task, list_models, load_model, model_tasks
@@ -36,6 +42,9 @@ from .tasks import Task, TaskItem, list_tasks, load_task, register_task
 from .templates import ARROW, QA, PromptTemplate, register_template
 
 __all__ = [
+    "ActivationSet", "AttentionRatioResult", "DecodabilityResult", "HeadComparisonResult", "ProbeResult", "RSAResult",
+    "attention_ratio", "collect_activations", "compare_heads", "concept_decodability", "hypothesis_rdm", "probe",
+    "rdm", "rsa", "task_activations",
     "ComparisonResult", "FunctionVector", "InContextVector", "LayerSweepResult", "SoftInjection", "TaskVector",
     "add_vector", "apply_icv", "compare_methods", "generate_with_vector", "function_vector", "function_vector_from_heads",
     "function_vector_from_task", "function_vector_sweep", "in_context_vector", "mean_head_activations",

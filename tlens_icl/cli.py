@@ -12,7 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-ANALYSIS_COMMANDS: list[str] = ["tlens_icl.analyses.mediation", "tlens_icl.analyses.compare"]
+ANALYSIS_COMMANDS: list[str] = ["tlens_icl.analyses.mediation", "tlens_icl.analyses.compare",
+                                 "tlens_icl.analyses.decodability", "tlens_icl.analyses.rsa"]
 
 
 def _threads() -> None:

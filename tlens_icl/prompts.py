@@ -206,3 +206,42 @@ def collate(model: ModelLike, rendered: Sequence[RenderedPrompt], queries: Seque
         accepted=tuple(tuple(a) for a in accepted),
         queries=tuple(queries),
     )
+
+
+# ---- character spans -> token positions ----------------------------------------------------------------
+def query_char_span(batch: PromptBatch, row: int) -> tuple[int, int]:
+    """Character span ``[start, end)`` of row ``row``'s query input inside ``batch.prompts[row]``.
+
+    The query is rendered last (``input_prefix + query + input_suffix``), so it is the last occurrence of
+    the query text in the prompt.
+    """
+    text, query = batch.prompts[row], batch.queries[row].input
+    start = text.rfind(query)
+    if start < 0:
+        raise PromptError(f"Row {row}: the query {query!r} does not occur in its prompt.")
+    return start, start + len(query)
+
+
+def span_mask(model: ModelLike, batch: PromptBatch, spans: Sequence[Sequence[tuple[int, int]]]) -> Bool[Tensor, "batch pos"]:
+    """Tokens of each row overlapping any of that row's character spans ``[start, end)`` of ``batch.prompts[row]``.
+
+    Offsets come from the tokenizer's offset mapping (BOS and padding never match).
+
+    Raises:
+        PromptError: when a span covers no token, or the prompt no longer tokenizes to ``batch.tokens``.
+    """
+    if len(spans) != len(batch):
+        raise PromptError(f"span_mask got spans for {len(spans)} rows; the batch has {len(batch)}.")
+    tok = _tokenizer(model)
+    mask = torch.zeros(batch.tokens.shape, dtype=torch.bool)
+    for row, row_spans in enumerate(spans):
+        ids, offsets = _encode(tok, batch.prompts[row])
+        shift = int(batch.roles[row, 0] == ROLE_ID["bos"])
+        if batch.tokens[row, shift : shift + len(ids)].tolist() != ids:
+            raise PromptError(f"Row {row}: batch.prompts[{row}] does not re-tokenize to batch.tokens.")
+        for a, b in row_spans:
+            hits = [shift + t for t, (s, e) in enumerate(offsets) if s < b and e > a]
+            if not hits:
+                raise PromptError(f"Row {row}: the character span [{a}, {b}) covers no token.")
+            mask[row, hits] = True
+    return mask

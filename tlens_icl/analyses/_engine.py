@@ -18,7 +18,10 @@ Two exact ways to patch one head's ``hook_z`` at each row's query position:
 
 Effects are measured against the control copy; a patch adds ``value - z_query`` (``z_query`` from the
 ordinary unpatched forward) to its copy, and a patch whose value equals ``z_query`` exactly is a no-op
-with effect exactly 0 (as in the one-forward-per-head loop; identity corruption gives exact zeros). Only the hooks needed are cached, one row chunk at a time.
+with effect exactly 0 (as in the one-forward-per-head loop; identity corruption gives exact zeros).
+
+Memory: only the hooks needed are captured, one row chunk at a time, and rows per patched forward are
+capped by :data:`MEMORY_BUDGET`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int

@@ -116,7 +116,8 @@ class ComparisonResult(Result):
             vals = [self.cell(m, t, filtered=filtered) for t in self.tasks]
             means = [_mean(v) for v in vals]
             cis = [bootstrap_mean_ci(v) for v in vals]
-            err = [[max(0.0, mu - lo) for mu, (lo, _) in zip(means, cis)], [max(0.0, hi - mu) for mu, (_, hi) in zip(means, cis)]]
+            err = [[max(0.0, mu - lo) for mu, (lo, _) in zip(means, cis)],
+                   [max(0.0, hi - mu) for mu, (_, hi) in zip(means, cis)]]
             xs = [j + (i - (len(self.methods) - 1) / 2) * width for j in range(len(self.tasks))]
             ax.bar(xs, means, width, yerr=err, label=m, capsize=2)
         ax.set_xticks(range(len(self.tasks)))
@@ -141,7 +142,9 @@ def _mean(x: Tensor) -> float:
     return float(x.float().mean()) if x.numel() else math.nan
 
 
-def bootstrap_mean_ci(x: Tensor, *, confidence: float = 0.95, n_resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_mean_ci(
+    x: Tensor, *, confidence: float = 0.95, n_resamples: int = 1000, seed: int = 0,
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean (``scipy.stats.bootstrap``); a point for constant data, NaN if empty."""
     if x.numel() == 0:
         return math.nan, math.nan
@@ -200,10 +203,10 @@ def compare_methods(
     Returns:
         :class:`ComparisonResult`; ``.table()`` / ``.table(filtered=True)`` give method x task accuracy.
     """
+    from tqdm.auto import tqdm
+
     require_eval_mode(model, "compare_methods")
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise TlensICLError(f"Unknown method(s) {bad}; choose from {METHODS}.")
+    _validate(methods, fv_corruption, icv_contrast, icv_direction, n_test, n_fit)
     task_list = [load_task(t) for t in ([tasks] if isinstance(tasks, (str, Task)) else list(tasks))]
     if not task_list:
         raise TlensICLError("compare_methods needs at least one task.")
@@ -220,13 +223,13 @@ def compare_methods(
     p = torch.zeros_like(correct)
     layer_acc = torch.full((len(SWEPT), len(task_list), n_layers), math.nan)
     chosen: dict[str, Any] = {}
-    for t, ((train, _), batches) in enumerate(zip(splits, evals)):
+    for t, ((train, _), batches) in enumerate(tqdm(list(zip(splits, evals)), disable=not progress, desc="tasks")):
         name = usable[t].name
         for b, base in enumerate(BASELINES):
             correct[b, t], p[b, t] = evaluate_intervention(model, batches[base], batch_size=batch_size)
         zs = batches["zero_shot"]
         other = splits[(t + 1) % len(splits)][0] if len(splits) > 1 else None
-        fit = dict(model=model, train=train, zs=zs, n_fit=n_fit, n_shots=n_shots, seed=seed, template=template,
+        fit = dict(model=model, train=train, n_fit=n_fit, n_shots=n_shots, seed=seed, template=template,
                    batch_size=batch_size)
         chosen[name] = {}
         for m in methods:
@@ -248,9 +251,26 @@ def compare_methods(
                 layer_acc[SWEPT.index(m), t] = sweep
             chosen[name][m] = params
     info = run_info(model, method="compare_methods", n_test=n, n_fit=n_fit, n_shots=n_shots, test_size=test_size,
-                    seed=seed, fv_k=fv_k, fv_corruption=fv_corruption, icv_contrast=icv_contrast, icv_direction=icv_direction,
+                    seed=seed, fv_k=fv_k, fv_corruption=fv_corruption, icv_contrast=icv_contrast,
+                    icv_direction=icv_direction,
                     soft_steps=soft_steps, soft_lr=soft_lr, task_sha256={t.name: t.sha256 for t in usable})
     return ComparisonResult(correct, p, layer_acc, all_methods, tuple(t.name for t in usable), chosen, info)
+
+
+def _validate(methods: Sequence[str], fv_corruption: Any, icv_contrast: str, icv_direction: str, n_test: int,
+              n_fit: int) -> None:
+    from ..pairs import CORRUPTIONS
+
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise TlensICLError(f"Unknown method(s) {bad}; choose from {METHODS}.")
+    corruptions = fv_corruption.values() if isinstance(fv_corruption, dict) else [fv_corruption]
+    if any(c not in CORRUPTIONS for c in corruptions):
+        raise TlensICLError(f"fv_corruption must be one of {sorted(CORRUPTIONS)}, got {fv_corruption!r}.")
+    if icv_contrast not in ("pair", "icl") or icv_direction not in ("pc1", "pc1+mean"):
+        raise TlensICLError("icv_contrast must be 'pair' or 'icl' and icv_direction 'pc1' or 'pc1+mean'.")
+    if n_test < 1 or n_fit < 2:
+        raise TlensICLError(f"n_test must be >= 1 and n_fit >= 2, got {n_test} and {n_fit}.")
 
 
 # ---- per-method fitting on the train split: (hook builder for test prompts, layer accuracies, params) ----
@@ -258,7 +278,7 @@ def _selection_prompts(train: Task, model: ModelLike, n_fit: int, seed: int, tem
     return make_prompts(train, model, n=min(n_fit, len(train)), n_shots=0, seed=seed + 2, template=template)
 
 
-def _function_vector(*, model: ModelLike, train: Task, zs: PromptBatch, heads: list[tuple[int, int]], n_fit: int,
+def _function_vector(*, model: ModelLike, train: Task, heads: list[tuple[int, int]], n_fit: int,
                      n_shots: int, seed: int, template: Any, batch_size: int) -> tuple[Any, Any, dict[str, Any]]:
     icl = make_prompts(train, model, n=n_fit, n_shots=n_shots, seed=seed + 3, template=template)
     fv = function_vector_from_heads(model, mean_head_activations(model, icl, batch_size=batch_size), heads,
@@ -270,7 +290,7 @@ def _function_vector(*, model: ModelLike, train: Task, zs: PromptBatch, heads: l
     return builder, sweep.accuracy()[0], {"layer": layer, "heads": [list(h) for h in heads]}
 
 
-def _task_vector(*, model: ModelLike, train: Task, zs: PromptBatch, n_fit: int, n_shots: int, seed: int,
+def _task_vector(*, model: ModelLike, train: Task, n_fit: int, n_shots: int, seed: int,
                  template: Any, batch_size: int) -> tuple[Any, Any, dict[str, Any]]:
     tv = task_vector(model, train, n=n_fit, n_shots=n_shots, seed=seed + 3, template=template, batch_size=batch_size)
     sweep = task_vector_sweep(model, tv, train, n=min(n_fit, len(train)), seed=seed + 2, template=template,
@@ -280,11 +300,12 @@ def _task_vector(*, model: ModelLike, train: Task, zs: PromptBatch, n_fit: int, 
     return builder, sweep.accuracy()[0], {"layer": layer}
 
 
-def _icv(*, model: ModelLike, train: Task, zs: PromptBatch, strengths: Sequence[float], contrast: Any, direction: Any,
+def _icv(*, model: ModelLike, train: Task, strengths: Sequence[float], contrast: Any, direction: Any,
          n_fit: int, n_shots: int, seed: int, template: Any, batch_size: int) -> tuple[Any, Any, dict[str, Any]]:
     if not strengths:
         raise TlensICLError("icv_strengths must not be empty.")
-    icv = in_context_vector(model, train, n=n_fit, contrast=contrast, direction=direction, n_shots=n_shots, seed=seed + 3,
+    icv = in_context_vector(model, train, n=n_fit, contrast=contrast, direction=direction, n_shots=n_shots,
+                            seed=seed + 3,
                             template=template, batch_size=batch_size)
     sel = _selection_prompts(train, model, n_fit, seed, template)
     scores = [evaluate_intervention(model, sel, lambda sub, s=s: icv_hooks(model, icv, strength=s),
@@ -293,7 +314,7 @@ def _icv(*, model: ModelLike, train: Task, zs: PromptBatch, strengths: Sequence[
     return (lambda sub: icv_hooks(model, icv, strength=best)), None, {"strength": best}
 
 
-def _soft(*, model: ModelLike, train: Task, zs: PromptBatch, steps: int, lr: float, n_fit: int, n_shots: int,
+def _soft(*, model: ModelLike, train: Task, steps: int, lr: float, n_fit: int, n_shots: int,
           seed: int, template: Any, batch_size: int) -> tuple[Any, Any, dict[str, Any]]:
     si = soft_injection(model, train, n_embed=n_fit, n_shots=n_shots, n_train=n_fit, steps=steps, lr=lr,
                         seed=seed + 3, template=template, batch_size=batch_size)
@@ -306,7 +327,8 @@ def _soft(*, model: ModelLike, train: Task, zs: PromptBatch, steps: int, lr: flo
 def add_cli(subparsers: Any) -> None:
     from ..cli import add_common
 
-    p = subparsers.add_parser("vectors", help="extract FV / task vector / ICV / soft injection; compare on held-out items")
+    p = subparsers.add_parser("vectors", help="extract FV / task vector / ICV / soft injection and compare them "
+                                              "on held-out items")
     p.add_argument("--task", nargs="+", required=True)
     add_common(p, shots_default=8)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))

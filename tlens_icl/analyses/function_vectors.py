@@ -104,7 +104,8 @@ def _head_list(model: ModelLike, heads: Sequence[Any]) -> tuple[tuple[int, int],
     for h in heads:
         layer, head = (int(h[0]), int(h[1]))
         if not (0 <= layer < model.cfg.n_layers and 0 <= head < model.cfg.n_heads):
-            raise TlensICLError(f"Head {h} is outside the model ({model.cfg.n_layers} layers x {model.cfg.n_heads} heads).")
+            raise TlensICLError(
+                f"Head {h} is outside the model ({model.cfg.n_layers} layers x {model.cfg.n_heads} heads).")
         out.append((layer, head))
     if not out:
         raise TlensICLError("A function vector needs at least one head.")
@@ -155,7 +156,9 @@ def function_vector(
     t = names.index(task) if task is not None else 0
     heads = mediation.top_heads(k, task=task)
     return function_vector_from_heads(model, mediation.mean_z[t], heads, task=task or names[0],
-                                      include_bias=include_bias, k=k, heads_from="indirect_effect")
+                                      include_bias=include_bias, k=k, heads_from="indirect_effect",
+                                      corruption=getattr(mediation, "corruption", None),
+                                      mediation_info=getattr(mediation, "info", None))
 
 
 def function_vector_from_task(
@@ -185,7 +188,8 @@ def fv_settings_batches(
         if s == "zero_shot":
             out[s] = make_prompts(task, model, n=n, n_shots=0, seed=seed, template=template)
         elif s == "icl":
-            out[s] = make_prompts(task, model, n=n, n_shots=n_shots, seed=seed, template=template, demos_from=demos_from)
+            out[s] = make_prompts(task, model, n=n, n_shots=n_shots, seed=seed, template=template,
+                                  demos_from=demos_from)
         else:
             out[s] = make_prompt_pairs(task, model, n=n, n_shots=n_shots, corruption="shuffled_labels", seed=seed,
                                        template=template, demos_from=demos_from).corrupted

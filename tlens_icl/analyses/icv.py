@@ -79,8 +79,8 @@ class InContextVector(VectorOps, Result):
         from ..viz import line_plot
 
         df = self.to_dataframe()
-        return line_plot(df["layer"].tolist(), {"cos(PC1, mean diff)": df["cos(direction, mean)"].tolist()}, xlabel="layer",
-                         ylabel="cosine", title=f"ICV: {self.task}", ax=ax)
+        return line_plot(df["layer"].tolist(), {"cos(direction, mean diff)": df["cos(direction, mean)"].tolist()},
+                         xlabel="layer", ylabel="cosine", title=f"ICV: {self.task}", ax=ax)
 
 
 def _with_answers(batch: PromptBatch) -> PromptBatch:

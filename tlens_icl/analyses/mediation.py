@@ -22,7 +22,7 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -155,7 +155,8 @@ def head_attention_html(model: ModelLike, batch: PromptBatch, heads: Sequence[He
     """Offline HTML of the attention patterns of ``heads`` on prompt ``row``, tokens tagged with their role.
 
     Token labels read ``token|role`` (x/y = demo input/output, qx = query input, ans = answer position,
-    sep = separator); a role-coloured token strip is shown above. Writes ``path`` when given.
+    sep = separator; newlines shown as ``\\n``); a role-coloured token strip is shown above. Writes ``path``
+    when given.
     """
     from ..viz import attention_view, offline_html, role_colored_tokens, write_html
 
@@ -168,12 +169,17 @@ def head_attention_html(model: ModelLike, batch: PromptBatch, heads: Sequence[He
     acts, _ = _engine.capture(model, sub, [hooks.pattern(layer) for layer in layers])
     patterns = torch.stack([acts[hooks.pattern(h.layer)][0, h.head, :n, :n].float().cpu() for h in heads])
     roles = sub.roles[0, :n]
-    labels = [f"{tok}|{_ROLE_TAG[ROLES[int(r)]]}" for tok, r in zip(sub.str_tokens(model, 0), roles)]
+    labels = [f"{_visible(tok)}|{_ROLE_TAG[ROLES[int(r)]]}" for tok, r in zip(sub.str_tokens(model, 0), roles)]
     html = offline_html(role_colored_tokens(labels, roles), attention_view(patterns, labels, [str(h) for h in heads]),
                         title="tlens_icl: attention of top heads")
     if path is not None:
         write_html(html, path)
     return html
+
+
+def _visible(token: str) -> str:
+    """A token as a label: newlines shown as \\n, angle brackets as look-alikes (not read as HTML tags)."""
+    return token.replace("\n", "\\n").replace("<", "\u2039").replace(">", "\u203a")
 
 
 # ---- command line -----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ head. Results equal ``transformer_lens.patching`` on the same inputs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from jaxtyping import Float

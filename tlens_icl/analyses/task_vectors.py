@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -60,8 +59,6 @@ class TaskVector(VectorOps, Result):
         return self.vectors[layer]
 
     def with_layer(self, layer: int) -> "TaskVector":
-        from dataclasses import replace
-
         return replace(self, layer=int(layer))
 
     def decode(self, model: ModelLike, k: int = 10, *, layer: int | None = None) -> list[tuple[str, float]]:
@@ -75,7 +72,8 @@ class TaskVector(VectorOps, Result):
                              for L, v in enumerate(self.vectors)])
 
     def summary(self) -> str:
-        return f"Task vector for {self.task} ({self.n_shots} shots), {self.vectors.shape[0]} layers, chosen {self.layer}"
+        return (f"Task vector for {self.task} ({self.n_shots} shots), {self.vectors.shape[0]} layers, "
+                f"chosen layer {self.layer}")
 
     def plot(self, ax: Any = None) -> Any:
         from ..viz import line_plot

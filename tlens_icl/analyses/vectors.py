@@ -228,7 +228,7 @@ def decode_vector(model: ModelLike, vector: Float[Tensor, " d_model"], k: int = 
 
 
 class VectorOps:
-    """Mixin for frozen vector results: ``.to(device)`` and a ``.vectors_info`` view."""
+    """Mixin for frozen vector results: ``.to(device)`` moves every tensor field."""
 
     def to(self, device: Any) -> Any:
         """A copy with every tensor field on ``device``."""
