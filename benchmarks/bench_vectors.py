@@ -38,8 +38,9 @@ def main() -> None:
         dt = time.perf_counter() - t0
         acc, p = res.table().loc[m, "mean"], res.table(metric="prob").loc[m, "mean"]
         print(f"| {m} | {dt:.1f} | {acc:.3f} | {p:.3f} |")
+    acc, p = res.table(), res.table(metric="prob")
     for b in ("zero_shot", "icl"):
-        print(f"| {b} (baseline) | - | {res.table().loc[b, 'mean']:.3f} | {res.table(metric='prob').loc[b, 'mean']:.3f} |")
+        print(f"| {b} (baseline) | - | {acc.loc[b, 'mean']:.3f} | {p.loc[b, 'mean']:.3f} |")
 
 
 if __name__ == "__main__":

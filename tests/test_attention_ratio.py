@@ -103,3 +103,25 @@ def test_round_trip_and_views(native_model, task_a, tmp_path):
     loaded = AttentionRatioResult.load(res.save(tmp_path / "ar"))
     assert tensors_equal(res, loaded)
     assert len(res.to_dataframe()) == 8 and "<img" in res._repr_html_()
+
+
+def test_shipped_reading_comprehension_spans_map_to_tokens():
+    """The real task data: every meta substring maps to the query's tokens (word-level tokenizer built on its words)."""
+    from conftest import build_model, make_tokenizer
+
+    task = ti.load_task("reading_comprehension")
+    words = sorted({w for it in task.items for w in (it.input + " " + it.output).split()} | {"Q:", "A:", "\n"})
+    model = build_model("native", make_tokenizer(words), n_layers=1, n_ctx=256)
+    batch = ti.make_prompts(task, model, n=16, n_shots=1, seed=0)
+    rel = region_mask(model, batch, "meta:relevant")
+    irr = region_mask(model, batch, "meta:distractors")
+    assert not bool((rel & irr).any())
+    query = batch.mask("query_input") | batch.mask("answer_position")
+    for row in range(len(batch)):
+        item = batch.queries[row]
+        toks = batch.str_tokens(model, row)
+        assert " ".join(t for t, m in zip(toks, rel[row]) if m) == item.meta["relevant"]
+        assert int(irr[row].sum()) == sum(len(d.split()) for d in item.meta["distractors"])
+        assert bool(query[row][rel[row] | irr[row]].all())
+    res = attention_ratio(model, {"0-shot": ti.make_prompts(task, model, n=4, n_shots=0), "1-shot": batch.select(slice(0, 4))})
+    assert res.relevant_mass.shape == (8, 1, 4)

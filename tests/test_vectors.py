@@ -152,10 +152,17 @@ def test_add_vector_all_positions_and_resid_pre(native_model, task_a):
     torch.testing.assert_close(got, ref + v)
 
 
-def test_add_vector_raises_when_no_forward_runs(native_model):
-    with pytest.raises(HookNotFiredError):
-        with add_vector(native_model, torch.randn(native_model.cfg.d_model), layer=1):
-            pass
+def test_every_intervention_raises_when_its_hooks_never_fire(native_model, task_a):
+    cfg = native_model.cfg
+    si = _si(native_model, torch.zeros(cfg.n_layers, cfg.n_heads))
+    icv = in_context_vector(native_model, task_a, n=4)
+    managers = [lambda: add_vector(native_model, torch.randn(cfg.d_model), layer=1),
+                lambda: patch_task_vector(native_model, torch.randn(cfg.d_model), layer=1),
+                lambda: apply_icv(native_model, icv), lambda: soft_inject(native_model, si)]
+    for make in managers:
+        with pytest.raises(HookNotFiredError):
+            with make():
+                pass
 
 
 def test_vector_options_are_validated_before_running(native_model):
@@ -411,3 +418,14 @@ def test_vectors_cli_writes_table_and_plots(tokenizer, task_a, task_b, tmp_path,
                  "layer_selection.png", "meta.json", "tensors.safetensors"):
         assert (out / name).exists(), name
     assert ComparisonResult.load(out).tasks == ("toy_a", "toy_b")
+
+
+def test_function_vector_restores_zero_shot_accuracy_on_embedded_model(embedded_model):
+    from tlens_icl import indirect_effect, usable_task
+
+    train, test = usable_task("uppercase", embedded_model).split(0.3, seed=0)
+    med = indirect_effect(embedded_model, train, n_mean=16, n_corrupted=8, n_shots=8, corruption="zero_shot")
+    fv = function_vector(embedded_model, med, task="uppercase", k=10)
+    sweep = function_vector_sweep(embedded_model, fv, test, settings=("zero_shot",), n=32, layers=[0, 1])
+    gain = float(sweep.accuracy().max() - sweep.baseline_accuracy()[0])
+    assert gain >= 0.3, sweep.summary()

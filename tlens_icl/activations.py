@@ -173,7 +173,7 @@ class ActivationSet(Result):
         act = self.get(site)
         norms = act.norm(dim=-1).reshape(len(self), len(self.layers), -1).mean(-1)
         ys = {f"{s} shots": norms[idx].mean(0).tolist() for s, idx in self.shot_groups().items()}
-        return line_plot(self.layers, ys, xlabel="layer", ylabel=f"mean |{site}|", title=self.summary()[:60], ax=ax)
+        return line_plot(self.layers, ys, xlabel="layer", ylabel=f"mean |{site}|", title=f"{site} at {self.position!r}", ax=ax)
 
 
 # ---- collection ------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 
 ANALYSIS_COMMANDS: list[str] = ["tlens_icl.analyses.mediation", "tlens_icl.analyses.compare",
-                                 "tlens_icl.analyses.decodability", "tlens_icl.analyses.rsa"]
+                                 "tlens_icl.analyses.decodability", "tlens_icl.analyses.rsa",
+                                 "tlens_icl.analyses.probing", "tlens_icl.analyses.attention_ratio"]
 
 
 def _threads() -> None:

@@ -21,6 +21,7 @@ tokenizer's offset mapping), or a callable ``PromptBatch -> Bool[batch, pos]``.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -168,7 +169,7 @@ class AttentionRatioResult(Result):
             ax.set_yticks(range(len(self.layers)), [str(x) for x in self.layers])
         axes[0][0].set_ylabel("layer")
         fig.colorbar(im, ax=list(axes[0]), label=f"share {self.relevant}{' per token' if per_token else ''}")
-        fig.suptitle(f"attention from the query: {self.relevant} vs {self.irrelevant}", fontsize=9)
+        fig.suptitle(f"attention from the query: {self.relevant} vs {self.irrelevant}", fontsize=9, y=1.04)
         return fig
 
 
@@ -242,6 +243,41 @@ def _bound(fn: Callable[..., None], layer: int) -> Callable[..., None]:
         fn(act, hook, layer)
 
     return hook_fn
+
+
+# ---- CLI ---------------------------------------------------------------------------------------------
+def add_cli(subparsers: Any) -> None:
+    from ..cli import add_common
+
+    p = subparsers.add_parser("attention-ratio", help="attention from the query to relevant vs irrelevant tokens")
+    p.add_argument("task")
+    add_common(p, shots_default=None)
+    p.add_argument("--shots", type=int, nargs="+", default=[0, 3], help="one condition per shot count")
+    p.add_argument("--n", type=int, default=32)
+    p.add_argument("--relevant", default="meta:relevant", help="a token role or meta:<key>")
+    p.add_argument("--irrelevant", default="meta:distractors", help="a token role or meta:<key>")
+    p.add_argument("--per-token", action="store_true", help="normalise each region's mass by its token count")
+    p.add_argument("--out", default=None, help="folder for the saved result and plot")
+    p.set_defaults(func=_cmd_attention_ratio)
+
+
+def _cmd_attention_ratio(args: argparse.Namespace) -> int:
+    from ..models import load_model
+    from ..pairs import make_prompts
+
+    model = load_model(args.model)
+    prompts = {f"{k}-shot": make_prompts(args.task, model, n=args.n, n_shots=k, seed=args.seed, template=args.template)
+               for k in args.shots}
+    res = attention_ratio(model, prompts, relevant=args.relevant, irrelevant=args.irrelevant)
+    print(res.summary())
+    for c in res.condition_names:
+        print(f"{c}: share per layer (mean over heads):",
+              " ".join(f"{float(x):.3f}" for x in res.ratio(c, per_token=args.per_token).nanmean(1)))
+    if args.out:
+        res.save(args.out)
+        res.plot(per_token=args.per_token).savefig(f"{args.out}/attention_ratio.png", dpi=120, bbox_inches="tight")
+        print(f"saved to {args.out}")
+    return 0
 
 
 __all__ = ["AttentionRatioResult", "attention_mass", "attention_ratio", "region_mask", "share"]

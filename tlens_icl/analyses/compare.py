@@ -125,7 +125,7 @@ class ComparisonResult(Result):
         ax.set_ylabel("top-1 accuracy")
         ax.set_ylim(0, 1.05)
         ax.set_title("ICL-correct items" if filtered else "all test items")
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         return fig
 
     def plot_layers(self, ax: Any = None) -> Any:
@@ -134,8 +134,10 @@ class ComparisonResult(Result):
 
         acc = self.layer_accuracy.nanmean(1)
         ys = {s: acc[i].tolist() for i, s in enumerate(SWEPT) if not bool(acc[i].isnan().all())}
-        return line_plot(range(acc.shape[-1]), ys, xlabel="injection layer", ylabel="accuracy (train queries)",
-                         title="layer selection", ax=ax)
+        fig = line_plot(range(acc.shape[-1]), ys, xlabel="injection layer (after block)",
+                        ylabel="accuracy (train queries)", title="layer selection", ax=ax)
+        (ax if ax is not None else fig.axes[0]).set_xticks(range(acc.shape[-1]))
+        return fig
 
 
 def _mean(x: Tensor) -> float:
@@ -335,7 +337,8 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--n", type=int, default=64, help="test items per task")
     p.add_argument("--n-fit", type=int, default=32, help="prompts used to build each vector")
     p.add_argument("--fv-k", type=int, default=10, help="heads in the function vector")
-    p.add_argument("--fv-corruption", default="shuffled_labels", help="corruption for the FV's mediation run")
+    p.add_argument("--fv-corruption", nargs="+", default=["shuffled_labels"],
+                   help="corruption for the FV's mediation run: one name, or TASK=NAME per task")
     p.add_argument("--soft-steps", type=int, default=100)
     p.add_argument("--out", default=None, help="folder for the result, tables (CSV) and plots")
     p.set_defaults(func=_cmd_vectors)
@@ -346,9 +349,15 @@ def _cmd_vectors(args: argparse.Namespace) -> int:
 
     from ..models import load_model
 
+    corruption: str | dict[str, str] = args.fv_corruption[0]
+    if any("=" in c for c in args.fv_corruption):
+        corruption = dict(c.split("=", 1) for c in args.fv_corruption)
+        missing = [t for t in args.task if t not in corruption]
+        if missing:
+            raise TlensICLError(f"--fv-corruption gives no corruption for task(s) {missing}.")
     model = load_model(args.model)
     res = compare_methods(model, args.task, methods=args.methods, n_test=args.n, n_fit=args.n_fit,
-                          n_shots=args.shots, seed=args.seed, fv_k=args.fv_k, fv_corruption=args.fv_corruption,
+                          n_shots=args.shots, seed=args.seed, fv_k=args.fv_k, fv_corruption=corruption,
                           soft_steps=args.soft_steps, template=args.template)
     fmt = lambda x: f"{x:.3f}"  # noqa: E731
     print(res.table().to_string(float_format=fmt))

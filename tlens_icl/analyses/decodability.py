@@ -12,6 +12,10 @@ guess drawn from the label frequencies) and a shuffled-label control (the same k
 labels permuted among the prompts, averaged over ``n_shuffles`` permutations), which is what an
 uninformative representation scores. ``DecodabilityResult.correlate(accuracy)`` relates per-task CD to
 ICL accuracy across tasks and shot counts (Han et al.: CD predicts ICL performance).
+
+Expect CD *below* chance when prompts of different tasks have identical representations (e.g. 0-shot
+prompts whose queries recur under several tasks): a duplicate with another label is then the nearest
+neighbour. That is the honest leave-one-out value, not a bug.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
 from ..activations import ActivationSet

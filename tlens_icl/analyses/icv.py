@@ -164,6 +164,6 @@ def icv_hooks(model: ModelLike, icv: InContextVector, *, strength: float = 0.1) 
 
 @contextmanager
 def apply_icv(model: ModelLike, icv: InContextVector, *, strength: float = 0.1) -> Iterator[None]:
-    """Steer every layer and position with the in-context vector while the block runs (hooks checked)."""
+    """Steer every layer and position with the in-context vector inside the ``with`` block (hooks checked)."""
     with checked_hooks(model, icv_hooks(model, icv, strength=strength)):
         yield

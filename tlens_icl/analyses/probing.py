@@ -16,6 +16,7 @@ reads the task parameter, not the input).
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -184,6 +185,39 @@ def probe(
     return ProbeResult(score=score, control=control, chance=chance, n_shots=tuple(groups), units=units,
                        target=name or (target if isinstance(target, str) else "custom"), kind=kind, site=site, folds=folds,
                        info={**acts.info, "seed": seed, "position": acts.position})
+
+
+# ---- CLI ---------------------------------------------------------------------------------------------
+def add_cli(subparsers: Any) -> None:
+    from ..cli import add_common
+
+    p = subparsers.add_parser("probe", help="linear probes (with a control task) for a latent task parameter")
+    p.add_argument("--tasks", nargs="+", required=True)
+    add_common(p, shots_default=None)
+    p.add_argument("--shots", type=int, nargs="+", default=[0, 8])
+    p.add_argument("--n", type=int, default=50, help="prompts per task and shot count")
+    p.add_argument("--target", default="task", help="task | meta.<key> (e.g. meta.slope)")
+    p.add_argument("--kind", default="auto", choices=["auto", "classification", "regression"])
+    p.add_argument("--site", default="resid_post")
+    p.add_argument("--out", default=None, help="folder for the saved result and plot")
+    p.set_defaults(func=_cmd_probe)
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from ..activations import task_activations
+    from ..models import load_model
+
+    model = load_model(args.model)
+    acts = task_activations(model, args.tasks, n_shots=args.shots, n=args.n, seed=args.seed, template=args.template,
+                            sites=[args.site])
+    res = probe(acts, args.target, site=args.site, kind=args.kind, seed=args.seed)
+    print(res.summary())
+    print(res.to_dataframe().to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    if args.out:
+        res.save(args.out)
+        res.plot().savefig(f"{args.out}/probe.png", dpi=120, bbox_inches="tight")
+        print(f"saved to {args.out}")
+    return 0
 
 
 __all__ = ["ProbeResult", "control_labels", "cv_score", "probe"]

@@ -165,7 +165,7 @@ class RSAResult(Result):
 
     def plot(self, hypothesis: str | None = None, ax: Any = None) -> Any:
         """Layer sites: rho vs layer per shot count. Head sites: [layer, head] maps, fewest vs most shots."""
-        from ..viz import head_heatmap, line_plot
+        from ..viz import line_plot
 
         h = hypothesis if hypothesis is not None else self.hypotheses[0]
         if len(self.units[0]) == 1:
@@ -175,10 +175,16 @@ class RSAResult(Result):
         import matplotlib.pyplot as plt
 
         ends = sorted({self.n_shots[0], self.n_shots[-1]})
-        fig, axes = plt.subplots(1, len(ends), figsize=(4.5 * len(ends), 3.2))
-        for a, s in zip(np.atleast_1d(axes), ends):
-            head_heatmap(self.head_scores(h, s), title=f"{s} shots: rho({h})", ax=a, label="rho")
-        fig.tight_layout()
+        maps = [self.head_scores(h, s) for s in ends]
+        lim = max(float(torch.nan_to_num(m).abs().max()) for m in maps) or 1.0  # one colour scale for both panels
+        fig, axes = plt.subplots(1, len(ends), figsize=(4.5 * len(ends), 0.9 + 0.45 * maps[0].shape[0]), squeeze=False)
+        for a, s, m in zip(axes[0], ends, maps):
+            im = a.imshow(m.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+            a.set_title(f"{s} shots: rho({h})", fontsize=9)
+            a.set_xlabel("head")
+            a.set_yticks(range(m.shape[0]), [str(u[0]) for u in self.units[:: m.shape[1]]])
+        axes[0][0].set_ylabel("layer")
+        fig.colorbar(im, ax=list(axes[0]), label=f"RSA rho ({self.site})")
         return fig
 
 

@@ -100,7 +100,7 @@ def soft_inject(
     model: ModelLike, si: SoftInjection, *, position: Position = "query",
     query_pos: Int[Tensor, " batch"] | None = None,
 ) -> Iterator[None]:
-    """Blend the task embeddings into every head at ``position`` while the block runs (hooks checked)."""
+    """Blend the task embeddings into every head at ``position`` inside the ``with`` block (hooks checked)."""
     with checked_hooks(model, soft_injection_hooks(model, si, position=position, query_pos=query_pos)):
         yield
 

@@ -113,7 +113,10 @@ def add_vector(
     model: ModelLike, vector: Any, *, layer: int | None = None, position: Position = "query", coeff: float = 1.0,
     query_pos: Int[Tensor, " batch"] | None = None, site: ResidSite = "resid_post",
 ) -> Iterator[None]:
-    """Add ``coeff * vector`` to the residual stream after block ``layer`` while the block runs.
+    """Inside the ``with`` block, add ``coeff * vector`` to the residual stream after block ``layer``.
+
+    ``resid_post[layer][:, position] += coeff * vector`` (``site="resid_pre"``: before the block);
+    ``coeff=0`` leaves every activation bit-identical, a negative ``coeff`` subtracts.
 
     ``vector`` is a ``[d_model]`` tensor or a vector result (:class:`FunctionVector`, ...); ``layer``
     defaults to the vector's own ``layer``. With ``position="query"`` and no ``query_pos`` the last
@@ -290,11 +293,13 @@ class LayerSweepResult(Result):
         from ..viz import line_plot
 
         ys = {s: self.accuracy()[i].tolist() for i, s in enumerate(self.settings)}
-        fig = line_plot(self.layers, ys, xlabel="layer", ylabel="top-1 accuracy",
+        fig = line_plot(self.layers, ys, xlabel="injection layer (after block)", ylabel="top-1 accuracy",
                         title=f"{self.method}: {self.task}", ax=ax)
+        ax = ax if ax is not None else fig.axes[0]
         for i, s in enumerate(self.settings):
-            fig.axes[0].axhline(float(self.baseline_accuracy()[i]), ls="--", lw=1, c=f"C{i}")
-        fig.axes[0].set_ylim(-0.02, 1.02)
+            ax.axhline(float(self.baseline_accuracy()[i]), ls="--", lw=1, c=f"C{i}")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xticks(list(self.layers))
         return fig
 
 
