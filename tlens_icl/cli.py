@@ -74,6 +74,18 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .models import load_model
+    from .pipeline import run_pipeline, summarize
+
+    model = load_model(args.model)
+    res = run_pipeline(model, tasks=args.tasks, out=args.out, n=args.n, seed=args.seed, progress=args.progress)
+    print(summarize(res))
+    if args.out:
+        print(f"results written to {args.out}")
+    return 0
+
+
 def add_common(p: argparse.ArgumentParser, *, shots_default: int | None = 10) -> None:
     """Options shared by every model-running subcommand."""
     p.add_argument("--model", default="icl-tiny", help="embedded model name, HF name or local path")
@@ -109,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--out", default=None, help="folder for the saved result and plot")
     p.set_defaults(func=_cmd_accuracy)
+
+    p = sub.add_parser("run", help="main job: ICL curve, causal mediation and function vectors")
+    p.add_argument("--model", default="icl-tiny")
+    p.add_argument("--tasks", nargs="+", default=None, help="default: the embedded model's tasks")
+    p.add_argument("--n", type=int, default=48)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="outputs/run")
+    p.add_argument("--progress", action="store_true")
+    p.set_defaults(func=_cmd_run)
 
     for mod in ANALYSIS_COMMANDS:
         importlib.import_module(mod).add_cli(sub)

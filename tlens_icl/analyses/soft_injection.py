@@ -67,9 +67,17 @@ class SoftInjection(VectorOps, Result):
         return f"Soft injection for {self.task}: mean alpha {float(a.mean()):.2f}, top {heads}{final}"
 
     def plot(self, ax: Any = None) -> Any:
-        from ..viz import head_heatmap
+        """Layer x head heatmap of alpha on a fixed 0..1 scale (0 = head untouched, 1 = replaced)."""
+        from ..viz import _ax
 
-        return head_heatmap(self.alpha, title=f"soft injection alpha: {self.task}", ax=ax, label="alpha")
+        a = self.alpha
+        fig, ax = _ax(ax, (1 + 0.45 * a.shape[1], 1 + 0.4 * a.shape[0]))
+        im = ax.imshow(a.detach().cpu().numpy(), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_title(f"soft injection alpha: {self.task}")
+        fig.colorbar(im, ax=ax, label="alpha")
+        return fig
 
 
 def soft_injection_hooks(

@@ -77,7 +77,8 @@ def _parse(argv=None):
     p.add_argument("--pairs", type=int, default=11, help="(input, output) pairs per training episode")
     p.add_argument("--word-batch", type=int, default=64)
     p.add_argument("--bitwise-batch", type=int, default=64)
-    p.add_argument("--bitwise-every", type=int, default=2, help="a bitwise batch every N steps, word batches otherwise")
+    p.add_argument("--bitwise-frac", type=float, default=0.5,
+                   help="fraction of steps that train on a bitwise batch (interleaved evenly; word batches otherwise)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--warmup", type=int, default=200)
@@ -91,6 +92,11 @@ def _parse(argv=None):
         args.eval_prompts = min(args.eval_prompts, 50)
         args.warmup = min(args.warmup, 50)
     return args
+
+
+def _is_bitwise_step(step: int, frac: float) -> bool:
+    """Interleave the families evenly: step ``s`` is bitwise when floor((s+1)*frac) > floor(s*frac)."""
+    return math.floor((step + 1) * frac + 1e-9) > math.floor(step * frac + 1e-9)
 
 
 def _command_line(argv) -> str:
@@ -347,7 +353,7 @@ def main(argv=None) -> int:
     bar = tqdm(range(args.steps), desc="train icl-tiny", disable=args.no_progress, mininterval=2.0,
                file=sys.stdout)
     for step in bar:
-        fam = "bitwise" if (step % args.bitwise_every == args.bitwise_every - 1) else "word"
+        fam = "bitwise" if _is_bitwise_step(step, args.bitwise_frac) else "word"
         sampler = samplers[fam]
         tokens, targets, _ = sampler.batch(args.bitwise_batch if fam == "bitwise" else args.word_batch)
         for g in opt.param_groups:
@@ -453,7 +459,7 @@ def main(argv=None) -> int:
                           "grad_clip": 1.0},
             "episodes": {"pairs_per_episode": args.pairs, "loss": "cross-entropy on every answer token only",
                          "word_batch": args.word_batch, "bitwise_batch": args.bitwise_batch,
-                         "bitwise_every": args.bitwise_every, "single_family_batches": True},
+                         "bitwise_fraction_of_steps": args.bitwise_frac, "single_family_batches": True},
             "word_pool_size": len(pool), "bitwise_heldout_fraction": args.heldout_frac,
             "train_seconds": round(train_time, 1), "total_seconds": round(total_time, 1),
             "tasks_dir": str(tasks_dir.name),
