@@ -22,4 +22,4 @@ def test_main_job_writes_results_and_fv_restores_zero_shot(tmp_path, capsys):
     assert fv["gain"].mean() > 0.3                             # function vectors restore zero-shot accuracy
     for fam in ("word", "bitwise"):
         med = IndirectEffectResult.load(tmp_path / f"mediation_{fam}")
-        assert (tmp_path / f"aie_{fam}.png").exists() and med.effects.shape[1:3] == (4, 8)
+        assert (tmp_path / f"mediation_{fam}" / f"aie_{fam}.png").exists() and med.effects.shape[1:3] == (4, 8)

@@ -68,9 +68,7 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
     res = icl_accuracy(model, args.task, n_shots=args.shots, n=args.n, seed=args.seed, template=args.template)
     print(res.table().to_string(float_format=lambda x: f"{x:.3f}"))
     if args.out:
-        res.save(args.out)
-        res.plot().savefig(f"{args.out}/accuracy.png", dpi=120, bbox_inches="tight")
-        print(f"saved to {args.out}")
+        print(f"saved to {res.export(args.out, 'accuracy')}")
     return 0
 
 

@@ -95,20 +95,11 @@ def _fv_table(sweeps: dict[str, Any], layer: int) -> Any:
 
 
 def _write(results: dict[str, Any], out: Path) -> None:
-    import matplotlib.pyplot as plt
-
     out.mkdir(parents=True, exist_ok=True)
-    acc = results["accuracy"]
-    acc.save(out / "accuracy")
-    acc.to_dataframe().to_csv(out / "accuracy.csv", index=False)
-    fig = acc.plot()
-    fig.savefig(out / "accuracy.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    results["accuracy"].export(out / "accuracy", "accuracy")
+    results["accuracy"].to_dataframe().to_csv(out / "accuracy.csv", index=False)
     for fam, med in results["mediation"].items():
-        med.save(out / f"mediation_{fam}")
-        fig = med.plot(k=10)
-        fig.savefig(out / f"aie_{fam}.png", dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        med.export(out / f"mediation_{fam}", f"aie_{fam}", k=10)
     results["fv_table"].to_csv(out / "function_vectors.csv", index=False)
 
 

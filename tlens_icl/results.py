@@ -107,6 +107,16 @@ class Result:
             kwargs[name] = v if isinstance(v, dict) else _tupled(v)
         return cls(**kwargs)
 
+    def export(self, out: str | Path, name: str, **plot_kwargs: Any) -> Path:
+        """Save the result into folder ``out`` and its plot to ``out/<name>.png``; returns ``out``."""
+        import matplotlib.pyplot as plt
+
+        out = self.save(out)
+        fig = self.plot(**plot_kwargs)
+        fig.savefig(out / f"{name}.png", dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        return out
+
     # ---- display -----------------------------------------------------------------------------
     def _repr_html_(self) -> str:
         html = [f"<h4>{self.summary()}</h4>"]

@@ -274,9 +274,7 @@ def _cmd_attention_ratio(args: argparse.Namespace) -> int:
         print(f"{c}: share per layer (mean over heads):",
               " ".join(f"{float(x):.3f}" for x in res.ratio(c, per_token=args.per_token).nanmean(1)))
     if args.out:
-        res.save(args.out)
-        res.plot(per_token=args.per_token).savefig(f"{args.out}/attention_ratio.png", dpi=120, bbox_inches="tight")
-        print(f"saved to {args.out}")
+        print(f"saved to {res.export(args.out, 'attention_ratio', per_token=args.per_token)}")
     return 0
 
 

@@ -273,9 +273,7 @@ def _cmd_decodability(args: argparse.Namespace) -> int:
         acc = icl_accuracy(model, args.tasks, n_shots=args.shots, n=args.n, seed=args.seed, template=args.template)
         print(res.correlate(acc).to_string(float_format=lambda x: f"{x:.3g}"))
     if args.out:
-        res.save(args.out)
-        res.plot().savefig(f"{args.out}/decodability.png", dpi=120, bbox_inches="tight")
-        print(f"saved to {args.out}")
+        print(f"saved to {res.export(args.out, 'decodability')}")
     return 0
 
 

@@ -214,9 +214,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     print(res.summary())
     print(res.to_dataframe().to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if args.out:
-        res.save(args.out)
-        res.plot().savefig(f"{args.out}/probe.png", dpi=120, bbox_inches="tight")
-        print(f"saved to {args.out}")
+        print(f"saved to {res.export(args.out, 'probe')}")
     return 0
 
 

@@ -278,9 +278,7 @@ def _cmd_rsa(args: argparse.Namespace) -> int:
     print(res.summary())
     print(res.table().to_string(float_format=lambda x: f"{x:.3f}"))
     if args.out:
-        res.save(args.out)
-        res.plot().savefig(f"{args.out}/rsa.png", dpi=120, bbox_inches="tight")
-        print(f"saved to {args.out}")
+        print(f"saved to {res.export(args.out, 'rsa')}")
     return 0
 
 
