@@ -80,6 +80,10 @@ def test_fidelity_report():
     assert "Spearman" in str(rev)
     with pytest.raises(TlensICLError, match="shape"):
         ti.patching_fidelity(a, a.T)
+    subset = a.clone()
+    subset[0] = float("nan")  # heads not patched (heads=...) are left out of the comparison
+    part = ti.patching_fidelity(subset, a, k=3)
+    assert part.n_heads == 8 and part.spearman == 1.0 and part.max_abs_error == 0.0 and part.top_k_overlap == 1.0
 
 
 def test_bad_input_raises_before_any_forward(native_model, task_a, monkeypatch):

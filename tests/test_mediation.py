@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import tlens_icl as ti
-from tlens_icl.errors import TlensICLError
+from tlens_icl.analyses import _engine
+from tlens_icl.errors import EmptyTaskError, TlensICLError
 from tlens_icl.results import tensors_equal
 
 TOL = 1e-5
@@ -135,3 +136,99 @@ def test_cli_mediate_writes_heatmap_top_heads_and_result(tokenizer, task_a, tmp_
     res = ti.IndirectEffectResult.load(out / "result")
     assert res.tasks == ("toy_cli",) and res.effects.shape[-1] == 2
     assert "top heads" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["fast", "naive"])
+def test_head_subset_equals_the_cells_of_the_full_run(any_model, task_a, method):
+    check_head_subset(any_model, task_a, method)
+
+
+def test_head_subset_with_attribution(native_model, task_a):
+    check_head_subset(native_model, task_a, "attribution")
+
+
+def check_head_subset(any_model, task_a, method):
+    last = (any_model.cfg.n_layers - 1, any_model.cfg.n_heads - 1)
+    mask = torch.zeros(any_model.cfg.n_layers, any_model.cfg.n_heads, dtype=torch.bool)
+    mask[last] = mask[0, 0] = True
+    full = ti.indirect_effect(any_model, task_a, method=method, **SMALL)
+    part = ti.indirect_effect(any_model, task_a, method=method, heads=[ti.Head(0, 0), last], **SMALL)
+    assert part.method == method
+    atol = 0.0 if method != "fast" else 1e-6  # fast: fewer query copies, float32 summation order only
+    torch.testing.assert_close(part.effects[:, mask], full.effects[:, mask], atol=atol, rtol=0)
+    assert bool(part.effects[:, ~mask].isnan().all())
+    assert torch.equal(part.mean_z, full.mean_z) and torch.equal(part.corrupted_metric, full.corrupted_metric)
+    assert set(part.top_heads(10)) == {ti.Head(0, 0), ti.Head(*last)}
+    assert part.info["heads"] == ["L0H0", str(ti.Head(*last))] and full.info["heads"] is None
+
+
+def biased_model(tokenizer, token: str):
+    """A tiny native model whose unembedding bias makes ``token`` its top-1 prediction everywhere."""
+    from conftest import build_model
+
+    model = build_model("native", tokenizer)
+    with torch.no_grad():
+        model.b_U[tokenizer.convert_tokens_to_ids(token)] += 1e4
+    return model
+
+
+def two_label_task(name: str, even: str, odd: str) -> ti.Task:
+    return ti.Task.from_pairs(name, [(f"in{i}", even if i % 2 == 0 else odd) for i in range(24)])
+
+
+def test_filter_correct_keeps_exactly_the_correctly_answered_prompts(tokenizer):
+    model = biased_model(tokenizer, "a0")  # correct exactly where the answer is a0
+    task, other = two_label_task("toy_even", "a0", "a1"), two_label_task("toy_even3", "a0", "a3")
+    kw = dict(n_mean=8, n_corrupted=8, n_shots=2, seed=0, metric="top1")
+    res = ti.indirect_effect(model, [task, other], filter_correct=True, method="naive", **kw)
+    assert res.info["filter_correct"] is True
+    a0 = tokenizer.convert_tokens_to_ids("a0")
+    for t, name in enumerate(res.tasks):
+        pairs = ti.make_prompt_pairs([task, other][t], model, n=8, n_shots=2, seed=0)
+        prompts = ti.make_prompts([task, other][t], model, n=8, n_shots=2, seed=1)
+        rows = torch.arange(8)
+        with torch.no_grad():  # by hand: top-1 of the clean prompt == first answer token
+            ok = model(pairs.clean.tokens)[rows, pairs.clean.query_pos].argmax(-1) == pairs.clean.answer_tokens
+            ok_mean = model(prompts.tokens)[rows, prompts.query_pos].argmax(-1) == prompts.answer_tokens
+        assert torch.equal(ok, pairs.clean.answer_tokens == a0) and 0 < int(ok.sum()) < 8  # a real mix
+        kept = ok.nonzero().flatten().tolist()
+        assert res.info["kept"][name] == kept and res.info["n_kept"][name] == len(kept)
+        assert res.info["n_mean_kept"][name] == int(ok_mean.sum())
+        n = len(kept)
+        assert torch.equal(res.clean_metric[t, :n], torch.ones(n))  # every kept clean prompt is answered correctly
+        assert bool(res.clean_metric[t, n:].isnan().all() and res.effects[t, ..., n:].isnan().all())
+        assert not bool(res.effects[t, ..., :n].isnan().any())
+        # the mean activation averages only the correctly answered clean prompts
+        z, _ = _engine.query_z(model, prompts, batch_size=8)
+        torch.testing.assert_close(res.mean_z[t], z[ok_mean].mean(0), atol=1e-6, rtol=0)
+    # padding is ignored: the multi-task AIE is the mean of the per-task AIEs over kept prompts
+    single = ti.indirect_effect(model, other, filter_correct=True, method="naive", **kw)
+    torch.testing.assert_close(res.mean("toy_even3"), single.mean(), atol=1e-7, rtol=0)
+    lo, hi = res.ci()
+    assert not bool(lo.isnan().any() or hi.isnan().any())
+    assert set(res.to_dataframe()["n"]) == set(res.info["n_kept"].values())
+
+
+def test_filter_correct_raises_when_no_prompt_survives(tokenizer):
+    model = biased_model(tokenizer, "a5")  # never an answer of this task
+    with pytest.raises(EmptyTaskError, match="filter_correct"):
+        ti.indirect_effect(model, two_label_task("toy_even", "a0", "a1"), filter_correct=True, **SMALL)
+
+
+def test_cli_mediate_heads_and_filter_correct(tokenizer, tmp_path, capsys, monkeypatch):
+    from tlens_icl import cli
+
+    model = biased_model(tokenizer, "a0")
+    monkeypatch.setattr("tlens_icl.models.load_model", lambda name: model)
+    ti.register_task(two_label_task("toy_cli_even", "a0", "a1"), overwrite=True)
+    out = tmp_path / "out"
+    code = cli.main(["mediate", "--model", "in-memory", "--task", "toy_cli_even", "--shots", "2", "--n-mean", "4",
+                     "--n-corrupted", "4", "--heads", "1.3", "0.2", "--filter-correct", "--top-k", "2",
+                     "--out", str(out)])
+    assert code == 0
+    res = ti.IndirectEffectResult.load(out / "result")
+    assert res.info["heads"] == ["L1H3", "L0H2"] and res.info["filter_correct"] is True
+    assert set(res.top_heads(8)) == {ti.Head(1, 3), ti.Head(0, 2)}
+    assert "kept" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["mediate", "--model", "x", "--task", "t", "--heads", "1:3", "--out", str(out)])

@@ -277,3 +277,68 @@ def dataclasses_frozen_error():
     import dataclasses
 
     return dataclasses.FrozenInstanceError
+
+
+def subset_of(model) -> tuple[list, torch.Tensor]:
+    """Two heads given in both accepted forms (the last one first), and their mask on the [layer, head] grid."""
+    last = (model.cfg.n_layers - 1, model.cfg.n_heads - 1)
+    mask = torch.zeros(model.cfg.n_layers, model.cfg.n_heads, dtype=torch.bool)
+    mask[last] = mask[0, 1] = True
+    return [last, ti.Head(0, 1)], mask
+
+
+@pytest.mark.parametrize("method", ["fast", "naive"])
+def test_head_subset_equals_the_cells_of_the_full_run(any_model, task_a, pairs_by_arch, monkeypatch, method):
+    pairs = pairs_by_arch(any_model, task_a)
+    heads, mask = subset_of(any_model)
+    full = ti.head_patching(any_model, pairs, method=method)
+    groups = []
+    copies_forward = _engine._copies_forward
+    monkeypatch.setattr(_engine, "_copies_forward",
+                        lambda m, sub, delta, group: groups.append(list(group)) or copies_forward(m, sub, delta, group))
+    part = ti.head_patching(any_model, pairs, method=method, heads=heads)
+    assert part.method == method
+    if method == "naive":  # the very same forward passes
+        assert torch.equal(part.effects[mask], full.effects[mask])
+        assert part.top_heads(10) == [h for h in full.top_heads(mask.numel()) if mask[h]]
+    else:  # fewer query copies: the same numbers up to float32 summation order (~1e-8 here)
+        torch.testing.assert_close(part.effects[mask], full.effects[mask], atol=1e-6, rtol=0)
+    assert bool(part.effects[~mask].isnan().all())
+    assert torch.equal(part.clean_metric, full.clean_metric) and torch.equal(part.corrupted_metric, full.corrupted_metric)
+    if method == "fast":  # one query copy per requested head, nothing else
+        assert groups and all(sorted(g) == sorted(ti.Head(*h) for h in heads) for g in groups)
+    else:
+        assert not groups
+    # views skip the heads that were not patched
+    assert set(part.top_heads(10)) == {ti.Head(*h) for h in heads}
+    assert bool(part.mean()[~mask].isnan().all()) and not bool(part.mean()[mask].isnan().any())
+    assert len(part.to_dataframe()) == 2 and len(part.to_dataframe(per_example=True)) == 2 * len(pairs)
+    assert part.info["heads"] == [str(ti.Head(*h)) for h in heads]
+
+
+def test_head_subset_at_demo_positions_and_round_trip(native_model, task_a, pairs_by_arch, tmp_path):
+    pairs = pairs_by_arch(native_model, task_a)
+    heads, mask = subset_of(native_model)
+    full = ti.head_patching(native_model, pairs, position="demo_output")
+    part = ti.head_patching(native_model, pairs, position="demo_output", heads=heads)
+    assert torch.equal(part.effects[mask], full.effects[mask]) and bool(part.effects[~mask].isnan().all())
+    assert tensors_equal(part, ti.HeadPatchingResult.load(part.save(tmp_path / "sub")))
+    assert "L1H3" in part.summary() and part.plot() is not None
+    att_full = ti.attribution_patching(native_model, pairs)
+    att = ti.attribution_patching(native_model, pairs, heads=heads)
+    assert torch.equal(att.effects[mask], att_full.effects[mask]) and bool(att.effects[~mask].isnan().all())
+
+
+@pytest.mark.parametrize("bad,match", [([(2, 0)], "out of range"), ([(0, 4)], "out of range"),
+                                       ([(-1, 0)], "out of range"), ([], "empty"), ([(True, 1)], "pairs")])
+def test_bad_heads_raise_before_any_forward(native_model, task_a, pairs_by_arch, monkeypatch, bad, match):
+    pairs = pairs_by_arch(native_model, task_a)
+    assert (native_model.cfg.n_layers, native_model.cfg.n_heads) == (2, 4)
+    monkeypatch.setattr(type(native_model), "forward", lambda *a, **k: pytest.fail("forward ran"))
+    for method in ("fast", "naive"):
+        with pytest.raises(TlensICLError, match=match):
+            ti.head_patching(native_model, pairs, method=method, heads=bad)
+        with pytest.raises(TlensICLError, match=match):
+            ti.indirect_effect(native_model, task_a, method=method, heads=bad, n_mean=2, n_corrupted=2, n_shots=2)
+    with pytest.raises(TlensICLError, match=match):
+        ti.attribution_patching(native_model, pairs, heads=bad)

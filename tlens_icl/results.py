@@ -134,14 +134,22 @@ class Result:
         return "\n".join(html)
 
 
+def _equal_nan(x: Tensor, y: Tensor) -> bool:
+    """``torch.equal``, with NaN equal to NaN (results mark unmeasured cells with NaN)."""
+    if x.shape != y.shape or not torch.equal(x.isnan(), y.isnan()):
+        return False
+    keep = ~x.isnan()
+    return torch.equal(x[keep], y[keep])
+
+
 def tensors_equal(a: Result, b: Result) -> bool:
-    """Exact equality of two results' fields (tensors compared with ``torch.equal``)."""
+    """Exact equality of two results' fields (tensors compared with ``torch.equal``, NaN equal to NaN)."""
     if type(a) is not type(b):
         return False
     for f in fields(a):  # type: ignore[arg-type]
         x, y = getattr(a, f.name), getattr(b, f.name)
         if isinstance(x, Tensor):
-            if not (isinstance(y, Tensor) and x.dtype == y.dtype and torch.equal(x, y)):
+            if not (isinstance(y, Tensor) and x.dtype == y.dtype and _equal_nan(x, y)):
                 return False
         elif _jsonable(x) != _jsonable(y):
             return False

@@ -52,11 +52,11 @@ def accuracy_curve(result: Any, ax: Any = None) -> Any:
 
 def head_heatmap(values: Tensor, *, title: str = "", marked: Sequence[tuple[int, int]] = (), ax: Any = None,
                  cmap: str = "RdBu_r", label: str = "") -> Any:
-    """A layer x head heatmap centred at zero, with ``marked`` heads outlined."""
+    """A layer x head heatmap centred at zero, with ``marked`` heads outlined (NaN cells left blank)."""
     import matplotlib.patches as patches
 
     fig, ax = _ax(ax, (1 + 0.45 * values.shape[1], 1 + 0.4 * values.shape[0]))
-    lim = float(values.abs().max()) or 1.0
+    lim = float(values.abs().nan_to_num(0.0).max()) or 1.0
     im = ax.imshow(values.float().numpy(), cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
     for layer, head in marked:
         ax.add_patch(patches.Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, lw=2, ec="black"))

@@ -15,15 +15,19 @@ from ..errors import TlensICLError
 def bootstrap_ci(
     values: Float[Tensor, "task *cell example"], *, confidence: float = 0.95, n_resamples: int = 1000, seed: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    """Percentile bootstrap CI of the task-averaged mean over examples, resampling examples within each task."""
+    """Percentile bootstrap CI of the task-averaged mean over examples, resampling examples within each task.
+
+    An example slot that is NaN in every cell (padding after ``filter_correct``) is not resampled.
+    """
     from transformer_lens.utilities.statistics import derive_generator
 
     if not 0.0 < confidence < 1.0:
         raise TlensICLError(f"confidence must be in (0, 1), got {confidence}.")
     gen = derive_generator(seed, "tlens_icl.bootstrap")
-    n = values.shape[-1]
     draws = torch.zeros(*values.shape[1:-1], n_resamples)
     for per_task in values:
+        per_task = per_task[..., ~per_task.reshape(-1, per_task.shape[-1]).isnan().all(0)]
+        n = per_task.shape[-1]
         idx = torch.randint(0, n, (n_resamples, n), generator=gen)
         draws += per_task[..., idx].mean(-1)
     draws /= values.shape[0]
@@ -35,7 +39,9 @@ class HeadEffectViews:
     """Mixin for results holding per-example effects per (task, layer, head).
 
     Subclasses provide ``_stacked() -> (effects [task, layer, head, example], task names)`` and the
-    ``title``/``effect_label`` used in plots.
+    ``title``/``effect_label`` used in plots. NaN marks what was not measured: every example of a head
+    outside the requested ``heads``, and a task's padding slots after ``filter_correct``. Means skip
+    padding; unmeasured heads have a NaN mean and are left out of rankings and tables.
     """
 
     effect_label: str = "effect"
@@ -52,8 +58,8 @@ class HeadEffectViews:
         return effects[names.index(task)][None]
 
     def mean(self, task: str | None = None) -> Float[Tensor, "layer head"]:
-        """Mean effect per head (averaged over examples, then over tasks when ``task`` is None)."""
-        return self._select(task).mean(-1).mean(0)
+        """Mean effect per head (averaged over examples, then over tasks when ``task`` is None); NaN = not patched."""
+        return self._select(task).nanmean(-1).mean(0)
 
     def ci(self, task: str | None = None, *, confidence: float = 0.95, n_resamples: int = 1000,
            seed: int = 0) -> tuple[Float[Tensor, "layer head"], Float[Tensor, "layer head"]]:
@@ -62,32 +68,38 @@ class HeadEffectViews:
 
     def top_heads(self, k: int = 10, task: str | None = None, *, largest: bool = True) -> list[Head]:
         """The ``k`` heads with the largest mean effect, largest first (``largest=False``: most negative first,
-        e.g. the heads whose noising hurts most)."""
+        e.g. the heads whose noising hurts most). Heads that were not patched are never returned."""
         mean = self.mean(task)
         n_heads = mean.shape[1]
-        order = torch.argsort(mean.flatten(), descending=largest, stable=True)[: max(0, k)]
+        flat = mean.flatten()
+        measured = (~flat.isnan()).nonzero().flatten()
+        order = measured[torch.argsort(flat[measured], descending=largest, stable=True)][: max(0, k)]
         return [Head(int(i) // n_heads, int(i) % n_heads) for i in order]
 
     def to_dataframe(self, *, per_example: bool = False) -> Any:
-        """One row per (task, layer, head) with mean and 95% CI; ``per_example=True``: one row per example."""
+        """One row per patched (task, layer, head) with mean, 95% CI and ``n`` examples; ``per_example=True``:
+        one row per measured example."""
         import pandas as pd
 
         effects, names = self._stacked()
-        n_tasks, n_layers, n_heads, n = effects.shape
+        _, n_layers, n_heads, _ = effects.shape
         if per_example:
             idx = torch.cartesian_prod(*(torch.arange(s) for s in effects.shape))
+            keep = ~effects.flatten().isnan()
+            idx = idx[keep]
             return pd.DataFrame({
                 "task": [names[int(t)] for t in idx[:, 0]], "layer": idx[:, 1].numpy(), "head": idx[:, 2].numpy(),
-                "example": idx[:, 3].numpy(), self.effect_label: effects.flatten().numpy(),
+                "example": idx[:, 3].numpy(), self.effect_label: effects.flatten()[keep].numpy(),
             })
         rows = []
         for t, name in enumerate(names):
             lo, hi = self.ci(name)
             mean = self.mean(name)
+            n_kept = int((~effects[t].isnan()).flatten(0, 1).any(0).sum())
             rows += [{"task": name, "layer": layer, "head": head, "label": str(Head(layer, head)),
                       self.effect_label: float(mean[layer, head]), "ci_low": float(lo[layer, head]),
-                      "ci_high": float(hi[layer, head]), "n": n}
-                     for layer in range(n_layers) for head in range(n_heads)]
+                      "ci_high": float(hi[layer, head]), "n": n_kept}
+                     for layer in range(n_layers) for head in range(n_heads) if not mean[layer, head].isnan()]
         return pd.DataFrame(rows)
 
     def top_table(self, k: int = 10, task: str | None = None) -> Any:

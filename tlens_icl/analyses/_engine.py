@@ -30,6 +30,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
 import torch
@@ -67,6 +68,30 @@ def progress_bar(total: int, enabled: bool, desc: str) -> Any:
 
 def all_heads(model: ModelLike) -> list[Head]:
     return [Head(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
+
+
+def resolve_heads(model: ModelLike, heads: Sequence[Head | tuple[int, int]] | None) -> list[Head]:
+    """``heads`` as a duplicate-free list of :class:`Head` (None: every head), checked against the model."""
+    if heads is None:
+        return all_heads(model)
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    out = []
+    for h in heads:
+        if not (isinstance(h, tuple) and len(h) == 2 and all(isinstance(i, Integral) and not isinstance(i, bool) for i in h)):
+            raise TlensICLError(f"heads must be Head(layer, head) or (layer, head) int pairs, got {h!r}.")
+        if not (0 <= h[0] < n_layers and 0 <= h[1] < n_heads):
+            raise TlensICLError(f"Head {h!r} is out of range: the model has {n_layers} layers x {n_heads} heads.")
+        out.append(Head(int(h[0]), int(h[1])))
+    if not out:
+        raise TlensICLError("heads is empty; pass None to patch every head.")
+    return list(dict.fromkeys(out))
+
+
+def head_grid(model: ModelLike, cells: Sequence[Head], values: Float[Tensor, "cell batch"]) -> Float[Tensor, "layer head batch"]:
+    """Per-cell values placed on the ``[layer, head]`` grid; heads not in ``cells`` hold NaN (not measured)."""
+    out = torch.full((model.cfg.n_layers, model.cfg.n_heads, values.shape[-1]), float("nan"))
+    out[[c.layer for c in cells], [c.head for c in cells]] = values.float()
+    return out
 
 
 def max_sequence_length(model: ModelLike) -> int:

@@ -11,6 +11,7 @@ how well it ranks heads compared with exact patching.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import hooks
-from .._typing import ModelLike
+from .._typing import Head, ModelLike
 from ..errors import TlensICLError
 from ..metrics import Metric, at_query
 from ..models import require_eval_mode
@@ -33,14 +34,16 @@ from .patching import HeadPatchingResult, check_position, position_mask, scorer,
 
 def attribution_patching(
     model: ModelLike, pairs: PromptPairBatch, *, metric: str | Metric = "prob", direction: str = "denoise",
-    position: str = "query", values: Float[Tensor, "layer head d_head"] | None = None, batch_size: int = 16,
-    progress: bool = False,
+    position: str = "query", values: Float[Tensor, "layer head d_head"] | None = None,
+    heads: Sequence[Head | tuple[int, int]] | None = None, batch_size: int = 16, progress: bool = False,
 ) -> HeadPatchingResult:
     """Gradient estimate of :func:`head_patching` for all heads at once.
 
     Args:
         values: patch this activation (e.g. a task-mean ``IndirectEffectResult.mean_z[t]``) instead of the
             source run's; only with ``position="query"``. This estimates Todd et al.'s indirect effect.
+        heads: report only these heads (the others are NaN, as in ``head_patching``); no cheaper, since one
+            backward pass yields every head's gradient.
         Other arguments as in :func:`~tlens_icl.analyses.patching.head_patching`; ``metric`` must be
             differentiable (``prob``, ``logprob``, ``logit_diff`` or a callable).
 
@@ -50,6 +53,7 @@ def attribution_patching(
     """
     require_eval_mode(model, "attribution_patching")
     check_position(position, pairs, "attribution_patching")
+    cells = _engine.resolve_heads(model, heads)
     base, source = sides(pairs, direction)
     metric_name, score = scorer(model, metric, pairs)
     if metric_name in ("rank", "top1"):
@@ -87,10 +91,12 @@ def attribution_patching(
         source_score = torch.cat(source_parts)
     clean, corrupted = (source_score, base_score) if direction == "denoise" else (base_score, source_score)
     return HeadPatchingResult(
-        effects=effects, clean_metric=clean, corrupted_metric=corrupted, metric=metric_name, direction=direction,
+        effects=_engine.head_grid(model, cells, effects[[c.layer for c in cells], [c.head for c in cells]]),
+        clean_metric=clean, corrupted_metric=corrupted, metric=metric_name, direction=direction,
         position=position, method="attribution", task=pairs.task, corruption=pairs.corruption,
         info=run_info(model, task=pairs.task, corruption=pairs.corruption, seed=pairs.seed, n_shots=pairs.n_shots,
-                      metric=metric_name, n=len(pairs), patched_values="given" if values is not None else "source run"),
+                      metric=metric_name, n=len(pairs), patched_values="given" if values is not None else "source run",
+                      heads=None if heads is None else [str(h) for h in cells]),
     )
 
 
@@ -157,14 +163,18 @@ def patching_fidelity(approx: Any, exact: Any, *, k: int = 10, task: str | None 
     """Rank correlation, linear correlation and top-``k`` overlap of two per-head effect maps.
 
     ``approx``/``exact`` are results with ``.mean(task)`` (e.g. attribution vs exact patching) or
-    ``[layer, head]`` tensors. Top-``k`` overlap = shared heads among the ``k`` largest / ``k``.
+    ``[layer, head]`` tensors. Top-``k`` overlap = shared heads among the ``k`` largest / ``k``. Only heads
+    patched in both (not NaN) are compared; ``n_heads`` counts them.
     """
     from scipy.stats import pearsonr, spearmanr
 
     a, e = (x if isinstance(x, Tensor) else x.mean(task) for x in (approx, exact))
     if a.shape != e.shape:
         raise TlensICLError(f"Effect maps differ in shape: {tuple(a.shape)} vs {tuple(e.shape)}.")
-    a, e = a.flatten().double(), e.flatten().double()
+    measured = ~(a.isnan() | e.isnan()).flatten()  # heads left out by ``heads=`` are NaN
+    if not bool(measured.any()):
+        raise TlensICLError("The two effect maps share no patched head.")
+    a, e = a.flatten()[measured].double(), e.flatten()[measured].double()
     k = max(1, min(k, a.numel()))
     top = lambda x: set(torch.argsort(x, descending=True, stable=True)[:k].tolist())  # noqa: E731
     constant = bool(a.std() == 0 or e.std() == 0)

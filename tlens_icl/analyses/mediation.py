@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .. import hooks
 from .._typing import Head, ModelLike
-from ..errors import TlensICLError
+from ..errors import EmptyTaskError, TlensICLError
 from ..metrics import Metric
 from ..models import require_eval_mode
 from ..pairs import make_prompt_pairs, make_prompts
@@ -54,6 +54,8 @@ class IndirectEffectResult(HeadEffectViews, Result):
     (``metric(patched) - metric(corrupted)``; positive = restores the answer). ``mean_z[t]`` is the
     task-conditioned mean ``hook_z`` at the query position (the function-vector ingredient).
     ``clean_metric``/``corrupted_metric`` are the unpatched metrics of the paired prompts.
+    NaN marks what was not measured: heads outside ``heads=``, and, with ``filter_correct=True``, the
+    slots after a task's kept prompts (tasks keep different numbers; ``info["n_kept"]``).
     """
 
     effects: Float[Tensor, "task layer head example"]
@@ -75,17 +77,19 @@ class IndirectEffectResult(HeadEffectViews, Result):
 
     def summary(self) -> str:
         top = ", ".join(f"{h}={float(self.mean()[h]):.3g}" for h in self.top_heads(5))
+        n = int((~self.clean_metric.isnan()).sum())
         return (f"{self.title} [{self.method}] over {len(self.tasks)} task(s) {list(self.tasks)}, "
-                f"corruption={self.corruption}, metric={self.metric}, n={self.effects.shape[-1]} per task; "
-                f"clean {float(self.clean_metric.mean()):.3g}, corrupted {float(self.corrupted_metric.mean()):.3g}; "
+                f"corruption={self.corruption}, metric={self.metric}, n={n} prompts; "
+                f"clean {float(self.clean_metric.nanmean()):.3g}, corrupted {float(self.corrupted_metric.nanmean()):.3g}; "
                 f"top heads: {top}")
 
 
 def indirect_effect(
     model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_mean: int = 100, n_corrupted: int = 25,
     n_shots: int = 10, corruption: str = "shuffled_labels", seed: int = 0, metric: str | Metric = "prob",
-    method: str = "auto", other_task: Task | str | None = None,
-    template: PromptTemplate | str | None = None, batch_size: int = 16, progress: bool = False,
+    method: str = "auto", heads: Sequence[Head | tuple[int, int]] | None = None, filter_correct: bool = False,
+    other_task: Task | str | None = None, template: PromptTemplate | str | None = None, batch_size: int = 16,
+    progress: bool = False,
 ) -> IndirectEffectResult:
     """Todd et al.'s causal indirect effect of every attention head, for one or several tasks.
 
@@ -98,6 +102,11 @@ def indirect_effect(
         metric: ``prob`` (Todd et al.), ``logprob``, ``rank`` or ``top1`` of the first answer token.
         method: ``auto``/``fast``/``naive`` are exact (see :func:`head_patching`); ``attribution`` is the
             first-order estimate from one forward + backward.
+        heads: patch only these heads (default all); the others are NaN. ``fast`` is then cheaper.
+        filter_correct: Todd et al.'s filter: the mean uses only clean prompts whose top-1 prediction is
+            the first answer token, and only corrupted prompts whose clean counterpart is answered so are
+            patched. Counts kept go to ``info["n_kept"]`` / ``info["n_mean_kept"]`` (kept pair indices:
+            ``info["kept"]``); raises :class:`~tlens_icl.errors.EmptyTaskError` if a task keeps none.
         other_task: label source for ``corruption="other_task_labels"``.
 
     Returns:
@@ -106,6 +115,7 @@ def indirect_effect(
     require_eval_mode(model, "indirect_effect")
     if method not in ("auto", "fast", "naive", "attribution"):
         raise TlensICLError(f"method must be 'auto', 'fast', 'naive' or 'attribution', got {method!r}.")
+    cells = _engine.resolve_heads(model, heads)
     task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
     if not task_list:
         raise TlensICLError("indirect_effect needs at least one task.")
@@ -115,34 +125,59 @@ def indirect_effect(
     pair_sets = [make_prompt_pairs(t, model, n=n_corrupted, n_shots=n_shots, corruption=corruption, seed=seed,
                                    template=template, other_task=other_task) for t in task_list]
     metric_name, _ = scorer(model, metric, pair_sets[0])
-    cells = _engine.all_heads(model)
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     effects, means, clean, corrupted, used = [], [], [], [], set()
+    kept: dict[str, list[int]] = {}
+    n_mean_kept: dict[str, int] = {}
     for prompts, pairs in zip(mean_prompts, pair_sets):
+        z, mean_logits = _engine.query_z(model, prompts, batch_size=batch_size)
+        clean_logits = query_logits(model, pairs.clean, batch_size=batch_size)
+        if filter_correct:
+            z = z[_answered(mean_logits, prompts, "clean mean prompts")]
+            keep = _answered(clean_logits, pairs.clean, "clean counterparts of the corrupted prompts")
+            pairs, clean_logits = pairs.select(keep), clean_logits[keep]
+            kept[pairs.task], n_mean_kept[pairs.task] = keep.tolist(), len(z)
         _, score = scorer(model, metric, pairs)
-        mean_z = _engine.query_z(model, prompts, batch_size=batch_size)[0].mean(0)
+        mean_z = z.mean(0)
         if method == "attribution":
             res = attribution_patching(model, pairs, metric=metric, values=mean_z, batch_size=batch_size)
-            eff, base = res.effects.reshape(len(cells), -1), res.corrupted_metric
+            eff, base = res.effects[[c.layer for c in cells], [c.head for c in cells]], res.corrupted_metric
             used.add("attribution")
         else:
             vals = mean_z.expand(len(pairs), -1, -1, -1)
             eff, base, how = _engine.patch_query_heads(model, pairs.corrupted, vals, cells, score, method=method,
                                                        batch_size=batch_size, progress=progress)
             used.add(how)
-        effects.append(eff.reshape(n_layers, n_heads, -1))
+        effects.append(_engine.head_grid(model, cells, eff))
         means.append(mean_z)
         corrupted.append(base)
-        clean.append(score(query_logits(model, pairs.clean, batch_size=batch_size), slice(None)))
+        clean.append(score(clean_logits, slice(None)))
     names = tuple(p.task for p in pair_sets)
+    filtered = {"n_kept": {t: len(k) for t, k in kept.items()}, "n_mean_kept": n_mean_kept, "kept": kept}
     return IndirectEffectResult(
-        effects=torch.stack(effects), mean_z=torch.stack(means), clean_metric=torch.stack(clean),
-        corrupted_metric=torch.stack(corrupted), tasks=names, metric=metric_name, corruption=corruption,
+        effects=_stack_padded(effects), mean_z=torch.stack(means), clean_metric=_stack_padded(clean),
+        corrupted_metric=_stack_padded(corrupted), tasks=names, metric=metric_name, corruption=corruption,
         n_shots=n_shots, method="+".join(sorted(used)),
         info=run_info(model, tasks=names, corruption=corruption, seed=seed, n_shots=n_shots, n_mean=n_mean,
                       n_corrupted=n_corrupted, metric=metric_name, template=pair_sets[0].template,
-                      other_task=getattr(other_task, "name", other_task)),
+                      other_task=getattr(other_task, "name", other_task),
+                      heads=None if heads is None else [str(h) for h in cells], filter_correct=filter_correct,
+                      **(filtered if filter_correct else {})),
     )
+
+
+def _answered(logits: Float[Tensor, "batch d_vocab"], batch: PromptBatch, what: str) -> Tensor:
+    """Indices of rows whose top-1 prediction is the first answer token; raises if there are none."""
+    idx = (logits.argmax(-1) == batch.answer_tokens).nonzero().flatten()
+    if len(idx) == 0:
+        raise EmptyTaskError(f"filter_correct: the model answers none of the {len(batch)} {what} correctly "
+                             "(top-1 of the first answer token); nothing is left to average or patch.")
+    return idx
+
+
+def _stack_padded(parts: Sequence[Tensor]) -> Tensor:
+    """Stack per-task tensors along a new first dim, padding the last (example) dim with NaN."""
+    n = max(p.shape[-1] for p in parts)
+    return torch.stack([torch.nn.functional.pad(p.float(), (0, n - p.shape[-1]), value=float("nan")) for p in parts])
 
 
 # ---- circuitsvis: attention of the top heads ------------------------------------------------------------
@@ -195,6 +230,10 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--other-task", default=None, help="label source for --corruption other_task_labels")
     p.add_argument("--metric", default="prob")
     p.add_argument("--method", default="auto", choices=["auto", "fast", "naive", "attribution"])
+    p.add_argument("--heads", nargs="+", type=_parse_head, default=None, metavar="L.H",
+                   help="patch only these heads, e.g. --heads 3.1 5.0 (default: every head)")
+    p.add_argument("--filter-correct", action="store_true",
+                   help="Todd et al.'s filter: keep only prompts whose clean version the model answers correctly")
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--out", required=True, help="folder for aie.png, top_heads.csv, attention.html and the result")
     p.set_defaults(func=_cmd_mediate)
@@ -206,7 +245,8 @@ def _cmd_mediate(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     res = indirect_effect(model, args.task, n_mean=args.n_mean, n_corrupted=args.n_corrupted, n_shots=args.shots,
                           corruption=args.corruption, seed=args.seed, metric=args.metric, method=args.method,
-                          other_task=args.other_task, template=args.template)
+                          heads=args.heads, filter_correct=args.filter_correct, other_task=args.other_task,
+                          template=args.template)
     out = Path(args.out)
     res.save(out / "result")
     res.plot(k=args.top_k).savefig(out / "aie.png", dpi=120, bbox_inches="tight")
@@ -215,9 +255,18 @@ def _cmd_mediate(args: argparse.Namespace) -> int:
     prompt = make_prompts(res.tasks[0], model, n=1, n_shots=args.shots, seed=args.seed, template=args.template)
     head_attention_html(model, prompt, res.top_heads(min(args.top_k, 4)), path=out / "attention.html")
     print(res.summary())
+    if args.filter_correct:
+        print(f"kept (clean prompt answered correctly): {res.info['n_kept']} of {args.n_corrupted} per task")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     print(f"saved to {out}")
     return 0
+
+
+def _parse_head(text: str) -> Head:
+    layer, sep, head = text.partition(".")
+    if not (sep and layer.isdigit() and head.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected LAYER.HEAD such as 3.1, got {text!r}")
+    return Head(int(layer), int(head))
 
 
 __all__ = ["IndirectEffectResult", "head_attention_html", "indirect_effect"]

@@ -15,6 +15,7 @@ head. Results equal ``transformer_lens.patching`` on the same inputs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import hooks
-from .._typing import ModelLike
+from .._typing import Head, ModelLike
 from ..errors import TlensICLError
 from ..metrics import Metric, get_metric
 from ..models import require_eval_mode
@@ -79,7 +80,8 @@ class HeadPatchingResult(HeadEffectViews, Result):
 
     ``effects[layer, head, i] = metric(patched run) - metric(unpatched run)`` for pair ``i``;
     ``clean_metric``/``corrupted_metric`` are the unpatched metrics. ``method`` is ``fast``/``naive``
-    (exact) or ``attribution`` (first-order approximation).
+    (exact) or ``attribution`` (first-order approximation). Heads left out by ``heads=`` hold NaN
+    (``mean``/``top_heads``/tables skip them).
     """
 
     effects: Float[Tensor, "layer head example"]
@@ -121,7 +123,8 @@ class HeadPatchingResult(HeadEffectViews, Result):
 
 def head_patching(
     model: ModelLike, pairs: PromptPairBatch, *, metric: str | Metric = "prob", direction: str = "denoise",
-    position: str = "query", method: str = "auto", batch_size: int = 16, progress: bool = False,
+    position: str = "query", method: str = "auto", heads: Sequence[Head | tuple[int, int]] | None = None,
+    batch_size: int = 16, progress: bool = False,
 ) -> HeadPatchingResult:
     """Patch every attention head's output (``hook_z``) between the clean and corrupted runs.
 
@@ -136,6 +139,8 @@ def head_patching(
             role from :data:`~tlens_icl.prompts.ROLES` (e.g. ``"demo_output"``).
         method: ``"auto"``/``"fast"``/``"naive"`` for ``position="query"`` (all exact; ``fast`` appends
             query copies, ``auto`` falls back to ``naive`` with a warning where ``fast`` is not exact).
+        heads: patch only these heads (``Head`` or ``(layer, head)``; default all). The others' effects
+            are NaN; ``fast`` appends one query copy per requested head, so a subset is proportionally cheaper.
         batch_size: rows per forward pass. progress: show a progress bar.
 
     Returns:
@@ -143,11 +148,11 @@ def head_patching(
     """
     require_eval_mode(model, "head_patching")
     check_position(position, pairs, "head_patching")
+    cells = _engine.resolve_heads(model, heads)
     base, source = sides(pairs, direction)
     metric_name, score = scorer(model, metric, pairs)
     if position != "query" and method == "fast":
         raise TlensICLError("method='fast' only applies to position='query'; use 'auto' or 'naive'.")
-    cells = _engine.all_heads(model)
     if position == "query":
         values, source_logits = _engine.query_z(model, source, batch_size=batch_size)
         effects, base_score, used = _engine.patch_query_heads(model, base, values, cells, score, method=method,
@@ -161,11 +166,11 @@ def head_patching(
         used = "naive"
     clean, corrupted = (source_score, base_score) if direction == "denoise" else (base_score, source_score)
     return HeadPatchingResult(
-        effects=effects.reshape(model.cfg.n_layers, model.cfg.n_heads, -1), clean_metric=clean,
+        effects=_engine.head_grid(model, cells, effects), clean_metric=clean,
         corrupted_metric=corrupted, metric=metric_name, direction=direction, position=position, method=used,
         task=pairs.task, corruption=pairs.corruption,
         info=run_info(model, task=pairs.task, corruption=pairs.corruption, seed=pairs.seed, n_shots=pairs.n_shots,
-                      metric=metric_name, n=len(pairs)),
+                      metric=metric_name, n=len(pairs), heads=None if heads is None else [str(h) for h in cells]),
     )
 
 
