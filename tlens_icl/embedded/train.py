@@ -65,7 +65,7 @@ def _parse(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=None, help="output directory (default: the packaged icl-tiny)")
     p.add_argument("--tasks-dir", type=Path, default=None, help="task library (default: the repository's tasks/)")
-    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--steps", type=int, default=3600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a fast smoke run: 300 steps and small evaluations")
     p.add_argument("--threads", type=int, default=1,
@@ -77,10 +77,10 @@ def _parse(argv=None):
     p.add_argument("--pairs", type=int, default=11, help="(input, output) pairs per training episode")
     p.add_argument("--word-batch", type=int, default=64)
     p.add_argument("--bitwise-batch", type=int, default=64)
-    p.add_argument("--bitwise-frac", type=float, default=0.5,
+    p.add_argument("--bitwise-frac", type=float, default=0.6667,
                    help="fraction of steps that train on a bitwise batch (interleaved evenly; word batches otherwise)")
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.3)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--eval-prompts", type=int, default=200, help="held-out prompts per task and shot count (final card)")
