@@ -23,3 +23,13 @@ def test_main_job_writes_results_and_fv_restores_zero_shot(tmp_path, capsys):
     for fam in ("word", "bitwise"):
         med = IndirectEffectResult.load(tmp_path / f"mediation_{fam}")
         assert (tmp_path / f"mediation_{fam}" / f"aie_{fam}.png").exists() and med.effects.shape[1:3] == (4, 8)
+
+
+def test_model_card_script_measures_with_the_library(tmp_path):
+    from tlens_icl.embedded.card import main as card_main
+
+    out = tmp_path / "CARD.md"
+    assert card_main(["--n", "16", "--out", str(out)]) == 0
+    text = out.read_text()
+    for section in ("ICL accuracy", "Function vectors", "Task decodability", "bitwise family", "word family"):
+        assert section in text
