@@ -329,3 +329,26 @@ def from_arrays(
 
 
 __all__ = ["ActivationSet", "HEAD_SITES", "LAYER_SITES", "SITES", "collect_activations", "from_arrays", "task_activations"]
+
+
+# ---- command-line helpers shared by the representational subcommands -------------------------------
+def add_activation_args(p: Any, *, shots: Sequence[int], n: int, site_help: str = "resid_post") -> None:
+    """``--tasks --model --seed --template --shots --n --site --out`` for a representational subcommand."""
+    from .cli import add_common
+
+    p.add_argument("--tasks", nargs="+", required=True)
+    add_common(p, shots_default=None)
+    p.add_argument("--shots", type=int, nargs="+", default=list(shots))
+    p.add_argument("--n", type=int, default=n, help="prompts per task and shot count")
+    p.add_argument("--site", default="resid_post", help=site_help)
+    p.add_argument("--out", default=None, help="folder for the saved result and plot")
+
+
+def activations_from_args(args: Any) -> tuple[ModelLike, "ActivationSet"]:
+    """Load ``args.model`` and collect ``args.site`` for ``args.tasks`` x ``args.shots`` (CLI helper)."""
+    from .models import load_model
+
+    model = load_model(args.model)
+    acts = task_activations(model, args.tasks, n_shots=args.shots, n=args.n, seed=args.seed, template=args.template,
+                            sites=[args.site])
+    return model, acts

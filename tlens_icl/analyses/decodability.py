@@ -243,29 +243,21 @@ def concept_decodability(
 
 # ---- CLI ---------------------------------------------------------------------------------------------
 def add_cli(subparsers: Any) -> None:
-    from ..cli import add_common
+    from ..activations import add_activation_args
 
     p = subparsers.add_parser("decodability", help="concept decodability (leave-one-out kNN) per layer and shot count")
-    p.add_argument("--tasks", nargs="+", required=True)
-    add_common(p, shots_default=None)
-    p.add_argument("--shots", type=int, nargs="+", default=[0, 1, 2, 4, 8])
-    p.add_argument("--n", type=int, default=50, help="prompts per task and shot count")
-    p.add_argument("--site", default="resid_post")
+    add_activation_args(p, shots=(0, 1, 2, 4, 8), n=50)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"])
     p.add_argument("--accuracy", action="store_true", help="also measure ICL accuracy and correlate it with CD")
-    p.add_argument("--out", default=None, help="folder for the saved result and plot")
     p.set_defaults(func=_cmd_decodability)
 
 
 def _cmd_decodability(args: argparse.Namespace) -> int:
-    from ..activations import task_activations
+    from ..activations import activations_from_args
     from ..evaluate import icl_accuracy
-    from ..models import load_model
 
-    model = load_model(args.model)
-    acts = task_activations(model, args.tasks, n_shots=args.shots, n=args.n, seed=args.seed, template=args.template,
-                            sites=[args.site])
+    model, acts = activations_from_args(args)
     res = concept_decodability(acts, site=args.site, k=args.k, metric=args.metric, seed=args.seed)
     print(res.summary())
     print(res.table().to_string(float_format=lambda x: f"{x:.3f}"))

@@ -189,27 +189,19 @@ def probe(
 
 # ---- CLI ---------------------------------------------------------------------------------------------
 def add_cli(subparsers: Any) -> None:
-    from ..cli import add_common
+    from ..activations import add_activation_args
 
     p = subparsers.add_parser("probe", help="linear probes (with a control task) for a latent task parameter")
-    p.add_argument("--tasks", nargs="+", required=True)
-    add_common(p, shots_default=None)
-    p.add_argument("--shots", type=int, nargs="+", default=[0, 8])
-    p.add_argument("--n", type=int, default=50, help="prompts per task and shot count")
+    add_activation_args(p, shots=(0, 8), n=50)
     p.add_argument("--target", default="task", help="task | meta.<key> (e.g. meta.slope)")
     p.add_argument("--kind", default="auto", choices=["auto", "classification", "regression"])
-    p.add_argument("--site", default="resid_post")
-    p.add_argument("--out", default=None, help="folder for the saved result and plot")
     p.set_defaults(func=_cmd_probe)
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from ..activations import task_activations
-    from ..models import load_model
+    from ..activations import activations_from_args
 
-    model = load_model(args.model)
-    acts = task_activations(model, args.tasks, n_shots=args.shots, n=args.n, seed=args.seed, template=args.template,
-                            sites=[args.site])
+    _, acts = activations_from_args(args)
     res = probe(acts, args.target, site=args.site, kind=args.kind, seed=args.seed)
     print(res.summary())
     print(res.to_dataframe().to_string(index=False, float_format=lambda x: f"{x:.3f}"))

@@ -253,27 +253,19 @@ def rsa(
 
 # ---- CLI ---------------------------------------------------------------------------------------------
 def add_cli(subparsers: Any) -> None:
-    from ..cli import add_common
+    from ..activations import add_activation_args
 
     p = subparsers.add_parser("rsa", help="RSA of layer/head representations with the same-task hypothesis")
-    p.add_argument("--tasks", nargs="+", required=True)
-    add_common(p, shots_default=None)
-    p.add_argument("--shots", type=int, nargs="+", default=[0, 8])
-    p.add_argument("--n", type=int, default=30, help="prompts per task and shot count")
-    p.add_argument("--site", default="resid_post", help="resid_post | resid_pre | attn_out | mlp_out | z | head_out")
+    add_activation_args(p, shots=(0, 8), n=30, site_help="resid_post | resid_pre | attn_out | mlp_out | z | head_out")
     p.add_argument("--metric", default="cosine", choices=["cosine", "euclidean", "correlation"])
     p.add_argument("--permutations", type=int, default=1000)
-    p.add_argument("--out", default=None, help="folder for the saved result and plot")
     p.set_defaults(func=_cmd_rsa)
 
 
 def _cmd_rsa(args: argparse.Namespace) -> int:
-    from ..activations import task_activations
-    from ..models import load_model
+    from ..activations import activations_from_args
 
-    model = load_model(args.model)
-    acts = task_activations(model, args.tasks, n_shots=args.shots, n=args.n, seed=args.seed, template=args.template,
-                            sites=[args.site])
+    _, acts = activations_from_args(args)
     res = rsa(acts, site=args.site, metric=args.metric, n_permutations=args.permutations, seed=args.seed)
     print(res.summary())
     print(res.table().to_string(float_format=lambda x: f"{x:.3f}"))
