@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -23,20 +22,22 @@ def chunks(n: int, batch_size: int) -> Iterator[slice]:
 
 
 def query_logits(
-    model: ModelLike, batch: PromptBatch, *, fwd_hooks: Sequence[tuple[str, Any]] = (), batch_size: int = 32,
+    model: ModelLike, batch: PromptBatch, *,
+    fwd_hooks: Sequence[tuple[str, Any]] | Callable[[PromptBatch], Sequence[tuple[str, Any]]] = (),
+    batch_size: int = 32,
 ) -> Float[Tensor, "batch d_vocab"]:
     """Logits at each row's query position, in chunks, under ``torch.no_grad``.
 
     Right padding needs no attention mask for a causal model: positions up to ``query_pos`` never see
-    the pads. Any ``fwd_hooks`` are checked to have fired (hooks see the chunk, not the whole batch).
+    the pads. ``fwd_hooks`` is a list of ``(name, fn)`` or, for hooks that depend on the rows (e.g. their
+    query positions), a callable ``chunk -> list``; every hook is checked to have fired.
     """
     require_eval_mode(model, "query_logits")
     outs = []
     with torch.no_grad():
         for sl in chunks(len(batch), batch_size):
             sub = batch.select(sl)
-            ctx = checked_hooks(model, fwd_hooks) if fwd_hooks else nullcontext()
-            with ctx:
+            with checked_hooks(model, fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks):
                 logits = model(sub.tokens.to(_device(model)))
             outs.append(at_query(logits, sub.query_pos).float().cpu())
     return torch.cat(outs)

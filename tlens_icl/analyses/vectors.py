@@ -34,7 +34,7 @@ from ..metrics import accepted_top1, at_query, prob
 from ..models import require_eval_mode
 from ..prompts import PromptBatch
 from ..results import Result
-from ..runs import _device, chunks
+from ..runs import _device, chunks, query_logits
 
 #: Where a residual intervention acts: ``"query"`` (each row's query position; the last position of
 #: every forward when no ``query_pos`` is given, which during KV-cached generation is every new token),
@@ -208,16 +208,8 @@ def evaluate_intervention(
     model: ModelLike, batch: PromptBatch, build_hooks: HookBuilder | None = None, *, batch_size: int = 32,
 ) -> tuple[Float[Tensor, " batch"], Float[Tensor, " batch"]]:
     """``(correct, P(answer))`` per row, with the hooks ``build_hooks(chunk)`` installed (checked)."""
-    require_eval_mode(model, "evaluate_intervention")
-    correct, p = [], []
-    with torch.no_grad():
-        for sl in chunks(len(batch), batch_size):
-            sub = batch.select(sl)
-            with checked_hooks(model, build_hooks(sub) if build_hooks else []):
-                logits = at_query(model(sub.tokens.to(_device(model))), sub.query_pos).float().cpu()
-            correct.append(accepted_top1(logits, sub.accepted))
-            p.append(prob(logits, sub.answer_tokens))
-    return torch.cat(correct), torch.cat(p)
+    logits = query_logits(model, batch, fwd_hooks=build_hooks or (), batch_size=batch_size)
+    return accepted_top1(logits, batch.accepted), prob(logits, batch.answer_tokens)
 
 
 # ---- decoding -----------------------------------------------------------------------------------
