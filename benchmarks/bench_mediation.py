@@ -44,7 +44,7 @@ def main() -> None:
     from conftest import INPUTS, OUTPUTS_A, build_model, make_tokenizer
 
     import tlens_icl as ti
-    from tlens_icl.analyses import _engine
+    from tlens_icl.engine import query as _engine
 
     model = build_model(args.arch, make_tokenizer(), n_layers=args.layers, d_model=args.d_model,
                         n_heads=args.heads, n_ctx=1024)

@@ -51,8 +51,16 @@ def build_model(arch: str, tok=None, n_layers: int = 2, d_model: int = 64, n_hea
                                       n_ctx=n_ctx, d_vocab=V, act_fn="gelu", seed=seed)
         return TransformerBridge.boot_native(cfg, tokenizer=tok).eval()
     from transformer_lens.model_bridge.sources import build_bridge_from_module
-    from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, Gemma2Config,
-                              Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM)
+    from transformers import (
+        Gemma2Config,
+        Gemma2ForCausalLM,
+        GPT2Config,
+        GPT2LMHeadModel,
+        GPTNeoXConfig,
+        GPTNeoXForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     ids = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
     if arch == "gpt2":

@@ -6,9 +6,14 @@ import pytest
 import torch
 
 import tlens_icl as ti
-from tlens_icl.activations import ActivationSet, collect_activations, from_arrays, task_activations
+from tlens_icl.analyses.representations.activations import (
+    ActivationSet,
+    collect_activations,
+    from_arrays,
+    task_activations,
+)
 from tlens_icl.errors import ModelStateError, TlensICLError
-from tlens_icl.results import tensors_equal
+from tlens_icl.results.base import tensors_equal
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import tlens_icl as ti
-from tlens_icl.analyses import _engine
-from tlens_icl.analyses.patching import scorer
+from tlens_icl.analyses.causal.patching import scorer
+from tlens_icl.engine import query as _engine
 from tlens_icl.errors import TlensICLError
 
 

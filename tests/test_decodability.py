@@ -6,11 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from tlens_icl.activations import from_arrays, task_activations
-from tlens_icl.analyses.decodability import DecodabilityResult, concept_decodability, loo_knn_predict
+from tlens_icl.analyses.accuracy import AccuracyResult
+from tlens_icl.analyses.representations.activations import from_arrays, task_activations
+from tlens_icl.analyses.representations.decodability import (
+    DecodabilityResult,
+    concept_decodability,
+    loo_knn_predict,
+)
 from tlens_icl.errors import TlensICLError
-from tlens_icl.evaluate import AccuracyResult
-from tlens_icl.results import tensors_equal
+from tlens_icl.results.base import tensors_equal
 
 
 def planted(n_per_task: int = 30, n_tasks: int = 4, d: int = 16, layers: int = 2, seed: int = 0):
@@ -121,7 +125,7 @@ def test_end_to_end_on_a_model(native_model, task_a, task_b):
 
 
 def test_cli_subcommands(capsys, tmp_path):
-    from tlens_icl.cli import main
+    from tlens_icl.cli.main import main
 
     assert main(["decodability", "--tasks", "bitwise_and", "bitwise_or", "--shots", "0", "4", "--n", "8",
                  "--out", str(tmp_path / "cd")]) == 0

@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from tlens_icl.embedded import EMBEDDED_MODELS, load_embedded, load_heldout  # noqa: E402
+from tlens_icl.models.embedded import EMBEDDED_MODELS, load_embedded, load_heldout  # noqa: E402
 
 NAME = "icl-tiny"
 N_PROMPTS = 30  # per family

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import tlens_icl as ti
-from tlens_icl.results import tensors_equal
+from tlens_icl.results.base import tensors_equal
 
 
 def test_accuracy_matches_hand_computation(any_model, task_a):
@@ -43,7 +43,7 @@ def test_result_save_load_roundtrip(native_model, task_a, tmp_path):
 
 
 def test_cli_lists_tasks_and_shows_prompts(capsys, embedded_model):
-    from tlens_icl.cli import main
+    from tlens_icl.cli.main import main
 
     assert main(["tasks", "--category", "bitwise"]) == 0
     assert "bitwise_xor" in capsys.readouterr().out

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import tlens_icl as ti
-from tlens_icl.analyses import _engine
+from tlens_icl.engine import query as _engine
 from tlens_icl.errors import EmptyTaskError, TlensICLError
-from tlens_icl.results import tensors_equal
+from tlens_icl.results.base import tensors_equal
 
 TOL = 1e-5
 SMALL = dict(n_mean=4, n_corrupted=3, n_shots=3)

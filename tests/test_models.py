@@ -42,4 +42,4 @@ def test_embedded_model_listed_and_loads(embedded_model):
     names = [m["name"] for m in ti.list_models()]
     assert "icl-tiny" in names
     assert not embedded_model.training
-    assert ti.pairs.default_template(embedded_model).name == "arrow"
+    assert ti.prompts.pairs.default_template(embedded_model).name == "arrow"

@@ -9,7 +9,7 @@ import torch
 
 import tlens_icl as ti
 from tlens_icl.errors import PairMismatchError, PromptError, TlensICLError
-from tlens_icl.prompts import ROLE_ID
+from tlens_icl.prompts.batch import ROLE_ID
 
 
 def demo_outputs(batch: ti.PromptBatch, model, row: int, role: str = "demo_output") -> list[str]:

@@ -9,9 +9,9 @@ import torch
 import transformer_lens.patching as tl_patching
 
 import tlens_icl as ti
-from tlens_icl.analyses import _engine
+from tlens_icl.engine import query as _engine
 from tlens_icl.errors import ModelStateError, PairMismatchError, TlensICLError
-from tlens_icl.results import tensors_equal
+from tlens_icl.results.base import tensors_equal
 
 TOL = 1e-5
 

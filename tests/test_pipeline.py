@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 import tlens_icl as ti
-from tlens_icl.analyses.mediation import IndirectEffectResult
-from tlens_icl.cli import main
+from tlens_icl.analyses.causal.mediation import IndirectEffectResult
+from tlens_icl.cli.main import main
 
 
 def test_main_job_writes_results_and_fv_restores_zero_shot(tmp_path, capsys):
@@ -26,7 +26,7 @@ def test_main_job_writes_results_and_fv_restores_zero_shot(tmp_path, capsys):
 
 
 def test_model_card_script_measures_with_the_library(tmp_path):
-    from tlens_icl.embedded.card import main as card_main
+    from tlens_icl.cli.card import main as card_main
 
     out = tmp_path / "CARD.md"
     assert card_main(["--n", "16", "--out", str(out)]) == 0

@@ -6,10 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from tlens_icl.activations import from_arrays, task_activations
-from tlens_icl.analyses.probing import ProbeResult, control_labels, probe
+from tlens_icl.analyses.representations.activations import from_arrays, task_activations
+from tlens_icl.analyses.representations.probing import (
+    ProbeResult,
+    control_labels,
+    probe,
+)
 from tlens_icl.errors import TlensICLError
-from tlens_icl.results import tensors_equal
+from tlens_icl.results.base import tensors_equal
 
 N_TYPES = 20
 

@@ -7,11 +7,21 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from tlens_icl.activations import from_arrays, task_activations
-from tlens_icl.analyses.compare_heads import HeadComparisonResult, compare_heads, top_heads
-from tlens_icl.analyses.rsa import RSAResult, hypothesis_rdm, rdm, rsa, rsa_score
+from tlens_icl.analyses.representations.activations import from_arrays, task_activations
+from tlens_icl.analyses.representations.compare_heads import (
+    HeadComparisonResult,
+    compare_heads,
+    top_heads,
+)
+from tlens_icl.analyses.representations.rsa import (
+    RSAResult,
+    hypothesis_rdm,
+    rdm,
+    rsa,
+    rsa_score,
+)
 from tlens_icl.errors import TlensICLError
-from tlens_icl.results import tensors_equal
+from tlens_icl.results.base import tensors_equal
 
 
 def clustered(n_per: int = 8, n_tasks: int = 3, d: int = 12, seed: int = 0):

@@ -11,16 +11,44 @@ import pytest
 import torch
 
 from tlens_icl import HookNotFiredError, TlensICLError, make_prompt_pairs, make_prompts
-from tlens_icl import hooks as H
-from tlens_icl.analyses.compare import ComparisonResult, bootstrap_mean_ci, compare_methods
-from tlens_icl.analyses.function_vectors import (FunctionVector, function_vector, function_vector_from_heads,
-                                                 function_vector_from_task, function_vector_sweep)
-from tlens_icl.analyses.icv import InContextVector, _with_answers, apply_icv, in_context_vector
-from tlens_icl.analyses.soft_injection import SoftInjection, soft_inject, soft_injection
-from tlens_icl.analyses.task_vectors import (TaskVector, patch_task_vector, task_vector, task_vector_from_prompts,
-                                             task_vector_sweep)
-from tlens_icl.analyses.vectors import (LayerSweepResult, add_vector, generate_with_vector, mean_head_activations)
-from tlens_icl.results import tensors_equal
+from tlens_icl.analyses.vectors.common import (
+    LayerSweepResult,
+    add_vector,
+    generate_with_vector,
+    mean_head_activations,
+)
+from tlens_icl.analyses.vectors.compare import (
+    ComparisonResult,
+    bootstrap_mean_ci,
+    compare_methods,
+)
+from tlens_icl.analyses.vectors.function_vectors import (
+    FunctionVector,
+    function_vector,
+    function_vector_from_heads,
+    function_vector_from_task,
+    function_vector_sweep,
+)
+from tlens_icl.analyses.vectors.icv import (
+    InContextVector,
+    _with_answers,
+    apply_icv,
+    in_context_vector,
+)
+from tlens_icl.analyses.vectors.soft_injection import (
+    SoftInjection,
+    soft_inject,
+    soft_injection,
+)
+from tlens_icl.analyses.vectors.task_vectors import (
+    TaskVector,
+    patch_task_vector,
+    task_vector,
+    task_vector_from_prompts,
+    task_vector_sweep,
+)
+from tlens_icl.engine import hooks as H
+from tlens_icl.results.base import tensors_equal
 
 HEADS = [(0, 1), (1, 2), (1, 0)]
 
@@ -65,7 +93,7 @@ def test_function_vector_bias_counted_once_per_layer(native_model, task_a):
 
 
 def test_function_vector_from_mediation_result(native_model, task_a):
-    from tlens_icl.analyses.mediation import indirect_effect
+    from tlens_icl.analyses.causal.mediation import indirect_effect
 
     med = indirect_effect(native_model, task_a, n_mean=6, n_corrupted=4, n_shots=3)
     fv = function_vector(native_model, med, task="toy_a", k=3)
@@ -166,7 +194,7 @@ def test_every_intervention_raises_when_its_hooks_never_fire(native_model, task_
 
 
 def test_vector_options_are_validated_before_running(native_model):
-    from tlens_icl.analyses.vectors import check_position, resid_hook_name
+    from tlens_icl.analyses.vectors.common import check_position, resid_hook_name
 
     v = torch.randn(native_model.cfg.d_model)
     with pytest.raises(TlensICLError, match="layer"):
@@ -272,7 +300,7 @@ def test_icv_strength_zero_is_a_no_op_and_positive_strength_steers(any_model, ta
 
 
 def test_icv_preserves_norms_and_is_pc1(native_model, task_a):
-    from tlens_icl.analyses.icv import steer
+    from tlens_icl.analyses.vectors.icv import steer
 
     x, v = torch.randn(5, 7, 64), torch.randn(64)
     torch.testing.assert_close(steer(x, v, 0.7).norm(dim=-1), x.norm(dim=-1))
@@ -360,7 +388,7 @@ def test_compare_methods_one_protocol(native_model, task_a, task_b, tmp_path):
     assert res.methods == ("zero_shot", "icl", "function_vector", "task_vector", "icv", "soft_injection")
     assert res.correct.shape == (6, 2, 6)
     # Baselines equal a direct evaluation of the same held-out items.
-    from tlens_icl.analyses.vectors import evaluate_intervention
+    from tlens_icl.analyses.vectors.common import evaluate_intervention
 
     train, test = task_a.split(0.3, seed=0)
     correct, p = evaluate_intervention(native_model, make_prompts(test, native_model, n=6, n_shots=0))
@@ -399,7 +427,7 @@ def test_vectors_cli_writes_table_and_plots(tokenizer, task_a, task_b, tmp_path,
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from tlens_icl import tasks
-    from tlens_icl.cli import main
+    from tlens_icl.cli.main import main
 
     model_dir = tmp_path / "gpt2-tiny"
     torch.manual_seed(0)

@@ -1,12 +1,81 @@
-"""tlens_icl: in-context-learning interpretability on TransformerLens 4.
+"""tlens_icl: in-context-learning interpretability on TransformerLens.
 
-Pipeline: tasks -> prompts/pairs -> runs -> analyses -> results -> viz.
+Pipeline, as the folders read: tasks -> prompts -> models -> engine -> analyses/{causal, vectors,
+representations} -> results -> viz, with cli/ on top (docs/ARCHITECTURE.md).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from ._typing import Head, ModelLike
-from .errors import (
+from tlens_icl import _compat
+
+_compat.install()
+
+from tlens_icl._typing import Head, ModelLike
+from tlens_icl.analyses.accuracy import AccuracyResult, icl_accuracy
+from tlens_icl.analyses.causal.attribution import (
+    Fidelity,
+    attribution_patching,
+    patching_fidelity,
+)
+from tlens_icl.analyses.causal.mediation import (
+    IndirectEffectResult,
+    head_attention_html,
+    indirect_effect,
+)
+from tlens_icl.analyses.causal.patching import (
+    ActivationPatchingResult,
+    HeadPatchingResult,
+    activation_patching,
+    head_patching,
+)
+from tlens_icl.analyses.representations.activations import (
+    ActivationSet,
+    collect_activations,
+    task_activations,
+)
+from tlens_icl.analyses.representations.attention_ratio import (
+    AttentionRatioResult,
+    attention_ratio,
+)
+from tlens_icl.analyses.representations.compare_heads import (
+    HeadComparisonResult,
+    compare_heads,
+)
+from tlens_icl.analyses.representations.decodability import (
+    DecodabilityResult,
+    concept_decodability,
+)
+from tlens_icl.analyses.representations.probing import ProbeResult, probe
+from tlens_icl.analyses.representations.rsa import RSAResult, hypothesis_rdm, rdm, rsa
+from tlens_icl.analyses.vectors.common import (
+    LayerSweepResult,
+    add_vector,
+    generate_with_vector,
+    mean_head_activations,
+)
+from tlens_icl.analyses.vectors.compare import ComparisonResult, compare_methods
+from tlens_icl.analyses.vectors.function_vectors import (
+    FunctionVector,
+    function_vector,
+    function_vector_from_heads,
+    function_vector_from_task,
+    function_vector_sweep,
+)
+from tlens_icl.analyses.vectors.icv import InContextVector, apply_icv, in_context_vector
+from tlens_icl.analyses.vectors.soft_injection import (
+    SoftInjection,
+    soft_inject,
+    soft_injection,
+)
+from tlens_icl.analyses.vectors.task_vectors import (
+    TaskVector,
+    patch_task_vector,
+    task_vector,
+    task_vector_from_prompts,
+    task_vector_sweep,
+)
+from tlens_icl.engine.scoring import METRICS
+from tlens_icl.errors import (
     EmptyTaskError,
     HookNotFiredError,
     ModelNotAvailableError,
@@ -16,30 +85,17 @@ from .errors import (
     TlensICLError,
     UnknownTaskError,
 )
-from .analyses.attribution import Fidelity, attribution_patching, patching_fidelity
-from .analyses.mediation import IndirectEffectResult, head_attention_html, indirect_effect
-from .analyses.patching import ActivationPatchingResult, HeadPatchingResult, activation_patching, head_patching
-from .analyses.compare import ComparisonResult, compare_methods
-from .analyses.function_vectors import (FunctionVector, function_vector, function_vector_from_heads,
-                                        function_vector_from_task, function_vector_sweep)
-from .analyses.icv import InContextVector, apply_icv, in_context_vector
-from .analyses.soft_injection import SoftInjection, soft_inject, soft_injection
-from .analyses.task_vectors import (TaskVector, patch_task_vector, task_vector, task_vector_from_prompts,
-                                    task_vector_sweep)
-from .analyses.vectors import LayerSweepResult, add_vector, generate_with_vector, mean_head_activations
-from .activations import ActivationSet, collect_activations, task_activations
-from .analyses.attention_ratio import AttentionRatioResult, attention_ratio
-from .analyses.compare_heads import HeadComparisonResult, compare_heads
-from .analyses.decodability import DecodabilityResult, concept_decodability
-from .analyses.probing import ProbeResult, probe
-from .analyses.rsa import RSAResult, hypothesis_rdm, rdm, rsa
-from .evaluate import AccuracyResult, icl_accuracy
-from .metrics import METRICS
-from .models import heldout_task, list_models, load_model, model_tasks
-from .pairs import CORRUPTIONS, PromptPairBatch, make_prompt_pairs, make_prompts, usable_task
-from .prompts import ROLES, PromptBatch
-from .tasks import Task, TaskItem, list_tasks, load_task, register_task
-from .templates import ARROW, QA, PromptTemplate, register_template
+from tlens_icl.models.loading import heldout_task, list_models, load_model, model_tasks
+from tlens_icl.prompts.batch import ROLES, PromptBatch
+from tlens_icl.prompts.pairs import (
+    CORRUPTIONS,
+    PromptPairBatch,
+    make_prompt_pairs,
+    make_prompts,
+    usable_task,
+)
+from tlens_icl.prompts.templates import ARROW, QA, PromptTemplate, register_template
+from tlens_icl.tasks import Task, TaskItem, list_tasks, load_task, register_task
 
 __all__ = [
     "ActivationSet", "AttentionRatioResult", "DecodabilityResult", "HeadComparisonResult", "ProbeResult", "RSAResult",
@@ -58,3 +114,12 @@ __all__ = [
     "UnknownTaskError", "heldout_task", "icl_accuracy", "model_tasks", "list_models", "list_tasks", "load_model", "load_task",
     "make_prompt_pairs", "make_prompts", "register_task", "register_template", "usable_task",
 ]
+
+
+def __getattr__(name: str):
+    """``tlens_icl.pairs`` and the other pre-0.2 submodule attributes, with a DeprecationWarning."""
+    if f"tlens_icl.{name}" in _compat.MOVED:
+        import importlib
+
+        return importlib.import_module(f"tlens_icl.{name}")
+    raise AttributeError(f"module 'tlens_icl' has no attribute {name!r}")

@@ -1,3 +1,3 @@
-from .cli import main
+from tlens_icl.cli.main import main
 
 raise SystemExit(main())

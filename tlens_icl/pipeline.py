@@ -14,11 +14,14 @@ from typing import Any
 
 import torch
 
-from ._typing import ModelLike
-from .analyses.function_vectors import function_vector, function_vector_sweep
-from .analyses.mediation import indirect_effect
-from .evaluate import icl_accuracy
-from .models import heldout_task, model_meta, require_eval_mode
+from tlens_icl._typing import ModelLike
+from tlens_icl.analyses.accuracy import icl_accuracy
+from tlens_icl.analyses.causal.mediation import indirect_effect
+from tlens_icl.analyses.vectors.function_vectors import (
+    function_vector,
+    function_vector_sweep,
+)
+from tlens_icl.models.loading import heldout_task, model_meta, require_eval_mode
 
 #: The corruption used for causal mediation, per task family.
 FAMILY_CORRUPTION = {"word": "zero_shot", "bitwise": "shuffled_labels"}

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import EmptyTaskError, TlensICLError, UnknownTaskError
+from tlens_icl.errors import EmptyTaskError, TlensICLError, UnknownTaskError
 
 CATEGORIES = ("knowledge", "procedural", "bitwise", "regression", "reading", "pos", "extractive", "custom")
 

@@ -1,1 +1,4 @@
-"""Analyses: one module per method, one public entry point each, each returning a frozen result."""
+"""Analyses, by family: ``accuracy`` (ICL curves), ``causal`` (patching, mediation, attribution),
+``vectors`` (function/task/in-context vectors, soft injection), ``representations`` (activations,
+decodability, RSA, probing, attention ratio). One public entry point per analysis, each returning a
+frozen result."""

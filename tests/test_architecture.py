@@ -1,0 +1,158 @@
+"""The package's layering (docs/ARCHITECTURE.md): no import runs upward, and there are no import cycles.
+
+Every ``import``/``from ... import`` of a ``tlens_icl`` module anywhere in a file (module level or inside a
+function) is an edge. A module may import its own layer or a lower one; ``tlens_icl/__init__.py`` (the
+public facade) and ``__main__`` may import anything.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parent.parent / "tlens_icl"
+
+#: lowest first; the first path component below tlens_icl decides a module's layer.
+LAYERS: list[tuple[str, ...]] = [
+    ("errors", "_typing", "_compat"),
+    ("tasks",),
+    ("models",),
+    ("prompts",),
+    ("engine",),
+    ("viz",),
+    ("results",),
+    ("analyses",),
+    ("pipeline",),
+    ("cli",),
+]
+RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
+FACADES = {"tlens_icl", "tlens_icl.__main__"}
+
+
+def module_name(path: Path, pkg: Path = PKG) -> str:
+    parts = list(path.relative_to(pkg.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, pkg: Path = PKG) -> set[str]:
+    mod = module_name(path, pkg)
+    is_pkg = path.name == "__init__.py"
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("tlens_icl")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("tlens_icl"):
+                out.add(target)
+                for a in node.names:  # "from tlens_icl.engine import hooks" imports a module
+                    sub = pkg.parent / f"{target}.{a.name}".replace(".", "/")
+                    if sub.is_dir() or sub.with_suffix(".py").exists():
+                        out.add(f"{target}.{a.name}")
+    return out
+
+
+def layer(mod: str) -> int | None:
+    parts = mod.split(".")
+    if len(parts) < 2:
+        return None
+    return RANK.get(parts[1])
+
+
+def all_modules(pkg: Path = PKG) -> dict[str, set[str]]:
+    return {module_name(p, pkg): imports(p, pkg) for p in pkg.rglob("*.py")}
+
+
+def upward_imports(pkg: Path = PKG) -> list[str]:
+    upward = []
+    for mod, targets in all_modules(pkg).items():
+        if mod in FACADES:
+            continue
+        upward += [f"{mod} -> {t}" for t in targets if (lt := layer(t)) is not None and lt > layer(mod)]
+    return sorted(upward)
+
+
+def test_every_module_has_a_layer():
+    unknown = sorted(m for m in all_modules() if m not in FACADES and layer(m) is None)
+    assert not unknown, f"modules outside every layer (add them to LAYERS and docs/ARCHITECTURE.md): {unknown}"
+
+
+def test_no_upward_imports():
+    upward = upward_imports()
+    assert not upward, "imports that run upward:\n" + "\n".join(upward)
+
+
+def test_analyses_do_not_know_the_command_line():
+    offenders = [m for m, targets in all_modules().items() if m.startswith("tlens_icl.analyses")
+                 and any(t.startswith("tlens_icl.cli") or t == "argparse" for t in targets)]
+    assert not offenders
+    for path in (PKG / "analyses").rglob("*.py"):
+        assert "argparse" not in path.read_text(), path
+
+
+def test_no_import_cycles_between_modules():
+    graph = all_modules()
+    known = set(graph)
+
+    def resolve(t: str) -> str | None:
+        while t and t not in known:
+            t = t.rpartition(".")[0]
+        return t or None
+
+    edges = {m: {r for t in ts if (r := resolve(t)) and r != m and r not in FACADES and not m.startswith(r + ".")}
+             for m, ts in graph.items() if m not in FACADES}
+    # package __init__ files re-export their children; an edge child -> its own package is not a cycle.
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(m: str, stack: list[str]) -> bool:
+        state[m] = 1
+        for n in sorted(edges.get(m, ())):
+            if state.get(n) == 1:
+                cycle.extend(stack[stack.index(n):] + [m, n] if n in stack else [m, n])
+                return True
+            if state.get(n) is None and visit(n, stack + [m]):
+                return True
+        state[m] = 2
+        return False
+
+    for m in sorted(edges):
+        if state.get(m) is None and visit(m, []):
+            break
+    assert not cycle, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_layer_test_sees_a_planted_upward_import(tmp_path):
+    """A copy of the package with one lazy ``engine -> analyses`` import planted fails the scan."""
+    import shutil
+
+    copy = tmp_path / "tlens_icl"
+    shutil.copytree(PKG, copy, ignore=shutil.ignore_patterns("__pycache__", "*.safetensors", "*.json"))
+    runs = copy / "engine" / "runs.py"
+    runs.write_text(runs.read_text() + "\n\ndef _planted():\n    from tlens_icl.analyses import accuracy\n")
+    assert upward_imports(copy) == ["tlens_icl.engine.runs -> tlens_icl.analyses", "tlens_icl.engine.runs -> tlens_icl.analyses.accuracy"]
+
+
+def test_old_module_paths_still_import_with_a_deprecation_warning():
+    import importlib
+    import sys
+    import warnings
+
+    import tlens_icl
+    from tlens_icl._compat import MOVED
+
+    for old, new in MOVED.items():
+        sys.modules.pop(old, None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mod = importlib.import_module(old)
+        assert mod is importlib.import_module(new) and mod.__spec__.name == new
+        assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught), old
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert tlens_icl.pairs.make_prompts is tlens_icl.make_prompts

@@ -1,0 +1,1 @@
+"""Causal analyses: head and activation patching, causal mediation (AIE), attribution patching."""

@@ -1,0 +1,223 @@
+"""Causal mediation of in-context learning by attention heads (Todd et al., "Function Vectors", ICLR 2024).
+
+For each task: the task-conditioned mean ``hook_z`` of every head at the query position over
+``n_mean`` clean ICL prompts; then for each of ``n_corrupted`` corrupted prompts (default: shuffled
+labels) and each head, that head's query-position ``hook_z`` is replaced by the mean and the gain in
+P(first answer token) is recorded:
+
+    CIE(head | prompt) = P(answer | corrupted, z_head := mean) - P(answer | corrupted)
+
+The average indirect effect (AIE) averages CIEs over prompts and then over tasks ("universal" heads).
+Positive AIE = the head's mean activation carries the task and restores the answer. The exact CIEs
+come from the query-copy fast path (one forward for all heads), equal to one-forward-per-head patching.
+
+Pitfall: shuffled labels are uninformative when the output *type* reveals the task (the corrupted
+prompt is still solved, every AIE is ~0). Use ``corruption="zero_shot"`` or ``"other_task_labels"``
+for such tasks; tasks that share an output type (e.g. the bitwise operations) work with shuffled labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from tlens_icl._typing import Head, ModelLike
+from tlens_icl.analyses.causal.attribution import attribution_patching
+from tlens_icl.analyses.causal.patching import scorer
+from tlens_icl.engine import hooks
+from tlens_icl.engine import query as _engine
+from tlens_icl.engine.runs import query_logits
+from tlens_icl.engine.scoring import Metric
+from tlens_icl.errors import EmptyTaskError, TlensICLError
+from tlens_icl.models.loading import require_eval_mode
+from tlens_icl.prompts.batch import ROLES, PromptBatch
+from tlens_icl.prompts.pairs import make_prompt_pairs, make_prompts
+from tlens_icl.prompts.templates import PromptTemplate
+from tlens_icl.results.base import Result, run_info
+from tlens_icl.results.heads import HeadEffectViews
+from tlens_icl.tasks import Task
+
+
+@dataclass(frozen=True)
+class IndirectEffectResult(HeadEffectViews, Result):
+    """Per-prompt causal indirect effects of every head, per task.
+
+    ``effects[t, l, h, i]`` = CIE of head ``(l, h)`` on corrupted prompt ``i`` of task ``tasks[t]``
+    (``metric(patched) - metric(corrupted)``; positive = restores the answer). ``mean_z[t]`` is the
+    task-conditioned mean ``hook_z`` at the query position (the function-vector ingredient).
+    ``clean_metric``/``corrupted_metric`` are the unpatched metrics of the paired prompts.
+    NaN marks what was not measured: heads outside ``heads=``, and, with ``filter_correct=True``, the
+    slots after a task's kept prompts (tasks keep different numbers; ``info["n_kept"]``).
+    """
+
+    effects: Float[Tensor, "task layer head example"]
+    mean_z: Float[Tensor, "task layer head d_head"]
+    clean_metric: Float[Tensor, "task example"]
+    corrupted_metric: Float[Tensor, "task example"]
+    tasks: tuple[str, ...]
+    metric: str
+    corruption: str
+    n_shots: int
+    method: str
+    info: dict[str, Any]
+
+    title = "Average indirect effect"
+    effect_label = "AIE"
+
+    def _stacked(self) -> tuple[Tensor, tuple[str, ...]]:
+        return self.effects, self.tasks
+
+    def summary(self) -> str:
+        top = ", ".join(f"{h}={float(self.mean()[h]):.3g}" for h in self.top_heads(5))
+        n = int((~self.clean_metric.isnan()).sum())
+        return (f"{self.title} [{self.method}] over {len(self.tasks)} task(s) {list(self.tasks)}, "
+                f"corruption={self.corruption}, metric={self.metric}, n={n} prompts; "
+                f"clean {float(self.clean_metric.nanmean()):.3g}, corrupted {float(self.corrupted_metric.nanmean()):.3g}; "
+                f"top heads: {top}")
+
+
+def indirect_effect(
+    model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_mean: int = 100, n_corrupted: int = 25,
+    n_shots: int = 10, corruption: str = "shuffled_labels", seed: int = 0, metric: str | Metric = "prob",
+    method: str = "auto", heads: Sequence[Head | tuple[int, int]] | None = None, filter_correct: bool = False,
+    other_task: Task | str | None = None, template: PromptTemplate | str | None = None, batch_size: int = 16,
+    progress: bool = False,
+) -> IndirectEffectResult:
+    """Todd et al.'s causal indirect effect of every attention head, for one or several tasks.
+
+    Args:
+        tasks: a task (name) or several; the AIE of several tasks is their mean ("universal" heads).
+        n_mean: clean prompts averaged for the mean activation (seed ``seed + 1``).
+        n_corrupted: corrupted prompts per task (``make_prompt_pairs(task, model, n=n_corrupted,
+            n_shots=n_shots, corruption=corruption, seed=seed)``: the same pairs for the same seed).
+        corruption: see :data:`~tlens_icl.pairs.CORRUPTIONS`; ``zero_shot`` works (query position only).
+        metric: ``prob`` (Todd et al.), ``logprob``, ``rank`` or ``top1`` of the first answer token.
+        method: ``auto``/``fast``/``naive`` are exact (see :func:`head_patching`); ``attribution`` is the
+            first-order estimate from one forward + backward.
+        heads: patch only these heads (default all); the others are NaN. ``fast`` is then cheaper.
+        filter_correct: Todd et al.'s filter: the mean uses only clean prompts whose top-1 prediction is
+            the first answer token, and only corrupted prompts whose clean counterpart is answered so are
+            patched. Counts kept go to ``info["n_kept"]`` / ``info["n_mean_kept"]`` (kept pair indices:
+            ``info["kept"]``); raises :class:`~tlens_icl.errors.EmptyTaskError` if a task keeps none.
+        other_task: label source for ``corruption="other_task_labels"``.
+
+    Returns:
+        :class:`IndirectEffectResult`; ``.mean()`` is the AIE ``[layer, head]``, ``.top_heads(k)``.
+    """
+    require_eval_mode(model, "indirect_effect")
+    if method not in ("auto", "fast", "naive", "attribution"):
+        raise TlensICLError(f"method must be 'auto', 'fast', 'naive' or 'attribution', got {method!r}.")
+    cells = _engine.resolve_heads(model, heads)
+    task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
+    if not task_list:
+        raise TlensICLError("indirect_effect needs at least one task.")
+    # Build (and so validate) every prompt before the first forward pass.
+    mean_prompts = [make_prompts(t, model, n=n_mean, n_shots=n_shots, seed=seed + 1, template=template)
+                    for t in task_list]
+    pair_sets = [make_prompt_pairs(t, model, n=n_corrupted, n_shots=n_shots, corruption=corruption, seed=seed,
+                                   template=template, other_task=other_task) for t in task_list]
+    metric_name, _ = scorer(model, metric, pair_sets[0])
+    effects, means, clean, corrupted, used = [], [], [], [], set()
+    kept: dict[str, list[int]] = {}
+    n_mean_kept: dict[str, int] = {}
+    for prompts, pairs in zip(mean_prompts, pair_sets):
+        z, mean_logits = _engine.query_z(model, prompts, batch_size=batch_size)
+        clean_logits = query_logits(model, pairs.clean, batch_size=batch_size)
+        if filter_correct:
+            z = z[_answered(mean_logits, prompts, "clean mean prompts")]
+            keep = _answered(clean_logits, pairs.clean, "clean counterparts of the corrupted prompts")
+            pairs, clean_logits = pairs.select(keep), clean_logits[keep]
+            kept[pairs.task], n_mean_kept[pairs.task] = keep.tolist(), len(z)
+        _, score = scorer(model, metric, pairs)
+        mean_z = z.mean(0)
+        if method == "attribution":
+            res = attribution_patching(model, pairs, metric=metric, values=mean_z, batch_size=batch_size)
+            eff, base = res.effects[[c.layer for c in cells], [c.head for c in cells]], res.corrupted_metric
+            used.add("attribution")
+        else:
+            vals = mean_z.expand(len(pairs), -1, -1, -1)
+            eff, base, how = _engine.patch_query_heads(model, pairs.corrupted, vals, cells, score, method=method,
+                                                       batch_size=batch_size, progress=progress)
+            used.add(how)
+        effects.append(_engine.head_grid(model, cells, eff))
+        means.append(mean_z)
+        corrupted.append(base)
+        clean.append(score(clean_logits, slice(None)))
+    names = tuple(p.task for p in pair_sets)
+    filtered = {"n_kept": {t: len(k) for t, k in kept.items()}, "n_mean_kept": n_mean_kept, "kept": kept}
+    return IndirectEffectResult(
+        effects=_stack_padded(effects), mean_z=torch.stack(means), clean_metric=_stack_padded(clean),
+        corrupted_metric=_stack_padded(corrupted), tasks=names, metric=metric_name, corruption=corruption,
+        n_shots=n_shots, method="+".join(sorted(used)),
+        info=run_info(model, tasks=names, corruption=corruption, seed=seed, n_shots=n_shots, n_mean=n_mean,
+                      n_corrupted=n_corrupted, metric=metric_name, template=pair_sets[0].template,
+                      other_task=getattr(other_task, "name", other_task),
+                      heads=None if heads is None else [str(h) for h in cells], filter_correct=filter_correct,
+                      **(filtered if filter_correct else {})),
+    )
+
+
+def _answered(logits: Float[Tensor, "batch d_vocab"], batch: PromptBatch, what: str) -> Tensor:
+    """Indices of rows whose top-1 prediction is the first answer token; raises if there are none."""
+    idx = (logits.argmax(-1) == batch.answer_tokens).nonzero().flatten()
+    if len(idx) == 0:
+        raise EmptyTaskError(f"filter_correct: the model answers none of the {len(batch)} {what} correctly "
+                             "(top-1 of the first answer token); nothing is left to average or patch.")
+    return idx
+
+
+def _stack_padded(parts: Sequence[Tensor]) -> Tensor:
+    """Stack per-task tensors along a new first dim, padding the last (example) dim with NaN."""
+    n = max(p.shape[-1] for p in parts)
+    return torch.stack([torch.nn.functional.pad(p.float(), (0, n - p.shape[-1]), value=float("nan")) for p in parts])
+
+
+# ---- circuitsvis: attention of the top heads ------------------------------------------------------------
+_ROLE_TAG = {"pad": "pad", "bos": "bos", "separator": "sep", "demo_input": "x", "demo_output": "y",
+             "query_input": "qx", "answer_position": "ans"}
+
+
+def head_attention_html(model: ModelLike, batch: PromptBatch, heads: Sequence[Head], *, row: int = 0,
+                        path: str | Path | None = None) -> str:
+    """Offline HTML of the attention patterns of ``heads`` on prompt ``row``, tokens tagged with their role.
+
+    Token labels read ``token|role`` (x/y = demo input/output, qx = query input, ans = answer position,
+    sep = separator; newlines shown as ``\\n``); a role-coloured token strip is shown above. Writes ``path``
+    when given.
+    """
+    from tlens_icl.viz.plots import (
+        attention_view,
+        offline_html,
+        role_colored_tokens,
+        write_html,
+    )
+
+    require_eval_mode(model, "head_attention_html")
+    if not heads:
+        raise TlensICLError("head_attention_html needs at least one head.")
+    sub = batch.select([row])
+    n = int(sub.attention_mask[0].sum())
+    layers = sorted({h.layer for h in heads})
+    acts, _ = _engine.capture(model, sub, [hooks.pattern(layer) for layer in layers])
+    patterns = torch.stack([acts[hooks.pattern(h.layer)][0, h.head, :n, :n].float().cpu() for h in heads])
+    roles = sub.roles[0, :n]
+    labels = [f"{_visible(tok)}|{_ROLE_TAG[ROLES[int(r)]]}" for tok, r in zip(sub.str_tokens(model, 0), roles)]
+    html = offline_html(role_colored_tokens(labels, roles), attention_view(patterns, labels, [str(h) for h in heads]),
+                        title="tlens_icl: attention of top heads")
+    if path is not None:
+        write_html(html, path)
+    return html
+
+
+def _visible(token: str) -> str:
+    """A token as a label: newlines shown as \\n, angle brackets as look-alikes (not read as HTML tags)."""
+    return token.replace("\n", "\\n").replace("<", "\u2039").replace(">", "\u203a")
+
+
+__all__ = ["IndirectEffectResult", "head_attention_html", "indirect_effect"]

@@ -1,0 +1,1 @@
+"""Representational analyses: activation sets, concept decodability, RSA, probing, attention ratio."""

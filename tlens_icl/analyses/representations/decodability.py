@@ -1,0 +1,243 @@
+"""Concept (task) decodability: can the latent task be read off a representation? (Han et al., arXiv 2412.12276)
+
+For every shot count and every unit (layer, or head for head sites), each prompt's representation is
+classified by a k-nearest-neighbour vote among the *other* prompts of the same shot count
+(leave-one-out: a point is never its own neighbour - the unofficial reference code fits and predicts
+on the same points, which inflates the score), with k = 10 and cosine distance by default. The score
+CD is the fraction of prompts whose task is predicted correctly; higher = the task is more decodable.
+Ties in the vote go to the class of the nearest tied neighbour.
+
+Controls: ``chance`` = sum of squared class frequencies (1/K for K balanced tasks; the accuracy of a
+guess drawn from the label frequencies) and a shuffled-label control (the same kNN with the task
+labels permuted among the prompts, averaged over ``n_shuffles`` permutations), which is what an
+uninformative representation scores. ``DecodabilityResult.correlate(accuracy)`` relates per-task CD to
+ICL accuracy across tasks and shot counts (Han et al.: CD predicts ICL performance).
+
+Expect CD *below* chance when prompts of different tasks have identical representations (e.g. 0-shot
+prompts whose queries recur under several tasks): a duplicate with another label is then the nearest
+neighbour. That is the honest leave-one-out value, not a bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from tlens_icl.analyses.representations.activations import ActivationSet
+from tlens_icl.errors import TlensICLError
+from tlens_icl.results.base import Result
+
+DistanceMetric = Literal["cosine", "euclidean"]
+
+
+def loo_knn_predict(x: np.ndarray, labels: np.ndarray, *, k: int = 10, metric: DistanceMetric = "cosine") -> np.ndarray:
+    """Leave-one-out kNN prediction of integer ``labels`` for every row of ``x`` (never using the row itself).
+
+    scikit-learn's ``NearestNeighbors.kneighbors()`` without a query returns each training point's
+    neighbours excluding that point; exact duplicates of it (other prompts) still count.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    n = x.shape[0]
+    if n < 2:
+        raise TlensICLError("Leave-one-out kNN needs at least 2 points.")
+    k_eff = min(k, n - 1)
+    idx = NearestNeighbors(n_neighbors=k_eff, metric=metric).fit(x).kneighbors(return_distance=False)
+    n_classes = int(labels.max()) + 1
+    # one vote per neighbour, plus a tie-breaker < 1 that favours nearer neighbours
+    weights = 1.0 + 1e-3 * (k_eff - np.arange(k_eff)) / k_eff
+    votes = np.zeros((n, n_classes))
+    np.add.at(votes, (np.repeat(np.arange(n), k_eff), labels[idx].ravel()), np.tile(weights, n))
+    return votes.argmax(1)
+
+
+def _encode(labels: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
+    classes = sorted(set(labels), key=str)
+    lookup = {c: i for i, c in enumerate(classes)}
+    return np.array([lookup[v] for v in labels]), classes
+
+
+@dataclass(frozen=True)
+class DecodabilityResult(Result):
+    """Leave-one-out kNN decodability of the task label, per shot count and unit.
+
+    ``correct[s, u, i]`` is 1.0 when row ``i`` of shot count ``n_shots[s]`` is assigned its own label at unit
+    ``units[u]`` (a layer ``(l,)`` or a head ``(l, h)``); ``row_labels[s][i]`` is that row's label.
+    ``shuffled[s, u]`` is the mean accuracy with permuted labels; ``chance[s]`` the frequency baseline.
+    Higher = more decodable.
+    """
+
+    correct: Float[Tensor, "shots unit example"]
+    shuffled: Float[Tensor, "shots unit"]
+    chance: Float[Tensor, " shots"]
+    n_shots: tuple[int, ...]
+    units: tuple[tuple[int, ...], ...]
+    row_labels: tuple[tuple[str, ...], ...]
+    site: str
+    k: int
+    metric: str
+    info: dict[str, Any]
+
+    title = "Concept decodability"
+
+    def scores(self) -> Float[Tensor, "shots unit"]:
+        """CD: the fraction of rows decoded correctly."""
+        return self.correct.mean(-1)
+
+    def per_task(self) -> Any:
+        """CD of each label's rows: a DataFrame (label, n_shots, unit) -> cd."""
+        import pandas as pd
+
+        rows = []
+        for s, shots in enumerate(self.n_shots):
+            labels = np.array(self.row_labels[s])
+            for label in sorted(set(labels)):
+                sel = torch.from_numpy(labels == label)
+                for u, unit in enumerate(self.units):
+                    rows.append({"task": label, "n_shots": shots, "unit": _unit_name(unit), "layer": unit[0],
+                                 "cd": float(self.correct[s, u, sel].mean())})
+        return pd.DataFrame(rows)
+
+    def ci(self, confidence: float = 0.95) -> tuple[Tensor, Tensor]:
+        """Clopper-Pearson interval of each CD (rows treated as independent trials)."""
+        from scipy.stats import binomtest
+
+        n = self.correct.shape[-1]
+        hits = self.correct.sum(-1).round().long()
+        lo, hi = torch.zeros(hits.shape), torch.zeros(hits.shape)
+        for s in range(hits.shape[0]):
+            for u in range(hits.shape[1]):
+                interval = binomtest(int(hits[s, u]), n).proportion_ci(confidence)
+                lo[s, u], hi[s, u] = interval.low, interval.high
+        return lo, hi
+
+    def to_dataframe(self) -> Any:
+        import pandas as pd
+
+        cd, (lo, hi) = self.scores(), self.ci()
+        return pd.DataFrame([
+            {"n_shots": shots, "unit": _unit_name(unit), "layer": unit[0], "cd": float(cd[s, u]),
+             "ci_low": float(lo[s, u]), "ci_high": float(hi[s, u]), "shuffled": float(self.shuffled[s, u]),
+             "chance": float(self.chance[s]), "n": self.correct.shape[-1]}
+            for s, shots in enumerate(self.n_shots) for u, unit in enumerate(self.units)
+        ])
+
+    def table(self) -> Any:
+        """CD as a unit x n_shots table."""
+        return self.to_dataframe().pivot(index="unit", columns="n_shots", values="cd").loc[
+            [_unit_name(u) for u in self.units]]
+
+    def correlate(self, accuracy: Any, *, method: Literal["spearman", "pearson"] = "spearman") -> Any:
+        """Correlation, per unit, between per-task CD and ICL accuracy over (task, shot count) cells.
+
+        ``accuracy`` is an :class:`~tlens_icl.evaluate.AccuracyResult` (``icl_accuracy``) covering the same
+        tasks and shot counts. Returns a DataFrame unit -> (r, p, n_cells).
+        """
+        import pandas as pd
+        from scipy.stats import pearsonr, spearmanr
+
+        acc = accuracy.accuracy()
+        cells = [(t, s) for s in self.n_shots for t in accuracy.tasks
+                 if s in accuracy.n_shots and t in set(self.row_labels[self.n_shots.index(s)])]
+        if len(cells) < 3:
+            raise TlensICLError("correlate needs at least 3 (task, shot count) cells shared with the accuracy result.")
+        pt = self.per_task().set_index(["task", "n_shots", "unit"])["cd"]
+        y = [float(acc[accuracy.tasks.index(t), accuracy.n_shots.index(s)]) for t, s in cells]
+        corr = spearmanr if method == "spearman" else pearsonr
+        rows = []
+        for unit in self.units:
+            x = [pt[(t, s, _unit_name(unit))] for t, s in cells]
+            r, p = corr(x, y) if np.std(x) > 0 and np.std(y) > 0 else (float("nan"), float("nan"))
+            rows.append({"unit": _unit_name(unit), "layer": unit[0], "r": float(r), "p": float(p), "n_cells": len(cells)})
+        return pd.DataFrame(rows)
+
+    def summary(self) -> str:
+        cd = self.scores()
+        best = [f"{s} shots: {float(cd[i].max()):.2f} at {_unit_name(self.units[int(cd[i].argmax())])}"
+                for i, s in enumerate(self.n_shots)]
+        return (f"{self.title} ({self.site}, {self.k}-NN {self.metric}, leave-one-out; chance "
+                f"{float(self.chance.mean()):.2f}): " + "; ".join(best))
+
+    def plot(self, ax: Any = None) -> Any:
+        """CD vs layer, one line per shot count (head sites: the best head of each layer)."""
+        from tlens_icl.viz.plots import line_plot
+
+        cd = self.scores()
+        layers = sorted({u[0] for u in self.units})
+        per_layer = torch.stack([cd[:, [i for i, u in enumerate(self.units) if u[0] == layer]].max(1).values
+                                 for layer in layers], 1)
+        ys = {f"{s} shots": per_layer[i].tolist() for i, s in enumerate(self.n_shots)}
+        fig = line_plot(layers, ys, xlabel="layer", ylabel="concept decodability", ax=ax, hline=float(self.chance.mean()),
+                        title=f"{self.site}{' (best head)' if len(self.units[0]) == 2 else ''}, {self.k}-NN LOO")
+        fig.axes[0].set_ylim(-0.02, 1.02)
+        return fig
+
+
+def _unit_name(unit: Sequence[int]) -> str:
+    return f"L{unit[0]}" if len(unit) == 1 else f"L{unit[0]}H{unit[1]}"
+
+
+def concept_decodability(
+    acts: ActivationSet, *, site: str = "resid_post", label: str | Sequence[Any] = "task", k: int = 10,
+    metric: DistanceMetric = "cosine", n_shuffles: int = 5, seed: int = 0, progress: bool = False,
+) -> DecodabilityResult:
+    """Leave-one-out kNN decodability of ``label`` (default: the task) from ``acts`` at ``site``.
+
+    Prompts are compared only with prompts of the same shot count. Every shot count must have the same
+    number of rows (``task_activations`` guarantees it). Higher = more decodable; see the module docstring.
+
+    Args:
+        acts: from :func:`~tlens_icl.activations.task_activations` / ``collect_activations``.
+        site: a collected site; head sites (``z``, ``head_out``) score every head.
+        label: ``"task"``, ``"condition"``, ``"meta.<key>"`` or one label per row.
+        k: neighbours (Han et al.: 10); metric: ``"cosine"`` or ``"euclidean"``.
+        n_shuffles: label permutations for the shuffled-label control.
+    """
+    from tqdm.auto import tqdm
+
+    if metric not in ("cosine", "euclidean"):
+        raise TlensICLError(f"metric must be 'cosine' or 'euclidean', got {metric!r}.")
+    if k < 1:
+        raise TlensICLError(f"k must be >= 1, got {k}.")
+    values, units = acts.units(site)
+    all_labels = [str(v) for v in acts.labels(label)]
+    groups = acts.shot_groups()
+    sizes = {len(idx) for idx in groups.values()}
+    if len(sizes) != 1:
+        raise TlensICLError(f"Every shot count needs the same number of rows, got {sorted(sizes)}.")
+    rng = np.random.default_rng(seed)
+    correct = torch.zeros(len(groups), len(units), sizes.pop())
+    shuffled = torch.zeros(len(groups), len(units))
+    chance = torch.zeros(len(groups))
+    row_labels = []
+    bar = tqdm(total=len(groups) * len(units), disable=not progress, desc="decodability", leave=False)
+    for s, idx in enumerate(groups.values()):
+        names = [all_labels[i] for i in idx.tolist()]
+        y, _ = _encode(names)
+        if y.max() == 0:
+            raise TlensICLError("Decodability needs at least two distinct labels per shot count.")
+        row_labels.append(tuple(names))
+        chance[s] = float(((np.bincount(y) / len(y)) ** 2).sum())
+        perms = [rng.permutation(y) for _ in range(n_shuffles)]
+        for u in range(len(units)):
+            x = values[idx, u].numpy()
+            correct[s, u] = torch.from_numpy(loo_knn_predict(x, y, k=k, metric=metric) == y).float()
+            if perms:
+                shuffled[s, u] = float(np.mean([(loo_knn_predict(x, p, k=k, metric=metric) == p).mean() for p in perms]))
+            bar.update()
+    bar.close()
+    return DecodabilityResult(
+        correct=correct, shuffled=shuffled, chance=chance, n_shots=tuple(groups), units=units,
+        row_labels=tuple(row_labels), site=site, k=k, metric=metric,
+        info={**acts.info, "label": label if isinstance(label, str) else "custom", "n_shuffles": n_shuffles,
+              "seed": seed, "position": acts.position},
+    )
+
+
+__all__ = ["DecodabilityResult", "concept_decodability", "loo_knn_predict"]

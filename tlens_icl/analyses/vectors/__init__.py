@@ -1,0 +1,1 @@
+"""Task-level vectors: function vectors, task vectors, in-context vectors, soft injection, comparison."""

@@ -1,0 +1,326 @@
+"""Shared machinery for task-level vectors: result classes, injection hooks, and evaluation.
+
+Four methods compress a task into a vector and inject it into a prompt without demonstrations:
+
+* function vectors (Todd et al.) and task vectors (Hendel et al.) live in the residual stream at one
+  layer (``hook_resid_post`` of block ``layer``, i.e. the output of that block);
+* in-context vectors (Liu et al.) steer every layer's residual stream;
+* soft injection (Park & Rhee) blends per-head task embeddings into ``hook_z``.
+
+This module holds what they share: :func:`add_vector` (the additive intervention, a context manager),
+position indexing, activation capture at the query position, per-example evaluation of an
+intervention, vocabulary decoding, and :class:`LayerSweepResult`.
+
+Sign convention: a vector is *added* (``resid += coeff * v``), so ``coeff=0`` is exactly a no-op and a
+negative coefficient subtracts. Accuracy is top-1 of the first answer token (any accepted answer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal, Union
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from tlens_icl._typing import ModelLike
+from tlens_icl.engine import hooks
+from tlens_icl.engine.hooks import checked_hooks
+from tlens_icl.engine.runs import _device, chunks, query_logits
+from tlens_icl.engine.scoring import accepted_top1, at_query, prob
+from tlens_icl.errors import TlensICLError
+from tlens_icl.models.loading import require_eval_mode
+from tlens_icl.prompts.batch import PromptBatch
+from tlens_icl.results.base import Result
+
+#: Where a residual intervention acts: ``"query"`` (each row's query position; the last position of
+#: every forward when no ``query_pos`` is given, which during KV-cached generation is every new token),
+#: ``"all"`` positions, or one integer position.
+Position = Union[Literal["query", "all"], int]
+ResidSite = Literal["resid_pre", "resid_post"]
+#: Builds the hooks of an intervention for one chunk of a prompt batch.
+HookBuilder = Callable[[PromptBatch], list[tuple[str, Callable[..., Any]]]]
+
+
+# ---- validation ---------------------------------------------------------------------------------
+def check_layer(model: ModelLike, layer: Any) -> int:
+    n = int(model.cfg.n_layers)
+    if not isinstance(layer, int) or not 0 <= layer < n:
+        raise TlensICLError(f"layer must be an int in [0, {n}), got {layer!r}.")
+    return layer
+
+
+def check_position(position: Any) -> Position:
+    if position in ("query", "all") or (isinstance(position, int) and not isinstance(position, bool)):
+        return position
+    raise TlensICLError(f"position must be 'query', 'all' or an int, got {position!r}.")
+
+
+def resid_hook_name(site: str, layer: int) -> str:
+    if site not in ("resid_pre", "resid_post"):
+        raise TlensICLError(f"site must be 'resid_pre' or 'resid_post' (not resid_mid: see hooks.py), got {site!r}.")
+    return hooks.site_name(site, layer)
+
+
+def position_index(act: Tensor, position: Position, query_pos: Tensor | None) -> tuple[Any, Any]:
+    """``(rows, cols)`` indexing ``act[rows, cols]`` at the intervention positions."""
+    b = act.shape[0]
+    rows = torch.arange(b, device=act.device)
+    if position == "all":
+        return slice(None), slice(None)
+    if position == "query":
+        if query_pos is None:
+            return rows, torch.full((b,), act.shape[1] - 1, device=act.device)
+        if query_pos.shape[0] != b:
+            raise TlensICLError(f"query_pos has {query_pos.shape[0]} rows but the forward pass has {b}.")
+        return rows, query_pos.to(act.device)
+    return rows, torch.full((b,), int(position), device=act.device)
+
+
+# ---- the additive intervention ------------------------------------------------------------------
+def _as_vector(vector: Any) -> Tensor:
+    v = getattr(vector, "vector", vector)
+    if not isinstance(v, Tensor) or v.dim() != 1:
+        raise TlensICLError("vector must be a 1-D [d_model] tensor or an object with a .vector field.")
+    return v
+
+
+def add_vector_hooks(
+    model: ModelLike, vector: Any, *, layer: int, position: Position = "query", coeff: float = 1.0,
+    query_pos: Int[Tensor, " batch"] | None = None, site: ResidSite = "resid_post",
+) -> list[tuple[str, Callable[..., Any]]]:
+    """The hook list behind :func:`add_vector` (validated; nothing installed)."""
+    v = _as_vector(vector)
+    if v.shape[0] != model.cfg.d_model:
+        raise TlensICLError(f"vector has {v.shape[0]} dims but the model's d_model is {model.cfg.d_model}.")
+    name = resid_hook_name(site, check_layer(model, layer))
+    check_position(position)
+
+    def hook(act: Tensor, hook: Any) -> Tensor:
+        rows, cols = position_index(act, position, query_pos)
+        out = act.clone()
+        out[rows, cols] = out[rows, cols] + coeff * v.to(device=act.device, dtype=act.dtype)
+        return out
+
+    return [(name, hook)]
+
+
+@contextmanager
+def add_vector(
+    model: ModelLike, vector: Any, *, layer: int | None = None, position: Position = "query", coeff: float = 1.0,
+    query_pos: Int[Tensor, " batch"] | None = None, site: ResidSite = "resid_post",
+) -> Iterator[None]:
+    """Inside the ``with`` block, add ``coeff * vector`` to the residual stream after block ``layer``.
+
+    ``resid_post[layer][:, position] += coeff * vector`` (``site="resid_pre"``: before the block);
+    ``coeff=0`` leaves every activation bit-identical, a negative ``coeff`` subtracts.
+
+    ``vector`` is a ``[d_model]`` tensor or a vector result (:class:`FunctionVector`, ...); ``layer``
+    defaults to the vector's own ``layer``. With ``position="query"`` and no ``query_pos`` the last
+    position of every forward pass is edited; pass ``query_pos`` for right-padded batches. To add the
+    vector at every generated token (Todd et al.) use :func:`generate_with_vector`.
+
+    Raises:
+        HookNotFiredError: on exit, if no forward pass ran the hook inside the block.
+    """
+    layer = layer if layer is not None else getattr(vector, "layer", None)
+    if layer is None:
+        raise TlensICLError("add_vector needs layer=... (the vector has no default layer).")
+    fwd = add_vector_hooks(model, vector, layer=layer, position=position, coeff=coeff, query_pos=query_pos, site=site)
+    with checked_hooks(model, fwd):
+        yield
+
+
+def generate_with_vector(
+    model: ModelLike, tokens: Int[Tensor, "batch pos"], vector: Any, *, layer: int | None = None,
+    coeff: float = 1.0, max_new_tokens: int = 10, site: ResidSite = "resid_post", **generate_kwargs: Any,
+) -> Int[Tensor, "batch pos_out"]:
+    """``model.generate`` with ``coeff * vector`` added at the query and at every generated token.
+
+    ``tokens`` are unpadded prompts of equal length (the last token is the query position). Works with
+    and without a KV cache: a full-sequence forward is edited from the query position on, a cached step
+    at all of its (new) positions. Returns the generated token ids (prompt included).
+    """
+    layer = layer if layer is not None else getattr(vector, "layer", None)
+    if layer is None:
+        raise TlensICLError("generate_with_vector needs layer=... (the vector has no default layer).")
+    v = _as_vector(vector)
+    name = resid_hook_name(site, check_layer(model, layer))
+    prompt_len = tokens.shape[1]
+
+    def hook(act: Tensor, hook: Any) -> Tensor:
+        start = prompt_len - 1 if act.shape[1] >= prompt_len else 0  # full sequence vs a KV-cached step
+        out = act.clone()
+        out[:, start:] = out[:, start:] + coeff * v.to(device=act.device, dtype=act.dtype)
+        return out
+
+    generate_kwargs.setdefault("verbose", False)
+    with checked_hooks(model, [(name, hook)]):
+        return model.generate(tokens, max_new_tokens=max_new_tokens, **generate_kwargs)
+
+
+# ---- capture and evaluation ---------------------------------------------------------------------
+def capture_at_query(
+    model: ModelLike, batch: PromptBatch, names: Sequence[str], *, batch_size: int = 32,
+) -> list[Tensor]:
+    """Activations of each hook in ``names`` at every row's query position: one ``[batch, ...]`` per name."""
+    require_eval_mode(model, "capture_at_query")
+    out: list[list[Tensor]] = [[] for _ in names]
+    with torch.no_grad():
+        for sl in chunks(len(batch), batch_size):
+            sub = batch.select(sl)
+
+            def grab(i: int) -> Callable[..., None]:
+                def fn(act: Tensor, hook: Any) -> None:
+                    out[i].append(at_query(act, sub.query_pos).detach().float().cpu())
+                return fn
+
+            with checked_hooks(model, [(n, grab(i)) for i, n in enumerate(names)]):
+                model(sub.tokens.to(_device(model)))
+    return [torch.cat(x) for x in out]
+
+
+def mean_head_activations(
+    model: ModelLike, batch: PromptBatch, *, batch_size: int = 32,
+) -> Float[Tensor, "layer head d_head"]:
+    """Mean ``hook_z`` at the query position over the prompts (Todd et al.'s task-conditioned mean).
+
+    The same quantity as ``IndirectEffectResult.mean_z`` (computed by the same capture).
+    """
+    from tlens_icl.engine.query import query_z
+
+    require_eval_mode(model, "mean_head_activations")
+    return query_z(model, batch, batch_size=batch_size)[0].float().cpu().mean(0)
+
+
+def query_residuals(
+    model: ModelLike, batch: PromptBatch, *, site: ResidSite = "resid_post", batch_size: int = 32,
+) -> Float[Tensor, "batch layer d_model"]:
+    """The residual stream at each row's query position, at every layer's ``site``."""
+    names = [resid_hook_name(site, L) for L in range(model.cfg.n_layers)]
+    return torch.stack(capture_at_query(model, batch, names, batch_size=batch_size), dim=1)
+
+
+def evaluate_intervention(
+    model: ModelLike, batch: PromptBatch, build_hooks: HookBuilder | None = None, *, batch_size: int = 32,
+) -> tuple[Float[Tensor, " batch"], Float[Tensor, " batch"]]:
+    """``(correct, P(answer))`` per row, with the hooks ``build_hooks(chunk)`` installed (checked)."""
+    logits = query_logits(model, batch, fwd_hooks=build_hooks or (), batch_size=batch_size)
+    return accepted_top1(logits, batch.accepted), prob(logits, batch.answer_tokens)
+
+
+# ---- decoding -----------------------------------------------------------------------------------
+def decode_vector(model: ModelLike, vector: Float[Tensor, " d_model"], k: int = 10) -> list[tuple[str, float]]:
+    """Top-``k`` tokens of ``vector`` read through the final norm and the unembedding (logit lens)."""
+    with torch.no_grad():
+        v = vector.to(device=model.W_U.device, dtype=model.W_U.dtype)
+        logits = model.ln_final(v[None, None, :])[0, 0] @ model.W_U + model.b_U
+        top = logits.topk(min(k, logits.shape[-1]))
+    return [(model.tokenizer.decode([int(i)]), float(x)) for x, i in zip(top.values, top.indices)]
+
+
+class VectorOps:
+    """Mixin for frozen vector results: ``.to(device)`` moves every tensor field."""
+
+    def to(self, device: Any) -> Any:
+        """A copy with every tensor field on ``device``."""
+        changes = {f.name: getattr(self, f.name).to(device) for f in fields(self)  # type: ignore[arg-type]
+                   if isinstance(getattr(self, f.name), Tensor)}
+        return replace(self, **changes)  # type: ignore[type-var]
+
+
+# ---- layer sweeps -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerSweepResult(Result):
+    """Accuracy of a vector injected at each layer, in several prompt settings.
+
+    ``correct[s, l, i]`` is 1.0 when, in setting ``settings[s]`` (e.g. ``"zero_shot"``,
+    ``"shuffled_labels"``) with the vector injected at ``layers[l]``, example ``i``'s top-1 token is an
+    accepted answer; ``baseline_correct[s, i]`` is the same without any vector.
+    """
+
+    correct: Float[Tensor, "setting layer example"]
+    answer_prob: Float[Tensor, "setting layer example"]
+    baseline_correct: Float[Tensor, "setting example"]
+    baseline_prob: Float[Tensor, "setting example"]
+    settings: tuple[str, ...]
+    layers: tuple[int, ...]
+    method: str
+    task: str
+    info: dict[str, Any]
+
+    title = "Layer sweep"
+
+    def accuracy(self) -> Float[Tensor, "setting layer"]:
+        return self.correct.mean(-1)
+
+    def baseline_accuracy(self) -> Float[Tensor, " setting"]:
+        return self.baseline_correct.mean(-1)
+
+    def best_layer(self, setting: str | None = None) -> int:
+        """The layer with the highest accuracy (ties: highest mean P(answer))."""
+        s = self.settings.index(setting) if setting else 0
+        score = self.accuracy()[s] + 1e-6 * self.answer_prob[s].mean(-1)
+        return self.layers[int(score.argmax())]
+
+    def to_dataframe(self) -> Any:
+        import pandas as pd
+
+        acc, pr = self.accuracy(), self.answer_prob.mean(-1)
+        rows = [{"method": self.method, "task": self.task, "setting": s, "layer": L,
+                 "accuracy": float(acc[i, j]), "mean_prob": float(pr[i, j]),
+                 "baseline_accuracy": float(self.baseline_accuracy()[i]), "n": self.correct.shape[-1]}
+                for i, s in enumerate(self.settings) for j, L in enumerate(self.layers)]
+        return pd.DataFrame(rows)
+
+    def summary(self) -> str:
+        parts = [f"{s}: best layer {self.best_layer(s)} acc {float(self.accuracy()[i].max()):.2f} "
+                 f"(baseline {float(self.baseline_accuracy()[i]):.2f})" for i, s in enumerate(self.settings)]
+        return f"{self.method} layer sweep on {self.task} - " + "; ".join(parts)
+
+    def plot(self, ax: Any = None) -> Any:
+        from tlens_icl.viz.plots import line_plot
+
+        ys = {s: self.accuracy()[i].tolist() for i, s in enumerate(self.settings)}
+        fig = line_plot(self.layers, ys, xlabel="injection layer (after block)", ylabel="top-1 accuracy",
+                        title=f"{self.method}: {self.task}", ax=ax)
+        ax = ax if ax is not None else fig.axes[0]
+        for i, s in enumerate(self.settings):
+            ax.axhline(float(self.baseline_accuracy()[i]), ls="--", lw=1, c=f"C{i}")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xticks(list(self.layers))
+        return fig
+
+
+def sweep_layers(
+    model: ModelLike, batches: dict[str, PromptBatch], make_hooks: Callable[[int, PromptBatch], list[Any]],
+    layers: Sequence[int], *, method: str, task: str, info: dict[str, Any], batch_size: int = 32,
+    progress: bool = False,
+) -> LayerSweepResult:
+    """Evaluate ``make_hooks(layer, chunk)`` at every layer on every named prompt batch."""
+    from tqdm.auto import tqdm
+
+    n = {len(b) for b in batches.values()}
+    if len(n) != 1:
+        raise TlensICLError(f"All settings need the same number of prompts, got {sorted(n)}.")
+    settings = tuple(batches)
+    correct = torch.zeros(len(settings), len(layers), n.pop())
+    p = torch.zeros_like(correct)
+    base_c, base_p = torch.zeros(correct.shape[0], correct.shape[2]), torch.zeros(correct.shape[0], correct.shape[2])
+    cells = [(i, j) for i in range(len(settings)) for j in range(len(layers))]
+    for i, s in enumerate(settings):
+        base_c[i], base_p[i] = evaluate_intervention(model, batches[s], batch_size=batch_size)
+    for i, j in tqdm(cells, disable=not progress, desc=f"{method} sweep"):
+        L = layers[j]
+        correct[i, j], p[i, j] = evaluate_intervention(
+            model, batches[settings[i]], lambda sub, L=L: make_hooks(L, sub), batch_size=batch_size)
+    return LayerSweepResult(correct, p, base_c, base_p, settings, tuple(int(x) for x in layers), method, task, info)
+
+
+def resolve_layers(model: ModelLike, layers: Sequence[int] | None) -> tuple[int, ...]:
+    if layers is None:
+        return tuple(range(model.cfg.n_layers))
+    return tuple(check_layer(model, int(L)) for L in layers)

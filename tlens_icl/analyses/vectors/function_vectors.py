@@ -1,0 +1,230 @@
+"""Function vectors (Todd et al., ICLR 2024): the summed output of the heads that carry the task.
+
+``FV = sum over heads (l, j) in A of  mean_z[l, j] @ W_O[l, j]`` where ``mean_z`` is the mean
+``hook_z`` at the query position over clean ICL prompts and ``A`` the top-k heads by average indirect
+effect (:func:`tlens_icl.analyses.mediation.indirect_effect`). The output bias ``b_O`` is not part of a
+head's output; with ``include_bias=True`` it is added once per layer that contributes a head (the
+reference code adds it once per *head* on GPT-2/NeoX, which double-counts).
+
+Injection: ``resid_post[layer] += coeff * FV`` at the query position (:func:`add_vector`). Positive
+coefficient = push toward the task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from tlens_icl._typing import Head, ModelLike
+from tlens_icl.analyses.vectors.common import (
+    LayerSweepResult,
+    Position,
+    VectorOps,
+    add_vector_hooks,
+    decode_vector,
+    mean_head_activations,
+    resolve_layers,
+    sweep_layers,
+)
+from tlens_icl.errors import TlensICLError
+from tlens_icl.models.loading import require_eval_mode
+from tlens_icl.prompts.batch import PromptBatch
+from tlens_icl.prompts.pairs import make_prompt_pairs, make_prompts
+from tlens_icl.prompts.templates import PromptTemplate
+from tlens_icl.results.base import Result, run_info
+from tlens_icl.tasks import Task
+
+#: Prompt settings a function vector is evaluated in.
+FV_SETTINGS = ("zero_shot", "shuffled_labels", "icl")
+
+
+@dataclass(frozen=True)
+class FunctionVector(VectorOps, Result):
+    """A function vector ``[d_model]`` with the heads it was summed from.
+
+    Supports arithmetic: ``fv_a + fv_b``, ``fv_a - fv_b``, ``2.0 * fv`` give new vectors whose
+    ``task`` records the composition. ``layer`` is the suggested injection layer (``None`` until a
+    sweep picked one; see :meth:`with_layer`).
+    """
+
+    vector: Float[Tensor, " d_model"]
+    heads: tuple[tuple[int, int], ...]
+    task: str
+    layer: int | None
+    info: dict[str, Any]
+
+    title = "Function vector"
+
+    def decode(self, model: ModelLike, k: int = 10) -> list[tuple[str, float]]:
+        """Top-``k`` tokens of the vector through the final norm and unembedding."""
+        return decode_vector(model, self.vector, k)
+
+    def with_layer(self, layer: int) -> "FunctionVector":
+        return replace(self, layer=int(layer))
+
+    def _combine(self, other: "FunctionVector", sign: float, op: str) -> "FunctionVector":
+        heads = tuple(dict.fromkeys(self.heads + other.heads))
+        info = {**self.info, "composition": f"({self.task}) {op} ({other.task})"}
+        return FunctionVector(self.vector + sign * other.vector.to(self.vector.device), heads,
+                              f"{self.task}{op}{other.task}", self.layer, info)
+
+    def __add__(self, other: "FunctionVector") -> "FunctionVector":
+        return self._combine(other, 1.0, "+")
+
+    def __sub__(self, other: "FunctionVector") -> "FunctionVector":
+        return self._combine(other, -1.0, "-")
+
+    def __mul__(self, c: float | int) -> "FunctionVector":
+        return replace(self, vector=self.vector * float(c), task=f"{float(c):g}*{self.task}")
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> "FunctionVector":
+        return self * -1.0
+
+    def to_dataframe(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame([{"task": self.task, "layer": self.layer, "norm": float(self.vector.norm()),
+                              "heads": " ".join(str(Head(*h)) for h in self.heads)}])
+
+    def summary(self) -> str:
+        return (f"Function vector for {self.task}: {len(self.heads)} heads, |v| = {float(self.vector.norm()):.3g}, "
+                f"layer {self.layer}")
+
+    def plot(self, ax: Any = None) -> Any:
+        from tlens_icl.viz.plots import head_heatmap
+
+        L, H = int(self.info.get("n_layers", 1)), int(self.info.get("n_heads", 1))
+        grid = torch.zeros(L, H)
+        for layer, head in self.heads:
+            grid[layer, head] = 1.0
+        return head_heatmap(grid, title=f"FV heads: {self.task}", marked=self.heads, ax=ax, cmap="Greys")
+
+
+def _head_list(model: ModelLike, heads: Sequence[Any]) -> tuple[tuple[int, int], ...]:
+    out = []
+    for h in heads:
+        layer, head = (int(h[0]), int(h[1]))
+        if not (0 <= layer < model.cfg.n_layers and 0 <= head < model.cfg.n_heads):
+            raise TlensICLError(
+                f"Head {h} is outside the model ({model.cfg.n_layers} layers x {model.cfg.n_heads} heads).")
+        out.append((layer, head))
+    if not out:
+        raise TlensICLError("A function vector needs at least one head.")
+    if len(set(out)) != len(out):
+        raise TlensICLError(f"Duplicate heads in {out}.")
+    return tuple(out)
+
+
+def function_vector_from_heads(
+    model: ModelLike, mean_z: Float[Tensor, "layer head d_head"], heads: Sequence[Head | tuple[int, int]], *,
+    task: str = "custom", include_bias: bool = False, layer: int | None = None, **info: Any,
+) -> FunctionVector:
+    """``sum_{(l, j) in heads} mean_z[l, j] @ W_O[l, j]`` (plus ``b_O`` once per layer if ``include_bias``)."""
+    hs = _head_list(model, heads)
+    if tuple(mean_z.shape) != (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head):
+        raise TlensICLError(f"mean_z must be [n_layers, n_heads, d_head] = "
+                            f"{(model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head)}, got {tuple(mean_z.shape)}.")
+    with torch.no_grad():
+        W_O = model.W_O
+        vec = sum(mean_z[l, j].to(W_O.device, W_O.dtype) @ W_O[l, j] for l, j in hs)
+        if include_bias:
+            vec = vec + _bias_once(model, sorted({l for l, _ in hs}))
+    return FunctionVector(vec.detach().float().cpu(), hs, task, layer,
+                          run_info(model, method="function_vector", include_bias=include_bias, **info))
+
+
+def _bias_once(model: ModelLike, layers: Sequence[int]) -> Tensor:
+    try:
+        b_O = model.b_O
+    except AttributeError:  # bias-free attention (Llama, Gemma): nothing to add
+        return torch.zeros(model.cfg.d_model, device=model.W_O.device)
+    return b_O[list(layers)].sum(0)
+
+
+def function_vector(
+    model: ModelLike, mediation: Any, *, task: str | None = None, k: int = 10, include_bias: bool = False,
+) -> FunctionVector:
+    """The function vector of ``task`` from a causal-mediation result (top-``k`` heads by mean AIE).
+
+    ``mediation`` is an ``IndirectEffectResult``: its ``mean_z[task]`` (mean ``hook_z`` at the query over
+    clean prompts) is projected through the top-``k`` heads' ``W_O`` slices. ``task=None`` uses the first
+    task's means and the heads ranked by the effect averaged over all tasks.
+    """
+    require_eval_mode(model, "function_vector")
+    names = list(mediation.tasks)
+    if task is not None and task not in names:
+        raise TlensICLError(f"The mediation result has no task {task!r}; it has {names}.")
+    t = names.index(task) if task is not None else 0
+    heads = mediation.top_heads(k, task=task)
+    return function_vector_from_heads(model, mediation.mean_z[t], heads, task=task or names[0],
+                                      include_bias=include_bias, k=k, heads_from="indirect_effect",
+                                      corruption=getattr(mediation, "corruption", None),
+                                      mediation_info=getattr(mediation, "info", None))
+
+
+def function_vector_from_task(
+    model: ModelLike, task: Task | str, heads: Sequence[Head | tuple[int, int]], *, n: int = 32, n_shots: int = 10,
+    seed: int = 0, template: PromptTemplate | str | None = None, demos_from: Task | str | None = None,
+    include_bias: bool = False, batch_size: int = 32,
+) -> FunctionVector:
+    """Function vector from ``n`` clean ``n_shots`` prompts of ``task`` and an explicit head list."""
+    require_eval_mode(model, "function_vector_from_task")
+    batch = make_prompts(task, model, n=n, n_shots=n_shots, seed=seed, template=template, demos_from=demos_from)
+    mean_z = mean_head_activations(model, batch, batch_size=batch_size)
+    name = task if isinstance(task, str) else task.name
+    return function_vector_from_heads(model, mean_z, heads, task=name, include_bias=include_bias,
+                                      n=n, n_shots=n_shots, seed=seed)
+
+
+def fv_settings_batches(
+    model: ModelLike, task: Task | str, settings: Sequence[str], *, n: int, n_shots: int, seed: int,
+    template: PromptTemplate | str | None = None, demos_from: Task | str | None = None,
+) -> dict[str, PromptBatch]:
+    """Prompt batches for each setting, all with the same queries (same seed)."""
+    bad = [s for s in settings if s not in FV_SETTINGS]
+    if bad:
+        raise TlensICLError(f"Unknown setting(s) {bad}; choose from {FV_SETTINGS}.")
+    out = {}
+    for s in settings:
+        if s == "zero_shot":
+            out[s] = make_prompts(task, model, n=n, n_shots=0, seed=seed, template=template)
+        elif s == "icl":
+            out[s] = make_prompts(task, model, n=n, n_shots=n_shots, seed=seed, template=template,
+                                  demos_from=demos_from)
+        else:
+            out[s] = make_prompt_pairs(task, model, n=n, n_shots=n_shots, corruption="shuffled_labels", seed=seed,
+                                       template=template, demos_from=demos_from).corrupted
+    return out
+
+
+def function_vector_sweep(
+    model: ModelLike, fv: FunctionVector | Tensor, task: Task | str, *, layers: Sequence[int] | None = None,
+    settings: Sequence[str] = ("zero_shot", "shuffled_labels"), n: int = 64, n_shots: int = 10, seed: int = 0,
+    coeff: float = 1.0, position: Position = "query", template: PromptTemplate | str | None = None,
+    demos_from: Task | str | None = None, batch_size: int = 32, progress: bool = False,
+) -> LayerSweepResult:
+    """Accuracy with ``coeff * fv`` added after each block in ``layers``, per prompt setting.
+
+    Settings: ``"zero_shot"`` (query only), ``"shuffled_labels"`` (``n_shots`` demonstrations with
+    permuted labels), ``"icl"`` (clean demonstrations). Baselines (no vector) are stored alongside.
+    """
+    require_eval_mode(model, "function_vector_sweep")
+    layer_list = resolve_layers(model, layers)
+    batches = fv_settings_batches(model, task, settings, n=n, n_shots=n_shots, seed=seed, template=template,
+                                  demos_from=demos_from)
+
+    def make_hooks(layer: int, sub: PromptBatch) -> list[Any]:
+        return add_vector_hooks(model, fv, layer=layer, position=position, coeff=coeff, query_pos=sub.query_pos)
+
+    name = task if isinstance(task, str) else task.name
+    info = run_info(model, method="function_vector", coeff=coeff, n=n, n_shots=n_shots, seed=seed,
+                    vector_task=getattr(fv, "task", "tensor"))
+    return sweep_layers(model, batches, make_hooks, layer_list, method="function_vector", task=name, info=info,
+                        batch_size=batch_size, progress=progress)

@@ -1,0 +1,158 @@
+"""Soft injection of task embeddings (Park & Rhee, 2025): learned per-head blending at the query token.
+
+1. Task embedding ``e[l, j]`` = mean ``hook_z`` of head ``(l, j)`` at the query position over ICL
+   prompts (the same quantity a function vector starts from).
+2. At the query position of a zero-shot prompt every head is blended:
+   ``z[l, j] <- (1 - alpha[l, j]) * z[l, j] + alpha[l, j] * e[l, j]`` with ``alpha = sigmoid(theta)``.
+3. ``theta`` (init 0, i.e. alpha = 0.5) is trained with Adam on zero-shot prompts to minimise the
+   cross-entropy of the first answer token; the model stays frozen.
+
+``alpha = 0`` everywhere is exactly a no-op; ``alpha = 1`` on a head replaces that head's output by the
+task embedding (mean-activation patching).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from tlens_icl._typing import ModelLike
+from tlens_icl.analyses.vectors.common import (
+    Position,
+    VectorOps,
+    mean_head_activations,
+    position_index,
+)
+from tlens_icl.engine import hooks
+from tlens_icl.engine.hooks import checked_hooks
+from tlens_icl.engine.runs import _device
+from tlens_icl.engine.scoring import at_query
+from tlens_icl.errors import TlensICLError
+from tlens_icl.models.loading import require_eval_mode
+from tlens_icl.prompts.pairs import make_prompts
+from tlens_icl.prompts.templates import PromptTemplate
+from tlens_icl.results.base import Result, run_info
+from tlens_icl.tasks import Task
+
+
+@dataclass(frozen=True)
+class SoftInjection(VectorOps, Result):
+    """Per-head task embeddings and learned mixing logits (``alpha = sigmoid(theta)``)."""
+
+    embeddings: Float[Tensor, "layer head d_head"]
+    theta: Float[Tensor, "layer head"]
+    losses: Float[Tensor, " step"]
+    task: str
+    info: dict[str, Any]
+
+    title = "Soft injection"
+
+    @property
+    def alpha(self) -> Float[Tensor, "layer head"]:
+        return torch.sigmoid(self.theta)
+
+    def to_dataframe(self) -> Any:
+        import pandas as pd
+
+        a = self.alpha
+        return pd.DataFrame([{"task": self.task, "layer": L, "head": h, "alpha": float(a[L, h])}
+                             for L in range(a.shape[0]) for h in range(a.shape[1])])
+
+    def summary(self) -> str:
+        a = self.alpha
+        top = torch.topk(a.flatten(), min(3, a.numel()))
+        heads = ", ".join(f"L{int(i) // a.shape[1]}H{int(i) % a.shape[1]}={float(v):.2f}" for v, i in zip(*top))
+        final = f", final loss {float(self.losses[-1]):.3f}" if self.losses.numel() else ""
+        return f"Soft injection for {self.task}: mean alpha {float(a.mean()):.2f}, top {heads}{final}"
+
+    def plot(self, ax: Any = None) -> Any:
+        """Layer x head heatmap of alpha on a fixed 0..1 scale (0 = head untouched, 1 = replaced)."""
+        from tlens_icl.viz.plots import _ax
+
+        a = self.alpha
+        fig, ax = _ax(ax, (1 + 0.45 * a.shape[1], 1 + 0.4 * a.shape[0]))
+        im = ax.imshow(a.detach().cpu().numpy(), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_title(f"soft injection alpha: {self.task}")
+        fig.colorbar(im, ax=ax, label="alpha")
+        return fig
+
+
+def soft_injection_hooks(
+    model: ModelLike, si: SoftInjection, *, position: Position = "query",
+    query_pos: Int[Tensor, " batch"] | None = None, theta: Tensor | None = None,
+) -> list[tuple[str, Any]]:
+    """Hooks blending every head's ``hook_z`` at ``position``; ``theta`` overrides ``si.theta`` (training)."""
+    shape = (model.cfg.n_layers, model.cfg.n_heads)
+    if tuple(si.theta.shape) != shape or tuple(si.embeddings.shape) != (*shape, model.cfg.d_head):
+        raise TlensICLError(f"Soft injection shapes {tuple(si.embeddings.shape)} do not fit the model {shape}.")
+    th = si.theta if theta is None else theta
+
+    def make(layer: int) -> Any:
+        def hook(z: Tensor, hook: Any) -> Tensor:
+            rows, cols = position_index(z, position, query_pos)
+            a = torch.sigmoid(th[layer]).to(device=z.device, dtype=z.dtype)[:, None]
+            e = si.embeddings[layer].to(device=z.device, dtype=z.dtype)
+            out = z.clone()
+            out[rows, cols] = (1 - a) * z[rows, cols] + a * e
+            return out
+        return hook
+
+    return [(hooks.z(L), make(L)) for L in range(model.cfg.n_layers)]
+
+
+@contextmanager
+def soft_inject(
+    model: ModelLike, si: SoftInjection, *, position: Position = "query",
+    query_pos: Int[Tensor, " batch"] | None = None,
+) -> Iterator[None]:
+    """Blend the task embeddings into every head at ``position`` inside the ``with`` block (hooks checked)."""
+    with checked_hooks(model, soft_injection_hooks(model, si, position=position, query_pos=query_pos)):
+        yield
+
+
+def soft_injection(
+    model: ModelLike, task: Task | str, *, n_embed: int = 32, n_shots: int = 10, n_train: int = 64,
+    steps: int = 100, lr: float = 0.2, train_batch_size: int = 8, seed: int = 0,
+    template: PromptTemplate | str | None = None, demos_from: Task | str | None = None, batch_size: int = 32,
+    progress: bool = False,
+) -> SoftInjection:
+    """Task embeddings from ``n_embed`` ICL prompts; ``theta`` trained on ``n_train`` zero-shot prompts.
+
+    Train on items disjoint from the evaluation items (``Task.split``). Adam, ``lr`` and ``steps`` as in
+    the paper (0.2, 400 steps of batch 1); here minibatches of ``train_batch_size`` prompts.
+    """
+    from tqdm.auto import tqdm
+
+    require_eval_mode(model, "soft_injection")
+    if steps < 0 or train_batch_size < 1:
+        raise TlensICLError("steps must be >= 0 and train_batch_size >= 1.")
+    icl = make_prompts(task, model, n=n_embed, n_shots=n_shots, seed=seed, template=template, demos_from=demos_from)
+    train = make_prompts(task, model, n=n_train, n_shots=0, seed=seed + 1, template=template)
+    emb = mean_head_activations(model, icl, batch_size=batch_size)
+    si = SoftInjection(emb, torch.zeros(model.cfg.n_layers, model.cfg.n_heads), torch.zeros(0), "", {})
+    theta = torch.zeros(model.cfg.n_layers, model.cfg.n_heads, requires_grad=True)
+    opt = torch.optim.Adam([theta], lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in tqdm(range(steps), disable=not progress, desc="soft injection"):
+        sub = train.select(torch.randperm(len(train), generator=gen)[:train_batch_size])
+        with torch.enable_grad(), checked_hooks(model, soft_injection_hooks(model, si, query_pos=sub.query_pos,
+                                                                            theta=theta)):
+            logits = at_query(model(sub.tokens.to(_device(model))), sub.query_pos).float()
+            loss = torch.nn.functional.cross_entropy(logits, sub.answer_tokens.to(logits.device))
+            (grad,) = torch.autograd.grad(loss, [theta])  # model weights stay untouched
+        theta.grad = grad
+        opt.step()
+        losses.append(float(loss.detach()))
+    name = task if isinstance(task, str) else task.name
+    info = run_info(model, method="soft_injection", n_embed=n_embed, n_shots=n_shots, n_train=n_train, steps=steps,
+                    lr=lr, seed=seed)
+    return SoftInjection(emb, theta.detach().clone(), torch.tensor(losses), name, info)

@@ -1,0 +1,170 @@
+"""Task vectors (Hendel, Geva & Globerson, Findings of EMNLP 2023): the residual stream of an ICL prompt.
+
+``theta_l = mean over prompts of resid_post[l]`` at the last token of ``demonstrations + dummy query``
+(the query of each prompt is another item of the task, not the test input). At inference the residual
+after block ``l`` of a zero-shot prompt is *replaced* by ``theta_l`` at the query position; ``l`` is
+chosen by a sweep on held-out items. Here ``theta`` is averaged over ``n`` demonstration sets (Hendel
+et al. average over 2 dummy queries of one set); ``task_vector_from_prompts`` gives a single prompt's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from tlens_icl._typing import ModelLike
+from tlens_icl.analyses.vectors.common import (
+    LayerSweepResult,
+    Position,
+    VectorOps,
+    check_layer,
+    check_position,
+    decode_vector,
+    position_index,
+    query_residuals,
+    resid_hook_name,
+    resolve_layers,
+    sweep_layers,
+)
+from tlens_icl.engine.hooks import checked_hooks
+from tlens_icl.errors import TlensICLError
+from tlens_icl.models.loading import require_eval_mode
+from tlens_icl.prompts.batch import PromptBatch
+from tlens_icl.prompts.pairs import make_prompts
+from tlens_icl.prompts.templates import PromptTemplate
+from tlens_icl.results.base import Result, run_info
+from tlens_icl.tasks import Task
+
+
+@dataclass(frozen=True)
+class TaskVector(VectorOps, Result):
+    """Per-layer task vectors ``vectors[l]`` = mean ``resid_post[l]`` at the query of ICL prompts.
+
+    ``layer`` is the chosen injection layer (``None`` until a sweep picked one).
+    """
+
+    vectors: Float[Tensor, "layer d_model"]
+    task: str
+    n_shots: int
+    layer: int | None
+    info: dict[str, Any]
+
+    title = "Task vector"
+
+    @property
+    def vector(self) -> Float[Tensor, " d_model"]:
+        """The vector at the chosen layer."""
+        return self.vectors[self._layer(None)]
+
+    def _layer(self, layer: int | None) -> int:
+        if layer is None and self.layer is None:
+            raise TlensICLError("This task vector has no chosen layer; pass layer=... or use .with_layer(layer).")
+        return int(layer if layer is not None else self.layer)  # type: ignore[arg-type]
+
+    def at(self, layer: int) -> Float[Tensor, " d_model"]:
+        return self.vectors[layer]
+
+    def with_layer(self, layer: int) -> "TaskVector":
+        return replace(self, layer=int(layer))
+
+    def decode(self, model: ModelLike, k: int = 10, *, layer: int | None = None) -> list[tuple[str, float]]:
+        """Top-``k`` tokens of the vector at ``layer`` (default: the chosen layer) through the unembedding."""
+        return decode_vector(model, self.vectors[self._layer(layer)], k)
+
+    def to_dataframe(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame([{"task": self.task, "layer": L, "norm": float(v.norm()), "chosen": L == self.layer}
+                             for L, v in enumerate(self.vectors)])
+
+    def summary(self) -> str:
+        return (f"Task vector for {self.task} ({self.n_shots} shots), {self.vectors.shape[0]} layers, "
+                f"chosen layer {self.layer}")
+
+    def plot(self, ax: Any = None) -> Any:
+        from tlens_icl.viz.plots import line_plot
+
+        return line_plot(range(self.vectors.shape[0]), {"|theta|": self.vectors.norm(dim=-1).tolist()},
+                         xlabel="layer", ylabel="norm", title=f"Task vector norms: {self.task}", ax=ax)
+
+
+def task_vector_from_prompts(
+    model: ModelLike, batch: PromptBatch, *, task: str = "custom", batch_size: int = 32,
+) -> TaskVector:
+    """The mean ``resid_post`` at the query position of ``batch``'s prompts, at every layer."""
+    require_eval_mode(model, "task_vector_from_prompts")
+    res = query_residuals(model, batch, site="resid_post", batch_size=batch_size)
+    n_shots = int(batch.demo_index.max()) + 1  # demo_index is -1 outside demonstrations
+    return TaskVector(res.mean(0), task, n_shots, None, run_info(model, method="task_vector", n=len(batch)))
+
+
+def task_vector(
+    model: ModelLike, task: Task | str, *, n: int = 32, n_shots: int = 5, seed: int = 0,
+    template: PromptTemplate | str | None = None, demos_from: Task | str | None = None, batch_size: int = 32,
+) -> TaskVector:
+    """Hendel et al.'s task vector of ``task`` from ``n`` prompts of ``n_shots`` demos + a dummy query."""
+    require_eval_mode(model, "task_vector")
+    batch = make_prompts(task, model, n=n, n_shots=n_shots, seed=seed, template=template, demos_from=demos_from)
+    name = task if isinstance(task, str) else task.name
+    res = query_residuals(model, batch, site="resid_post", batch_size=batch_size)
+    return TaskVector(res.mean(0), name, n_shots, None,
+                      run_info(model, method="task_vector", n=n, n_shots=n_shots, seed=seed))
+
+
+def patch_task_vector_hooks(
+    model: ModelLike, tv: TaskVector | Tensor, *, layer: int, position: Position = "query",
+    query_pos: Int[Tensor, " batch"] | None = None,
+) -> list[tuple[str, Any]]:
+    """Hooks *replacing* ``resid_post[layer]`` at ``position`` by the task vector (validated)."""
+    check_layer(model, layer)
+    check_position(position)
+    v = tv.at(layer) if isinstance(tv, TaskVector) else tv
+    if v.dim() != 1 or v.shape[0] != model.cfg.d_model:
+        raise TlensICLError(f"Task vector must be [d_model={model.cfg.d_model}], got {tuple(v.shape)}.")
+
+    def hook(act: Tensor, hook: Any) -> Tensor:
+        rows, cols = position_index(act, position, query_pos)
+        out = act.clone()
+        out[rows, cols] = v.to(device=act.device, dtype=act.dtype)
+        return out
+
+    return [(resid_hook_name("resid_post", layer), hook)]
+
+
+@contextmanager
+def patch_task_vector(
+    model: ModelLike, tv: TaskVector | Tensor, *, layer: int | None = None, position: Position = "query",
+    query_pos: Int[Tensor, " batch"] | None = None,
+) -> Iterator[None]:
+    """Replace the residual after block ``layer`` (default: ``tv.layer``) by the task vector at ``position``."""
+    layer = layer if layer is not None else getattr(tv, "layer", None)
+    if layer is None:
+        raise TlensICLError("patch_task_vector needs layer=... (the task vector has no chosen layer).")
+    with checked_hooks(model, patch_task_vector_hooks(model, tv, layer=layer, position=position, query_pos=query_pos)):
+        yield
+
+
+def task_vector_sweep(
+    model: ModelLike, tv: TaskVector, task: Task | str, *, layers: Sequence[int] | None = None, n: int = 64,
+    seed: int = 0, template: PromptTemplate | str | None = None, batch_size: int = 32, progress: bool = False,
+) -> LayerSweepResult:
+    """Zero-shot accuracy of ``task`` with the task vector patched in at each layer (Hendel's layer sweep).
+
+    Use items held out from the ones ``tv`` was computed from (e.g. ``Task.split``) to choose the layer.
+    """
+    require_eval_mode(model, "task_vector_sweep")
+    layer_list = resolve_layers(model, layers)
+    batches = {"zero_shot": make_prompts(task, model, n=n, n_shots=0, seed=seed, template=template)}
+
+    def make_hooks(layer: int, sub: PromptBatch) -> list[Any]:
+        return patch_task_vector_hooks(model, tv, layer=layer, query_pos=sub.query_pos)
+
+    name = task if isinstance(task, str) else task.name
+    return sweep_layers(model, batches, make_hooks, layer_list, method="task_vector", task=name,
+                        info=run_info(model, method="task_vector", n=n, seed=seed), batch_size=batch_size,
+                        progress=progress)

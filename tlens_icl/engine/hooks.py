@@ -1,0 +1,131 @@
+"""The one module that spells TransformerLens hook names, and hook installation that proves firing.
+
+Every other module asks this one for names (``hooks.z(3)``) and installs hooks through
+:func:`checked_hooks`, which raises :class:`~tlens_icl.errors.HookNotFiredError` when a hook did not
+run during the forward pass. (The function-vectors reference code silently did nothing on GPT-NeoX;
+we never do that.)
+
+Residual-stream edits use ``hook_resid_pre``/``hook_resid_post`` only: in TransformerLens 4 a hook that
+returns a new tensor at ``hook_resid_mid`` only changes the MLP input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from tlens_icl.errors import HookNotFiredError, ModelStateError
+
+HookFn = Callable[..., Any]
+
+
+def embed() -> str:
+    return "hook_embed"
+
+
+def resid_pre(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_pre"
+
+
+def resid_post(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_post"
+
+
+def attn_out(layer: int) -> str:
+    return f"blocks.{layer}.hook_attn_out"
+
+
+def mlp_out(layer: int) -> str:
+    return f"blocks.{layer}.hook_mlp_out"
+
+
+def z(layer: int) -> str:
+    """Per-head attention output before W_O, ``[batch, pos, n_heads, d_head]``."""
+    return f"blocks.{layer}.attn.hook_z"
+
+
+def q(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_q"
+
+
+def k(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_k"
+
+
+def v(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_v"
+
+
+def pattern(layer: int) -> str:
+    """Post-softmax attention, ``[batch, n_heads, query_pos, key_pos]``."""
+    return f"blocks.{layer}.attn.hook_pattern"
+
+
+def final_norm() -> str:
+    return "ln_final.hook_normalized"
+
+
+#: Names accepted by ``site=`` arguments, mapped to the hook-name function for a layer.
+SITES: dict[str, Callable[[int], str]] = {
+    "resid_pre": resid_pre,
+    "resid_post": resid_post,
+    "attn_out": attn_out,
+    "mlp_out": mlp_out,
+    "z": z,
+    "pattern": pattern,
+}
+
+
+def site_name(site: str, layer: int) -> str:
+    if site not in SITES:
+        raise ValueError(f"Unknown site {site!r}; choose one of {sorted(SITES)}.")
+    return SITES[site](layer)
+
+
+def require_hooks(model: Any, names: Sequence[str]) -> None:
+    """Raise before any forward pass if the model lacks one of ``names``."""
+    hook_dict = getattr(model, "hook_dict", None)
+    if hook_dict is None:
+        return  # a protocol-only model; firing is still checked after the run
+    missing = [n for n in names if n not in hook_dict]
+    if missing:
+        raise ModelStateError(
+            f"Model has no hook point(s) {missing[:4]}{'...' if len(missing) > 4 else ''}. "
+            "This architecture does not expose them (e.g. Pythia has no hook_resid_mid; attn-only models "
+            "have no MLP hooks)."
+        )
+
+
+@contextmanager
+def checked_hooks(
+    model: Any,
+    fwd_hooks: Sequence[tuple[str, HookFn]] = (),
+    bwd_hooks: Sequence[tuple[str, HookFn]] = (),
+) -> Iterator[None]:
+    """Install hooks for the duration of the block; raise if any did not fire.
+
+    Hooks are counted per entry, so two hooks on the same name are each checked.
+    """
+    counts = [0] * (len(fwd_hooks) + len(bwd_hooks))
+
+    def counted(i: int, fn: HookFn) -> HookFn:
+        def wrapper(act: Any, hook: Any) -> Any:
+            counts[i] += 1
+            return fn(act, hook=hook)
+
+        return wrapper
+
+    names = [n for n, _ in fwd_hooks] + [n for n, _ in bwd_hooks]
+    require_hooks(model, names)
+    fwd = [(n, counted(i, f)) for i, (n, f) in enumerate(fwd_hooks)]
+    off = len(fwd_hooks)
+    bwd = [(n, counted(off + i, f)) for i, (n, f) in enumerate(bwd_hooks)]
+    with model.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
+        yield
+    silent = [names[i] for i, c in enumerate(counts) if c == 0]
+    if silent:
+        raise HookNotFiredError(
+            f"Hook(s) {silent[:4]} never fired: the intervention had no effect. Did the forward pass "
+            "stop early (stop_at_layer), or is the hook gated (e.g. hook_result needs set_use_attn_result)?"
+        )

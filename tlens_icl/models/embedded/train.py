@@ -1,0 +1,489 @@
+"""Rebuild an embedded ICL model from the task library.
+
+    python -m tlens_icl.models.embedded.train                 # rebuilds tlens_icl/models/embedded/icl-tiny
+    python -m tlens_icl.models.embedded.train --out /tmp/m --steps 600 --quick
+
+Seeded and deterministic for a given number of threads (floating-point summation order
+depends on it). Shows a tqdm bar, logs the training loss and per-task held-out accuracy at
+0 and 8 shots to stdout and to ``<out>/train_log.jsonl``, and writes ``model.safetensors``
+(fp16 when that leaves held-out accuracy unchanged), ``config.json``, ``tokenizer/``,
+``heldout.json`` and ``card.json`` (with the measured accuracy at 0/1/2/4/8 shots).
+
+The model is trained as the raw TransformerLens ``NativeModel`` (no hook wrappers, about
+twice as fast) and saved under the ``TransformerBridge`` state-dict names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from tlens_icl.models.embedded import _data
+from tlens_icl.models.embedded._data import TaskData
+
+DEFAULT_NAME = "icl-tiny"
+
+WORD_TASKS = [
+    "uppercase", "capitalize", "first_letter", "last_letter", "word_length", "next_capital_letter",
+    "english_french", "english_spanish", "english_german", "singular_plural",
+]
+BITWISE_TASKS = ["bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_nand", "bitwise_nor", "bitwise_xnor"]
+
+MODEL_CONFIG = dict(
+    d_model=128, d_head=16, n_heads=8, n_layers=4, n_ctx=128, d_mlp=512, act_fn="gelu",
+    normalization_type="LN", positional_embedding_type="rotary", attn_only=False,
+    default_prepend_bos=True,
+)
+CONFIG_FIELDS = ["d_model", "d_head", "n_heads", "n_layers", "n_ctx", "d_vocab", "d_mlp", "act_fn",
+                 "normalization_type", "positional_embedding_type", "attn_only", "n_key_value_heads",
+                 "gated_mlp", "rotary_dim", "rotary_base", "final_rms", "eps", "d_vocab_out",
+                 "default_prepend_bos", "attention_dir"]
+
+HELDOUT_POLICY = {
+    "bitwise": ("A seeded {frac:.0%} of the operand pairs ({n} of {total}) is held out for every operator: "
+                "these pairs never occur in any training episode, neither as query nor as demonstration. "
+                "Held-out prompts use only held-out pairs (demonstrations and query)."),
+    "word": ("A word-level model cannot know the mapping of a word it never saw, so every pool word is "
+             "trained under every task that covers it; held-out evaluation uses unseen prompts: fresh "
+             "demonstration sets, orders and queries drawn with seeds never used in training "
+             "(training episodes come from one seeded stream; evaluation seeds are separate)."),
+}
+EVAL_SHOTS = [0, 1, 2, 4, 8]
+EVAL_SEED = 1_000_003  # evaluation prompt seeds are EVAL_SEED + offsets; training uses --seed streams
+
+
+def _parse(argv=None):
+    p = argparse.ArgumentParser(prog="python -m tlens_icl.models.embedded.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=None, help="output directory (default: the packaged icl-tiny)")
+    p.add_argument("--tasks-dir", type=Path, default=None, help="task library (default: the repository's tasks/)")
+    p.add_argument("--steps", type=int, default=3600)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="a fast smoke run: 300 steps and small evaluations")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1 is safest on a shared 2-core machine: oversubscription costs 3-16x)")
+    p.add_argument("--word-tasks", default=",".join(WORD_TASKS))
+    p.add_argument("--bitwise-tasks", default=",".join(BITWISE_TASKS))
+    p.add_argument("--pool-size", type=int, default=256)
+    p.add_argument("--heldout-frac", type=float, default=0.2)
+    p.add_argument("--pairs", type=int, default=11, help="(input, output) pairs per training episode")
+    p.add_argument("--word-batch", type=int, default=64)
+    p.add_argument("--bitwise-batch", type=int, default=64)
+    p.add_argument("--bitwise-frac", type=float, default=0.6667,
+                   help="fraction of steps that train on a bitwise batch (interleaved evenly; word batches otherwise)")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=0.3)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--eval-prompts", type=int, default=200, help="held-out prompts per task and shot count (final card)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.steps = min(args.steps, 300)
+        args.eval_every = min(args.eval_every, 100)
+        args.eval_prompts = min(args.eval_prompts, 50)
+        args.warmup = min(args.warmup, 50)
+    return args
+
+
+def _is_bitwise_step(step: int, frac: float) -> bool:
+    """Interleave the families evenly: step ``s`` is bitwise when floor((s+1)*frac) > floor(s*frac)."""
+    return math.floor((step + 1) * frac + 1e-9) > math.floor(step * frac + 1e-9)
+
+
+def _command_line(argv) -> str:
+    """The training command without the output directory (which does not change the model)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    keep, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--out":
+            skip = True
+            continue
+        if a.startswith("--out=") or a == "--no-progress":
+            continue
+        keep.append(a)
+    return " ".join(["python -m tlens_icl.models.embedded.train", *keep])
+
+
+# --------------------------------------------------------------------------------------------
+# episodes
+
+
+class EpisodeSampler:
+    """Single-family batches of training episodes as token-id tensors plus answer targets."""
+
+    def __init__(self, tasks: list[TaskData], tok, n_pairs: int, seed: int):
+        import torch
+
+        self.torch = torch
+        self.tasks = tasks
+        self.n_pairs = n_pairs
+        self.rng = random.Random(seed)
+        self.bos, self.arrow, self.nl = tok.bos_token_id, tok.convert_tokens_to_ids("->"), tok.convert_tokens_to_ids("\n")
+        vocab = tok.get_vocab()
+        self.items = [[([vocab[w] for w in x.split()], vocab[y]) for x, y in t.train] for t in tasks]
+        lens = {len(ids) for it in self.items for ids, _ in it}
+        if len(lens) != 1:
+            raise ValueError("all inputs of one family must have the same number of tokens")
+        self.in_len = lens.pop()
+        self.pair_len = self.in_len + 3  # x.. -> y \n
+        self.seq_len = 1 + self.pair_len * n_pairs - 1
+        # logits at the "->" of pair i predict y_i
+        self.arrow_pos = torch.tensor([1 + i * self.pair_len + self.in_len for i in range(n_pairs)])
+
+    def batch(self, size: int):
+        torch = self.torch
+        rows, task_ids = [], []
+        for _ in range(size):
+            ti = self.rng.randrange(len(self.tasks))
+            pick = self.rng.sample(self.items[ti], self.n_pairs)
+            row = [self.bos]
+            for i, (x, y) in enumerate(pick):
+                if i:
+                    row.append(self.nl)
+                row += [*x, self.arrow, y]
+            rows.append(row)
+            task_ids.append(ti)
+        tokens = torch.tensor(rows, dtype=torch.long)
+        targets = tokens[:, self.arrow_pos + 1]
+        return tokens, targets, task_ids
+
+
+# --------------------------------------------------------------------------------------------
+# model
+
+
+def make_config(d_vocab: int, seed: int):
+    from transformer_lens import TransformerBridgeConfig
+
+    kw = dict(MODEL_CONFIG)
+    pos = kw.pop("positional_embedding_type")
+    cfg = TransformerBridgeConfig(d_vocab=d_vocab, seed=seed, **kw)
+    cfg.positional_embedding_type = pos  # not accepted by the constructor in TL 4.3
+    return cfg
+
+
+def config_from_dict(d: dict, init_weights: bool = False):
+    from transformer_lens import TransformerBridgeConfig
+
+    d = dict(d)
+    pos = d.pop("positional_embedding_type", "standard")
+    cfg = TransformerBridgeConfig(**d, init_weights=init_weights)
+    cfg.positional_embedding_type = pos
+    return cfg
+
+
+def raw_to_bridge_state(raw: dict, d_vocab: int) -> dict:
+    """Rename a raw ``NativeModel`` state dict to ``TransformerBridge.state_dict()`` names."""
+    import re
+
+    import torch
+
+    out = {}
+    for k, v in raw.items():
+        k2 = k
+        k2 = re.sub(r"^tok_embed\.", "embed.", k2)
+        k2 = re.sub(r"^layers\.", "blocks.", k2)
+        k2 = k2.replace(".mlp.fc_in.", ".mlp.in.").replace(".mlp.fc_out.", ".mlp.out.")
+        k2 = re.sub(r"^ln_out\.", "ln_final.", k2)
+        k2 = re.sub(r"^head\.", "unembed.", k2)
+        out[k2] = v.detach().clone()
+    out.setdefault("unembed.bias", torch.zeros(d_vocab))  # the bridge adds a zero unembed bias
+    return out
+
+
+def raw_forward(model, tokens, positions=None):
+    """Logits of the raw NativeModel, optionally only at ``positions`` (a 1-D index over seq)."""
+    h = model.tok_embed(tokens)
+    for block in model.layers:
+        (h,) = block(h)
+    if positions is not None:
+        h = h[:, positions]
+    return model.head(model.ln_out(h))
+
+
+def _tokenize_prompts(tok, prompts):
+    import torch
+
+    texts = [_data.render_prompt(d, q) for d, q, _ in prompts]
+    ids = tok(texts, add_special_tokens=True)["input_ids"]
+    lens = {len(i) for i in ids}
+    if len(lens) != 1:
+        raise ValueError("prompts of one (task, shots) cell must have equal token length")
+    vocab = tok.get_vocab()
+    answers = torch.tensor([vocab[a] for _, _, a in prompts])
+    return torch.tensor(ids), answers
+
+
+def heldout_accuracy(forward, tok, tasks: list[TaskData], shots_list, n: int, seed: int = EVAL_SEED,
+                     chunk: int = 256) -> dict[str, dict[int, float]]:
+    """Exact-match (argmax at the last position == answer token) on held-out prompts."""
+    import torch
+
+    res: dict[str, dict[int, float]] = {}
+    with torch.no_grad():
+        for ti, task in enumerate(tasks):
+            res[task.name] = {}
+            for k in shots_list:
+                prompts = _data.sample_prompts(task, n, k, seed=seed + 1000 * ti + k, heldout=True)
+                toks, ans = _tokenize_prompts(tok, prompts)
+                correct = 0
+                for s in range(0, len(toks), chunk):
+                    logits = forward(toks[s:s + chunk])[:, -1]
+                    correct += int((logits.argmax(-1) == ans[s:s + chunk]).sum())
+                res[task.name][k] = correct / len(toks)
+    return res
+
+
+def summarize(acc: dict[str, dict[int, float]], tasks: list[TaskData]) -> dict:
+    out = {}
+    for fam in sorted({t.family for t in tasks}):
+        names = [t.name for t in tasks if t.family == fam]
+        shots = sorted(acc[names[0]])
+        out[fam] = {str(k): round(sum(acc[n][k] for n in names) / len(names), 4) for k in shots}
+    names = [t.name for t in tasks]
+    out["all"] = {str(k): round(sum(acc[n][k] for n in names) / len(names), 4) for k in sorted(acc[names[0]])}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+    from transformer_lens import TransformerBridge
+    from transformer_lens.model_bridge.sources.native import (
+        NativeModel,
+        initialize_native_model,
+    )
+
+    from tlens_icl.models.embedded._tokenizer import build_tokenizer, save_tokenizer
+
+    torch.set_num_threads(args.threads)
+    out = args.out or (Path(__file__).resolve().parent / DEFAULT_NAME)
+    out = Path(out)
+    tasks_dir = Path(args.tasks_dir) if args.tasks_dir else _data.default_tasks_dir()
+    word_names = [s for s in args.word_tasks.split(",") if s]
+    bit_names = [s for s in args.bitwise_tasks.split(",") if s]
+    t_start = time.time()
+
+    # ---- data
+    pool, word_tasks = _data.load_word_tasks(tasks_dir, word_names, args.pool_size, args.seed)
+    held_pairs, bit_tasks = _data.load_bitwise_tasks(tasks_dir, bit_names, args.heldout_frac, args.seed)
+    tasks = word_tasks + bit_tasks
+    words = _data.vocabulary(tasks, extra=pool)
+    tok = build_tokenizer(words, name_or_path=DEFAULT_NAME)
+    d_vocab = len(tok.get_vocab())
+    print(f"[train] tasks from {tasks_dir}: {len(word_tasks)} word tasks over a pool of {len(pool)} words, "
+          f"{len(bit_tasks)} bitwise tasks ({len(held_pairs)} held-out operand pairs); vocabulary {d_vocab}",
+          flush=True)
+    for t in tasks:
+        print(f"[train]   {t.family:7s} {t.name:22s} train items {len(t.train):4d}  held-out items {len(t.heldout):4d}",
+              flush=True)
+
+    # ---- model (raw NativeModel; same construction and init as boot_native)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    cfg = make_config(d_vocab, args.seed)
+    model = NativeModel(cfg)
+    with torch.random.fork_rng(devices=[]):
+        initialize_native_model(model, cfg)
+    model.train()
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"[train] model: {n_params:,} parameters; {args.steps} steps; threads {args.threads}", flush=True)
+
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
+
+    def lr_at(step: int) -> float:
+        if step < args.warmup:
+            return args.lr * (step + 1) / args.warmup
+        prog = (step - args.warmup) / max(1, args.steps - args.warmup)
+        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog)))
+
+    samplers = {
+        "word": EpisodeSampler(word_tasks, tok, args.pairs, seed=args.seed * 7919 + 1),
+        "bitwise": EpisodeSampler(bit_tasks, tok, args.pairs, seed=args.seed * 7919 + 2),
+    }
+    if max(s.seq_len for s in samplers.values()) > cfg.n_ctx:
+        raise ValueError("episodes do not fit in n_ctx")
+
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "train_log.jsonl"
+    log_f = open(log_path, "w", encoding="utf-8")
+
+    def raw_eval_forward(toks):
+        return raw_forward(model, toks)
+
+    def log_eval(step: int, losses: dict, n_prompts: int):
+        model.eval()
+        acc = heldout_accuracy(raw_eval_forward, tok, tasks, [0, 8], n_prompts, seed=EVAL_SEED + 17)
+        model.train()
+        rec = {"step": step, "elapsed_s": round(time.time() - t_start, 1),
+               "loss": {f: round(sum(v) / max(1, len(v)), 4) for f, v in losses.items()},
+               "lr": lr_at(min(step, args.steps - 1)),
+               "accuracy": {n: {str(k): round(v, 3) for k, v in a.items()} for n, a in acc.items()}}
+        log_f.write(json.dumps(rec) + "\n")
+        log_f.flush()
+        summ = summarize(acc, tasks)
+        msg = (f"[train] step {step:5d} loss word {rec['loss'].get('word', float('nan')):.3f} "
+               f"bitwise {rec['loss'].get('bitwise', float('nan')):.3f} | acc 0-shot/8-shot "
+               + " ".join(f"{f} {summ[f]['0']:.2f}/{summ[f]['8']:.2f}" for f in ("word", "bitwise"))
+               + " | " + " ".join(f"{n}:{a[0]:.2f}/{a[8]:.2f}" for n, a in acc.items()))
+        tqdm.write(msg)
+        sys.stdout.flush()
+
+    # ---- training loop
+    losses: dict[str, list[float]] = {"word": [], "bitwise": []}
+    bar = tqdm(range(args.steps), desc="train icl-tiny", disable=args.no_progress, mininterval=2.0,
+               file=sys.stdout)
+    for step in bar:
+        fam = "bitwise" if _is_bitwise_step(step, args.bitwise_frac) else "word"
+        sampler = samplers[fam]
+        tokens, targets, _ = sampler.batch(args.bitwise_batch if fam == "bitwise" else args.word_batch)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        logits = raw_forward(model, tokens, sampler.arrow_pos)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses[fam].append(loss.item())
+        if step % 20 == 0:
+            bar.set_postfix({k: f"{sum(v[-20:]) / max(1, len(v[-20:])):.3f}" for k, v in losses.items() if v})
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            log_eval(step + 1, {k: v[-args.eval_every:] for k, v in losses.items()}, 64 if not args.quick else 32)
+            losses = {"word": [], "bitwise": []}
+    bar.close()
+    train_time = time.time() - t_start
+    model.eval()
+
+    # ---- bridge, fp32 vs fp16, card
+    tmp_tok = out / "tokenizer"
+    if tmp_tok.exists():
+        shutil.rmtree(tmp_tok)
+    save_tokenizer(tok, tmp_tok)
+    from transformers import AutoTokenizer
+
+    tok2 = AutoTokenizer.from_pretrained(str(tmp_tok))
+    cfg_dict = {k: getattr(cfg, k) for k in CONFIG_FIELDS}
+    bridge = TransformerBridge.boot_native(config_from_dict(cfg_dict), tokenizer=tok2).eval()
+    bridge.load_state_dict(raw_to_bridge_state(model.state_dict(), d_vocab), strict=True)
+    with torch.no_grad():
+        probe = samplers["bitwise"].batch(4)[0]
+        max_diff = float((bridge(probe) - raw_forward(model, probe)).abs().max())
+    print(f"[train] bridge vs raw model max |logit diff| {max_diff:.2e}", flush=True)
+    if max_diff > 1e-3:
+        raise RuntimeError("the bridge does not reproduce the trained model")
+    sd32 = {k: v.detach().clone().contiguous() for k, v in bridge.state_dict().items()}
+
+    def bridge_forward(toks):
+        return bridge(toks)
+
+    acc32 = heldout_accuracy(bridge_forward, tok2, tasks, EVAL_SHOTS, args.eval_prompts)
+    bridge.load_state_dict({k: v.half().float() for k, v in sd32.items()}, strict=True)
+    acc16 = heldout_accuracy(bridge_forward, tok2, tasks, EVAL_SHOTS, args.eval_prompts)
+    diffs = [abs(acc16[n][k] - acc32[n][k]) for n in acc32 for k in acc32[n]]
+    mean32 = sum(v for a in acc32.values() for v in a.values()) / len(diffs)
+    mean16 = sum(v for a in acc16.values() for v in a.values()) / len(diffs)
+    use_fp16 = abs(mean16 - mean32) <= 0.002 and max(diffs) <= 0.02
+    acc = acc16 if use_fp16 else acc32
+    weights = {k: (v.half() if use_fp16 else v).contiguous() for k, v in sd32.items()}
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt", "dtype": "float16" if use_fp16 else "float32"})
+    os.chmod(out / "model.safetensors", 0o644)
+    with open(out / "config.json", "w", encoding="utf-8") as f:
+        json.dump(cfg_dict, f, indent=2)
+
+    heldout = {
+        "policy": {"bitwise": HELDOUT_POLICY["bitwise"].format(frac=args.heldout_frac, n=len(held_pairs),
+                                                               total=len(bit_tasks[0].train) + len(held_pairs)),
+                   "word": HELDOUT_POLICY["word"]},
+        "word_pool": pool,
+        "bitwise_heldout_inputs": held_pairs,
+        "tasks": {t.name: {"family": t.family, "concept": t.concept,
+                           "heldout_items": [{"input": x, "output": y, **({"alternatives": t.alternatives[x]} if x in t.alternatives else {})}
+                                             for x, y in t.heldout]}
+                  for t in tasks},
+    }
+    with open(out / "heldout.json", "w", encoding="utf-8") as f:
+        json.dump(heldout, f, indent=1, ensure_ascii=False)
+
+    import tokenizers
+    import transformer_lens
+    import transformers
+
+    total_time = time.time() - t_start
+    card = {
+        "name": DEFAULT_NAME,
+        "description": ("Tiny TransformerLens-native model (4 layers, d_model 128, rotary) trained from scratch to "
+                        "learn tasks in context: the task is latent (the same query words occur under every word "
+                        "task, the same operand pairs under every bitwise operator) and must be inferred from the "
+                        "demonstrations. Word-level tokenizer; arrow template 'x -> y' one pair per line."),
+        "default_template": "arrow",
+        "prompt_format": "<bos>x1 -> y1\\nx2 -> y2\\n...\\nxq ->  (answer: ' yq', one token)",
+        "families": {"word": [t.name for t in word_tasks], "bitwise": [t.name for t in bit_tasks]},
+        "tasks": {t.name: {"family": t.family, "concept": t.concept, "library_items": t.n_library_items,
+                           "train_items": len(t.train), "heldout_items": len(t.heldout)} for t in tasks},
+        "heldout_policy": heldout["policy"],
+        "heldout_file": "heldout.json",
+        "accuracy_heldout": {n: {str(k): round(v, 4) for k, v in a.items()} for n, a in acc.items()},
+        "accuracy_heldout_mean": summarize(acc, tasks),
+        "accuracy_eval": {"prompts_per_task_and_shots": args.eval_prompts, "metric": "argmax of the next-token "
+                          "logits at the last prompt token == the answer token", "seed": EVAL_SEED},
+        "weights_dtype": "float16" if use_fp16 else "float32",
+        "fp16_check": {"mean_accuracy_fp32": round(mean32, 4), "mean_accuracy_fp16": round(mean16, 4),
+                       "max_abs_cell_difference": round(max(diffs), 4)},
+        "model_config": cfg_dict,
+        "n_parameters": n_params,
+        "training": {
+            "command": _command_line(argv),
+            "seed": args.seed, "steps": args.steps, "threads": args.threads,
+            "optimizer": {"name": "AdamW", "lr": args.lr, "betas": [0.9, 0.98], "weight_decay": args.weight_decay,
+                          "warmup_steps": args.warmup, "schedule": "linear warm-up then cosine to 5% of lr",
+                          "grad_clip": 1.0},
+            "episodes": {"pairs_per_episode": args.pairs, "loss": "cross-entropy on every answer token only",
+                         "word_batch": args.word_batch, "bitwise_batch": args.bitwise_batch,
+                         "bitwise_fraction_of_steps": args.bitwise_frac, "single_family_batches": True},
+            "word_pool_size": len(pool), "bitwise_heldout_fraction": args.heldout_frac,
+            "train_seconds": round(train_time, 1), "total_seconds": round(total_time, 1),
+            "tasks_dir": str(tasks_dir.name),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "transformer_lens": getattr(transformer_lens, "__version__", "?"),
+                         "transformers": transformers.__version__, "tokenizers": tokenizers.__version__},
+        },
+    }
+    with open(out / "card.json", "w", encoding="utf-8") as f:
+        json.dump(card, f, indent=2, ensure_ascii=False)
+    log_f.write(json.dumps({"final": True, "accuracy_heldout_mean": card["accuracy_heldout_mean"],
+                            "fp16_check": card["fp16_check"], "train_seconds": round(train_time, 1)}) + "\n")
+    log_f.close()
+    print(f"[train] fp32 mean acc {mean32:.4f}  fp16 mean acc {mean16:.4f}  -> saving {card['weights_dtype']}")
+    for fam, v in card["accuracy_heldout_mean"].items():
+        print(f"[train] held-out accuracy {fam:8s} " + "  ".join(f"{k}-shot {a:.3f}" for k, a in v.items()))
+    for n, a in acc.items():
+        print(f"[train]   {n:22s} " + "  ".join(f"{k}:{v:.3f}" for k, v in a.items()))
+    print(f"[train] wrote {out} in {total_time / 60:.1f} min (training {train_time / 60:.1f} min)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""Loading models: the embedded ICL models by name, any Hugging Face model, a local folder, or a bridge.
+
+Every function in tlens_icl accepts any object that satisfies TransformerLens's
+``TransformerLensModel`` protocol; :func:`load_model` is only a convenience.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import weakref
+from pathlib import Path
+from typing import Any
+
+from tlens_icl._typing import ModelLike
+from tlens_icl.errors import ModelNotAvailableError, ModelStateError
+
+# Per-model defaults that the library attaches without subclassing (e.g. the embedded model's template).
+_MODEL_META: "weakref.WeakKeyDictionary[Any, dict[str, Any]]" = weakref.WeakKeyDictionary()
+
+
+def model_meta(model: ModelLike) -> dict[str, Any]:
+    """Metadata tlens_icl recorded when loading ``model`` (empty for bridges built elsewhere)."""
+    try:
+        return _MODEL_META.get(model, {})
+    except TypeError:
+        return {}
+
+
+def list_models() -> list[dict[str, Any]]:
+    """The embedded models shipped with the package, with their descriptions."""
+    from tlens_icl.models.embedded import EMBEDDED_MODELS
+
+    return [{"name": name, **{k: v for k, v in info.items() if k != "path"}} for name, info in EMBEDDED_MODELS.items()]
+
+
+def require_eval_mode(model: ModelLike, operation: str) -> None:
+    """Raise (before any forward pass) if the model is in training mode (dropout would be on)."""
+    if getattr(model, "training", False):
+        raise ModelStateError(
+            f"{operation} needs the model in evaluation mode, but it is in training mode (TransformerLens "
+            "bridges start in train mode, so dropout is active). Call model.eval() first."
+        )
+
+
+def _hub_reachable(timeout: float = 1.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _is_cached(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # noqa: BLE001 - any cache-lookup failure means "not cached"
+        return False
+
+
+def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dtype: Any = None) -> ModelLike:
+    """Load a model as a TransformerLens bridge in evaluation mode.
+
+    Args:
+        name_or_path: an embedded model name (see :func:`list_models`), a local folder saved with
+            ``save_pretrained``, a Hugging Face hub name, or an already-built bridge (returned as is,
+            after an eval-mode check).
+        device: torch device for HF models (default: TransformerLens's choice).
+        dtype: torch dtype for HF models.
+
+    Raises:
+        ModelNotAvailableError: the hub is unreachable and the model is not cached (one line, at once).
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        require_eval_mode(name_or_path, "load_model")
+        return name_or_path
+    name = str(name_or_path)
+    from tlens_icl.models.embedded import EMBEDDED_MODELS, load_embedded
+
+    if name in EMBEDDED_MODELS:
+        model = load_embedded(name, device=device)
+        _MODEL_META[model] = {"name": name, **{k: v for k, v in EMBEDDED_MODELS[name].items() if k != "path"}}
+        return model
+    from transformer_lens import TransformerBridge
+
+    local = Path(name).expanduser()
+    if not local.exists() and not _is_cached(name) and not _hub_reachable():
+        raise ModelNotAvailableError(
+            f"Cannot load {name!r}: the Hugging Face hub is unreachable and the model is not cached locally. "
+            f"Use an embedded model instead, e.g. tlens_icl.load_model('icl-tiny') (available: {sorted(EMBEDDED_MODELS)})."
+        )
+    kwargs: dict[str, Any] = {}
+    if device is not None:
+        kwargs["device"] = device
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model = TransformerBridge.boot_transformers(str(local) if local.exists() else name, **kwargs)
+    model.eval()
+    _MODEL_META[model] = {"name": name}
+    return model
+
+
+def model_tasks(model: ModelLike, family: str | None = None) -> list[str]:
+    """Library tasks an embedded model was trained on (all, or one family such as ``"bitwise"``).
+
+    Raises for models without a tlens_icl model card (e.g. a hub model): pass task names explicitly.
+    """
+    families = model_meta(model).get("families")
+    if not families:
+        raise ModelStateError("This model has no tlens_icl model card listing its tasks; name the tasks explicitly.")
+    if family is None:
+        return [t for names in families.values() for t in names]
+    if family not in families:
+        raise ModelStateError(f"Unknown family {family!r}; this model has {sorted(families)}.")
+    return list(families[family])
+
+
+def heldout_task(model: ModelLike, task: str) -> Any:
+    """The items of ``task`` held out from the embedded model's training (see its card's policy).
+
+    Bitwise tasks: operand pairs never seen in training, as demonstrations or queries. Word tasks: a
+    word-level model cannot know unseen words, so the pool is the same and only the prompts are new.
+    """
+    from tlens_icl.models.embedded import load_heldout
+    from tlens_icl.tasks import Task, TaskItem, load_task
+
+    name = model_meta(model).get("name")
+    if name is None:
+        raise ModelStateError("heldout_task needs an embedded model loaded with tlens_icl.load_model(name).")
+    entry = load_heldout(name)["tasks"].get(task)
+    if entry is None:
+        raise ModelStateError(f"Embedded model {name!r} was not trained on task {task!r}.")
+    base = load_task(task)
+    items = tuple(TaskItem(d["input"], d["output"]) for d in entry["heldout_items"])
+    return Task(**{**base.__dict__, "items": items})

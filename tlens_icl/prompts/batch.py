@@ -1,0 +1,247 @@
+"""Rendering ICL prompts with token roles, and tokenizing them into a :class:`PromptBatch`.
+
+Every token carries a role (``ROLES``) and the index of the demonstration it belongs to, computed
+from character spans and the tokenizer's offset mapping, so analyses can select "all demonstration
+outputs" or "the query input" for any tokenizer. The answer is read at ``query_pos`` (the last real
+token of each row) - never ``[:, -1]``, which is wrong for right-padded rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from tlens_icl._typing import ModelLike
+from tlens_icl.errors import PromptError
+from tlens_icl.prompts.templates import PromptTemplate
+from tlens_icl.tasks import TaskItem
+
+ROLES = ("pad", "bos", "separator", "demo_input", "demo_output", "query_input", "answer_position")
+ROLE_ID = {r: i for i, r in enumerate(ROLES)}
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    text: str
+    char_roles: tuple[int, ...]
+    char_demo: tuple[int, ...]
+    answer: str  # what the model should continue with (answer_prefix + output)
+
+
+def render(demos: Sequence[tuple[str, str]], query: str, answer: str, template: PromptTemplate) -> RenderedPrompt:
+    """Render demos + query, tagging every character with its role and demo index."""
+    parts: list[tuple[str, int, int]] = []
+    sep, struct = template.separator, ROLE_ID["separator"]
+    for i, (x, y) in enumerate(demos):
+        parts += [(template.input_prefix, struct, i), (x, ROLE_ID["demo_input"], i), (template.input_suffix, struct, i)]
+        parts += [(template.answer_prefix + y, ROLE_ID["demo_output"], i), (sep, struct, -1)]
+    parts += [(template.input_prefix, struct, -1), (query, ROLE_ID["query_input"], -1), (template.input_suffix, struct, -1)]
+    text = "".join(p for p, _, _ in parts)
+    roles = tuple(r for p, r, _ in parts for _ in p)
+    demo = tuple(d for p, _, d in parts for _ in p)
+    return RenderedPrompt(text, roles, demo, template.answer_prefix + answer)
+
+
+def _tokenizer(model: ModelLike) -> Any:
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        raise PromptError("The model has no tokenizer; pass a bridge built with tokenizer=... to build prompts.")
+    if not getattr(tok, "is_fast", False):
+        raise PromptError("tlens_icl needs a fast (Rust) Hugging Face tokenizer for token-role offsets.")
+    return tok
+
+
+def _encode(tok: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+
+def answer_token_ids(model: ModelLike, prompt_text: str, answer: str) -> list[int]:
+    """Token ids of ``answer`` as the model would produce them after ``prompt_text``."""
+    tok = _tokenizer(model)
+    ids_prompt, _ = _encode(tok, prompt_text)
+    ids_full, _ = _encode(tok, prompt_text + answer)
+    if ids_full[: len(ids_prompt)] == ids_prompt and len(ids_full) > len(ids_prompt):
+        return ids_full[len(ids_prompt) :]
+    return _encode(tok, answer)[0]  # the answer merged with the prompt's last token: tokenize it alone
+
+
+@dataclass(frozen=True)
+class TokenizedPrompt:
+    ids: list[int]
+    roles: list[int]
+    demo: list[int]
+    answer_ids: list[int]
+
+
+def tokenize(model: ModelLike, rp: RenderedPrompt, *, prepend_bos: bool = True) -> TokenizedPrompt:
+    tok = _tokenizer(model)
+    ids, offsets = _encode(tok, rp.text)
+    unk = getattr(tok, "unk_token_id", None)
+    if unk is not None and unk in ids:
+        raise PromptError(f"Prompt contains tokens unknown to the tokenizer: {rp.text[:80]!r}")
+    for special in (tok.pad_token_id, tok.bos_token_id):
+        if special is not None and special in ids:
+            raise PromptError(f"Prompt text contains the pad/BOS token (id {special}); remove it: {rp.text[:80]!r}")
+    roles, demo = [], []
+    for s, e in offsets:
+        span = rp.text[s:e]
+        j = s + next((k for k, ch in enumerate(span) if not ch.isspace()), 0)  # first visible char decides
+        j = min(j, len(rp.text) - 1)
+        roles.append(rp.char_roles[j])
+        demo.append(rp.char_demo[j])
+    roles[-1] = ROLE_ID["answer_position"]
+    if prepend_bos and tok.bos_token_id is not None:
+        ids, roles, demo = [tok.bos_token_id, *ids], [ROLE_ID["bos"], *roles], [-1, *demo]
+    ans = answer_token_ids(model, rp.text, rp.answer)
+    if unk is not None and unk in ans:
+        raise PromptError(f"Answer {rp.answer!r} contains tokens unknown to the tokenizer.")
+    return TokenizedPrompt(ids, roles, demo, ans)
+
+
+@dataclass(frozen=True)
+class PromptBatch:
+    """Right-padded token batch of ICL prompts with per-token roles and the answer to each.
+
+    ``query_pos[i]`` is the position whose logits predict the answer of row ``i``.
+    ``accepted[i]`` holds the first tokens of every accepted answer (output + alternatives).
+    """
+
+    tokens: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+    query_pos: Int[Tensor, " batch"]
+    roles: Int[Tensor, "batch pos"]
+    demo_index: Int[Tensor, "batch pos"]
+    answer_tokens: Int[Tensor, " batch"]
+    prompts: tuple[str, ...]
+    answers: tuple[str, ...]
+    answer_ids: tuple[tuple[int, ...], ...]
+    accepted: tuple[tuple[int, ...], ...]
+    queries: tuple[TaskItem, ...]
+
+    def __post_init__(self) -> None:
+        b = self.tokens.shape[0]
+        for f in ("attention_mask", "roles", "demo_index"):
+            if getattr(self, f).shape != self.tokens.shape:
+                raise PromptError(f"PromptBatch.{f} shape {tuple(getattr(self, f).shape)} != tokens {tuple(self.tokens.shape)}")
+        if not (len(self.prompts) == len(self.answers) == len(self.accepted) == self.query_pos.shape[0] == b):
+            raise PromptError("PromptBatch fields disagree on the batch size.")
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def mask(self, role: str) -> Bool[Tensor, "batch pos"]:
+        """Boolean mask of the tokens with ``role`` (one of :data:`ROLES`)."""
+        if role not in ROLE_ID:
+            raise PromptError(f"Unknown role {role!r}; roles are {ROLES}.")
+        return self.roles == ROLE_ID[role]
+
+    def select(self, index: Any) -> "PromptBatch":
+        """Rows ``index`` (slice, list or tensor), trimmed to their longest row."""
+        idx = torch.arange(len(self))[index] if not isinstance(index, Tensor) else index
+        idx = idx.reshape(-1)
+        width = int(self.attention_mask[idx].sum(1).max())
+        pick = lambda seq: tuple(seq[int(i)] for i in idx)  # noqa: E731
+        return PromptBatch(
+            tokens=self.tokens[idx, :width],
+            attention_mask=self.attention_mask[idx, :width],
+            query_pos=self.query_pos[idx],
+            roles=self.roles[idx, :width],
+            demo_index=self.demo_index[idx, :width],
+            answer_tokens=self.answer_tokens[idx],
+            prompts=pick(self.prompts),
+            answers=pick(self.answers),
+            answer_ids=pick(self.answer_ids),
+            accepted=pick(self.accepted),
+            queries=pick(self.queries),
+        )
+
+    def to(self, device: Any) -> "PromptBatch":
+        kw = {f.name: getattr(self, f.name) for f in fields(self)}
+        return PromptBatch(**{k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in kw.items()})
+
+    def str_tokens(self, model: ModelLike, row: int = 0) -> list[str]:
+        n = int(self.attention_mask[row].sum())
+        return [model.tokenizer.decode([t]) for t in self.tokens[row, :n].tolist()]
+
+
+def collate(model: ModelLike, rendered: Sequence[RenderedPrompt], queries: Sequence[TaskItem],
+            accepted: Sequence[tuple[int, ...]] | None = None, *, prepend_bos: bool = True) -> PromptBatch:
+    """Tokenize rendered prompts into a right-padded :class:`PromptBatch`; checks the context length."""
+    tok = _tokenizer(model)
+    toks = [tokenize(model, rp, prepend_bos=prepend_bos) for rp in rendered]
+    width = max(len(t.ids) for t in toks)
+    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    if n_ctx is not None and width > n_ctx:
+        raise PromptError(f"Prompt of {width} tokens exceeds the model's context of {n_ctx}; use fewer shots.")
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    b = len(toks)
+    tokens = torch.full((b, width), pad, dtype=torch.long)
+    mask = torch.zeros((b, width), dtype=torch.long)
+    roles = torch.full((b, width), ROLE_ID["pad"], dtype=torch.long)
+    demo = torch.full((b, width), -1, dtype=torch.long)
+    for i, t in enumerate(toks):
+        n = len(t.ids)
+        tokens[i, :n] = torch.tensor(t.ids)
+        mask[i, :n] = 1
+        roles[i, :n] = torch.tensor(t.roles)
+        demo[i, :n] = torch.tensor(t.demo)
+    if accepted is None:
+        accepted = [(t.answer_ids[0],) for t in toks]
+    return PromptBatch(
+        tokens=tokens,
+        attention_mask=mask,
+        query_pos=mask.sum(1) - 1,
+        roles=roles,
+        demo_index=demo,
+        answer_tokens=torch.tensor([t.answer_ids[0] for t in toks]),
+        prompts=tuple(rp.text for rp in rendered),
+        answers=tuple(rp.answer for rp in rendered),
+        answer_ids=tuple(tuple(t.answer_ids) for t in toks),
+        accepted=tuple(tuple(a) for a in accepted),
+        queries=tuple(queries),
+    )
+
+
+# ---- character spans -> token positions ----------------------------------------------------------------
+def query_char_span(batch: PromptBatch, row: int) -> tuple[int, int]:
+    """Character span ``[start, end)`` of row ``row``'s query input inside ``batch.prompts[row]``.
+
+    The query is rendered last (``input_prefix + query + input_suffix``), so it is the last occurrence of
+    the query text in the prompt.
+    """
+    text, query = batch.prompts[row], batch.queries[row].input
+    start = text.rfind(query)
+    if start < 0:
+        raise PromptError(f"Row {row}: the query {query!r} does not occur in its prompt.")
+    return start, start + len(query)
+
+
+def span_mask(model: ModelLike, batch: PromptBatch, spans: Sequence[Sequence[tuple[int, int]]]) -> Bool[Tensor, "batch pos"]:
+    """Tokens of each row overlapping any of that row's character spans ``[start, end)`` of ``batch.prompts[row]``.
+
+    Offsets come from the tokenizer's offset mapping (BOS and padding never match).
+
+    Raises:
+        PromptError: when a span covers no token, or the prompt no longer tokenizes to ``batch.tokens``.
+    """
+    if len(spans) != len(batch):
+        raise PromptError(f"span_mask got spans for {len(spans)} rows; the batch has {len(batch)}.")
+    tok = _tokenizer(model)
+    mask = torch.zeros(batch.tokens.shape, dtype=torch.bool)
+    for row, row_spans in enumerate(spans):
+        ids, offsets = _encode(tok, batch.prompts[row])
+        shift = int(batch.roles[row, 0] == ROLE_ID["bos"])
+        if batch.tokens[row, shift : shift + len(ids)].tolist() != ids:
+            raise PromptError(f"Row {row}: batch.prompts[{row}] does not re-tokenize to batch.tokens.")
+        for a, b in row_spans:
+            hits = [shift + t for t, (s, e) in enumerate(offsets) if s < b and e > a]
+            if not hits:
+                raise PromptError(f"Row {row}: the character span [{a}, {b}) covers no token.")
+            mask[row, hits] = True
+    return mask

@@ -1,0 +1,364 @@
+"""Sampling ICL episodes from a task and building clean/corrupted prompt pairs.
+
+Corruptions (``CORRUPTIONS``), all seeded:
+
+* ``shuffled_labels`` - demo outputs permuted among the demos (Todd et al.); no demo keeps its label
+  where a cyclic permutation allows. Uninformative when the output *type* reveals the task.
+* ``random_labels`` - each demo output replaced by a random different output of the same task.
+* ``other_task_labels`` - demo outputs replaced by another task's answers (``other_task=``).
+* ``zero_shot`` - the query alone. Not position-aligned: only query-position analyses accept it.
+* ``corrupted_query`` - the demos kept, the query replaced by another item (the answer changes).
+* ``identity`` - corrupted == clean (for identity checks: every effect must be exactly zero).
+
+Replacement labels are chosen with the same token length when possible so that clean and corrupted
+prompts stay token-aligned (``PromptPairBatch.aligned``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from tlens_icl._typing import ModelLike
+from tlens_icl.errors import (
+    EmptyTaskError,
+    PairMismatchError,
+    PromptError,
+    TlensICLError,
+)
+from tlens_icl.models.loading import model_meta
+from tlens_icl.prompts.batch import ROLE_ID, PromptBatch, collate, render
+from tlens_icl.prompts.templates import PromptTemplate, get_template
+from tlens_icl.tasks import Task, TaskItem, load_task
+
+SingleToken = Literal["ignore", "filter", "require"]
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One prompt's content: demonstrations as (input, shown output) and the query item."""
+
+    demos: tuple[tuple[str, str], ...]
+    query: TaskItem
+
+
+def default_template(model: ModelLike) -> PromptTemplate:
+    """The model's own template (``arrow`` for embedded models), else Todd et al.'s ``qa``."""
+    return get_template(model_meta(model).get("default_template", "qa"))
+
+
+# ---- item filtering --------------------------------------------------------------------------------
+def _token_lengths(model: ModelLike, texts: Sequence[str]) -> list[int | None]:
+    """Token count of each text (None when it contains unknown tokens)."""
+    tok = model.tokenizer
+    ids = tok(list(texts), add_special_tokens=False)["input_ids"]
+    unk = getattr(tok, "unk_token_id", None)
+    return [None if (unk is not None and unk in x) or not x else len(x) for x in ids]
+
+
+def usable_task(
+    task: Task | str, model: ModelLike, *, template: PromptTemplate | str | None = None,
+    single_token: SingleToken = "ignore",
+) -> Task:
+    """The task restricted to items this model's tokenizer can represent.
+
+    Items with tokens unknown to the tokenizer are always dropped. ``single_token="filter"`` also drops
+    items whose answer is more than one token; ``"require"`` raises instead.
+    """
+    task = load_task(task)
+    tpl = get_template(template) if template is not None else default_template(model)
+    if single_token not in ("ignore", "filter", "require"):
+        raise TlensICLError(f"single_token must be 'ignore', 'filter' or 'require', got {single_token!r}.")
+    in_len = _token_lengths(model, [tpl.input_prefix + it.input for it in task.items])
+    out_len = _token_lengths(model, [tpl.answer_prefix + it.output for it in task.items])
+    multi = [it for it, n in zip(task.items, out_len) if n is not None and n > 1]
+    if single_token == "require" and multi:
+        ex = ", ".join(repr(it.output) for it in multi[:3])
+        raise PromptError(
+            f"Task {task.name!r} has {len(multi)} answers that are several tokens for this tokenizer (e.g. {ex}); "
+            "pass single_token='filter' to keep only single-token answers."
+        )
+    keep = {
+        i for i, (a, b) in enumerate(zip(in_len, out_len))
+        if a is not None and b is not None and (single_token == "ignore" or b == 1)
+    }
+    if not keep:
+        raise EmptyTaskError(f"No item of task {task.name!r} is representable by this model's tokenizer.")
+    if len(keep) == len(task.items):
+        return task
+    return Task(**{**task.__dict__, "items": tuple(it for i, it in enumerate(task.items) if i in keep)})
+
+
+# ---- episodes --------------------------------------------------------------------------------------
+def sample_episodes(task: Task, n: int, n_shots: int, seed: int | str, *, demo_pool: Task | None = None) -> list[Episode]:
+    """``n`` episodes of ``n_shots`` distinct demos each (from ``demo_pool``, default the task itself).
+
+    The queries depend only on ``seed`` and the task, not on ``n_shots``, so shot sweeps compare the
+    same query items.
+    """
+    if n < 1:
+        raise TlensICLError(f"n must be >= 1, got {n}.")
+    if n_shots < 0:
+        raise TlensICLError(f"n_shots must be >= 0, got {n_shots}.")
+    pool = demo_pool or task
+    groups = pool.groups
+    largest = max(len(v) for v in groups.values())
+    if n_shots + (demo_pool is None) > largest:
+        raise TlensICLError(
+            f"Task {task.name!r} cannot supply {n_shots} demonstrations plus a query: its largest "
+            f"{'group' if len(groups) > 1 else 'item set'} has {largest} items."
+        )
+    order = list(range(len(task)))
+    random.Random(f"{seed}/{task.name}/queries").shuffle(order)
+    rng = random.Random(f"{seed}/{task.name}/{n_shots}/demos")
+    episodes = []
+    for r in range(n):
+        q = task.items[order[r % len(order)]]
+        members = [pool.items[i] for i in groups.get(q.group, []) if pool.items[i].input != q.input]
+        if len(members) < n_shots:
+            raise TlensICLError(f"Group {q.group!r} of task {task.name!r} has too few items for {n_shots} shots.")
+        demos = rng.sample(members, n_shots)
+        episodes.append(Episode(tuple((d.input, d.output) for d in demos), q))
+    return episodes
+
+
+# ---- corruptions -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Ctx:
+    task: Task
+    rng: random.Random
+    length: Callable[[str], int | None]  # token length of a shown label
+    other: Task | None
+
+
+def _same_length_choice(ctx: _Ctx, candidates: Sequence[str], target: str, exclude: set[str]) -> str:
+    pool = [c for c in candidates if c not in exclude]
+    if not pool:
+        return target
+    same = [c for c in pool if ctx.length(c) == ctx.length(target)]
+    return ctx.rng.choice(same or pool)
+
+
+def _shuffled(ep: Episode, ctx: _Ctx) -> Episode:
+    labels = [y for _, y in ep.demos]
+    by_len: dict[Any, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_len.setdefault(ctx.length(y), []).append(i)
+    new = list(labels)
+    for idx in by_len.values():  # Sattolo's algorithm: a random cyclic permutation has no fixed point
+        perm = list(idx)
+        for i in range(len(perm) - 1, 0, -1):
+            j = ctx.rng.randrange(i)
+            perm[i], perm[j] = perm[j], perm[i]
+        for src, dst in zip(idx, perm):
+            new[dst] = labels[src]
+    return Episode(tuple((x, y) for (x, _), y in zip(ep.demos, new)), ep.query)
+
+
+def _random(ep: Episode, ctx: _Ctx) -> Episode:
+    outs = ctx.task.outputs
+    answers = {it.input: set(it.answers) for it in ctx.task.items}
+    demos = tuple((x, _same_length_choice(ctx, outs, y, answers.get(x, {y}))) for x, y in ep.demos)
+    return Episode(demos, ep.query)
+
+
+def _other_task(ep: Episode, ctx: _Ctx) -> Episode:
+    if ctx.other is None:
+        raise TlensICLError("corruption='other_task_labels' needs other_task=<task or name>.")
+    lookup = {it.input: it.output for it in ctx.other.items}
+    outs = ctx.other.outputs
+    demos = tuple((x, lookup.get(x) or _same_length_choice(ctx, outs, y, {y})) for x, y in ep.demos)
+    return Episode(demos, ep.query)
+
+
+def _zero_shot(ep: Episode, ctx: _Ctx) -> Episode:
+    return Episode((), ep.query)
+
+
+def _corrupted_query(ep: Episode, ctx: _Ctx) -> Episode:
+    used = {x for x, _ in ep.demos} | {ep.query.input}
+    cands = [it for it in ctx.task.items if it.input not in used and it.output not in ep.query.answers
+             and it.group == ep.query.group]
+    if not cands:
+        raise TlensICLError(f"Task {ctx.task.name!r} has no other query with a different answer.")
+    same = [it for it in cands if ctx.length(it.input) == ctx.length(ep.query.input)]
+    new_q = ctx.rng.choice(same or cands)
+    return Episode(ep.demos, new_q)
+
+
+def _identity(ep: Episode, ctx: _Ctx) -> Episode:
+    return ep
+
+
+CORRUPTIONS: dict[str, Callable[[Episode, _Ctx], Episode]] = {
+    "shuffled_labels": _shuffled,
+    "random_labels": _random,
+    "other_task_labels": _other_task,
+    "zero_shot": _zero_shot,
+    "corrupted_query": _corrupted_query,
+    "identity": _identity,
+}
+
+
+# ---- batches ---------------------------------------------------------------------------------------
+def _accepted(model: ModelLike, tpl: PromptTemplate, text: str, item: TaskItem) -> tuple[int, ...]:
+    from tlens_icl.prompts.batch import answer_token_ids
+
+    return tuple(dict.fromkeys(answer_token_ids(model, text, tpl.answer_prefix + a)[0] for a in item.answers))
+
+
+def build_batch(model: ModelLike, episodes: Sequence[Episode], tpl: PromptTemplate, *, prepend_bos: bool = True) -> PromptBatch:
+    """Tokenize episodes into a :class:`PromptBatch`."""
+    rendered = [render(ep.demos, ep.query.input, ep.query.output, tpl) for ep in episodes]
+    accepted = [_accepted(model, tpl, rp.text, ep.query) for rp, ep in zip(rendered, episodes)]
+    return collate(model, rendered, [ep.query for ep in episodes], accepted, prepend_bos=prepend_bos)
+
+
+def _prepare(task: Task | str, model: ModelLike, template: PromptTemplate | str | None,
+             single_token: SingleToken, demos_from: Task | str | None) -> tuple[Task, PromptTemplate, Task | None]:
+    if getattr(model, "tokenizer", None) is None:
+        raise PromptError("The model has no tokenizer; prompts cannot be built.")
+    tpl = get_template(template) if template is not None else default_template(model)
+    task = usable_task(task, model, template=tpl, single_token=single_token)
+    pool = usable_task(demos_from, model, template=tpl) if demos_from is not None else None
+    return task, tpl, pool
+
+
+def make_prompts(
+    task: Task | str, model: ModelLike, *, n: int = 32, n_shots: int = 10, seed: int = 0,
+    template: PromptTemplate | str | None = None, single_token: SingleToken = "ignore",
+    demos_from: Task | str | None = None,
+) -> PromptBatch:
+    """``n`` clean ICL prompts with ``n_shots`` demonstrations each. Same seed -> identical prompts."""
+    task, tpl, pool = _prepare(task, model, template, single_token, demos_from)
+    return build_batch(model, sample_episodes(task, n, n_shots, seed, demo_pool=pool), tpl)
+
+
+@dataclass(frozen=True)
+class PromptPairBatch:
+    """Clean and corrupted prompts, row-aligned, with provenance.
+
+    ``clean.answer_tokens`` is the target of the clean prompt. For label corruptions the corrupted
+    prompt has the same query, so ``corrupted.answer_tokens`` equals it; for ``corrupted_query`` it is
+    the new query's answer.
+    """
+
+    clean: PromptBatch
+    corrupted: PromptBatch
+    task: str
+    n_shots: int
+    corruption: str
+    seed: int
+    template: str
+
+    def __post_init__(self) -> None:
+        if len(self.clean) != len(self.corrupted):
+            raise PairMismatchError(f"{len(self.clean)} clean rows but {len(self.corrupted)} corrupted rows.")
+
+    def __len__(self) -> int:
+        return len(self.clean)
+
+    @property
+    def answer_tokens(self) -> Int[Tensor, " batch"]:
+        return self.clean.answer_tokens
+
+    @property
+    def aligned(self) -> bool:
+        """True when every clean row and its corrupted row have identical length and token roles."""
+        c, k = self.clean, self.corrupted
+        return c.tokens.shape == k.tokens.shape and bool(torch.equal(c.roles, k.roles))
+
+    def require_aligned(self, operation: str) -> None:
+        if not self.aligned:
+            raise PairMismatchError(
+                f"{operation} needs clean and corrupted prompts of identical token length and roles, but this "
+                f"batch (corruption={self.corruption!r}) is not aligned. Patch at position='query' instead, or "
+                "use single_token='filter' so replacement labels keep their length."
+            )
+
+    def select(self, index: Any) -> "PromptPairBatch":
+        return PromptPairBatch(self.clean.select(index), self.corrupted.select(index), self.task,
+                               self.n_shots, self.corruption, self.seed, self.template)
+
+    @classmethod
+    def from_prompts(
+        cls, model: ModelLike, clean_prompts: Sequence[str], corrupted_prompts: Sequence[str],
+        answers: Sequence[str], corrupted_answers: Sequence[str] | None = None, *, task: str = "custom",
+    ) -> "PromptPairBatch":
+        """Pairs from raw strings (roles: BOS, answer position, everything else 'separator').
+
+        ``answers`` are continuations exactly as the model should produce them (e.g. ``" Paris"``).
+
+        Raises:
+            PairMismatchError: when a clean and corrupted prompt differ in token length.
+        """
+        corrupted_answers = corrupted_answers or answers
+        if not (len(clean_prompts) == len(corrupted_prompts) == len(answers) == len(corrupted_answers)):
+            raise PairMismatchError("clean_prompts, corrupted_prompts and answers must have the same length.")
+        lc = _token_lengths(model, clean_prompts)
+        lk = _token_lengths(model, corrupted_prompts)
+        bad = [i for i, (a, b) in enumerate(zip(lc, lk)) if a != b]
+        if bad:
+            i = bad[0]
+            raise PairMismatchError(
+                f"Pair {i}: clean prompt has {lc[i]} tokens but corrupted has {lk[i]}: "
+                f"{clean_prompts[i]!r} vs {corrupted_prompts[i]!r}."
+            )
+        sides = []
+        for prompts, ans in ((clean_prompts, answers), (corrupted_prompts, corrupted_answers)):
+            rendered = [_raw_render(p, a) for p, a in zip(prompts, ans)]
+            queries = [TaskItem(" ".join(p.split()) or "?", " ".join(a.split()) or "?") for p, a in zip(prompts, ans)]
+            sides.append(collate(model, rendered, queries))
+        return cls(sides[0], sides[1], task, -1, "custom", -1, "raw")
+
+
+def _raw_render(prompt: str, answer: str):
+    from tlens_icl.prompts.batch import RenderedPrompt
+
+    n = len(prompt)
+    return RenderedPrompt(prompt, (ROLE_ID["separator"],) * n, (-1,) * n, answer)
+
+
+def make_prompt_pairs(
+    task: Task | str, model: ModelLike, *, n: int = 32, n_shots: int = 10,
+    corruption: str = "shuffled_labels", seed: int = 0, template: PromptTemplate | str | None = None,
+    single_token: SingleToken = "ignore", other_task: Task | str | None = None,
+    demos_from: Task | str | None = None,
+) -> PromptPairBatch:
+    """Clean/corrupted ICL prompt pairs for ``task`` tokenized for ``model``.
+
+    Args:
+        task: a task name or :class:`~tlens_icl.tasks.Task`.
+        n: number of pairs; n_shots: demonstrations per clean prompt.
+        corruption: one of :data:`CORRUPTIONS`.
+        seed: same seed -> identical prompts.
+        template: defaults to the model's own template (``arrow`` for embedded models) else ``qa``.
+        single_token: ``"filter"`` keeps only items whose answer is one token; ``"require"`` raises.
+        other_task: the label source for ``other_task_labels``.
+        demos_from: draw demonstrations from this task (e.g. a train split) and queries from ``task``.
+    """
+    if corruption not in CORRUPTIONS:
+        raise TlensICLError(f"Unknown corruption {corruption!r}; choose one of {sorted(CORRUPTIONS)}.")
+    task, tpl, pool = _prepare(task, model, template, single_token, demos_from)
+    other = usable_task(other_task, model, template=tpl) if other_task is not None else None
+    clean_eps = sample_episodes(task, n, n_shots, seed, demo_pool=pool)
+    lengths: dict[str, int | None] = {}
+
+    def length(label: str) -> int | None:
+        if label not in lengths:
+            lengths[label] = _token_lengths(model, [tpl.answer_prefix + label])[0]
+        return lengths[label]
+
+    ctx = _Ctx(task, random.Random(f"{seed}/{task.name}/{n_shots}/{corruption}"), length, other)
+    corrupted_eps = [CORRUPTIONS[corruption](ep, ctx) for ep in clean_eps]
+    return PromptPairBatch(
+        clean=build_batch(model, clean_eps, tpl),
+        corrupted=build_batch(model, corrupted_eps, tpl),
+        task=task.name, n_shots=n_shots, corruption=corruption, seed=seed, template=tpl.name,
+    )
