@@ -40,8 +40,8 @@ def test_masses_and_share_from_a_hand_made_pattern():
 
 
 def test_masses_equal_transformer_lens_patterns(any_model, task_a):
-    b0 = ti.make_prompts(task_a, any_model, n=3, n_shots=0, seed=0)
-    b3 = ti.make_prompts(task_a, any_model, n=3, n_shots=3, seed=0)
+    b0 = ti.make_prompts(task_a, any_model, n=3, n_shots=0, seed=0, prepend_bos=True)  # "bos" is a region here
+    b3 = ti.make_prompts(task_a, any_model, n=3, n_shots=3, seed=0, prepend_bos=True)
     res = attention_ratio(any_model, {"0-shot": b0, "3-shot": b3}, relevant="demo_output", irrelevant="bos", batch_size=2)
     assert res.condition_names == ("0-shot", "3-shot") and res.relevant_mass.shape == (6, 2, 4)
     _, cache = any_model.run_with_cache(b3.tokens, names_filter=lambda n: n.endswith("hook_pattern"))

@@ -179,12 +179,13 @@ def two_label_task(name: str, even: str, odd: str) -> ti.Task:
 def test_filter_correct_keeps_exactly_the_correctly_answered_prompts(tokenizer):
     model = biased_model(tokenizer, "a0")  # correct exactly where the answer is a0
     task, other = two_label_task("toy_even", "a0", "a1"), two_label_task("toy_even3", "a0", "a3")
-    kw = dict(n_mean=8, n_corrupted=8, n_shots=2, seed=0, metric="top1")
+    # two labels and 2 shots: shuffling cannot change a prompt whose demos agree, random labels always can
+    kw = dict(n_mean=8, n_corrupted=8, n_shots=2, seed=0, metric="top1", corruption="random_labels")
     res = ti.indirect_effect(model, [task, other], filter_correct=True, method="naive", **kw)
     assert res.info["filter_correct"] is True
     a0 = tokenizer.convert_tokens_to_ids("a0")
     for t, name in enumerate(res.tasks):
-        pairs = ti.make_prompt_pairs([task, other][t], model, n=8, n_shots=2, seed=0)
+        pairs = ti.make_prompt_pairs([task, other][t], model, n=8, n_shots=2, seed=0, corruption="random_labels")
         prompts = ti.make_prompts([task, other][t], model, n=8, n_shots=2, seed=1)
         rows = torch.arange(8)
         with torch.no_grad():  # by hand: top-1 of the clean prompt == first answer token
@@ -224,6 +225,7 @@ def test_cli_mediate_heads_and_filter_correct(tokenizer, tmp_path, capsys, monke
     out = tmp_path / "out"
     code = cli.main(["mediate", "--model", "in-memory", "--task", "toy_cli_even", "--shots", "2", "--n-mean", "4",
                      "--n-corrupted", "4", "--heads", "1.3", "0.2", "--filter-correct", "--top-k", "2",
+                     "--corruption", "random_labels",
                      "--out", str(out)])
     assert code == 0
     res = ti.IndirectEffectResult.load(out / "result")

@@ -84,7 +84,8 @@ def test_roles_and_query_position(any_model, task_a, template):
     assert torch.equal(b.query_pos, lengths - 1)
     rows = torch.arange(len(b))
     assert (b.roles[rows, b.query_pos] == ROLE_ID["answer_position"]).all()
-    assert (b.roles[:, 0] == ROLE_ID["bos"]).all()
+    assert b.prepend_bos == any_model.cfg.default_prepend_bos  # None follows the model (Pythia: no BOS)
+    assert ((b.roles[:, 0] == ROLE_ID["bos"]) == b.prepend_bos).all()
     for i in range(len(b)):
         n = int(lengths[i])
         demos = b.demo_index[i, :n][b.roles[i, :n] == ROLE_ID["demo_output"]].unique()
@@ -93,7 +94,7 @@ def test_roles_and_query_position(any_model, task_a, template):
         assert any_model.tokenizer.decode(q_tok).strip() == b.queries[i].input
     # the answer token is what the tokenizer produces after the prompt
     full = any_model.tokenizer(b.prompts[0] + b.answers[0], add_special_tokens=False)["input_ids"]
-    assert full[int(b.query_pos[0])] == int(b.answer_tokens[0])  # BOS shifts the prompt by one position
+    assert full[int(b.query_pos[0]) + 1 - b.prepend_bos] == int(b.answer_tokens[0])  # BOS shifts the prompt by one
 
 
 def test_prompt_batch_select_trims_padding(native_model):

@@ -181,7 +181,7 @@ def test_fast_path_without_room_falls_back_with_warning(tokenizer, task_a):
     from conftest import build_model
 
     pairs_model = build_model("native", tokenizer, n_ctx=12)
-    pairs = ti.make_prompt_pairs(task_a, pairs_model, n=2, n_shots=1)
+    pairs = ti.make_prompt_pairs(task_a, pairs_model, n=2, n_shots=1, corruption="random_labels")  # 1 shot: no shuffle
     assert pairs.corrupted.tokens.shape[1] == 12  # no position left for a query copy
     with pytest.warns(UserWarning, match="falling back"):
         res = ti.head_patching(pairs_model, pairs)

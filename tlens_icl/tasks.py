@@ -33,7 +33,14 @@ class TaskItem:
     meta: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
-        for label, text in (("input", self.input), ("output", self.output)):
+        if isinstance(self.alternatives, str) or not isinstance(self.alternatives, (tuple, list)):
+            raise TlensICLError(
+                f"Task item {self.input!r}: alternatives must be a list of strings, got {self.alternatives!r} "
+                "(a bare string would be read as one alternative per character)."
+            )
+        object.__setattr__(self, "alternatives", tuple(self.alternatives))
+        texts = [("input", self.input), ("output", self.output)] + [("alternative", a) for a in self.alternatives]
+        for label, text in texts:
             if not isinstance(text, str) or not text.strip():
                 raise TlensICLError(f"Task item {label} must be a non-empty string, got {text!r}.")
             if text != text.strip() or "\n" in text:
@@ -55,13 +62,28 @@ class TaskItem:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TaskItem":
+        missing = [k for k in ("input", "output") if k not in d]
+        if missing:
+            raise TlensICLError(f"Task item {dict(d)!r} has no {' or '.join(missing)} field.")
         return cls(
             input=d["input"],
             output=d["output"],
-            alternatives=tuple(d.get("alternatives") or ()),
+            alternatives=_alternatives(d.get("alternatives"), d["input"]),
             group=d.get("group"),
             meta=dict(d.get("meta") or {}),
         )
+
+
+def _alternatives(value: Any, where: str) -> tuple[str, ...]:
+    """``alternatives`` from JSON or a dataset column: a list of strings (a bare string is an error)."""
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise TlensICLError(
+            f"Task item {where!r}: alternatives must be a list of strings, got {value!r} "
+            "(a bare string would be read as one alternative per character)."
+        )
+    return tuple(value)
 
 
 @dataclass(frozen=True)
@@ -113,8 +135,38 @@ class Task:
             raise EmptyTaskError(f"No items of task {self.name!r} survive the filter.")
         return replace(self, items=kept, name=name or self.name)
 
+    def deduplicated(self) -> tuple["Task", dict[str, int]]:
+        """The task without repeated items, and what was removed.
+
+        Items with the same ``group`` and ``input`` are one item: exact repeats are dropped
+        (``"duplicates"``); items that give the same input different outputs are merged into the first,
+        whose alternatives gain the other outputs (``"conflicts"``: items merged away), so a prompt never
+        shows one input with two labels and every stated answer is accepted.
+        """
+        merged: dict[tuple[Any, str], TaskItem] = {}
+        dups = conflicts = 0
+        for it in self.items:
+            key = (it.group, it.input)
+            first = merged.get(key)
+            if first is None:
+                merged[key] = it
+                continue
+            if it.output == first.output and set(it.alternatives) <= set(first.answers):
+                dups += 1
+                continue
+            conflicts += first.output != it.output
+            dups += first.output == it.output
+            extra = tuple(a for a in it.answers if a not in first.answers)
+            merged[key] = replace(first, alternatives=first.alternatives + extra)
+        counts = {"duplicates": dups, "conflicts": conflicts}
+        if not dups and not conflicts:
+            return self, counts
+        return replace(self, items=tuple(merged.values())), counts
+
     def split(self, test_size: float = 0.3, *, seed: int = 0) -> tuple["Task", "Task"]:
         """Deterministic (train, test) split of the items (by group when the task has groups)."""
+        if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or not 0 < test_size < 1:
+            raise TlensICLError(f"test_size must be a fraction strictly between 0 and 1, got {test_size!r}.")
         rng = random.Random(seed)
         if set(self.groups) == {None}:  # ungrouped: split items
             idx = list(range(len(self)))
@@ -202,7 +254,7 @@ class Task:
         alts = dataset["alternatives"] if "alternatives" in cols else [()] * len(dataset[input_column])
         groups = dataset["group"] if "group" in cols else [None] * len(dataset[input_column])
         items = tuple(
-            TaskItem(str(i), str(o), tuple(a or ()), g or None)
+            TaskItem(str(i), str(o), _alternatives(a, str(i)), g or None)
             for i, o, a, g in zip(dataset[input_column], dataset[output_column], alts, groups)
         )
         if not items:

@@ -1,31 +1,48 @@
-"""Batched ICL evaluation: top-1 accuracy of the first answer token and mean P(answer) per shot count."""
+"""Batched ICL evaluation per task and shot count: whole-answer exact match, log P(answer), and the
+first-token metrics (top-1, P(first token)).
+
+Metrics (see :mod:`tlens_icl.engine.scoring`), all from one teacher-forced forward per prompt:
+
+* ``exact_match`` (the default ``metric``): greedy decoding produces the whole answer, or the whole
+  of an accepted alternative.
+* ``first_token``: the argmax at the query position is the answer's first token (or a one-token
+  alternative). Only right for one-token answers: under a BPE tokenizer every number ``' 42'`` starts
+  with ``' '``, so a model that predicts a space "answers" every numeric query.
+
+The result keeps every metric; ``correct`` holds the chosen one and ``metric`` names it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
-from tlens_icl.engine.runs import query_logits
-from tlens_icl.engine.scoring import accepted_top1, prob
+from tlens_icl.engine.runs import answer_scores
+from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
-from tlens_icl.prompts.pairs import make_prompts
+from tlens_icl.prompts.pairs import SingleToken, make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
 from tlens_icl.results.base import Result, run_info
 from tlens_icl.tasks import Task
 
+Metric = Literal["exact_match", "first_token"]
+METRICS = ("exact_match", "first_token")
+
 
 @dataclass(frozen=True)
 class AccuracyResult(Result):
-    """Per-example correctness and P(answer) for each (task, n_shots) cell.
+    """Per-example scores for each (task, n_shots) cell; ``[t, s, i]`` is task ``tasks[t]``, ``n_shots[s]``, example ``i``.
 
-    ``correct[t, s, i]``: 1.0 if the argmax at the query position is the first token of an accepted
-    answer, for task ``tasks[t]`` at ``n_shots[s]`` and example ``i``.
+    ``correct``: the chosen ``metric`` (``"exact_match"`` or ``"first_token"``), 1.0 or 0.0.
+    ``answer_prob``: P(first answer token) at the query position (Todd et al.'s quantity).
+    ``exact_match``, ``first_token_correct``, ``answer_logprob`` (log P of the whole answer) and
+    ``n_answer_tokens``: every metric, whichever was chosen (None on results built by hand).
     """
 
     correct: Float[Tensor, "task shots example"]
@@ -33,14 +50,20 @@ class AccuracyResult(Result):
     tasks: tuple[str, ...]
     n_shots: tuple[int, ...]
     info: dict[str, Any]
+    metric: str = "first_token"
+    exact_match: Float[Tensor, "task shots example"] | None = None
+    first_token_correct: Float[Tensor, "task shots example"] | None = None
+    answer_logprob: Float[Tensor, "task shots example"] | None = None
+    n_answer_tokens: Float[Tensor, "task shots example"] | None = None
 
     title = "ICL accuracy"
 
     def accuracy(self) -> Float[Tensor, "task shots"]:
+        """Mean of ``correct`` (the chosen metric) per task and shot count."""
         return self.correct.mean(-1)
 
     def ci(self, confidence: float = 0.95) -> tuple[Tensor, Tensor]:
-        """Clopper-Pearson interval of each cell's accuracy (scipy ``binomtest``)."""
+        """Clopper-Pearson interval of each cell's accuracy (scipy ``binomtest``); the examples are distinct queries."""
         from scipy.stats import binomtest
 
         n = self.correct.shape[-1]
@@ -55,20 +78,25 @@ class AccuracyResult(Result):
         import pandas as pd
 
         lo, hi = self.ci()
-        rows = [
-            {"task": t, "n_shots": s, "accuracy": float(self.correct[i, j].mean()),
-             "ci_low": float(lo[i, j]), "ci_high": float(hi[i, j]),
-             "mean_prob": float(self.answer_prob[i, j].mean()), "n": self.correct.shape[-1]}
-            for i, t in enumerate(self.tasks) for j, s in enumerate(self.n_shots)
-        ]
+        extra = {"exact_match": self.exact_match, "first_token_accuracy": self.first_token_correct,
+                 "mean_answer_logprob": self.answer_logprob, "mean_answer_tokens": self.n_answer_tokens}
+        rows = []
+        for i, t in enumerate(self.tasks):
+            for j, s in enumerate(self.n_shots):
+                row = {"task": t, "n_shots": s, "metric": self.metric, "accuracy": float(self.correct[i, j].mean()),
+                       "ci_low": float(lo[i, j]), "ci_high": float(hi[i, j]),
+                       "mean_prob": float(self.answer_prob[i, j].mean()), "n": self.correct.shape[-1]}
+                row.update({k: float(v[i, j].mean()) for k, v in extra.items() if v is not None})
+                rows.append(row)
         return pd.DataFrame(rows)
 
-    def table(self) -> Any:
-        """Accuracy as a task x n_shots table."""
-        return self.to_dataframe().pivot(index="task", columns="n_shots", values="accuracy")
+    def table(self, metric: str = "accuracy") -> Any:
+        """A task x n_shots table of ``metric`` (a column of :meth:`to_dataframe`; default the chosen metric)."""
+        return self.to_dataframe().pivot(index="task", columns="n_shots", values=metric)
 
     def summary(self) -> str:
-        return f"ICL accuracy on {len(self.tasks)} task(s), shots {list(self.n_shots)}, n={self.correct.shape[-1]}"
+        return (f"ICL accuracy ({self.metric}) on {len(self.tasks)} task(s), shots {list(self.n_shots)}, "
+                f"n={self.correct.shape[-1]}")
 
     def plot(self, ax: Any = None) -> Any:
         from tlens_icl.viz.plots import accuracy_curve
@@ -79,27 +107,58 @@ class AccuracyResult(Result):
 def icl_accuracy(
     model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_shots: Sequence[int] = (0, 1, 5, 10),
     n: int = 64, seed: int = 0, template: PromptTemplate | str | None = None, batch_size: int = 32,
-    demos_from: Task | str | None = None,
+    demos_from: Task | str | None = None, metric: Metric = "exact_match", prepend_bos: bool | None = None,
+    single_token: SingleToken = "ignore",
 ) -> AccuracyResult:
-    """Top-1 accuracy of the first answer token and mean P(answer) for each task and shot count.
+    """ICL accuracy for each task and shot count: whole-answer exact match (default) or first-token top-1.
 
-    The same query items are used at every shot count (same seed), so the curve compares like with like.
+    Every metric is computed (one forward per prompt with its answer appended) and kept on the result;
+    ``metric`` chooses which fills ``correct``. The same ``n`` distinct query items are used at every shot
+    count (same seed), so the curve compares like with like; ``n`` may not exceed a task's usable items.
+
+    Args:
+        metric: ``"exact_match"`` (greedy decoding produces the whole answer or an accepted alternative)
+            or ``"first_token"`` (argmax = the answer's first token; right only for one-token answers).
+        prepend_bos: start prompts with BOS; None follows the model (``model.cfg.default_prepend_bos``).
+        single_token: ``"filter"`` keeps only items whose answer is one token (see :func:`make_prompts`).
     """
     require_eval_mode(model, "icl_accuracy")
+    if metric not in METRICS:
+        raise TlensICLError(f"metric must be one of {METRICS}, got {metric!r}.")
     task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
     shots = tuple(int(s) for s in n_shots)
+    if not task_list or not shots:
+        raise TlensICLError("icl_accuracy needs at least one task and one shot count.")
     # Validate every prompt set before the first forward pass.
-    batches = [[make_prompts(t, model, n=n, n_shots=s, seed=seed, template=template, demos_from=demos_from)
+    batches = [[make_prompts(t, model, n=n, n_shots=s, seed=seed, template=template, demos_from=demos_from,
+                             prepend_bos=prepend_bos, single_token=single_token)
                 for s in shots] for t in task_list]
-    correct = torch.zeros(len(task_list), len(shots), n)
-    p_answer = torch.zeros_like(correct)
+    fields = {k: torch.zeros(len(task_list), len(shots), n) for k in
+              ("exact_match", "first_token_top1", "first_token_prob", "answer_logprob", "n_answer_tokens")}
     for i, row in enumerate(batches):
         for j, batch in enumerate(row):
-            logits = query_logits(model, batch, batch_size=batch_size)
-            correct[i, j] = accepted_top1(logits, batch.accepted)
-            p_answer[i, j] = prob(logits, batch.answer_tokens)
+            scores = answer_scores(model, batch, batch_size=batch_size)
+            for k, v in fields.items():
+                v[i, j] = getattr(scores, k)
+    first = batches[0][0]
     names = tuple(_task_name(t) for t in task_list)
-    return AccuracyResult(correct, p_answer, names, shots, run_info(model, seed=seed, n=n))
+    info = run_info(model, seed=seed, n=n, metric=metric, prepend_bos=first.prepend_bos, single_token=single_token,
+                    template=_template_name(template, model),
+                    items={name: row[0].item_counts for name, row in zip(names, batches)})
+    return AccuracyResult(
+        correct=fields["exact_match" if metric == "exact_match" else "first_token_top1"].clone(),
+        answer_prob=fields["first_token_prob"], tasks=names, n_shots=shots, info=info, metric=metric,
+        exact_match=fields["exact_match"], first_token_correct=fields["first_token_top1"],
+        answer_logprob=fields["answer_logprob"], n_answer_tokens=fields["n_answer_tokens"],
+    )
+
+
+def _template_name(template: PromptTemplate | str | None, model: ModelLike) -> str:
+    from tlens_icl.prompts.pairs import default_template
+
+    if template is None:
+        return default_template(model).name
+    return template if isinstance(template, str) else template.name
 
 
 def _task_name(task: Task | str) -> str:

@@ -1,8 +1,10 @@
-"""Forward passes over prompt batches: chunked, no-grad, reading logits at the query position."""
+"""Forward passes over prompt batches: chunked, no-grad, reading logits at the query position, and
+scoring whole answers by teacher forcing (:func:`answer_scores`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,7 +13,7 @@ from torch import Tensor
 
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine.hooks import checked_hooks
-from tlens_icl.engine.scoring import at_query
+from tlens_icl.engine.scoring import accepted_top1, at_query, match_answers, teacher_forced
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 
@@ -41,6 +43,95 @@ def query_logits(
                 logits = model(sub.tokens.to(_device(model)))
             outs.append(at_query(logits, sub.query_pos).float().cpu())
     return torch.cat(outs)
+
+
+@dataclass(frozen=True)
+class AnswerScores:
+    """Per-row scores of the answers of a :class:`PromptBatch` (see :mod:`tlens_icl.engine.scoring`).
+
+    ``exact_match``: greedy decoding produces the answer or an accepted alternative (whole token sequences).
+    ``answer_logprob``: log P(answer tokens | prompt) (the answer itself, not its alternatives).
+    ``first_token_top1`` / ``first_token_prob``: argmax / probability of the answer's first token at the
+    query position (a one-token alternative also counts for top-1).
+    ``n_answer_tokens``: tokens in each answer. ``query_logits``: logits at the query position, if asked.
+    """
+
+    exact_match: Float[Tensor, " batch"]
+    answer_logprob: Float[Tensor, " batch"]
+    first_token_top1: Float[Tensor, " batch"]
+    first_token_prob: Float[Tensor, " batch"]
+    n_answer_tokens: Float[Tensor, " batch"]
+    query_logits: Float[Tensor, "batch d_vocab"] | None = None
+
+
+def answer_scores(
+    model: ModelLike, batch: PromptBatch, *,
+    fwd_hooks: Sequence[tuple[str, Any]] | Callable[[PromptBatch], Sequence[tuple[str, Any]]] = (),
+    batch_size: int = 32, keep_query_logits: bool = False,
+) -> AnswerScores:
+    """Whole-answer and first-token scores, from one forward per prompt with its answer appended.
+
+    Rows are right-padded and chunked; logits are read at ``query_pos .. query_pos + len(answer)`` of
+    each row (never at the last column). An accepted alternative that agrees with every greedy token
+    known so far and is longer than that gets one more teacher-forced forward (few rows, usually none).
+    ``fwd_hooks`` (a list, or a callable ``chunk -> list`` for row-dependent hooks) are installed on
+    every forward and checked to have fired; chunks passed to a callable are answer-appended batches
+    (``query_pos`` unchanged, appended tokens have role ``answer``).
+    """
+    require_eval_mode(model, "answer_scores")
+    answers = [tuple(a) for a in batch.answer_ids]
+    n = len(batch)
+    logprob, known, q_logits = torch.zeros(n), [[] for _ in range(n)], []
+    for sl, total, got, ql in _forced(model, batch, answers, range(n), fwd_hooks, batch_size, keep=True):
+        logprob[sl] = total
+        for i, g in zip(range(sl.start, sl.stop), got):
+            known[i] = g
+        q_logits.append(ql)
+    query = torch.cat(q_logits)
+    matched, pending = zip(*(match_answers(k, acc) for k, acc in zip(known, batch.accepted)))
+    matched, pending = list(matched), [list(p) for p in pending]
+    while True:  # alternatives that greedy decoding may still produce: teacher-force the next one per row
+        todo = [i for i in range(n) if not matched[i] and pending[i]]
+        if not todo:
+            break
+        seqs = [pending[i].pop(0) for i in todo]
+        for rows, got in _forced_rows(model, batch, seqs, todo, fwd_hooks, batch_size):
+            for i, g in zip(rows, got):
+                if len(g) > len(known[i]):
+                    known[i] = g
+                ok, still = match_answers(known[i], batch.accepted[i])
+                matched[i] = ok
+                pending[i] = [a for a in pending[i] if a in still]
+    first = torch.tensor([a[0] for a in answers])
+    return AnswerScores(
+        exact_match=torch.tensor([float(m) for m in matched]),
+        answer_logprob=logprob,
+        first_token_top1=accepted_top1(query, batch.accepted),
+        first_token_prob=query.softmax(-1).gather(-1, first[:, None])[:, 0],
+        n_answer_tokens=torch.tensor([float(len(a)) for a in answers]),
+        query_logits=query if keep_query_logits else None,
+    )
+
+
+def _forced(model: ModelLike, batch: PromptBatch, answers: Sequence[tuple[int, ...]], rows: Sequence[int],
+            fwd_hooks: Any, batch_size: int, keep: bool = False) -> Iterator[tuple[slice, Tensor, list[list[int]], Tensor]]:
+    """Teacher-forced forwards of ``rows`` with ``answers`` appended: (slice into rows, log P, known greedy, query logits)."""
+    ext = batch.select(list(rows)).with_answers(answers)
+    dev = _device(model)
+    with torch.no_grad():
+        for sl in chunks(len(ext), batch_size):
+            sub = ext.select(sl)
+            with checked_hooks(model, fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks):
+                logits = model(sub.tokens.to(dev))
+            total, got = teacher_forced(logits, sub.query_pos, answers[sl])
+            ql = at_query(logits, sub.query_pos).float().cpu() if keep else torch.empty(0)
+            yield sl, total, got, ql
+
+
+def _forced_rows(model: ModelLike, batch: PromptBatch, answers: Sequence[tuple[int, ...]], rows: Sequence[int],
+                 fwd_hooks: Any, batch_size: int) -> Iterator[tuple[list[int], list[list[int]]]]:
+    for sl, _, got, _ in _forced(model, batch, answers, rows, fwd_hooks, batch_size):
+        yield list(rows[sl]), got
 
 
 def _device(model: ModelLike) -> torch.device:

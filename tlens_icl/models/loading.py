@@ -28,14 +28,28 @@ def model_meta(model: ModelLike) -> dict[str, Any]:
 
 
 def list_models() -> list[dict[str, Any]]:
-    """The embedded models shipped with the package, with their descriptions."""
+    """Models loadable by name: the embedded ones and the ones downloaded on first use (with ``cached``)."""
     from tlens_icl.models.embedded import EMBEDDED_MODELS
+    from tlens_icl.models.gguf import DOWNLOADS, cached_folder
 
-    return [{"name": name, **{k: v for k, v in info.items() if k != "path"}} for name, info in EMBEDDED_MODELS.items()]
+    out = [{"name": name, "kind": "embedded", **{k: v for k, v in info.items() if k != "path"}}
+           for name, info in EMBEDDED_MODELS.items()]
+    for name, spec in DOWNLOADS.items():
+        folder = cached_folder(name)
+        out.append({"name": name, "kind": "download", "description": spec["description"],
+                    "source": f"{spec['package']}=={spec['version']}:{spec['member']}",
+                    "cached": folder is not None, "path": str(folder) if folder else None})
+    return out
 
 
 def require_eval_mode(model: ModelLike, operation: str) -> None:
-    """Raise (before any forward pass) if the model is in training mode (dropout would be on)."""
+    """Raise (before any forward pass) if the model is in training mode (dropout would be on).
+
+    Also installs :mod:`tlens_icl.models.fixes` (idempotent), so every analysis runs on a repaired bridge.
+    """
+    from tlens_icl.models.fixes import ensure_fixes
+
+    ensure_fixes(import_modules=False)
     if getattr(model, "training", False):
         raise ModelStateError(
             f"{operation} needs the model in evaluation mode, but it is in training mode (TransformerLens "
@@ -66,41 +80,80 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
     """Load a model as a TransformerLens bridge in evaluation mode.
 
     Args:
-        name_or_path: an embedded model name (see :func:`list_models`), a local folder saved with
-            ``save_pretrained``, a Hugging Face hub name, or an already-built bridge (returned as is,
-            after an eval-mode check).
+        name_or_path: a model name from :func:`list_models` (embedded, or downloaded and converted on
+            first use such as ``"smollm2-135m"``), a ``.gguf`` file (dequantized to float32 once and
+            cached, see :mod:`tlens_icl.models.gguf`), a local folder saved with ``save_pretrained``, a
+            Hugging Face hub name, or an already-built bridge (returned as is, after an eval-mode check).
         device: torch device for HF models (default: TransformerLens's choice).
-        dtype: torch dtype for HF models.
+        dtype: torch dtype for HF models (GGUF files are cached as float32 and cast at load).
 
     Raises:
-        ModelNotAvailableError: the hub is unreachable and the model is not cached (one line, at once).
+        ModelNotAvailableError: a path that does not exist, a download that failed, or a hub name
+            that is not cached while the hub is unreachable (one line, at once).
     """
+    from tlens_icl.models.fixes import ensure_fixes
+
+    ensure_fixes()
     if not isinstance(name_or_path, (str, os.PathLike)):
         require_eval_mode(name_or_path, "load_model")
         return name_or_path
     name = str(name_or_path)
     from tlens_icl.models.embedded import EMBEDDED_MODELS, load_embedded
+    from tlens_icl.models.gguf import DOWNLOADS, download_folder, gguf_folder
 
     if name in EMBEDDED_MODELS:
         model = load_embedded(name, device=device)
         _MODEL_META[model] = {"name": name, **{k: v for k, v in EMBEDDED_MODELS[name].items() if k != "path"}}
         return model
+    if name in DOWNLOADS:
+        spec = DOWNLOADS[name]
+        meta = {"name": name, "description": spec["description"], "default_template": spec["default_template"]}
+        return _boot(download_folder(name), name, device, dtype, meta)
+    local = Path(name).expanduser()
+    if name.lower().endswith(".gguf"):
+        return _boot(gguf_folder(local), name, device, dtype, {"name": local.name})
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ModelNotAvailableError(f"{local} is a folder but not a saved model (it has no config.json).")
+        return _boot(local, name, device, dtype, {"name": name})
+    if local.exists():
+        raise ModelNotAvailableError(f"{local} is a file; load_model takes a model folder, a .gguf file or a name.")
+    if _looks_like_path(name):
+        raise ModelNotAvailableError(f"No such model folder or file: {local.resolve()}.")
+    if not _is_cached(name) and not _hub_reachable():
+        raise ModelNotAvailableError(
+            f"Cannot load {name!r}: there is no local folder of that name, and as a Hugging Face hub name it is not "
+            f"cached and the hub is unreachable. Models available offline: {sorted(EMBEDDED_MODELS) + sorted(DOWNLOADS)}, "
+            "e.g. tlens_icl.load_model('icl-tiny')."
+        )
+    return _boot(name, name, device, dtype, {"name": name})
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name no hub id can be: absolute, relative with ./ or ../, ~, backslashes, or more than one '/'."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or "\\" in name or name.count("/") > 1
+
+
+def _boot(source: str | Path, name: str, device: Any, dtype: Any, meta: dict[str, Any]) -> ModelLike:
+    """``TransformerBridge.boot_transformers`` in eval mode, with the converted folder's conventions applied."""
     from transformer_lens import TransformerBridge
 
-    local = Path(name).expanduser()
-    if not local.exists() and not _is_cached(name) and not _hub_reachable():
-        raise ModelNotAvailableError(
-            f"Cannot load {name!r}: the Hugging Face hub is unreachable and the model is not cached locally. "
-            f"Use an embedded model instead, e.g. tlens_icl.load_model('icl-tiny') (available: {sorted(EMBEDDED_MODELS)})."
-        )
+    from tlens_icl.models.gguf import read_meta
+
     kwargs: dict[str, Any] = {}
     if device is not None:
         kwargs["device"] = device
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model = TransformerBridge.boot_transformers(str(local) if local.exists() else name, **kwargs)
+    model = TransformerBridge.boot_transformers(str(source), **kwargs)
     model.eval()
-    _MODEL_META[model] = {"name": name}
+    converted = read_meta(source) if Path(source).is_dir() else None
+    if converted is not None:
+        # TransformerLens prepends BOS to every model; a converted GGUF follows its own tokenizer's rule.
+        model.cfg.default_prepend_bos = bool(converted.get("add_bos_token", True))
+        meta = {**meta, "source": converted.get("source"), "folder": str(source),
+                "prepend_bos": model.cfg.default_prepend_bos}
+    _MODEL_META[model] = meta
     return model
 
 

@@ -21,7 +21,8 @@ from tlens_icl.errors import PromptError
 from tlens_icl.prompts.templates import PromptTemplate
 from tlens_icl.tasks import TaskItem
 
-ROLES = ("pad", "bos", "separator", "demo_input", "demo_output", "query_input", "answer_position")
+#: ``answer`` marks answer tokens appended for teacher-forced scoring (:meth:`PromptBatch.with_answers`).
+ROLES = ("pad", "bos", "separator", "demo_input", "demo_output", "query_input", "answer_position", "answer")
 ROLE_ID = {r: i for i, r in enumerate(ROLES)}
 
 
@@ -71,6 +72,19 @@ def answer_token_ids(model: ModelLike, prompt_text: str, answer: str) -> list[in
     return _encode(tok, answer)[0]  # the answer merged with the prompt's last token: tokenize it alone
 
 
+def resolve_prepend_bos(model: ModelLike, prepend_bos: bool | None) -> bool:
+    """``prepend_bos``, or the model's default when None (``model.cfg.default_prepend_bos``, TransformerLens's flag).
+
+    TransformerLens prepends BOS to every model by default; ``load_model`` sets the flag from the
+    tokenizer's own convention for converted GGUF models (SmolLM2: no BOS).
+    """
+    if prepend_bos is None:
+        return bool(getattr(getattr(model, "cfg", None), "default_prepend_bos", True))
+    if not isinstance(prepend_bos, bool):
+        raise PromptError(f"prepend_bos must be True, False or None (the model's default), got {prepend_bos!r}.")
+    return prepend_bos
+
+
 @dataclass(frozen=True)
 class TokenizedPrompt:
     ids: list[int]
@@ -109,7 +123,11 @@ class PromptBatch:
     """Right-padded token batch of ICL prompts with per-token roles and the answer to each.
 
     ``query_pos[i]`` is the position whose logits predict the answer of row ``i``.
-    ``accepted[i]`` holds the first tokens of every accepted answer (output + alternatives).
+    ``answer_ids[i]`` are the tokens of row ``i``'s answer (``answer_tokens[i]`` is the first of them).
+    ``accepted[i]`` holds the full token sequence of every accepted answer, the output first, then
+    its alternatives (scoring matches whole sequences, never an alternative's first token alone).
+    ``prepend_bos`` records whether a BOS token starts every row; ``item_counts`` how many items of
+    the task survived tokenization and filtering (:func:`~tlens_icl.prompts.pairs.usable_task`).
     """
 
     tokens: Int[Tensor, "batch pos"]
@@ -121,8 +139,10 @@ class PromptBatch:
     prompts: tuple[str, ...]
     answers: tuple[str, ...]
     answer_ids: tuple[tuple[int, ...], ...]
-    accepted: tuple[tuple[int, ...], ...]
+    accepted: tuple[tuple[tuple[int, ...], ...], ...]
     queries: tuple[TaskItem, ...]
+    prepend_bos: bool = True
+    item_counts: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         b = self.tokens.shape[0]
@@ -131,9 +151,17 @@ class PromptBatch:
                 raise PromptError(f"PromptBatch.{f} shape {tuple(getattr(self, f).shape)} != tokens {tuple(self.tokens.shape)}")
         if not (len(self.prompts) == len(self.answers) == len(self.accepted) == self.query_pos.shape[0] == b):
             raise PromptError("PromptBatch fields disagree on the batch size.")
+        for i, (ans, acc) in enumerate(zip(self.answer_ids, self.accepted)):
+            if not ans or not acc or tuple(acc[0]) != tuple(ans) or any(not a for a in acc):
+                raise PromptError(f"PromptBatch row {i}: accepted[0] must be the answer's full token sequence.")
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
+
+    @property
+    def distinct_queries(self) -> int:
+        """Number of different query items (equal to ``len(self)``: queries are drawn without replacement)."""
+        return len(set(self.queries))
 
     def mask(self, role: str) -> Bool[Tensor, "batch pos"]:
         """Boolean mask of the tokens with ``role`` (one of :data:`ROLES`)."""
@@ -159,7 +187,36 @@ class PromptBatch:
             answer_ids=pick(self.answer_ids),
             accepted=pick(self.accepted),
             queries=pick(self.queries),
+            prepend_bos=self.prepend_bos,
+            item_counts=self.item_counts,
         )
+
+    def with_answers(self, answers: Sequence[Sequence[int]] | None = None) -> "PromptBatch":
+        """The prompts with an answer's tokens appended after each query (teacher forcing), right-padded.
+
+        ``answers[i]`` defaults to row ``i``'s own answer (``answer_ids[i]``). ``query_pos`` is unchanged,
+        so the logits at ``query_pos + k`` predict answer token ``k``; appended tokens have role ``answer``.
+        """
+        answers = [tuple(a) for a in (self.answer_ids if answers is None else answers)]
+        if len(answers) != len(self) or any(not a for a in answers):
+            raise PromptError(f"with_answers needs one non-empty token sequence per row ({len(self)} rows).")
+        lengths = (self.query_pos + 1).tolist()
+        width = max(n + len(a) for n, a in zip(lengths, answers))
+        pads = self.tokens[self.attention_mask == 0]
+        pad = int(pads[0]) if pads.numel() else 0  # pads follow every real token: their value never matters
+        tokens = torch.full((len(self), width), pad, dtype=self.tokens.dtype)
+        mask = torch.zeros((len(self), width), dtype=self.attention_mask.dtype)
+        roles = torch.full((len(self), width), ROLE_ID["pad"], dtype=self.roles.dtype)
+        demo = torch.full((len(self), width), -1, dtype=self.demo_index.dtype)
+        for i, (n, a) in enumerate(zip(lengths, answers)):
+            tokens[i, :n], roles[i, :n], demo[i, :n] = self.tokens[i, :n], self.roles[i, :n], self.demo_index[i, :n]
+            tokens[i, n : n + len(a)] = torch.tensor(a, dtype=self.tokens.dtype)
+            roles[i, n : n + len(a)] = ROLE_ID["answer"]
+            mask[i, : n + len(a)] = 1
+        return PromptBatch(tokens=tokens, attention_mask=mask, query_pos=self.query_pos.clone(), roles=roles,
+                           demo_index=demo, answer_tokens=self.answer_tokens, prompts=self.prompts,
+                           answers=self.answers, answer_ids=self.answer_ids, accepted=self.accepted,
+                           queries=self.queries, prepend_bos=self.prepend_bos, item_counts=self.item_counts)
 
     def to(self, device: Any) -> "PromptBatch":
         kw = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -171,9 +228,15 @@ class PromptBatch:
 
 
 def collate(model: ModelLike, rendered: Sequence[RenderedPrompt], queries: Sequence[TaskItem],
-            accepted: Sequence[tuple[int, ...]] | None = None, *, prepend_bos: bool = True) -> PromptBatch:
-    """Tokenize rendered prompts into a right-padded :class:`PromptBatch`; checks the context length."""
+            accepted: Sequence[Sequence[Sequence[int]]] | None = None, *, prepend_bos: bool | None = None,
+            item_counts: dict[str, Any] | None = None) -> PromptBatch:
+    """Tokenize rendered prompts into a right-padded :class:`PromptBatch`; checks the context length.
+
+    ``accepted[i]``: token sequences of row ``i``'s accepted answers; the answer's own tokens always come
+    first (added when missing).
+    """
     tok = _tokenizer(model)
+    prepend_bos = resolve_prepend_bos(model, prepend_bos)
     toks = [tokenize(model, rp, prepend_bos=prepend_bos) for rp in rendered]
     width = max(len(t.ids) for t in toks)
     n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
@@ -191,8 +254,8 @@ def collate(model: ModelLike, rendered: Sequence[RenderedPrompt], queries: Seque
         mask[i, :n] = 1
         roles[i, :n] = torch.tensor(t.roles)
         demo[i, :n] = torch.tensor(t.demo)
-    if accepted is None:
-        accepted = [(t.answer_ids[0],) for t in toks]
+    extra = accepted if accepted is not None else [()] * len(toks)
+    full = [tuple(dict.fromkeys([tuple(t.answer_ids), *(tuple(a) for a in alts)])) for t, alts in zip(toks, extra)]
     return PromptBatch(
         tokens=tokens,
         attention_mask=mask,
@@ -203,8 +266,10 @@ def collate(model: ModelLike, rendered: Sequence[RenderedPrompt], queries: Seque
         prompts=tuple(rp.text for rp in rendered),
         answers=tuple(rp.answer for rp in rendered),
         answer_ids=tuple(tuple(t.answer_ids) for t in toks),
-        accepted=tuple(tuple(a) for a in accepted),
+        accepted=tuple(full),
         queries=tuple(queries),
+        prepend_bos=prepend_bos,
+        item_counts=item_counts,
     )
 
 

@@ -2,8 +2,11 @@
 
 Corruptions (``CORRUPTIONS``), all seeded:
 
-* ``shuffled_labels`` - demo outputs permuted among the demos (Todd et al.); no demo keeps its label
-  where a cyclic permutation allows. Uninformative when the output *type* reveals the task.
+* ``shuffled_labels`` - demo outputs permuted among the demos (Todd et al.). No demo keeps its label
+  unless one label fills more than half of the demos; labels move among labels of the same token
+  length where that is possible (the pair stays aligned), else among all demos. Raises when the
+  prompt cannot change (fewer than 2 demos, or all demos show the same label). Uninformative when the
+  output *type* reveals the task.
 * ``random_labels`` - each demo output replaced by a random different output of the same task.
 * ``other_task_labels`` - demo outputs replaced by another task's answers (``other_task=``).
 * ``zero_shot`` - the query alone. Not position-aligned: only query-position analyses accept it.
@@ -11,7 +14,13 @@ Corruptions (``CORRUPTIONS``), all seeded:
 * ``identity`` - corrupted == clean (for identity checks: every effect must be exactly zero).
 
 Replacement labels are chosen with the same token length when possible so that clean and corrupted
-prompts stay token-aligned (``PromptPairBatch.aligned``).
+prompts stay token-aligned (``PromptPairBatch.aligned``). A corruption never returns the clean prompt:
+a row it could not change raises :class:`~tlens_icl.errors.PromptError` before any forward pass.
+
+Queries are drawn without replacement (``n`` larger than the usable items raises), demonstrations are
+distinct items with inputs different from the query's, and repeated or contradictory task items are
+merged first (:meth:`~tlens_icl.tasks.Task.deduplicated`); ``PromptBatch.item_counts`` reports how many
+items survived.
 """
 
 from __future__ import annotations
@@ -64,48 +73,69 @@ def _token_lengths(model: ModelLike, texts: Sequence[str]) -> list[int | None]:
 
 def usable_task(
     task: Task | str, model: ModelLike, *, template: PromptTemplate | str | None = None,
-    single_token: SingleToken = "ignore",
-) -> Task:
+    single_token: SingleToken = "ignore", report: bool = False,
+) -> Task | tuple[Task, dict[str, Any]]:
     """The task restricted to items this model's tokenizer can represent.
 
-    Items with tokens unknown to the tokenizer are always dropped. ``single_token="filter"`` also drops
-    items whose answer is more than one token; ``"require"`` raises instead.
+    Repeated items are dropped and items giving one input several outputs merged
+    (:meth:`~tlens_icl.tasks.Task.deduplicated`). Items with tokens unknown to the tokenizer are always
+    dropped. ``single_token="filter"`` also drops items whose answer is more than one token; ``"require"``
+    raises instead. With ``report=True`` returns ``(task, counts)`` where counts has ``total``,
+    ``duplicates``, ``conflicts`` (merged), ``unknown_tokens``, ``multi_token`` (dropped) and ``usable``.
     """
     task = load_task(task)
     tpl = get_template(template) if template is not None else default_template(model)
     if single_token not in ("ignore", "filter", "require"):
         raise TlensICLError(f"single_token must be 'ignore', 'filter' or 'require', got {single_token!r}.")
+    total = len(task)
+    task, counts = task.deduplicated()
     in_len = _token_lengths(model, [tpl.input_prefix + it.input for it in task.items])
     out_len = _token_lengths(model, [tpl.answer_prefix + it.output for it in task.items])
-    multi = [it for it, n in zip(task.items, out_len) if n is not None and n > 1]
+    unknown = sum(a is None or b is None for a, b in zip(in_len, out_len))
+    multi = [it for it, a, b in zip(task.items, in_len, out_len) if a is not None and b is not None and b > 1]
     if single_token == "require" and multi:
         ex = ", ".join(repr(it.output) for it in multi[:3])
         raise PromptError(
             f"Task {task.name!r} has {len(multi)} answers that are several tokens for this tokenizer (e.g. {ex}); "
             "pass single_token='filter' to keep only single-token answers."
         )
-    keep = {
-        i for i, (a, b) in enumerate(zip(in_len, out_len))
+    keep = [
+        it for it, a, b in zip(task.items, in_len, out_len)
         if a is not None and b is not None and (single_token == "ignore" or b == 1)
-    }
+    ]
+    counts = {"task": task.name, "total": total, **counts, "unknown_tokens": unknown,
+              "multi_token": len(multi) if single_token == "filter" else 0, "usable": len(keep)}
     if not keep:
-        raise EmptyTaskError(f"No item of task {task.name!r} is representable by this model's tokenizer.")
-    if len(keep) == len(task.items):
-        return task
-    return Task(**{**task.__dict__, "items": tuple(it for i, it in enumerate(task.items) if i in keep)})
+        raise EmptyTaskError(
+            f"No item of task {task.name!r} is usable (representable) by this model: of {total} items, {unknown} contain tokens "
+            f"unknown to the tokenizer and {counts['multi_token']} have multi-token answers (single_token={single_token!r})."
+        )
+    if len(keep) != len(task.items):
+        task = Task(**{**task.__dict__, "items": tuple(keep)})
+    return (task, counts) if report else task
 
 
 # ---- episodes --------------------------------------------------------------------------------------
 def sample_episodes(task: Task, n: int, n_shots: int, seed: int | str, *, demo_pool: Task | None = None) -> list[Episode]:
-    """``n`` episodes of ``n_shots`` distinct demos each (from ``demo_pool``, default the task itself).
+    """``n`` episodes, each with a different query item and ``n_shots`` distinct demos (from ``demo_pool``,
+    default the task itself) whose inputs differ from the query's.
 
-    The queries depend only on ``seed`` and the task, not on ``n_shots``, so shot sweeps compare the
-    same query items.
+    Queries are drawn without replacement and depend only on ``seed`` and the task, not on ``n_shots``,
+    so shot sweeps compare the same query items.
+
+    Raises:
+        TlensICLError: ``n`` exceeds the task's items (queries would repeat and statistics would count
+            one item several times), or too few demonstrations are available.
     """
-    if n < 1:
-        raise TlensICLError(f"n must be >= 1, got {n}.")
-    if n_shots < 0:
-        raise TlensICLError(f"n_shots must be >= 0, got {n_shots}.")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise TlensICLError(f"n must be an int >= 1, got {n!r}.")
+    if isinstance(n_shots, bool) or not isinstance(n_shots, int) or n_shots < 0:
+        raise TlensICLError(f"n_shots must be an int >= 0, got {n_shots!r}.")
+    if n > len(task):
+        raise TlensICLError(
+            f"Task {task.name!r} has {len(task)} usable items, fewer than the n={n} prompts asked for: queries "
+            f"would repeat. Pass n <= {len(task)} (or add items)."
+        )
     pool = demo_pool or task
     groups = pool.groups
     largest = max(len(v) for v in groups.values())
@@ -119,7 +149,7 @@ def sample_episodes(task: Task, n: int, n_shots: int, seed: int | str, *, demo_p
     rng = random.Random(f"{seed}/{task.name}/{n_shots}/demos")
     episodes = []
     for r in range(n):
-        q = task.items[order[r % len(order)]]
+        q = task.items[order[r]]
         members = [pool.items[i] for i in groups.get(q.group, []) if pool.items[i].input != q.input]
         if len(members) < n_shots:
             raise TlensICLError(f"Group {q.group!r} of task {task.name!r} has too few items for {n_shots} shots.")
@@ -145,20 +175,47 @@ def _same_length_choice(ctx: _Ctx, candidates: Sequence[str], target: str, exclu
     return ctx.rng.choice(same or pool)
 
 
+def _cyclic_shift(labels: Sequence[str], idx: Sequence[int], rng: random.Random) -> tuple[dict[int, int], bool]:
+    """Positions ``idx`` mapped to the position whose label they receive, and whether no label stays put.
+
+    Sorting the positions by label (random label order, random order within a label) and shifting by
+    the largest label count ``m`` moves every label to a position with a different label when
+    ``m <= len(idx) / 2``; otherwise only the majority label can stay put. With distinct labels this is
+    a uniformly random cyclic permutation.
+    """
+    by_label: dict[str, list[int]] = {}
+    for i in idx:
+        by_label.setdefault(labels[i], []).append(i)
+    blocks = list(by_label.values())
+    rng.shuffle(blocks)
+    for block in blocks:
+        rng.shuffle(block)
+    order = [i for block in blocks for i in block]
+    m = max(len(b) for b in blocks)
+    return {order[k]: order[(k + m) % len(order)] for k in range(len(order))}, 2 * m <= len(order)
+
+
 def _shuffled(ep: Episode, ctx: _Ctx) -> Episode:
     labels = [y for _, y in ep.demos]
+    if len(set(labels)) < 2:
+        raise PromptError(
+            f"shuffled_labels cannot change a prompt whose {len(labels)} demonstration(s) show "
+            f"{'one label' if labels else 'no label'} ({sorted(set(labels))[:1]}): use at least 2 demonstrations "
+            "with different labels, or corruption='random_labels'."
+        )
     by_len: dict[Any, list[int]] = {}
     for i, y in enumerate(labels):
         by_len.setdefault(ctx.length(y), []).append(i)
-    new = list(labels)
-    for idx in by_len.values():  # Sattolo's algorithm: a random cyclic permutation has no fixed point
-        perm = list(idx)
-        for i in range(len(perm) - 1, 0, -1):
-            j = ctx.rng.randrange(i)
-            perm[i], perm[j] = perm[j], perm[i]
-        for src, dst in zip(idx, perm):
-            new[dst] = labels[src]
-    return Episode(tuple((x, y) for (x, _), y in zip(ep.demos, new)), ep.query)
+    source: dict[int, int] = {}
+    for idx in by_len.values():  # keep token lengths (an aligned pair) where every class can be deranged
+        shift, deranged = _cyclic_shift(labels, idx, ctx.rng)
+        if not deranged:
+            break
+        source.update(shift)
+    else:
+        return Episode(tuple((x, labels[source[i]]) for i, (x, _) in enumerate(ep.demos)), ep.query)
+    source, _ = _cyclic_shift(labels, range(len(labels)), ctx.rng)
+    return Episode(tuple((x, labels[source[i]]) for i, (x, _) in enumerate(ep.demos)), ep.query)
 
 
 def _random(ep: Episode, ctx: _Ctx) -> Episode:
@@ -207,37 +264,49 @@ CORRUPTIONS: dict[str, Callable[[Episode, _Ctx], Episode]] = {
 
 
 # ---- batches ---------------------------------------------------------------------------------------
-def _accepted(model: ModelLike, tpl: PromptTemplate, text: str, item: TaskItem) -> tuple[int, ...]:
+def _accepted(model: ModelLike, tpl: PromptTemplate, text: str, item: TaskItem) -> tuple[tuple[int, ...], ...]:
+    """Full token sequences of every accepted answer (output first), as the model would produce them."""
     from tlens_icl.prompts.batch import answer_token_ids
 
-    return tuple(dict.fromkeys(answer_token_ids(model, text, tpl.answer_prefix + a)[0] for a in item.answers))
+    return tuple(dict.fromkeys(tuple(answer_token_ids(model, text, tpl.answer_prefix + a)) for a in item.answers))
 
 
-def build_batch(model: ModelLike, episodes: Sequence[Episode], tpl: PromptTemplate, *, prepend_bos: bool = True) -> PromptBatch:
-    """Tokenize episodes into a :class:`PromptBatch`."""
+def build_batch(model: ModelLike, episodes: Sequence[Episode], tpl: PromptTemplate, *, prepend_bos: bool | None = None,
+                item_counts: dict[str, Any] | None = None) -> PromptBatch:
+    """Tokenize episodes into a :class:`PromptBatch` (``prepend_bos=None``: the model's default)."""
     rendered = [render(ep.demos, ep.query.input, ep.query.output, tpl) for ep in episodes]
     accepted = [_accepted(model, tpl, rp.text, ep.query) for rp, ep in zip(rendered, episodes)]
-    return collate(model, rendered, [ep.query for ep in episodes], accepted, prepend_bos=prepend_bos)
+    return collate(model, rendered, [ep.query for ep in episodes], accepted, prepend_bos=prepend_bos,
+                   item_counts=item_counts)
 
 
-def _prepare(task: Task | str, model: ModelLike, template: PromptTemplate | str | None,
-             single_token: SingleToken, demos_from: Task | str | None) -> tuple[Task, PromptTemplate, Task | None]:
+def _prepare(task: Task | str, model: ModelLike, template: PromptTemplate | str | None, single_token: SingleToken,
+             demos_from: Task | str | None) -> tuple[Task, PromptTemplate, Task | None, dict[str, Any]]:
     if getattr(model, "tokenizer", None) is None:
         raise PromptError("The model has no tokenizer; prompts cannot be built.")
     tpl = get_template(template) if template is not None else default_template(model)
-    task = usable_task(task, model, template=tpl, single_token=single_token)
-    pool = usable_task(demos_from, model, template=tpl) if demos_from is not None else None
-    return task, tpl, pool
+    task, counts = usable_task(task, model, template=tpl, single_token=single_token, report=True)
+    pool = None
+    if demos_from is not None:
+        pool, pool_counts = usable_task(demos_from, model, template=tpl, report=True)
+        counts = {**counts, "demo_pool": pool_counts}
+    return task, tpl, pool, counts
 
 
 def make_prompts(
     task: Task | str, model: ModelLike, *, n: int = 32, n_shots: int = 10, seed: int = 0,
     template: PromptTemplate | str | None = None, single_token: SingleToken = "ignore",
-    demos_from: Task | str | None = None,
+    demos_from: Task | str | None = None, prepend_bos: bool | None = None,
 ) -> PromptBatch:
-    """``n`` clean ICL prompts with ``n_shots`` demonstrations each. Same seed -> identical prompts."""
-    task, tpl, pool = _prepare(task, model, template, single_token, demos_from)
-    return build_batch(model, sample_episodes(task, n, n_shots, seed, demo_pool=pool), tpl)
+    """``n`` clean ICL prompts with ``n_shots`` demonstrations each. Same seed -> identical prompts.
+
+    ``prepend_bos``: start every prompt with the BOS token; None (default) follows the model
+    (``model.cfg.default_prepend_bos``: TransformerLens's True, or the converted GGUF's own tokenizer
+    rule, False for SmolLM2). The choice is recorded on the batch (``batch.prepend_bos``).
+    """
+    task, tpl, pool, counts = _prepare(task, model, template, single_token, demos_from)
+    return build_batch(model, sample_episodes(task, n, n_shots, seed, demo_pool=pool), tpl,
+                       prepend_bos=prepend_bos, item_counts=counts)
 
 
 @dataclass(frozen=True)
@@ -269,6 +338,16 @@ class PromptPairBatch:
         return self.clean.answer_tokens
 
     @property
+    def prepend_bos(self) -> bool:
+        """Whether every clean and corrupted prompt starts with the BOS token."""
+        return self.clean.prepend_bos
+
+    @property
+    def item_counts(self) -> dict[str, Any] | None:
+        """How many items of the task survived tokenization and filtering."""
+        return self.clean.item_counts
+
+    @property
     def aligned(self) -> bool:
         """True when every clean row and its corrupted row have identical length and token roles."""
         c, k = self.clean, self.corrupted
@@ -290,10 +369,12 @@ class PromptPairBatch:
     def from_prompts(
         cls, model: ModelLike, clean_prompts: Sequence[str], corrupted_prompts: Sequence[str],
         answers: Sequence[str], corrupted_answers: Sequence[str] | None = None, *, task: str = "custom",
+        prepend_bos: bool | None = None,
     ) -> "PromptPairBatch":
         """Pairs from raw strings (roles: BOS, answer position, everything else 'separator').
 
         ``answers`` are continuations exactly as the model should produce them (e.g. ``" Paris"``).
+        ``prepend_bos=None`` follows the model's default.
 
         Raises:
             PairMismatchError: when a clean and corrupted prompt differ in token length.
@@ -314,7 +395,7 @@ class PromptPairBatch:
         for prompts, ans in ((clean_prompts, answers), (corrupted_prompts, corrupted_answers)):
             rendered = [_raw_render(p, a) for p, a in zip(prompts, ans)]
             queries = [TaskItem(" ".join(p.split()) or "?", " ".join(a.split()) or "?") for p, a in zip(prompts, ans)]
-            sides.append(collate(model, rendered, queries))
+            sides.append(collate(model, rendered, queries, prepend_bos=prepend_bos))
         return cls(sides[0], sides[1], task, -1, "custom", -1, "raw")
 
 
@@ -329,7 +410,7 @@ def make_prompt_pairs(
     task: Task | str, model: ModelLike, *, n: int = 32, n_shots: int = 10,
     corruption: str = "shuffled_labels", seed: int = 0, template: PromptTemplate | str | None = None,
     single_token: SingleToken = "ignore", other_task: Task | str | None = None,
-    demos_from: Task | str | None = None,
+    demos_from: Task | str | None = None, prepend_bos: bool | None = None,
 ) -> PromptPairBatch:
     """Clean/corrupted ICL prompt pairs for ``task`` tokenized for ``model``.
 
@@ -342,10 +423,14 @@ def make_prompt_pairs(
         single_token: ``"filter"`` keeps only items whose answer is one token; ``"require"`` raises.
         other_task: the label source for ``other_task_labels``.
         demos_from: draw demonstrations from this task (e.g. a train split) and queries from ``task``.
+        prepend_bos: start every prompt with BOS; None follows the model (see :func:`make_prompts`).
+
+    Raises:
+        PromptError: a corruption that would leave some row identical to its clean prompt.
     """
     if corruption not in CORRUPTIONS:
         raise TlensICLError(f"Unknown corruption {corruption!r}; choose one of {sorted(CORRUPTIONS)}.")
-    task, tpl, pool = _prepare(task, model, template, single_token, demos_from)
+    task, tpl, pool, counts = _prepare(task, model, template, single_token, demos_from)
     other = usable_task(other_task, model, template=tpl) if other_task is not None else None
     clean_eps = sample_episodes(task, n, n_shots, seed, demo_pool=pool)
     lengths: dict[str, int | None] = {}
@@ -357,8 +442,16 @@ def make_prompt_pairs(
 
     ctx = _Ctx(task, random.Random(f"{seed}/{task.name}/{n_shots}/{corruption}"), length, other)
     corrupted_eps = [CORRUPTIONS[corruption](ep, ctx) for ep in clean_eps]
+    same = [i for i, (a, b) in enumerate(zip(clean_eps, corrupted_eps)) if a == b]
+    if same and corruption != "identity":
+        ep = clean_eps[same[0]]
+        raise PromptError(
+            f"corruption={corruption!r} left {len(same)} of {n} prompts of task {task.name!r} unchanged (e.g. row "
+            f"{same[0]}, query {ep.query.input!r}, demo labels {[y for _, y in ep.demos][:5]}): no replacement "
+            "label was available. Use more shots, another corruption, or a task with more distinct outputs."
+        )
     return PromptPairBatch(
-        clean=build_batch(model, clean_eps, tpl),
-        corrupted=build_batch(model, corrupted_eps, tpl),
+        clean=build_batch(model, clean_eps, tpl, prepend_bos=prepend_bos, item_counts=counts),
+        corrupted=build_batch(model, corrupted_eps, tpl, prepend_bos=prepend_bos, item_counts=counts),
         task=task.name, n_shots=n_shots, corruption=corruption, seed=seed, template=tpl.name,
     )
