@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -31,7 +31,7 @@ from tlens_icl.prompts.templates import PromptTemplate
 from tlens_icl.results.base import Result, run_info
 from tlens_icl.tasks import Task
 
-Metric = Literal["exact_match", "first_token"]
+#: ``metric=`` choices of :func:`icl_accuracy`.
 METRICS = ("exact_match", "first_token")
 
 
@@ -107,7 +107,7 @@ class AccuracyResult(Result):
 def icl_accuracy(
     model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_shots: Sequence[int] = (0, 1, 5, 10),
     n: int = 64, seed: int = 0, template: PromptTemplate | str | None = None, batch_size: int = 32,
-    demos_from: Task | str | None = None, metric: Metric = "exact_match", prepend_bos: bool | None = None,
+    demos_from: Task | str | None = None, metric: str = "exact_match", prepend_bos: bool | None = None,
     single_token: SingleToken = "ignore",
 ) -> AccuracyResult:
     """ICL accuracy for each task and shot count: whole-answer exact match (default) or first-token top-1.

