@@ -114,14 +114,14 @@ def test_fast_mediation_equals_the_loop_on_variable_length_prompts(smol):
 def test_function_vector_lifts_shuffled_label_accuracy(smol, tmp_path):
     """Todd et al.'s recipe at small scale: top heads by indirect effect (middle layers), their mean outputs
     summed; the layer is chosen on one set of queries and the gain measured on another."""
-    task = "present_past"
-    med = ti.indirect_effect(smol, task, n_mean=8, n_corrupted=4, n_shots=5, seed=0,
+    valid, test_items = ti.load_task("present_past").split(0.5, seed=0)
+    med = ti.indirect_effect(smol, valid, n_mean=8, n_corrupted=4, n_shots=5, seed=0,
                              heads=[(l, h) for l in range(14, 23) for h in range(9)], batch_size=8)
     fv = ti.function_vector(smol, med, k=6)
-    choose = ti.function_vector_sweep(smol, fv, task, layers=[6, 9, 12], settings=("shuffled_labels",), n=6,
+    choose = ti.function_vector_sweep(smol, fv, valid, layers=[6, 9, 12], settings=("shuffled_labels",), n=6,
                                       n_shots=5, seed=2, batch_size=8)
     layer = choose.best_layer("shuffled_labels")
-    test = ti.function_vector_sweep(smol, fv, task, layers=[layer], settings=("shuffled_labels",), n=12,
+    test = ti.function_vector_sweep(smol, fv, test_items, layers=[layer], settings=("shuffled_labels",), n=12,
                                     n_shots=5, seed=3, batch_size=12)
     gain = float(test.accuracy()[0, 0] - test.baseline_accuracy()[0])
     assert gain >= 0.25, test.to_dataframe()
