@@ -105,6 +105,23 @@ def test_icl_accuracy_reports_every_metric_and_names_the_chosen_one(native_model
         ti.icl_accuracy(native_model, MIXED, n_shots=[], n=2)
 
 
+def test_first_token_accuracy_overstates_multi_token_answers(tokenizer):
+    """A model that always says a0: right on 'a0', first-token right but wrong on 'a0 b1', wrong on 'b2'."""
+    from conftest import build_model
+
+    model = build_model("native", tokenizer)
+    with torch.no_grad():
+        model.b_U[tokenizer.convert_tokens_to_ids("a0")] += 1e4
+    task = ti.Task.from_pairs("a0_model", [(f"in{i}", ["a0", f"a0 b{i}", f"b{i}"][i % 3]) for i in range(24)])
+    res = ti.icl_accuracy(model, task, n_shots=[0, 2], n=24, seed=0)
+    kind = torch.tensor([[int(q.input[2:]) % 3 for q in ti.make_prompts(task, model, n=24, n_shots=0).queries]] * 2)
+    assert torch.equal(res.correct[0], (kind == 0).float()) and torch.equal(res.exact_match[0], res.correct[0])
+    assert torch.equal(res.first_token_correct[0], (kind < 2).float())
+    ft = ti.icl_accuracy(model, task, n_shots=[0, 2], n=24, seed=0, metric="first_token")
+    assert torch.equal(ft.correct[0], (kind < 2).float()) and ft.metric == "first_token"
+    assert float(ft.accuracy().mean()) > float(res.accuracy().mean())
+
+
 def test_alternatives_count_on_full_sequences_only(native_model):
     """A multi-token alternative whose first token is the model's argmax is not an answer (english_french)."""
     batch = ti.make_prompts(MIXED, native_model, n=6, n_shots=1, seed=0)
