@@ -39,7 +39,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from tlens_icl.models import list_models
 
     for m in list_models():
-        print(f"{m['name']}: {m.get('description', '')}")
+        where = {True: f" [cached: {m.get('path')}]", False: " [downloaded and converted on first use]"}.get(m.get("cached"), "")
+        print(f"{m['name']}: {m.get('description', '')}{where}")
     return 0
 
 
@@ -66,7 +67,9 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
     from tlens_icl.models import load_model
 
     model = load_model(args.model)
-    res = icl_accuracy(model, args.task, n_shots=args.shots, n=args.n, seed=args.seed, template=args.template)
+    res = icl_accuracy(model, args.task, n_shots=args.shots, n=args.n, seed=args.seed, template=args.template,
+                       metric=args.metric, prepend_bos=args.prepend_bos)
+    print(f"{res.metric} (prepend_bos={res.info['prepend_bos']}):")
     print(res.table().to_string(float_format=lambda x: f"{x:.3f}"))
     if args.out:
         print(f"saved to {res.export(args.out, 'accuracy')}")
@@ -93,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", default=None)
     p.set_defaults(func=_cmd_tasks)
 
-    p = sub.add_parser("models", help="list the embedded models")
+    p = sub.add_parser("models", help="list the models loadable by name (embedded, and downloaded on first use)")
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("show", help="print a task's clean/corrupted prompts with token roles")
@@ -109,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(p, shots_default=None)
     p.add_argument("--shots", type=int, nargs="+", default=[0, 1, 2, 4, 8])
     p.add_argument("--n", type=int, default=64)
+    p.add_argument("--metric", choices=["exact_match", "first_token"], default="exact_match",
+                   help="whole-answer greedy exact match (default) or first-token top-1")
+    p.add_argument("--prepend-bos", action=argparse.BooleanOptionalAction, default=None,
+                   help="start prompts with BOS (default: the model's own convention)")
     p.add_argument("--out", default=None, help="folder for the saved result and plot")
     p.set_defaults(func=_cmd_accuracy)
 

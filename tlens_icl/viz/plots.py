@@ -42,7 +42,9 @@ def accuracy_curve(result: Any, ax: Any = None) -> Any:
     for i, task in enumerate(result.tasks):
         ax.plot(result.n_shots, acc[i].tolist(), marker="o", label=task)
     ax.set_xlabel("shots")
-    ax.set_ylabel("top-1 accuracy")
+    metric = getattr(result, "metric", "first_token")
+    ax.set_ylabel({"exact_match": "exact match (whole answer)", "first_token": "first-token top-1 accuracy"}.get(
+        metric, metric))
     ax.set_ylim(-0.02, 1.02)
     if len(result.tasks) <= 12:
         ax.legend(fontsize=7)
