@@ -119,13 +119,12 @@ class Task:
             raise EmptyTaskError(f"No items of task {self.name!r} survive the filter.")
         return replace(self, items=kept, name=name or self.name)
 
+    @_validate.checked
     def split(self, test_size: float = 0.3, *, seed: int = 0) -> tuple["Task", "Task"]:
         """Deterministic (train, test) split of the items (by group when the task has groups).
 
         ``test_size`` is the fraction of items (or groups) in the test split, in (0, 1).
         """
-        _validate.number(test_size, "test_size", minimum=0.0, maximum=1.0, open_interval=True, where="Task.split(): ")
-        _validate.integer(seed, "seed", where="Task.split(): ")
         rng = random.Random(seed)
         if set(self.groups) == {None}:  # ungrouped: split items
             idx = list(range(len(self)))

@@ -171,7 +171,7 @@ class Result:
 
 
 # ---- validation of loaded results ----------------------------------------------------------------
-_TENSOR_ANNOTATION = re.compile(r'\b(Float|Int|Bool|Shaped|Num)\[\s*Tensor\s*,\s*"([^"]*)"\s*\]')
+_TENSOR_ANNOTATION = re.compile(r"""\b(Float|Int|Bool|Shaped|Num)\[\s*Tensor\s*,\s*["']([^"']*)["']\s*\]""")
 #: a label tuple's length must equal the size of this dimension of the tensors (when both exist).
 _LABEL_DIMS = {"tasks": "task", "n_shots": "shots", "methods": "method", "settings": "setting", "layers": "layer",
                "units": "unit", "hypotheses": "hypothesis", "conditions": "example", "queries": "example",

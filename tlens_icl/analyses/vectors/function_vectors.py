@@ -224,6 +224,10 @@ def function_vector_sweep(
     layer_list = resolve_layers(model, layers)
     batches = fv_settings_batches(model, task, settings, n=n, n_shots=n_shots, seed=seed, template=template,
                                   demos_from=demos_from)
+    first_query = min(int(b.query_pos.min()) for b in batches.values())
+    if not isinstance(position, str) and position > first_query:
+        raise TlensICLError(f"position={position} lies after the query position ({first_query}) of some prompts, "
+                            "where an added vector cannot change the answer; use position='query'.")
 
     def make_hooks(layer: int, sub: PromptBatch) -> list[Any]:
         return add_vector_hooks(model, fv, layer=layer, position=position, coeff=coeff, query_pos=sub.query_pos)
