@@ -289,3 +289,20 @@ def test_results_round_trip_and_token_loss(tmp_path, native_model, var_task):
     tl = token_loss_score(native_model, "episodes", tasks=[var_task], n=4, n_shots=3)
     assert tl.losses.shape == (4, 4) and tl.early == 0 and tl.late == 3
     assert math.isclose(tl.score(), float((tl.losses[:, 3] - tl.losses[:, 0]).mean()), rel_tol=1e-6)
+
+
+def test_cli_heads_writes_figure_tables_and_report(tmp_path):
+    from tlens_icl.cli.main import main
+
+    out = tmp_path / "heads"
+    rc = main(["heads", "--tasks", "uppercase", "bitwise_and", "--n", "4", "--n-mean", "4", "--n-corrupted", "3",
+               "--shots", "3", "--ks", "0", "2", "0.1", "--seeds", "2", "--exclude", "0.05", "--loss-n", "4",
+               "--overlap-ks", "1", "3", "--out", str(out)])
+    assert rc == 0
+    for f in ("ablation/ablation.png", "overlap/overlap.png", "head_scores/head_scores.png", "ablation.csv",
+              "overlap.csv", "depth.csv", "top_induction.csv", "top_fv.csv", "report.md"):
+        assert (out / f).is_file(), f
+    import pandas as pd
+
+    df = pd.read_csv(out / "ablation.csv")
+    assert sorted(set(df.k)) == [0, 2, 3] and set(df.method) == {"FV", "induction", "random"}
