@@ -7,8 +7,17 @@ import math
 
 import pytest
 import torch
+from conftest import INPUTS, OUTPUTS_A, build_model
 
-from tlens_icl import Head, Task, head_ablation, head_overlap, head_scores, make_prompts, select_heads
+from tlens_icl import (
+    Head,
+    Task,
+    head_ablation,
+    head_overlap,
+    head_scores,
+    make_prompts,
+    select_heads,
+)
 from tlens_icl.analyses.heads.scores import detection_targets, repeated_random_tokens
 from tlens_icl.engine.ablation import (
     ablated_query_logits,
@@ -18,8 +27,6 @@ from tlens_icl.engine.ablation import (
 )
 from tlens_icl.engine.runs import query_logits
 from tlens_icl.errors import HookNotFiredError, TlensICLError
-
-from conftest import INPUTS, OUTPUTS_A, build_model
 
 # ---- a hand-built attention-only model with a planted previous-token head and induction head ---------
 P = 40  # n_ctx

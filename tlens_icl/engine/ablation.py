@@ -29,6 +29,7 @@ from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
 from tlens_icl.engine import hooks
+from tlens_icl.engine.query import bind, device_of
 from tlens_icl.engine.runs import chunks, query_logits
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
@@ -69,7 +70,7 @@ def mean_head_z(
     if total == 0:
         raise TlensICLError("mean_head_z: no position is selected.")
     sums: dict[int, Tensor] = {}
-    dev = _device(model)
+    dev = device_of(model)
     with torch.no_grad():
         for sl in chunks(len(tokens), batch_size):
             sel = where[sl].to(dev)
@@ -78,7 +79,7 @@ def mean_head_z(
                 part = z[sel].double().sum(0).cpu()  # [head, d_head]
                 sums[layer] = sums[layer] + part if layer in sums else part
 
-            fwd = [(hooks.z(layer), _bind(grab, layer=layer)) for layer in range(n_layers)]
+            fwd = [(hooks.z(layer), bind(grab, layer=layer)) for layer in range(n_layers)]
             with hooks.checked_hooks(model, fwd):
                 model(tokens[sl].to(dev))
     return (torch.stack([sums[layer] for layer in range(n_layers)]) / total).float()
@@ -142,7 +143,7 @@ def ablated_token_losses(
     bos = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
     where = token_positions(tokens, mask, bos)
     out = torch.full((tokens.shape[0], tokens.shape[1] - 1), float("nan"))
-    dev = _device(model)
+    dev = device_of(model)
     with torch.no_grad():
         for sl in chunks(len(tokens), batch_size):
             toks = tokens[sl].to(dev)
@@ -156,18 +157,6 @@ def ablated_token_losses(
     return out
 
 
-def _bind(fn: Callable[..., Any], **kw: Any) -> Callable[[Tensor, Any], Any]:
-    def hook_fn(act: Tensor, hook: Any) -> Any:
-        return fn(act, hook, **kw)
-
-    return hook_fn
-
-
-def _device(model: ModelLike) -> torch.device:
-    try:
-        return next(model.parameters()).device  # type: ignore[attr-defined]
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
 
 
 __all__ = ["Positions", "ablated_query_logits", "ablated_token_losses", "ablation_positions", "mean_ablation_hooks",

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine import hooks
+from tlens_icl.engine.query import bind, device_of
 from tlens_icl.engine.runs import chunks
 from tlens_icl.models.loading import require_eval_mode
 
@@ -35,7 +36,7 @@ def attention_to_targets(
                          f"{tuple(tokens.shape)}.")
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     out = torch.full((n_kinds, n_layers, n_heads, n), float("nan"))
-    dev = _device(model)
+    dev = device_of(model)
     with torch.no_grad():
         for sl in chunks(n, batch_size):
             tgt = targets[:, sl].to(dev)
@@ -48,7 +49,7 @@ def attention_to_targets(
                 mass = torch.einsum("bhqk,cbqk->cbhq", pattern.float(), tgt.float())
                 got[layer] = (mass * sel[:, :, None].float()).sum(-1) / counts[:, :, None]
 
-            fwd = [(hooks.pattern(layer), _bind(reduce, layer)) for layer in range(n_layers)]
+            fwd = [(hooks.pattern(layer), bind(reduce, layer=layer)) for layer in range(n_layers)]
             with hooks.checked_hooks(model, fwd):
                 model(tokens[sl].to(dev))
             stacked = torch.stack([got[layer] for layer in range(n_layers)], 1)  # [kind, layer, batch, head]
@@ -58,18 +59,6 @@ def attention_to_targets(
     return out
 
 
-def _bind(fn: Any, layer: int) -> Any:
-    def hook_fn(act: Tensor, hook: Any) -> None:
-        fn(act, hook, layer)
-
-    return hook_fn
-
-
-def _device(model: ModelLike) -> torch.device:
-    try:
-        return next(model.parameters()).device  # type: ignore[attr-defined]
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
 
 
 __all__ = ["attention_to_targets"]

@@ -27,7 +27,12 @@ from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
 from tlens_icl.analyses.heads.scores import HeadScoresResult, top_heads_of
-from tlens_icl.analyses.heads.token_loss import DataKind, default_window, loss_data, loss_score
+from tlens_icl.analyses.heads.token_loss import (
+    DataKind,
+    default_window,
+    loss_data,
+    loss_score,
+)
 from tlens_icl.engine.ablation import (
     Positions,
     ablated_query_logits,

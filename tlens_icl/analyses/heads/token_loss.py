@@ -230,7 +230,7 @@ def token_loss_score(
     if not 0 <= early < late < d.read.shape[1]:
         raise TlensICLError(f"Need 0 <= early < late < {d.read.shape[1]}, got early={early}, late={late}.")
     return TokenLossResult(losses=d.losses(model, batch_size=batch_size), early=early, late=late, data=d.kind,
-                           axis=d.axis, info=run_info(model, seed=seed, n=int(len(d.tokens)),
+                           axis=d.axis, info=run_info(model, seed=seed, n=len(d.tokens),
                                                       model_name=model_meta(model).get("name")))
 
 
