@@ -81,7 +81,12 @@ def overlap_depth(
     names = list(depth)
     for i, name in enumerate(names):
         d = list(depth[name])
-        b.scatter(d, [i] * len(d), color=_color(name, i), s=40, alpha=0.7)
+        seen: dict[float, int] = {}
+        ys = []
+        for v in d:  # heads at the same depth are stacked, not hidden behind each other
+            ys.append(i + 0.12 * seen.get(v, 0) - 0.25)
+            seen[v] = seen.get(v, 0) + 1
+        b.scatter(d, ys, color=_color(name, i), s=30, alpha=0.8)
         if d:
             b.scatter([sum(d) / len(d)], [i], marker="|", s=400, color="black")
     b.set_yticks(range(len(names)), names)
@@ -111,7 +116,8 @@ def dynamics_curves(
     positive = [s for s in steps if s > 0]
     for a, (ylabel, lines) in zip(axes, panels):
         for i, (name, vals) in enumerate(lines.items()):
-            a.plot(list(steps), list(vals), marker="o", ms=3, label=name, color=f"C{i}")
+            a.plot(list(steps), list(vals), marker="o", ms=3, label=name, color=f"C{i}",
+                   ls="--" if "FV" in name and "induction" not in name else "-")
         a.set_xlabel("training step")
         a.set_ylabel(ylabel)
         if positive and max(positive) / min(positive) > 10:
