@@ -32,7 +32,7 @@ def test_checkpoints_written_and_indexed(trained):
 
     for entry in index["checkpoints"][:-1]:
         with safe_open(str(trained / entry["file"]), "pt") as f:
-            assert {f.get_tensor(k).dtype for k in f.keys()  # noqa: SIM118 (safe_open has no __iter__)} == {torch.float16}
+            assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}  # noqa: SIM118
     assert index["checkpoints"][-1]["file"] == "model.safetensors"
     log = [json.loads(line) for line in (trained / "train_log.jsonl").read_text().splitlines()]
     assert [r["checkpoint"] for r in log if "checkpoint" in r] == [10, 20]
