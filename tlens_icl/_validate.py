@@ -66,7 +66,9 @@ def number(value: Any, name: str, *, minimum: float | None = None, maximum: floa
 
 
 def int_sequence(value: Any, name: str, *, minimum: int | None = None, where: str = "") -> tuple[int, ...]:
-    """A non-empty sequence of ints (each ``>= minimum``) without repeats."""
+    """A non-empty sequence of ints (each ``>= minimum``) without repeats (numpy / torch 1-D arrays too)."""
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) == 1:
+        value = value.tolist()
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or is_int(value):
         raise TlensICLError(f"{where}{name} must be a non-empty list of ints, got {_got(value)}.")
     out = tuple(integer(v, f"{name}[{i}]", minimum=minimum, where=where) for i, v in enumerate(value))
