@@ -16,7 +16,12 @@ import tlens_icl as ti
 from tlens_icl import _validate
 from tlens_icl.analyses.representations.activations import from_arrays
 from tlens_icl.analyses.vectors.common import add_vector, generate_with_vector
-from tlens_icl.errors import HookNotFiredError, ModelStateError, ResultFileError, TlensICLError
+from tlens_icl.errors import (
+    HookNotFiredError,
+    ModelStateError,
+    ResultFileError,
+    TlensICLError,
+)
 
 
 @contextlib.contextmanager
