@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from tlens_icl.cli.common import add_common
 
 #: Modules of ``tlens_icl.cli`` that register the subcommands of one analysis family.
-FAMILY_COMMANDS: list[str] = ["tlens_icl.cli.causal", "tlens_icl.cli.vectors", "tlens_icl.cli.representations"]
+FAMILY_COMMANDS: list[str] = ["tlens_icl.cli.causal", "tlens_icl.cli.vectors", "tlens_icl.cli.representations",
+                             "tlens_icl.cli.heads"]
 
 
 def _threads() -> None:
@@ -140,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tlens_icl.errors import TlensICLError
 
     try:
+        if getattr(args, "out", None) is not None:  # an unusable output folder fails now, not after the analysis
+            from tlens_icl._validate import output_dir
+
+            output_dir(args.out, "--out")
         return int(args.func(args) or 0)
     except (TlensICLError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

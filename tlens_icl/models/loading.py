@@ -12,6 +12,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from tlens_icl import _validate
 from tlens_icl._typing import ModelLike
 from tlens_icl.errors import ModelNotAvailableError, ModelStateError
 
@@ -43,18 +44,14 @@ def list_models() -> list[dict[str, Any]]:
 
 
 def require_eval_mode(model: ModelLike, operation: str) -> None:
-    """Raise (before any forward pass) if the model is in training mode (dropout would be on).
+    """Raise (before any forward pass) if ``model`` is not a model (e.g. a name) or is in training mode.
 
     Also installs :mod:`tlens_icl.models.fixes` (idempotent), so every analysis runs on a repaired bridge.
     """
     from tlens_icl.models.fixes import ensure_fixes
 
     ensure_fixes(import_modules=False)
-    if getattr(model, "training", False):
-        raise ModelStateError(
-            f"{operation} needs the model in evaluation mode, but it is in training mode (TransformerLens "
-            "bridges start in train mode, so dropout is active). Call model.eval() first."
-        )
+    _validate.model(model, operation)
 
 
 def _hub_reachable(timeout: float = 1.0) -> bool:
@@ -76,14 +73,18 @@ def _is_cached(name: str) -> bool:
         return False
 
 
-def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dtype: Any = None) -> ModelLike:
+def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dtype: Any = None,
+               step: int | None = None) -> ModelLike:
     """Load a model as a TransformerLens bridge in evaluation mode.
 
     Args:
         name_or_path: a model name from :func:`list_models` (embedded, or downloaded and converted on
-            first use such as ``"smollm2-135m"``), a ``.gguf`` file (dequantized to float32 once and
-            cached, see :mod:`tlens_icl.models.gguf`), a local folder saved with ``save_pretrained``, a
-            Hugging Face hub name, or an already-built bridge (returned as is, after an eval-mode check).
+            first use such as ``"smollm2-135m"``; ``"icl-tiny@300"`` is the embedded model's training
+            checkpoint at step 300), a ``.gguf`` file (dequantized to float32 once and cached, see
+            :mod:`tlens_icl.models.gguf`), a folder written by the embedded training script, a local
+            folder saved with ``save_pretrained``, a Hugging Face hub name, or an already-built bridge
+            (returned as is, after an eval-mode check).
+        step: a training checkpoint of an embedded model or training-script folder (same as ``@step``).
         device: torch device for HF models (default: TransformerLens's choice).
         dtype: torch dtype for HF models (GGUF files are cached as float32 and cast at load).
 
@@ -98,13 +99,33 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
         require_eval_mode(name_or_path, "load_model")
         return name_or_path
     name = str(name_or_path)
-    from tlens_icl.models.embedded import EMBEDDED_MODELS, load_embedded
+    from tlens_icl.models.embedded import (
+        EMBEDDED_MODELS,
+        _load_dir,
+        is_model_dir,
+        load_embedded,
+        read_card,
+    )
     from tlens_icl.models.gguf import DOWNLOADS, download_folder, gguf_folder
 
+    base, at, tail = name.rpartition("@")
+    if at and base in EMBEDDED_MODELS:
+        if not tail.isdigit():
+            raise ModelStateError(f"Expected NAME@STEP with an integer step, got {name!r}.")
+        if step is not None and int(tail) != step:
+            raise ModelStateError(f"{name!r} and step={step} disagree.")
+        name, step = base, int(tail)
     if name in EMBEDDED_MODELS:
-        model = load_embedded(name, device=device)
-        _MODEL_META[model] = {"name": name, **{k: v for k, v in EMBEDDED_MODELS[name].items() if k != "path"}}
+        model = load_embedded(name, device=device, step=step)
+        _MODEL_META[model] = {"name": name, "step": step,
+                              **{k: v for k, v in EMBEDDED_MODELS[name].items() if k != "path"}}
         return model
+    if is_model_dir(name):
+        model = _load_dir(name, name=name, device=device, step=step)
+        _MODEL_META[model] = {**read_card(name), "name": name, "path": name, "step": step}
+        return model
+    if step is not None:
+        raise ModelStateError(f"step= applies to embedded models and training-script folders, not {name!r}.")
     if name in DOWNLOADS:
         spec = DOWNLOADS[name]
         meta = {"name": name, "description": spec["description"], "default_template": spec["default_template"]}
