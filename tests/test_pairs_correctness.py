@@ -38,9 +38,9 @@ def test_shuffled_labels_always_change_the_prompt(native_model):
                 assert all(a != b for a, b in zip(shown, labels(ep)))  # no demo keeps its label
 
 
-def test_shuffled_labels_keep_alignment_when_possible(native_model):
-    same_len = ti.Task.from_pairs("same_len", [(f"in{i}", f"a{i}") for i in range(24)])
-    assert ti.make_prompt_pairs(same_len, native_model, n=8, n_shots=4, seed=0).aligned
+def test_shuffled_labels_keep_alignment_when_possible(word_model):
+    same_len = ti.Task.from_pairs("same_len", [(f"in{i}", f"a{i}") for i in range(24)])  # one token each
+    assert ti.make_prompt_pairs(same_len, word_model, n=8, n_shots=4, seed=0).aligned
 
 
 def test_shuffled_labels_raise_when_nothing_can_change(native_model, forward_counter):
@@ -97,11 +97,11 @@ def test_duplicate_and_contradictory_items_are_never_both_shown(native_model):
         assert batch.queries[i].input not in demo_inputs
 
 
-def test_item_counts_report_filtering(native_model):
+def test_item_counts_report_filtering(word_model):
     task = ti.Task.from_pairs("filt", [(f"in{i}", f"a{i}" if i % 2 else f"b{i} a{i}") for i in range(10)] + [("zzz", "a1")])
-    _, counts = ti.usable_task(task, native_model, single_token="filter", report=True)
+    _, counts = ti.usable_task(task, word_model, single_token="filter", report=True)
     assert counts["unknown_tokens"] == 1 and counts["multi_token"] == 5 and counts["usable"] == 5
-    pairs = ti.make_prompt_pairs(task, native_model, n=4, n_shots=2, single_token="filter")
+    pairs = ti.make_prompt_pairs(task, word_model, n=4, n_shots=2, single_token="filter")
     assert pairs.item_counts == counts and pairs.clean.item_counts == pairs.corrupted.item_counts
 
 
@@ -141,7 +141,7 @@ def test_alternatives_given_as_a_string_are_rejected(tmp_path):
         ti.register_task(path)
     with pytest.raises(TlensICLError, match="alternatives must be a list"):
         ti.Task.from_dataset({"input": ["cold"], "output": ["hot"], "alternatives": ["warm"]}, "ds")
-    with pytest.raises(TlensICLError, match="no output"):
+    with pytest.raises(TlensICLError, match="no 'output'"):
         ti.Task.from_dict({"name": "x", "items": [{"input": "cold"}]})
     ok = ti.Task.from_dict({**d, "items": [{"input": "cold", "output": "hot", "alternatives": ["warm"]}]})
     assert ok.items[0].answers == ("hot", "warm")

@@ -86,7 +86,7 @@ def test_icl_accuracy_reports_every_metric_and_names_the_chosen_one(native_model
     assert res.metric == "exact_match" and res.info["metric"] == "exact_match"
     assert torch.equal(res.correct, res.exact_match)
     assert bool((res.exact_match <= res.first_token_correct).all())  # no alternatives: a match starts right
-    assert set(res.n_answer_tokens.unique().tolist()) == {1.0, 2.0}
+    assert len(set(res.n_answer_tokens.unique().tolist())) > 1  # answers of several token lengths
     batch = ti.make_prompts(MIXED, native_model, n=8, n_shots=2, seed=1)
     s = answer_scores(native_model, batch)
     assert torch.equal(res.exact_match[0, 1], s.exact_match) and torch.equal(res.answer_logprob[0, 1], s.answer_logprob)
@@ -105,13 +105,13 @@ def test_icl_accuracy_reports_every_metric_and_names_the_chosen_one(native_model
         ti.icl_accuracy(native_model, MIXED, n_shots=[], n=2)
 
 
-def test_first_token_accuracy_overstates_multi_token_answers(tokenizer):
+def test_first_token_accuracy_overstates_multi_token_answers(word_tokenizer):
     """A model that always says a0: right on 'a0', first-token right but wrong on 'a0 b1', wrong on 'b2'."""
     from conftest import build_model
 
-    model = build_model("native", tokenizer)
+    model = build_model("native", word_tokenizer)
     with torch.no_grad():
-        model.b_U[tokenizer.convert_tokens_to_ids("a0")] += 1e4
+        model.b_U[word_tokenizer.convert_tokens_to_ids("a0")] += 1e4
     task = ti.Task.from_pairs("a0_model", [(f"in{i}", ["a0", f"a0 b{i}", f"b{i}"][i % 3]) for i in range(24)])
     res = ti.icl_accuracy(model, task, n_shots=[0, 2], n=24, seed=0)
     kind = torch.tensor([[int(q.input[2:]) % 3 for q in ti.make_prompts(task, model, n=24, n_shots=0).queries]] * 2)
