@@ -2,11 +2,12 @@
 
 Corruptions (``CORRUPTIONS``), all seeded:
 
-* ``shuffled_labels`` - demo outputs permuted among the demos (Todd et al.). No demo keeps its label
-  unless one label fills more than half of the demos; labels move among labels of the same token
-  length where that is possible (the pair stays aligned), else among all demos. Raises when the
-  prompt cannot change (fewer than 2 demos, or all demos show the same label). Uninformative when the
-  output *type* reveals the task.
+* ``shuffled_labels`` - demo outputs permuted among the demos (Todd et al.). Labels move among the
+  labels of the same token length, so the pair stays aligned, and within such a group no demo keeps
+  its label unless one label fills more than half of the group; a label whose token length no other
+  label shares stays put. When that would change nothing, labels move among all demos (the pair is
+  then not aligned). Raises when the prompt cannot change (fewer than 2 demos, or all demos show the
+  same label). Uninformative when the output *type* reveals the task.
 * ``random_labels`` - each demo output replaced by a random different output of the same task.
 * ``other_task_labels`` - demo outputs replaced by another task's answers (``other_task=``).
 * ``zero_shot`` - the query alone. Not position-aligned: only query-position analyses accept it.
@@ -177,8 +178,8 @@ def _same_length_choice(ctx: _Ctx, candidates: Sequence[str], target: str, exclu
     return ctx.rng.choice(same or pool)
 
 
-def _cyclic_shift(labels: Sequence[str], idx: Sequence[int], rng: random.Random) -> tuple[dict[int, int], bool]:
-    """Positions ``idx`` mapped to the position whose label they receive, and whether no label stays put.
+def _cyclic_shift(labels: Sequence[str], idx: Sequence[int], rng: random.Random) -> dict[int, int]:
+    """Positions ``idx`` mapped to the position whose label they receive.
 
     Sorting the positions by label (random label order, random order within a label) and shifting by
     the largest label count ``m`` moves every label to a position with a different label when
@@ -194,7 +195,7 @@ def _cyclic_shift(labels: Sequence[str], idx: Sequence[int], rng: random.Random)
         rng.shuffle(block)
     order = [i for block in blocks for i in block]
     m = max(len(b) for b in blocks)
-    return {order[k]: order[(k + m) % len(order)] for k in range(len(order))}, 2 * m <= len(order)
+    return {order[k]: order[(k + m) % len(order)] for k in range(len(order))}
 
 
 def _shuffled(ep: Episode, ctx: _Ctx) -> Episode:
@@ -208,16 +209,15 @@ def _shuffled(ep: Episode, ctx: _Ctx) -> Episode:
     by_len: dict[Any, list[int]] = {}
     for i, y in enumerate(labels):
         by_len.setdefault(ctx.length(y), []).append(i)
-    source: dict[int, int] = {}
-    for idx in by_len.values():  # keep token lengths (an aligned pair) where every class can be deranged
-        shift, deranged = _cyclic_shift(labels, idx, ctx.rng)
-        if not deranged:
-            break
-        source.update(shift)
-    else:
-        return Episode(tuple((x, labels[source[i]]) for i, (x, _) in enumerate(ep.demos)), ep.query)
-    source, _ = _cyclic_shift(labels, range(len(labels)), ctx.rng)
-    return Episode(tuple((x, labels[source[i]]) for i, (x, _) in enumerate(ep.demos)), ep.query)
+    source = {i: i for i in range(len(labels))}
+    for idx in by_len.values():  # labels move among labels of the same token length: the pair stays aligned
+        if len({labels[i] for i in idx}) > 1:
+            source.update(_cyclic_shift(labels, idx, ctx.rng))
+    new = [labels[source[i]] for i in range(len(labels))]
+    if new == labels:  # no two labels of one length differ: move them among all demos (not aligned)
+        source = _cyclic_shift(labels, range(len(labels)), ctx.rng)
+        new = [labels[source[i]] for i in range(len(labels))]
+    return Episode(tuple((x, y) for (x, _), y in zip(ep.demos, new)), ep.query)
 
 
 def _random(ep: Episode, ctx: _Ctx) -> Episode:
