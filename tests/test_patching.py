@@ -20,10 +20,11 @@ TOL = 1e-5
 def pairs_by_arch():
     cache: dict[int, ti.PromptPairBatch] = {}
 
-    def get(model, task, corruption="shuffled_labels", n=3, n_shots=3):
-        key = (id(model), task.name, corruption, n, n_shots)
+    def get(model, task, corruption="shuffled_labels", n=3, n_shots=3, single_token="ignore"):
+        key = (id(model), task.name, corruption, n, n_shots, single_token)
         if key not in cache:
-            cache[key] = ti.make_prompt_pairs(task, model, n=n, n_shots=n_shots, corruption=corruption, seed=0)
+            cache[key] = ti.make_prompt_pairs(task, model, n=n, n_shots=n_shots, corruption=corruption, seed=0,
+                                              single_token=single_token)
         return cache[key]
 
     return get
@@ -79,7 +80,8 @@ def test_all_position_head_patching_equals_transformer_lens_all_pos(any_model, t
                                         ("attn_out", tl_patching.get_act_patch_attn_out),
                                         ("mlp_out", tl_patching.get_act_patch_mlp_out)])
 def test_activation_patching_equals_transformer_lens(any_model, task_a, pairs_by_arch, site, tl_fn):
-    pairs = pairs_by_arch(any_model, task_a, n=2, n_shots=2)
+    # one-token labels: shuffling keeps every position aligned (labels of different lengths could not be)
+    pairs = pairs_by_arch(any_model, task_a, n=2, n_shots=2, single_token="filter")
     with torch.no_grad():
         ref = tl_fn(any_model, pairs.corrupted.tokens, clean_cache(any_model, pairs, f"hook_{site}"), tl_metric(pairs))
     res = ti.activation_patching(any_model, pairs, site=site)
@@ -184,7 +186,7 @@ def test_fast_path_is_exact_on_rotary_native(tokenizer, task_a):
 def test_fast_path_without_room_falls_back_with_warning(tokenizer, task_a):
     from conftest import build_model
 
-    kw = dict(n=2, n_shots=1, corruption="random_labels")  # 1 shot: shuffled labels could not change the prompt
+    kw = dict(n=2, n_shots=2, single_token="filter")  # one-token labels: the shuffled pair stays aligned
     width = ti.make_prompt_pairs(task_a, build_model("native", tokenizer), **kw).corrupted.tokens.shape[1]
     pairs_model = build_model("native", tokenizer, n_ctx=width)
     pairs = ti.make_prompt_pairs(task_a, pairs_model, **kw)

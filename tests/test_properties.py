@@ -112,7 +112,8 @@ def test_alternatives_count_when_the_model_predicts_them(word_model, word_task_a
     res = ti.icl_accuracy(word_model, task, n_shots=[2], n=8, seed=0)
     again = ti.make_prompts(task, word_model, n=8, n_shots=2, seed=0)
     assert again.prompts == batch.prompts  # alternatives do not change the prompts
-    expected = torch.tensor([float(int(p) in acc) for p, acc in zip(pred, again.accepted)])
+    # a one-token alternative is a whole answer (accepted holds full token sequences)
+    expected = torch.tensor([float((int(p),) in acc) for p, acc in zip(pred, again.accepted)])
     assert float(expected.sum()) >= 3, "the test needs rows the model answers with an alternative"
     assert torch.equal(res.correct[0, 0], expected)
     assert float((pred == again.answer_tokens).sum()) < float(expected.sum())  # hits beyond the main answer

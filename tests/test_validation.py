@@ -50,7 +50,7 @@ def acts():
 def test_probes_fail_before_any_forward_pass(native_model, task_a, acts, tmp_path):
     from tlens_icl.pipeline import run_pipeline
 
-    pairs = ti.make_prompt_pairs(task_a, native_model, n=2, n_shots=1)
+    pairs = ti.make_prompt_pairs(task_a, native_model, n=2, n_shots=2, single_token="filter")  # 1 shot cannot shuffle
     v = torch.ones(native_model.cfg.d_model)
     with no_forward(native_model):
         cases = [
@@ -72,7 +72,7 @@ def test_probes_fail_before_any_forward_pass(native_model, task_a, acts, tmp_pat
             (lambda: ti.patch_task_vector(native_model, v * float("inf"), layer=0), "NaN/inf"),
             (lambda: generate_with_vector(native_model, torch.tensor([[1, 5, 6]]), v * float("nan"), layer=0), "NaN"),
             (lambda: add_vector(native_model, v, layer=0, position=-1), "position must be >= 0"),
-            (lambda: ti.function_vector_sweep(native_model, v, task_a, n=2, n_shots=1, position=500), "position"),
+            (lambda: ti.function_vector_sweep(native_model, v, task_a, n=2, n_shots=2, position=500), "position"),
             (lambda: run_pipeline(native_model, tasks=["x"], out=tmp_path / "f.txt" / "sub"), "under the file"),
             (lambda: ti.concept_decodability(acts, k=0), "k must be"),
             (lambda: ti.soft_injection(native_model, task_a, lr=0), "lr"),
@@ -237,7 +237,7 @@ def _calls(model, task, pairs, acts):
 
 @pytest.fixture(scope="module")
 def entry_points(native_model, task_a, acts):
-    pairs = ti.make_prompt_pairs(task_a, native_model, n=2, n_shots=1)
+    pairs = ti.make_prompt_pairs(task_a, native_model, n=2, n_shots=2, single_token="filter")  # 1 shot cannot shuffle
     return _calls(native_model, task_a, pairs, acts)
 
 

@@ -25,11 +25,16 @@ R = TypeVar("R", bound="Result")
 
 
 def run_info(model: ModelLike | None = None, **extra: Any) -> dict[str, Any]:
-    """Provenance recorded in every result: versions, model identity, weight-processing state."""
+    """Provenance recorded in every result: versions, model identity, weight-processing state.
+
+    ``prepend_bos`` is the model's default (what prompts built without ``prepend_bos=`` use); an analysis
+    whose prompts chose otherwise passes ``prepend_bos=batch.prepend_bos``.
+    """
     from importlib.metadata import version
 
     from tlens_icl import __version__
     from tlens_icl.models.loading import model_meta
+    from tlens_icl.prompts.batch import resolve_prepend_bos
 
     info: dict[str, Any] = {"tlens_icl": __version__, "transformer_lens": version("transformer-lens")}
     if model is not None:
@@ -41,6 +46,7 @@ def run_info(model: ModelLike | None = None, **extra: Any) -> dict[str, Any]:
             d_model=int(cfg.d_model),
             dtype=str(getattr(cfg, "dtype", "")),
             compatibility_mode=bool(getattr(model, "compatibility_mode", False)),
+            prepend_bos=resolve_prepend_bos(model, None),
         )
     info.update({k: _jsonable(v) for k, v in extra.items()})
     return info
