@@ -100,8 +100,8 @@ MUTATIONS = [
              "return neighbour_labels[rows, tied.argmax(1)]", "return votes.argmax(1)",
              (P + "test_knn_ties_go_to_the_nearest_tied_neighbour_and_k_used_is_recorded",)),
     Mutation("alternatives ignored", "axis", "tlens_icl/engine/scoring.py",
-             "return torch.tensor([float(p in acc) for p, acc in zip(pred, accepted)])",
-             "return torch.tensor([float(p == acc[0]) for p, acc in zip(pred, accepted)])",
+             "    for a in accepted:\n        a = tuple(a)",
+             "    for a in accepted[:1]:\n        a = tuple(a)",
              (P + "test_alternatives_count_when_the_model_predicts_them",)),
     # ---- layer index
     Mutation("vector one layer too late", "layer", "tlens_icl/analyses/vectors/common.py",

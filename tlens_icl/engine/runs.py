@@ -13,7 +13,7 @@ from torch import Tensor
 
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine.hooks import checked_hooks
-from tlens_icl.engine.scoring import accepted_top1, at_query, match_answers, teacher_forced
+from tlens_icl.engine.scoring import accepted_top1, at_query, match_answers, prob, teacher_forced
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 
@@ -107,7 +107,7 @@ def answer_scores(
         exact_match=torch.tensor([float(m) for m in matched]),
         answer_logprob=logprob,
         first_token_top1=accepted_top1(query, batch.accepted),
-        first_token_prob=query.softmax(-1).gather(-1, first[:, None])[:, 0],
+        first_token_prob=prob(query, first),
         n_answer_tokens=torch.tensor([float(len(a)) for a in answers]),
         query_logits=query if keep_query_logits else None,
     )
