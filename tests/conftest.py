@@ -41,7 +41,8 @@ def make_tokenizer(words: list[str] | None = None):
 
 def build_model(arch: str, tok=None, n_layers: int = 2, d_model: int = 64, n_heads: int = 4, n_ctx: int = 128, seed: int = 0):
     """A tiny random model of ``arch`` wrapped as a TransformerBridge, in eval mode."""
-    from transformer_lens import TransformerBridge, TransformerBridgeConfig
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
 
     tok = tok or make_tokenizer()
     V = len(tok)

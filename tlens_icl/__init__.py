@@ -67,6 +67,7 @@ from tlens_icl.analyses.vectors.soft_injection import (
     soft_inject,
     soft_injection,
 )
+from tlens_icl.analyses.vectors.steering import SteeringVector, steering_vector
 from tlens_icl.analyses.vectors.task_vectors import (
     TaskVector,
     patch_task_vector,
@@ -105,7 +106,7 @@ __all__ = [
     "add_vector", "apply_icv", "compare_methods", "generate_with_vector", "function_vector", "function_vector_from_heads",
     "function_vector_from_task", "function_vector_sweep", "in_context_vector", "mean_head_activations",
     "patch_task_vector", "soft_inject", "soft_injection", "task_vector", "task_vector_from_prompts",
-    "task_vector_sweep",
+    "task_vector_sweep", "SteeringVector", "steering_vector",
     "ActivationPatchingResult", "Fidelity", "HeadPatchingResult", "IndirectEffectResult", "activation_patching",
     "attribution_patching", "head_attention_html", "head_patching", "indirect_effect", "patching_fidelity",
     "ARROW", "AccuracyResult", "CORRUPTIONS", "EmptyTaskError", "Head", "HookNotFiredError", "METRICS",

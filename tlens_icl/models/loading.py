@@ -1,7 +1,8 @@
 """Loading models: the embedded ICL models by name, any Hugging Face model, a local folder, or a bridge.
 
 Every function in tlens_icl accepts any object that satisfies TransformerLens's
-``TransformerLensModel`` protocol; :func:`load_model` is only a convenience.
+``TransformerLensModel`` protocol (a bridge, or a TransformerLens 3 ``HookedTransformer``);
+:func:`load_model` is only a convenience.
 """
 
 from __future__ import annotations
@@ -62,15 +63,18 @@ def _is_cached(name: str) -> bool:
         return False
 
 
-def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dtype: Any = None) -> ModelLike:
-    """Load a model as a TransformerLens bridge in evaluation mode.
+def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dtype: Any = None,
+               hooked: bool = False) -> ModelLike:
+    """Load a model as a TransformerLens bridge (or a TL3 ``HookedTransformer``) in evaluation mode.
 
     Args:
         name_or_path: an embedded model name (see :func:`list_models`), a local folder saved with
-            ``save_pretrained``, a Hugging Face hub name, or an already-built bridge (returned as is,
-            after an eval-mode check).
+            ``save_pretrained``, a Hugging Face hub name, or an already-built model - a bridge, or a
+            ``HookedTransformer`` under TransformerLens 3 (returned as is, after an eval-mode check).
         device: torch device for HF models (default: TransformerLens's choice).
         dtype: torch dtype for HF models.
+        hooked: TransformerLens 3 only: return a ``HookedTransformer`` (embedded models are converted
+            without weight processing; hub names go through ``HookedTransformer.from_pretrained_no_processing``).
 
     Raises:
         ModelNotAvailableError: the hub is unreachable and the model is not cached (one line, at once).
@@ -79,13 +83,17 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
         require_eval_mode(name_or_path, "load_model")
         return name_or_path
     name = str(name_or_path)
-    from tlens_icl.models.embedded import EMBEDDED_MODELS, load_embedded
+    from tlens_icl.models.embedded import EMBEDDED_MODELS, embedded_model_path, load_embedded
 
+    if hooked:
+        from tlens_icl.models.hooked import load_hooked, require_hooked_transformer_support
+
+        require_hooked_transformer_support()
     if name in EMBEDDED_MODELS:
-        model = load_embedded(name, device=device)
+        model = load_hooked(embedded_model_path(name), device=device) if hooked else load_embedded(name, device=device)
         _MODEL_META[model] = {"name": name, **{k: v for k, v in EMBEDDED_MODELS[name].items() if k != "path"}}
         return model
-    from transformer_lens import TransformerBridge
+    from transformer_lens.model_bridge import TransformerBridge
 
     local = Path(name).expanduser()
     if not local.exists() and not _is_cached(name) and not _hub_reachable():
@@ -98,7 +106,15 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
         kwargs["device"] = device
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model = TransformerBridge.boot_transformers(str(local) if local.exists() else name, **kwargs)
+    if hooked:
+        from transformer_lens import HookedTransformer
+
+        if local.exists():  # from_pretrained only knows official model names
+            raise ModelStateError(f"hooked=True loads embedded models and official hub names, not a folder ({name}); "
+                                  "build the HookedTransformer yourself and pass it in.")
+        model = HookedTransformer.from_pretrained_no_processing(name, **kwargs)
+    else:
+        model = TransformerBridge.boot_transformers(str(local) if local.exists() else name, **kwargs)
     model.eval()
     _MODEL_META[model] = {"name": name}
     return model

@@ -87,7 +87,7 @@ def indirect_effect(
     n_shots: int = 10, corruption: str = "shuffled_labels", seed: int = 0, metric: str | Metric = "prob",
     method: str = "auto", heads: Sequence[Head | tuple[int, int]] | None = None, filter_correct: bool = False,
     other_task: Task | str | None = None, template: PromptTemplate | str | None = None, batch_size: int = 16,
-    progress: bool = False,
+    progress: bool = False, mean_z: Float[Tensor, "*task layer head d_head"] | None = None,
 ) -> IndirectEffectResult:
     """Todd et al.'s causal indirect effect of every attention head, for one or several tasks.
 
@@ -106,6 +106,10 @@ def indirect_effect(
             patched. Counts kept go to ``info["n_kept"]`` / ``info["n_mean_kept"]`` (kept pair indices:
             ``info["kept"]``); raises :class:`~tlens_icl.errors.EmptyTaskError` if a task keeps none.
         other_task: label source for ``corruption="other_task_labels"``.
+        mean_z: the mean activations to patch in, ``[layer, head, d_head]`` (one task) or
+            ``[task, layer, head, d_head]``, instead of running ``n_mean`` clean prompts - e.g.
+            ``mean_head_activations(model, batch, cache=cache)`` from a ``run_with_cache`` you already have.
+            Not combinable with ``filter_correct`` (filter those prompts yourself).
 
     Returns:
         :class:`IndirectEffectResult`; ``.mean()`` is the AIE ``[layer, head]``, ``.top_heads(k)``.
@@ -117,8 +121,10 @@ def indirect_effect(
     task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
     if not task_list:
         raise TlensICLError("indirect_effect needs at least one task.")
+    given = _given_means(model, mean_z, len(task_list), filter_correct)
     # Build (and so validate) every prompt before the first forward pass.
-    mean_prompts = [make_prompts(t, model, n=n_mean, n_shots=n_shots, seed=seed + 1, template=template)
+    mean_prompts = [None if given is not None else
+                    make_prompts(t, model, n=n_mean, n_shots=n_shots, seed=seed + 1, template=template)
                     for t in task_list]
     pair_sets = [make_prompt_pairs(t, model, n=n_corrupted, n_shots=n_shots, corruption=corruption, seed=seed,
                                    template=template, other_task=other_task) for t in task_list]
@@ -126,8 +132,11 @@ def indirect_effect(
     effects, means, clean, corrupted, used = [], [], [], [], set()
     kept: dict[str, list[int]] = {}
     n_mean_kept: dict[str, int] = {}
-    for prompts, pairs in zip(mean_prompts, pair_sets):
-        z, mean_logits = _engine.query_z(model, prompts, batch_size=batch_size)
+    for t, (prompts, pairs) in enumerate(zip(mean_prompts, pair_sets)):
+        if prompts is None:
+            z, mean_logits = given[t][None], None  # type: ignore[index]
+        else:
+            z, mean_logits = _engine.query_z(model, prompts, batch_size=batch_size)
         clean_logits = query_logits(model, pairs.clean, batch_size=batch_size)
         if filter_correct:
             z = z[_answered(mean_logits, prompts, "clean mean prompts")]
@@ -159,8 +168,26 @@ def indirect_effect(
                       n_corrupted=n_corrupted, metric=metric_name, template=pair_sets[0].template,
                       other_task=getattr(other_task, "name", other_task),
                       heads=None if heads is None else [str(h) for h in cells], filter_correct=filter_correct,
+                      mean_z="given" if given is not None else "computed",
                       **(filtered if filter_correct else {})),
     )
+
+
+def _given_means(model: ModelLike, mean_z: Tensor | None, n_tasks: int, filter_correct: bool) -> Tensor | None:
+    """``mean_z`` as ``[task, layer, head, d_head]`` (validated), or None when the means are to be computed."""
+    if mean_z is None:
+        return None
+    if filter_correct:
+        raise TlensICLError("mean_z=... and filter_correct=True do not combine: filter the mean prompts yourself.")
+    shape = (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head)
+    z = mean_z.detach().float().cpu()
+    z = z[None].expand(n_tasks, *shape) if tuple(z.shape) == shape and n_tasks == 1 else z
+    if tuple(z.shape) != (n_tasks, *shape):
+        raise TlensICLError(f"mean_z must be [layer, head, d_head] = {list(shape)} for one task or "
+                            f"[{n_tasks}, {', '.join(map(str, shape))}] for {n_tasks} tasks, got {list(mean_z.shape)}.")
+    if not bool(z.isfinite().all()):
+        raise TlensICLError("mean_z holds NaN or infinite values.")
+    return z
 
 
 def _answered(logits: Float[Tensor, "batch d_vocab"], batch: PromptBatch, what: str) -> Tensor:
