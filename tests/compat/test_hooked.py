@@ -206,3 +206,18 @@ def test_generate_with_vector_on_a_hooked_transformer(ht_llama, task_a):
         plain = ht_llama.generate(toks, max_new_tokens=3, do_sample=False, verbose=False)
         same = ti.generate_with_vector(ht_llama, toks, v, layer=0, max_new_tokens=3, do_sample=False)
     assert torch.equal(plain, same)
+
+
+def test_function_vector_bias_on_a_bias_free_tl3_bridge(tokenizer):
+    """TL3 bridges raise TypeError (not AttributeError) for b_O on bias-free attention; the adapter reads None."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("core_conftest", Path(__file__).resolve().parents[1] / "conftest.py")
+    core = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(core)
+    llama = core.build_model("llama", tokenizer)
+    assert adapter.family(llama) == "tl3_bridge" and adapter.attn_output_bias(llama) is None
+    mean_z = torch.randn(llama.cfg.n_layers, llama.cfg.n_heads, llama.cfg.d_head)
+    with_bias = ti.function_vector_from_heads(llama, mean_z, [(0, 1)], include_bias=True)
+    assert torch.equal(with_bias.vector, ti.function_vector_from_heads(llama, mean_z, [(0, 1)]).vector)

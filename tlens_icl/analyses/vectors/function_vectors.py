@@ -32,6 +32,7 @@ from tlens_icl.analyses.vectors.common import (
     sweep_layers,
 )
 from tlens_icl.errors import TlensICLError
+from tlens_icl.models.adapter import attn_output_bias
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.pairs import make_prompt_pairs, make_prompts
@@ -147,9 +148,8 @@ def function_vector_from_heads(
 
 
 def _bias_once(model: ModelLike, layers: Sequence[int]) -> Tensor:
-    try:
-        b_O = model.b_O
-    except AttributeError:  # bias-free attention (Llama, Gemma): nothing to add
+    b_O = attn_output_bias(model)
+    if b_O is None:  # bias-free attention (Llama, Gemma): nothing to add
         return torch.zeros(model.cfg.d_model, device=model.W_O.device)
     return b_O[list(layers)].sum(0)
 
