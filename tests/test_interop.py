@@ -239,3 +239,18 @@ def test_readme_quick_start_runs_verbatim():
     exec(compile(block, "README quick start", "exec"), namespace)
     assert adapter.family(namespace["model"]) in ("tl4_bridge", "tl3_bridge")
     assert namespace["acc"].table() is not None
+
+
+def readme_section_code(title: str) -> str:
+    """The python blocks of one README section, joined."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    return "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
+
+
+def test_readme_cache_and_steering_blocks_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(readme_section_code("TransformerLens 3 and SAELens"), "README TL3 section", "exec"), namespace)
+    assert namespace["aie"].info["mean_z"] == "given" and namespace["hook_name"] == "blocks.1.hook_resid_post"
+    assert (tmp_path / "fv_xor.safetensors").exists() and namespace["steered"].shape[-1] == namespace["model"].cfg.d_vocab

@@ -210,13 +210,9 @@ def test_generate_with_vector_on_a_hooked_transformer(ht_llama, task_a):
 
 def test_function_vector_bias_on_a_bias_free_tl3_bridge(tokenizer):
     """TL3 bridges raise TypeError (not AttributeError) for b_O on bias-free attention; the adapter reads None."""
-    import importlib.util
-    from pathlib import Path
+    from conftest import build_model  # tests/conftest.py (this folder's conftest is compat.conftest)
 
-    spec = importlib.util.spec_from_file_location("core_conftest", Path(__file__).resolve().parents[1] / "conftest.py")
-    core = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(core)
-    llama = core.build_model("llama", tokenizer)
+    llama = build_model("llama", tokenizer)
     assert adapter.family(llama) == "tl3_bridge" and adapter.attn_output_bias(llama) is None
     mean_z = torch.randn(llama.cfg.n_layers, llama.cfg.n_heads, llama.cfg.d_head)
     with_bias = ti.function_vector_from_heads(llama, mean_z, [(0, 1)], include_bias=True)

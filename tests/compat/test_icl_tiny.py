@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,16 @@ def test_readme_quick_start_runs_unchanged_on_a_hooked_transformer(icl_tiny_hook
     assert namespace["model"] is icl_tiny_hooked
     out = capsys.readouterr().out
     assert "bitwise_xor" in out and "->" in out
+
+
+def test_readme_cache_and_steering_blocks_run_on_a_hooked_transformer(icl_tiny_hooked, tmp_path, monkeypatch):
+    from test_interop import readme_section_code
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ti, "load_model", lambda *a, **k: icl_tiny_hooked)
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the once-per-model fallback warning (tested in test_hooked)
+        exec(compile(readme_section_code("TransformerLens 3 and SAELens"), "README TL3 section", "exec"), namespace)
+    assert namespace["model"] is icl_tiny_hooked and namespace["aie"].method == "naive"
+    assert namespace["hook_name"] == "blocks.1.hook_resid_post" and (tmp_path / "fv_xor.safetensors").exists()
