@@ -66,10 +66,3 @@ def icl_tiny_hooked():
     import tlens_icl
 
     return tlens_icl.load_model("icl-tiny", hooked=True)
-
-
-@pytest.fixture(scope="session")
-def icl_tiny_bridge():
-    import tlens_icl
-
-    return tlens_icl.load_model("icl-tiny")

@@ -49,11 +49,11 @@ def test_forward_refuses_what_a_hooked_transformer_cannot_take(hooked_model, mon
     assert not calls
 
 
-def test_the_pattern_probe_tells_hooked_from_tl3_native_bridge(hooked_model, icl_tiny_bridge):
+def test_the_pattern_probe_tells_hooked_from_tl3_native_bridge(hooked_model, embedded_model):
     assert adapter.capabilities(hooked_model).pattern_edit
-    assert adapter.family(icl_tiny_bridge) == "tl3_bridge"
-    assert not adapter.capabilities(icl_tiny_bridge).pattern_edit  # TL3 native attention ignores the edit
-    assert adapter.pattern_edits_ignored(icl_tiny_bridge) and not adapter.pattern_edits_ignored(hooked_model)
+    assert adapter.family(embedded_model) == "tl3_bridge"
+    assert not adapter.capabilities(embedded_model).pattern_edit  # TL3 native attention ignores the edit
+    assert adapter.pattern_edits_ignored(embedded_model) and not adapter.pattern_edits_ignored(hooked_model)
 
 
 # ---- KV reuse helpers ---------------------------------------------------------------------------------
@@ -99,10 +99,10 @@ def test_a_patched_copy_equals_a_patched_full_forward(hooked_model):
             torch.testing.assert_close(copies.view(len(q), n_heads, -1)[:, head], ref, atol=TOL, rtol=0)
 
 
-def test_kv_helpers_refuse_a_bridge(icl_tiny_bridge):
+def test_kv_helpers_refuse_a_bridge(embedded_model):
     tokens = torch.ones(1, 4, dtype=torch.long)
     with pytest.raises(ModelStateError, match="HookedTransformer"):
-        adapter.prefix_cache(icl_tiny_bridge, tokens, torch.tensor([2]))
+        adapter.prefix_cache(embedded_model, tokens, torch.tensor([2]))
 
 
 # ---- mediation: the exact loop and transformer_lens.patching -------------------------------------------

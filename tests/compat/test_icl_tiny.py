@@ -42,47 +42,47 @@ def tl4_reference(tmp_path_factory):
     return ti.IndirectEffectResult.load(out / "ie"), ActivationSet.load(out / "acts")
 
 
-def test_icl_tiny_loads_as_bridge_and_hooked_transformer_with_the_same_function(icl_tiny_bridge, icl_tiny_hooked):
-    assert adapter.family(icl_tiny_bridge) == "tl3_bridge" and adapter.family(icl_tiny_hooked) == "tl3_hooked"
-    batch = ti.make_prompts("bitwise_xor", icl_tiny_bridge, n=6, n_shots=3, seed=0)
+def test_icl_tiny_loads_as_bridge_and_hooked_transformer_with_the_same_function(embedded_model, icl_tiny_hooked):
+    assert adapter.family(embedded_model) == "tl3_bridge" and adapter.family(icl_tiny_hooked) == "tl3_hooked"
+    batch = ti.make_prompts("bitwise_xor", embedded_model, n=6, n_shots=3, seed=0)
     assert torch.equal(batch.tokens, ti.make_prompts("bitwise_xor", icl_tiny_hooked, n=6, n_shots=3, seed=0).tokens)
     with torch.no_grad():
-        a, b = icl_tiny_bridge(batch.tokens), icl_tiny_hooked(batch.tokens)
+        a, b = embedded_model(batch.tokens), icl_tiny_hooked(batch.tokens)
     assert float((a - b).abs().max()) < 1e-4 * float(a.abs().max())
     rows = torch.arange(6)
     assert torch.equal(a[rows, batch.query_pos].argmax(-1), b[rows, batch.query_pos].argmax(-1))
 
 
-def test_fast_path_on_a_tl3_native_bridge_uses_the_mask_and_equals_the_loop(icl_tiny_bridge):
+def test_fast_path_on_a_tl3_native_bridge_uses_the_mask_and_equals_the_loop(embedded_model):
     kw = dict(n_mean=4, n_corrupted=4, n_shots=3, heads=[(0, 1), (2, 3), (3, 0), (3, 5)])
-    fast = ti.indirect_effect(icl_tiny_bridge, "bitwise_xor", method="fast", **kw)
-    naive = ti.indirect_effect(icl_tiny_bridge, "bitwise_xor", method="naive", **kw)
+    fast = ti.indirect_effect(embedded_model, "bitwise_xor", method="fast", **kw)
+    naive = ti.indirect_effect(embedded_model, "bitwise_xor", method="naive", **kw)
     assert fast.method == "fast"
     torch.testing.assert_close(fast.effects, naive.effects, atol=1e-5, rtol=0, equal_nan=True)
     assert float(naive.effects.nan_to_num().abs().max()) > 1e-3  # the heads do something here
 
 
-def test_a_pattern_edit_on_a_tl3_native_bridge_raises_instead_of_doing_nothing(icl_tiny_bridge):
+def test_a_pattern_edit_on_a_tl3_native_bridge_raises_instead_of_doing_nothing(embedded_model):
     from tlens_icl.engine import hooks
 
-    batch = ti.make_prompts("bitwise_xor", icl_tiny_bridge, n=2, n_shots=2, seed=0)
+    batch = ti.make_prompts("bitwise_xor", embedded_model, n=2, n_shots=2, seed=0)
     zero = [(hooks.pattern(layer), lambda p, hook: torch.zeros_like(p)) for layer in range(4)]
     with torch.no_grad():
-        plain = icl_tiny_bridge(batch.tokens)
-        with icl_tiny_bridge.hooks(fwd_hooks=zero):  # the trap, unguarded: the edit does nothing
-            assert torch.equal(icl_tiny_bridge(batch.tokens), plain)
-        with pytest.raises(ModelStateError, match="ignores hook_pattern edits"), hooks.checked_hooks(icl_tiny_bridge, zero):
-            icl_tiny_bridge(batch.tokens)
+        plain = embedded_model(batch.tokens)
+        with embedded_model.hooks(fwd_hooks=zero):  # the trap, unguarded: the edit does nothing
+            assert torch.equal(embedded_model(batch.tokens), plain)
+        with pytest.raises(ModelStateError, match="ignores hook_pattern edits"), hooks.checked_hooks(embedded_model, zero):
+            embedded_model(batch.tokens)
         seen = []
-        with hooks.checked_hooks(icl_tiny_bridge, [(hooks.pattern(0), lambda p, hook: seen.append(p.shape))]):
-            icl_tiny_bridge(batch.tokens)  # reading the pattern is fine
+        with hooks.checked_hooks(embedded_model, [(hooks.pattern(0), lambda p, hook: seen.append(p.shape))]):
+            embedded_model(batch.tokens)  # reading the pattern is fine
     assert seen
 
 
-def test_indirect_effects_equal_across_transformer_lens_majors(tl4_reference, icl_tiny_bridge, icl_tiny_hooked):
+def test_indirect_effects_equal_across_transformer_lens_majors(tl4_reference, embedded_model, icl_tiny_hooked):
     ref_ie, ref_acts = tl4_reference
     assert ref_ie.info["transformer_lens"].startswith("4.")
-    for model, tol in ((icl_tiny_bridge, 1e-5), (icl_tiny_hooked, 1e-4)):
+    for model, tol in ((embedded_model, 1e-5), (icl_tiny_hooked, 1e-4)):
         ie, acts = compute(model)
         assert ie.info["transformer_lens"].startswith("3.") and ie.tasks == ref_ie.tasks
         torch.testing.assert_close(ie.mean_z, ref_ie.mean_z, atol=tol, rtol=0)
