@@ -28,6 +28,20 @@ from tlens_icl.analyses.causal.patching import (
     activation_patching,
     head_patching,
 )
+from tlens_icl.analyses.heads.ablation import (
+    HeadAblationResult,
+    head_ablation,
+    random_heads,
+    select_heads,
+)
+from tlens_icl.analyses.heads.dynamics import HeadDynamicsResult, head_dynamics
+from tlens_icl.analyses.heads.overlap import HeadOverlapResult, head_overlap
+from tlens_icl.analyses.heads.scores import (
+    HeadScoresResult,
+    head_scores,
+    repeated_random_tokens,
+)
+from tlens_icl.analyses.heads.token_loss import TokenLossResult, token_loss_score
 from tlens_icl.analyses.representations.activations import (
     ActivationSet,
     collect_activations,
@@ -99,6 +113,9 @@ from tlens_icl.prompts.templates import ARROW, QA, PromptTemplate, register_temp
 from tlens_icl.tasks import Task, TaskItem, list_tasks, load_task, register_task
 
 __all__ = [
+    "HeadAblationResult", "HeadDynamicsResult", "HeadOverlapResult", "HeadScoresResult", "TokenLossResult",
+    "head_ablation", "head_dynamics", "head_overlap", "head_scores", "random_heads", "repeated_random_tokens",
+    "select_heads", "token_loss_score",
     "ActivationSet", "AttentionRatioResult", "DecodabilityResult", "HeadComparisonResult", "ProbeResult", "RSAResult",
     "attention_ratio", "collect_activations", "compare_heads", "concept_decodability", "hypothesis_rdm", "probe",
     "rdm", "rsa", "task_activations",

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from tlens_icl.cli.common import add_common
 
 #: Modules of ``tlens_icl.cli`` that register the subcommands of one analysis family.
-FAMILY_COMMANDS: list[str] = ["tlens_icl.cli.causal", "tlens_icl.cli.vectors", "tlens_icl.cli.representations"]
+FAMILY_COMMANDS: list[str] = ["tlens_icl.cli.causal", "tlens_icl.cli.vectors", "tlens_icl.cli.representations",
+                             "tlens_icl.cli.heads"]
 
 
 def _threads() -> None:

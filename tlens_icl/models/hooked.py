@@ -90,23 +90,25 @@ def hooked_state_dict(sd: dict[str, Tensor], cfg: Any) -> dict[str, Tensor]:
     return {k: v.float().contiguous() for k, v in out.items()}
 
 
-def load_hooked(path: str | Path, device: Any = None) -> Any:
+def load_hooked(path: str | Path, device: Any = None, step: int | None = None) -> Any:
     """A native checkpoint folder (``config.json``, ``model.safetensors``, ``tokenizer/``) as a HookedTransformer.
 
-    Returned in eval mode. Every weight is loaded (only buffers such as the causal mask and rotary tables
-    are computed), or this raises.
+    ``step``: a training checkpoint of the folder instead of the final weights. Returned in eval mode. Every
+    weight is loaded (only buffers such as the causal mask and rotary tables are computed), or this raises.
     """
     require_hooked_transformer_support()
     from safetensors.torch import load_file
     from transformer_lens import HookedTransformer
     from transformers import AutoTokenizer
 
+    from tlens_icl.models.embedded import _weights_file
+
     path = Path(path)
     with open(path / "config.json", encoding="utf-8") as f:
         cfg = hooked_config(json.load(f))
     tokenizer = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
     model = HookedTransformer(cfg, tokenizer=tokenizer)
-    missing, unexpected = model.load_state_dict(hooked_state_dict(load_file(str(path / "model.safetensors")), cfg),
+    missing, unexpected = model.load_state_dict(hooked_state_dict(load_file(str(_weights_file(path, step))), cfg),
                                                 strict=False)
     missing = [k for k in missing if not k.endswith((".mask", ".IGNORE", ".rotary_sin", ".rotary_cos"))]
     if missing or unexpected:
