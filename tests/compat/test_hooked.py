@@ -138,27 +138,38 @@ def test_mediation_equals_a_hand_written_loop(hooked_model, task_a):
 
 
 def test_head_patching_equals_transformer_lens_patching(hooked_model, task_a):
+    """Rows of different lengths (BPE): TL's by-pos sweep per row at its own query; all_pos and resid_pre batched."""
     import pandas as pd
 
     pairs = ti.make_prompt_pairs(task_a, hooked_model, n=3, n_shots=3, corruption="shuffled_labels", seed=0)
-    q, rows = pairs.corrupted.query_pos, torch.arange(3)
-    assert bool((q == q[0]).all())
+    q = pairs.corrupted.query_pos
+    assert len(set(q.tolist())) > 1
     n_layers, n_heads = hooked_model.cfg.n_layers, hooked_model.cfg.n_heads
-    cells = pd.DataFrame([(layer, int(q[0]), head) for layer in range(n_layers) for head in range(n_heads)],
-                         columns=["layer", "pos", "head"])
-    metric = lambda logits: logits[rows, q].softmax(-1)[rows, pairs.clean.answer_tokens].mean()  # noqa: E731
+
+    def metric_of(p):
+        rows = torch.arange(len(p))
+        return lambda logits: logits[rows, p.corrupted.query_pos].softmax(-1)[rows, p.clean.answer_tokens].mean()
+
+    def cache_of(p, suffix):
+        return hooked_model.run_with_cache(p.clean.tokens, names_filter=lambda n: n.endswith(suffix))[1]
+
+    by_pos = torch.zeros(n_layers, n_heads, len(pairs))
     with torch.no_grad():
-        _, cache = hooked_model.run_with_cache(pairs.clean.tokens, names_filter=lambda n: n.endswith("hook_z"))
-        by_pos = tl_patching.get_act_patch_attn_head_out_by_pos(
-            hooked_model, pairs.corrupted.tokens, cache, metric, index_axis_names=None, index_df=cells)
-        all_pos = tl_patching.get_act_patch_attn_head_out_all_pos(hooked_model, pairs.corrupted.tokens, cache, metric)
-    torch.testing.assert_close(ti.head_patching(hooked_model, pairs).patched().mean(-1),
-                               by_pos.reshape(n_layers, n_heads), atol=TOL, rtol=0)
+        for i in range(len(pairs)):
+            row = pairs.select([i])
+            cells = pd.DataFrame([(layer, int(q[i]), head) for layer in range(n_layers) for head in range(n_heads)],
+                                 columns=["layer", "pos", "head"])
+            by_pos[:, :, i] = tl_patching.get_act_patch_attn_head_out_by_pos(
+                hooked_model, row.corrupted.tokens, cache_of(row, "hook_z"), metric_of(row),
+                index_axis_names=None, index_df=cells).reshape(n_layers, n_heads)
+        all_pos = tl_patching.get_act_patch_attn_head_out_all_pos(hooked_model, pairs.corrupted.tokens,
+                                                                  cache_of(pairs, "hook_z"), metric_of(pairs))
+        resid = tl_patching.get_act_patch_resid_pre(hooked_model, pairs.corrupted.tokens,
+                                                    cache_of(pairs, "hook_resid_pre"), metric_of(pairs))
+    torch.testing.assert_close(ti.head_patching(hooked_model, pairs).patched(), by_pos, atol=TOL, rtol=0)
     torch.testing.assert_close(ti.head_patching(hooked_model, pairs, position="all").patched().mean(-1), all_pos,
                                atol=TOL, rtol=0)
-    _, cache = hooked_model.run_with_cache(pairs.clean.tokens, names_filter=lambda n: n.endswith("hook_resid_pre"))
-    torch.testing.assert_close(ti.activation_patching(hooked_model, pairs, site="resid_pre").patched().mean(-1),
-                               tl_patching.get_act_patch_resid_pre(hooked_model, pairs.corrupted.tokens, cache, metric),
+    torch.testing.assert_close(ti.activation_patching(hooked_model, pairs, site="resid_pre").patched().mean(-1), resid,
                                atol=TOL, rtol=0)
 
 
@@ -212,7 +223,7 @@ def test_function_vector_bias_on_a_bias_free_tl3_bridge(tokenizer):
     """TL3 bridges raise TypeError (not AttributeError) for b_O on bias-free attention; the adapter reads None."""
     from conftest import build_model  # tests/conftest.py (this folder's conftest is compat.conftest)
 
-    llama = build_model("llama", tokenizer)
+    llama = build_model("llama", tokenizer, biases=False)
     assert adapter.family(llama) == "tl3_bridge" and adapter.attn_output_bias(llama) is None
     mean_z = torch.randn(llama.cfg.n_layers, llama.cfg.n_heads, llama.cfg.d_head)
     with_bias = ti.function_vector_from_heads(llama, mean_z, [(0, 1)], include_bias=True)

@@ -36,7 +36,10 @@ def check_cache(cache: Any, batch: PromptBatch, model: Any = None) -> None:
         embed = cache_activation(cache, batch, "hook_embed").float()
         W_E = owner.W_E.detach()
         expected = W_E[batch.tokens.to(W_E.device)].float().to(embed.device)
-        if not bool((torch.nn.functional.cosine_similarity(embed, expected, dim=-1) > 0.999).all()):
+        zero = expected.norm(dim=-1) == 0  # e.g. a pad token whose embedding row is zero (HF padding_idx)
+        same = torch.where(zero, embed.norm(dim=-1) == 0,
+                           torch.nn.functional.cosine_similarity(embed, expected, dim=-1) > 0.999)
+        if not bool(same.all()):
             raise TlensICLError("The cache's hook_embed does not match the embeddings of batch.tokens: the cache "
                                 "was computed on other prompts.")
 
