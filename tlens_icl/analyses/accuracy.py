@@ -40,16 +40,10 @@ class AccuracyResult(Result):
         return self.correct.mean(-1)
 
     def ci(self, confidence: float = 0.95) -> tuple[Tensor, Tensor]:
-        """Clopper-Pearson interval of each cell's accuracy (scipy ``binomtest``)."""
-        from scipy.stats import binomtest
+        """Clopper-Pearson interval of each cell's accuracy."""
+        from tlens_icl.results.stats import clopper_pearson
 
-        n = self.correct.shape[-1]
-        k = self.correct.sum(-1).round().long()
-        lo, hi = torch.zeros(k.shape), torch.zeros(k.shape)
-        for idx in torch.cartesian_prod(*[torch.arange(s) for s in k.shape]).reshape(-1, k.dim()):
-            interval = binomtest(int(k[tuple(idx)]), n).proportion_ci(confidence)
-            lo[tuple(idx)], hi[tuple(idx)] = interval.low, interval.high
-        return lo, hi
+        return clopper_pearson(self.correct.sum(-1), self.correct.shape[-1], confidence)
 
     def to_dataframe(self) -> Any:
         import pandas as pd
@@ -68,12 +62,25 @@ class AccuracyResult(Result):
         return self.to_dataframe().pivot(index="task", columns="n_shots", values="accuracy")
 
     def summary(self) -> str:
-        return f"ICL accuracy on {len(self.tasks)} task(s), shots {list(self.n_shots)}, n={self.correct.shape[-1]}"
+        mean = ", ".join(f"{s}: {float(a):.2f}" for s, a in zip(self.n_shots, self.accuracy().mean(0)))
+        return (f"{self.title} of {self.model_name} on {len(self.tasks)} task(s), n={self.correct.shape[-1]} "
+                f"queries per cell; mean accuracy by shots {mean}")
 
     def plot(self, ax: Any = None) -> Any:
-        from tlens_icl.viz.plots import accuracy_curve
+        """Accuracy vs shots with Clopper-Pearson 95% CIs: one axes with a legend for up to 6 tasks, small
+        multiples (each with the mean over tasks as a dashed reference) for more."""
+        from tlens_icl.viz.plots import curves
 
-        return accuracy_curve(self, ax=ax)
+        if ax is not None and len(self.tasks) > 6:
+            raise ValueError("ax= is supported for up to 6 tasks (more tasks are drawn as small multiples).")
+        lo, hi = self.ci()
+        acc = self.accuracy()
+        n = self.correct.shape[-1]
+        fig = curves(self.n_shots, acc, lo, hi, self.tasks, xlabel="demonstrations (shots)", ylabel="top-1 accuracy",
+                     title=f"ICL accuracy vs number of demonstrations ({len(self.tasks)} tasks)",
+                     subtitle=self._subtitle(f"n={n} queries per task and shot count"),
+                     reference=(acc.mean(0).tolist(), "mean over all tasks") if len(self.tasks) > 1 else None, ax=ax)
+        return fig
 
 
 def icl_accuracy(

@@ -73,13 +73,21 @@ class IndirectEffectResult(HeadEffectViews, Result):
     def _stacked(self) -> tuple[Tensor, tuple[str, ...]]:
         return self.effects, self.tasks
 
+    def _n_prompts(self) -> str:
+        n = (~self.clean_metric.isnan()).sum(-1).tolist()
+        return f"n={n[0]}" if len(set(n)) == 1 else f"n={min(n)}-{max(n)}"
+
+    def _plot_context(self) -> str:
+        tasks = f"tasks {', '.join(self.tasks)}; " if 1 < len(self.tasks) <= 8 else ""
+        return (f"{tasks}corruption {self.corruption}, {self.n_shots} shots, metric {self.metric}; "
+                f"{self._n_prompts()} corrupted prompts per task")
+
     def summary(self) -> str:
-        top = ", ".join(f"{h}={float(self.mean()[h]):.3g}" for h in self.top_heads(5))
-        n = int((~self.clean_metric.isnan()).sum())
-        return (f"{self.title} [{self.method}] over {len(self.tasks)} task(s) {list(self.tasks)}, "
-                f"corruption={self.corruption}, metric={self.metric}, n={n} prompts; "
+        top = ", ".join(f"{h} {float(self.mean()[h]):.3g}" for h in self.top_heads(5))
+        return (f"{self.title} [{self.method}] of {self.model_name} over {len(self.tasks)} task(s) {list(self.tasks)}, "
+                f"corruption={self.corruption}, metric={self.metric}, {self._n_prompts()} prompts per task; "
                 f"clean {float(self.clean_metric.nanmean()):.3g}, corrupted {float(self.corrupted_metric.nanmean()):.3g}; "
-                f"top heads: {top}")
+                f"top heads (largest first): {top}")
 
 
 def indirect_effect(

@@ -173,7 +173,9 @@ class ActivationSet(Result):
         act = self.get(site)
         norms = act.norm(dim=-1).reshape(len(self), len(self.layers), -1).mean(-1)
         ys = {f"{s} shots": norms[idx].mean(0).tolist() for s, idx in self.shot_groups().items()}
-        return line_plot(self.layers, ys, xlabel="layer", ylabel=f"mean |{site}|", title=f"{site} at {self.position!r}", ax=ax)
+        return line_plot(self.layers, ys, xlabel="layer", ylabel=f"mean L2 norm of {site}", ax=ax,
+                         title=f"Activation norm per layer ({site} at {self.position!r})",
+                         subtitle=self._subtitle(f"{len(self)} rows, {len(set(self.tasks))} tasks"))
 
 
 # ---- collection ------------------------------------------------------------------------------------

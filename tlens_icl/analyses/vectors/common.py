@@ -279,19 +279,27 @@ class LayerSweepResult(Result):
     def summary(self) -> str:
         parts = [f"{s}: best layer {self.best_layer(s)} acc {float(self.accuracy()[i].max()):.2f} "
                  f"(baseline {float(self.baseline_accuracy()[i]):.2f})" for i, s in enumerate(self.settings)]
-        return f"{self.method} layer sweep on {self.task} - " + "; ".join(parts)
+        return (f"{self.method} layer sweep on {self.task} ({self.model_name}, n={self.correct.shape[-1]}) - "
+                + "; ".join(parts))
 
     def plot(self, ax: Any = None) -> Any:
+        """Accuracy vs injection layer per setting (Clopper-Pearson 95% bands), each setting's baseline
+        without the vector as a dashed line of the same colour."""
+        from tlens_icl.results.stats import clopper_pearson
         from tlens_icl.viz.plots import line_plot
 
-        ys = {s: self.accuracy()[i].tolist() for i, s in enumerate(self.settings)}
-        fig = line_plot(self.layers, ys, xlabel="injection layer (after block)", ylabel="top-1 accuracy",
-                        title=f"{self.method}: {self.task}", ax=ax)
-        ax = ax if ax is not None else fig.axes[0]
+        n = self.correct.shape[-1]
+        lo, hi = clopper_pearson(self.correct.sum(-1), n)
+        ys = {f"{s} + vector": self.accuracy()[i].tolist() for i, s in enumerate(self.settings)}
+        ci = {f"{s} + vector": (lo[i].tolist(), hi[i].tolist()) for i, s in enumerate(self.settings)}
+        fig = line_plot(self.layers, ys, xlabel="injection layer (vector added after block)", ylabel="top-1 accuracy",
+                        title=f"{self.method.replace('_', ' ').capitalize()} injected at each layer: {self.task}",
+                        subtitle=self._subtitle(f"n={n} held-out queries per setting"), ax=ax, ci=ci,
+                        ylim=(-0.02, 1.02))
+        ax = fig.axes[0] if ax is None else ax
         for i, s in enumerate(self.settings):
-            ax.axhline(float(self.baseline_accuracy()[i]), ls="--", lw=1, c=f"C{i}")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xticks(list(self.layers))
+            ax.axhline(float(self.baseline_accuracy()[i]), ls="--", lw=1.1, c=f"C{i}", label=f"{s}, no vector")
+        ax.legend(fontsize=7.5, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         return fig
 
 

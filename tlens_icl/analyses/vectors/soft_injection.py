@@ -67,22 +67,20 @@ class SoftInjection(VectorOps, Result):
     def summary(self) -> str:
         a = self.alpha
         top = torch.topk(a.flatten(), min(3, a.numel()))
-        heads = ", ".join(f"L{int(i) // a.shape[1]}H{int(i) % a.shape[1]}={float(v):.2f}" for v, i in zip(*top))
+        heads = ", ".join(f"L{int(i) // a.shape[1]}H{int(i) % a.shape[1]} {float(v):.2f}" for v, i in zip(*top))
         final = f", final loss {float(self.losses[-1]):.3f}" if self.losses.numel() else ""
-        return f"Soft injection for {self.task}: mean alpha {float(a.mean()):.2f}, top {heads}{final}"
+        return f"Soft injection for {self.task} ({self.model_name}): mean alpha {float(a.mean()):.2f}, top {heads}{final}"
 
     def plot(self, ax: Any = None) -> Any:
         """Layer x head heatmap of alpha on a fixed 0..1 scale (0 = head untouched, 1 = replaced)."""
-        from tlens_icl.viz.plots import _ax
+        from tlens_icl.viz.plots import head_heatmap
 
-        a = self.alpha
-        fig, ax = _ax(ax, (1 + 0.45 * a.shape[1], 1 + 0.4 * a.shape[0]))
-        im = ax.imshow(a.detach().cpu().numpy(), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-        ax.set_xlabel("head")
-        ax.set_ylabel("layer")
-        ax.set_title(f"soft injection alpha: {self.task}")
-        fig.colorbar(im, ax=ax, label="alpha")
-        return fig
+        a = self.alpha.detach().cpu()
+        steps = self.losses.numel()
+        loss = f", final loss {float(self.losses[-1]):.3g}" if steps else ""
+        return head_heatmap(a, title=f"Soft injection mixing weight alpha per head: {self.task}", ax=ax,
+                            cmap="viridis", vmin=0.0, vmax=1.0, label="alpha (0 = untouched, 1 = replaced)",
+                            subtitle=self._subtitle(f"{steps} training steps{loss}"))
 
 
 def soft_injection_hooks(
