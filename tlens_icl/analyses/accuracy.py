@@ -11,6 +11,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
+from tlens_icl.engine.progress import progress_bar
 from tlens_icl.engine.runs import query_logits
 from tlens_icl.engine.scoring import accepted_top1, prob
 from tlens_icl.models.loading import require_eval_mode
@@ -86,11 +87,12 @@ class AccuracyResult(Result):
 def icl_accuracy(
     model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_shots: Sequence[int] = (0, 1, 5, 10),
     n: int = 64, seed: int = 0, template: PromptTemplate | str | None = None, batch_size: int = 32,
-    demos_from: Task | str | None = None,
+    demos_from: Task | str | None = None, progress: bool | None = None,
 ) -> AccuracyResult:
     """Top-1 accuracy of the first answer token and mean P(answer) for each task and shot count.
 
     The same query items are used at every shot count (same seed), so the curve compares like with like.
+    ``progress``: a progress bar (``None``: only when interactive; see :mod:`tlens_icl.engine.progress`).
     """
     require_eval_mode(model, "icl_accuracy")
     task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
@@ -100,11 +102,12 @@ def icl_accuracy(
                 for s in shots] for t in task_list]
     correct = torch.zeros(len(task_list), len(shots), n)
     p_answer = torch.zeros_like(correct)
-    for i, row in enumerate(batches):
-        for j, batch in enumerate(row):
-            logits = query_logits(model, batch, batch_size=batch_size)
-            correct[i, j] = accepted_top1(logits, batch.accepted)
-            p_answer[i, j] = prob(logits, batch.answer_tokens)
+    cells = [(i, j) for i in range(len(batches)) for j in range(len(shots))]
+    for i, j in progress_bar(cells, enabled=progress, desc="ICL accuracy"):
+        batch = batches[i][j]
+        logits = query_logits(model, batch, batch_size=batch_size)
+        correct[i, j] = accepted_top1(logits, batch.accepted)
+        p_answer[i, j] = prob(logits, batch.answer_tokens)
     names = tuple(_task_name(t) for t in task_list)
     return AccuracyResult(correct, p_answer, names, shots, run_info(model, seed=seed, n=n))
 

@@ -182,7 +182,10 @@ class Result:
 def _table_html(df: Any, max_rows: int = 40) -> str:
     """A DataFrame as compact HTML (4 significant digits; long tables cut to ``max_rows``)."""
     more = len(df) - max_rows
-    html = df.head(max_rows).to_html(float_format=lambda x: f"{x:.4g}", na_rep="-", border=0)
+    import pandas as pd
+
+    plain_index = isinstance(df.index, pd.RangeIndex)
+    html = df.head(max_rows).to_html(float_format=lambda x: f"{x:.4g}", na_rep="-", border=0, index=not plain_index)
     return html + (f"<div style='color:#666;font-size:.85em'>... {more} more rows (see the CSV)</div>" if more > 0 else "")
 
 

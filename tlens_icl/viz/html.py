@@ -79,7 +79,8 @@ def role_tokens(str_tokens: Sequence[str], roles: Tensor | Sequence[int], *, leg
     for tok, r in zip(str_tokens, [int(x) for x in roles]):
         role = ROLES[r]
         text = _html.escape(tok.replace("\n", "\\n")) or "&nbsp;"
-        spans.append(f'<span class="tok" title="{role}" style="background:{ROLE_COLORS[role]}">{text}</span>')
+        spans.append(f'<span class="tok" title="{role}" style="background:{ROLE_COLORS[role]}">{text}</span>'
+                     + ("<br>" if tok.endswith("\n") else ""))  # one demonstration per line
     return (role_legend() if legend else "") + f'<div class="tokens">{"".join(spans)}</div>'
 
 

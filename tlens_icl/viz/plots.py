@@ -51,9 +51,13 @@ def _ax(ax: Any, figsize: tuple[float, float] = (5.6, 3.6)) -> tuple[Any, Any]:
 def set_titles(target: Any, title: str, subtitle: str = "") -> None:
     """A bold title and a smaller grey subtitle (model, corruption, n) on an axes or a whole figure."""
     if not hasattr(target, "set_title"):  # a Figure
+        import textwrap
+
         target.suptitle(title, fontsize=10.5, fontweight="bold")
         if subtitle:
-            target.supxlabel(subtitle, fontsize=8, color="0.35")
+            chars = max(60, int(target.get_figwidth() * 0.92 * 72 / (8 * 0.52)))
+            target.supxlabel("\n".join(textwrap.fill(p, chars) for p in subtitle.split("\n")), fontsize=8,
+                             color="0.35")
         return
     import textwrap
 
@@ -294,30 +298,31 @@ def sweep_panels(
     ``refs`` ([(y, label), ...]); ``best`` (an x value) is marked.
     """
     xs = [int(v) for v in x]
-    fig, axes = new_figure((0.6 + 3.6 * len(panels), 3.5), ncols=len(panels), squeeze=False, sharey=True)
+    fig, axes = new_figure((1.9 + 3.4 * len(panels), 3.6), ncols=len(panels), squeeze=False, sharey=True)
     ref_styles = [("--", "0.35"), (":", "C3"), ("-.", "C2")]
+    handles: dict[str, Any] = {}
     for ax, (name, p) in zip(axes[0], panels.items()):
-        for member, ys in p.get("lines", {}).items():
-            ax.plot(xs, list(ys), color="C0", alpha=0.25, lw=0.9)
-        if p.get("lines"):
-            ax.plot([], [], color="C0", alpha=0.35, lw=0.9, label=f"each task ({len(p['lines'])})")
+        for ys in p.get("lines", {}).values():
+            (h,) = ax.plot(xs, list(ys), color="C0", alpha=0.3, lw=0.9)
+            handles["each task"] = h
         if "mean_lo" in p:
-            ax.fill_between(xs, list(p["mean_lo"]), list(p["mean_hi"]), color="C0", alpha=0.18, lw=0, label=CI_LABEL)
-        ax.plot(xs, list(p["mean"]), color="C0", marker="o", ms=4.5, lw=2.2, label="mean over tasks")
+            handles[CI_LABEL + " of the mean"] = ax.fill_between(xs, list(p["mean_lo"]), list(p["mean_hi"]), color="C0",
+                                                                  alpha=0.18, lw=0)
+        (handles["mean over tasks"],) = ax.plot(xs, list(p["mean"]), color="C0", marker="o", ms=4.5, lw=2.2)
         for j, (y, label) in enumerate(p.get("refs", ())):
             ls, c = ref_styles[j % len(ref_styles)]
-            ax.axhline(y, ls=ls, color=c, lw=1.2, label=label)
+            handles[label] = ax.axhline(y, ls=ls, color=c, lw=1.2)
         if p.get("best") is not None:
             b = xs.index(int(p["best"]))
-            ax.plot([xs[b]], [list(p["mean"])[b]], marker="*", ms=13, color="C1", ls="", zorder=5,
-                    label=f"best: after block {xs[b]}")
+            (handles["best layer of the group"],) = ax.plot([xs[b]], [list(p["mean"])[b]], marker="*", ms=13, color="C1",
+                                                            ls="", zorder=5)
         ax.set_title(name, fontsize=9)
         integer_ticks(ax, "x", xs)
         ax.set_ylim(*ylim)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.25, lw=0.5)
-        ax.legend(fontsize=7, frameon=False, loc="best")
     axes[0][0].set_ylabel(ylabel)
+    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8, frameon=False)
     set_titles(fig, title, subtitle)
     return fig
 

@@ -128,7 +128,7 @@ class HeadPatchingResult(HeadEffectViews, Result):
 def head_patching(
     model: ModelLike, pairs: PromptPairBatch, *, metric: str | Metric = "prob", direction: str = "denoise",
     position: str = "query", method: str = "auto", heads: Sequence[Head | tuple[int, int]] | None = None,
-    batch_size: int = 16, progress: bool = False,
+    batch_size: int = 16, progress: bool | None = None,
 ) -> HeadPatchingResult:
     """Patch every attention head's output (``hook_z``) between the clean and corrupted runs.
 
@@ -236,7 +236,7 @@ class ActivationPatchingResult(Result):
 
 def activation_patching(
     model: ModelLike, pairs: PromptPairBatch, *, site: str = "resid_pre", metric: str | Metric = "prob",
-    direction: str = "denoise", batch_size: int = 16, progress: bool = False,
+    direction: str = "denoise", batch_size: int = 16, progress: bool | None = None,
 ) -> ActivationPatchingResult:
     """Patch ``site`` (``resid_pre``/``resid_post``/``attn_out``/``mlp_out``) at each layer and position.
 

@@ -179,7 +179,7 @@ def _region_name(region: Region) -> str:
 def attention_ratio(
     model: ModelLike, prompts: PromptBatch | Mapping[str, PromptBatch], *, relevant: Region = "meta:relevant",
     irrelevant: Region = "meta:distractors", layers: Sequence[int] | None = None, batch_size: int = 16,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> AttentionRatioResult:
     """Attention mass from the query position to ``relevant`` vs ``irrelevant`` tokens, per head and prompt.
 
@@ -192,7 +192,7 @@ def attention_ratio(
         :class:`AttentionRatioResult`; ``.ratio(condition)`` ``[layer, head]`` (higher = more relevant
         attention), ``.change(before, after)``.
     """
-    from tqdm.auto import tqdm
+    from tlens_icl.engine.progress import progress_bar
 
     require_eval_mode(model, "attention_ratio")
     named = {"prompts": prompts} if isinstance(prompts, PromptBatch) else dict(prompts)
@@ -212,7 +212,7 @@ def attention_ratio(
     rel_out, irr_out, conds = [], [], []
     for name, batch in named.items():
         rel_mask, irr_mask = masks[name]
-        for sl in tqdm(list(chunks(len(batch), batch_size)), disable=not progress, desc=name, leave=False):
+        for sl in progress_bar(list(chunks(len(batch), batch_size)), enabled=progress, desc=name):
             sub = batch.select(sl)
             width = sub.tokens.shape[1]
             got: dict[int, tuple[Tensor, Tensor]] = {}

@@ -188,7 +188,7 @@ def _unit_name(unit: Sequence[int]) -> str:
 
 def concept_decodability(
     acts: ActivationSet, *, site: str = "resid_post", label: str | Sequence[Any] = "task", k: int = 10,
-    metric: DistanceMetric = "cosine", n_shuffles: int = 5, seed: int = 0, progress: bool = False,
+    metric: DistanceMetric = "cosine", n_shuffles: int = 5, seed: int = 0, progress: bool | None = None,
 ) -> DecodabilityResult:
     """Leave-one-out kNN decodability of ``label`` (default: the task) from ``acts`` at ``site``.
 
@@ -202,7 +202,7 @@ def concept_decodability(
         k: neighbours (Han et al.: 10); metric: ``"cosine"`` or ``"euclidean"``.
         n_shuffles: label permutations for the shuffled-label control.
     """
-    from tqdm.auto import tqdm
+    from tlens_icl.engine.progress import progress_bar
 
     if metric not in ("cosine", "euclidean"):
         raise TlensICLError(f"metric must be 'cosine' or 'euclidean', got {metric!r}.")
@@ -219,7 +219,7 @@ def concept_decodability(
     shuffled = torch.zeros(len(groups), len(units))
     chance = torch.zeros(len(groups))
     row_labels = []
-    bar = tqdm(total=len(groups) * len(units), disable=not progress, desc="decodability", leave=False)
+    bar = progress_bar(total=len(groups) * len(units), enabled=progress, desc="decodability")
     for s, idx in enumerate(groups.values()):
         names = [all_labels[i] for i in idx.tolist()]
         y, _ = _encode(names)

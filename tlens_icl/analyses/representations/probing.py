@@ -144,7 +144,7 @@ def _unit_name(unit: Sequence[int]) -> str:
 
 def probe(
     acts: ActivationSet, target: str | Sequence[Any] = "task", *, site: str = "resid_post", kind: ProbeKind = "auto",
-    folds: int = 5, seed: int = 0, name: str | None = None, progress: bool = False,
+    folds: int = 5, seed: int = 0, name: str | None = None, progress: bool | None = None,
 ) -> ProbeResult:
     """Linear probes for ``target`` at every unit of ``site``, per shot count, with a control task.
 
@@ -159,7 +159,7 @@ def probe(
     Returns:
         :class:`ProbeResult`; higher score = more decodable, ``selectivity()`` = score - control.
     """
-    from tqdm.auto import tqdm
+    from tlens_icl.engine.progress import progress_bar
 
     values = acts.labels(target)
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
@@ -175,7 +175,7 @@ def probe(
     score = torch.zeros(len(groups), len(units))
     control = torch.zeros_like(score)
     chance = torch.zeros(len(groups))
-    bar = tqdm(total=len(groups) * len(units), disable=not progress, desc="probing", leave=False)
+    bar = progress_bar(total=len(groups) * len(units), enabled=progress, desc="probing")
     for s, idx in enumerate(groups.values()):
         rows = idx.numpy()
         y = y_all[rows]

@@ -199,7 +199,7 @@ def _hypothesis_matrix(acts: ActivationSet, spec: HypothesisSpec) -> Tensor:
 
 def rsa(
     acts: ActivationSet, hypotheses: Mapping[str, HypothesisSpec] | None = None, *, site: str = "resid_post",
-    metric: RDMMetric = "cosine", n_permutations: int = 1000, seed: int = 0, progress: bool = False,
+    metric: RDMMetric = "cosine", n_permutations: int = 1000, seed: int = 0, progress: bool | None = None,
 ) -> RSAResult:
     """RSA of every unit at ``site`` with each hypothesis, separately for each shot count.
 
@@ -216,7 +216,7 @@ def rsa(
         to the hypothesis.
     """
     from scipy.spatial.distance import pdist
-    from tqdm.auto import tqdm
+    from tlens_icl.engine.progress import progress_bar
 
     hyps = dict(hypotheses) if hypotheses is not None else {"task": "task"}
     if not hyps:
@@ -228,7 +228,7 @@ def rsa(
     rng = np.random.default_rng(seed)
     rho = torch.full((len(groups), len(hyps), len(units)), float("nan"))
     p = torch.full_like(rho, float("nan"))
-    for s, idx in enumerate(tqdm(list(groups.values()), disable=not progress, desc="rsa", leave=False)):
+    for s, idx in enumerate(progress_bar(list(groups.values()), enabled=progress, desc="rsa")):
         if len(idx) < 3:
             raise TlensICLError(f"RSA needs at least 3 prompts per shot count, got {len(idx)}.")
         ranks = [_standardized_ranks(pdist(values[idx, u].double().numpy(), metric=metric)) for u in range(len(units))]

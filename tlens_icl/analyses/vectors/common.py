@@ -306,10 +306,10 @@ class LayerSweepResult(Result):
 def sweep_layers(
     model: ModelLike, batches: dict[str, PromptBatch], make_hooks: Callable[[int, PromptBatch], list[Any]],
     layers: Sequence[int], *, method: str, task: str, info: dict[str, Any], batch_size: int = 32,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> LayerSweepResult:
     """Evaluate ``make_hooks(layer, chunk)`` at every layer on every named prompt batch."""
-    from tqdm.auto import tqdm
+    from tlens_icl.engine.progress import progress_bar
 
     n = {len(b) for b in batches.values()}
     if len(n) != 1:
@@ -321,7 +321,7 @@ def sweep_layers(
     cells = [(i, j) for i in range(len(settings)) for j in range(len(layers))]
     for i, s in enumerate(settings):
         base_c[i], base_p[i] = evaluate_intervention(model, batches[s], batch_size=batch_size)
-    for i, j in tqdm(cells, disable=not progress, desc=f"{method} sweep"):
+    for i, j in progress_bar(cells, enabled=progress, desc=f"{method} sweep"):
         L = layers[j]
         correct[i, j], p[i, j] = evaluate_intervention(
             model, batches[settings[i]], lambda sub, L=L: make_hooks(L, sub), batch_size=batch_size)

@@ -197,7 +197,7 @@ def compare_methods(
     fv_heads: Any = None, fv_k: int = 10, fv_corruption: str | dict[str, str] = "shuffled_labels",
     icv_strengths: Sequence[float] = (0.05, 0.1, 0.2, 0.5), icv_contrast: str = "pair", icv_direction: str = "pc1",
     soft_steps: int = 100, soft_lr: float = 0.2, template: PromptTemplate | str | None = None,
-    batch_size: int = 32, progress: bool = False,
+    batch_size: int = 32, progress: bool | None = None,
 ) -> ComparisonResult:
     """Zero-shot, ICL, function vector, task vector, ICV and soft injection on the same held-out items.
 
@@ -218,7 +218,7 @@ def compare_methods(
     Returns:
         :class:`ComparisonResult`; ``.table()`` / ``.table(filtered=True)`` give method x task accuracy.
     """
-    from tqdm.auto import tqdm
+    from tlens_icl.engine.progress import progress_bar
 
     require_eval_mode(model, "compare_methods")
     _validate(methods, fv_corruption, icv_contrast, icv_direction, n_test, n_fit)
@@ -238,7 +238,7 @@ def compare_methods(
     p = torch.zeros_like(correct)
     layer_acc = torch.full((len(SWEPT), len(task_list), n_layers), math.nan)
     chosen: dict[str, Any] = {}
-    for t, ((train, _), batches) in enumerate(tqdm(list(zip(splits, evals)), disable=not progress, desc="tasks")):
+    for t, ((train, _), batches) in enumerate(progress_bar(list(zip(splits, evals)), enabled=progress, desc="tasks")):
         name = usable[t].name
         for b, base in enumerate(BASELINES):
             correct[b, t], p[b, t] = evaluate_intervention(model, batches[base], batch_size=batch_size)

@@ -212,7 +212,7 @@ def function_vector_sweep(
     model: ModelLike, fv: FunctionVector | Tensor, task: Task | str, *, layers: Sequence[int] | None = None,
     settings: Sequence[str] = ("zero_shot", "shuffled_labels"), n: int = 64, n_shots: int = 10, seed: int = 0,
     coeff: float = 1.0, position: Position = "query", template: PromptTemplate | str | None = None,
-    demos_from: Task | str | None = None, batch_size: int = 32, progress: bool = False,
+    demos_from: Task | str | None = None, batch_size: int = 32, progress: bool | None = None,
 ) -> LayerSweepResult:
     """Accuracy with ``coeff * fv`` added after each block in ``layers``, per prompt setting.
 

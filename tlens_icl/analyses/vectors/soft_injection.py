@@ -120,14 +120,14 @@ def soft_injection(
     model: ModelLike, task: Task | str, *, n_embed: int = 32, n_shots: int = 10, n_train: int = 64,
     steps: int = 100, lr: float = 0.2, train_batch_size: int = 8, seed: int = 0,
     template: PromptTemplate | str | None = None, demos_from: Task | str | None = None, batch_size: int = 32,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> SoftInjection:
     """Task embeddings from ``n_embed`` ICL prompts; ``theta`` trained on ``n_train`` zero-shot prompts.
 
     Train on items disjoint from the evaluation items (``Task.split``). Adam, ``lr`` and ``steps`` as in
     the paper (0.2, 400 steps of batch 1); here minibatches of ``train_batch_size`` prompts.
     """
-    from tqdm.auto import tqdm
+    from tlens_icl.engine.progress import progress_bar
 
     require_eval_mode(model, "soft_injection")
     if steps < 0 or train_batch_size < 1:
@@ -140,7 +140,7 @@ def soft_injection(
     opt = torch.optim.Adam([theta], lr=lr)
     gen = torch.Generator().manual_seed(seed)
     losses = []
-    for _ in tqdm(range(steps), disable=not progress, desc="soft injection"):
+    for _ in progress_bar(range(steps), enabled=progress, desc="soft injection"):
         sub = train.select(torch.randperm(len(train), generator=gen)[:train_batch_size])
         with torch.enable_grad(), checked_hooks(model, soft_injection_hooks(model, si, query_pos=sub.query_pos,
                                                                             theta=theta)):

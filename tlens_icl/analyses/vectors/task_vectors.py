@@ -159,7 +159,7 @@ def patch_task_vector(
 
 def task_vector_sweep(
     model: ModelLike, tv: TaskVector, task: Task | str, *, layers: Sequence[int] | None = None, n: int = 64,
-    seed: int = 0, template: PromptTemplate | str | None = None, batch_size: int = 32, progress: bool = False,
+    seed: int = 0, template: PromptTemplate | str | None = None, batch_size: int = 32, progress: bool | None = None,
 ) -> LayerSweepResult:
     """Zero-shot accuracy of ``task`` with the task vector patched in at each layer (Hendel's layer sweep).
 
