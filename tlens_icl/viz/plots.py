@@ -10,9 +10,12 @@ returning it from a cell shows it exactly once.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Union
 
 from torch import Tensor
+
+#: A number in a signature (beartype does not treat int as float).
+Num = Union[float, int]
 
 #: Shown in every figure's legend for a shaded band or error bar.
 CI_LABEL = "95% CI"
@@ -29,7 +32,7 @@ def in_jupyter() -> bool:
     return shell is not None and hasattr(shell, "kernel")
 
 
-def new_figure(figsize: tuple[float, float] = (5.6, 3.6), nrows: int = 1, ncols: int = 1, **kwargs: Any
+def new_figure(figsize: tuple[Num, Num] = (5.6, 3.6), nrows: int = 1, ncols: int = 1, **kwargs: Any
                ) -> tuple[Any, Any]:
     """``plt.subplots`` with ``layout="constrained"``; in Jupyter the figure is detached from pyplot (it shows
     once, as the value of the cell that returns it, and is never re-drawn by the inline backend)."""
@@ -41,7 +44,7 @@ def new_figure(figsize: tuple[float, float] = (5.6, 3.6), nrows: int = 1, ncols:
     return fig, axes
 
 
-def _ax(ax: Any, figsize: tuple[float, float] = (5.6, 3.6)) -> tuple[Any, Any]:
+def _ax(ax: Any, figsize: tuple[Num, Num] = (5.6, 3.6)) -> tuple[Any, Any]:
     """``(figure, axes)``: the caller's axes, or a new constrained-layout figure."""
     if ax is None:
         return new_figure(figsize)
@@ -75,7 +78,7 @@ def set_titles(target: Any, title: str, subtitle: str = "") -> None:
 
 
 def integer_ticks(ax: Any, axis: str, values: Sequence[int], labels: Sequence[str] | None = None,
-                  fontsize: float | None = None) -> None:
+                  fontsize: Num | None = None) -> None:
     """One tick per value, labelled with the integer (or ``labels``)."""
     values = [int(v) for v in values]
     labels = [str(v) for v in values] if labels is None else list(labels)
@@ -97,10 +100,10 @@ def _legend(ax: Any, n_entries: int, **kwargs: Any) -> None:
 
 
 def line_plot(
-    x: Sequence[Any], ys: Mapping[str, Sequence[float]], *, xlabel: str, ylabel: str, title: str = "",
-    subtitle: str = "", ax: Any = None, ci: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
-    refs: Sequence[tuple[float, str]] = (), hline: float | None = None, hline_label: str = "",
-    ylim: tuple[float, float] | None = None, integer_x: bool = True, styles: Mapping[str, Mapping[str, Any]] | None = None,
+    x: Sequence[Any], ys: Mapping[str, Sequence[Num]], *, xlabel: str, ylabel: str, title: str = "",
+    subtitle: str = "", ax: Any = None, ci: Mapping[str, tuple[Sequence[Num], Sequence[Num]]] | None = None,
+    refs: Sequence[tuple[Num, str]] = (), hline: Num | None = None, hline_label: str = "",
+    ylim: tuple[Num, Num] | None = None, integer_x: bool = True, styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Any:
     """Lines with markers, one per entry of ``ys``; shaded ``ci`` bands; labelled horizontal ``refs``
     ``(y, label)`` (dashed, one colour each unless styled). ``x`` values are integer ticks unless
@@ -138,7 +141,7 @@ def line_plot(
 
 def head_heatmap(
     values: Tensor, *, title: str = "", subtitle: str = "", marked: Sequence[tuple[int, int]] = (), ax: Any = None,
-    cmap: str = "RdBu_r", label: str = "", vmin: float | None = None, vmax: float | None = None,
+    cmap: str = "RdBu_r", label: str = "", vmin: Num | None = None, vmax: Num | None = None,
     annotate: bool | None = None, layer_labels: Sequence[str] | None = None, marked_label: str = "",
     colorbar: bool = True,
 ) -> Any:
@@ -197,7 +200,7 @@ def head_heatmap(
 
 def heatmap_panels(
     panels: Mapping[str, Tensor], *, title: str, subtitle: str = "", label: str = "", cmap: str = "RdBu_r",
-    vmin: float | None = None, vmax: float | None = None, layer_labels: Sequence[str] | None = None,
+    vmin: Num | None = None, vmax: Num | None = None, layer_labels: Sequence[str] | None = None,
 ) -> Any:
     """Several layer x head maps side by side on one colour scale (e.g. one per condition or shot count)."""
     import numpy as np
@@ -227,8 +230,8 @@ def heatmap_panels(
 
 def curves(
     x: Sequence[int], values: Tensor, lo: Tensor | None, hi: Tensor | None, names: Sequence[str], *, xlabel: str,
-    ylabel: str, title: str, subtitle: str = "", ylim: tuple[float, float] = (-0.02, 1.02), max_lines: int = 6,
-    reference: tuple[Sequence[float], str] | None = None, ncols: int = 4, ax: Any = None,
+    ylabel: str, title: str, subtitle: str = "", ylim: tuple[Num, Num] = (-0.02, 1.02), max_lines: int = 6,
+    reference: tuple[Sequence[Num], str] | None = None, ncols: int = 4, ax: Any = None,
 ) -> Any:
     """``values[i]`` against ``x`` for every name, with CI bands/bars.
 
@@ -289,7 +292,7 @@ def curves(
 
 def sweep_panels(
     x: Sequence[int], panels: Mapping[str, Mapping[str, Any]], *, xlabel: str, ylabel: str, title: str,
-    subtitle: str = "", ylim: tuple[float, float] = (-0.02, 1.02),
+    subtitle: str = "", ylim: tuple[Num, Num] = (-0.02, 1.02),
 ) -> Any:
     """One panel per group: a thin line per member, the group mean (bold, with ``mean_lo``/``mean_hi`` band),
     and labelled horizontal references.
@@ -329,7 +332,7 @@ def sweep_panels(
 
 def grouped_bars(
     groups: Sequence[str], series: Sequence[str], means: Tensor, lo: Tensor | None = None, hi: Tensor | None = None, *,
-    ylabel: str, title: str, subtitle: str = "", ylim: tuple[float, float] = (0.0, 1.05), ax: Any = None,
+    ylabel: str, title: str, subtitle: str = "", ylim: tuple[Num, Num] = (0.0, 1.05), ax: Any = None,
 ) -> Any:
     """Bars ``means[s, g]`` for each series ``s`` within each group ``g``, with error bars ``[lo, hi]``."""
     import numpy as np

@@ -93,6 +93,13 @@ class HeadComparisonResult(Result):
                                                         f"(chance {self.expected[self.ks.index(k)]:.2f})"))
 
 
+def _info(*sources: Any) -> dict[str, Any]:
+    """Provenance, with the model of the first source result that records one (for titles)."""
+    info = run_info(None)
+    model = next((s.info.get("model") for s in sources if isinstance(getattr(s, "info", None), dict)), None)
+    return {**info, "model": model} if model else info
+
+
 def compare_heads(
     causal: Any, representational: Any, *, ks: Sequence[int] = (1, 3, 5, 10), causal_name: str = "AIE",
     representational_name: str = "RSA",
@@ -118,8 +125,7 @@ def compare_heads(
     return HeadComparisonResult(
         causal=a, representational=b, ks=ks, overlap=overlap, expected=tuple(k * k / n for k in ks),
         spearman=float(res.statistic), p=float(res.pvalue), causal_name=causal_name,
-        representational_name=representational_name,
-        info=run_info(None, model=(getattr(causal, "info", None) or getattr(representational, "info", None) or {}).get("model")),
+        representational_name=representational_name, info=_info(causal, representational),
     )
 
 
