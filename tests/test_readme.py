@@ -1,0 +1,83 @@
+"""Every code block of README.md runs as written, in order, on the embedded model.
+
+Python blocks run in one shared namespace (like a notebook). A block whose first line is
+``# needs: <model>`` runs only where ``tlens_icl.load_model(<model>)`` succeeds, and is reported as skipped
+otherwise. In bash blocks every ``tlens-icl ...`` line runs through the CLI's ``main`` (exit code 0); the
+two install commands at the top are CI itself (``.ci/run`` runs the test command verbatim, checked in
+tests/test_notebooks.py) and the main job they start is ``tests/test_pipeline.py``. Everything runs in a
+temporary folder, so the README's ``outputs/...`` paths are created there.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import warnings
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
+NEEDS = re.compile(r"^#\s*needs:\s*(\S+)")
+
+
+def blocks(language: str) -> list[tuple[int, str]]:
+    """``(line number, code)`` of every fenced block in ``language``."""
+    text = README.read_text(encoding="utf-8")
+    return [(text[: m.start()].count("\n") + 1, m.group(2)) for m in FENCE.finditer(text) if m.group(1) == language]
+
+
+def _model_loads(name: str) -> bool:
+    import tlens_icl
+
+    try:
+        tlens_icl.load_model(name)
+    except Exception:  # noqa: BLE001 - any failure means "not available here"
+        return False
+    return True
+
+
+def test_readme_has_python_and_cli_blocks():
+    assert len(blocks("python")) >= 6 and len(blocks("bash")) >= 3
+
+
+def test_every_python_block_runs(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__readme__"}
+    skipped = []
+    for line, code in blocks("python"):
+        need = NEEDS.match(code.lstrip())
+        if need and not _model_loads(need.group(1)):
+            skipped.append(f"README.md:{line} needs {need.group(1)}")
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                exec(compile(code, f"README.md:{line}", "exec"), namespace)
+        except Exception as e:  # noqa: BLE001 - report which block failed
+            pytest.fail(f"the README block at line {line} failed: {type(e).__name__}: {e}")
+        finally:
+            plt.close("all")
+    if skipped:
+        warnings.warn("README blocks not run here: " + "; ".join(skipped), stacklevel=1)
+
+
+def test_every_cli_line_runs(tmp_path, monkeypatch, capsys):
+    from tlens_icl.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    lines = [(line, cmd) for line, code in blocks("bash") for cmd in code.splitlines()
+             if cmd.startswith("tlens-icl ")]
+    assert len(lines) >= 8
+    for line, cmd in lines:
+        argv = shlex.split(cmd.split("  #")[0].split(" # ")[0])[1:]
+        code = main(argv)
+        out = capsys.readouterr()
+        assert code == 0, f"README.md:{line}: `{cmd}` exited {code}: {out.err[-500:]}"
+        assert "nan" not in out.out.split(), f"README.md:{line}: `{cmd}` printed nan"
