@@ -66,6 +66,20 @@ def test_every_python_block_runs(tmp_path, monkeypatch):
             plt.close("all")
     if skipped:
         warnings.warn("README blocks not run here: " + "; ".join(skipped), stacklevel=1)
+    check_readme_claims(namespace)
+
+
+def check_readme_claims(ns: dict) -> None:
+    """What the README's comments say about outputs is what the code returns."""
+    model, aie = ns["model"], ns["aie"]
+    top, mean = aie.top_heads(4), aie.mean()
+    assert all(float(mean[a]) >= float(mean[b]) for a, b in zip(top, top[1:]))          # "largest AIE first"
+    decoded = ns["fv"].decode(model, 5)
+    assert len(decoded) == 5 and all(isinstance(t, str) and isinstance(x, float) for t, x in decoded)
+    assert model.to_string(ns["ids"][0]) == "<bos> cat -> CAT"                            # the quoted generation
+    assert ns["combined"].task == "uppercase+capitalize"
+    assert list(ns["lo"].shape) == list(ns["hi"].shape) == list(mean.shape) == [4, 8]
+    assert len(repr(ns["acc"]).splitlines()) <= 4 and "tensor(" not in repr(ns["acc"])      # "a compact repr"
 
 
 def test_every_cli_line_runs(tmp_path, monkeypatch, capsys):

@@ -3,8 +3,8 @@
 Conventions every figure follows: ``layout="constrained"`` (a plain ``savefig`` never clips labels), a
 title that says what is shown and a grey subtitle with the model, corruption and ``n``, integer ticks for
 layers, heads and shot counts (every head labelled), a legend for every line and reference line, and
-confidence intervals wherever the caller has them. In Jupyter a new figure is detached from pyplot, so
-returning it from a cell shows it exactly once.
+confidence intervals wherever the caller has them. In Jupyter a figure returned as a cell's value is shown
+exactly once (not a second time by the inline backend).
 """
 
 from __future__ import annotations
@@ -32,16 +32,46 @@ def in_jupyter() -> bool:
     return shell is not None and hasattr(shell, "kernel")
 
 
+def _figure_class() -> Any:
+    """A ``Figure`` that Jupyter shows exactly once: as a cell's value it displays itself and leaves pyplot, so
+    the inline backend does not draw it a second time; assigned (``fig = res.plot()``) or silenced with ``;``
+    it is drawn by the inline backend as usual."""
+    from matplotlib.figure import Figure
+
+    class ResultFigure(Figure):
+        def _ipython_display_(self) -> None:
+            import io
+
+            import matplotlib.pyplot as plt
+            from IPython.display import Image, display
+
+            if not in_jupyter():
+                display({"text/plain": repr(self)}, raw=True)
+                return
+            plt.close(self)
+            buf = io.BytesIO()
+            self.savefig(buf, format="png", dpi=100)
+            display(Image(data=buf.getvalue(), format="png"))
+
+    return ResultFigure
+
+
 def new_figure(figsize: tuple[Num, Num] = (5.6, 3.6), nrows: int = 1, ncols: int = 1, **kwargs: Any
                ) -> tuple[Any, Any]:
-    """``plt.subplots`` with ``layout="constrained"``; in Jupyter the figure is detached from pyplot (it shows
-    once, as the value of the cell that returns it, and is never re-drawn by the inline backend)."""
+    """``plt.subplots`` with ``layout="constrained"``; in Jupyter the figure is shown once (see
+    :func:`_figure_class`)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", **kwargs)
-    if in_jupyter():
-        plt.close(fig)
-    return fig, axes
+    return plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", FigureClass=_FIGURE(), **kwargs)
+
+
+_FIGURE_CLASS: list[Any] = []
+
+
+def _FIGURE() -> Any:  # noqa: N802 - one class per process (pickling and isinstance stay consistent)
+    if not _FIGURE_CLASS:
+        _FIGURE_CLASS.append(_figure_class())
+    return _FIGURE_CLASS[0]
 
 
 def _ax(ax: Any, figsize: tuple[Num, Num] = (5.6, 3.6)) -> tuple[Any, Any]:
@@ -337,7 +367,7 @@ def grouped_bars(
     """Bars ``means[s, g]`` for each series ``s`` within each group ``g``, with error bars ``[lo, hi]``."""
     import numpy as np
 
-    fig, ax = _ax(ax, (max(6.0, 2.4 + 0.3 * len(series) * len(groups)), 3.9))
+    fig, ax = _ax(ax, (min(14.0, max(6.0, 2.4 + 0.3 * len(series) * len(groups))), 3.9))
     m = means.detach().float().cpu().numpy()
     width = 0.8 / len(series)
     for i, name in enumerate(series):

@@ -292,7 +292,8 @@ class LayerSweepResult(Result):
         lo, hi = clopper_pearson(self.correct.sum(-1), n)
         ys = {f"{s} + vector": self.accuracy()[i].tolist() for i, s in enumerate(self.settings)}
         ci = {f"{s} + vector": (lo[i].tolist(), hi[i].tolist()) for i, s in enumerate(self.settings)}
-        fig = line_plot(self.layers, ys, xlabel="injection layer (vector added after block)", ylabel="top-1 accuracy",
+        how = "residual after block replaced by the vector" if self.method == "task_vector" else "vector added after block"
+        fig = line_plot(self.layers, ys, xlabel=f"injection layer ({how})", ylabel="top-1 accuracy",
                         title=f"{self.method.replace('_', ' ').capitalize()} injected at each layer: {self.task}",
                         subtitle=self._subtitle(f"n={n} held-out queries per setting"), ax=ax, ci=ci,
                         ylim=(-0.02, 1.02))

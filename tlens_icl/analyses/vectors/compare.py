@@ -147,7 +147,8 @@ class ComparisonResult(Result):
         return line_plot(range(acc.shape[-1]), ys, xlabel="injection layer (after block)",
                          ylabel="accuracy on train queries", ax=ax, ylim=(-0.02, 1.02),
                          title="Layer selection for the swept methods (mean over tasks)",
-                         subtitle=self._subtitle("zero-shot prompts of train queries; the best layer is used on test"))
+                         subtitle=self._subtitle(f"n={self.info.get('n_fit', '?')} zero-shot prompts of train queries "
+                                                 "per task (at most); the best layer is used on test"))
 
     def figures(self, **plot_kwargs: Any) -> dict[str, Any]:
         return {"all": self.plot(filtered=False), "icl_correct": self.plot(filtered=True), "layers": self.plot_layers()}
