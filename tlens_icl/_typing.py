@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from transformer_lens.model_protocol import TransformerLensModel
 
-#: Any object satisfying TransformerLens's structural model protocol (a ``TransformerBridge``,
-#: or another project's wrapper). tlens_icl never subclasses TransformerLens classes.
+@runtime_checkable
+class TransformerLensModel(Protocol):
+    """What tlens_icl needs from a model: TransformerLens's structural model surface.
+
+    The same members as ``transformer_lens.model_protocol.TransformerLensModel`` (TransformerLens 4),
+    defined here because TransformerLens 3 has no such module. A ``TransformerBridge`` (3.x and 4.x),
+    a TransformerLens 3 ``HookedTransformer`` and another project's wrapper all satisfy it.
+    Model-family differences are handled in :mod:`tlens_icl.models.adapter`.
+    """
+
+    @property
+    def cfg(self) -> Any: ...
+
+    def run_with_cache(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def run_with_hooks(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def to_tokens(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+#: Any object satisfying :class:`TransformerLensModel`. tlens_icl never subclasses TransformerLens classes.
 ModelLike = TransformerLensModel
 
 

@@ -29,7 +29,8 @@ from tlens_icl.cli.common import (
 from tlens_icl.tasks import CATEGORIES  # light: the task module imports no torch
 
 #: Modules of ``tlens_icl.cli`` that register the subcommands of one analysis family.
-FAMILY_COMMANDS: list[str] = ["tlens_icl.cli.causal", "tlens_icl.cli.vectors", "tlens_icl.cli.representations"]
+FAMILY_COMMANDS: list[str] = ["tlens_icl.cli.causal", "tlens_icl.cli.vectors", "tlens_icl.cli.representations",
+                             "tlens_icl.cli.heads"]
 
 EPILOG = """examples:
   tlens-icl tasks --category bitwise

@@ -62,13 +62,16 @@ def _is_cached(name: str) -> bool:
         return False
 
 
-def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dtype: Any = None) -> ModelLike:
+def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dtype: Any = None,
+               step: int | None = None) -> ModelLike:
     """Load a model as a TransformerLens bridge in evaluation mode.
 
     Args:
-        name_or_path: an embedded model name (see :func:`list_models`), a local folder saved with
-            ``save_pretrained``, a Hugging Face hub name, or an already-built bridge (returned as is,
-            after an eval-mode check).
+        name_or_path: an embedded model name (see :func:`list_models`; ``"icl-tiny@300"`` is its training
+            checkpoint at step 300), a folder written by the embedded training script, a local folder
+            saved with ``save_pretrained``, a Hugging Face hub name, or an already-built bridge (returned
+            as is, after an eval-mode check).
+        step: a training checkpoint of an embedded model or training-script folder (same as ``@step``).
         device: torch device for HF models (default: TransformerLens's choice).
         dtype: torch dtype for HF models.
 
@@ -79,12 +82,32 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
         require_eval_mode(name_or_path, "load_model")
         return name_or_path
     name = str(name_or_path)
-    from tlens_icl.models.embedded import EMBEDDED_MODELS, load_embedded
+    from tlens_icl.models.embedded import (
+        EMBEDDED_MODELS,
+        _load_dir,
+        is_model_dir,
+        load_embedded,
+        read_card,
+    )
 
+    base, at, tail = name.rpartition("@")
+    if at and base in EMBEDDED_MODELS:
+        if not tail.isdigit():
+            raise ModelStateError(f"Expected NAME@STEP with an integer step, got {name!r}.")
+        if step is not None and int(tail) != step:
+            raise ModelStateError(f"{name!r} and step={step} disagree.")
+        name, step = base, int(tail)
     if name in EMBEDDED_MODELS:
-        model = load_embedded(name, device=device)
-        _MODEL_META[model] = {"name": name, **{k: v for k, v in EMBEDDED_MODELS[name].items() if k != "path"}}
+        model = load_embedded(name, device=device, step=step)
+        _MODEL_META[model] = {"name": name, "step": step,
+                              **{k: v for k, v in EMBEDDED_MODELS[name].items() if k != "path"}}
         return model
+    if is_model_dir(name):
+        model = _load_dir(name, name=name, device=device, step=step)
+        _MODEL_META[model] = {**read_card(name), "name": name, "path": name, "step": step}
+        return model
+    if step is not None:
+        raise ModelStateError(f"step= applies to embedded models and training-script folders, not {name!r}.")
     from transformer_lens import TransformerBridge
 
     local = Path(name).expanduser()

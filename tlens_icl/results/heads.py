@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+import hashlib
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from tlens_icl._typing import Head
 from tlens_icl.errors import TlensICLError
+
+
+def derive_generator(seed: int, *labels: object) -> torch.Generator:
+    """A CPU generator keyed on ``seed`` and ``labels`` (SHA-256, stable across processes and TL majors).
+
+    The same derivation as TransformerLens 4's ``utilities.statistics.derive_generator`` (absent in
+    TransformerLens 3), so bootstrap intervals are identical under both.
+    """
+    key = ":".join([str(seed), *(str(label) for label in labels)]).encode()
+    derived = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & 0x7FFFFFFFFFFFFFFF
+    return torch.Generator(device="cpu").manual_seed(derived)
 
 
 def bootstrap_ci(
@@ -19,8 +32,6 @@ def bootstrap_ci(
 
     An example slot that is NaN in every cell (padding after ``filter_correct``) is not resampled.
     """
-    from transformer_lens.utilities.statistics import derive_generator
-
     if not 0.0 < confidence < 1.0:
         raise TlensICLError(f"confidence must be in (0, 1), got {confidence}.")
     gen = derive_generator(seed, "tlens_icl.bootstrap")

@@ -49,13 +49,60 @@ def load_heldout(name: str = DEFAULT_MODEL) -> dict[str, Any]:
         return json.load(f)
 
 
-def load_embedded(name: str = DEFAULT_MODEL, device: Any = None):
-    """Load an embedded model as a ``TransformerBridge`` in eval mode (fp32 weights), offline."""
-    return _load_dir(embedded_model_path(name), name=name, device=device)
+def load_embedded(name: str = DEFAULT_MODEL, device: Any = None, step: int | None = None):
+    """Load an embedded model as a ``TransformerBridge`` in eval mode (fp32 weights), offline.
+
+    ``step``: a training checkpoint (see :func:`checkpoint_steps`) instead of the final weights.
+    """
+    return _load_dir(embedded_model_path(name), name=name, device=device, step=step)
 
 
-def _load_dir(path: Any, name: str = "embedded", device: Any = None):
-    """Load a model directory written by ``python -m tlens_icl.models.embedded.train``."""
+def is_model_dir(path: Any) -> bool:
+    """True for a folder written by the training script (``card.json``, ``config.json``, ``tokenizer/``)."""
+    p = Path(path)
+    return (p / "card.json").is_file() and (p / "config.json").is_file() and (p / "tokenizer").is_dir()
+
+
+def read_card(path: Any) -> dict[str, Any]:
+    with open(Path(path) / "card.json", encoding="utf-8") as f:
+        card = json.load(f)
+    card.setdefault("default_template", "arrow")
+    return card
+
+
+def checkpoint_index(path: Any) -> dict[str, Any]:
+    """``checkpoints/index.json`` of a model folder: steps, files and each one's logged held-out accuracy."""
+    f = Path(path) / "checkpoints" / "index.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"{Path(path)} has no training checkpoints (no checkpoints/index.json); retrain with "
+                                "python -m tlens_icl.models.embedded.train to keep them.")
+    with open(f, encoding="utf-8") as fh:
+        index = json.load(fh)
+    if not isinstance(index.get("checkpoints"), list) or not all("step" in c and "file" in c for c in index["checkpoints"]):
+        raise ValueError(f"{f} is not a checkpoint index (needs a 'checkpoints' list of {{step, file}}).")
+    return index
+
+
+def checkpoint_steps(name_or_path: Any = DEFAULT_MODEL) -> list[int]:
+    """Training steps with kept weights (the last is the final model); [] when none were kept."""
+    path = embedded_model_path(name_or_path) if str(name_or_path) in EMBEDDED_MODELS else Path(name_or_path)
+    try:
+        return [int(c["step"]) for c in checkpoint_index(path)["checkpoints"]]
+    except FileNotFoundError:
+        return []
+
+
+def _weights_file(path: Path, step: int | None) -> Path:
+    if step is None:
+        return path / "model.safetensors"
+    entries = {int(c["step"]): c["file"] for c in checkpoint_index(path)["checkpoints"]}
+    if int(step) not in entries:
+        raise KeyError(f"No checkpoint at step {step} in {path}; available steps: {sorted(entries)}.")
+    return path / entries[int(step)]
+
+
+def _load_dir(path: Any, name: str = "embedded", device: Any = None, step: int | None = None):
+    """Load a model directory written by ``python -m tlens_icl.models.embedded.train`` (final or ``step``)."""
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -72,11 +119,12 @@ def _load_dir(path: Any, name: str = "embedded", device: Any = None):
     cfg.positional_embedding_type = pos  # not a constructor argument in TransformerLens 4.3
     tokenizer = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
     model = TransformerBridge.boot_native(cfg, tokenizer=tokenizer, model_name=name)
-    state = {k: v.to(torch.float32) for k, v in load_file(str(path / "model.safetensors")).items()}
+    state = {k: v.to(torch.float32) for k, v in load_file(str(_weights_file(path, step))).items()}
     model.load_state_dict(state, strict=True)
     if device is not None:
         model = model.to(device)
     return model.eval()
 
 
-__all__ = ["DEFAULT_MODEL", "EMBEDDED_MODELS", "embedded_model_path", "load_embedded", "load_heldout"]
+__all__ = ["DEFAULT_MODEL", "EMBEDDED_MODELS", "checkpoint_index", "checkpoint_steps", "embedded_model_path",
+           "is_model_dir", "load_embedded", "load_heldout", "read_card"]

@@ -2,12 +2,19 @@
 
     python -m tlens_icl.models.embedded.train                 # rebuilds tlens_icl/models/embedded/icl-tiny
     python -m tlens_icl.models.embedded.train --out /tmp/m --steps 600 --quick
+    python -m tlens_icl.models.embedded.train --out /tmp/m --steps 60 --checkpoints 20,40 --eval-prompts 8
 
 Seeded and deterministic for a given number of threads (floating-point summation order
 depends on it). Shows a tqdm bar, logs the training loss and per-task held-out accuracy at
 0 and 8 shots to stdout and to ``<out>/train_log.jsonl``, and writes ``model.safetensors``
 (fp16 when that leaves held-out accuracy unchanged), ``config.json``, ``tokenizer/``,
 ``heldout.json`` and ``card.json`` (with the measured accuracy at 0/1/2/4/8 shots).
+
+Training checkpoints (``--checkpoints``, default :data:`DEFAULT_CHECKPOINTS`): the weights at each
+listed step go to ``checkpoints/step_NNNNNN.safetensors`` (float16, bridge names), and
+``checkpoints/index.json`` records each one's held-out accuracy at 0 and 8 shots measured on exactly
+those saved weights through the bridge (:func:`checkpoint_accuracy`), so a loaded checkpoint
+(``load_model("icl-tiny@300")``) reproduces its logged numbers. The final model is the last entry.
 
 The model is trained as the raw TransformerLens ``NativeModel`` (no hook wrappers, about
 twice as fast) and saved under the ``TransformerBridge`` state-dict names.
@@ -57,6 +64,11 @@ HELDOUT_POLICY = {
              "(training episodes come from one seeded stream; evaluation seeds are separate)."),
 }
 EVAL_SHOTS = [0, 1, 2, 4, 8]
+#: Steps whose weights are kept (float16, ~2.6 MB each): dense early, where in-context learning forms.
+DEFAULT_CHECKPOINTS = (50, 100, 150, 200, 300, 500, 1000, 2000)
+QUICK_CHECKPOINTS = (50, 100, 200)
+CHECKPOINT_SHOTS = (0, 8)
+CHECKPOINT_SEED_OFFSET = 29
 EVAL_SEED = 1_000_003  # evaluation prompt seeds are EVAL_SEED + offsets; training uses --seed streams
 
 
@@ -84,6 +96,12 @@ def _parse(argv=None):
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--eval-prompts", type=int, default=200, help="held-out prompts per task and shot count (final card)")
+    p.add_argument("--checkpoints", default=None,
+                   help="comma-separated steps whose weights are kept in <out>/checkpoints (default: "
+                        f"{','.join(map(str, DEFAULT_CHECKPOINTS))}; with --quick {','.join(map(str, QUICK_CHECKPOINTS))}; "
+                        "'' for none); steps >= --steps are dropped")
+    p.add_argument("--checkpoint-prompts", type=int, default=None,
+                   help="held-out prompts per task and shot count for each checkpoint's logged accuracy (default 64, quick 16)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
@@ -91,6 +109,14 @@ def _parse(argv=None):
         args.eval_every = min(args.eval_every, 100)
         args.eval_prompts = min(args.eval_prompts, 50)
         args.warmup = min(args.warmup, 50)
+    if args.checkpoints is None:
+        args.checkpoints = ",".join(map(str, QUICK_CHECKPOINTS if args.quick else DEFAULT_CHECKPOINTS))
+    args.checkpoint_steps = sorted({int(x) for x in args.checkpoints.split(",") if x.strip()})
+    if any(c < 1 for c in args.checkpoint_steps):
+        p.error("--checkpoints must be positive steps")
+    args.checkpoint_steps = [c for c in args.checkpoint_steps if c < args.steps]
+    if args.checkpoint_prompts is None:
+        args.checkpoint_prompts = 16 if args.quick else 64
     return args
 
 
@@ -246,6 +272,32 @@ def heldout_accuracy(forward, tok, tasks: list[TaskData], shots_list, n: int, se
     return res
 
 
+def checkpoint_accuracy(bridge, tok, tasks: list[TaskData], n: int) -> dict[str, dict[int, float]]:
+    """The accuracy logged for a checkpoint: held-out, 0 and 8 shots, through the bridge (as loaded)."""
+    return heldout_accuracy(lambda toks: bridge(toks), tok, tasks, list(CHECKPOINT_SHOTS), n,
+                            seed=EVAL_SEED + CHECKPOINT_SEED_OFFSET)
+
+
+def save_checkpoint(out: Path, step: int, state: dict, bridge, tok, tasks: list[TaskData], n: int,
+                    file: str | None = None) -> dict:
+    """Write the float16 weights of ``step`` (unless ``file`` names weights already saved) and measure them."""
+    import torch
+    from safetensors.torch import save_file
+
+    ckpt_dir = out / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if file is None:
+        file = f"checkpoints/step_{step:06d}.safetensors"
+        half = {k: v.detach().to(torch.float16).contiguous() for k, v in state.items()}
+        save_file(half, str(out / file), metadata={"format": "pt", "dtype": "float16", "step": str(step)})
+        os.chmod(out / file, 0o644)
+        state = half
+    bridge.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    acc = checkpoint_accuracy(bridge, tok, tasks, n)
+    return {"step": step, "file": file, "accuracy": {k: {str(s): v for s, v in a.items()} for k, a in acc.items()},
+            "accuracy_mean": summarize(acc, tasks)}
+
+
 def summarize(acc: dict[str, dict[int, float]], tasks: list[TaskData]) -> dict:
     out = {}
     for fam in sorted({t.family for t in tasks}):
@@ -327,6 +379,18 @@ def main(argv=None) -> int:
         raise ValueError("episodes do not fit in n_ctx")
 
     out.mkdir(parents=True, exist_ok=True)
+    tok_dir = out / "tokenizer"
+    if tok_dir.exists():
+        shutil.rmtree(tok_dir)
+    save_tokenizer(tok, tok_dir)
+    from transformers import AutoTokenizer
+
+    tok2 = AutoTokenizer.from_pretrained(str(tok_dir))
+    cfg_dict = {k: getattr(cfg, k) for k in CONFIG_FIELDS}
+    bridge = TransformerBridge.boot_native(config_from_dict(cfg_dict), tokenizer=tok2).eval()
+    if (out / "checkpoints").exists():
+        shutil.rmtree(out / "checkpoints")  # never mix checkpoints of two runs
+    checkpoints: list[dict] = []
     log_path = out / "train_log.jsonl"
     log_f = open(log_path, "w", encoding="utf-8")
 
@@ -373,20 +437,22 @@ def main(argv=None) -> int:
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             log_eval(step + 1, {k: v[-args.eval_every:] for k, v in losses.items()}, 64 if not args.quick else 32)
             losses = {"word": [], "bitwise": []}
+        if step + 1 in args.checkpoint_steps:
+            model.eval()
+            with torch.no_grad():
+                rec = save_checkpoint(out, step + 1, raw_to_bridge_state(model.state_dict(), d_vocab), bridge, tok2,
+                                      tasks, args.checkpoint_prompts)
+            model.train()
+            checkpoints.append(rec)
+            log_f.write(json.dumps({"checkpoint": rec["step"], "file": rec["file"], "accuracy": rec["accuracy"]}) + "\n")
+            log_f.flush()
+            tqdm.write(f"[train] checkpoint step {rec['step']}: 0/8-shot " + " ".join(
+                f"{f} {rec['accuracy_mean'][f]['0']:.2f}/{rec['accuracy_mean'][f]['8']:.2f}" for f in ("word", "bitwise")))
     bar.close()
     train_time = time.time() - t_start
     model.eval()
 
     # ---- bridge, fp32 vs fp16, card
-    tmp_tok = out / "tokenizer"
-    if tmp_tok.exists():
-        shutil.rmtree(tmp_tok)
-    save_tokenizer(tok, tmp_tok)
-    from transformers import AutoTokenizer
-
-    tok2 = AutoTokenizer.from_pretrained(str(tmp_tok))
-    cfg_dict = {k: getattr(cfg, k) for k in CONFIG_FIELDS}
-    bridge = TransformerBridge.boot_native(config_from_dict(cfg_dict), tokenizer=tok2).eval()
     bridge.load_state_dict(raw_to_bridge_state(model.state_dict(), d_vocab), strict=True)
     with torch.no_grad():
         probe = samplers["bitwise"].batch(4)[0]
@@ -412,6 +478,16 @@ def main(argv=None) -> int:
     os.chmod(out / "model.safetensors", 0o644)
     with open(out / "config.json", "w", encoding="utf-8") as f:
         json.dump(cfg_dict, f, indent=2)
+    with torch.no_grad():
+        checkpoints.append(save_checkpoint(out, args.steps, weights, bridge, tok2, tasks, args.checkpoint_prompts,
+                                           file="model.safetensors"))
+    index = {"steps": [c["step"] for c in checkpoints], "checkpoints": checkpoints,
+             "accuracy_eval": {"shots": list(CHECKPOINT_SHOTS), "prompts_per_task_and_shots": args.checkpoint_prompts,
+                               "seed": EVAL_SEED + CHECKPOINT_SEED_OFFSET, "heldout": True,
+                               "function": "tlens_icl.models.embedded.train.checkpoint_accuracy"}}
+    (out / "checkpoints").mkdir(exist_ok=True)
+    with open(out / "checkpoints" / "index.json", "w", encoding="utf-8") as f:
+        json.dump(index, f, indent=1)
 
     heldout = {
         "policy": {"bitwise": HELDOUT_POLICY["bitwise"].format(frac=args.heldout_frac, n=len(held_pairs),
@@ -445,6 +521,7 @@ def main(argv=None) -> int:
                            "train_items": len(t.train), "heldout_items": len(t.heldout)} for t in tasks},
         "heldout_policy": heldout["policy"],
         "heldout_file": "heldout.json",
+        "checkpoint_steps": [c["step"] for c in checkpoints],
         "accuracy_heldout": {n: {str(k): round(v, 4) for k, v in a.items()} for n, a in acc.items()},
         "accuracy_heldout_mean": summarize(acc, tasks),
         "accuracy_eval": {"prompts_per_task_and_shots": args.eval_prompts, "metric": "argmax of the next-token "

@@ -1,0 +1,289 @@
+"""Ablation with exclusion (Yin & Steinhardt, "Which Attention Heads Matter for In-Context Learning?", ICML 2025).
+
+For each ranking of heads (default: function-vector heads by Todd et al.'s AIE and induction heads by
+induction score) and each ``k``, the top-``k`` heads are mean-ablated and few-shot ICL accuracy over
+a set of tasks and the token-loss ICL score are measured; ``k`` random heads (several seeds) are
+the control. With ``exclude=p`` the top ``p`` fraction of the *other* ranking's heads is removed
+from the candidates first, so "FV heads" never include a strong induction head and vice versa.
+
+Mean ablation (``engine.ablation``): a head's ``hook_z`` is replaced by its mean over the evaluated
+data - the few-shot prompts of all tasks pooled (so the mean carries no task identity) for accuracy,
+the loss sequences for the loss score - at every real token but BOS (``positions="all"``, default)
+or only at the query position (``positions="query"``, as Yin & Steinhardt's accuracy runs). Sign
+conventions: accuracy is top-1 of an accepted answer's first token; the loss score is
+``loss[late] - loss[early]`` (negative = in-context learning; ablation that hurts ICL raises it).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from tlens_icl._typing import Head, ModelLike
+from tlens_icl.analyses.heads.scores import HeadScoresResult, top_heads_of
+from tlens_icl.analyses.heads.token_loss import (
+    DataKind,
+    default_window,
+    loss_data,
+    loss_score,
+)
+from tlens_icl.engine.ablation import (
+    Positions,
+    ablated_query_logits,
+    ablation_positions,
+    mean_head_z,
+    token_positions,
+)
+from tlens_icl.engine.scoring import accepted_top1
+from tlens_icl.errors import TlensICLError
+from tlens_icl.models.loading import require_eval_mode
+from tlens_icl.prompts.pairs import make_prompts
+from tlens_icl.prompts.templates import PromptTemplate
+from tlens_icl.results.base import Result, run_info
+from tlens_icl.results.heads import bootstrap_ci
+from tlens_icl.tasks import Task
+
+RANDOM = "random"
+
+
+def score_map(scores: Any, name: str = "scores") -> Float[Tensor, "layer head"]:
+    """A ``[layer, head]`` map from a tensor, a :class:`HeadScoresResult` (its induction score) or a result
+    whose ``.mean()`` is one (an ``IndirectEffectResult``: the AIE). NaN = not measured (never selected)."""
+    if isinstance(scores, HeadScoresResult):
+        scores = scores.induction()
+    elif hasattr(scores, "mean") and not isinstance(scores, Tensor):
+        scores = scores.mean()
+    if not isinstance(scores, Tensor) or scores.dim() != 2:
+        raise TlensICLError(f"{name} must be a [layer, head] tensor, a HeadScoresResult or a result with .mean().")
+    return scores.detach().float().cpu()
+
+
+def resolve_k(k: int | float, n_total: int) -> int:
+    """``k`` as a head count: an int is a count, a float in (0, 1) a fraction of all heads (rounded, at least 1)."""
+    if isinstance(k, bool):
+        raise TlensICLError(f"k must be a count or a fraction, got {k!r}.")
+    if isinstance(k, float) and 0.0 < k < 1.0:
+        return max(1, round(k * n_total))
+    if float(k) != int(k) or not 0 <= int(k) <= n_total:
+        raise TlensICLError(f"k must be a count in [0, {n_total}] or a fraction in (0, 1), got {k!r}.")
+    return int(k)
+
+
+def select_heads(scores: Float[Tensor, "layer head"], k: int | float, *,
+                 exclude_scores: Float[Tensor, "layer head"] | None = None, exclude: float = 0.0) -> list[Head]:
+    """Top-``k`` heads by ``scores`` after removing the top ``exclude`` fraction of ``exclude_scores``' heads.
+
+    The excluded count is ``floor(exclude * n_heads_total)`` (Yin & Steinhardt: 2 % of the heads).
+    """
+    n_total = scores.numel()
+    count = resolve_k(k, n_total)
+    if not 0.0 <= exclude < 1.0:
+        raise TlensICLError(f"exclude must be a fraction in [0, 1), got {exclude}.")
+    banned: set[Head] = set()
+    if exclude > 0:
+        if exclude_scores is None:
+            raise TlensICLError("exclude > 0 needs exclude_scores (the other ranking).")
+        if exclude_scores.shape != scores.shape:
+            raise TlensICLError(f"exclude_scores {tuple(exclude_scores.shape)} != scores {tuple(scores.shape)}.")
+        banned = set(top_heads_of(exclude_scores, int(exclude * n_total)))
+    ranked = [h for h in top_heads_of(scores, n_total) if h not in banned]
+    if count > len(ranked):
+        raise TlensICLError(f"k={count} heads requested but only {len(ranked)} remain after exclusion.")
+    return ranked[:count]
+
+
+def random_heads(n_layers: int, n_heads: int, k: int, seed: int) -> list[Head]:
+    """``k`` distinct heads drawn uniformly (seeded)."""
+    cells = [Head(layer, head) for layer in range(n_layers) for head in range(n_heads)]
+    return random.Random(f"tlens_icl.random_heads/{seed}").sample(cells, k)
+
+
+@dataclass(frozen=True)
+class HeadAblationResult(Result):
+    """Few-shot accuracy and token-loss score with the top-``k`` heads of each ranking mean-ablated.
+
+    ``correct[m, j, s, t, i]``: 1.0 if example ``i`` of task ``tasks[t]`` is answered (top-1) with the
+    heads of method ``methods[m]`` at ``ks[j]`` (seed ``s``; only the random control has several seeds,
+    the other methods fill seed 0 and NaN elsewhere) ablated. ``loss[m, j, s, r]``: the loss score
+    ``loss[late] - loss[early]`` of loss row ``r`` (negative = ICL; NaN when not measured).
+    ``heads[method][j][s]``: the ablated heads as ``"L{l}H{h}"`` strings.
+    """
+
+    correct: Float[Tensor, "method k seed task example"]
+    loss: Float[Tensor, "method k seed row"]
+    methods: tuple[str, ...]
+    ks: tuple[int, ...]
+    tasks: tuple[str, ...]
+    heads: dict[str, Any]
+    n_shots: int
+    exclude: float
+    positions: str
+    info: dict[str, Any]
+
+    title = "Head ablation"
+
+    def _series(self, values: Tensor, method: str, seeds_first: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(mean [k], CI low [k], CI high [k], per-seed means [k, seed]) of per-example ``values``."""
+        m = self.methods.index(method)
+        v = values[m]  # [k, seed, *group, example]
+        if bool(v.isnan().all()):
+            nan = torch.full((v.shape[0],), float("nan"))
+            return nan, nan, nan, torch.full(v.shape[:2], float("nan"))
+        seeds = v.flatten(2).nanmean(-1) if v.dim() > 3 else v.nanmean(-1)
+        pooled = v.nanmean(1)  # seed mean per example: [k, *group, example]
+        if pooled.dim() == 2:
+            pooled = pooled[:, None]
+        stacked = pooled.transpose(0, 1)  # [group, k, example]
+        lo, hi = bootstrap_ci(stacked)
+        return stacked.nanmean(-1).mean(0), lo, hi, seeds
+
+    def accuracy(self, method: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Mean accuracy over tasks per k, its 95 % bootstrap CI (examples resampled within tasks; random:
+        seed-averaged first), and each seed's accuracy ``[k, seed]``."""
+        return self._series(self.correct, method)
+
+    def loss_score(self, method: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Like :meth:`accuracy` for the token-loss score (rows resampled)."""
+        return self._series(self.loss, method)
+
+    def to_dataframe(self) -> Any:
+        import pandas as pd
+
+        rows = []
+        for method in self.methods:
+            acc, alo, ahi, _ = self.accuracy(method)
+            los, llo, lhi, _ = self.loss_score(method)
+            for j, k in enumerate(self.ks):
+                rows.append({"method": method, "k": k, "accuracy": float(acc[j]), "acc_ci_low": float(alo[j]),
+                             "acc_ci_high": float(ahi[j]), "loss_score": float(los[j]), "loss_ci_low": float(llo[j]),
+                             "loss_ci_high": float(lhi[j]), "heads": " ".join(self.heads[method][j][0])})
+        return pd.DataFrame(rows)
+
+    def summary(self) -> str:
+        df = self.to_dataframe()
+        last = df[df.k == max(self.ks)]
+        parts = ", ".join(f"{r.method} {r.accuracy:.2f}" for r in last.itertuples())
+        base = float(df[df.k == min(self.ks)].accuracy.iloc[0])
+        return (f"{self.title} over {len(self.tasks)} task(s), {self.n_shots}-shot, exclude={self.exclude}, "
+                f"positions={self.positions}: accuracy {base:.2f} at k={min(self.ks)} -> at k={max(self.ks)}: {parts}")
+
+    def plot(self, ax: Any = None) -> Any:
+        """Accuracy and loss score vs k, one line per method with its 95 % CI; random seeds as dots."""
+        from tlens_icl.viz.heads import ablation_curves
+
+        acc = {m: self.accuracy(m) for m in self.methods}
+        measured = not bool(self.loss.isnan().all())
+        los = {m: self.loss_score(m) for m in self.methods} if measured else None
+        n_total = int(self.info.get("n_layers", 0)) * int(self.info.get("n_heads", 0))
+        return ablation_curves(list(self.ks), acc, los, n_total=n_total, random_name=RANDOM,
+                               title=f"{self.info.get('model', '')}: ablating top-k heads "
+                                     f"({self.n_shots}-shot, {len(self.tasks)} tasks"
+                                     + (f", excl. top {self.exclude:.0%} of the other" if self.exclude else "") + ")",
+                               axes=ax)
+
+
+def _pooled_means(model: ModelLike, batches: Sequence[Any], positions: Positions, batch_size: int) -> Tensor:
+    total, count = None, 0
+    for b in batches:
+        where = ablation_positions(b, positions)
+        n = int(where.sum())
+        part = mean_head_z(model, b.tokens, where, batch_size=batch_size).double() * n
+        total, count = (part if total is None else total + part), count + n
+    return (total / count).float()
+
+
+def head_ablation(
+    model: ModelLike, tasks: Task | str | Sequence[Task | str], rankings: Mapping[str, Any], *,
+    ks: Sequence[int | float] = (0, 1, 2, 4, 8), exclude: float = 0.0, n_random: int = 3, n: int = 32,
+    n_shots: int = 5, seed: int = 0, positions: Positions = "all", loss: bool = True,
+    loss_data_kind: DataKind = "auto", loss_n: int = 16, loss_length: int = 128,
+    template: PromptTemplate | str | None = None, batch_size: int = 16, progress: bool | None = None,
+) -> HeadAblationResult:
+    """Mean-ablate the top-``k`` heads of each ranking (and ``k`` random heads) and measure ICL.
+
+    Args:
+        tasks: the few-shot tasks (accuracy is averaged over them).
+        rankings: name -> ``[layer, head]`` score (higher = ablate first), e.g.
+            ``{"FV": indirect_effect(...), "induction": head_scores(model)}``.
+        ks: head counts (int) or fractions of all heads (float in (0, 1)); 0 = the unablated run.
+        exclude: with two rankings, drop the top ``exclude`` fraction of the other ranking's heads from
+            each ranking's candidates (Yin & Steinhardt: 0.02).
+        n_random: seeds of the random-heads control (0 = no control).
+        positions: ``"all"`` (every real token but BOS) or ``"query"`` (the query position only).
+        loss: also measure the token-loss score (``loss_data_kind``, ``loss_n`` rows of ``loss_length``).
+    """
+    require_eval_mode(model, "head_ablation")
+    task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
+    if not task_list:
+        raise TlensICLError("head_ablation needs at least one task.")
+    maps = {name: score_map(s, name) for name, s in rankings.items()}
+    shape = (model.cfg.n_layers, model.cfg.n_heads)
+    for name, m in maps.items():
+        if tuple(m.shape) != shape:
+            raise TlensICLError(f"Ranking {name!r} has shape {tuple(m.shape)}; the model has {shape} heads.")
+    if RANDOM in maps:
+        raise TlensICLError(f"{RANDOM!r} is the name of the control; rename that ranking.")
+    if exclude > 0 and len(maps) != 2:
+        raise TlensICLError("exclude needs exactly two rankings (each excludes the other's top heads).")
+    n_total = shape[0] * shape[1]
+    counts = tuple(resolve_k(k, n_total) for k in ks)
+    if len(set(counts)) != len(counts):
+        raise TlensICLError(f"ks {tuple(ks)} give repeated head counts {counts}.")
+    names = list(maps)
+    plan: dict[str, list[list[list[Head]]]] = {}
+    for name in names:
+        other = maps[names[1 - names.index(name)]] if exclude > 0 else None
+        plan[name] = [[select_heads(maps[name], c, exclude_scores=other, exclude=exclude)] for c in counts]
+    if n_random:
+        plan[RANDOM] = [[random_heads(*shape, c, seed * 1000 + s) for s in range(n_random)] for c in counts]
+    methods = tuple(plan)
+    n_seeds = max(1, n_random)
+
+    # Every prompt and loss row is built (and so validated) before the first forward pass.
+    batches = [make_prompts(t, model, n=n, n_shots=n_shots, seed=seed, template=template) for t in task_list]
+    ldata = loss_data(model, loss_data_kind, tasks=task_list, n=loss_n, length=loss_length, seed=seed,
+                      template=template) if loss else None
+    means = _pooled_means(model, batches, positions, batch_size)
+    if ldata is not None:
+        bos = getattr(model.tokenizer, "bos_token_id", None)
+        loss_means = mean_head_z(model, ldata.tokens, token_positions(ldata.tokens, ldata.mask, bos),
+                                 batch_size=batch_size)
+        early, late = default_window(ldata)
+
+    correct = torch.full((len(methods), len(counts), n_seeds, len(task_list), n), float("nan"))
+    n_rows = len(ldata.tokens) if ldata is not None else 1
+    losses = torch.full((len(methods), len(counts), n_seeds, n_rows), float("nan"))
+    done: dict[frozenset[Head], tuple[Tensor, Tensor]] = {}  # the same head set is run once
+    from tlens_icl.engine.progress import progress_bar
+
+    jobs = [(m, j, s) for m, name in enumerate(methods) for j in range(len(counts)) for s in range(len(plan[name][j]))]
+    for m, j, s in progress_bar(jobs, enabled=progress, desc="ablating"):
+        heads = plan[methods[m]][j][s]
+        key = frozenset(heads)
+        if key not in done:
+            acc = torch.stack([accepted_top1(ablated_query_logits(model, b, heads, means, positions=positions,
+                                                                  batch_size=batch_size), b.accepted)
+                               for b in batches])
+            ls = (loss_score(ldata.losses(model, heads, loss_means, batch_size=batch_size), early, late)
+                  if ldata is not None else torch.full((1,), float("nan")))
+            done[key] = (acc, ls)
+        correct[m, j, s], losses[m, j, s] = done[key]
+    heads_json = {name: [[[str(h) for h in hs] for hs in per_k] for per_k in plan[name]] for name in methods}
+    return HeadAblationResult(
+        correct=correct, loss=losses, methods=methods, ks=counts, tasks=tuple(b if isinstance(b, str) else b.name
+                                                                             for b in task_list),
+        heads=heads_json, n_shots=n_shots, exclude=exclude, positions=positions,
+        info=run_info(model, seed=seed, n=n, ks_requested=list(ks), n_random=n_random, loss=loss,
+                      loss_data=ldata.kind if ldata is not None else None,
+                      loss_window=[early, late] if ldata is not None else None, template=getattr(template, "name", template),
+                      forwards=len(done)),
+    )
+
+
+__all__ = ["HeadAblationResult", "head_ablation", "random_heads", "resolve_k", "score_map", "select_heads"]

@@ -1,0 +1,142 @@
+"""Subcommands of the heads family: ``heads`` (FV vs induction heads: scores, ablation, overlap) and
+``heads-dynamics`` (the final top heads over an embedded model's training checkpoints)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from tlens_icl.cli.common import (
+    add_common,
+    add_out,
+    add_parser,
+    add_tasks,
+    check_out,
+    finish,
+    load_model_for,
+    tasks_of,
+)
+
+
+def add_cli(subparsers: Any) -> None:
+    p = add_parser(subparsers, "heads", help="induction vs function-vector heads: scores, ablation with exclusion, overlap",
+                   description="Scores every head as an induction / previous-token head (repeated random tokens) and "
+                               "as a function-vector head (AIE), ablates the top-k of each ranking (excluding the other "
+                               "ranking's top heads) against random heads, and measures the overlap and depth of the "
+                               "head sets. With --out: results, figures, CSVs, report.md and index.html.")
+    add_tasks(p, nargs="*", help="tasks (default: the embedded model's own tasks)")
+    add_common(p, shots=5, n=32, n_help="few-shot prompts per task for accuracy")
+    p.add_argument("--n-mean", type=int, default=32, help="clean prompts per task for the AIE mean")
+    p.add_argument("--n-corrupted", type=int, default=16, help="corrupted prompts per task for the AIE")
+    p.add_argument("--corruption", default="zero_shot", help="corruption of the AIE run")
+    p.add_argument("--ks", nargs="+", type=_k, default=[0, 1, 2, 4, 8], help="head counts or fractions (0.05)")
+    p.add_argument("--exclude", type=float, default=0.0, help="drop the other ranking's top fraction first (0.02)")
+    p.add_argument("--seeds", type=int, default=3, help="random-heads control seeds")
+    p.add_argument("--positions", default="all", choices=["all", "query"], help="where heads are ablated")
+    p.add_argument("--no-loss", action="store_true", help="skip the token-loss ICL score")
+    p.add_argument("--loss-n", type=int, default=16, help="sequences for the token-loss score")
+    p.add_argument("--loss-length", type=int, default=128, help="tokens per token-loss sequence")
+    p.add_argument("--rsa", action="store_true", help="also rank heads by concept RSA (representational heads)")
+    p.add_argument("--overlap-ks", nargs="+", type=int, default=[1, 3, 5, 10], help="top-k sizes for the overlap")
+    add_out(p, "results, figures, tables, report.md and index.html")
+    p.set_defaults(func=_cmd_heads)
+
+    p = add_parser(subparsers, "heads-dynamics", help="top FV / induction heads over an embedded model's training",
+                   description="The final model's top function-vector and induction heads, scored at every training "
+                               "checkpoint of an embedded model.")
+    add_tasks(p, nargs="*", help="tasks (default: the embedded model's own tasks)")
+    add_common(p, shots=4, n=32, n_help="prompts per task and checkpoint")
+    p.add_argument("--k", type=int, default=3, help="top heads followed from each ranking")
+    add_out(p)
+    p.set_defaults(func=_cmd_dynamics)
+
+
+def _k(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _cmd_heads(args: argparse.Namespace) -> int:
+    from tlens_icl.analyses.causal.mediation import indirect_effect
+    from tlens_icl.analyses.heads.ablation import head_ablation
+    from tlens_icl.analyses.heads.overlap import head_overlap
+    from tlens_icl.analyses.heads.scores import head_scores
+    from tlens_icl.models import model_tasks
+
+    from tlens_icl.results.report import export_section
+
+    out = check_out(args)
+    tasks = tasks_of(args)
+    model = load_model_for(args, tasks)
+    tasks = tasks or model_tasks(model)
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        t = time.perf_counter()
+        res = fn()
+        timings[name] = round(time.perf_counter() - t, 1)
+        print(f"[{name}] {timings[name]} s: {res.summary()}", flush=True)
+        return res
+
+    scores = timed("head scores", lambda: head_scores(model, seed=args.seed))
+    aie = timed("FV score (AIE)", lambda: indirect_effect(
+        model, tasks, n_mean=args.n_mean, n_corrupted=args.n_corrupted, n_shots=args.shots, corruption=args.corruption,
+        seed=args.seed, template=args.template, progress=args.progress))
+    rankings: dict[str, Any] = {"FV": aie, "induction": scores}
+    abl = timed("ablation", lambda: head_ablation(
+        model, tasks, rankings, ks=args.ks, exclude=args.exclude, n_random=args.seeds, n=args.n, n_shots=args.shots,
+        seed=args.seed, positions=args.positions, loss=not args.no_loss, loss_n=args.loss_n,
+        loss_length=args.loss_length, template=args.template, progress=args.progress))
+    maps: dict[str, Any] = {"FV": aie.mean(), "induction": scores.induction(), "previous_token": scores.previous_token()}
+    if args.rsa:
+        from tlens_icl.analyses.representations.activations import task_activations
+        from tlens_icl.analyses.representations.rsa import rsa
+
+        res = timed("RSA heads", lambda: rsa(task_activations(model, tasks, n_shots=(args.shots,), n=args.n,
+                                                              seed=args.seed, template=args.template,
+                                                              sites=["head_out"]), site="head_out",
+                                             n_permutations=0))
+        maps["RSA"] = res.head_scores()
+    n_total = model.cfg.n_layers * model.cfg.n_heads
+    ov = timed("overlap", lambda: head_overlap(maps, ks=[k for k in args.overlap_ks if k <= n_total], model=model))
+
+    if out is None:
+        return 0
+    sections = [export_section(res, out, name, name) for name, res in
+                (("ablation", abl), ("overlap", ov), ("head_scores", scores), ("aie", aie))]
+    abl.to_dataframe().to_csv(out / "ablation.csv", index=False)
+    ov.to_dataframe().to_csv(out / "overlap.csv", index=False)
+    ov.depth_table().to_csv(out / "depth.csv", index=False)
+    scores.top_table(10, "induction").to_csv(out / "top_induction.csv", index=False)
+    aie.top_table(10).to_csv(out / "top_fv.csv", index=False)
+    report = [f"# Heads report: {args.model}", "", f"tasks: {', '.join(tasks)}; {args.shots}-shot; seed {args.seed}", "",
+              *(f"* {r.summary()}" for r in (scores, aie, abl, ov)), "", "## Ablation", "",
+              _block(abl.to_dataframe().drop(columns=["heads"])), "",
+              "## Overlap", "", _block(ov.to_dataframe()), "", _block(ov.depth_table()), "", "## Timings (s)", "",
+              json.dumps(timings), ""]
+    (out / "report.md").write_text("\n".join(report))
+    sections[0].files += ["ablation.csv", "overlap.csv", "depth.csv", "top_induction.csv", "top_fv.csv", "report.md"]
+    finish(args, out, sections, title=f"Induction vs function-vector heads: {args.model}")
+    return 0
+
+
+def _block(df: Any) -> str:
+    return "```\n" + df.to_string(index=False, float_format=lambda x: f"{x:.3g}") + "\n```"
+
+
+def _cmd_dynamics(args: argparse.Namespace) -> int:
+    from tlens_icl.analyses.heads.dynamics import head_dynamics
+    from tlens_icl.results.report import export_section
+
+    out = check_out(args)
+    res = head_dynamics(args.model, tasks_of(args) or None, k=args.k, n_shots=args.shots, n=args.n, seed=args.seed,
+                        progress=args.progress)
+    print(res.summary())
+    print(res.to_dataframe().to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    if out is not None:
+        finish(args, out, [export_section(res, out, "", "dynamics")], title=f"Heads over training: {args.model}")
+    return 0

@@ -1,0 +1,334 @@
+"""The model-family adapter: the one place that knows how TransformerLens model families differ.
+
+Families (:func:`family`):
+
+* ``"tl4_bridge"`` - a ``TransformerBridge`` under TransformerLens 4.x.
+* ``"tl3_bridge"`` - a ``TransformerBridge`` under TransformerLens 3.x.
+* ``"tl3_hooked"`` - a ``HookedTransformer`` (or subclass, e.g. SAELens's ``HookedSAETransformer``), 3.x only.
+* ``"remote"`` - a TransformerLens 4 ``RemoteBridge`` (vLLM, Inspect): no local weights; slot for a later
+  backend, the engine treats it as capability-free (exact one-forward-per-cell loops only).
+* ``"other"`` - anything else satisfying :class:`~tlens_icl._typing.TransformerLensModel`.
+
+What differs, as :class:`Capabilities` (measured facts, not guesses; see ``docs/ARCHITECTURE.md``):
+
+============================  ==========  ==========  ==========
+capability                    tl4_bridge  tl3_bridge  tl3_hooked
+============================  ==========  ==========  ==========
+``position_ids=`` forward     yes         yes         no
+4-D additive float mask       yes         yes         no (2-D only)
+past KV cache                 ``"hf"``    none        ``"tl"``
+``start_at_layer`` skips      no          raises      yes
+editing ``hook_pattern``      yes         probed [1]  yes
+new tensor at ``resid_mid``   MLP input   MLP input   residual
+============================  ==========  ==========  ==========
+
+[1] TransformerLens 3's native attention (``boot_native``) fires ``hook_pattern`` after the value
+matmul, so a hook returning a new pattern is silently ignored; HF-wrapped 3.x bridges honour it.
+:func:`capabilities` measures it once per model (a 4-token forward with every pattern zeroed).
+
+Hook names: every name :mod:`tlens_icl.engine.hooks` spells (``blocks.L.attn.hook_z``,
+``blocks.L.hook_resid_post``, ``blocks.L.attn.hook_pattern``, ``ln_final.hook_normalized``, ...) resolves
+on all three families, so no alias table is needed. What differs is ``hook.name`` as a hook function sees
+it (bridges report canonical names such as ``blocks.L.attn.o.hook_in``); tlens_icl never keys on it.
+
+Forwards: :func:`forward` passes only the arguments a family accepts and raises
+:class:`~tlens_icl.errors.ModelStateError` before the pass for one it does not (never drops it silently).
+
+KV reuse on a ``HookedTransformer`` (helpers for the engine): :func:`prefix_cache` runs each row's
+prefix before its query once; :func:`expand_cache` makes frozen, batch-expanded copies of it;
+:func:`query_forward` runs one token per copy on top (optionally from ``start_at_layer``). Exact: a copy
+of the query token reproduces the full forward's logits at the query (rotary and learned positions,
+right-padded rows).
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from tlens_icl._typing import ModelLike
+from tlens_icl.errors import ModelStateError
+
+Family = Literal["tl4_bridge", "tl3_bridge", "tl3_hooked", "remote", "other"]
+
+
+@lru_cache(maxsize=1)
+def tl_version() -> tuple[int, ...]:
+    """The installed TransformerLens version as integers, e.g. ``(4, 3, 0)``."""
+    from importlib.metadata import version
+
+    parts = []
+    for p in version("transformer-lens").split(".")[:3]:
+        digits = "".join(c for c in p if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def tl_major() -> int:
+    return tl_version()[0]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model's forward pass supports (see the module docstring's table)."""
+
+    family: str
+    #: ``model(tokens, position_ids=...)`` is accepted and used.
+    position_ids: bool
+    #: ``attention_mask`` may be a ``[batch, 1, q, k]`` additive float mask (0 keep, ``finfo.min`` drop).
+    mask_4d: bool
+    #: ``"tl"`` (``TransformerLensKeyValueCache``, ``past_kv_cache=``), ``"hf"`` (``past_key_values=``) or None.
+    past_kv: str | None
+    #: ``start_at_layer=l`` runs only blocks ``l..`` (a real saving, not just a re-entry point).
+    start_at_layer_skips: bool
+    #: a hook returning a new ``hook_pattern`` changes the attention output.
+    pattern_edit: bool
+    #: a hook returning a new tensor at ``hook_resid_mid`` changes the residual stream (not only the MLP input).
+    resid_mid_edit: bool
+
+
+_CAPS: "weakref.WeakKeyDictionary[Any, Capabilities]" = weakref.WeakKeyDictionary()
+_WARNED: "weakref.WeakKeyDictionary[Any, set[str]]" = weakref.WeakKeyDictionary()
+
+
+def family(model: Any) -> Family:
+    """Which TransformerLens model family ``model`` is (see the module docstring)."""
+    try:
+        from transformer_lens.model_bridge import TransformerBridge
+    except ImportError:  # pragma: no cover - every supported TransformerLens has model_bridge
+        TransformerBridge = ()  # type: ignore[assignment]
+    if TransformerBridge and isinstance(model, TransformerBridge):
+        return "tl4_bridge" if tl_major() >= 4 else "tl3_bridge"
+    hooked = _hooked_transformer_class()
+    if hooked is not None and isinstance(model, hooked):
+        return "tl3_hooked"
+    try:
+        from transformer_lens.model_bridge import RemoteBridge  # TransformerLens >= 4.3
+    except ImportError:
+        RemoteBridge = None  # type: ignore[assignment]
+    if RemoteBridge is not None and isinstance(model, RemoteBridge):
+        return "remote"
+    return "other"
+
+
+def _hooked_transformer_class() -> type | None:
+    if tl_major() >= 4:
+        return None
+    from transformer_lens import HookedTransformer
+
+    return HookedTransformer
+
+
+def is_hooked_transformer(model: Any) -> bool:
+    return family(model) == "tl3_hooked"
+
+
+def capabilities(model: ModelLike) -> Capabilities:
+    """The model's :class:`Capabilities`, measured once per model object and cached."""
+    try:
+        cached = _CAPS.get(model)
+    except TypeError:
+        cached = None
+    if cached is not None:
+        return cached
+    fam = family(model)
+    if fam == "tl4_bridge":
+        caps = Capabilities(fam, True, True, "hf", False, True, False)
+    elif fam == "tl3_bridge":
+        caps = Capabilities(fam, True, True, None, False, _pattern_edit_works(model), False)
+    elif fam == "tl3_hooked":
+        caps = Capabilities(fam, False, False, "tl", True, True, True)
+    else:  # remote / unknown: claim nothing; the engine uses its exact loops
+        caps = Capabilities(fam, False, False, None, False, False, False)
+    try:
+        _CAPS[model] = caps
+    except TypeError:
+        pass
+    return caps
+
+
+def _pattern_edit_works(model: ModelLike) -> bool:
+    """Whether zeroing every layer's ``hook_pattern`` changes the logits of a 4-token input.
+
+    False for TransformerLens 3 native bridges (the edit is ignored); a model whose attention writes
+    nothing would also read False, which only makes callers take an exact route that needs no edit.
+    """
+    vocab = int(model.cfg.d_vocab)
+    tokens = (torch.arange(4) % max(vocab, 1))[None].to(device_of(model))
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+    fired = []
+
+    def zero(pattern: Tensor, hook: Any) -> Tensor:
+        fired.append(1)
+        return torch.zeros_like(pattern)
+
+    with torch.no_grad():
+        plain = model(tokens)
+        with model.hooks(fwd_hooks=[(n, zero) for n in names]):
+            edited = model(tokens)
+    return bool(fired) and not torch.equal(plain, edited)
+
+
+def device_of(model: ModelLike) -> torch.device:
+    """The device of the model's parameters (CPU for a model without local parameters)."""
+    try:
+        return next(model.parameters()).device  # type: ignore[attr-defined]
+    except (AttributeError, StopIteration, TypeError):
+        return torch.device("cpu")
+
+
+def dtype_of(model: ModelLike) -> torch.dtype:
+    """The dtype of the model's floating-point parameters (``cfg.dtype`` if it has none)."""
+    try:
+        for p in model.parameters():  # type: ignore[attr-defined]
+            if p.is_floating_point():
+                return p.dtype
+    except (AttributeError, TypeError):
+        pass
+    return getattr(model.cfg, "dtype", None) or torch.float32
+
+
+def is_training(model: ModelLike) -> bool:
+    """True when the model is in training mode (bridges and ``HookedTransformer`` both start there)."""
+    return bool(getattr(model, "training", False))
+
+
+def attn_output_bias(model: ModelLike) -> Float[Tensor, "layer d_model"] | None:
+    """``b_O`` per layer, or None for bias-free attention (bridges raise there; a HookedTransformer has zeros)."""
+    try:
+        b_O = model.b_O  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):  # TL4: AttributeError; TL3 bridge: TypeError (stacking None)
+        return None
+    return b_O if isinstance(b_O, Tensor) else None
+
+
+def warn_once(model: Any, key: str, message: str, *, stacklevel: int = 3) -> None:
+    """``warnings.warn(message)`` the first time ``key`` is seen for this model object only."""
+    try:
+        seen = _WARNED.setdefault(model, set())
+    except TypeError:
+        seen = set()
+    if key in seen:
+        return
+    seen.add(key)
+    warnings.warn(message, stacklevel=stacklevel)
+
+
+def forward(
+    model: ModelLike, tokens: Tensor, *, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+    past_kv_cache: Any = None, start_at_layer: int | None = None, return_type: str | None = "logits",
+) -> Any:
+    """``model(tokens, ...)`` passing only what this family accepts; raises before the pass otherwise.
+
+    ``tokens`` are token ids ``[batch, pos]``, or the residual stream ``[batch, pos, d_model]`` with
+    ``start_at_layer``. ``attention_mask`` is 2-D ``[batch, pos]`` (1 = real token) or, on bridges, a
+    4-D additive float mask; ``past_kv_cache`` is a :func:`prefix_cache` (HookedTransformer only).
+    """
+    caps = capabilities(model)
+    kwargs: dict[str, Any] = {}
+    if return_type != "logits":
+        kwargs["return_type"] = return_type
+    if position_ids is not None:
+        if not caps.position_ids:
+            raise ModelStateError(f"This model ({caps.family}) takes no position_ids.")
+        kwargs["position_ids"] = position_ids
+    if attention_mask is not None:
+        if attention_mask.dim() == 4 and not caps.mask_4d:
+            raise ModelStateError(f"This model ({caps.family}) takes only a 2-D [batch, pos] attention mask.")
+        kwargs["attention_mask"] = attention_mask
+    if past_kv_cache is not None:
+        if caps.past_kv != "tl":
+            raise ModelStateError(f"This model ({caps.family}) takes no TransformerLens past_kv_cache.")
+        kwargs["past_kv_cache"] = past_kv_cache
+    if start_at_layer is not None:
+        if not caps.start_at_layer_skips:
+            raise ModelStateError(f"This model ({caps.family}) cannot start at a layer.")
+        kwargs["start_at_layer"] = start_at_layer
+    return model(tokens, **kwargs)
+
+
+def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
+    """A boolean ``[batch, q, k]`` keep-mask as the 4-D additive float mask bridges take: ``[batch, 1, q, k]``.
+
+    Always float: a 4-D *bool* mask means "keep" to HF attention but "drop" to the native one.
+    """
+    zero = torch.zeros((), dtype=dtype, device=allowed.device)
+    return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]
+
+
+# ---- KV reuse on a HookedTransformer (TransformerLens 3) ---------------------------------------------
+def _require_tl_cache(model: ModelLike) -> None:
+    if capabilities(model).past_kv != "tl":
+        raise ModelStateError(f"KV-cache helpers need a HookedTransformer (TransformerLens 3); got a {family(model)}.")
+
+
+def prefix_cache(model: ModelLike, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"]) -> Any:
+    """Run each row's tokens before its query position once; returns the (unfrozen) KV cache.
+
+    Rows may be right-padded and have different query positions: row ``i`` keeps positions ``< query_pos[i]``
+    (positions are ``cumsum(mask) - 1``, so masked slots take no position).
+    """
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    _require_tl_cache(model)
+    dev = device_of(model)
+    query_pos = query_pos.to(dev)
+    width = int(query_pos.max())
+    if width < 1:
+        raise ModelStateError("prefix_cache needs every query position >= 1 (a BOS or a demonstration before it).")
+    mask = (torch.arange(width, device=dev)[None] < query_pos[:, None]).long()
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, dev, tokens.shape[0])
+    with torch.no_grad():
+        model(tokens[:, :width].to(dev), attention_mask=mask, past_kv_cache=cache, return_type=None)
+    return cache
+
+
+def expand_cache(cache: Any, copies: int, rows: Tensor | None = None) -> Any:
+    """A frozen cache with each (selected) row repeated ``copies`` times: row ``i`` -> rows ``i*copies ...``.
+
+    Frozen entries return ``cat(past, new)`` without storing, so one expanded cache serves many forwards.
+    """
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+
+    def rep(t: Tensor) -> Tensor:
+        t = t if rows is None else t[rows]
+        return t.expand(copies, *t.shape[1:]) if t.shape[0] == 1 else t.repeat_interleave(copies, 0)
+
+    entries = [TransformerLensKeyValueCacheEntry(rep(e.past_keys), rep(e.past_values), frozen=True)
+               for e in cache.entries]
+    return TransformerLensKeyValueCache(entries, rep(cache.previous_attention_mask), frozen=True)
+
+
+def query_forward(
+    model: ModelLike, cache: Any, query: Int[Tensor, " batch"] | Float[Tensor, "batch d_model"], *,
+    start_at_layer: int | None = None,
+) -> Float[Tensor, "batch d_vocab"]:
+    """Logits of one query step per row on top of a frozen, batch-matched ``cache``.
+
+    ``query`` is the query token id per row, or (with ``start_at_layer=l``) the residual stream
+    ``blocks.l.hook_resid_pre`` at the query, so layers ``< l`` are skipped. Hooks see position length 1.
+    """
+    _require_tl_cache(model)
+    dev = device_of(model)
+    prev = cache.previous_attention_mask.to(dev)
+    mask = torch.cat([prev, torch.ones(prev.shape[0], 1, dtype=prev.dtype, device=dev)], 1)
+    if start_at_layer is None:
+        out = model(query.to(dev)[:, None], attention_mask=torch.ones_like(mask[:, -1:]), past_kv_cache=cache)
+    else:  # input_to_embed is skipped, so the full mask (prefix + this step) is passed by hand
+        out = model(query.to(dev)[:, None], start_at_layer=start_at_layer, past_kv_cache=cache, attention_mask=mask)
+    return out[:, -1]
+
+
+__all__ = [
+    "Capabilities", "Family", "additive_mask", "attn_output_bias", "capabilities", "device_of", "dtype_of",
+    "expand_cache", "family", "forward", "is_hooked_transformer", "is_training", "prefix_cache", "query_forward",
+    "tl_major", "tl_version", "warn_once",
+]
