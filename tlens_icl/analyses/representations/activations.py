@@ -27,6 +27,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.engine import hooks
 from tlens_icl.engine.runs import _device, chunks
 from tlens_icl.errors import TlensICLError
@@ -253,6 +254,7 @@ def _row_labels(batch: PromptBatch, task: str, condition: str) -> dict[str, Any]
     )
 
 
+@checked
 def collect_activations(
     model: ModelLike, prompts: PromptBatch | PromptPairBatch, *, sites: Sequence[str] = ("resid_post",),
     position: str = "query", layers: Sequence[int] | None = None, task: str | None = None,
@@ -283,6 +285,7 @@ def collect_activations(
     return ActivationSet.concat(sets)
 
 
+@checked
 def task_activations(
     model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_shots: Sequence[int] = (0, 1, 2, 4, 8),
     n: int = 50, seed: int = 0, template: PromptTemplate | str | None = None, sites: Sequence[str] = ("resid_post",),
