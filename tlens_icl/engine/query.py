@@ -61,10 +61,10 @@ class FastPathUnsupported(RuntimeError):
 device_of = adapter.device_of
 
 
-def progress_bar(total: int, enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
+def progress_bar(total: int, enabled: bool | None, desc: str) -> Any:
+    from tlens_icl.engine.progress import progress_bar as bar
 
-    return tqdm(total=total, disable=not enabled, desc=desc, leave=False)
+    return bar(total=total, enabled=enabled, desc=desc)
 
 
 def all_heads(model: ModelLike) -> list[Head]:
@@ -167,7 +167,7 @@ def bind(fn: Callable[..., Any], **kw: Any) -> Callable[[Tensor, Any], Any]:
 # ---- query-position head patching ---------------------------------------------------------------------
 def patch_query_heads(
     model: ModelLike, base: PromptBatch, values: Float[Tensor, "batch layer head d_head"], cells: Sequence[Head],
-    score: Scorer, *, method: str, batch_size: int, progress: bool = False,
+    score: Scorer, *, method: str, batch_size: int, progress: bool | None = None,
 ) -> tuple[Float[Tensor, "cell batch"], Float[Tensor, " batch"], str]:
     """Effect of setting ``z[row, query_pos, head] := values[row, layer, head]`` for each cell.
 
@@ -188,7 +188,7 @@ def patch_query_heads(
 
 
 def _patch_naive(model: ModelLike, base: PromptBatch, values: Tensor, cells: Sequence[Head], score: Scorer,
-                 batch_size: int, progress: bool) -> tuple[Tensor, Tensor]:
+                 batch_size: int, progress: bool | None) -> tuple[Tensor, Tensor]:
     n = len(base)
     effects, baseline = torch.zeros(len(cells), n), torch.zeros(n)
     dev = device_of(model)
@@ -240,7 +240,7 @@ class _CopyLayout:
 
 
 def _patch_fast(model: ModelLike, base: PromptBatch, values: Tensor, cells: Sequence[Head], score: Scorer,
-                batch_size: int, progress: bool) -> tuple[Tensor, Tensor]:
+                batch_size: int, progress: bool | None) -> tuple[Tensor, Tensor]:
     n, width = len(base), base.tokens.shape[1]
     caps = adapter.capabilities(model)
     if not caps.position_ids:
@@ -340,7 +340,7 @@ class Cell:
 
 def patch_positions(
     model: ModelLike, base: PromptBatch, source: PromptBatch, cells: Sequence[Cell], score: Scorer, *,
-    mask: Bool[Tensor, "batch pos"] | None, batch_size: int, progress: bool = False,
+    mask: Bool[Tensor, "batch pos"] | None, batch_size: int, progress: bool | None = None,
 ) -> tuple[Float[Tensor, "cell batch"], Float[Tensor, " batch"], Float[Tensor, " batch"]]:
     """Effects of patching ``source`` activations into the ``base`` run, one forward per cell and chunk.
 

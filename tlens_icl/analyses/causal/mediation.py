@@ -43,6 +43,7 @@ from tlens_icl.prompts.templates import PromptTemplate
 from tlens_icl.results.base import Result, run_info
 from tlens_icl.results.heads import HeadEffectViews
 from tlens_icl.tasks import Task
+from tlens_icl.viz.html import HTMLView
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,21 @@ class IndirectEffectResult(HeadEffectViews, Result):
     def _stacked(self) -> tuple[Tensor, tuple[str, ...]]:
         return self.effects, self.tasks
 
+    def _n_prompts(self) -> str:
+        n = (~self.clean_metric.isnan()).sum(-1).tolist()
+        return f"n={n[0]}" if len(set(n)) == 1 else f"n={min(n)}-{max(n)}"
+
+    def _plot_context(self) -> str:
+        tasks = f"tasks {', '.join(self.tasks)}; " if 1 < len(self.tasks) <= 8 else ""
+        return (f"{tasks}corruption {self.corruption}, {self.n_shots} shots, metric {self.metric}; "
+                f"{self._n_prompts()} corrupted prompts per task")
+
     def summary(self) -> str:
-        top = ", ".join(f"{h}={float(self.mean()[h]):.3g}" for h in self.top_heads(5))
-        n = int((~self.clean_metric.isnan()).sum())
-        return (f"{self.title} [{self.method}] over {len(self.tasks)} task(s) {list(self.tasks)}, "
-                f"corruption={self.corruption}, metric={self.metric}, n={n} prompts; "
+        top = ", ".join(f"{h} {float(self.mean()[h]):.3g}" for h in self.top_heads(5))
+        return (f"{self.title} [{self.method}] of {self.model_name} over {len(self.tasks)} task(s) {list(self.tasks)}, "
+                f"corruption={self.corruption}, metric={self.metric}, {self._n_prompts()} prompts per task; "
                 f"clean {float(self.clean_metric.nanmean()):.3g}, corrupted {float(self.corrupted_metric.nanmean()):.3g}; "
-                f"top heads: {top}")
+                f"top heads (largest first): {top}")
 
 
 @checked
@@ -89,7 +98,7 @@ def indirect_effect(
     n_shots: int = 10, corruption: str = "shuffled_labels", seed: int = 0, metric: str | Metric = "prob",
     method: str = "auto", heads: Sequence[Head | tuple[int, int]] | None = None, filter_correct: bool = False,
     other_task: Task | str | None = None, template: PromptTemplate | str | None = None, batch_size: int = 16,
-    progress: bool = False, mean_z: Float[Tensor, "*task layer head d_head"] | None = None,
+    progress: bool | None = None, mean_z: Float[Tensor, "*task layer head d_head"] | None = None,
 ) -> IndirectEffectResult:
     """Todd et al.'s causal indirect effect of every attention head, for one or several tasks.
 
@@ -214,35 +223,39 @@ _ROLE_TAG = {"pad": "pad", "bos": "bos", "separator": "sep", "demo_input": "x", 
 
 @checked
 def head_attention_html(model: ModelLike, batch: PromptBatch, heads: Sequence[Head], *, row: int = 0,
-                        path: str | Path | None = None) -> str:
-    """Offline HTML of the attention patterns of ``heads`` on prompt ``row``, tokens tagged with their role.
+                        path: str | Path | None = None) -> HTMLView:
+    """The attention patterns of ``heads`` on prompt ``row`` as an offline circuitsvis view, tokens tagged with
+    their role.
 
-    Token labels read ``token|role`` (x/y = demo input/output, qx = query input, ans = answer position,
-    sep = separator; newlines shown as ``\\n``); a role-coloured token strip is shown above. Writes ``path``
-    when given.
+    Returns an :class:`~tlens_icl.viz.html.HTMLView`: Jupyter renders it (``_repr_html_``), ``.save(path)``
+    writes a self-contained page (the circuitsvis bundle inlined once), ``.page()`` is that page's HTML.
+    Above the view: the prompt with each token coloured by role, and the colour legend. Token labels in
+    the view read ``token|role`` (x/y = demo input/output, qx = query input, ans = answer position, sep =
+    separator; newlines shown as ``\\n``). Writes ``path`` too when given.
     """
-    from tlens_icl.viz.plots import (
-        attention_view,
-        offline_html,
-        role_colored_tokens,
-        write_html,
-    )
+    from tlens_icl.viz.html import HTMLView, attention_heads, role_tokens
 
     require_eval_mode(model, "head_attention_html")
     if not heads:
         raise TlensICLError("head_attention_html needs at least one head.")
+    heads = [Head(*h) for h in heads]
     sub = batch.select([row])
     n = int(sub.attention_mask[0].sum())
     layers = sorted({h.layer for h in heads})
     acts, _ = _engine.capture(model, sub, [hooks.pattern(layer) for layer in layers])
     patterns = torch.stack([acts[hooks.pattern(h.layer)][0, h.head, :n, :n].float().cpu() for h in heads])
     roles = sub.roles[0, :n]
-    labels = [f"{_visible(tok)}|{_ROLE_TAG[ROLES[int(r)]]}" for tok, r in zip(sub.str_tokens(model, 0), roles)]
-    html = offline_html(role_colored_tokens(labels, roles), attention_view(patterns, labels, [str(h) for h in heads]),
-                        title="tlens_icl: attention of top heads")
+    str_tokens = sub.str_tokens(model, 0)[:n]
+    labels = [f"{_visible(tok)}|{_ROLE_TAG[ROLES[int(r)]]}" for tok, r in zip(str_tokens, roles)]
+    names = ", ".join(map(str, heads))
+    view = HTMLView(
+        (f"<p>Attention of {names} on one prompt ({n} tokens; answer {sub.answers[0]!r}). Choose a head to see where "
+         "each token (row) attends; the query position is the last token.</p>",
+         role_tokens(str_tokens, roles), attention_heads(patterns, labels, [str(h) for h in heads])),
+        title="Attention of the top heads", description=f"{len(heads)} heads ({names}), {n} tokens")
     if path is not None:
-        write_html(html, path)
-    return html
+        view.save(path)
+    return view
 
 
 def _visible(token: str) -> str:

@@ -175,7 +175,9 @@ class ActivationSet(Result):
         act = self.get(site)
         norms = act.norm(dim=-1).reshape(len(self), len(self.layers), -1).mean(-1)
         ys = {f"{s} shots": norms[idx].mean(0).tolist() for s, idx in self.shot_groups().items()}
-        return line_plot(self.layers, ys, xlabel="layer", ylabel=f"mean |{site}|", title=f"{site} at {self.position!r}", ax=ax)
+        return line_plot(self.layers, ys, xlabel="layer", ylabel=f"mean L2 norm of {site}", ax=ax,
+                         title=f"Activation norm per layer ({site} at {self.position!r})",
+                         subtitle=self._subtitle(f"{len(self)} rows, {len(set(self.tasks))} tasks"))
 
 
 # ---- collection ------------------------------------------------------------------------------------
@@ -211,15 +213,15 @@ def _hook_name(site: str, layer: int) -> str:
 
 
 def _collect_batch(model: ModelLike, batch: PromptBatch, sites: Sequence[str], layers: tuple[int, ...],
-                   position: str, batch_size: int, progress: bool) -> dict[str, Tensor]:
-    from tqdm.auto import tqdm
+                   position: str, batch_size: int, progress: bool | None) -> dict[str, Tensor]:
+    from tlens_icl.engine.progress import progress_bar
 
     dev = _device(model)
     weights = _position_weights(batch, position)  # validated before the first forward
     names = list(dict.fromkeys(_hook_name(s, layer) for s in sites for layer in layers))
     out: dict[str, list[Tensor]] = {name: [] for name in names}
     with torch.no_grad():
-        for sl in tqdm(list(chunks(len(batch), batch_size)), disable=not progress, desc="activations", leave=False):
+        for sl in progress_bar(list(chunks(len(batch), batch_size)), enabled=progress, desc="activations"):
             sub = batch.select(sl)
             w = weights[sl, : sub.tokens.shape[1]].to(dev)
             got: dict[str, Tensor] = {}
@@ -273,7 +275,7 @@ def _row_labels(batch: PromptBatch, task: str, condition: str) -> dict[str, Any]
 def collect_activations(
     model: ModelLike, prompts: PromptBatch | PromptPairBatch, *, sites: Sequence[str] = ("resid_post",),
     position: str = "query", layers: Sequence[int] | None = None, task: str | None = None,
-    condition: str | None = None, batch_size: int = 32, progress: bool = False, cache: Any = None,
+    condition: str | None = None, batch_size: int = 32, progress: bool | None = None, cache: Any = None,
 ) -> ActivationSet:
     """Activations of ``prompts`` at ``sites`` x ``layers``, one vector per row and unit, in one chunked pass.
 
@@ -315,7 +317,7 @@ def collect_activations(
 def task_activations(
     model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_shots: Sequence[int] = (0, 1, 2, 4, 8),
     n: int = 50, seed: int = 0, template: PromptTemplate | str | None = None, sites: Sequence[str] = ("resid_post",),
-    position: str = "query", layers: Sequence[int] | None = None, batch_size: int = 32, progress: bool = False,
+    position: str = "query", layers: Sequence[int] | None = None, batch_size: int = 32, progress: bool | None = None,
 ) -> ActivationSet:
     """:func:`collect_activations` over ``n`` clean prompts of every task x shot count (``make_prompts``, same seed).
 

@@ -102,17 +102,21 @@ class FunctionVector(VectorOps, Result):
                               "heads": " ".join(str(Head(*h)) for h in self.heads)}])
 
     def summary(self) -> str:
-        return (f"Function vector for {self.task}: {len(self.heads)} heads, |v| = {float(self.vector.norm()):.3g}, "
-                f"layer {self.layer}")
+        return (f"Function vector for {self.task} ({self.model_name}): {len(self.heads)} heads, "
+                f"|v| = {float(self.vector.norm()):.3g}, layer {self.layer}")
 
     def plot(self, ax: Any = None) -> Any:
+        """The heads summed into the vector, on the layer x head grid (numbered in the order given)."""
         from tlens_icl.viz.plots import head_heatmap
 
         L, H = int(self.info.get("n_layers", 1)), int(self.info.get("n_heads", 1))
         grid = torch.zeros(L, H)
-        for layer, head in self.heads:
-            grid[layer, head] = 1.0
-        return head_heatmap(grid, title=f"FV heads: {self.task}", marked=self.heads, ax=ax, cmap="Greys")
+        grid[[h[0] for h in self.heads], [h[1] for h in self.heads]] = 1.0
+        where = "no injection layer chosen yet" if self.layer is None else f"injected after block {self.layer}"
+        return head_heatmap(grid, title=f"Function vector heads: {self.task}", marked=self.heads, ax=ax,
+                            cmap="Greys", vmin=0.0, vmax=2.5, annotate=False, colorbar=False,
+                            subtitle=self._subtitle(f"{len(self.heads)} heads; {where}; |v| = {float(self.vector.norm()):.3g}"),
+                            marked_label="heads in the vector (numbered by rank)")
 
 
 def _head_list(model: ModelLike, heads: Sequence[Any]) -> tuple[tuple[int, int], ...]:
@@ -219,7 +223,7 @@ def function_vector_sweep(
     model: ModelLike, fv: FunctionVector | Tensor, task: Task | str, *, layers: Sequence[int] | None = None,
     settings: Sequence[str] = ("zero_shot", "shuffled_labels"), n: int = 64, n_shots: int = 10, seed: int = 0,
     coeff: float = 1.0, position: Position = "query", template: PromptTemplate | str | None = None,
-    demos_from: Task | str | None = None, batch_size: int = 32, progress: bool = False,
+    demos_from: Task | str | None = None, batch_size: int = 32, progress: bool | None = None,
 ) -> LayerSweepResult:
     """Accuracy with ``coeff * fv`` added after each block in ``layers``, per prompt setting.
 
