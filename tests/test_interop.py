@@ -233,10 +233,10 @@ def test_a_bad_steering_file_is_refused(native_model, tmp_path):
 
 
 # ---- README -------------------------------------------------------------------------------------------------
-def test_readme_quick_start_runs_verbatim():
-    block = re.search(r"## Quick start \(Python\)\n\n```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+def test_readme_quick_start_runs_verbatim(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(block, "README quick start", "exec"), namespace)
+    exec(compile(readme_section_code("Quick start (Python)"), "README quick start", "exec"), namespace)
     assert adapter.family(namespace["model"]) in ("tl4_bridge", "tl3_bridge")
     assert namespace["acc"].table() is not None
 

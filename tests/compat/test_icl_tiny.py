@@ -94,11 +94,12 @@ def test_indirect_effects_equal_across_transformer_lens_majors(tl4_reference, em
     assert float(ref_ie.effects.abs().max()) > 1e-2, SETUP
 
 
-def test_readme_quick_start_runs_unchanged_on_a_hooked_transformer(icl_tiny_hooked, monkeypatch, capsys):
+def test_readme_quick_start_runs_unchanged_on_a_hooked_transformer(icl_tiny_hooked, tmp_path, monkeypatch, capsys):
     """The README's Python quick start, verbatim, with load_model handing back the HookedTransformer."""
-    import re
+    from test_interop import readme_section_code
 
-    block = re.search(r"## Quick start \(Python\)\n\n```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    block = readme_section_code("Quick start (Python)")
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(ti, "load_model", lambda *a, **k: icl_tiny_hooked)
     namespace: dict = {}
     exec(compile(block, "README quick start", "exec"), namespace)
