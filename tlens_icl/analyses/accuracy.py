@@ -24,6 +24,7 @@ from torch import Tensor
 
 from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
+from tlens_icl.engine.progress import progress_bar
 from tlens_icl.engine.runs import answer_scores
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
@@ -64,16 +65,10 @@ class AccuracyResult(Result):
         return self.correct.mean(-1)
 
     def ci(self, confidence: float = 0.95) -> tuple[Tensor, Tensor]:
-        """Clopper-Pearson interval of each cell's accuracy (scipy ``binomtest``); the examples are distinct queries."""
-        from scipy.stats import binomtest
+        """Clopper-Pearson interval of each cell's accuracy (the examples are distinct queries)."""
+        from tlens_icl.results.stats import clopper_pearson
 
-        n = self.correct.shape[-1]
-        k = self.correct.sum(-1).round().long()
-        lo, hi = torch.zeros(k.shape), torch.zeros(k.shape)
-        for idx in torch.cartesian_prod(*[torch.arange(s) for s in k.shape]).reshape(-1, k.dim()):
-            interval = binomtest(int(k[tuple(idx)]), n).proportion_ci(confidence)
-            lo[tuple(idx)], hi[tuple(idx)] = interval.low, interval.high
-        return lo, hi
+        return clopper_pearson(self.correct.sum(-1), self.correct.shape[-1], confidence)
 
     def to_dataframe(self) -> Any:
         import pandas as pd
@@ -96,13 +91,27 @@ class AccuracyResult(Result):
         return self.to_dataframe().pivot(index="task", columns="n_shots", values=metric)
 
     def summary(self) -> str:
-        return (f"ICL accuracy ({self.metric}) on {len(self.tasks)} task(s), shots {list(self.n_shots)}, "
-                f"n={self.correct.shape[-1]}")
+        mean = ", ".join(f"{s}: {float(a):.2f}" for s, a in zip(self.n_shots, self.accuracy().mean(0)))
+        return (f"{self.title} ({self.metric}) of {self.model_name} on {len(self.tasks)} task(s), "
+                f"n={self.correct.shape[-1]} queries per cell; mean accuracy by shots {mean}")
 
     def plot(self, ax: Any = None) -> Any:
-        from tlens_icl.viz.plots import accuracy_curve
+        """Accuracy vs shots with Clopper-Pearson 95% CIs: one axes with a legend for up to 6 tasks, small
+        multiples (each with the mean over tasks as a dashed reference) for more."""
+        from tlens_icl.viz.plots import curves
 
-        return accuracy_curve(self, ax=ax)
+        if ax is not None and len(self.tasks) > 6:
+            raise ValueError("ax= is supported for up to 6 tasks (more tasks are drawn as small multiples).")
+        lo, hi = self.ci()
+        acc = self.accuracy()
+        n = self.correct.shape[-1]
+        ylabel = {"exact_match": "exact match (whole answer)", "first_token": "first-token top-1 accuracy"}.get(
+            self.metric, self.metric)
+        fig = curves(self.n_shots, acc, lo, hi, self.tasks, xlabel="demonstrations (shots)", ylabel=ylabel,
+                     title=f"ICL accuracy vs number of demonstrations ({len(self.tasks)} tasks)",
+                     subtitle=self._subtitle(f"n={n} queries per task and shot count"),
+                     reference=(acc.mean(0).tolist(), "mean over all tasks") if len(self.tasks) > 1 else None, ax=ax)
+        return fig
 
 
 @checked
@@ -110,7 +119,7 @@ def icl_accuracy(
     model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_shots: Sequence[int] = (0, 1, 5, 10),
     n: int = 64, seed: int = 0, template: PromptTemplate | str | None = None, batch_size: int = 32,
     demos_from: Task | str | None = None, metric: str = "exact_match", prepend_bos: bool | None = None,
-    single_token: SingleToken = "ignore",
+    single_token: SingleToken = "ignore", progress: bool | None = None,
 ) -> AccuracyResult:
     """ICL accuracy for each task and shot count: whole-answer exact match (default) or first-token top-1.
 
@@ -123,6 +132,7 @@ def icl_accuracy(
             or ``"first_token"`` (argmax = the answer's first token; right only for one-token answers).
         prepend_bos: start prompts with BOS; None follows the model (``model.cfg.default_prepend_bos``).
         single_token: ``"filter"`` keeps only items whose answer is one token (see :func:`make_prompts`).
+        progress: a progress bar (``None``: only when interactive; see :mod:`tlens_icl.engine.progress`).
     """
     require_eval_mode(model, "icl_accuracy")
     if metric not in METRICS:
@@ -137,11 +147,11 @@ def icl_accuracy(
                 for s in shots] for t in task_list]
     fields = {k: torch.zeros(len(task_list), len(shots), n) for k in
               ("exact_match", "first_token_top1", "first_token_prob", "answer_logprob", "n_answer_tokens")}
-    for i, row in enumerate(batches):
-        for j, batch in enumerate(row):
-            scores = answer_scores(model, batch, batch_size=batch_size)
-            for k, v in fields.items():
-                v[i, j] = getattr(scores, k)
+    cells = [(i, j) for i in range(len(batches)) for j in range(len(shots))]
+    for i, j in progress_bar(cells, enabled=progress, desc="ICL accuracy"):
+        scores = answer_scores(model, batches[i][j], batch_size=batch_size)
+        for k, v in fields.items():
+            v[i, j] = getattr(scores, k)
     first = batches[0][0]
     names = tuple(_task_name(t) for t in task_list)
     info = run_info(model, seed=seed, n=n, metric=metric, prepend_bos=first.prepend_bos, single_token=single_token,

@@ -1,7 +1,8 @@
-"""Loading models: the embedded ICL models by name, any Hugging Face model, a local folder, or a bridge.
+"""Loading models: the embedded ICL models by name, SmolLM2 and any GGUF file, any Hugging Face model, a local folder, or a bridge.
 
 Every function in tlens_icl accepts any object that satisfies TransformerLens's
-``TransformerLensModel`` protocol; :func:`load_model` is only a convenience.
+``TransformerLensModel`` protocol (a bridge, or a TransformerLens 3 ``HookedTransformer``);
+:func:`load_model` is only a convenience.
 """
 
 from __future__ import annotations
@@ -74,19 +75,22 @@ def _is_cached(name: str) -> bool:
 
 
 def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dtype: Any = None,
-               step: int | None = None) -> ModelLike:
-    """Load a model as a TransformerLens bridge in evaluation mode.
+               step: int | None = None, hooked: bool = False) -> ModelLike:
+    """Load a model as a TransformerLens bridge (or a TL3 ``HookedTransformer``) in evaluation mode.
 
     Args:
         name_or_path: a model name from :func:`list_models` (embedded, or downloaded and converted on
             first use such as ``"smollm2-135m"``; ``"icl-tiny@300"`` is the embedded model's training
             checkpoint at step 300), a ``.gguf`` file (dequantized to float32 once and cached, see
             :mod:`tlens_icl.models.gguf`), a folder written by the embedded training script, a local
-            folder saved with ``save_pretrained``, a Hugging Face hub name, or an already-built bridge
-            (returned as is, after an eval-mode check).
+            folder saved with ``save_pretrained``, a Hugging Face hub name, or an already-built model - a
+            bridge, or a ``HookedTransformer`` under TransformerLens 3 (returned as is, after an eval-mode
+            check).
         step: a training checkpoint of an embedded model or training-script folder (same as ``@step``).
         device: torch device for HF models (default: TransformerLens's choice).
         dtype: torch dtype for HF models (GGUF files are cached as float32 and cast at load).
+        hooked: TransformerLens 3 only: return a ``HookedTransformer`` (embedded models are converted
+            without weight processing; hub names go through ``HookedTransformer.from_pretrained_no_processing``).
 
     Raises:
         ModelNotAvailableError: a path that does not exist, a download that failed, or a hub name
@@ -102,12 +106,17 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
     from tlens_icl.models.embedded import (
         EMBEDDED_MODELS,
         _load_dir,
+        embedded_model_path,
         is_model_dir,
         load_embedded,
         read_card,
     )
     from tlens_icl.models.gguf import DOWNLOADS, download_folder, gguf_folder
 
+    if hooked:
+        from tlens_icl.models.hooked import load_hooked, require_hooked_transformer_support
+
+        require_hooked_transformer_support()
     base, at, tail = name.rpartition("@")
     if at and base in EMBEDDED_MODELS:
         if not tail.isdigit():
@@ -116,21 +125,26 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
             raise ModelStateError(f"{name!r} and step={step} disagree.")
         name, step = base, int(tail)
     if name in EMBEDDED_MODELS:
-        model = load_embedded(name, device=device, step=step)
+        model = (load_hooked(embedded_model_path(name), device=device, step=step) if hooked
+                 else load_embedded(name, device=device, step=step))
         _MODEL_META[model] = {"name": name, "step": step,
                               **{k: v for k, v in EMBEDDED_MODELS[name].items() if k != "path"}}
         return model
     if is_model_dir(name):
-        model = _load_dir(name, name=name, device=device, step=step)
+        model = load_hooked(name, device=device, step=step) if hooked else _load_dir(name, name=name, device=device, step=step)
         _MODEL_META[model] = {**read_card(name), "name": name, "path": name, "step": step}
         return model
     if step is not None:
         raise ModelStateError(f"step= applies to embedded models and training-script folders, not {name!r}.")
+    local = Path(name).expanduser()
+    if hooked and (name in DOWNLOADS or name.lower().endswith(".gguf") or local.exists()):
+        # from_pretrained only knows official model names
+        raise ModelStateError(f"hooked=True loads embedded models and official hub names, not a folder, a GGUF file or "
+                              f"a downloaded model ({name}); build the HookedTransformer yourself and pass it in.")
     if name in DOWNLOADS:
         spec = DOWNLOADS[name]
         meta = {"name": name, "description": spec["description"], "default_template": spec["default_template"]}
         return _boot(download_folder(name), name, device, dtype, meta)
-    local = Path(name).expanduser()
     if name.lower().endswith(".gguf"):
         return _boot(gguf_folder(local), name, device, dtype, {"name": local.name})
     if local.is_dir():
@@ -147,6 +161,13 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
             f"cached and the hub is unreachable. Models available offline: {sorted(EMBEDDED_MODELS) + sorted(DOWNLOADS)}, "
             "e.g. tlens_icl.load_model('icl-tiny')."
         )
+    if hooked:
+        from transformer_lens import HookedTransformer
+
+        model = HookedTransformer.from_pretrained_no_processing(name, **_device_dtype(device, dtype))
+        model.eval()
+        _MODEL_META[model] = {"name": name}
+        return model
     return _boot(name, name, device, dtype, {"name": name})
 
 
@@ -155,18 +176,17 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~", ".\\")) or "\\" in name or name.count("/") > 1
 
 
+def _device_dtype(device: Any, dtype: Any) -> dict[str, Any]:
+    return {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+
+
 def _boot(source: str | Path, name: str, device: Any, dtype: Any, meta: dict[str, Any]) -> ModelLike:
     """``TransformerBridge.boot_transformers`` in eval mode, with the converted folder's conventions applied."""
-    from transformer_lens import TransformerBridge
+    from transformer_lens.model_bridge import TransformerBridge
 
     from tlens_icl.models.gguf import read_meta
 
-    kwargs: dict[str, Any] = {}
-    if device is not None:
-        kwargs["device"] = device
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    model = TransformerBridge.boot_transformers(str(source), **kwargs)
+    model = TransformerBridge.boot_transformers(str(source), **_device_dtype(device, dtype))
     model.eval()
     converted = read_meta(source) if Path(source).is_dir() else None
     if converted is not None:
