@@ -23,11 +23,12 @@ from torch import Tensor
 #: One colour per token role (``tlens_icl.prompts.ROLES``), used by every token strip and legend.
 ROLE_COLORS: dict[str, str] = {
     "pad": "#ffffff", "bos": "#c7c7c7", "separator": "#e8e8e8", "demo_input": "#9ecae1", "demo_output": "#fdae6b",
-    "query_input": "#74c476", "answer_position": "#e377c2",
+    "query_input": "#74c476", "answer_position": "#e377c2", "answer": "#f7b6d2",
 }
 ROLE_NAMES: dict[str, str] = {
     "pad": "padding", "bos": "BOS", "separator": "separator", "demo_input": "demo input (x)",
     "demo_output": "demo output (y)", "query_input": "query input (qx)", "answer_position": "answer position (ans)",
+    "answer": "appended answer (teacher forcing)",
 }
 
 
@@ -67,7 +68,7 @@ def role_legend() -> str:
     from tlens_icl.prompts.batch import ROLES
 
     chips = "".join(f'<span class="tok" style="background:{ROLE_COLORS[r]}">{_html.escape(ROLE_NAMES[r])}</span>'
-                    for r in ROLES if r != "pad")
+                    for r in ROLES if r not in ("pad", "answer"))  # "answer" exists only in scoring batches
     return f'<div class="legend"><b>token roles:</b> {chips}</div>'
 
 

@@ -218,7 +218,7 @@ def _stack_padded(parts: Sequence[Tensor]) -> Tensor:
 
 # ---- circuitsvis: attention of the top heads ------------------------------------------------------------
 _ROLE_TAG = {"pad": "pad", "bos": "bos", "separator": "sep", "demo_input": "x", "demo_output": "y",
-             "query_input": "qx", "answer_position": "ans"}
+             "query_input": "qx", "answer_position": "ans", "answer": "a"}
 
 
 @checked
