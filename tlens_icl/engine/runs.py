@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
@@ -19,6 +19,24 @@ from tlens_icl.prompts.batch import PromptBatch
 def chunks(n: int, batch_size: int) -> Iterator[slice]:
     for start in range(0, n, batch_size):
         yield slice(start, min(n, start + batch_size))
+
+
+def length_chunks(reach: Int[Tensor, " batch"], batch_size: int) -> list[tuple[Int[Tensor, " rows"], int]]:
+    """Row chunks that waste little work on padding: ``(row indices, width)`` per chunk.
+
+    ``reach[i]`` is the last position row ``i`` needs (e.g. its query position). Rows are sorted by it
+    (stable) and chunked in that order; each chunk is cut after its longest row's ``reach``: in a causal
+    model nothing after a position changes it, so the cut is exact.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    reach = reach.cpu().long()
+    order = torch.sort(reach, stable=True).indices
+    out = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        out.append((rows, int(reach[rows].max()) + 1))
+    return out
 
 
 def query_logits(
