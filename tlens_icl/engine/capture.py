@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine import hooks
-from tlens_icl.engine.runs import length_chunks
+from tlens_icl.engine.runs import length_chunks, rows_per_forward
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.adapter import device_of
 from tlens_icl.models.loading import require_eval_mode
@@ -82,7 +82,7 @@ class Weighted(Reducer):
 class Summed(Reducer):
     """``sum_{p: where[i, p]} act[i, p]`` per row, accumulated in float32."""
 
-    where: Int[Tensor, "batch pos"]
+    where: Bool[Tensor, "batch pos"]
 
     def __post_init__(self) -> None:
         self.reach = last_position(self.where.bool())
@@ -133,12 +133,12 @@ def capture(
     dev = device_of(model)
     from tqdm.auto import tqdm
 
-    plan = length_chunks(reach, batch_size)
+    plan = length_chunks(reach, rows_per_forward(model, int(reach.max()) + 1 if n else 1, batch_size))
     with torch.inference_mode():
         for rows, w in tqdm(plan, disable=not progress, desc=operation, leave=False):
             got: dict[str, Tensor] = {}
 
-            def make(name: str, reducer: Reducer, rows: Tensor = rows) -> Callable[..., None]:
+            def make(name: str, reducer: Reducer, rows: Tensor = rows, got: dict[str, Tensor] = got) -> Callable[..., None]:
                 def grab(act: Tensor, hook: Any) -> None:
                     got[name] = reducer(act, rows).float().cpu()
                 return grab

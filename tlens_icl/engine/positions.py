@@ -31,9 +31,8 @@ from tlens_icl.engine.query import (
     Reduce,
     _check_control,
     progress_bar,
-    rows_per_forward,
 )
-from tlens_icl.engine.runs import chunks, length_chunks
+from tlens_icl.engine.runs import chunks, query_plan
 from tlens_icl.engine.scoring import at_query
 from tlens_icl.errors import HookNotFiredError, ModelStateError, TlensICLError
 from tlens_icl.models import adapter, kv
@@ -125,7 +124,7 @@ def _suffix_replay(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, si
     base_score, source_score = torch.zeros(n), torch.zeros(n)
     dev, dtype = device_of(model), adapter.dtype_of(model)
     forwards = 0
-    plan = length_chunks(q, rows_per_forward(model, int(q.max()) + 1, batch_size))
+    plan = query_plan(model, q, batch_size)
     bar = progress_bar(len(plan) * n_layers, progress, "activation patching (suffix replay)")
     with torch.inference_mode():
         for rows, width in plan:
@@ -205,7 +204,7 @@ def _loop(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, site: str, 
     base_score, source_score = torch.zeros(n), torch.zeros(n)
     dev = device_of(model)
     forwards = 0
-    plan = length_chunks(q, rows_per_forward(model, int(q.max()) + 1, batch_size))
+    plan = query_plan(model, q, batch_size)
     bar = progress_bar(len(plan) * n_layers, progress, "activation patching (one forward per cell)")
     with torch.inference_mode():
         for rows, width in plan:

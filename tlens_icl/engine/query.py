@@ -26,8 +26,8 @@ no Python loop over heads or rows). Builders: :func:`set_heads` (head patching /
 (function/task vectors). Results are ``reduce(logits at the query, rows)`` per variant and row - a
 metric, never the logits of every variant - as float32 on the CPU.
 
-Memory: row chunks are sorted by query position and cut after it; copies per forward are capped by
-:data:`MEMORY_BUDGET` (bytes of activations one forward may use).
+Memory: row chunks are sorted by query position and cut after it; rows and copies per forward are capped
+by :data:`tlens_icl.engine.runs.MEMORY_BUDGET` (bytes of activations one forward may use).
 """
 
 from __future__ import annotations
@@ -44,13 +44,12 @@ from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
 from tlens_icl.engine import hooks
-from tlens_icl.engine.runs import length_chunks
+from tlens_icl.engine import runs
+from tlens_icl.engine.runs import bytes_per_token, query_plan, rows_per_forward
 from tlens_icl.errors import HookNotFiredError, ModelStateError, TlensICLError
 from tlens_icl.models import adapter, kv
 from tlens_icl.models.loading import require_eval_mode
 
-#: Bytes of activations one forward may use (logits, MLP and attention intermediates).
-MEMORY_BUDGET = 1 << 30
 #: Per-layer cost of one forward in token units (weights read, hooks, Python), for grouping copies.
 FORWARD_OVERHEAD_TOKENS = 64
 METHODS = ("auto", "fast", "kv", "copies", "naive")
@@ -210,6 +209,9 @@ def blend_heads(embeddings: Float[Tensor, "layer head d_head"], alpha: Float[Ten
     """One variant: ``z[l, h] := (1 - alpha[l, h]) z[l, h] + alpha[l, h] embeddings[l, h]`` at every layer."""
     edits = []
     for layer in range(embeddings.shape[0]):
+        if not bool(alpha[layer].any()):
+            continue  # alpha = 0: exactly the unedited head outputs
+
         def fn(act: Tensor, rows: Tensor, which: Tensor, layer: int = layer) -> Tensor:
             a = alpha[layer].to(act.device, act.dtype)[:, None]
             return (1 - a) * act + a * embeddings[layer].to(act.device, act.dtype)
@@ -224,9 +226,9 @@ def resid_edits(
 ) -> Interventions:
     """Variant ``j`` edits the residual at ``site`` of block ``layers[j]`` at the query.
 
-    ``mode="add"``: ``resid += coeff * v`` (function vectors); ``"set"``: ``resid := v`` (task vectors).
-    ``vectors``: one ``[d_model]`` for all variants and rows, ``[variant, d_model]``, or ``[variant, layer?]`` -
-    precisely: ``[d]`` or ``[n_variants, d]``.
+    ``mode="add"``: ``resid += coeff * v`` (function vectors; adding zero is no edit, so the variant equals
+    the base run bit for bit); ``"set"``: ``resid := v`` (task vectors). ``vectors``: ``[d_model]`` for every
+    variant, or ``[n_variants, d_model]``.
     """
     if mode not in ("add", "set"):
         raise TlensICLError(f"mode must be 'add' or 'set', got {mode!r}.")
@@ -236,7 +238,8 @@ def resid_edits(
         raise TlensICLError(f"{vecs.shape[0]} vectors for {n} layers.")
     by_layer: dict[int, list[int]] = defaultdict(list)
     for j, layer in enumerate(layers):
-        by_layer[int(layer)].append(j)
+        if mode == "set" or (coeff != 0 and bool(vecs[j].any())):  # adding zero: exactly the base run
+            by_layer[int(layer)].append(j)
     edits = []
     for layer, js in sorted(by_layer.items()):
         v_l = vecs[js]  # [k, d]
@@ -304,7 +307,7 @@ def query_interventions(
     if tokens.shape[0] and (int(query_pos.min()) < 0 or int(query_pos.max()) >= tokens.shape[1]):
         raise TlensICLError("query_pos outside the token batch.")
     route = _routes(model, method)
-    budget = memory_budget or MEMORY_BUDGET
+    budget = memory_budget or runs.MEMORY_BUDGET
     for i, name in enumerate(route):
         try:
             return _RUNNERS[name](model, tokens, query_pos.long().cpu(), interventions, reduce, list(capture),
@@ -324,18 +327,6 @@ def _routes(model: ModelLike, method: str) -> list[str]:
     return {"auto": fast + ["naive"], "fast": fast, "kv": ["kv"], "copies": ["copies"], "naive": ["naive"]}[method]
 
 
-def _bytes_per_token(model: ModelLike, keys: int) -> int:
-    cfg = model.cfg
-    d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
-    elem = torch.finfo(adapter.dtype_of(model)).bits // 8
-    return elem * (cfg.d_vocab + 2 * d_mlp + 12 * cfg.d_model + 3 * cfg.n_heads * keys) + 8 * cfg.d_vocab
-
-
-def rows_per_forward(model: ModelLike, seq: int, batch_size: int, budget: int | None = None) -> int:
-    """``batch_size`` capped so one forward of ``seq`` tokens per row fits the memory budget."""
-    return max(1, min(batch_size, (budget or MEMORY_BUDGET) // (_bytes_per_token(model, seq) * seq)))
-
-
 class _Out:
     """Per-variant results filled chunk by chunk (allocated from the first reduced tensor)."""
 
@@ -348,13 +339,15 @@ class _Out:
 
     def base(self, rows: Tensor, value: Tensor, captured: dict[str, Tensor]) -> None:
         value = value.float().cpu()
-        if self.baseline is None:
-            self.baseline = torch.empty((self.n, *value.shape[1:]))
-            self.values = torch.empty((self.nv, self.n, *value.shape[1:]))
+        with torch.inference_mode(False):  # results are ordinary tensors, usable with autograd
+            if self.baseline is None:
+                self.baseline = torch.empty((self.n, *value.shape[1:]))
+                self.values = torch.empty((self.nv, self.n, *value.shape[1:]))
+            for name, act in captured.items():
+                if name not in self.captured:
+                    self.captured[name] = torch.empty((self.n, *act.shape[1:]))
         self.baseline[rows] = value
         for name, act in captured.items():
-            if name not in self.captured:
-                self.captured[name] = torch.empty((self.n, *act.shape[1:]))
             self.captured[name][rows] = act.float().cpu()
 
     def put(self, variants: Sequence[int], rows: Tensor, value: Tensor) -> None:
@@ -413,28 +406,24 @@ def _run_naive(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, r
                batch_size: int, budget: int, progress: bool) -> QueryRun:
     out = _Out(iv.n, len(q))
     dev = device_of(model)
-    active = [v for v, s in enumerate(iv.start_layers(model.cfg.n_layers)) if s < model.cfg.n_layers]
-    plan = length_chunks(q, rows_per_forward(model, int(q.max()) + 1 if len(q) else 1, batch_size, budget))
+    n_layers = model.cfg.n_layers
+    active = [v for v, s in enumerate(iv.start_layers(n_layers)) if s < n_layers]
+    plan = query_plan(model, q, batch_size, budget)
     bar = progress_bar(len(plan) * (1 + len(active)), progress, "query interventions (one forward each)")
     with torch.inference_mode():
         for rows, width in plan:
             toks, qd = tokens[rows, :width].to(dev), q[rows].to(dev)
-            got: dict[str, Tensor] = {}
-            with hooks.checked_hooks(model, [(n, _grab_at(qd, got, n)) for n in capture]):
-                base = model(toks)[torch.arange(len(rows), device=dev), qd]
+            base, got = _plain_base(model, toks, qd, capture)
             out.base(rows, reduce(base, rows), got)
-            for v in range(iv.n):
-                if v not in active:
-                    out.put([v], rows, out.baseline[rows][:, None])  # type: ignore[index]
             bar.update()
             for v in active:
-                fwd = _edit_hooks(iv, [v], lambda j: j, rows)
-                fwd = [(name, _at_query(fn, qd)) for name, fn in fwd]
+                fwd = [(name, _at_query(fn, qd)) for name, fn in _edit_hooks(iv, [v], lambda j: j, rows)]
                 with hooks.checked_hooks(model, fwd):
                     logits = model(toks)[torch.arange(len(rows), device=dev), qd]
                 out.put([v], rows, reduce(logits, rows)[:, None])
                 bar.update()
     bar.close()
+    _fill_unedited(out, iv, n_layers)
     return out.done("naive")
 
 
@@ -459,41 +448,52 @@ def _run_copies(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, 
     out = _Out(iv.n, len(q))
     dev, dtype = device_of(model), adapter.dtype_of(model)
     limit = max_sequence_length(model)
-    plan = length_chunks(q, batch_size)
+    plan = query_plan(model, q, batch_size, budget)
     bar = progress_bar(len(plan), progress, "query interventions (copies)")
     with torch.inference_mode():
         for rows, width in plan:
+            toks, qd = tokens[rows, :width].to(dev), q[rows].to(dev)
+            base, got = _plain_base(model, toks, qd, capture)
+            out.base(rows, reduce(base, rows), got)
             room = limit - width - 1
-            if room < 1:
+            if active and room < 1:
                 raise FastPathUnsupported(f"a {width}-token prompt leaves no room for query copies within {limit} positions")
             per = max(1, min(room, len(active) or 1))
             b = rows_per_forward(model, width + per + 1, len(rows), budget)
             for r0 in range(0, len(rows), b):
-                sub = rows[r0:r0 + b]
-                w = int(q[sub].max()) + 1
-                for g0 in range(0, max(len(active), 1), per):
+                sub = slice(r0, r0 + b)
+                for g0 in range(0, len(active), per):
                     group = active[g0:g0 + per]
-                    _copies_forward(model, tokens[sub, :w].to(dev), q[sub], sub, iv, group, reduce,
-                                    capture if g0 == 0 else None, out, dtype)
+                    logits = _copies_forward(model, toks[sub], qd[sub], rows[sub], iv, group, dtype)
+                    out.err = max(out.err, _check_control(logits[:, -1], base[sub], dtype))
+                    out.put(group, rows[sub], _reduce_copies(reduce, logits[:, :-1], rows[sub]))
             bar.update()
     bar.close()
-    for v in range(iv.n):
-        if v not in active:
-            out.put([v], torch.arange(len(q)), out.baseline[:, None])  # type: ignore[index]
+    _fill_unedited(out, iv, n_layers)
     return out.done("copies")
 
 
-def _copies_forward(model: ModelLike, toks: Tensor, q: Tensor, rows: Tensor, iv: Interventions, group: list[int],
-                    reduce: Reduce, capture: list[str] | None, out: _Out, dtype: torch.dtype) -> None:
-    """One forward of ``toks`` + a query copy per variant of ``group`` + a control copy (last).
+def _plain_base(model: ModelLike, toks: Tensor, qd: Tensor, capture: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
+    """The unpatched forward: logits and ``capture`` activations at each row's query."""
+    got: dict[str, Tensor] = {}
+    with hooks.checked_hooks(model, [(n, _grab_at(qd, got, n)) for n in capture]):
+        logits = model(toks)
+    return logits[torch.arange(len(qd), device=logits.device), qd], got
 
-    ``capture`` (None after the rows' first forward): the base activations to keep; the base scores are
-    read from the prompt part of the first forward (copies come after it, so it is the plain forward).
-    """
+
+def _fill_unedited(out: _Out, iv: Interventions, n_layers: int) -> None:
+    """Variants without any edit are the unpatched run itself."""
+    for v, s in enumerate(iv.start_layers(n_layers)):
+        if s >= n_layers:
+            out.put([v], torch.arange(out.n), out.baseline[:, None])  # type: ignore[index]
+
+
+def _copies_forward(model: ModelLike, toks: Tensor, qd: Tensor, rows: Tensor, iv: Interventions, group: list[int],
+                    dtype: torch.dtype) -> Tensor:
+    """Logits ``[b, len(group) + 1, d_vocab]``: ``toks`` + a query copy per variant of ``group`` + a control copy."""
     dev = toks.device
     b, width = toks.shape
     n_copies = len(group) + 1  # + the control, last
-    qd = q.to(dev)
     ar = torch.arange(b, device=dev)
     ext = torch.cat([toks, toks[ar, qd][:, None].expand(b, n_copies)], 1)
     pos = torch.cat([torch.arange(width, device=dev).expand(b, -1), copy_position_ids(qd, n_copies)], 1)
@@ -503,20 +503,12 @@ def _copies_forward(model: ModelLike, toks: Tensor, q: Tensor, rows: Tensor, iv:
     own = col[None, :] == col[width:, None]  # [copies, total]
     keep[:, width:] = (col[None, None, :] < qd[:, None, None]) | own[None]
     mask = adapter.additive_mask(keep, dtype)
-    got: dict[str, Tensor] = {}
-    fwd = [(n, _grab_at(qd, got, n)) for n in capture or []]
-    fwd += _edit_hooks(iv, group, lambda j: j + width, rows)
     try:
-        with hooks.checked_hooks(model, fwd):
+        with hooks.checked_hooks(model, _edit_hooks(iv, group, lambda j: j + width, rows)):
             logits = adapter.forward(model, ext, position_ids=pos, attention_mask=mask)
     except (TypeError, ModelStateError, HookNotFiredError) as e:
         raise FastPathUnsupported(str(e)) from e
-    base = logits[ar, qd]
-    if capture is not None:
-        out.base(rows, reduce(base, rows), got)
-    out.err = max(out.err, _check_control(logits[:, -1], base, dtype))
-    if group:
-        out.put(group, rows, _reduce_copies(reduce, logits[:, width:-1], rows))
+    return logits[:, width:]
 
 
 # ---- route: key/value reuse --------------------------------------------------------------------------
@@ -565,7 +557,7 @@ def _run_kv(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, redu
     start = iv.start_layers(n_layers)
     out = _Out(iv.n, len(q))
     dev, dtype = device_of(model), adapter.dtype_of(model)
-    plan = length_chunks(q, rows_per_forward(model, int(q.max()) + 1 if len(q) else 1, batch_size, budget))
+    plan = query_plan(model, q, batch_size, budget)
     bar = progress_bar(len(plan), progress, "query interventions (kv)")
     with torch.inference_mode():
         for rows, width in plan:
@@ -582,7 +574,7 @@ def _run_kv(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, redu
             out.base(rows, reduce(base, rows), {n: got[n] for n in capture})
             rowmask = _query_rows(prefix.masks, qd, b, width)
             # copies per forward: memory of logits, attention over width + copies, MLP activations
-            per = max(1, budget // (b * _bytes_per_token(model, width + len(start) + 1)) - 1)
+            per = max(1, budget // (b * bytes_per_token(model, width + len(start) + 1)) - 1)
             for s, members in groups:
                 for g0 in range(0, len(members), per):
                     group = members[g0:g0 + per]
@@ -592,9 +584,7 @@ def _run_kv(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, redu
                     out.put(group, rows, _reduce_copies(reduce, lg[:, :-1], rows))
             bar.update()
     bar.close()
-    for v in range(iv.n):
-        if start[v] >= n_layers:
-            out.put([v], torch.arange(len(q)), out.baseline[:, None])  # type: ignore[index]
+    _fill_unedited(out, iv, n_layers)
     return out.done("kv")
 
 
@@ -670,6 +660,6 @@ def patch_query_heads(
     return effects, run.baseline, run.method
 
 
-__all__ = ["Edit", "FastPathUnsupported", "Interventions", "MEMORY_BUDGET", "QueryRun", "Reduce", "Scorer", "all_heads",
+__all__ = ["Edit", "FastPathUnsupported", "Interventions", "QueryRun", "Reduce", "Scorer", "all_heads",
            "blend_heads", "control_tolerance", "head_grid", "patch_query_heads", "plan_groups", "query_interventions",
            "resid_edits", "resolve_heads", "set_head_means", "set_heads"]
