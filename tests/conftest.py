@@ -1,9 +1,17 @@
-"""Shared fixtures: tiny random models (native + wrapped HF architectures) and toy tasks.
+"""Shared fixtures: tiny random models (native + wrapped HF architectures) and toy tasks that look like real use.
+
+* The shared ``tokenizer`` is a **byte-level BPE** trained in memory (``tokenizers``) on the task words: two
+  words in three are single tokens, the rest split into 2-10 pieces, so answers can be multi-token, many
+  answers share a first token (``'Ġ'``, as with a real LLM's digits) and prompts in one batch differ in
+  length (right padding; never read ``[:, -1]``).
+* Every tiny architecture has **non-zero biases** and perturbed norm weights (native, GPT-2, Pythia, Llama
+  and Gemma-2 with attention/MLP biases switched on), so a bias counted twice or dropped changes numbers.
+* ``word_tokenizer`` / ``word_model``: the old word-level tokenizer, for the few tests about word-level
+  behaviour (unknown tokens, a token that must be the answer).
 
 Everything is built in memory; nothing touches the hub (HF_HUB_OFFLINE=1 makes accidental lookups fail
 fast). TransformerLens is imported inside fixtures, not at module level.
 """
-
 from __future__ import annotations
 
 import os
@@ -16,20 +24,30 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+# Word-level vocabulary (``word_tokenizer``): every word one token.
 N_WORDS = 24
-INPUTS = [f"in{i}" for i in range(N_WORDS)]
-OUTPUTS_A = [f"a{i}" for i in range(N_WORDS)]
-OUTPUTS_B = [f"b{i}" for i in range(N_WORDS)]
+WORD_INPUTS = [f"in{i}" for i in range(N_WORDS)]
+WORD_OUTPUTS_A = [f"a{i}" for i in range(N_WORDS)]
+WORD_OUTPUTS_B = [f"b{i}" for i in range(N_WORDS)]
 EXTRA = ["->", "\n", "Q:", "A:", "x", "y", "z", "two", "words", "multi"]
+# BPE tasks: toy_a maps an animal to its upper-case name, toy_b to a colour.
+INPUTS = ["cat", "dog", "horse", "elephant", "butterfly", "owl", "tiger", "dolphin", "bee", "giraffe", "ant",
+          "crocodile", "fox", "hippopotamus", "yak", "penguin", "rabbit", "ox", "kangaroo", "eel", "squirrel", "bat",
+          "flamingo", "gnu"]
+OUTPUTS_A = [w.upper() for w in INPUTS]
+OUTPUTS_B = ["red", "blue", "green", "yellow", "purple", "orange", "pink", "brown", "black", "white", "grey", "violet",
+             "gold", "silver", "cyan", "magenta", "teal", "navy", "olive", "maroon", "beige", "coral", "ivory", "indigo"]
 ARCHS = ["native", "gpt2", "pythia", "llama", "gemma2"]
+SPECIALS = ["<pad>", "<bos>", "<eos>"]
 
 
 def make_tokenizer(words: list[str] | None = None):
+    """A word-level tokenizer over ``words`` (default: the word-level task vocabulary); unknown words -> <unk>."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = words or (INPUTS + OUTPUTS_A + OUTPUTS_B + EXTRA)
-    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
+    words = words or (WORD_INPUTS + WORD_OUTPUTS_A + WORD_OUTPUTS_B + EXTRA)
+    specials = SPECIALS + ["<unk>"]
     vocab = {t: i for i, t in enumerate(specials + words)}
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Sequence(
@@ -39,17 +57,56 @@ def make_tokenizer(words: list[str] | None = None):
                                    unk_token="<unk>", add_bos_token=True, name_or_path="tlens-icl-test-wordlevel")
 
 
-def build_model(arch: str, tok=None, n_layers: int = 2, d_model: int = 64, n_heads: int = 4, n_ctx: int = 128, seed: int = 0):
-    """A tiny random model of ``arch`` wrapped as a TransformerBridge, in eval mode."""
+def make_bpe_tokenizer():
+    """A GPT-2-style byte-level BPE trained in memory on prompts of the toy tasks (deterministic).
+
+    Words at indices 2, 5, 8, ... never occur in the training text, so they (and their upper-case and
+    colour answers) split into several tokens; the others are single tokens. No text is ever unknown.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    lines = []
+    for i, (x, a, b) in enumerate(zip(INPUTS, OUTPUTS_A, OUTPUTS_B)):
+        if i % 3 != 2:
+            lines += [f"Q: {x}\nA: {a}\n\n", f"{x} -> {b}\n", f"Q: {x}\nA: {b}\n\n", f"{x} -> {a}\n"] * 3
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=2000, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(lines, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                                   add_bos_token=True, name_or_path="tlens-icl-test-bpe")
+
+
+def randomize_biases(module: torch.nn.Module, seed: int, scale: float = 0.2) -> None:
+    """Give every bias a random value and perturb every norm weight (in place, seeded)."""
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            parts = name.split(".")
+            if parts[-1] == "bias" or parts[-1].startswith("b_"):
+                p.copy_(scale * torch.randn(p.shape, generator=gen))
+            elif parts[-1] == "weight" and any("norm" in s or s.startswith("ln") for s in parts):
+                p.add_(scale * torch.randn(p.shape, generator=gen))
+
+
+def build_model(arch: str, tok=None, n_layers: int = 2, d_model: int = 64, n_heads: int = 4, n_ctx: int = 256,
+                seed: int = 0, biases: bool = True):
+    """A tiny random model of ``arch`` wrapped as a TransformerBridge, in eval mode, with random biases."""
     from transformer_lens import TransformerBridge, TransformerBridgeConfig
 
-    tok = tok or make_tokenizer()
+    tok = tok or make_bpe_tokenizer()
     V = len(tok)
     torch.manual_seed(seed)
     if arch == "native":
         cfg = TransformerBridgeConfig(d_model=d_model, d_head=d_model // n_heads, n_heads=n_heads, n_layers=n_layers,
                                       n_ctx=n_ctx, d_vocab=V, act_fn="gelu", seed=seed)
-        return TransformerBridge.boot_native(cfg, tokenizer=tok).eval()
+        model = TransformerBridge.boot_native(cfg, tokenizer=tok)
+        if biases:
+            randomize_biases(model, seed)
+        return model.eval()
     from transformer_lens.model_bridge.sources import build_bridge_from_module
     from transformers import (
         Gemma2Config,
@@ -74,35 +131,51 @@ def build_model(arch: str, tok=None, n_layers: int = 2, d_model: int = 64, n_hea
     elif arch == "llama":
         hf = LlamaForCausalLM(LlamaConfig(vocab_size=V, hidden_size=d_model, num_hidden_layers=n_layers,
                                           num_attention_heads=n_heads, num_key_value_heads=n_heads // 2,
-                                          intermediate_size=4 * d_model, max_position_embeddings=n_ctx, **ids))
+                                          intermediate_size=4 * d_model, max_position_embeddings=n_ctx,
+                                          attention_bias=biases, mlp_bias=biases, **ids))
         name = "LlamaForCausalLM"
     elif arch == "gemma2":
         hf = Gemma2ForCausalLM(Gemma2Config(vocab_size=V, hidden_size=d_model, num_hidden_layers=n_layers,
                                             num_attention_heads=n_heads, num_key_value_heads=n_heads // 2,
                                             head_dim=d_model // n_heads, intermediate_size=4 * d_model,
                                             max_position_embeddings=n_ctx, sliding_window=n_ctx,
-                                            query_pre_attn_scalar=d_model // n_heads, **ids))
+                                            query_pre_attn_scalar=d_model // n_heads, attention_bias=biases, **ids))
         name = "Gemma2ForCausalLM"
     else:
         raise ValueError(arch)
+    if biases:
+        randomize_biases(hf, seed)
     hf.eval()
     return build_bridge_from_module(hf, name, hf_config=hf.config, tokenizer=tok).eval()
 
 
 @pytest.fixture(scope="session")
 def tokenizer():
+    """The shared byte-level BPE tokenizer (variable-length, multi-token answers)."""
+    return make_bpe_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def word_tokenizer():
+    """The word-level tokenizer (every toy word one token; unknown words exist)."""
     return make_tokenizer()
 
 
 @pytest.fixture(scope="session", params=ARCHS)
 def any_model(request, tokenizer):
-    """Each tiny architecture in turn: native, GPT-2, Pythia, Llama (GQA), Gemma2 (GQA)."""
+    """Each tiny architecture in turn: native, GPT-2, Pythia, Llama (GQA), Gemma2 (GQA); random biases, BPE."""
     return build_model(request.param, tokenizer)
 
 
 @pytest.fixture(scope="session")
 def native_model(tokenizer):
     return build_model("native", tokenizer)
+
+
+@pytest.fixture(scope="session")
+def word_model(word_tokenizer):
+    """A native model with the word-level tokenizer."""
+    return build_model("native", word_tokenizer)
 
 
 @pytest.fixture(scope="session")
@@ -117,6 +190,20 @@ def task_b():
     from tlens_icl import Task
 
     return Task.from_pairs("toy_b", list(zip(INPUTS, OUTPUTS_B)), category="custom", description="toy task B")
+
+
+@pytest.fixture(scope="session")
+def word_task_a():
+    from tlens_icl import Task
+
+    return Task.from_pairs("word_a", list(zip(WORD_INPUTS, WORD_OUTPUTS_A)), description="word-level toy task A")
+
+
+@pytest.fixture(scope="session")
+def word_task_b():
+    from tlens_icl import Task
+
+    return Task.from_pairs("word_b", list(zip(WORD_INPUTS, WORD_OUTPUTS_B)), description="word-level toy task B")
 
 
 @pytest.fixture(scope="session")

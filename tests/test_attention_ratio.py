@@ -74,13 +74,15 @@ def test_meta_spans_map_to_the_query_tokens(native_model, tokenizer):
         words = item.input.split()
         toks = batch.str_tokens(native_model, row)
         in_query = batch.roles[row, : len(toks)] == ROLE_ID["query_input"]
-        assert [t for t, m in zip(toks, rel[row]) if m] == words[1:3]
-        assert [t for t, m in zip(toks, irr[row]) if m] == words[3:4]
+        # BPE pieces: the selected tokens spell exactly the meta text (a piece may carry its leading space)
+        assert "".join(t for t, m in zip(toks, rel[row]) if m).strip() == " ".join(words[1:3])
+        assert "".join(t for t, m in zip(toks, irr[row]) if m).strip() == words[3]
         assert bool(in_query[rel[row, : len(toks)]].all())  # the query's copy, never a demonstration's
         start, end = query_char_span(batch, row)
         assert batch.prompts[row][start:end] == item.input
     res = attention_ratio(native_model, batch)
-    assert res.relevant == "meta:relevant" and res.n_relevant.tolist() == [2, 2, 2]
+    assert res.relevant == "meta:relevant" and res.n_relevant.tolist() == rel.sum(1).tolist()
+    assert min(res.n_relevant.tolist()) >= 2
 
 
 def test_bad_regions_raise_before_any_forward(native_model, task_a):

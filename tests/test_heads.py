@@ -121,7 +121,7 @@ def test_rows_all_equals_transformer_lens_head_detector(arch, planted, tokenizer
     from transformer_lens.head_detector import detect_head
 
     model = planted if arch == "planted" else build_model("native", tokenizer, n_ctx=P)
-    words = INPUTS[:12] + OUTPUTS_A[:8]
+    words = [w for w in INPUTS + OUTPUTS_A if len(tokenizer.tokenize(" " + w)) == 1][:20]  # fits n_ctx=P with BPE
     texts = [" ".join(words[i : i + 7] * 2) for i in range(0, 12, 3)] + [" ".join((words[:5] + words[3:9]) * 2)]
     tokens = [model.to_tokens(t)[0] for t in texts]
     batch, mask = _padded([t.tolist() for t in tokens], tokenizer.pad_token_id)

@@ -176,7 +176,8 @@ def two_label_task(name: str, even: str, odd: str) -> ti.Task:
     return ti.Task.from_pairs(name, [(f"in{i}", even if i % 2 == 0 else odd) for i in range(24)])
 
 
-def test_filter_correct_keeps_exactly_the_correctly_answered_prompts(tokenizer):
+def test_filter_correct_keeps_exactly_the_correctly_answered_prompts(word_tokenizer):
+    tokenizer = word_tokenizer  # a model whose top-1 is the single token 'a0'
     model = biased_model(tokenizer, "a0")  # correct exactly where the answer is a0
     task, other = two_label_task("toy_even", "a0", "a1"), two_label_task("toy_even3", "a0", "a3")
     kw = dict(n_mean=8, n_corrupted=8, n_shots=2, seed=0, metric="top1")
@@ -209,13 +210,15 @@ def test_filter_correct_keeps_exactly_the_correctly_answered_prompts(tokenizer):
     assert set(res.to_dataframe()["n"]) == set(res.info["n_kept"].values())
 
 
-def test_filter_correct_raises_when_no_prompt_survives(tokenizer):
+def test_filter_correct_raises_when_no_prompt_survives(word_tokenizer):
+    tokenizer = word_tokenizer  # a model whose top-1 is the single token 'a0'
     model = biased_model(tokenizer, "a5")  # never an answer of this task
     with pytest.raises(EmptyTaskError, match="filter_correct"):
         ti.indirect_effect(model, two_label_task("toy_even", "a0", "a1"), filter_correct=True, **SMALL)
 
 
-def test_cli_mediate_heads_and_filter_correct(tokenizer, tmp_path, capsys, monkeypatch):
+def test_cli_mediate_heads_and_filter_correct(word_tokenizer, tmp_path, capsys, monkeypatch):
+    tokenizer = word_tokenizer
     from tlens_icl import cli
 
     model = biased_model(tokenizer, "a0")

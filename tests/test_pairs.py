@@ -36,7 +36,9 @@ def test_queries_do_not_depend_on_shots(native_model, task_a):
     assert [q.input for q in p0.queries] == [q.input for q in p5.queries]
 
 
-def test_shuffled_labels_permute_demo_outputs(native_model, task_a):
+# Corruption semantics on single-token labels (word-level model); labels of different BPE lengths are issue 9's.
+def test_shuffled_labels_permute_demo_outputs(word_model, word_task_a):
+    native_model, task_a = word_model, word_task_a
     pairs = ti.make_prompt_pairs(task_a, native_model, n=8, n_shots=5, corruption="shuffled_labels", seed=0)
     assert pairs.aligned
     for i in range(len(pairs)):
@@ -47,7 +49,8 @@ def test_shuffled_labels_permute_demo_outputs(native_model, task_a):
     assert torch.equal(pairs.clean.query_pos, pairs.corrupted.query_pos)
 
 
-def test_random_and_other_task_labels(native_model, task_a, task_b):
+def test_random_and_other_task_labels(word_model, word_task_a, word_task_b):
+    native_model, task_a, task_b = word_model, word_task_a, word_task_b
     truth = {it.input: it.output for it in task_a.items}
     pairs = ti.make_prompt_pairs(task_a, native_model, n=6, n_shots=4, corruption="random_labels", seed=0)
     assert pairs.aligned
@@ -63,7 +66,8 @@ def test_random_and_other_task_labels(native_model, task_a, task_b):
         ti.make_prompt_pairs(task_a, native_model, n=2, n_shots=2, corruption="other_task_labels")
 
 
-def test_identity_zero_shot_and_corrupted_query(native_model, task_a):
+def test_identity_zero_shot_and_corrupted_query(word_model, word_task_a):
+    native_model, task_a = word_model, word_task_a
     same = ti.make_prompt_pairs(task_a, native_model, n=4, n_shots=3, corruption="identity")
     assert torch.equal(same.clean.tokens, same.corrupted.tokens) and same.aligned
     zs = ti.make_prompt_pairs(task_a, native_model, n=4, n_shots=3, corruption="zero_shot")
@@ -115,6 +119,14 @@ def forward_counter(native_model):
     native_model.reset_hooks()
 
 
+@pytest.fixture()
+def word_forward_counter(word_model):
+    calls = []
+    word_model.add_hook("hook_embed", lambda x, hook: calls.append(1))
+    yield calls
+    word_model.reset_hooks()
+
+
 def test_more_shots_than_items(native_model, forward_counter):
     tiny = ti.Task.from_pairs("tiny", [("in1", "a1"), ("in2", "a2"), ("in3", "a3")])
     with pytest.raises(TlensICLError, match="cannot supply 5 demonstrations"):
@@ -122,7 +134,8 @@ def test_more_shots_than_items(native_model, forward_counter):
     assert not forward_counter
 
 
-def test_multi_token_answer_required(native_model, forward_counter):
+def test_multi_token_answer_required(word_model, word_forward_counter):
+    native_model, forward_counter = word_model, word_forward_counter
     task = ti.Task.from_pairs("multi", [("in1", "two words"), ("in2", "a2"), ("in3", "a3"), ("in4", "a4")])
     with pytest.raises(PromptError, match="several tokens"):
         ti.make_prompt_pairs(task, native_model, n=2, n_shots=1, single_token="require")
@@ -152,14 +165,16 @@ def test_training_mode_rejected(native_model, task_a, forward_counter):
     assert not forward_counter
 
 
-def test_mismatched_pair_lengths(native_model):
+def test_mismatched_pair_lengths(word_model):
+    native_model = word_model
     with pytest.raises(PairMismatchError, match="3 tokens but corrupted has 4"):
         ti.PromptPairBatch.from_prompts(native_model, ["in1 -> a1"], ["in1 in2 -> a1"], ["a1"])
     ok = ti.PromptPairBatch.from_prompts(native_model, ["in1 -> a1 \n in2 ->"], ["in1 -> a3 \n in2 ->"], ["a2"])
     assert ok.aligned and int(ok.clean.query_pos[0]) == 6
 
 
-def test_unknown_tokens_and_padding_text(native_model):
+def test_unknown_tokens_and_padding_text(word_model):
+    native_model = word_model
     unknown = ti.Task.from_pairs("unk", [("zzzz", "a1"), ("qqqq", "a2")])
     with pytest.raises(ti.EmptyTaskError, match="representable"):
         ti.make_prompts(unknown, native_model, n=1, n_shots=1)

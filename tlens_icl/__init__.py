@@ -96,6 +96,7 @@ from tlens_icl.errors import (
     ModelStateError,
     PairMismatchError,
     PromptError,
+    ResultFileError,
     TlensICLError,
     UnknownTaskError,
 )
@@ -127,7 +128,7 @@ __all__ = [
     "attribution_patching", "head_attention_html", "head_patching", "indirect_effect", "patching_fidelity",
     "ARROW", "AccuracyResult", "CORRUPTIONS", "EmptyTaskError", "Head", "HookNotFiredError", "METRICS",
     "ModelLike", "ModelNotAvailableError", "ModelStateError", "PairMismatchError", "PromptBatch",
-    "PromptError", "PromptPairBatch", "PromptTemplate", "QA", "ROLES", "Task", "TaskItem", "TlensICLError",
+    "PromptError", "PromptPairBatch", "ResultFileError", "PromptTemplate", "QA", "ROLES", "Task", "TaskItem", "TlensICLError",
     "UnknownTaskError", "heldout_task", "icl_accuracy", "model_tasks", "list_models", "list_tasks", "load_model", "load_task",
     "make_prompt_pairs", "make_prompts", "register_task", "register_template", "usable_task",
 ]

@@ -28,6 +28,10 @@ class ModelStateError(TlensICLError):
     """A model in the wrong state for an operation (training mode, missing hooks)."""
 
 
+class ResultFileError(TlensICLError):
+    """A saved result that cannot be loaded as it is (missing or truncated file, unknown schema, bad fields)."""
+
+
 class HookNotFiredError(RuntimeError):
     """A hook tlens_icl installed did not run: the intervention silently did nothing."""
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from tlens_icl._typing import ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.analyses.accuracy import icl_accuracy
 from tlens_icl.analyses.causal.mediation import indirect_effect
 from tlens_icl.analyses.vectors.function_vectors import (
@@ -43,6 +44,7 @@ def _eval_task(model: ModelLike, name: str) -> Any:
         return name
 
 
+@checked
 def run_pipeline(
     model: ModelLike, *, tasks: Sequence[str] | None = None, out: str | Path | None = None, n: int = 48,
     n_mean: int = 32, n_corrupted: int = 16, n_shots: int = 8, k: int = 10, seed: int = 0, progress: bool = False,

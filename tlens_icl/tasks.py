@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tlens_icl import _validate
 from tlens_icl.errors import EmptyTaskError, TlensICLError, UnknownTaskError
 
 CATEGORIES = ("knowledge", "procedural", "bitwise", "regression", "reading", "pos", "extractive", "custom")
@@ -55,6 +56,11 @@ class TaskItem:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TaskItem":
+        if not isinstance(d, Mapping):
+            raise TlensICLError(f"A task item must be an object with 'input' and 'output', got {d!r}.")
+        missing = [k for k in ("input", "output") if k not in d]
+        if missing:
+            raise TlensICLError(f"Task item {dict(d)!r} has no {' or '.join(repr(k) for k in missing)} field.")
         return cls(
             input=d["input"],
             output=d["output"],
@@ -113,8 +119,12 @@ class Task:
             raise EmptyTaskError(f"No items of task {self.name!r} survive the filter.")
         return replace(self, items=kept, name=name or self.name)
 
+    @_validate.checked
     def split(self, test_size: float = 0.3, *, seed: int = 0) -> tuple["Task", "Task"]:
-        """Deterministic (train, test) split of the items (by group when the task has groups)."""
+        """Deterministic (train, test) split of the items (by group when the task has groups).
+
+        ``test_size`` is the fraction of items (or groups) in the test split, in (0, 1).
+        """
         rng = random.Random(seed)
         if set(self.groups) == {None}:  # ungrouped: split items
             idx = list(range(len(self)))
@@ -168,9 +178,13 @@ class Task:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Task":
+        if not isinstance(d, Mapping) or "name" not in d:
+            raise TlensICLError("A task needs a 'name' field (see tasks/README.md for the schema).")
         items = d.get("items")
         if not items:
             raise EmptyTaskError(f"Task {d.get('name')!r} has no items.")
+        if not isinstance(items, (list, tuple)):
+            raise TlensICLError(f"Task {d['name']!r}: 'items' must be a list of objects, got {type(items).__name__}.")
         return cls(
             name=d["name"],
             items=tuple(TaskItem.from_dict(x) for x in items),
@@ -183,7 +197,15 @@ class Task:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Task":
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """A task from a JSON file (``tasks/README.md``); a malformed file raises naming the file and the field."""
+        try:
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise TlensICLError(f"{path}: not valid JSON ({e}).") from e
+        try:
+            return cls.from_dict(doc)
+        except TlensICLError as e:
+            raise type(e)(f"{path}: {e}") from e
 
     @classmethod
     def from_pairs(cls, name: str, pairs: Iterable[tuple[str, str]], **kwargs: Any) -> "Task":

@@ -11,6 +11,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.engine.runs import query_logits
 from tlens_icl.engine.scoring import accepted_top1, prob
 from tlens_icl.models.loading import require_eval_mode
@@ -76,6 +77,7 @@ class AccuracyResult(Result):
         return accuracy_curve(self, ax=ax)
 
 
+@checked
 def icl_accuracy(
     model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_shots: Sequence[int] = (0, 1, 5, 10),
     n: int = 64, seed: int = 0, template: PromptTemplate | str | None = None, batch_size: int = 32,

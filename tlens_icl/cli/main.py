@@ -134,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tlens_icl.errors import TlensICLError
 
     try:
+        if getattr(args, "out", None) is not None:  # an unusable output folder fails now, not after the analysis
+            from tlens_icl._validate import output_dir
+
+            output_dir(args.out, "--out")
         return int(args.func(args) or 0)
     except (TlensICLError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -121,11 +121,29 @@ def checked_hooks(
     fwd = [(n, counted(i, f)) for i, (n, f) in enumerate(fwd_hooks)]
     off = len(fwd_hooks)
     bwd = [(n, counted(off + i, f)) for i, (n, f) in enumerate(bwd_hooks)]
+    # A sentinel on the embedding tells "no forward pass ran in the block" from "a hook was skipped".
+    forwards = [0]
+    hook_dict = getattr(model, "hook_dict", None)
+    if names and hook_dict is not None and embed() in hook_dict:
+        fwd.append((embed(), _sentinel(forwards)))
     with model.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
         yield
     silent = [names[i] for i, c in enumerate(counts) if c == 0]
+    if silent and hook_dict is not None and embed() in hook_dict and forwards[0] == 0:
+        raise HookNotFiredError(
+            f"No forward pass ran inside the `with` block, so hook(s) {silent[:4]} never fired and the "
+            "intervention did nothing. Run the model (model(tokens), model.generate(...)) inside the block."
+        )
     if silent:
         raise HookNotFiredError(
-            f"Hook(s) {silent[:4]} never fired: the intervention had no effect. Did the forward pass "
-            "stop early (stop_at_layer), or is the hook gated (e.g. hook_result needs set_use_attn_result)?"
+            f"Hook(s) {silent[:4]} never fired although the model ran: the intervention had no effect. Did the "
+            "forward pass stop early (stop_at_layer), or is the hook gated (e.g. hook_result needs "
+            "set_use_attn_result)?"
         )
+
+
+def _sentinel(counter: list[int]) -> HookFn:
+    def count(act: Any, hook: Any) -> None:
+        counter[0] += 1
+
+    return count

@@ -40,7 +40,10 @@ def logit_diff(logits: Tensor, answers: Tensor, contrast: Tensor | None = None) 
 
 
 def rank(logits: Tensor, answers: Tensor, contrast: Tensor | None = None) -> Tensor:
-    """Rank of the answer token (0 = most likely)."""
+    """Rank of the answer token (0 = most likely): the number of tokens with a strictly larger logit.
+
+    Ties count in the answer's favour (competition "min" ranking): an answer tied for the top is rank 0.
+    """
     target = logits.gather(-1, answers[:, None])
     return (logits > target).sum(-1).float()
 

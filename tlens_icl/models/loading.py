@@ -12,6 +12,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from tlens_icl import _validate
 from tlens_icl._typing import ModelLike
 from tlens_icl.errors import ModelNotAvailableError, ModelStateError
 
@@ -35,12 +36,8 @@ def list_models() -> list[dict[str, Any]]:
 
 
 def require_eval_mode(model: ModelLike, operation: str) -> None:
-    """Raise (before any forward pass) if the model is in training mode (dropout would be on)."""
-    if getattr(model, "training", False):
-        raise ModelStateError(
-            f"{operation} needs the model in evaluation mode, but it is in training mode (TransformerLens "
-            "bridges start in train mode, so dropout is active). Call model.eval() first."
-        )
+    """Raise (before any forward pass) if ``model`` is not a model (e.g. a name) or is in training mode."""
+    _validate.model(model, operation)
 
 
 def _hub_reachable(timeout: float = 1.0) -> bool:

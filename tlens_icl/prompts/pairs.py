@@ -26,6 +26,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.errors import (
     EmptyTaskError,
     PairMismatchError,
@@ -62,6 +63,7 @@ def _token_lengths(model: ModelLike, texts: Sequence[str]) -> list[int | None]:
     return [None if (unk is not None and unk in x) or not x else len(x) for x in ids]
 
 
+@checked(eval_mode=False)
 def usable_task(
     task: Task | str, model: ModelLike, *, template: PromptTemplate | str | None = None,
     single_token: SingleToken = "ignore",
@@ -230,6 +232,7 @@ def _prepare(task: Task | str, model: ModelLike, template: PromptTemplate | str 
     return task, tpl, pool
 
 
+@checked(eval_mode=False)
 def make_prompts(
     task: Task | str, model: ModelLike, *, n: int = 32, n_shots: int = 10, seed: int = 0,
     template: PromptTemplate | str | None = None, single_token: SingleToken = "ignore",
@@ -325,6 +328,7 @@ def _raw_render(prompt: str, answer: str):
     return RenderedPrompt(prompt, (ROLE_ID["separator"],) * n, (-1,) * n, answer)
 
 
+@checked(eval_mode=False)
 def make_prompt_pairs(
     task: Task | str, model: ModelLike, *, n: int = 32, n_shots: int = 10,
     corruption: str = "shuffled_labels", seed: int = 0, template: PromptTemplate | str | None = None,

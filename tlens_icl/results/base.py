@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
+from tlens_icl.errors import ResultFileError
 
 SCHEMA_VERSION = 1
 R = TypeVar("R", bound="Result")
@@ -95,17 +97,51 @@ class Result:
 
     @classmethod
     def load(cls: type[R], path: str | Path) -> R:
+        """Read a result written by :meth:`save`, validated before it is built.
+
+        Raises :class:`~tlens_icl.errors.ResultFileError` (naming the file and the problem) for a missing or
+        truncated file, a schema version this tlens_icl does not know, another result class, field names
+        that do not match the class, a tensor where a value belongs (or the reverse), a wrong dtype kind,
+        and tensors whose shapes disagree with each other or with the labels and model recorded beside them.
+        """
         from safetensors.torch import load_file
 
         path = Path(path)
-        doc = json.loads((path / "meta.json").read_text())
+        meta_path, tensor_path = path / "meta.json", path / "tensors.safetensors"
+        for f in (meta_path, tensor_path):
+            if not f.is_file():
+                raise ResultFileError(f"{path}: no {f.name} (a saved result is a folder with meta.json and "
+                                      "tensors.safetensors).")
+        try:
+            doc = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ResultFileError(f"{meta_path}: not valid JSON ({e}); the file is truncated or corrupt.") from e
+        if not isinstance(doc, dict) or not isinstance(doc.get("fields"), dict):
+            raise ResultFileError(f"{meta_path}: missing 'schema', 'class' or 'fields'.")
+        schema = doc.get("schema")
+        if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+            raise ResultFileError(f"{meta_path}: schema version {schema!r} is not a version tlens_icl writes.")
+        if schema > SCHEMA_VERSION:
+            raise ResultFileError(f"{meta_path}: written with result schema {schema}, newer than this tlens_icl "
+                                  f"({SCHEMA_VERSION}); upgrade tlens_icl to read it.")
         if doc.get("class") != cls.__name__:
-            raise ValueError(f"{path} holds a {doc.get('class')}, not a {cls.__name__}.")
-        tensors = load_file(str(path / "tensors.safetensors"))
+            raise ResultFileError(f"{path} holds a {doc.get('class')}, not a {cls.__name__}.")
+        try:
+            tensors = load_file(str(tensor_path))
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for a damaged file
+            raise ResultFileError(f"{tensor_path}: cannot be read ({type(e).__name__}: {e}); the file is truncated "
+                                  "or corrupt.") from e
         kwargs: dict[str, Any] = dict(tensors)
         for name, v in doc["fields"].items():
             kwargs[name] = v if isinstance(v, dict) else _tupled(v)
-        return cls(**kwargs)
+        clash = sorted(set(tensors) & set(doc["fields"]))
+        if clash:
+            raise ResultFileError(f"{path}: field(s) {clash} appear both as tensors and as values.")
+        _check_fields(cls, kwargs, tensors, path)
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise ResultFileError(f"{path}: the saved fields do not make a valid {cls.__name__}: {e}") from e
 
     def export(self, out: str | Path, name: str, **plot_kwargs: Any) -> Path:
         """Save the result into folder ``out`` and its plot to ``out/<name>.png``; returns ``out``."""
@@ -132,6 +168,94 @@ class Result:
             pass
         html.append(self.to_dataframe().head(20).to_html(float_format=lambda x: f"{x:.4g}"))
         return "\n".join(html)
+
+
+# ---- validation of loaded results ----------------------------------------------------------------
+_TENSOR_ANNOTATION = re.compile(r"""\b(Float|Int|Bool|Shaped|Num)\[\s*Tensor\s*,\s*["']([^"']*)["']\s*\]""")
+#: a label tuple's length must equal the size of this dimension of the tensors (when both exist).
+_LABEL_DIMS = {"tasks": "task", "n_shots": "shots", "methods": "method", "settings": "setting", "layers": "layer",
+               "units": "unit", "hypotheses": "hypothesis", "conditions": "example", "queries": "example",
+               "meta": "example", "row_labels": "shots", "tokens": "pos"}
+
+
+def _tensor_specs(cls: type) -> dict[str, tuple[str, list[str], bool]]:
+    """Tensor fields of a result class: name -> (dtype kind, dimension names, optional)."""
+    out = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        m = _TENSOR_ANNOTATION.search(ann) if isinstance(ann, str) else None
+        if m is not None:
+            out[f.name] = (m.group(1), m.group(2).split(), "None" in ann)
+        elif isinstance(ann, str) and re.search(r"\bTensor\b", ann):
+            out[f.name] = ("Shaped", ["..."], "None" in ann)
+    return out
+
+
+def _check_fields(cls: type, kwargs: dict[str, Any], tensors: dict[str, Tensor], path: Path) -> None:
+    """Field names, tensor-vs-value placement, dtype kinds and shape consistency of a loaded result."""
+    from dataclasses import MISSING
+
+    declared = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(kwargs) - set(declared))
+    missing = sorted(n for n, f in declared.items()
+                     if n not in kwargs and f.default is MISSING and f.default_factory is MISSING)
+    if unknown or missing:
+        raise ResultFileError(f"{path}: fields do not match {cls.__name__}: "
+                              f"{f'unknown {unknown}' if unknown else ''}{'; ' if unknown and missing else ''}"
+                              f"{f'missing {missing}' if missing else ''}.")
+    specs = _tensor_specs(cls)
+    sizes: dict[str, int] = {}
+    for name, (kind, dims, optional) in specs.items():
+        value = kwargs.get(name)
+        if value is None and optional:
+            continue
+        if not isinstance(value, Tensor):
+            raise ResultFileError(f"{path}: {cls.__name__}.{name} must be a tensor, got {type(value).__name__}.")
+        ok_kind = {"Float": value.is_floating_point(), "Bool": value.dtype == torch.bool,
+                   "Int": not value.is_floating_point() and value.dtype != torch.bool and not value.is_complex()}
+        if not ok_kind.get(kind, True):
+            raise ResultFileError(f"{path}: {cls.__name__}.{name} must be a {kind} tensor, got {value.dtype}.")
+        _bind_dims(f"{cls.__name__}.{name}", dims, tuple(value.shape), sizes, path)
+    for name in set(kwargs) - set(specs):
+        if isinstance(kwargs[name], Tensor):
+            raise ResultFileError(f"{path}: {cls.__name__}.{name} is not a tensor field, but the file holds a tensor.")
+    for name, dim in _LABEL_DIMS.items():
+        value = kwargs.get(name)
+        if dim in sizes and isinstance(value, (tuple, list)) and len(value) != sizes[dim]:
+            raise ResultFileError(f"{path}: {cls.__name__}.{name} has {len(value)} entries but the tensors' "
+                                  f"'{dim}' dimension is {sizes[dim]}.")
+    info = kwargs.get("info") if isinstance(kwargs.get("info"), dict) else {}
+    recorded = {"d_model": info.get("d_model"), "head": info.get("n_heads")}
+    if "layers" not in declared:
+        recorded["layer"] = info.get("n_layers")
+    for dim, n in recorded.items():
+        if isinstance(n, int) and dim in sizes and sizes[dim] != n:
+            raise ResultFileError(f"{path}: the tensors' '{dim}' dimension is {sizes[dim]}, but the result was made "
+                                  f"on a model with {n} (info).")
+
+
+def _bind_dims(label: str, dims: list[str], shape: tuple[int, ...], sizes: dict[str, int], path: Path) -> None:
+    """Match ``shape`` to jaxtyping-style ``dims`` (names, numbers, one ``*name``/``...``), binding names."""
+    star = [i for i, d in enumerate(dims) if d.startswith("*") or d == "..."]
+    if star:
+        i = star[0]
+        head, tail = dims[:i], dims[i + 1:]
+        if len(shape) < len(head) + len(tail):
+            raise ResultFileError(f"{path}: {label} has shape {list(shape)}, expected [{' '.join(dims)}].")
+        pairs = list(zip(head, shape[: len(head)])) + list(zip(tail, shape[len(shape) - len(tail):]))
+    else:
+        if len(shape) != len(dims):
+            raise ResultFileError(f"{path}: {label} has shape {list(shape)}, expected [{' '.join(dims)}].")
+        pairs = list(zip(dims, shape))
+    for d, n in pairs:
+        d = d.lstrip("#")
+        if d.isdigit():
+            if int(d) != n:
+                raise ResultFileError(f"{path}: {label} has shape {list(shape)}, expected [{' '.join(dims)}].")
+        elif d and d != "_":
+            if d in sizes and sizes[d] != n:
+                raise ResultFileError(f"{path}: {label} has '{d}' = {n}, but another field has '{d}' = {sizes[d]}.")
+            sizes.setdefault(d, n)
 
 
 def _equal_nan(x: Tensor, y: Tensor) -> bool:

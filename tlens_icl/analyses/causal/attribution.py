@@ -20,6 +20,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.analyses.causal.patching import (
     HeadPatchingResult,
     check_position,
@@ -39,6 +40,7 @@ from tlens_icl.prompts.pairs import PromptPairBatch
 from tlens_icl.results.base import run_info
 
 
+@checked
 def attribution_patching(
     model: ModelLike, pairs: PromptPairBatch, *, metric: str | Metric = "prob", direction: str = "denoise",
     position: str = "query", values: Float[Tensor, "layer head d_head"] | None = None,
@@ -169,6 +171,7 @@ class Fidelity:
                 f"{self.top_k_overlap:.2f}, max |error| {self.max_abs_error:.3g} over {self.n_heads} heads")
 
 
+@checked
 def patching_fidelity(approx: Any, exact: Any, *, k: int = 10, task: str | None = None) -> Fidelity:
     """Rank correlation, linear correlation and top-``k`` overlap of two per-head effect maps.
 

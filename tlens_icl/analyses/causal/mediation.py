@@ -29,6 +29,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.analyses.causal.attribution import attribution_patching
 from tlens_icl.analyses.causal.patching import scorer
 from tlens_icl.engine import hooks
@@ -84,6 +85,7 @@ class IndirectEffectResult(HeadEffectViews, Result):
                 f"top heads: {top}")
 
 
+@checked
 def indirect_effect(
     model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_mean: int = 100, n_corrupted: int = 25,
     n_shots: int = 10, corruption: str = "shuffled_labels", seed: int = 0, metric: str | Metric = "prob",
@@ -188,6 +190,7 @@ _ROLE_TAG = {"pad": "pad", "bos": "bos", "separator": "sep", "demo_input": "x", 
              "query_input": "qx", "answer_position": "ans"}
 
 
+@checked
 def head_attention_html(model: ModelLike, batch: PromptBatch, heads: Sequence[Head], *, row: int = 0,
                         path: str | Path | None = None) -> str:
     """Offline HTML of the attention patterns of ``heads`` on prompt ``row``, tokens tagged with their role.

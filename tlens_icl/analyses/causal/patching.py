@@ -25,6 +25,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.engine import hooks
 from tlens_icl.engine import positions as _positions
 from tlens_icl.engine import query as _engine
@@ -126,6 +127,7 @@ class HeadPatchingResult(HeadEffectViews, Result):
                 f"top: {top}")
 
 
+@checked
 def head_patching(
     model: ModelLike, pairs: PromptPairBatch, *, metric: str | Metric = "prob", direction: str = "denoise",
     position: str = "query", method: str = "auto", heads: Sequence[Head | tuple[int, int]] | None = None,
@@ -153,6 +155,8 @@ def head_patching(
         :class:`HeadPatchingResult`; a positive effect restores the clean answer when denoising.
     """
     require_eval_mode(model, "head_patching")
+    if method not in ("auto", "fast", "naive"):
+        raise TlensICLError(f"method must be 'auto', 'fast' or 'naive', got {method!r}.")
     check_position(position, pairs, "head_patching")
     cells = _engine.resolve_heads(model, heads)
     base, source = sides(pairs, direction)
@@ -243,6 +247,7 @@ class ActivationPatchingResult(Result):
                 f"n={self.effects.shape[-1]}, max |mean effect| {float(self.mean().abs().max()):.3g}")
 
 
+@checked
 def activation_patching(
     model: ModelLike, pairs: PromptPairBatch, *, site: str = "resid_pre", metric: str | Metric = "prob",
     direction: str = "denoise", method: str = "auto", batch_size: int = 16, progress: bool = False,

@@ -26,6 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.analyses.heads.scores import HeadScoresResult, top_heads_of
 from tlens_icl.analyses.heads.token_loss import (
     DataKind,
@@ -199,6 +200,7 @@ def _pooled_means(model: ModelLike, batches: Sequence[Any], positions: Positions
     return (total / count).float()
 
 
+@checked
 def head_ablation(
     model: ModelLike, tasks: Task | str | Sequence[Task | str], rankings: Mapping[str, Any], *,
     ks: Sequence[int | float] = (0, 1, 2, 4, 8), exclude: float = 0.0, n_random: int = 3, n: int = 32,

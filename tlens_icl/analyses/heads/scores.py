@@ -32,6 +32,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.engine.attention import attention_to_targets
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
@@ -141,6 +142,7 @@ class HeadScoresResult(HeadEffectViews, Result):
         return fig
 
 
+@checked
 def head_scores(
     model: ModelLike, tokens: Int[Tensor, "seq pos"] | None = None, *, mask: Int[Tensor, "seq pos"] | None = None,
     n: int = 32, length: int = 25, seed: int = 0, rows: Rows = "targets", batch_size: int = 16,

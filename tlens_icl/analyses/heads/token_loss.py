@@ -26,6 +26,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.engine.ablation import ablated_token_losses
 from tlens_icl.errors import PromptError, TlensICLError
 from tlens_icl.models.loading import model_meta, require_eval_mode
@@ -210,6 +211,7 @@ class TokenLossResult(Result):
         return fig
 
 
+@checked
 def token_loss_score(
     model: ModelLike, data: DataKind | LossData = "auto", *, texts: Sequence[str] | None = None,
     tasks: Sequence[Task | str] | None = None, n: int = 16, length: int = 128, n_shots: int = 10,

@@ -27,6 +27,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.engine import hooks
 from tlens_icl.engine.capture import AtPositions, Weighted, capture
 from tlens_icl.errors import TlensICLError
@@ -235,6 +236,7 @@ def _row_labels(batch: PromptBatch, task: str, condition: str) -> dict[str, Any]
     )
 
 
+@checked
 def collect_activations(
     model: ModelLike, prompts: PromptBatch | PromptPairBatch, *, sites: Sequence[str] = ("resid_post",),
     position: str = "query", layers: Sequence[int] | None = None, task: str | None = None,
@@ -265,6 +267,7 @@ def collect_activations(
     return ActivationSet.concat(sets)
 
 
+@checked
 def task_activations(
     model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_shots: Sequence[int] = (0, 1, 2, 4, 8),
     n: int = 50, seed: int = 0, template: PromptTemplate | str | None = None, sites: Sequence[str] = ("resid_post",),

@@ -31,6 +31,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.engine import hooks
 from tlens_icl.engine.capture import Custom, capture
 from tlens_icl.errors import PromptError, TlensICLError
@@ -176,6 +177,7 @@ def _region_name(region: Region) -> str:
     return region if isinstance(region, str) else getattr(region, "__name__", "custom")
 
 
+@checked
 def attention_ratio(
     model: ModelLike, prompts: PromptBatch | Mapping[str, PromptBatch], *, relevant: Region = "meta:relevant",
     irrelevant: Region = "meta:distractors", layers: Sequence[int] | None = None, batch_size: int = 16,

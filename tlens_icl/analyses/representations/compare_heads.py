@@ -20,6 +20,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tlens_icl._typing import Head
+from tlens_icl._validate import checked
 from tlens_icl.errors import TlensICLError
 from tlens_icl.results.base import Result, run_info
 
@@ -95,6 +96,7 @@ class HeadComparisonResult(Result):
         return fig
 
 
+@checked
 def compare_heads(
     causal: Any, representational: Any, *, ks: Sequence[int] = (1, 3, 5, 10), causal_name: str = "AIE",
     representational_name: str = "RSA",

@@ -5,7 +5,9 @@ classified by a k-nearest-neighbour vote among the *other* prompts of the same s
 (leave-one-out: a point is never its own neighbour - the unofficial reference code fits and predicts
 on the same points, which inflates the score), with k = 10 and cosine distance by default. The score
 CD is the fraction of prompts whose task is predicted correctly; higher = the task is more decodable.
-Ties in the vote go to the class of the nearest tied neighbour.
+Ties in the vote go to the class of the nearest neighbour among the tied classes (neighbours at equal
+distance in scikit-learn's order). With fewer than ``k + 1`` prompts per shot count, ``k`` is lowered to
+the number of other prompts; the result records the ``k`` used (``info["k_requested"]``: what was asked).
 
 Controls: ``chance`` = sum of squared class frequencies (1/K for K balanced tasks; the accuracy of a
 guess drawn from the label frequencies) and a shuffled-label control (the same kNN with the task
@@ -29,6 +31,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tlens_icl._validate import checked
 from tlens_icl.analyses.representations.activations import ActivationSet
 from tlens_icl.errors import TlensICLError
 from tlens_icl.results.base import Result
@@ -49,12 +52,13 @@ def loo_knn_predict(x: np.ndarray, labels: np.ndarray, *, k: int = 10, metric: D
         raise TlensICLError("Leave-one-out kNN needs at least 2 points.")
     k_eff = min(k, n - 1)
     idx = NearestNeighbors(n_neighbors=k_eff, metric=metric).fit(x).kneighbors(return_distance=False)
-    n_classes = int(labels.max()) + 1
-    # one vote per neighbour, plus a tie-breaker < 1 that favours nearer neighbours
-    weights = 1.0 + 1e-3 * (k_eff - np.arange(k_eff)) / k_eff
-    votes = np.zeros((n, n_classes))
-    np.add.at(votes, (np.repeat(np.arange(n), k_eff), labels[idx].ravel()), np.tile(weights, n))
-    return votes.argmax(1)
+    neighbour_labels = labels[idx]  # [n, k_eff], nearest first
+    rows = np.arange(n)
+    votes = np.zeros((n, int(labels.max()) + 1), dtype=np.int64)
+    np.add.at(votes, (np.repeat(rows, k_eff), neighbour_labels.ravel()), 1)
+    # a tie between classes goes to the class of the nearest neighbour among the tied classes
+    tied = votes[rows[:, None], neighbour_labels] == votes.max(1, keepdims=True)
+    return neighbour_labels[rows, tied.argmax(1)]
 
 
 def _encode(labels: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
@@ -183,6 +187,7 @@ def _unit_name(unit: Sequence[int]) -> str:
     return f"L{unit[0]}" if len(unit) == 1 else f"L{unit[0]}H{unit[1]}"
 
 
+@checked
 def concept_decodability(
     acts: ActivationSet, *, site: str = "resid_post", label: str | Sequence[Any] = "task", k: int = 10,
     metric: DistanceMetric = "cosine", n_shuffles: int = 5, seed: int = 0, progress: bool = False,
@@ -212,7 +217,11 @@ def concept_decodability(
     if len(sizes) != 1:
         raise TlensICLError(f"Every shot count needs the same number of rows, got {sorted(sizes)}.")
     rng = np.random.default_rng(seed)
-    correct = torch.zeros(len(groups), len(units), sizes.pop())
+    n_rows = sizes.pop()
+    if n_rows < 2:
+        raise TlensICLError(f"Leave-one-out kNN needs at least 2 prompts per shot count, got {n_rows}.")
+    k_used = min(k, n_rows - 1)
+    correct = torch.zeros(len(groups), len(units), n_rows)
     shuffled = torch.zeros(len(groups), len(units))
     chance = torch.zeros(len(groups))
     row_labels = []
@@ -227,15 +236,17 @@ def concept_decodability(
         perms = [rng.permutation(y) for _ in range(n_shuffles)]
         for u in range(len(units)):
             x = values[idx, u].numpy()
-            correct[s, u] = torch.from_numpy(loo_knn_predict(x, y, k=k, metric=metric) == y).float()
+            correct[s, u] = torch.from_numpy(loo_knn_predict(x, y, k=k_used, metric=metric) == y).float()
             if perms:
-                shuffled[s, u] = float(np.mean([(loo_knn_predict(x, p, k=k, metric=metric) == p).mean() for p in perms]))
+                shuffled[s, u] = float(np.mean([(loo_knn_predict(x, p, k=k_used, metric=metric) == p).mean()
+                                                for p in perms]))
             bar.update()
     bar.close()
     return DecodabilityResult(
         correct=correct, shuffled=shuffled, chance=chance, n_shots=tuple(groups), units=units,
-        row_labels=tuple(row_labels), site=site, k=k, metric=metric,
+        row_labels=tuple(row_labels), site=site, k=k_used, metric=metric,
         info={**acts.info, "label": label if isinstance(label, str) else "custom", "n_shuffles": n_shuffles,
+              "k_requested": k,
               "seed": seed, "position": acts.position},
     )
 

@@ -25,6 +25,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tlens_icl._validate import checked
 from tlens_icl.analyses.representations.activations import ActivationSet
 from tlens_icl.errors import TlensICLError
 from tlens_icl.results.base import Result
@@ -133,6 +134,7 @@ def _unit_name(unit: Sequence[int]) -> str:
     return f"L{unit[0]}" if len(unit) == 1 else f"L{unit[0]}H{unit[1]}"
 
 
+@checked
 def probe(
     acts: ActivationSet, target: str | Sequence[Any] = "task", *, site: str = "resid_post", kind: ProbeKind = "auto",
     folds: int = 5, seed: int = 0, name: str | None = None, progress: bool = False,

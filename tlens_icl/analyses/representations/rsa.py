@@ -26,6 +26,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tlens_icl._validate import checked
 from tlens_icl.analyses.representations.activations import ActivationSet
 from tlens_icl.errors import TlensICLError
 from tlens_icl.results.base import Result
@@ -201,6 +202,7 @@ def _hypothesis_matrix(acts: ActivationSet, spec: HypothesisSpec) -> Tensor:
     return hypothesis_rdm(acts.labels(spec))
 
 
+@checked
 def rsa(
     acts: ActivationSet, hypotheses: Mapping[str, HypothesisSpec] | None = None, *, site: str = "resid_post",
     metric: RDMMetric = "cosine", n_permutations: int = 1000, seed: int = 0, progress: bool = False,

@@ -27,7 +27,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tlens_icl import _validate
 from tlens_icl._typing import ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.engine import hooks
 from tlens_icl.engine.capture import capture_at_query, query_z
 from tlens_icl.engine.hooks import checked_hooks
@@ -50,16 +52,15 @@ HookBuilder = Callable[[PromptBatch], list[tuple[str, Callable[..., Any]]]]
 
 # ---- validation ---------------------------------------------------------------------------------
 def check_layer(model: ModelLike, layer: Any) -> int:
-    n = int(model.cfg.n_layers)
-    if not isinstance(layer, int) or not 0 <= layer < n:
-        raise TlensICLError(f"layer must be an int in [0, {n}), got {layer!r}.")
-    return layer
+    return _validate.layer(model, layer)
 
 
 def check_position(position: Any) -> Position:
-    if position in ("query", "all") or (isinstance(position, int) and not isinstance(position, bool)):
+    if isinstance(position, str) and position in ("query", "all"):
         return position
-    raise TlensICLError(f"position must be 'query', 'all' or an int, got {position!r}.")
+    if _validate.is_int(position) and position >= 0:
+        return int(position)
+    raise TlensICLError(f"position must be 'query', 'all' or an int >= 0, got {position!r}.")
 
 
 def resid_hook_name(site: str, layer: int) -> str:
@@ -80,6 +81,8 @@ def position_index(act: Tensor, position: Position, query_pos: Tensor | None) ->
         if query_pos.shape[0] != b:
             raise TlensICLError(f"query_pos has {query_pos.shape[0]} rows but the forward pass has {b}.")
         return rows, query_pos.to(act.device)
+    if int(position) >= act.shape[1]:
+        raise TlensICLError(f"position={position} is outside this {act.shape[1]}-token forward pass.")
     return rows, torch.full((b,), int(position), device=act.device)
 
 
@@ -111,6 +114,7 @@ def add_vector_hooks(
     return [(name, hook)]
 
 
+@checked
 @contextmanager
 def add_vector(
     model: ModelLike, vector: Any, *, layer: int | None = None, position: Position = "query", coeff: float = 1.0,
@@ -137,20 +141,25 @@ def add_vector(
         yield
 
 
+@checked
 def generate_with_vector(
     model: ModelLike, tokens: Int[Tensor, "batch pos"], vector: Any, *, layer: int | None = None,
     coeff: float = 1.0, max_new_tokens: int = 10, site: ResidSite = "resid_post", **generate_kwargs: Any,
 ) -> Int[Tensor, "batch pos_out"]:
     """``model.generate`` with ``coeff * vector`` added at the query and at every generated token.
 
-    ``tokens`` are unpadded prompts of equal length (the last token is the query position). Works with
+    ``tokens`` are unpadded prompts of equal length (the last token is the query position): a batch with
+    padding is refused (right padding would put the vector on a pad and generate after it). Works with
     and without a KV cache: a full-sequence forward is edited from the query position on, a cached step
     at all of its (new) positions. Returns the generated token ids (prompt included).
     """
     layer = layer if layer is not None else getattr(vector, "layer", None)
     if layer is None:
         raise TlensICLError("generate_with_vector needs layer=... (the vector has no default layer).")
+    _check_unpadded(model, tokens)
     v = _as_vector(vector)
+    if v.shape[0] != model.cfg.d_model:
+        raise TlensICLError(f"vector has {v.shape[0]} dims but the model's d_model is {model.cfg.d_model}.")
     name = resid_hook_name(site, check_layer(model, layer))
     prompt_len = tokens.shape[1]
 
@@ -165,7 +174,26 @@ def generate_with_vector(
         return model.generate(tokens, max_new_tokens=max_new_tokens, **generate_kwargs)
 
 
+def _check_unpadded(model: ModelLike, tokens: Any) -> None:
+    """Refuse a token batch that is not ``[batch, pos]`` ints or whose rows start or end with the pad token."""
+    if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.is_floating_point() or tokens.shape[1] == 0:
+        raise TlensICLError(f"tokens must be a non-empty [batch, pos] tensor of token ids, got "
+                            f"{type(tokens).__name__} {tuple(getattr(tokens, 'shape', ()))}.")
+    tok = getattr(model, "tokenizer", None)
+    pad = getattr(tok, "pad_token_id", None)
+    if pad is None or pad == getattr(tok, "bos_token_id", None):
+        return
+    rows = ((tokens[:, -1] == pad) | (tokens[:, 0] == pad)).nonzero().flatten().tolist()
+    if rows:
+        r = rows[0]
+        side = "right" if bool(tokens[r, -1] == pad) else "left"
+        raise TlensICLError(
+            f"tokens row {r} holds the pad token ({side}-padded); generate_with_vector adds the vector at the last "
+            "position of each row, so pass prompts of equal length without padding (or one prompt per call).")
+
+
 # ---- capture and evaluation ---------------------------------------------------------------------
+@checked
 def mean_head_activations(
     model: ModelLike, batch: PromptBatch, *, batch_size: int = 32,
 ) -> Float[Tensor, "layer head d_head"]:

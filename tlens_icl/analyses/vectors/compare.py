@@ -23,6 +23,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.analyses.vectors.common import (
     evaluate_intervention,
     evaluate_query_interventions,
@@ -185,6 +186,7 @@ def _fv_heads(model: ModelLike, fv_heads: Any, train: Task, task_name: str, *, k
     return [tuple(h) for h in fv_heads]
 
 
+@checked
 def compare_methods(
     model: ModelLike, tasks: Task | str | Sequence[Task | str], *, methods: Sequence[str] = METHODS,
     n_test: int = 64, n_fit: int = 32, n_shots: int = 8, test_size: float = 0.3, seed: int = 0,

@@ -21,6 +21,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.analyses.vectors.common import (
     LayerSweepResult,
     Position,
@@ -124,6 +125,7 @@ def _head_list(model: ModelLike, heads: Sequence[Any]) -> tuple[tuple[int, int],
     return tuple(out)
 
 
+@checked(eval_mode=False)
 def function_vector_from_heads(
     model: ModelLike, mean_z: Float[Tensor, "layer head d_head"], heads: Sequence[Head | tuple[int, int]], *,
     task: str = "custom", include_bias: bool = False, layer: int | None = None, **info: Any,
@@ -150,6 +152,7 @@ def _bias_once(model: ModelLike, layers: Sequence[int]) -> Tensor:
     return b_O[list(layers)].sum(0)
 
 
+@checked
 def function_vector(
     model: ModelLike, mediation: Any, *, task: str | None = None, k: int = 10, include_bias: bool = False,
 ) -> FunctionVector:
@@ -171,6 +174,7 @@ def function_vector(
                                       mediation_info=getattr(mediation, "info", None))
 
 
+@checked
 def function_vector_from_task(
     model: ModelLike, task: Task | str, heads: Sequence[Head | tuple[int, int]], *, n: int = 32, n_shots: int = 10,
     seed: int = 0, template: PromptTemplate | str | None = None, demos_from: Task | str | None = None,
@@ -206,6 +210,7 @@ def fv_settings_batches(
     return out
 
 
+@checked
 def function_vector_sweep(
     model: ModelLike, fv: FunctionVector | Tensor, task: Task | str, *, layers: Sequence[int] | None = None,
     settings: Sequence[str] = ("zero_shot", "shuffled_labels"), n: int = 64, n_shots: int = 10, seed: int = 0,
@@ -221,6 +226,10 @@ def function_vector_sweep(
     layer_list = resolve_layers(model, layers)
     batches = fv_settings_batches(model, task, settings, n=n, n_shots=n_shots, seed=seed, template=template,
                                   demos_from=demos_from)
+    first_query = min(int(b.query_pos.min()) for b in batches.values())
+    if not isinstance(position, str) and position > first_query:
+        raise TlensICLError(f"position={position} lies after the query position ({first_query}) of some prompts, "
+                            "where an added vector cannot change the answer; use position='query'.")
 
     def make_hooks(layer: int, sub: PromptBatch) -> list[Any]:
         return add_vector_hooks(model, fv, layer=layer, position=position, coeff=coeff, query_pos=sub.query_pos)

@@ -26,6 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.analyses.vectors.common import VectorOps, decode_vector, query_residuals
 from tlens_icl.engine import hooks
 from tlens_icl.engine.hooks import checked_hooks
@@ -101,6 +102,7 @@ def _with_answers(batch: PromptBatch) -> PromptBatch:
                    query_pos=torch.tensor(total) - 1)
 
 
+@checked
 def in_context_vector(
     model: ModelLike, task: Task | str, *, n: int = 32, contrast: Contrast = "pair", direction: Direction = "pc1",
     n_shots: int = 5, seed: int = 0, template: PromptTemplate | str | None = None,
@@ -162,6 +164,7 @@ def icv_hooks(model: ModelLike, icv: InContextVector, *, strength: float = 0.1) 
     return [(hooks.resid_post(L), make(L)) for L in range(model.cfg.n_layers)]
 
 
+@checked
 @contextmanager
 def apply_icv(model: ModelLike, icv: InContextVector, *, strength: float = 0.1) -> Iterator[None]:
     """Steer every layer and position with the in-context vector inside the ``with`` block (hooks checked)."""

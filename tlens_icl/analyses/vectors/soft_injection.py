@@ -23,6 +23,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.analyses.vectors.common import (
     Position,
     VectorOps,
@@ -108,6 +109,7 @@ def soft_injection_hooks(
     return [(hooks.z(L), make(L)) for L in range(model.cfg.n_layers)]
 
 
+@checked
 @contextmanager
 def soft_inject(
     model: ModelLike, si: SoftInjection, *, position: Position = "query",
@@ -118,6 +120,7 @@ def soft_inject(
         yield
 
 
+@checked
 def soft_injection(
     model: ModelLike, task: Task | str, *, n_embed: int = 32, n_shots: int = 10, n_train: int = 64,
     steps: int = 100, lr: float = 0.2, train_batch_size: int = 8, seed: int = 0,

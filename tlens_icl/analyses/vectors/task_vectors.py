@@ -19,6 +19,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
+from tlens_icl._validate import checked
 from tlens_icl.analyses.vectors.common import (
     LayerSweepResult,
     Position,
@@ -95,6 +96,7 @@ class TaskVector(VectorOps, Result):
                          xlabel="layer", ylabel="norm", title=f"Task vector norms: {self.task}", ax=ax)
 
 
+@checked
 def task_vector_from_prompts(
     model: ModelLike, batch: PromptBatch, *, task: str = "custom", batch_size: int = 32,
 ) -> TaskVector:
@@ -105,6 +107,7 @@ def task_vector_from_prompts(
     return TaskVector(res.mean(0), task, n_shots, None, run_info(model, method="task_vector", n=len(batch)))
 
 
+@checked
 def task_vector(
     model: ModelLike, task: Task | str, *, n: int = 32, n_shots: int = 5, seed: int = 0,
     template: PromptTemplate | str | None = None, demos_from: Task | str | None = None, batch_size: int = 32,
@@ -138,6 +141,7 @@ def patch_task_vector_hooks(
     return [(resid_hook_name("resid_post", layer), hook)]
 
 
+@checked
 @contextmanager
 def patch_task_vector(
     model: ModelLike, tv: TaskVector | Tensor, *, layer: int | None = None, position: Position = "query",
@@ -151,6 +155,7 @@ def patch_task_vector(
         yield
 
 
+@checked
 def task_vector_sweep(
     model: ModelLike, tv: TaskVector, task: Task | str, *, layers: Sequence[int] | None = None, n: int = 64,
     seed: int = 0, template: PromptTemplate | str | None = None, batch_size: int = 32, progress: bool = False,

@@ -1,0 +1,289 @@
+"""Bad input gets a clear error before any forward pass (issue 10's probes), loaded files are validated, and a
+property-based test (hypothesis) throws bad values at the public entry points' arguments."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tlens_icl as ti
+from tlens_icl import _validate
+from tlens_icl.analyses.representations.activations import from_arrays
+from tlens_icl.analyses.vectors.common import add_vector, generate_with_vector
+from tlens_icl.errors import (
+    HookNotFiredError,
+    ModelStateError,
+    ResultFileError,
+    TlensICLError,
+)
+
+
+@contextlib.contextmanager
+def no_forward(model):
+    """Fail the test if the model runs a forward pass inside the block."""
+    cls = type(model)
+    original = cls.forward
+
+    def refuse(*a, **k):
+        raise AssertionError("a forward pass ran before the bad input was rejected")
+
+    cls.forward = refuse
+    try:
+        yield
+    finally:
+        cls.forward = original
+
+
+@pytest.fixture(scope="module")
+def acts():
+    g = torch.Generator().manual_seed(0)
+    return from_arrays(torch.randn(12, 2, 4, generator=g), ["a", "b", "c"] * 4)
+
+
+# ---- the issue's probes ----------------------------------------------------------------------------------
+def test_probes_fail_before_any_forward_pass(native_model, task_a, acts, tmp_path):
+    from tlens_icl.pipeline import run_pipeline
+
+    pairs = ti.make_prompt_pairs(task_a, native_model, n=2, n_shots=1)
+    v = torch.ones(native_model.cfg.d_model)
+    with no_forward(native_model):
+        cases = [
+            (lambda: ti.rsa(acts, n_permutations=-5), "n_permutations"),
+            (lambda: ti.icl_accuracy("icl-tiny", task_a), r"load_model\('icl-tiny'\)"),
+            (lambda: ti.head_patching("gpt2", pairs), "load_model"),
+            (lambda: ti.icl_accuracy(native_model, task_a, n_shots=[]), "n_shots is empty"),
+            (lambda: ti.icl_accuracy(native_model, task_a, n=2.5), "n must be an int"),
+            (lambda: ti.icl_accuracy(native_model, task_a, batch_size=0), "batch_size must be an int >= 1"),
+            (lambda: ti.function_vector_from_heads(native_model, torch.zeros(2, 4, 16), [(1.7, 2)]), "int pairs"),
+            (lambda: ti.head_patching(native_model, pairs, heads=[(1.7, 2)]), "int pairs"),
+            (lambda: task_a.split(test_size=-0.2), "test_size"),
+            (lambda: task_a.split(test_size=1.0), "test_size"),
+            (lambda: ti.head_patching(native_model, pairs, method="fastest"), "method"),
+            (lambda: ti.head_patching(native_model, pairs, method="fastest", position="all"), "method"),
+            (lambda: add_vector(native_model, v, layer=True), "layer must be an int"),
+            (lambda: ti.function_vector_sweep(native_model, v, task_a, layers=[True]), "layers"),
+            (lambda: add_vector(native_model, v * float("nan"), layer=0), "NaN"),
+            (lambda: ti.patch_task_vector(native_model, v * float("inf"), layer=0), "NaN/inf"),
+            (lambda: generate_with_vector(native_model, torch.tensor([[1, 5, 6]]), v * float("nan"), layer=0), "NaN"),
+            (lambda: add_vector(native_model, v, layer=0, position=-1), "position must be >= 0"),
+            (lambda: ti.function_vector_sweep(native_model, v, task_a, n=2, n_shots=1, position=500), "position"),
+            (lambda: run_pipeline(native_model, tasks=["x"], out=tmp_path / "f.txt" / "sub"), "under the file"),
+            (lambda: ti.concept_decodability(acts, k=0), "k must be"),
+            (lambda: ti.soft_injection(native_model, task_a, lr=0), "lr"),
+        ]
+        (tmp_path / "f.txt").write_text("a file")
+        for call, match in cases:
+            with pytest.raises(TlensICLError, match=match):
+                call()
+
+
+def test_eval_mode_and_padding_are_checked_by_every_injection(tokenizer):
+    from conftest import build_model
+
+    model = build_model("native", tokenizer)
+    v = torch.ones(model.cfg.d_model)
+    model.train()
+    with no_forward(model):
+        with pytest.raises(ModelStateError, match="eval"):
+            add_vector(model, v, layer=0)
+        with pytest.raises(ModelStateError, match="eval"):
+            generate_with_vector(model, torch.tensor([[1, 5, 6]]), v, layer=0)
+    model.eval()
+    pad = tokenizer.pad_token_id
+    with no_forward(model):
+        with pytest.raises(TlensICLError, match="right-padded"):
+            generate_with_vector(model, torch.tensor([[1, 5, 6], [1, 5, pad]]), v, layer=0)
+        with pytest.raises(TlensICLError, match="left-padded"):
+            generate_with_vector(model, torch.tensor([[1, 5, 6], [pad, 1, 5]]), v, layer=0)
+
+
+def test_position_beyond_the_sequence_is_a_clear_error(native_model, task_a):
+    batch = ti.make_prompts(task_a, native_model, n=2, n_shots=1)
+    with pytest.raises(TlensICLError, match="position=500 is outside"):
+        with add_vector(native_model, torch.ones(native_model.cfg.d_model), layer=0, position=500):
+            native_model(batch.tokens)
+
+
+def test_cli_refuses_an_output_folder_under_a_file_before_running(tmp_path, capsys):
+    from tlens_icl import cli
+
+    (tmp_path / "f").write_text("x")
+    assert cli.main(["accuracy", "uppercase", "--out", str(tmp_path / "f" / "out")]) == 2
+    assert "under the file" in capsys.readouterr().err
+
+
+def test_a_with_block_without_a_forward_pass_says_so(native_model):
+    v = torch.ones(native_model.cfg.d_model)
+    with pytest.raises(HookNotFiredError, match="No forward pass ran inside the `with` block"):
+        with add_vector(native_model, v, layer=0):
+            pass
+    with pytest.raises(HookNotFiredError, match="although the model ran"):  # stopped before the hooked layer
+        with add_vector(native_model, v, layer=1):
+            native_model(torch.tensor([[1, 5, 6]]), stop_at_layer=1)
+
+
+def test_task_json_errors_name_the_file_and_the_field(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "t", "items": [{"input": "a"}]}))
+    with pytest.raises(TlensICLError, match=r"bad.json: .*no 'output' field"):
+        ti.Task.from_json(bad)
+    bad.write_text(json.dumps({"items": [{"input": "a", "output": "b"}]}))
+    with pytest.raises(TlensICLError, match="'name' field"):
+        ti.Task.from_json(bad)
+    bad.write_text('{"name": "t", "items": [')
+    with pytest.raises(TlensICLError, match="not valid JSON"):
+        ti.Task.from_json(bad)
+
+
+# ---- loaded files ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def saved(native_model, task_a, tmp_path_factory):
+    res = ti.icl_accuracy(native_model, task_a, n_shots=[0, 1], n=3)
+    fv = ti.function_vector_from_heads(native_model, torch.randn(2, 4, 16), [(0, 1)])
+    root = tmp_path_factory.mktemp("results")
+    return res, res.save(root / "acc"), fv, fv.save(root / "fv")
+
+
+def _rewrite(src, dst, *, meta=None, tensors=None):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    if meta is not None:
+        doc = json.loads((dst / "meta.json").read_text())
+        meta(doc)
+        (dst / "meta.json").write_text(json.dumps(doc))
+    if tensors is not None:
+        t = load_file(str(dst / "tensors.safetensors"))
+        tensors(t)
+        save_file(t, str(dst / "tensors.safetensors"))
+    return dst
+
+
+def test_result_load_validates_the_file(saved, tmp_path):
+    res, path, fv, fv_path = saved
+    from tlens_icl.results.base import tensors_equal
+
+    assert tensors_equal(res, ti.AccuracyResult.load(path))
+    cases = [
+        (_rewrite(path, tmp_path / "future", meta=lambda d: d.update(schema=99)), "newer than this tlens_icl"),
+        (_rewrite(path, tmp_path / "noschema", meta=lambda d: d.pop("schema")), "schema version"),
+        (_rewrite(path, tmp_path / "extra", meta=lambda d: d["fields"].update(bogus=1)), r"unknown \['bogus'\]"),
+        (_rewrite(path, tmp_path / "missing", meta=lambda d: d["fields"].pop("tasks")), r"missing \['tasks'\]"),
+        (_rewrite(path, tmp_path / "labels", meta=lambda d: d["fields"].update(tasks=["a", "b"])),
+         "tasks has 2 entries but the tensors' 'task' dimension is 1"),
+        (_rewrite(path, tmp_path / "shape", tensors=lambda t: t.update(answer_prob=t["answer_prob"][..., :2].contiguous())),
+         "'example' = 2, but another field has 'example' = 3"),
+        (_rewrite(path, tmp_path / "dtype", tensors=lambda t: t.update(correct=t["correct"].long())), "Float tensor"),
+        (_rewrite(path, tmp_path / "astensor", tensors=lambda t: t.update(tasks=torch.zeros(1))), "both as tensors"),
+    ]
+    for folder, match in cases:
+        with pytest.raises(ResultFileError, match=match):
+            ti.AccuracyResult.load(folder)
+    with pytest.raises(ResultFileError, match="not a FunctionVector"):
+        ti.FunctionVector.load(path)
+    wrong = _rewrite(fv_path, tmp_path / "fvsize", tensors=lambda t: t.update(vector=t["vector"][:10]))
+    with pytest.raises(ResultFileError, match="'d_model' dimension is 10, but the result was made on a model with 64"):
+        ti.FunctionVector.load(wrong)
+    trunc = _rewrite(path, tmp_path / "trunc")
+    data = (trunc / "tensors.safetensors").read_bytes()
+    (trunc / "tensors.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ResultFileError, match="truncated or corrupt"):
+        ti.AccuracyResult.load(trunc)
+    (trunc / "meta.json").unlink()
+    with pytest.raises(ResultFileError, match="no meta.json"):
+        ti.AccuracyResult.load(trunc)
+
+
+# ---- property-based: bad values for every validated argument ------------------------------------------
+BAD_COUNTS = [-5, -1, 2.5, True, "3", None, math.nan]
+BAD = {
+    "n": BAD_COUNTS + [0], "batch_size": BAD_COUNTS + [0], "n_mean": BAD_COUNTS + [0], "seed": [1.5, "0", None, False],
+    "n_shots": [-1, 1.5, "2", None], "heads": [[(1.7, 2)], [(0, 99)], [(True, 0)], "L0H1", [(0,)], []],
+    "layer": [-1, 99, True, 1.0, "0"], "layers": [[], [-1], [0, 0], [5], "0"], "coeff": [math.nan, math.inf, "1", None],
+    "position": [-1, 2.5, True], "n_permutations": [-5, 1.5], "k": [0, -2, 1.5], "test_size": [0.0, 1.0, -0.2, 2, "x"],
+    "steps": [-1, 0.5], "lr": [0, -0.1, math.nan], "folds": [1, 0, 2.5], "vector": [torch.full((64,), math.nan)],
+}
+
+
+def _calls(model, task, pairs, acts):
+    v = torch.ones(model.cfg.d_model)
+    return {
+        "icl_accuracy": (lambda **kw: ti.icl_accuracy(model, task, **{"n_shots": [0], "n": 2, **kw}),
+                         ["n", "batch_size", "seed", "n_shots"]),
+        "make_prompts": (lambda **kw: ti.make_prompts(task, model, **{"n": 2, "n_shots": 1, **kw}), ["n", "seed", "n_shots"]),
+        "indirect_effect": (lambda **kw: ti.indirect_effect(model, task, **{"n_mean": 2, "n_corrupted": 2, "n_shots": 1,
+                                                                          **kw}), ["n_mean", "heads", "batch_size"]),
+        "head_patching": (lambda **kw: ti.head_patching(model, pairs, **kw), ["heads", "batch_size"]),
+        "add_vector": (lambda **kw: add_vector(model, kw.pop("vector", v), **{"layer": 0, **kw}),
+                       ["layer", "coeff", "position", "vector"]),
+        "function_vector_sweep": (lambda **kw: ti.function_vector_sweep(model, v, task, **{"n": 2, "n_shots": 1, **kw}),
+                                  ["layers", "coeff", "n", "position"]),
+        "soft_injection": (lambda **kw: ti.soft_injection(model, task, **{"n_embed": 2, "n_train": 2, **kw}),
+                           ["steps", "lr"]),
+        "rsa": (lambda **kw: ti.rsa(acts, **kw), ["n_permutations", "seed"]),
+        "concept_decodability": (lambda **kw: ti.concept_decodability(acts, **kw), ["k", "seed"]),
+        "probe": (lambda **kw: ti.probe(acts, **kw), ["folds", "seed"]),
+        "split": (lambda **kw: task.split(**kw), ["test_size", "seed"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def entry_points(native_model, task_a, acts):
+    pairs = ti.make_prompt_pairs(task_a, native_model, n=2, n_shots=1)
+    return _calls(native_model, task_a, pairs, acts)
+
+
+NAMES = {"icl_accuracy": ["n", "batch_size", "seed", "n_shots"], "make_prompts": ["n", "seed", "n_shots"],
+         "indirect_effect": ["n_mean", "heads", "batch_size"], "head_patching": ["heads", "batch_size"],
+         "add_vector": ["layer", "coeff", "position", "vector"],
+         "function_vector_sweep": ["layers", "coeff", "n", "position"], "soft_injection": ["steps", "lr"],
+         "rsa": ["n_permutations", "seed"], "concept_decodability": ["k", "seed"], "probe": ["folds", "seed"],
+         "split": ["test_size", "seed"]}
+TRIPLES = [(fn, arg, i) for fn, args in NAMES.items() for arg in args for i in range(len(BAD[arg]))]
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(case=st.sampled_from(TRIPLES))
+def test_any_bad_argument_is_refused_by_name_before_any_forward(entry_points, native_model, case):
+    fn, arg, i = case
+    call, args = entry_points[fn]
+    assert args == NAMES[fn]
+    value = BAD[arg][i]
+    with no_forward(native_model):
+        with pytest.raises(TlensICLError) as err:
+            call(**{arg: value})
+    assert arg in str(err.value) or (arg == "vector" and "NaN" in str(err.value)), str(err.value)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(value=st.one_of(st.integers(-10, 10), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+                       st.text(max_size=3), st.none()))
+def test_count_rule_accepts_exactly_the_positive_ints(value):
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    try:
+        _validate.check_arguments("f", {"n": value})
+        accepted = True
+    except TlensICLError as e:
+        accepted = False
+        assert "n must be an int >= 1" in str(e)
+    assert accepted == ok
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3), st.booleans()))
+def test_fraction_rule_accepts_exactly_the_open_unit_interval(value):
+    ok = not isinstance(value, bool) and math.isfinite(value) and 0 < value < 1
+    try:
+        _validate.check_arguments("f", {"test_size": value})
+        accepted = True
+    except TlensICLError:
+        accepted = False
+    assert accepted == ok
