@@ -54,13 +54,16 @@ def chunks(n: int, batch_size: int) -> Iterator[slice]:
 def length_chunks(reach: Int[Tensor, " batch"], batch_size: int) -> list[tuple[Int[Tensor, " rows"], int]]:
     """Row chunks that waste little work on padding: ``(row indices, width)`` per chunk.
 
-    ``reach[i]`` is the last position row ``i`` needs (e.g. its query position). Rows are sorted by it
-    (stable) and chunked in that order; each chunk is cut after its longest row's ``reach``: in a causal
-    model nothing after a position changes it, so the cut is exact.
+    ``reach[i]`` is the last position row ``i`` needs (e.g. its query position). When the rows need
+    several chunks they are sorted by it (stable) and chunked in that order; one chunk keeps the caller's
+    row order (so hooks a caller installed for its rows still line up). Each chunk is cut after its
+    longest row's ``reach``: in a causal model nothing after a position changes it, so the cut is exact.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     reach = reach.cpu().long()
+    if len(reach) <= batch_size:
+        return [(torch.arange(len(reach)), int(reach.max()) + 1)] if len(reach) else []
     order = torch.sort(reach, stable=True).indices
     out = []
     for start in range(0, len(order), batch_size):
