@@ -65,8 +65,9 @@ def main() -> None:
     _, score = ti.analyses.patching.scorer(model, "prob", pairs)
     values = fast.mean_z[0].expand(len(pairs), -1, -1, -1)
     cells = _engine.all_heads(model)
-    patch = {m: timed(lambda m=m: _engine.patch_query_heads(model, pairs.corrupted, values, cells, score, method=m,
-                                                            batch_size=args.batch_size))[1]
+    base = pairs.corrupted
+    patch = {m: timed(lambda m=m: _engine.patch_query_heads(model, base.tokens, base.query_pos, values, cells, score,
+                                                            method=m, batch_size=args.batch_size))[1]
              for m in ("fast", "naive")}
     attr_only = timed(lambda: ti.attribution_patching(model, pairs, values=fast.mean_z[0],
                                                       batch_size=args.batch_size))[1]

@@ -172,7 +172,7 @@ def _replay(model: ModelLike, prefix: kv.Prefix, toks: Tensor, acts: dict[str, T
     entry = acts[hooks.resid_pre(layer)][rd, p:end]
 
     def inject(act: Tensor, hook: Any) -> Tensor:
-        return entry.to(act.dtype).clone()
+        return entry.to(act.device, act.dtype).clone()
 
     fwd = [(hooks.resid_pre(layer), inject)]
     if patch is not None:
@@ -180,7 +180,7 @@ def _replay(model: ModelLike, prefix: kv.Prefix, toks: Tensor, acts: dict[str, T
 
         def put(act: Tensor, hook: Any) -> Tensor:
             new = act.clone()
-            new[:, 0] = value.to(act.dtype)
+            new[:, 0] = value.to(act.device, act.dtype)
             return new
 
         fwd.append((name, put))
@@ -223,7 +223,7 @@ def _loop(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, site: str, 
 
                     def put(act: Tensor, hook: Any, p: int = p, value: Tensor = value) -> Tensor:
                         new = act.clone()
-                        new[:, p] = value.to(act.dtype)
+                        new[:, p] = value.to(act.device, act.dtype)
                         return new
 
                     with hooks.checked_hooks(model, [(name, put)]):

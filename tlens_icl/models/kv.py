@@ -80,7 +80,7 @@ class _FrozenCache:
     def update(self, k: Tensor, v: Tensor, layer_idx: int, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
         pk, pv = self.keys[layer_idx], self.values[layer_idx]
         self.used.add(layer_idx)
-        return torch.cat([pk, k.to(pk.dtype)], -2), torch.cat([pv, v.to(pv.dtype)], -2)
+        return torch.cat([pk.to(k.device), k.to(pk.dtype)], -2), torch.cat([pv.to(v.device), v.to(pv.dtype)], -2)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return 0
@@ -135,8 +135,9 @@ def _inject(model: ModelLike, cache: Any, masks: Mapping[int, Tensor] | None = N
             kwargs.pop("cache", None)
             kwargs.pop("layer_past", None)
             kwargs["past_key_values"] = cache
-            if masks is not None:
-                kwargs["attention_mask"] = masks[block]
+            if masks is not None:  # on this layer's device (a model may be split over devices)
+                hs = args[0] if args else kwargs["hidden_states"]
+                kwargs["attention_mask"] = masks[block].to(hs.device)
             return args, kwargs
 
         return pre
