@@ -8,7 +8,8 @@ callable computes (attention statistics). Nothing else is kept, so memory is ``r
 the prompt length.
 
 Speed: rows are sorted by the last position a reducer reads and chunked in that order, and each chunk
-is cut right after that position (right padding and anything after the query never run). Runs under
+is cut right after that position (right padding and anything after the query never run); without
+``logits_at`` the forward stops as soon as every hook has fired (no unembedding). Runs under
 ``torch.inference_mode``. Every hook is checked to have fired.
 
 Device and dtype: reducers compute on the activation's device; sums and means are float32 (float64
@@ -103,6 +104,10 @@ class Custom(Reducer):
         return self.fn(act, rows)
 
 
+class _Captured(Exception):
+    """Raised by the last capture hook of a forward whose logits are not needed (stops it early)."""
+
+
 def last_position(mask: Tensor) -> Tensor:
     """Per row, the last position where ``mask`` is true (-1 where none is)."""
     pos = torch.arange(mask.shape[1]).expand_as(mask)
@@ -141,10 +146,15 @@ def capture(
             def make(name: str, reducer: Reducer, rows: Tensor = rows, got: dict[str, Tensor] = got) -> Callable[..., None]:
                 def grab(act: Tensor, hook: Any) -> None:
                     got[name] = reducer(act, rows).float().cpu()
+                    if logits_at is None and len(got) == len(names):
+                        raise _Captured  # everything is read: the rest of the forward (e.g. the unembedding) is skipped
                 return grab
 
             with hooks.checked_hooks(model, [(nm, make(nm, r)) for nm, r in reducers.items()]):
-                logits = model(tokens[rows, :w].to(dev))
+                try:
+                    logits = model(tokens[rows, :w].to(dev))
+                except _Captured:
+                    pass
             if logits_at is not None:
                 ar = torch.arange(len(rows), device=logits.device)
                 got["logits"] = logits[ar, logits_at[rows].to(logits.device)].float().cpu()
@@ -168,13 +178,14 @@ def capture_at_query(
 
 def query_z(
     model: ModelLike, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"], *, batch_size: int = 32,
-    progress: bool = False,
-) -> tuple[Float[Tensor, "batch layer head d_head"], Float[Tensor, "batch d_vocab"]]:
-    """``hook_z`` of every head at each row's query position, and the logits there."""
+    progress: bool = False, logits: bool = True,
+) -> tuple[Float[Tensor, "batch layer head d_head"], Float[Tensor, "batch d_vocab"] | None]:
+    """``hook_z`` of every head at each row's query position, and the logits there (None if ``logits=False``:
+    the forward then stops after the last layer's attention)."""
     n_layers = model.cfg.n_layers
-    got = capture_at_query(model, tokens, query_pos, [hooks.z(layer) for layer in range(n_layers)], logits=True,
+    got = capture_at_query(model, tokens, query_pos, [hooks.z(layer) for layer in range(n_layers)], logits=logits,
                            batch_size=batch_size, progress=progress, operation="query_z")
-    return torch.stack([got[hooks.z(layer)] for layer in range(n_layers)], 1), got["logits"]
+    return torch.stack([got[hooks.z(layer)] for layer in range(n_layers)], 1), got.get("logits")
 
 
 __all__ = ["AtPositions", "Custom", "Reducer", "Summed", "Weighted", "acc_dtype", "capture", "capture_at_query",

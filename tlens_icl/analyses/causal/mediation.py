@@ -131,7 +131,8 @@ def indirect_effect(
     kept: dict[str, list[int]] = {}
     n_mean_kept: dict[str, int] = {}
     for prompts, pairs in zip(mean_prompts, pair_sets):
-        z, mean_logits = query_z(model, prompts.tokens, prompts.query_pos, batch_size=batch_size)
+        z, mean_logits = query_z(model, prompts.tokens, prompts.query_pos, batch_size=batch_size,
+                                 logits=filter_correct)  # without the filter, no unembedding is needed
         clean_logits = query_logits(model, pairs.clean, batch_size=batch_size)
         if filter_correct:
             z = z[_answered(mean_logits, prompts, "clean mean prompts")]

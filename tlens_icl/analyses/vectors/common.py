@@ -202,7 +202,7 @@ def mean_head_activations(
     The same quantity as ``IndirectEffectResult.mean_z`` (computed by the same capture).
     """
     require_eval_mode(model, "mean_head_activations")
-    return query_z(model, batch.tokens, batch.query_pos, batch_size=batch_size)[0].mean(0)
+    return query_z(model, batch.tokens, batch.query_pos, batch_size=batch_size, logits=False)[0].mean(0)
 
 
 def query_residuals(
