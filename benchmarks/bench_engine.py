@@ -171,7 +171,7 @@ def bench_patch(args) -> None:
     import transformer_lens.patching as tlp
 
     import tlens_icl as ti
-    from conftest import INPUTS, OUTPUTS_A, build_model, make_tokenizer
+    from conftest import WORD_INPUTS as INPUTS, WORD_OUTPUTS_A as OUTPUTS_A, build_model, make_tokenizer
     from tlens_icl.engine import positions as P
 
     print("\n## activation patching, resid_pre, every layer x position (5-shot shuffled-label pairs, batch 8)")

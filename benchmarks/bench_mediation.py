@@ -41,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from conftest import INPUTS, OUTPUTS_A, build_model, make_tokenizer
+    from conftest import WORD_INPUTS as INPUTS, WORD_OUTPUTS_A as OUTPUTS_A, build_model, make_tokenizer
 
     import tlens_icl as ti
     from tlens_icl.engine import query as _engine
