@@ -127,17 +127,18 @@ def test_end_to_end_on_a_model(native_model, task_a, task_b):
 def test_cli_subcommands(capsys, tmp_path):
     from tlens_icl.cli.main import main
 
-    assert main(["decodability", "--tasks", "bitwise_and", "bitwise_or", "--shots", "0", "4", "--n", "8",
+    assert main(["decodability", "bitwise_and", "bitwise_or", "--shots", "0", "4", "--n", "8",
                  "--out", str(tmp_path / "cd")]) == 0
     out = capsys.readouterr().out
     assert "Concept decodability" in out and "L3" in out
     assert DecodabilityResult.load(tmp_path / "cd").n_shots == (0, 4)
-    assert main(["rsa", "--tasks", "uppercase", "first_letter", "--shots", "0", "2", "--n", "6",
+    assert {"index.html", "decodability.png", "decodability.csv"} <= {p.name for p in (tmp_path / "cd").iterdir()}
+    assert main(["rsa", "uppercase", "first_letter", "--shots", "0", "2", "--n", "6",
                  "--permutations", "10"]) == 0
-    assert "RSA (resid_post" in capsys.readouterr().out
-    assert main(["probe", "--tasks", "bitwise_and", "bitwise_nand", "--shots", "4", "--n", "10"]) == 0
+    assert "RSA of icl-tiny (resid_post" in capsys.readouterr().out
+    assert main(["probe", "bitwise_and", "bitwise_nand", "--shots", "4", "--n", "10"]) == 0
     assert "Linear probe for 'task'" in capsys.readouterr().out
     assert main(["attention-ratio", "bitwise_xor", "--shots", "1", "2", "--n", "4", "--relevant", "demo_output",
                  "--irrelevant", "demo_input"]) == 0
-    assert "2-shot: share per layer" in capsys.readouterr().out
+    assert "2-shot: share on demo_output per layer" in capsys.readouterr().out
     assert main(["attention-ratio", "reading_comprehension"]) == 2  # icl-tiny cannot tokenize passages: clean error

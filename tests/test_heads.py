@@ -36,7 +36,8 @@ def planted_model(tokenizer, c: float = 40.0):
     """L0H0 attends to the previous position and writes the previous token; L1H0 attends to the key whose
     previous token equals the current token (induction) and writes that key's token to the unembedding.
     L0H1 and L1H1 are zero (uniform attention, no output). Residual: [token | position | prev token | out]."""
-    from transformer_lens import TransformerBridge, TransformerBridgeConfig
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
 
     V = len(tokenizer)
     d_head = max(V, P)
@@ -302,12 +303,12 @@ def test_cli_heads_writes_figure_tables_and_report(tmp_path):
     from tlens_icl.cli.main import main
 
     out = tmp_path / "heads"
-    rc = main(["heads", "--tasks", "uppercase", "bitwise_and", "--n", "4", "--n-mean", "4", "--n-corrupted", "3",
+    rc = main(["heads", "uppercase", "bitwise_and", "--n", "4", "--n-mean", "4", "--n-corrupted", "3",
                "--shots", "3", "--ks", "0", "2", "0.1", "--seeds", "2", "--exclude", "0.05", "--loss-n", "4",
                "--overlap-ks", "1", "3", "--out", str(out)])
     assert rc == 0
     for f in ("ablation/ablation.png", "overlap/overlap.png", "head_scores/head_scores.png", "ablation.csv",
-              "overlap.csv", "depth.csv", "top_induction.csv", "top_fv.csv", "report.md"):
+              "overlap.csv", "depth.csv", "top_induction.csv", "top_fv.csv", "report.md", "index.html"):
         assert (out / f).is_file(), f
     import pandas as pd
 

@@ -100,9 +100,13 @@ def test_result_views_round_trip_and_html(native_model, task_a, tmp_path):
 
 def test_head_attention_html_is_offline_and_shows_roles(native_model, task_a, tmp_path):
     prompts = ti.make_prompts(task_a, native_model, n=1, n_shots=2)
-    html = ti.head_attention_html(native_model, prompts, [ti.Head(1, 2), ti.Head(0, 0)], path=tmp_path / "a.html")
-    assert "unpkg.com" not in html and "L1H2" in html and "|y" in html and "|qx" in html
-    assert (tmp_path / "a.html").read_text(encoding="utf-8") == html
+    view = ti.head_attention_html(native_model, prompts, [ti.Head(1, 2), ti.Head(0, 0)], path=tmp_path / "a.html")
+    page = view.page()
+    assert "unpkg.com" not in page and "L1H2" in page and "|y" in page and "|qx" in page
+    assert page.count("CircuitsVis.render(") == 1 and page.count("var CircuitsVis") == 1  # bundle inlined once
+    saved = (tmp_path / "a.html").read_text(encoding="utf-8")
+    assert saved.count("var CircuitsVis") == 1 and "L1H2" in saved
+    assert len(repr(view)) < 200 and "L1H2" in view._repr_html_()  # Jupyter renders it; the repr is one line
 
 
 def test_bad_input_raises_before_any_forward(native_model, task_a, monkeypatch):
@@ -129,11 +133,11 @@ def test_cli_mediate_writes_heatmap_top_heads_and_result(tokenizer, task_a, tmp_
     tokenizer.save_pretrained(tmp_path / "model")
     ti.register_task(ti.Task.from_pairs("toy_cli", [(i.input, i.output) for i in task_a.items]), overwrite=True)
     out = tmp_path / "out"
-    code = cli.main(["mediate", "--model", str(tmp_path / "model"), "--task", "toy_cli", "--shots", "2",
+    code = cli.main(["mediate", "--model", str(tmp_path / "model"), "toy_cli", "--shots", "2",
                      "--n-mean", "3", "--n-corrupted", "2", "--top-k", "3", "--out", str(out)])
     assert code == 0
-    assert {"aie.png", "top_heads.csv", "attention.html", "result"} <= {p.name for p in out.iterdir()}
-    res = ti.IndirectEffectResult.load(out / "result")
+    assert {"aie.png", "aie.csv", "top_heads.csv", "attention.html", "index.html"} <= {p.name for p in out.iterdir()}
+    res = ti.IndirectEffectResult.load(out)
     assert res.tasks == ("toy_cli",) and res.effects.shape[-1] == 2
     assert "top heads" in capsys.readouterr().out
 
@@ -225,11 +229,11 @@ def test_cli_mediate_heads_and_filter_correct(word_tokenizer, tmp_path, capsys, 
     monkeypatch.setattr("tlens_icl.models.load_model", lambda name: model)
     ti.register_task(two_label_task("toy_cli_even", "a0", "a1"), overwrite=True)
     out = tmp_path / "out"
-    code = cli.main(["mediate", "--model", "in-memory", "--task", "toy_cli_even", "--shots", "2", "--n-mean", "4",
+    code = cli.main(["mediate", "--model", "in-memory", "toy_cli_even", "--shots", "2", "--n-mean", "4",
                      "--n-corrupted", "4", "--heads", "1.3", "0.2", "--filter-correct", "--top-k", "2",
                      "--out", str(out)])
     assert code == 0
-    res = ti.IndirectEffectResult.load(out / "result")
+    res = ti.IndirectEffectResult.load(out)
     assert res.info["heads"] == ["L1H3", "L0H2"] and res.info["filter_correct"] is True
     assert set(res.top_heads(8)) == {ti.Head(1, 3), ti.Head(0, 2)}
     assert "kept" in capsys.readouterr().out

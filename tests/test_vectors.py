@@ -437,13 +437,14 @@ def test_vectors_cli_writes_table_and_plots(tokenizer, task_a, task_b, tmp_path,
     for t in (task_a, task_b):  # registered for this test only
         monkeypatch.setitem(tasks._USER_TASKS, t.name, t)
     out = tmp_path / "out"
-    code = main(["vectors", "--model", str(model_dir), "--task", "toy_a", "toy_b", "--shots", "3", "--n", "4",
+    code = main(["vectors", "--model", str(model_dir), "toy_a", "toy_b", "--shots", "3", "--n", "4",
                  "--n-fit", "4", "--soft-steps", "1", "--fv-k", "2", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "function_vector" in printed and "soft_injection" in printed
     for name in ("comparison.csv", "table_all.csv", "table_icl_correct.csv", "comparison_all.png",
-                 "layer_selection.png", "meta.json", "tensors.safetensors"):
+                 "comparison_icl_correct.png", "comparison_layers.png", "meta.json", "tensors.safetensors",
+                 "index.html"):
         assert (out / name).exists(), name
     assert ComparisonResult.load(out).tasks == ("toy_a", "toy_b")
 

@@ -233,6 +233,12 @@ def _out(v: Any, name: str, where: str, m: Any) -> Any:
     return None if v is None else output_dir(v, name, where=where)
 
 
+def _progress(v: Any, name: str, where: str, m: Any) -> Any:
+    if v is not None and not isinstance(v, bool):  # None: automatic (tlens_icl.engine.progress)
+        raise TlensICLError(f"{where}{name} must be True, False or None (automatic), got {_got(v)}.")
+    return v
+
+
 def _flag(v: Any, name: str, where: str, m: Any) -> Any:
     if not isinstance(v, bool):
         raise TlensICLError(f"{where}{name} must be True or False, got {_got(v)}.")
@@ -279,7 +285,7 @@ RULES: dict[str, Callable[..., Any]] = {
     "confidence": _unit_interval,
     **{n: _vector for n in ("vector", "fv", "tv", "icv", "si", "values", "mean_z")},
     "out": _out,
-    "progress": _flag,
+    "progress": _progress,
     "filter_correct": _flag,
     "include_bias": _flag,
     "position": _position,

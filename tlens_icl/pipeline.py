@@ -23,6 +23,7 @@ from tlens_icl.analyses.vectors.function_vectors import (
     function_vector_sweep,
 )
 from tlens_icl.models.loading import heldout_task, model_meta, require_eval_mode
+from tlens_icl.results.base import run_info
 
 #: The corruption used for causal mediation, per task family.
 FAMILY_CORRUPTION = {"word": "zero_shot", "bitwise": "shuffled_labels"}
@@ -47,7 +48,7 @@ def _eval_task(model: ModelLike, name: str) -> Any:
 @checked
 def run_pipeline(
     model: ModelLike, *, tasks: Sequence[str] | None = None, out: str | Path | None = None, n: int = 48,
-    n_mean: int = 32, n_corrupted: int = 16, n_shots: int = 8, k: int = 10, seed: int = 0, progress: bool = False,
+    n_mean: int = 32, n_corrupted: int = 16, n_shots: int = 8, k: int = 10, seed: int = 0, progress: bool | None = None,
 ) -> dict[str, Any]:
     """Run the main job; return (and optionally write to ``out``) every result.
 
@@ -62,7 +63,8 @@ def run_pipeline(
     all_tasks = [t for names in families.values() for t in names]
     eval_tasks = {t: _eval_task(model, t) for t in all_tasks}
     results: dict[str, Any] = {}
-    results["accuracy"] = icl_accuracy(model, list(eval_tasks.values()), n_shots=[0, 1, 2, 4, n_shots], n=n, seed=seed)
+    results["accuracy"] = icl_accuracy(model, list(eval_tasks.values()), n_shots=[0, 1, 2, 4, n_shots], n=n, seed=seed,
+                                       progress=progress)
     results["mediation"] = {
         fam: indirect_effect(model, names, n_mean=n_mean, n_corrupted=n_corrupted, n_shots=n_shots, seed=seed,
                              corruption=FAMILY_CORRUPTION.get(fam, "shuffled_labels"), progress=progress)
@@ -73,7 +75,7 @@ def run_pipeline(
         for t in names:
             fv = function_vector(model, results["mediation"][fam], task=t, k=k)
             sweeps[t] = function_vector_sweep(model, fv, eval_tasks[t], settings=("zero_shot",), n=n,
-                                              n_shots=n_shots, seed=seed + 2)
+                                              n_shots=n_shots, seed=seed + 2, progress=progress)
     results["fv_sweeps"] = sweeps
     layers = next(iter(sweeps.values())).layers
     mean_by_layer = torch.stack([s.accuracy()[0] for s in sweeps.values()]).mean(0)
@@ -81,8 +83,13 @@ def run_pipeline(
     results["fv_layer"] = best
     results["fv_mean_by_layer"] = dict(zip(layers, (float(x) for x in mean_by_layer)))
     results["fv_table"] = _fv_table(sweeps, best)
+    results["families"] = families
+    results["settings"] = {"model": run_info(model)["model"], "tasks": ", ".join(all_tasks), "n (queries per cell)": n,
+                           "n_mean": n_mean, "n_corrupted": n_corrupted, "n_shots": n_shots, "k (FV heads)": k,
+                           "seed": seed, "corruption per family": ", ".join(
+                               f"{f}: {FAMILY_CORRUPTION.get(f, 'shuffled_labels')}" for f in families)}
     if out is not None:
-        _write(results, Path(out))
+        _write(results, Path(out), model)
     return results
 
 
@@ -99,13 +106,75 @@ def _fv_table(sweeps: dict[str, Any], layer: int) -> Any:
     return df
 
 
-def _write(results: dict[str, Any], out: Path) -> None:
+def plot_fv_sweep(results: dict[str, Any]) -> Any:
+    """The main job's headline figure: zero-shot accuracy with each task's function vector added after each
+    block, one panel per task family (each task thin, the mean bold with a 95% CI over the pooled prompts),
+    against the same prompts without the vector and the ICL accuracy with demonstrations."""
+    from tlens_icl.results.stats import clopper_pearson
+    from tlens_icl.viz.plots import sweep_panels
+
+    sweeps, acc = results["fv_sweeps"], results["accuracy"]
+    layers = next(iter(sweeps.values())).layers
+    icl = dict(zip(acc.tasks, acc.accuracy()[:, -1].tolist()))
+    panels, n = {}, next(iter(sweeps.values())).correct.shape[-1]
+    for fam, names in results["families"].items():
+        correct = torch.stack([sweeps[t].correct[0] for t in names])  # [task, layer, example]
+        lo, hi = clopper_pearson(correct.sum((0, 2)), correct.shape[0] * correct.shape[2])
+        mean = correct.mean((0, 2))
+        refs = [(float(torch.stack([sweeps[t].baseline_accuracy()[0] for t in names]).mean()), "zero-shot, no vector")]
+        shots = [icl[t] for t in names if t in icl]
+        if shots:
+            refs.append((sum(shots) / len(shots), f"ICL with {acc.n_shots[-1]} demonstrations"))
+        panels[f"{fam} tasks ({len(names)})"] = {
+            "lines": {t: sweeps[t].accuracy()[0].tolist() for t in names}, "mean": mean.tolist(),
+            "mean_lo": lo.tolist(), "mean_hi": hi.tolist(), "refs": refs, "best": layers[int(mean.argmax())]}
+    med = next(iter(results["mediation"].values()))
+    k = results.get("settings", {}).get("k (FV heads)", "top")
+    return sweep_panels(layers, panels, xlabel="function vector added after block", ylabel="zero-shot top-1 accuracy",
+                        title="Function vectors restore zero-shot accuracy",
+                        subtitle=f"model {med.model_name}; {k}-head function vectors (heads by AIE); n={n} held-out "
+                                 "zero-shot prompts per task; band: 95% CI of the mean (pooled prompts)")
+
+
+def _write(results: dict[str, Any], out: Path, model: ModelLike | None = None) -> None:
+    """Results, figures and CSVs under ``out``, and ``out/index.html`` that shows them all."""
+    import matplotlib.pyplot as plt
+
+    from tlens_icl.analyses.causal.mediation import head_attention_html
+    from tlens_icl.prompts.pairs import make_prompts
+    from tlens_icl.results.report import export_section, table_section, write_index
+    from tlens_icl.viz.report import ReportFigure
+
     out.mkdir(parents=True, exist_ok=True)
-    results["accuracy"].export(out / "accuracy", "accuracy")
-    results["accuracy"].to_dataframe().to_csv(out / "accuracy.csv", index=False)
-    for fam, med in results["mediation"].items():
-        med.export(out / f"mediation_{fam}", f"aie_{fam}", k=10)
+    acc = results["accuracy"]
+    sections = [export_section(acc, out, "accuracy", "accuracy", heading="ICL accuracy by number of demonstrations")]
+    acc.to_dataframe().to_csv(out / "accuracy.csv", index=False)
+    fig = plot_fv_sweep(results)
+    fig.savefig(out / "function_vector_sweep.png", dpi=150)
+    plt.close(fig)
     results["fv_table"].to_csv(out / "function_vectors.csv", index=False)
+    by_layer = ", ".join(f"block {L}: {a:.3f}" for L, a in results["fv_mean_by_layer"].items())
+    fv = results["fv_table"]
+    sections.insert(0, table_section(
+        "Function vectors (headline)", {f"zero-shot accuracy without and with the FV after block {results['fv_layer']}": fv},
+        text=(f"Mean zero-shot accuracy with the function vector added after each block: {by_layer}. At block "
+              f"{results['fv_layer']}: {fv['zero_shot'].mean():.3f} -> {fv['zero_shot_plus_fv'].mean():.3f} "
+              f"(gain {fv['gain'].mean():+.3f})."),
+        figures=[ReportFigure((out / "function_vector_sweep.png").read_bytes(),
+                              "Zero-shot accuracy with each task's function vector added after each block",
+                              "function_vector_sweep.png")],
+        files=["function_vectors.csv", "function_vector_sweep.png", "accuracy.csv"]))
+    for fam, med in results["mediation"].items():
+        sec = export_section(med, out, f"mediation_{fam}", f"aie_{fam}", k=10,
+                             heading=f"Causal mediation: {fam} tasks (corruption {med.corruption})")
+        if model is not None:
+            prompt = make_prompts(med.tasks[0], model, n=1, n_shots=med.n_shots, seed=0)
+            view = head_attention_html(model, prompt, med.top_heads(4), path=out / f"mediation_{fam}" / "attention.html")
+            sec.views.append(view)
+            sec.files.append(f"mediation_{fam}/attention.html")
+        sections.append(sec)
+    write_index(out, title=f"tlens-icl run: {acc.model_name}", sections=sections, settings=results["settings"],
+                subtitle="ICL curve -> causal mediation -> function vectors (the main job)")
 
 
 def summarize(results: dict[str, Any]) -> str:

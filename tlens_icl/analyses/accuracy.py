@@ -12,6 +12,7 @@ from torch import Tensor
 
 from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
+from tlens_icl.engine.progress import progress_bar
 from tlens_icl.engine.runs import query_logits
 from tlens_icl.engine.scoring import accepted_top1, prob
 from tlens_icl.models.loading import require_eval_mode
@@ -41,16 +42,10 @@ class AccuracyResult(Result):
         return self.correct.mean(-1)
 
     def ci(self, confidence: float = 0.95) -> tuple[Tensor, Tensor]:
-        """Clopper-Pearson interval of each cell's accuracy (scipy ``binomtest``)."""
-        from scipy.stats import binomtest
+        """Clopper-Pearson interval of each cell's accuracy."""
+        from tlens_icl.results.stats import clopper_pearson
 
-        n = self.correct.shape[-1]
-        k = self.correct.sum(-1).round().long()
-        lo, hi = torch.zeros(k.shape), torch.zeros(k.shape)
-        for idx in torch.cartesian_prod(*[torch.arange(s) for s in k.shape]).reshape(-1, k.dim()):
-            interval = binomtest(int(k[tuple(idx)]), n).proportion_ci(confidence)
-            lo[tuple(idx)], hi[tuple(idx)] = interval.low, interval.high
-        return lo, hi
+        return clopper_pearson(self.correct.sum(-1), self.correct.shape[-1], confidence)
 
     def to_dataframe(self) -> Any:
         import pandas as pd
@@ -69,23 +64,37 @@ class AccuracyResult(Result):
         return self.to_dataframe().pivot(index="task", columns="n_shots", values="accuracy")
 
     def summary(self) -> str:
-        return f"ICL accuracy on {len(self.tasks)} task(s), shots {list(self.n_shots)}, n={self.correct.shape[-1]}"
+        mean = ", ".join(f"{s}: {float(a):.2f}" for s, a in zip(self.n_shots, self.accuracy().mean(0)))
+        return (f"{self.title} of {self.model_name} on {len(self.tasks)} task(s), n={self.correct.shape[-1]} "
+                f"queries per cell; mean accuracy by shots {mean}")
 
     def plot(self, ax: Any = None) -> Any:
-        from tlens_icl.viz.plots import accuracy_curve
+        """Accuracy vs shots with Clopper-Pearson 95% CIs: one axes with a legend for up to 6 tasks, small
+        multiples (each with the mean over tasks as a dashed reference) for more."""
+        from tlens_icl.viz.plots import curves
 
-        return accuracy_curve(self, ax=ax)
+        if ax is not None and len(self.tasks) > 6:
+            raise ValueError("ax= is supported for up to 6 tasks (more tasks are drawn as small multiples).")
+        lo, hi = self.ci()
+        acc = self.accuracy()
+        n = self.correct.shape[-1]
+        fig = curves(self.n_shots, acc, lo, hi, self.tasks, xlabel="demonstrations (shots)", ylabel="top-1 accuracy",
+                     title=f"ICL accuracy vs number of demonstrations ({len(self.tasks)} tasks)",
+                     subtitle=self._subtitle(f"n={n} queries per task and shot count"),
+                     reference=(acc.mean(0).tolist(), "mean over all tasks") if len(self.tasks) > 1 else None, ax=ax)
+        return fig
 
 
 @checked
 def icl_accuracy(
     model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_shots: Sequence[int] = (0, 1, 5, 10),
     n: int = 64, seed: int = 0, template: PromptTemplate | str | None = None, batch_size: int = 32,
-    demos_from: Task | str | None = None,
+    demos_from: Task | str | None = None, progress: bool | None = None,
 ) -> AccuracyResult:
     """Top-1 accuracy of the first answer token and mean P(answer) for each task and shot count.
 
     The same query items are used at every shot count (same seed), so the curve compares like with like.
+    ``progress``: a progress bar (``None``: only when interactive; see :mod:`tlens_icl.engine.progress`).
     """
     require_eval_mode(model, "icl_accuracy")
     task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
@@ -95,11 +104,12 @@ def icl_accuracy(
                 for s in shots] for t in task_list]
     correct = torch.zeros(len(task_list), len(shots), n)
     p_answer = torch.zeros_like(correct)
-    for i, row in enumerate(batches):
-        for j, batch in enumerate(row):
-            logits = query_logits(model, batch, batch_size=batch_size)
-            correct[i, j] = accepted_top1(logits, batch.accepted)
-            p_answer[i, j] = prob(logits, batch.answer_tokens)
+    cells = [(i, j) for i in range(len(batches)) for j in range(len(shots))]
+    for i, j in progress_bar(cells, enabled=progress, desc="ICL accuracy"):
+        batch = batches[i][j]
+        logits = query_logits(model, batch, batch_size=batch_size)
+        correct[i, j] = accepted_top1(logits, batch.accepted)
+        p_answer[i, j] = prob(logits, batch.answer_tokens)
     names = tuple(_task_name(t) for t in task_list)
     return AccuracyResult(correct, p_answer, names, shots, run_info(model, seed=seed, n=n))
 

@@ -75,11 +75,14 @@ def render(name: str, m: dict[str, Any]) -> str:
 def main(argv: Any = None) -> int:
     from tlens_icl.models.embedded import embedded_model_path
 
-    p = argparse.ArgumentParser(prog="python -m tlens_icl.cli.card", description=__doc__.splitlines()[0])
-    p.add_argument("--name", default="icl-tiny")
-    p.add_argument("--n", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="default: MODEL_CARD.md next to the weights")
+    from tlens_icl.cli.common import HelpFormatter
+
+    p = argparse.ArgumentParser(prog="python -m tlens_icl.cli.card", description=__doc__.splitlines()[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--name", default="icl-tiny", help="embedded model to measure")
+    p.add_argument("--n", type=int, default=64, help="queries per task and setting")
+    p.add_argument("--seed", type=int, default=0, help="seed for prompts")
+    p.add_argument("--out", default=None, help="file to write (default: MODEL_CARD.md next to the weights)")
     args = p.parse_args(argv)
     t0 = time.time()
     text = render(args.name, measure(args.name, n=args.n, seed=args.seed))

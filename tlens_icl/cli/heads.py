@@ -6,42 +6,50 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
-from tlens_icl.cli.common import add_common
+from tlens_icl.cli.common import (
+    add_common,
+    add_out,
+    add_parser,
+    add_tasks,
+    check_out,
+    finish,
+    load_model_for,
+    tasks_of,
+)
 
 
 def add_cli(subparsers: Any) -> None:
-    p = subparsers.add_parser("heads", help="induction vs function-vector heads: scores, ablation with exclusion, overlap")
-    p.add_argument("--tasks", nargs="+", default=None, help="default: the embedded model's tasks")
-    add_common(p, shots_default=5)
-    p.add_argument("--n", type=int, default=32, help="few-shot prompts per task for accuracy")
+    p = add_parser(subparsers, "heads", help="induction vs function-vector heads: scores, ablation with exclusion, overlap",
+                   description="Scores every head as an induction / previous-token head (repeated random tokens) and "
+                               "as a function-vector head (AIE), ablates the top-k of each ranking (excluding the other "
+                               "ranking's top heads) against random heads, and measures the overlap and depth of the "
+                               "head sets. With --out: results, figures, CSVs, report.md and index.html.")
+    add_tasks(p, nargs="*", help="tasks (default: the embedded model's own tasks)")
+    add_common(p, shots=5, n=32, n_help="few-shot prompts per task for accuracy")
     p.add_argument("--n-mean", type=int, default=32, help="clean prompts per task for the AIE mean")
     p.add_argument("--n-corrupted", type=int, default=16, help="corrupted prompts per task for the AIE")
-    p.add_argument("--corruption", default="zero_shot")
+    p.add_argument("--corruption", default="zero_shot", help="corruption of the AIE run")
     p.add_argument("--ks", nargs="+", type=_k, default=[0, 1, 2, 4, 8], help="head counts or fractions (0.05)")
     p.add_argument("--exclude", type=float, default=0.0, help="drop the other ranking's top fraction first (0.02)")
     p.add_argument("--seeds", type=int, default=3, help="random-heads control seeds")
-    p.add_argument("--positions", default="all", choices=["all", "query"])
+    p.add_argument("--positions", default="all", choices=["all", "query"], help="where heads are ablated")
     p.add_argument("--no-loss", action="store_true", help="skip the token-loss ICL score")
-    p.add_argument("--loss-n", type=int, default=16)
-    p.add_argument("--loss-length", type=int, default=128)
+    p.add_argument("--loss-n", type=int, default=16, help="sequences for the token-loss score")
+    p.add_argument("--loss-length", type=int, default=128, help="tokens per token-loss sequence")
     p.add_argument("--rsa", action="store_true", help="also rank heads by concept RSA (representational heads)")
-    p.add_argument("--overlap-ks", nargs="+", type=int, default=[1, 3, 5, 10])
-    p.add_argument("--progress", action="store_true")
-    p.add_argument("--out", required=True, help="folder for figures, tables, results and report.md")
+    p.add_argument("--overlap-ks", nargs="+", type=int, default=[1, 3, 5, 10], help="top-k sizes for the overlap")
+    add_out(p, "results, figures, tables, report.md and index.html")
     p.set_defaults(func=_cmd_heads)
 
-    p = subparsers.add_parser("heads-dynamics", help="top FV / induction heads over an embedded model's training")
-    p.add_argument("--model", default="icl-tiny", help="embedded model name or training-script folder")
-    p.add_argument("--tasks", nargs="+", default=None)
-    p.add_argument("--k", type=int, default=3)
-    p.add_argument("--shots", type=int, default=4)
-    p.add_argument("--n", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--progress", action="store_true")
-    p.add_argument("--out", required=True)
+    p = add_parser(subparsers, "heads-dynamics", help="top FV / induction heads over an embedded model's training",
+                   description="The final model's top function-vector and induction heads, scored at every training "
+                               "checkpoint of an embedded model.")
+    add_tasks(p, nargs="*", help="tasks (default: the embedded model's own tasks)")
+    add_common(p, shots=4, n=32, n_help="prompts per task and checkpoint")
+    p.add_argument("--k", type=int, default=3, help="top heads followed from each ranking")
+    add_out(p)
     p.set_defaults(func=_cmd_dynamics)
 
 
@@ -57,12 +65,14 @@ def _cmd_heads(args: argparse.Namespace) -> int:
     from tlens_icl.analyses.heads.ablation import head_ablation
     from tlens_icl.analyses.heads.overlap import head_overlap
     from tlens_icl.analyses.heads.scores import head_scores
-    from tlens_icl.models import load_model, model_tasks
+    from tlens_icl.models import model_tasks
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model = load_model(args.model)
-    tasks = args.tasks or model_tasks(model)
+    from tlens_icl.results.report import export_section
+
+    out = check_out(args)
+    tasks = tasks_of(args)
+    model = load_model_for(args, tasks)
+    tasks = tasks or model_tasks(model)
     timings: dict[str, float] = {}
 
     def timed(name: str, fn: Any) -> Any:
@@ -94,8 +104,10 @@ def _cmd_heads(args: argparse.Namespace) -> int:
     n_total = model.cfg.n_layers * model.cfg.n_heads
     ov = timed("overlap", lambda: head_overlap(maps, ks=[k for k in args.overlap_ks if k <= n_total], model=model))
 
-    for name, res in (("head_scores", scores), ("aie", aie), ("ablation", abl), ("overlap", ov)):
-        res.export(out / name, name)
+    if out is None:
+        return 0
+    sections = [export_section(res, out, name, name) for name, res in
+                (("ablation", abl), ("overlap", ov), ("head_scores", scores), ("aie", aie))]
     abl.to_dataframe().to_csv(out / "ablation.csv", index=False)
     ov.to_dataframe().to_csv(out / "overlap.csv", index=False)
     ov.depth_table().to_csv(out / "depth.csv", index=False)
@@ -107,7 +119,8 @@ def _cmd_heads(args: argparse.Namespace) -> int:
               "## Overlap", "", _block(ov.to_dataframe()), "", _block(ov.depth_table()), "", "## Timings (s)", "",
               json.dumps(timings), ""]
     (out / "report.md").write_text("\n".join(report))
-    print(f"saved to {out} (figures ablation/ablation.png, overlap/overlap.png, head_scores/head_scores.png; report.md)")
+    sections[0].files += ["ablation.csv", "overlap.csv", "depth.csv", "top_induction.csv", "top_fv.csv", "report.md"]
+    finish(args, out, sections, title=f"Induction vs function-vector heads: {args.model}")
     return 0
 
 
@@ -117,11 +130,13 @@ def _block(df: Any) -> str:
 
 def _cmd_dynamics(args: argparse.Namespace) -> int:
     from tlens_icl.analyses.heads.dynamics import head_dynamics
+    from tlens_icl.results.report import export_section
 
-    res = head_dynamics(args.model, args.tasks, k=args.k, n_shots=args.shots, n=args.n, seed=args.seed,
+    out = check_out(args)
+    res = head_dynamics(args.model, tasks_of(args) or None, k=args.k, n_shots=args.shots, n=args.n, seed=args.seed,
                         progress=args.progress)
     print(res.summary())
     print(res.to_dataframe().to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    res.to_dataframe().to_csv(Path(res.export(args.out, "dynamics")) / "dynamics.csv", index=False)
-    print(f"saved to {args.out}")
+    if out is not None:
+        finish(args, out, [export_section(res, out, "", "dynamics")], title=f"Heads over training: {args.model}")
     return 0

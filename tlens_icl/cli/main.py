@@ -2,6 +2,7 @@
 
 Each analysis family has one module here (``FAMILY_COMMANDS``) whose ``add_cli(subparsers)`` registers
 its subcommands; every subcommand's ``func(args)`` runs it. The analyses never import this package.
+Building the parser imports no torch, TransformerLens or analysis module (``--help`` is instant).
 """
 
 from __future__ import annotations
@@ -12,27 +13,52 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tlens_icl.cli.common import add_common
+from tlens_icl.cli.common import (
+    HelpFormatter,
+    add_common,
+    add_out,
+    add_parser,
+    add_tasks,
+    check_out,
+    finish,
+    load_model_for,
+    set_threads,
+    tasks_of,
+)
+
+from tlens_icl.tasks import CATEGORIES  # light: the task module imports no torch
 
 #: Modules of ``tlens_icl.cli`` that register the subcommands of one analysis family.
 FAMILY_COMMANDS: list[str] = ["tlens_icl.cli.causal", "tlens_icl.cli.vectors", "tlens_icl.cli.representations",
                              "tlens_icl.cli.heads"]
 
+EPILOG = """examples:
+  tlens-icl tasks --category bitwise
+  tlens-icl show bitwise_xor --shots 3 --roles
+  tlens-icl accuracy bitwise_xor uppercase --shots 0 1 2 4 8 --out outputs/acc
+  tlens-icl run --out outputs/run             # the main job; open outputs/run/index.html
 
-def _threads() -> None:
-    # 2-core machines: one intra-op thread avoids OpenMP oversubscription (3-12x slower otherwise).
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("TLENS_ICL_THREADS", "1")))
+Every subcommand with --out writes index.html (summary, figures, raw files) into that folder and refuses a
+non-empty folder unless --overwrite. `tlens-icl <command> --help` lists its options with their defaults."""
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
-    from tlens_icl.tasks import list_tasks, load_task
+    import json
 
-    for name in list_tasks(args.category):
-        t = load_task(name)
-        ex = t.items[0]
-        print(f"{name:28s} {t.category:11s} {len(t):6d}  e.g. {ex.input!r} -> {ex.output!r}")
+    from tlens_icl.errors import TlensICLError
+    from tlens_icl.tasks import _USER_TASKS, CATEGORIES, list_tasks, load_task, task_dir
+
+    if args.category is not None and args.category not in CATEGORIES:
+        raise TlensICLError(f"Unknown category {args.category!r}; use one of {CATEGORIES}.")
+    for name in list_tasks():
+        if name in _USER_TASKS:
+            t = load_task(name)
+            category, n, ex = t.category, len(t), (t.items[0].input, t.items[0].output)
+        else:  # the raw JSON: listing does not need 20 000 validated items (keeps `tlens-icl tasks` instant)
+            doc = json.loads((task_dir() / f"{name}.json").read_text(encoding="utf-8"))
+            category, n, ex = doc["category"], len(doc["items"]), (doc["items"][0]["input"], doc["items"][0]["output"])
+        if args.category is None or category == args.category:
+            print(f"{name:28s} {category:11s} {n:6d}  e.g. {ex[0]!r} -> {ex[1]!r}")
     return 0
 
 
@@ -45,12 +71,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from tlens_icl.models import load_model
     from tlens_icl.prompts.batch import ROLES
     from tlens_icl.prompts.pairs import make_prompt_pairs
 
-    model = load_model(args.model)
-    pairs = make_prompt_pairs(args.task, model, n=args.n, n_shots=args.shots, corruption=args.corruption,
+    (task,) = tasks_of(args)
+    model = load_model_for(args, [task])
+    pairs = make_prompt_pairs(task, model, n=args.n, n_shots=args.shots, corruption=args.corruption,
                               seed=args.seed, template=args.template)
     for i in range(len(pairs)):
         for side, b in (("clean", pairs.clean), ("corrupted", pairs.corrupted)):
@@ -64,62 +90,68 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_accuracy(args: argparse.Namespace) -> int:
     from tlens_icl.analyses.accuracy import icl_accuracy
-    from tlens_icl.models import load_model
+    from tlens_icl.results.report import export_section
 
-    model = load_model(args.model)
-    res = icl_accuracy(model, args.task, n_shots=args.shots, n=args.n, seed=args.seed, template=args.template)
+    out = check_out(args)
+    tasks = tasks_of(args)
+    model = load_model_for(args, tasks)
+    res = icl_accuracy(model, tasks, n_shots=args.shots, n=args.n, seed=args.seed, template=args.template,
+                       progress=args.progress)
+    print(res.summary())
     print(res.table().to_string(float_format=lambda x: f"{x:.3f}"))
-    if args.out:
-        print(f"saved to {res.export(args.out, 'accuracy')}")
+    if out is not None:
+        finish(args, out, [export_section(res, out, "", "accuracy")], title=f"ICL accuracy: {res.model_name}")
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from tlens_icl.models import load_model
     from tlens_icl.pipeline import run_pipeline, summarize
 
-    model = load_model(args.model)
-    res = run_pipeline(model, tasks=args.tasks, out=args.out, n=args.n, seed=args.seed, progress=args.progress)
+    out = check_out(args)
+    tasks = tasks_of(args)
+    model = load_model_for(args, tasks)
+    res = run_pipeline(model, tasks=tasks or None, out=out, n=args.n, seed=args.seed, progress=args.progress)
     print(summarize(res))
-    if args.out:
-        print(f"results written to {args.out}")
+    if out is not None:
+        print(f"results written to {out} (open {out / 'index.html'})")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tlens-icl", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="tlens-icl", epilog=EPILOG,
+                                     description="In-context learning interpretability on TransformerLens: task "
+                                                 "library, ICL curves, causal mediation, function/task vectors, "
+                                                 "representations.",
+                                     formatter_class=HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("tasks", help="list tasks")
-    p.add_argument("--category", default=None)
+    p = add_parser(sub, "tasks", help="list the task library")
+    p.add_argument("--category", default=None, choices=CATEGORIES, help="only the tasks of this category")
     p.set_defaults(func=_cmd_tasks)
 
-    p = sub.add_parser("models", help="list the embedded models")
+    p = add_parser(sub, "models", help="list the embedded models")
     p.set_defaults(func=_cmd_models)
 
-    p = sub.add_parser("show", help="print a task's clean/corrupted prompts with token roles")
-    p.add_argument("task")
-    add_common(p, shots_default=3)
-    p.add_argument("--n", type=int, default=2)
-    p.add_argument("--corruption", default="shuffled_labels")
+    p = add_parser(sub, "show", help="print a task's clean/corrupted prompts with token roles")
+    add_tasks(p, nargs=None, help="a task name")
+    add_common(p, shots=3, n=2, n_help="prompt pairs to print")
+    p.add_argument("--corruption", default="shuffled_labels", help="corruption of the second prompt of each pair")
     p.add_argument("--roles", action="store_true", help="also print every token with its role")
     p.set_defaults(func=_cmd_show)
 
-    p = sub.add_parser("accuracy", help="ICL accuracy vs number of shots")
-    p.add_argument("task", nargs="+")
-    add_common(p, shots_default=None)
-    p.add_argument("--shots", type=int, nargs="+", default=[0, 1, 2, 4, 8])
-    p.add_argument("--n", type=int, default=64)
-    p.add_argument("--out", default=None, help="folder for the saved result and plot")
+    p = add_parser(sub, "accuracy", help="ICL accuracy vs number of demonstrations")
+    add_tasks(p)
+    add_common(p, shots=(0, 1, 2, 4, 8), n=64, n_help="queries per task and shot count")
+    add_out(p)
     p.set_defaults(func=_cmd_accuracy)
 
-    p = sub.add_parser("run", help="main job: ICL curve, causal mediation and function vectors")
-    p.add_argument("--model", default="icl-tiny")
-    p.add_argument("--tasks", nargs="+", default=None, help="default: the embedded model's tasks")
-    p.add_argument("--n", type=int, default=48)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="outputs/run")
-    p.add_argument("--progress", action="store_true")
+    p = add_parser(sub, "run", help="the main job: ICL curve, causal mediation, function vectors, index.html",
+                   description="The main job: ICL accuracy by shots, causal mediation (AIE) of every head per task "
+                               "family, and each task's function vector added after each block of zero-shot prompts. "
+                               "With --out: results, figures, CSVs and index.html.")
+    add_tasks(p, nargs="*", help="tasks (default: the embedded model's own tasks, by family)")
+    add_common(p, shots=None, n=48, n_help="queries per task for accuracy and function-vector evaluation")
+    add_out(p)
     p.set_defaults(func=_cmd_run)
 
     for mod in FAMILY_COMMANDS:
@@ -130,7 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    _threads()
     from tlens_icl.errors import TlensICLError
 
     try:
@@ -138,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tlens_icl._validate import output_dir
 
             output_dir(args.out, "--out")
+        if args.command not in ("tasks", "models"):
+            set_threads(args)
         return int(args.func(args) or 0)
     except (TlensICLError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -97,6 +97,12 @@ def require_hooks(model: Any, names: Sequence[str]) -> None:
         )
 
 
+def _pattern_edits_ignored(model: Any) -> bool:
+    from tlens_icl.models.adapter import pattern_edits_ignored
+
+    return pattern_edits_ignored(model)
+
+
 @contextmanager
 def checked_hooks(
     model: Any,
@@ -105,14 +111,22 @@ def checked_hooks(
 ) -> Iterator[None]:
     """Install hooks for the duration of the block; raise if any did not fire.
 
-    Hooks are counted per entry, so two hooks on the same name are each checked.
+    Hooks are counted per entry, so two hooks on the same name are each checked. A hook that returns a
+    new ``hook_pattern`` on a model that ignores pattern edits raises instead of doing nothing.
     """
     counts = [0] * (len(fwd_hooks) + len(bwd_hooks))
+    edits_ignored = any(n.endswith(".attn.hook_pattern") for n, _ in fwd_hooks) and _pattern_edits_ignored(model)
 
     def counted(i: int, fn: HookFn) -> HookFn:
         def wrapper(act: Any, hook: Any) -> Any:
             counts[i] += 1
-            return fn(act, hook=hook)
+            out = fn(act, hook=hook)
+            if out is not None and edits_ignored and names[i].endswith(".attn.hook_pattern"):
+                raise ModelStateError(
+                    f"A hook edits {names[i]}, but this model ignores hook_pattern edits (TransformerLens 3 native "
+                    "attention fires the hook after using the pattern): the edit would silently do nothing."
+                )
+            return out
 
         return wrapper
 

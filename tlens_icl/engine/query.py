@@ -67,10 +67,10 @@ class FastPathUnsupported(RuntimeError):
 device_of = adapter.device_of
 
 
-def progress_bar(total: int, enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
+def progress_bar(total: int, enabled: bool | None, desc: str) -> Any:
+    from tlens_icl.engine.progress import progress_bar as bar
 
-    return tqdm(total=total, disable=not enabled, desc=desc, leave=False)
+    return bar(total=total, enabled=enabled, desc=desc)
 
 
 def bind(fn: Callable[..., Any], **kw: Any) -> Callable[[Tensor, Any], Any]:
@@ -291,7 +291,7 @@ def _check_control(control: Tensor, base: Tensor, dtype: torch.dtype) -> float:
 def query_interventions(
     model: ModelLike, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"], interventions: Interventions,
     reduce: Reduce, *, method: str = "auto", capture: Sequence[str] = (), batch_size: int = 16,
-    memory_budget: int | None = None, progress: bool = False, operation: str = "query_interventions",
+    memory_budget: int | None = None, progress: bool | None = None, operation: str = "query_interventions",
 ) -> QueryRun:
     """Evaluate every variant of ``interventions`` at the query of each row (module docstring).
 
@@ -641,7 +641,7 @@ _RUNNERS: dict[str, Callable[..., QueryRun]] = {"kv": _run_kv, "copies": _run_co
 def patch_query_heads(
     model: ModelLike, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"],
     values: Float[Tensor, "batch layer head d_head"], cells: Sequence[Head], score: Reduce, *, method: str = "auto",
-    batch_size: int = 16, progress: bool = False,
+    batch_size: int = 16, progress: bool | None = None,
 ) -> tuple[Float[Tensor, "cell batch"], Float[Tensor, " batch"], str]:
     """Effect of ``z[row, query_pos, head] := values[row, layer, head]`` for each cell.
 

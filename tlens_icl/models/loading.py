@@ -1,7 +1,8 @@
 """Loading models: the embedded ICL models by name, any Hugging Face model, a local folder, or a bridge.
 
 Every function in tlens_icl accepts any object that satisfies TransformerLens's
-``TransformerLensModel`` protocol; :func:`load_model` is only a convenience.
+``TransformerLensModel`` protocol (a bridge, or a TransformerLens 3 ``HookedTransformer``);
+:func:`load_model` is only a convenience.
 """
 
 from __future__ import annotations
@@ -60,17 +61,19 @@ def _is_cached(name: str) -> bool:
 
 
 def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dtype: Any = None,
-               step: int | None = None) -> ModelLike:
-    """Load a model as a TransformerLens bridge in evaluation mode.
+               step: int | None = None, hooked: bool = False) -> ModelLike:
+    """Load a model as a TransformerLens bridge (or a TL3 ``HookedTransformer``) in evaluation mode.
 
     Args:
         name_or_path: an embedded model name (see :func:`list_models`; ``"icl-tiny@300"`` is its training
             checkpoint at step 300), a folder written by the embedded training script, a local folder
-            saved with ``save_pretrained``, a Hugging Face hub name, or an already-built bridge (returned
-            as is, after an eval-mode check).
+            saved with ``save_pretrained``, a Hugging Face hub name, or an already-built model - a bridge,
+            or a ``HookedTransformer`` under TransformerLens 3 (returned as is, after an eval-mode check).
         step: a training checkpoint of an embedded model or training-script folder (same as ``@step``).
         device: torch device for HF models (default: TransformerLens's choice).
         dtype: torch dtype for HF models.
+        hooked: TransformerLens 3 only: return a ``HookedTransformer`` (embedded models are converted
+            without weight processing; hub names go through ``HookedTransformer.from_pretrained_no_processing``).
 
     Raises:
         ModelNotAvailableError: the hub is unreachable and the model is not cached (one line, at once).
@@ -82,11 +85,16 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
     from tlens_icl.models.embedded import (
         EMBEDDED_MODELS,
         _load_dir,
+        embedded_model_path,
         is_model_dir,
         load_embedded,
         read_card,
     )
 
+    if hooked:
+        from tlens_icl.models.hooked import load_hooked, require_hooked_transformer_support
+
+        require_hooked_transformer_support()
     base, at, tail = name.rpartition("@")
     if at and base in EMBEDDED_MODELS:
         if not tail.isdigit():
@@ -95,17 +103,18 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
             raise ModelStateError(f"{name!r} and step={step} disagree.")
         name, step = base, int(tail)
     if name in EMBEDDED_MODELS:
-        model = load_embedded(name, device=device, step=step)
+        model = (load_hooked(embedded_model_path(name), device=device, step=step) if hooked
+                 else load_embedded(name, device=device, step=step))
         _MODEL_META[model] = {"name": name, "step": step,
                               **{k: v for k, v in EMBEDDED_MODELS[name].items() if k != "path"}}
         return model
     if is_model_dir(name):
-        model = _load_dir(name, name=name, device=device, step=step)
+        model = load_hooked(name, device=device, step=step) if hooked else _load_dir(name, name=name, device=device, step=step)
         _MODEL_META[model] = {**read_card(name), "name": name, "path": name, "step": step}
         return model
     if step is not None:
         raise ModelStateError(f"step= applies to embedded models and training-script folders, not {name!r}.")
-    from transformer_lens import TransformerBridge
+    from transformer_lens.model_bridge import TransformerBridge
 
     local = Path(name).expanduser()
     if not local.exists() and not _is_cached(name) and not _hub_reachable():
@@ -118,7 +127,15 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
         kwargs["device"] = device
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model = TransformerBridge.boot_transformers(str(local) if local.exists() else name, **kwargs)
+    if hooked:
+        from transformer_lens import HookedTransformer
+
+        if local.exists():  # from_pretrained only knows official model names
+            raise ModelStateError(f"hooked=True loads embedded models and official hub names, not a folder ({name}); "
+                                  "build the HookedTransformer yourself and pass it in.")
+        model = HookedTransformer.from_pretrained_no_processing(name, **kwargs)
+    else:
+        model = TransformerBridge.boot_transformers(str(local) if local.exists() else name, **kwargs)
     model.eval()
     _MODEL_META[model] = {"name": name}
     return model

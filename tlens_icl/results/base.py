@@ -7,7 +7,6 @@ implement ``to_dataframe()`` and ``plot()``. Saving never uses pickle.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 from dataclasses import fields
@@ -63,9 +62,19 @@ def _tupled(v: Any) -> Any:
 
 
 class Result:
-    """Base class: ``save``/``load``, ``to_dataframe``, ``plot`` and a Jupyter ``_repr_html_``."""
+    """Base class: ``save``/``load``, ``to_dataframe``, ``plot``, ``export`` and a compact display.
+
+    ``repr(result)`` is a few lines (the class, its :meth:`summary`, the tensor shapes), never raw tensors;
+    in Jupyter ``_repr_html_`` shows the summary, a small figure and the :meth:`display_table`.
+    """
 
     title: ClassVar[str] = "Result"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # @dataclass keeps a __repr__ the class already defines: give every subclass the compact one.
+        if "__repr__" not in cls.__dict__:
+            cls.__repr__ = Result.__repr__  # type: ignore[method-assign]
 
     def to_dataframe(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -75,6 +84,18 @@ class Result:
 
     def summary(self) -> str:
         return self.title
+
+    # ---- labels shared by figures and summaries -----------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        """The model the result was computed on (from ``info``), or ``"unknown model"``."""
+        info = getattr(self, "info", None) or {}
+        return str(info.get("model") or "unknown model")
+
+    def _subtitle(self, *parts: str) -> str:
+        """``model; part; part`` for a figure's subtitle (empty parts are skipped)."""
+        model = [] if self.model_name == "unknown model" else [f"model {self.model_name}"]
+        return "; ".join([*model, *[p for p in parts if p]])
 
     # ---- persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -143,31 +164,65 @@ class Result:
         except (TypeError, ValueError) as e:
             raise ResultFileError(f"{path}: the saved fields do not make a valid {cls.__name__}: {e}") from e
 
+    # ---- figures, tables and export ---------------------------------------------------------------
+    def figures(self, **plot_kwargs: Any) -> dict[str, Any]:
+        """Every figure of the result by file stem (``""``: the main :meth:`plot`); subclasses add more."""
+        return {"": self.plot(**plot_kwargs)}
+
+    def display_table(self) -> Any:
+        """The compact table shown in Jupyter and in reports: ``table()``, ``top_table()`` or the first rows."""
+        for name in ("table", "top_table"):
+            fn = getattr(self, name, None)
+            if callable(fn):
+                return fn()
+        return self.to_dataframe().head(12)
+
     def export(self, out: str | Path, name: str, **plot_kwargs: Any) -> Path:
-        """Save the result into folder ``out`` and its plot to ``out/<name>.png``; returns ``out``."""
+        """Save the result into folder ``out``: ``tensors.safetensors`` + ``meta.json``, ``<name>.csv``
+        (:meth:`to_dataframe`) and ``<name>[_<figure>].png`` for each of :meth:`figures`. Returns ``out``."""
         import matplotlib.pyplot as plt
 
         out = self.save(out)
-        fig = self.plot(**plot_kwargs)
-        fig.savefig(out / f"{name}.png", dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        self.to_dataframe().to_csv(out / f"{name}.csv", index=False)
+        for stem, fig in self.figures(**plot_kwargs).items():
+            fig.savefig(out / f"{name}{'_' + stem if stem else ''}.png", dpi=150)
+            plt.close(fig)
         return out
 
     # ---- display -----------------------------------------------------------------------------
-    def _repr_html_(self) -> str:
-        html = [f"<h4>{self.summary()}</h4>"]
-        try:
-            fig = self.plot()
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-            import matplotlib.pyplot as plt
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{f.name} {list(v.shape)}" for f in fields(self)  # type: ignore[arg-type]
+                           if isinstance(v := getattr(self, f.name), Tensor))
+        return (f"<{type(self).__name__}: {self.summary()}>\n  tensors: {shapes or 'none'}\n"
+                "  .plot()  .to_dataframe()  .save(path)  .export(folder, name)")
 
-            plt.close(fig)
-            html.append(f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>')
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+    def _repr_html_(self) -> str:
+        import html as _html
+
+        from tlens_icl.viz.plots import figure_png
+
+        parts = [f"<div><b>{_html.escape(type(self).__name__)}</b>: {_html.escape(self.summary())}</div>",
+                 "<div style='display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start'>"]
+        try:
+            png = figure_png(self.plot(), dpi=72)
+            parts.append(f'<img style="max-width:520px" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>')
         except NotImplementedError:
             pass
-        html.append(self.to_dataframe().head(20).to_html(float_format=lambda x: f"{x:.4g}"))
-        return "\n".join(html)
+        parts.append("<div>" + _table_html(self.display_table(), max_rows=16) + "</div></div>")
+        return "\n".join(parts)
+
+
+def _table_html(df: Any, max_rows: int = 40) -> str:
+    """A DataFrame as compact HTML (4 significant digits; long tables cut to ``max_rows``)."""
+    more = len(df) - max_rows
+    import pandas as pd
+
+    plain_index = isinstance(df.index, pd.RangeIndex)
+    html = df.head(max_rows).to_html(float_format=lambda x: f"{x:.4g}", na_rep="-", border=0, index=not plain_index)
+    return html + (f"<div style='color:#666;font-size:.85em'>... {more} more rows (see the CSV)</div>" if more > 0 else "")
 
 
 # ---- validation of loaded results ----------------------------------------------------------------

@@ -122,11 +122,24 @@ class HeadEffectViews:
                               self.effect_label: float(mean[h]), "ci_low": float(lo[h]), "ci_high": float(hi[h])}
                              for h in self.top_heads(k, task)])
 
+    def _plot_context(self) -> str:
+        """What the figure's subtitle says besides the model and scope (corruption, n, ...)."""
+        return ""
+
     def plot(self, task: str | None = None, *, k: int = 10, ax: Any = None) -> Any:
-        """Layer x head heatmap of the mean effect with the top-``k`` heads outlined."""
+        """Layer x head heatmap of the mean effect (every head labelled) with the top-``k`` heads outlined."""
         from tlens_icl.viz.plots import head_heatmap
 
-        _, names = self._stacked()
-        scope = task if task is not None else (names[0] if len(names) == 1 else f"mean of {len(names)} tasks")
-        return head_heatmap(self.mean(task), title=f"{getattr(self, 'title', '')} ({scope})",
-                            marked=[tuple(h) for h in self.top_heads(k, task)], ax=ax, label=self.effect_label)
+        effects, names = self._stacked()
+        if task is not None:
+            scope = f"task {task}"
+        else:
+            scope = f"task {names[0]}" if len(names) == 1 else f"mean over {len(names)} tasks"
+        label = getattr(self, "effect_label", "effect")
+        metric = getattr(self, "metric", "")
+        bar = f"{label} (\u0394 {metric})" if metric else label
+        title = f"{getattr(self, 'title', 'Effect')} per head ({scope})"
+        subtitle = self._subtitle(self._plot_context()) if hasattr(self, "_subtitle") else self._plot_context()
+        return head_heatmap(self.mean(task), title=title, subtitle=subtitle,
+                            marked=[tuple(h) for h in self.top_heads(k, task)], ax=ax, label=bar,
+                            marked_label=f"top {k} heads by {label}")

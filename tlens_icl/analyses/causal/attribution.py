@@ -44,7 +44,7 @@ from tlens_icl.results.base import run_info
 def attribution_patching(
     model: ModelLike, pairs: PromptPairBatch, *, metric: str | Metric = "prob", direction: str = "denoise",
     position: str = "query", values: Float[Tensor, "layer head d_head"] | None = None,
-    heads: Sequence[Head | tuple[int, int]] | None = None, batch_size: int = 16, progress: bool = False,
+    heads: Sequence[Head | tuple[int, int]] | None = None, batch_size: int = 16, progress: bool | None = None,
 ) -> HeadPatchingResult:
     """Gradient estimate of :func:`head_patching` for all heads at once.
 

@@ -45,6 +45,7 @@ from tlens_icl.prompts.templates import PromptTemplate
 from tlens_icl.results.base import Result, run_info
 from tlens_icl.results.heads import HeadEffectViews
 from tlens_icl.tasks import Task
+from tlens_icl.viz.html import HTMLView
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,21 @@ class IndirectEffectResult(HeadEffectViews, Result):
     def _stacked(self) -> tuple[Tensor, tuple[str, ...]]:
         return self.effects, self.tasks
 
+    def _n_prompts(self) -> str:
+        n = (~self.clean_metric.isnan()).sum(-1).tolist()
+        return f"n={n[0]}" if len(set(n)) == 1 else f"n={min(n)}-{max(n)}"
+
+    def _plot_context(self) -> str:
+        tasks = f"tasks {', '.join(self.tasks)}; " if 1 < len(self.tasks) <= 8 else ""
+        return (f"{tasks}corruption {self.corruption}, {self.n_shots} shots, metric {self.metric}; "
+                f"{self._n_prompts()} corrupted prompts per task")
+
     def summary(self) -> str:
-        top = ", ".join(f"{h}={float(self.mean()[h]):.3g}" for h in self.top_heads(5))
-        n = int((~self.clean_metric.isnan()).sum())
-        return (f"{self.title} [{self.method}] over {len(self.tasks)} task(s) {list(self.tasks)}, "
-                f"corruption={self.corruption}, metric={self.metric}, n={n} prompts; "
+        top = ", ".join(f"{h} {float(self.mean()[h]):.3g}" for h in self.top_heads(5))
+        return (f"{self.title} [{self.method}] of {self.model_name} over {len(self.tasks)} task(s) {list(self.tasks)}, "
+                f"corruption={self.corruption}, metric={self.metric}, {self._n_prompts()} prompts per task; "
                 f"clean {float(self.clean_metric.nanmean()):.3g}, corrupted {float(self.corrupted_metric.nanmean()):.3g}; "
-                f"top heads: {top}")
+                f"top heads (largest first): {top}")
 
 
 @checked
@@ -91,7 +100,7 @@ def indirect_effect(
     n_shots: int = 10, corruption: str = "shuffled_labels", seed: int = 0, metric: str | Metric = "prob",
     method: str = "auto", heads: Sequence[Head | tuple[int, int]] | None = None, filter_correct: bool = False,
     other_task: Task | str | None = None, template: PromptTemplate | str | None = None, batch_size: int = 16,
-    progress: bool = False,
+    progress: bool | None = None, mean_z: Float[Tensor, "*task layer head d_head"] | None = None,
 ) -> IndirectEffectResult:
     """Todd et al.'s causal indirect effect of every attention head, for one or several tasks.
 
@@ -110,6 +119,10 @@ def indirect_effect(
             patched. Counts kept go to ``info["n_kept"]`` / ``info["n_mean_kept"]`` (kept pair indices:
             ``info["kept"]``); raises :class:`~tlens_icl.errors.EmptyTaskError` if a task keeps none.
         other_task: label source for ``corruption="other_task_labels"``.
+        mean_z: the mean activations to patch in, ``[layer, head, d_head]`` (one task) or
+            ``[task, layer, head, d_head]``, instead of running ``n_mean`` clean prompts - e.g.
+            ``mean_head_activations(model, batch, cache=cache)`` from a ``run_with_cache`` you already have.
+            Not combinable with ``filter_correct`` (filter those prompts yourself).
 
     Returns:
         :class:`IndirectEffectResult`; ``.mean()`` is the AIE ``[layer, head]``, ``.top_heads(k)``.
@@ -121,8 +134,10 @@ def indirect_effect(
     task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
     if not task_list:
         raise TlensICLError("indirect_effect needs at least one task.")
+    given = _given_means(model, mean_z, len(task_list), filter_correct)
     # Build (and so validate) every prompt before the first forward pass.
-    mean_prompts = [make_prompts(t, model, n=n_mean, n_shots=n_shots, seed=seed + 1, template=template)
+    mean_prompts = [None if given is not None else
+                    make_prompts(t, model, n=n_mean, n_shots=n_shots, seed=seed + 1, template=template)
                     for t in task_list]
     pair_sets = [make_prompt_pairs(t, model, n=n_corrupted, n_shots=n_shots, corruption=corruption, seed=seed,
                                    template=template, other_task=other_task) for t in task_list]
@@ -130,9 +145,12 @@ def indirect_effect(
     effects, means, clean, corrupted, used, routes = [], [], [], [], set(), set()
     kept: dict[str, list[int]] = {}
     n_mean_kept: dict[str, int] = {}
-    for prompts, pairs in zip(mean_prompts, pair_sets):
-        z, mean_logits = query_z(model, prompts.tokens, prompts.query_pos, batch_size=batch_size,
-                                 logits=filter_correct)  # without the filter, no unembedding is needed
+    for t, (prompts, pairs) in enumerate(zip(mean_prompts, pair_sets)):
+        if prompts is None:
+            z, mean_logits = given[t][None], None  # type: ignore[index]
+        else:  # without the filter, no unembedding is needed
+            z, mean_logits = query_z(model, prompts.tokens, prompts.query_pos, batch_size=batch_size,
+                                     logits=filter_correct)
         clean_logits = query_logits(model, pairs.clean, batch_size=batch_size)
         if filter_correct:
             z = z[_answered(mean_logits, prompts, "clean mean prompts")]
@@ -167,8 +185,26 @@ def indirect_effect(
                       other_task=getattr(other_task, "name", other_task),
                       heads=None if heads is None else [str(h) for h in cells], filter_correct=filter_correct,
                       engine="+".join(sorted(routes)) or None,
+                      mean_z="given" if given is not None else "computed",
                       **(filtered if filter_correct else {})),
     )
+
+
+def _given_means(model: ModelLike, mean_z: Tensor | None, n_tasks: int, filter_correct: bool) -> Tensor | None:
+    """``mean_z`` as ``[task, layer, head, d_head]`` (validated), or None when the means are to be computed."""
+    if mean_z is None:
+        return None
+    if filter_correct:
+        raise TlensICLError("mean_z=... and filter_correct=True do not combine: filter the mean prompts yourself.")
+    shape = (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head)
+    z = mean_z.detach().float().cpu()
+    z = z[None].expand(n_tasks, *shape) if tuple(z.shape) == shape and n_tasks == 1 else z
+    if tuple(z.shape) != (n_tasks, *shape):
+        raise TlensICLError(f"mean_z must be [layer, head, d_head] = {list(shape)} for one task or "
+                            f"[{n_tasks}, {', '.join(map(str, shape))}] for {n_tasks} tasks, got {list(mean_z.shape)}.")
+    if not bool(z.isfinite().all()):
+        raise TlensICLError("mean_z holds NaN or infinite values.")
+    return z
 
 
 def _answered(logits: Float[Tensor, "batch d_vocab"], batch: PromptBatch, what: str) -> Tensor:
@@ -193,23 +229,22 @@ _ROLE_TAG = {"pad": "pad", "bos": "bos", "separator": "sep", "demo_input": "x", 
 
 @checked
 def head_attention_html(model: ModelLike, batch: PromptBatch, heads: Sequence[Head], *, row: int = 0,
-                        path: str | Path | None = None) -> str:
-    """Offline HTML of the attention patterns of ``heads`` on prompt ``row``, tokens tagged with their role.
+                        path: str | Path | None = None) -> HTMLView:
+    """The attention patterns of ``heads`` on prompt ``row`` as an offline circuitsvis view, tokens tagged with
+    their role.
 
-    Token labels read ``token|role`` (x/y = demo input/output, qx = query input, ans = answer position,
-    sep = separator; newlines shown as ``\\n``); a role-coloured token strip is shown above. Writes ``path``
-    when given.
+    Returns an :class:`~tlens_icl.viz.html.HTMLView`: Jupyter renders it (``_repr_html_``), ``.save(path)``
+    writes a self-contained page (the circuitsvis bundle inlined once), ``.page()`` is that page's HTML.
+    Above the view: the prompt with each token coloured by role, and the colour legend. Token labels in
+    the view read ``token|role`` (x/y = demo input/output, qx = query input, ans = answer position, sep =
+    separator; newlines shown as ``\\n``). Writes ``path`` too when given.
     """
-    from tlens_icl.viz.plots import (
-        attention_view,
-        offline_html,
-        role_colored_tokens,
-        write_html,
-    )
+    from tlens_icl.viz.html import HTMLView, attention_heads, role_tokens
 
     require_eval_mode(model, "head_attention_html")
     if not heads:
         raise TlensICLError("head_attention_html needs at least one head.")
+    heads = [Head(*h) for h in heads]
     sub = batch.select([row])
     n = int(sub.attention_mask[0].sum())
     layers = sorted({h.layer for h in heads})
@@ -218,12 +253,17 @@ def head_attention_html(model: ModelLike, batch: PromptBatch, heads: Sequence[He
                    operation="head_attention_html")
     patterns = torch.stack([acts[hooks.pattern(h.layer)][0, h.head, :n, :n] for h in heads])
     roles = sub.roles[0, :n]
-    labels = [f"{_visible(tok)}|{_ROLE_TAG[ROLES[int(r)]]}" for tok, r in zip(sub.str_tokens(model, 0), roles)]
-    html = offline_html(role_colored_tokens(labels, roles), attention_view(patterns, labels, [str(h) for h in heads]),
-                        title="tlens_icl: attention of top heads")
+    str_tokens = sub.str_tokens(model, 0)[:n]
+    labels = [f"{_visible(tok)}|{_ROLE_TAG[ROLES[int(r)]]}" for tok, r in zip(str_tokens, roles)]
+    names = ", ".join(map(str, heads))
+    view = HTMLView(
+        (f"<p>Attention of {names} on one prompt ({n} tokens; answer {sub.answers[0]!r}). Choose a head to see where "
+         "each token (row) attends; the query position is the last token.</p>",
+         role_tokens(str_tokens, roles), attention_heads(patterns, labels, [str(h) for h in heads])),
+        title="Attention of the top heads", description=f"{len(heads)} heads ({names}), {n} tokens")
     if path is not None:
-        write_html(html, path)
-    return html
+        view.save(path)
+    return view
 
 
 def _visible(token: str) -> str:

@@ -119,19 +119,23 @@ class HeadPatchingResult(HeadEffectViews, Result):
         corrupted, clean = self.corrupted_metric.mean(), self.clean_metric.mean()
         return (self.patched().mean(-1) - corrupted) / (clean - corrupted)
 
+    def _plot_context(self) -> str:
+        return (f"{self.direction} at {self.position}, corruption {self.corruption}, metric {self.metric}; "
+                f"n={self.effects.shape[-1]} prompt pairs")
+
     def summary(self) -> str:
-        top = ", ".join(f"{h}={float(self.mean()[h]):+.3g}" for h in self.top_heads(3))
-        return (f"{self.title} [{self.method}] {self.direction} at {self.position}, metric={self.metric}, "
-                f"task={self.task}, corruption={self.corruption}, n={self.effects.shape[-1]}; "
+        top = ", ".join(f"{h} {float(self.mean()[h]):+.3g}" for h in self.top_heads(3))
+        return (f"{self.title} [{self.method}] of {self.model_name}: {self.direction} at {self.position}, "
+                f"metric={self.metric}, task={self.task}, corruption={self.corruption}, n={self.effects.shape[-1]}; "
                 f"clean {float(self.clean_metric.mean()):.3g}, corrupted {float(self.corrupted_metric.mean()):.3g}; "
-                f"top: {top}")
+                f"top (largest first): {top}")
 
 
 @checked
 def head_patching(
     model: ModelLike, pairs: PromptPairBatch, *, metric: str | Metric = "prob", direction: str = "denoise",
     position: str = "query", method: str = "auto", heads: Sequence[Head | tuple[int, int]] | None = None,
-    batch_size: int = 16, progress: bool = False,
+    batch_size: int = 16, progress: bool | None = None,
 ) -> HeadPatchingResult:
     """Patch every attention head's output (``hook_z``) between the clean and corrupted runs.
 
@@ -229,28 +233,23 @@ class ActivationPatchingResult(Result):
                              for layer in range(n_layers) for pos in range(n_pos)])
 
     def plot(self, ax: Any = None) -> Any:
-        from tlens_icl.viz.plots import _ax
+        """Layer x position heatmap of the mean effect; positions labelled with prompt 0's tokens."""
+        from tlens_icl.viz.plots import position_heatmap
 
-        fig, ax = _ax(ax, (1.5 + 0.35 * self.effects.shape[1], 1 + 0.4 * self.effects.shape[0]))
-        mean = self.mean()
-        lim = float(mean.abs().max()) or 1.0
-        im = ax.imshow(mean.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-        ax.set_xticks(range(len(self.tokens)), [repr(t)[1:-1] for t in self.tokens], rotation=90, fontsize=6)
-        ax.set_xlabel("position")
-        ax.set_ylabel("layer")
-        ax.set_title(f"{self.site} patching ({self.direction}, {self.metric})")
-        fig.colorbar(im, ax=ax, label="effect")
-        return fig
+        return position_heatmap(self.mean(), self.tokens, ax=ax, label=f"effect on {self.metric}",
+                                title=f"Activation patching of {self.site} per layer and position ({self.task})",
+                                subtitle=self._subtitle(f"{self.direction}, corruption {self.corruption}",
+                                                        f"n={self.effects.shape[-1]} prompt pairs"))
 
     def summary(self) -> str:
-        return (f"{self.title}: {self.site}, {self.direction}, metric={self.metric}, task={self.task}, "
-                f"n={self.effects.shape[-1]}, max |mean effect| {float(self.mean().abs().max()):.3g}")
+        return (f"{self.title} of {self.model_name}: {self.site}, {self.direction}, metric={self.metric}, "
+                f"task={self.task}, n={self.effects.shape[-1]}, max |mean effect| {float(self.mean().abs().max()):.3g}")
 
 
 @checked
 def activation_patching(
     model: ModelLike, pairs: PromptPairBatch, *, site: str = "resid_pre", metric: str | Metric = "prob",
-    direction: str = "denoise", method: str = "auto", batch_size: int = 16, progress: bool = False,
+    direction: str = "denoise", method: str = "auto", batch_size: int = 16, progress: bool | None = None,
 ) -> ActivationPatchingResult:
     """Patch ``site`` (``resid_pre``/``resid_post``/``attn_out``/``mlp_out``) at each layer and position.
 

@@ -206,7 +206,7 @@ def head_ablation(
     ks: Sequence[int | float] = (0, 1, 2, 4, 8), exclude: float = 0.0, n_random: int = 3, n: int = 32,
     n_shots: int = 5, seed: int = 0, positions: Positions = "all", loss: bool = True,
     loss_data_kind: DataKind = "auto", loss_n: int = 16, loss_length: int = 128,
-    template: PromptTemplate | str | None = None, batch_size: int = 16, progress: bool = False,
+    template: PromptTemplate | str | None = None, batch_size: int = 16, progress: bool | None = None,
 ) -> HeadAblationResult:
     """Mean-ablate the top-``k`` heads of each ranking (and ``k`` random heads) and measure ICL.
 
@@ -263,7 +263,7 @@ def head_ablation(
     n_rows = len(ldata.tokens) if ldata is not None else 1
     losses = torch.full((len(methods), len(counts), n_seeds, n_rows), float("nan"))
     done: dict[frozenset[Head], tuple[Tensor, Tensor]] = {}  # the same head set is run once
-    from tqdm.auto import tqdm
+    from tlens_icl.engine.progress import progress_bar
 
     jobs = [(m, j, s) for m, name in enumerate(methods) for j in range(len(counts)) for s in range(len(plan[name][j]))]
     at_query: dict[frozenset[Head], Tensor] = {}
@@ -273,7 +273,7 @@ def head_ablation(
                                          lambda lg, rows, b=b: accepted_top1(lg, tuple(b.accepted[int(i)] for i in rows)),
                                          batch_size=batch_size).values for b in batches]  # [set, example] each
         at_query = {k: torch.stack([v[i] for v in per_task]) for i, k in enumerate(sets)}
-    for m, j, s in tqdm(jobs, disable=not progress, desc="ablating", leave=False):
+    for m, j, s in progress_bar(jobs, enabled=progress, desc="ablating"):
         heads = plan[methods[m]][j][s]
         key = frozenset(heads)
         if key not in done:

@@ -98,7 +98,7 @@ def head_dynamics(
     model: str = "icl-tiny", tasks: Sequence[Task | str] | None = None, *, steps: Sequence[int] | None = None,
     k: int = 3, n_shots: int = 4, n: int = 32, n_mean: int = 32, n_corrupted: int = 16,
     corruption: str = "zero_shot", n_random: int = 16, length: int = 20, seed: int = 0, batch_size: int = 16,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> HeadDynamicsResult:
     """Track the final model's top-``k`` FV and induction heads over the training checkpoints of ``model``.
 
@@ -110,7 +110,7 @@ def head_dynamics(
         n_mean, n_corrupted, corruption: :func:`~tlens_icl.indirect_effect` settings.
         n_random, length: repeated random sequences for the induction score.
     """
-    from tqdm.auto import tqdm
+    from tlens_icl.engine.progress import progress_bar
 
     available = checkpoint_steps(model)
     if not available:
@@ -135,7 +135,7 @@ def head_dynamics(
     top_fv, top_ind = top_heads_of(aie_f, k), top_heads_of(ind_f, k)
     tracked = list(dict.fromkeys(top_fv + top_ind))
     rows = []
-    for step in tqdm(chosen[:-1], disable=not progress, desc="checkpoints", leave=False):
+    for step in progress_bar(chosen[:-1], enabled=progress, desc="checkpoints"):
         rows.append(measure(load_model(model, step=step), tracked))
     aie_last = torch.full_like(aie_f, float("nan"))
     aie_last[[h.layer for h in tracked], [h.head for h in tracked]] = aie_f[[h.layer for h in tracked],

@@ -29,6 +29,7 @@ from torch import Tensor
 from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.engine import hooks
+from tlens_icl.engine.caches import cache_activation, check_cache
 from tlens_icl.engine.capture import AtPositions, Weighted, capture
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
@@ -174,7 +175,9 @@ class ActivationSet(Result):
         act = self.get(site)
         norms = act.norm(dim=-1).reshape(len(self), len(self.layers), -1).mean(-1)
         ys = {f"{s} shots": norms[idx].mean(0).tolist() for s, idx in self.shot_groups().items()}
-        return line_plot(self.layers, ys, xlabel="layer", ylabel=f"mean |{site}|", title=f"{site} at {self.position!r}", ax=ax)
+        return line_plot(self.layers, ys, xlabel="layer", ylabel=f"mean L2 norm of {site}", ax=ax,
+                         title=f"Activation norm per layer ({site} at {self.position!r})",
+                         subtitle=self._subtitle(f"{len(self)} rows, {len(set(self.tasks))} tasks"))
 
 
 # ---- collection ------------------------------------------------------------------------------------
@@ -210,12 +213,17 @@ def _hook_name(site: str, layer: int) -> str:
 
 
 def _collect_batch(model: ModelLike, batch: PromptBatch, sites: Sequence[str], layers: tuple[int, ...],
-                   position: str, batch_size: int, progress: bool) -> dict[str, Tensor]:
+                   position: str, batch_size: int, progress: bool | None) -> dict[str, Tensor]:
     weights = _position_weights(batch, position)  # validated before the first forward
     reducer = AtPositions(batch.query_pos) if position == "query" else Weighted(weights)
     names = list(dict.fromkeys(_hook_name(s, layer) for s in sites for layer in layers))
     stacked = capture(model, batch.tokens, {n: reducer for n in names}, batch_size=batch_size, progress=progress,
                       operation="collect_activations")
+    return _assemble(model, stacked, sites, layers)
+
+
+def _assemble(model: Any, stacked: Mapping[str, Tensor], sites: Sequence[str], layers: tuple[int, ...]) -> dict[str, Tensor]:
+    """Per-site ``[example, layer, ...]`` tensors from the reduced activations of each hook name."""
     result: dict[str, Tensor] = {}
     for site in sites:
         per_layer = [stacked[_hook_name(site, layer)] for layer in layers]
@@ -224,6 +232,16 @@ def _collect_batch(model: ModelLike, batch: PromptBatch, sites: Sequence[str], l
             per_layer = [torch.einsum("bhd,hdm->bhm", z, W_O[layer]) for z, layer in zip(per_layer, layers)]
         result[site] = torch.stack(per_layer, 1)
     return result
+
+
+def _from_cache(model: ModelLike, cache: Any, batch: PromptBatch, sites: Sequence[str], layers: tuple[int, ...],
+                position: str) -> dict[str, Tensor]:
+    check_cache(cache, batch, model)
+    w = _position_weights(batch, position)
+    names = dict.fromkeys(_hook_name(s, layer) for s in sites for layer in layers)
+    weighted, rows = Weighted(w), torch.arange(len(batch))  # the capture path's reducer, on the cached activations
+    return _assemble(model, {n: weighted(cache_activation(cache, batch, n), rows).float().cpu() for n in names},
+                     sites, layers)
 
 
 def _row_labels(batch: PromptBatch, task: str, condition: str) -> dict[str, Any]:
@@ -240,7 +258,7 @@ def _row_labels(batch: PromptBatch, task: str, condition: str) -> dict[str, Any]
 def collect_activations(
     model: ModelLike, prompts: PromptBatch | PromptPairBatch, *, sites: Sequence[str] = ("resid_post",),
     position: str = "query", layers: Sequence[int] | None = None, task: str | None = None,
-    condition: str | None = None, batch_size: int = 32, progress: bool = False,
+    condition: str | None = None, batch_size: int = 32, progress: bool | None = None, cache: Any = None,
 ) -> ActivationSet:
     """Activations of ``prompts`` at ``sites`` x ``layers``, one vector per row and unit, in one chunked pass.
 
@@ -248,9 +266,20 @@ def collect_activations(
     corrupted rows (``"corrupted"``), labelled with the pair's task. A :class:`PromptBatch` is labelled
     ``task`` (default ``"prompts"``) and ``condition`` (default ``""``). The shot count of each row is read
     from its demonstration indices. Activations are float32 on the CPU.
+
+    ``cache``: a TransformerLens ``ActivationCache`` you already have from
+    ``model.run_with_cache(prompts.tokens)`` (``prompts`` a :class:`PromptBatch`); it is read instead of
+    running the model again, and gives the same set as the library's own pass.
     """
     require_eval_mode(model, "collect_activations")
     layer_tuple = _check_options(model, sites, position, layers)
+    if cache is not None:
+        if not isinstance(prompts, PromptBatch):
+            raise TlensICLError("With cache=..., prompts must be the PromptBatch whose tokens produced the cache.")
+        acts = _from_cache(model, cache, prompts, sites, layer_tuple, position)
+        return ActivationSet(**_row_labels(prompts, task or "prompts", condition or ""), layers=layer_tuple,
+                             position=position, info=run_info(model, sites=list(sites), source="ActivationCache"),
+                             **acts)
     if isinstance(prompts, PromptPairBatch):
         parts = [(prompts.clean, task or prompts.task, "clean"), (prompts.corrupted, task or prompts.task, "corrupted")]
     elif isinstance(prompts, PromptBatch):
@@ -271,7 +300,7 @@ def collect_activations(
 def task_activations(
     model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_shots: Sequence[int] = (0, 1, 2, 4, 8),
     n: int = 50, seed: int = 0, template: PromptTemplate | str | None = None, sites: Sequence[str] = ("resid_post",),
-    position: str = "query", layers: Sequence[int] | None = None, batch_size: int = 32, progress: bool = False,
+    position: str = "query", layers: Sequence[int] | None = None, batch_size: int = 32, progress: bool | None = None,
 ) -> ActivationSet:
     """:func:`collect_activations` over ``n`` clean prompts of every task x shot count (``make_prompts``, same seed).
 

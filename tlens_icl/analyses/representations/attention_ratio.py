@@ -152,25 +152,25 @@ class AttentionRatioResult(Result):
         parts = []
         for c in self.condition_names:
             r = self.ratio(c)
+            if bool(r.isnan().all()):
+                parts.append(f"{c}: n/a (no query attention to either region)")
+                continue
             li, h = np.unravel_index(int(torch.nan_to_num(r, -1.0).argmax()), tuple(r.shape))
             parts.append(f"{c}: mean share {float(r.nanmean()):.2f}, max {float(r[li, h]):.2f} at L{self.layers[li]}H{h}")
-        return f"{self.title} ({self.relevant} vs {self.irrelevant}): " + "; ".join(parts)
+        return f"{self.title} of {self.model_name} ({self.relevant} vs {self.irrelevant}): " + "; ".join(parts)
 
     def plot(self, *, per_token: bool = False) -> Any:
-        """One [layer, head] heatmap of the relevant share per condition (0.5 = no preference)."""
-        import matplotlib.pyplot as plt
+        """One [layer, head] heatmap of the relevant share per condition (0.5 = no preference; blank = n/a)."""
+        from tlens_icl.viz.plots import heatmap_panels
 
-        n = len(self.condition_names)
-        fig, axes = plt.subplots(1, n, figsize=(1.5 + 3.2 * n, 0.9 + 0.45 * len(self.layers)), squeeze=False)
-        for ax, c in zip(axes[0], self.condition_names):
-            im = ax.imshow(self.ratio(c, per_token=per_token).numpy(), cmap="RdBu_r", vmin=0, vmax=1, aspect="auto")
-            ax.set_title(c, fontsize=9)
-            ax.set_xlabel("head")
-            ax.set_yticks(range(len(self.layers)), [str(x) for x in self.layers])
-        axes[0][0].set_ylabel("layer")
-        fig.colorbar(im, ax=list(axes[0]), label=f"share {self.relevant}{' per token' if per_token else ''}")
-        fig.suptitle(f"attention from the query: {self.relevant} vs {self.irrelevant}", fontsize=9, y=1.04)
-        return fig
+        counts = {c: int(self._rows(c).sum()) for c in self.condition_names}
+        n = f"n={next(iter(counts.values()))}" if len(set(counts.values())) == 1 else "n=" + "/".join(map(str, counts.values()))
+        return heatmap_panels({c: self.ratio(c, per_token=per_token) for c in self.condition_names},
+                              cmap="RdBu_r", vmin=0.0, vmax=1.0, layer_labels=[str(x) for x in self.layers],
+                              label=f"share on {self.relevant}{' (per token)' if per_token else ''}",
+                              title=f"Query attention on {self.relevant} vs {self.irrelevant}",
+                              subtitle=self._subtitle(f"share = rel / (rel + irr), 0.5 = no preference; {n} prompts per "
+                                                      "condition"))
 
 
 def _region_name(region: Region) -> str:
@@ -181,7 +181,7 @@ def _region_name(region: Region) -> str:
 def attention_ratio(
     model: ModelLike, prompts: PromptBatch | Mapping[str, PromptBatch], *, relevant: Region = "meta:relevant",
     irrelevant: Region = "meta:distractors", layers: Sequence[int] | None = None, batch_size: int = 16,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> AttentionRatioResult:
     """Attention mass from the query position to ``relevant`` vs ``irrelevant`` tokens, per head and prompt.
 

@@ -79,21 +79,26 @@ class HeadComparisonResult(Result):
 
     def plot(self, ax: Any = None) -> Any:
         """Scatter of the two scores, one point per head; the top heads of either map are labelled."""
-        from tlens_icl.viz.plots import _ax
+        from tlens_icl.viz.plots import scatter_labelled
 
-        fig, ax = _ax(ax, (5, 4))
-        x, y = self.causal.flatten(), self.representational.flatten()
-        ax.scatter(x.numpy(), y.numpy(), s=14, alpha=0.7)
         k = self.ks[min(1, len(self.ks) - 1)]
         n_heads = self.causal.shape[1]
-        for h in set(top_heads(self.causal, k)) | set(top_heads(self.representational, k)):
-            i = h.layer * n_heads + h.head
-            ax.annotate(str(h), (float(x[i]), float(y[i])), fontsize=7)
-        ax.set_xlabel(self.causal_name)
-        ax.set_ylabel(self.representational_name)
-        ax.set_title(f"Spearman {self.spearman:.2f}; top-{k} overlap "
-                     f"{self.overlap[self.ks.index(k)]}", fontsize=9)
-        return fig
+        hl = sorted({h.layer * n_heads + h.head for h in set(top_heads(self.causal, k)) | set(top_heads(self.representational, k))})
+        labels = [f"L{i // n_heads}H{i % n_heads}" for i in range(self.causal.numel())]
+        return scatter_labelled(self.causal.flatten(), self.representational.flatten(), labels, hl, ax=ax,
+                                xlabel=self.causal_name, ylabel=self.representational_name,
+                                highlight_label=f"top {k} by either score",
+                                title=f"{self.causal_name} vs {self.representational_name} per head",
+                                subtitle=self._subtitle(f"Spearman rho {self.spearman:.2f} (p = {self.p:.2g}); top-{k} "
+                                                        f"overlap {self.overlap[self.ks.index(k)]} "
+                                                        f"(chance {self.expected[self.ks.index(k)]:.2f})"))
+
+
+def _info(*sources: Any) -> dict[str, Any]:
+    """Provenance, with the model of the first source result that records one (for titles)."""
+    info = run_info(None)
+    model = next((s.info.get("model") for s in sources if isinstance(getattr(s, "info", None), dict)), None)
+    return {**info, "model": model} if model else info
 
 
 @checked
@@ -122,7 +127,7 @@ def compare_heads(
     return HeadComparisonResult(
         causal=a, representational=b, ks=ks, overlap=overlap, expected=tuple(k * k / n for k in ks),
         spearman=float(res.statistic), p=float(res.pvalue), causal_name=causal_name,
-        representational_name=representational_name, info=run_info(None),
+        representational_name=representational_name, info=_info(causal, representational),
     )
 
 

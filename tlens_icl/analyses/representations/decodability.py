@@ -110,16 +110,9 @@ class DecodabilityResult(Result):
 
     def ci(self, confidence: float = 0.95) -> tuple[Tensor, Tensor]:
         """Clopper-Pearson interval of each CD (rows treated as independent trials)."""
-        from scipy.stats import binomtest
+        from tlens_icl.results.stats import clopper_pearson
 
-        n = self.correct.shape[-1]
-        hits = self.correct.sum(-1).round().long()
-        lo, hi = torch.zeros(hits.shape), torch.zeros(hits.shape)
-        for s in range(hits.shape[0]):
-            for u in range(hits.shape[1]):
-                interval = binomtest(int(hits[s, u]), n).proportion_ci(confidence)
-                lo[s, u], hi[s, u] = interval.low, interval.high
-        return lo, hi
+        return clopper_pearson(self.correct.sum(-1), self.correct.shape[-1], confidence)
 
     def to_dataframe(self) -> Any:
         import pandas as pd
@@ -165,22 +158,32 @@ class DecodabilityResult(Result):
         cd = self.scores()
         best = [f"{s} shots: {float(cd[i].max()):.2f} at {_unit_name(self.units[int(cd[i].argmax())])}"
                 for i, s in enumerate(self.n_shots)]
-        return (f"{self.title} ({self.site}, {self.k}-NN {self.metric}, leave-one-out; chance "
-                f"{float(self.chance.mean()):.2f}): " + "; ".join(best))
+        return (f"{self.title} of {self.model_name} ({self.site}, {self.k}-NN {self.metric}, leave-one-out, "
+                f"n={self.correct.shape[-1]} per shot count; chance {float(self.chance.mean()):.2f}): " + "; ".join(best))
 
     def plot(self, ax: Any = None) -> Any:
-        """CD vs layer, one line per shot count (head sites: the best head of each layer)."""
+        """CD vs layer, one line per shot count with Clopper-Pearson 95% bands (head sites: the best head of each
+        layer); chance and the shuffled-label control as labelled reference lines."""
+        from tlens_icl.results.stats import clopper_pearson
         from tlens_icl.viz.plots import line_plot
 
         cd = self.scores()
         layers = sorted({u[0] for u in self.units})
-        per_layer = torch.stack([cd[:, [i for i, u in enumerate(self.units) if u[0] == layer]].max(1).values
-                                 for layer in layers], 1)
-        ys = {f"{s} shots": per_layer[i].tolist() for i, s in enumerate(self.n_shots)}
-        fig = line_plot(layers, ys, xlabel="layer", ylabel="concept decodability", ax=ax, hline=float(self.chance.mean()),
-                        title=f"{self.site}{' (best head)' if len(self.units[0]) == 2 else ''}, {self.k}-NN LOO")
-        fig.axes[0].set_ylim(-0.02, 1.02)
-        return fig
+        best = [[max((i for i, u in enumerate(self.units) if u[0] == layer), key=lambda i, s=s: float(cd[s, i]))
+                 for layer in layers] for s in range(len(self.n_shots))]
+        n = self.correct.shape[-1]
+        lo, hi = clopper_pearson(self.correct.sum(-1), n)
+        ys = {f"{s} shots": [float(cd[i, u]) for u in best[i]] for i, s in enumerate(self.n_shots)}
+        ci = {f"{s} shots": ([float(lo[i, u]) for u in best[i]], [float(hi[i, u]) for u in best[i]])
+              for i, s in enumerate(self.n_shots)}
+        refs = [(float(self.chance.mean()), "chance (majority label)"),
+                (float(self.shuffled.mean()), "shuffled-label control")]
+        head = " (best head per layer)" if len(self.units[0]) == 2 else ""
+        return line_plot(layers, ys, xlabel="layer", ylabel="concept decodability", ax=ax, ci=ci, refs=refs,
+                         ylim=(-0.02, 1.02),
+                         title=f"Task decodability per layer{head} ({len(set(self.row_labels[-1]))} labels)",
+                         subtitle=self._subtitle(f"{self.site} at the query, leave-one-out {self.k}-NN {self.metric}",
+                                                 f"n={n} prompts per shot count"))
 
 
 def _unit_name(unit: Sequence[int]) -> str:
@@ -190,7 +193,7 @@ def _unit_name(unit: Sequence[int]) -> str:
 @checked
 def concept_decodability(
     acts: ActivationSet, *, site: str = "resid_post", label: str | Sequence[Any] = "task", k: int = 10,
-    metric: DistanceMetric = "cosine", n_shuffles: int = 5, seed: int = 0, progress: bool = False,
+    metric: DistanceMetric = "cosine", n_shuffles: int = 5, seed: int = 0, progress: bool | None = None,
 ) -> DecodabilityResult:
     """Leave-one-out kNN decodability of ``label`` (default: the task) from ``acts`` at ``site``.
 
@@ -204,7 +207,7 @@ def concept_decodability(
         k: neighbours (Han et al.: 10); metric: ``"cosine"`` or ``"euclidean"``.
         n_shuffles: label permutations for the shuffled-label control.
     """
-    from tqdm.auto import tqdm
+    from tlens_icl.engine.progress import progress_bar
 
     if metric not in ("cosine", "euclidean"):
         raise TlensICLError(f"metric must be 'cosine' or 'euclidean', got {metric!r}.")
@@ -225,7 +228,7 @@ def concept_decodability(
     shuffled = torch.zeros(len(groups), len(units))
     chance = torch.zeros(len(groups))
     row_labels = []
-    bar = tqdm(total=len(groups) * len(units), disable=not progress, desc="decodability", leave=False)
+    bar = progress_bar(total=len(groups) * len(units), enabled=progress, desc="decodability")
     for s, idx in enumerate(groups.values()):
         names = [all_labels[i] for i in idx.tolist()]
         y, _ = _encode(names)

@@ -111,22 +111,31 @@ class ProbeResult(Result):
         metric = "accuracy" if self.kind == "classification" else "R^2"
         best = "; ".join(f"{s} shots {float(self.score[i].max()):.2f} (control {float(self.control[i, int(self.score[i].argmax())]):.2f})"
                          for i, s in enumerate(self.n_shots))
-        return f"{self.title} for {self.target!r} ({self.site}, {self.folds}-fold {metric}): best {best}"
+        return f"{self.title} for {self.target!r} on {self.model_name} ({self.site}, {self.folds}-fold {metric}): best {best}"
 
     def plot(self, ax: Any = None) -> Any:
-        """Probe score vs unit per shot count (solid) and the control task (dashed)."""
-        from tlens_icl.viz.plots import _ax
+        """Probe score per unit and shot count (solid), the control task (dashed, same colour) and chance."""
+        from tlens_icl.viz.plots import _ax, integer_ticks, set_titles
 
-        fig, ax = _ax(ax)
+        fig, ax = _ax(ax, (max(5.6, 2.2 + 0.22 * len(self.units)), 3.7))
         x = list(range(len(self.units)))
         for s, shots in enumerate(self.n_shots):
-            (line,) = ax.plot(x, self.score[s].tolist(), marker="o", label=f"{shots} shots")
+            (line,) = ax.plot(x, self.score[s].tolist(), marker="o", ms=4, lw=1.6, label=f"{shots} shots")
             ax.plot(x, self.control[s].tolist(), ls="--", color=line.get_color(), lw=1)
-        ax.axhline(float(self.chance.mean()), ls=":", c="gray", lw=1)
-        ax.set_xticks(x, [_unit_name(u) for u in self.units], rotation=90 if len(x) > 12 else 0, fontsize=7)
-        ax.set_ylabel("accuracy" if self.kind == "classification" else "R^2")
-        ax.set_title(f"probe for {self.target!r} ({self.site}); dashed = control task", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.plot([], [], ls="--", color="0.3", lw=1, label="control task (same colour)")
+        ax.axhline(float(self.chance.mean()), ls=":", c="0.45", lw=1,
+                   label="chance (majority class)" if self.kind == "classification" else "R^2 = 0")
+        integer_ticks(ax, "x", x, [_unit_name(u) for u in self.units], fontsize=7)
+        if len(x) > 12:
+            ax.tick_params(axis="x", labelrotation=90)
+        metric = "accuracy" if self.kind == "classification" else "R^2"
+        ax.set_ylabel(f"held-out {metric}")
+        ax.set_xlabel("layer" if len(self.units[0]) == 1 else "head")
+        ax.grid(alpha=0.25, lw=0.5)
+        set_titles(ax, f"Linear probe for {self.target!r} per {'layer' if len(self.units[0]) == 1 else 'head'}",
+                   self._subtitle(f"{self.site} at the query, {self.folds}-fold cross-validation; "
+                                  "control = Hewitt-Liang control task"))
+        ax.legend(fontsize=7.5, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         return fig
 
 
@@ -137,7 +146,7 @@ def _unit_name(unit: Sequence[int]) -> str:
 @checked
 def probe(
     acts: ActivationSet, target: str | Sequence[Any] = "task", *, site: str = "resid_post", kind: ProbeKind = "auto",
-    folds: int = 5, seed: int = 0, name: str | None = None, progress: bool = False,
+    folds: int = 5, seed: int = 0, name: str | None = None, progress: bool | None = None,
 ) -> ProbeResult:
     """Linear probes for ``target`` at every unit of ``site``, per shot count, with a control task.
 
@@ -152,7 +161,7 @@ def probe(
     Returns:
         :class:`ProbeResult`; higher score = more decodable, ``selectivity()`` = score - control.
     """
-    from tqdm.auto import tqdm
+    from tlens_icl.engine.progress import progress_bar
 
     values = acts.labels(target)
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
@@ -168,7 +177,7 @@ def probe(
     score = torch.zeros(len(groups), len(units))
     control = torch.zeros_like(score)
     chance = torch.zeros(len(groups))
-    bar = tqdm(total=len(groups) * len(units), disable=not progress, desc="probing", leave=False)
+    bar = progress_bar(total=len(groups) * len(units), enabled=progress, desc="probing")
     for s, idx in enumerate(groups.values()):
         rows = idx.numpy()
         y = y_all[rows]

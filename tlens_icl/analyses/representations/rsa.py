@@ -161,31 +161,27 @@ class RSAResult(Result):
         for k, h in enumerate(self.hypotheses):
             best = ", ".join(f"{s} shots {float(self.rho[i, k].max()):.2f}" for i, s in enumerate(self.n_shots))
             parts.append(f"{h}: max rho {best}")
-        return f"{self.title} ({self.site}, {self.metric} RDM, Spearman, {self.n_permutations} permutations): " + "; ".join(parts)
+        return (f"{self.title} of {self.model_name} ({self.site}, {self.metric} RDM, Spearman, "
+                f"{self.n_permutations} permutations): " + "; ".join(parts))
 
     def plot(self, hypothesis: str | None = None, ax: Any = None) -> Any:
         """Layer sites: rho vs layer per shot count. Head sites: [layer, head] maps, fewest vs most shots."""
-        from tlens_icl.viz.plots import line_plot
+        from tlens_icl.viz.plots import heatmap_panels, line_plot
 
         h = hypothesis if hypothesis is not None else self.hypotheses[0]
+        n = self.info.get("n")
+        context = self._subtitle(f"{self.site} at the query, {self.metric} RDM, Mantel test with {self.n_permutations} "
+                                 "permutations", f"n={n} prompts per task and shot count" if n else "")
         if len(self.units[0]) == 1:
             ys = {f"{s} shots": self.scores(h, s).tolist() for s in self.n_shots}
-            return line_plot([u[0] for u in self.units], ys, xlabel="layer", ylabel=f"RSA rho ({h})", ax=ax, hline=0.0,
-                             title=f"{self.site}: RDM vs '{h}' hypothesis")
-        import matplotlib.pyplot as plt
-
+            return line_plot([u[0] for u in self.units], ys, xlabel="layer", ylabel="RSA Spearman rho", ax=ax,
+                             hline=0.0, hline_label="no relation (rho = 0)",
+                             title=f"RSA with the '{h}' hypothesis per layer", subtitle=context)
+        if ax is not None:
+            raise ValueError("ax= is not supported for head sites (the figure has one panel per shot count).")
         ends = sorted({self.n_shots[0], self.n_shots[-1]})
-        maps = [self.head_scores(h, s) for s in ends]
-        lim = max(float(torch.nan_to_num(m).abs().max()) for m in maps) or 1.0  # one colour scale for both panels
-        fig, axes = plt.subplots(1, len(ends), figsize=(4.5 * len(ends), 0.9 + 0.45 * maps[0].shape[0]), squeeze=False)
-        for a, s, m in zip(axes[0], ends, maps):
-            im = a.imshow(m.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-            a.set_title(f"{s} shots: rho({h})", fontsize=9)
-            a.set_xlabel("head")
-            a.set_yticks(range(m.shape[0]), [str(u[0]) for u in self.units[:: m.shape[1]]])
-        axes[0][0].set_ylabel("layer")
-        fig.colorbar(im, ax=list(axes[0]), label=f"RSA rho ({self.site})")
-        return fig
+        return heatmap_panels({f"{s} shots": self.head_scores(h, s) for s in ends}, label="RSA Spearman rho",
+                              title=f"RSA with the '{h}' hypothesis per head", subtitle=context)
 
 
 def _unit_name(unit: Sequence[int]) -> str:
@@ -205,7 +201,7 @@ def _hypothesis_matrix(acts: ActivationSet, spec: HypothesisSpec) -> Tensor:
 @checked
 def rsa(
     acts: ActivationSet, hypotheses: Mapping[str, HypothesisSpec] | None = None, *, site: str = "resid_post",
-    metric: RDMMetric = "cosine", n_permutations: int = 1000, seed: int = 0, progress: bool = False,
+    metric: RDMMetric = "cosine", n_permutations: int = 1000, seed: int = 0, progress: bool | None = None,
 ) -> RSAResult:
     """RSA of every unit at ``site`` with each hypothesis, separately for each shot count.
 
@@ -222,7 +218,7 @@ def rsa(
         to the hypothesis.
     """
     from scipy.spatial.distance import pdist
-    from tqdm.auto import tqdm
+    from tlens_icl.engine.progress import progress_bar
 
     hyps = dict(hypotheses) if hypotheses is not None else {"task": "task"}
     if not hyps:
@@ -234,7 +230,7 @@ def rsa(
     rng = np.random.default_rng(seed)
     rho = torch.full((len(groups), len(hyps), len(units)), float("nan"))
     p = torch.full_like(rho, float("nan"))
-    for s, idx in enumerate(tqdm(list(groups.values()), disable=not progress, desc="rsa", leave=False)):
+    for s, idx in enumerate(progress_bar(list(groups.values()), enabled=progress, desc="rsa")):
         if len(idx) < 3:
             raise TlensICLError(f"RSA needs at least 3 prompts per shot count, got {len(idx)}.")
         ranks = [_standardized_ranks(pdist(values[idx, u].double().numpy(), metric=metric)) for u in range(len(units))]

@@ -195,13 +195,19 @@ def _check_unpadded(model: ModelLike, tokens: Any) -> None:
 # ---- capture and evaluation ---------------------------------------------------------------------
 @checked
 def mean_head_activations(
-    model: ModelLike, batch: PromptBatch, *, batch_size: int = 32,
+    model: ModelLike, batch: PromptBatch, *, batch_size: int = 32, cache: Any = None,
 ) -> Float[Tensor, "layer head d_head"]:
     """Mean ``hook_z`` at the query position over the prompts (Todd et al.'s task-conditioned mean).
 
-    The same quantity as ``IndirectEffectResult.mean_z`` (computed by the same capture).
+    The same quantity as ``IndirectEffectResult.mean_z`` (computed by the same capture); pass it to
+    ``indirect_effect(..., mean_z=...)``. ``cache``: an ``ActivationCache`` from
+    ``model.run_with_cache(batch.tokens)`` to read instead of running the model again.
     """
+    from tlens_icl.engine.caches import query_z_from_cache
+
     require_eval_mode(model, "mean_head_activations")
+    if cache is not None:
+        return query_z_from_cache(cache, batch, model).mean(0)
     return query_z(model, batch.tokens, batch.query_pos, batch_size=batch_size, logits=False)[0].mean(0)
 
 
@@ -313,34 +319,43 @@ class LayerSweepResult(Result):
     def summary(self) -> str:
         parts = [f"{s}: best layer {self.best_layer(s)} acc {float(self.accuracy()[i].max()):.2f} "
                  f"(baseline {float(self.baseline_accuracy()[i]):.2f})" for i, s in enumerate(self.settings)]
-        return f"{self.method} layer sweep on {self.task} - " + "; ".join(parts)
+        return (f"{self.method} layer sweep on {self.task} ({self.model_name}, n={self.correct.shape[-1]}) - "
+                + "; ".join(parts))
 
     def plot(self, ax: Any = None) -> Any:
+        """Accuracy vs injection layer per setting (Clopper-Pearson 95% bands), each setting's baseline
+        without the vector as a dashed line of the same colour."""
+        from tlens_icl.results.stats import clopper_pearson
         from tlens_icl.viz.plots import line_plot
 
-        ys = {s: self.accuracy()[i].tolist() for i, s in enumerate(self.settings)}
-        fig = line_plot(self.layers, ys, xlabel="injection layer (after block)", ylabel="top-1 accuracy",
-                        title=f"{self.method}: {self.task}", ax=ax)
-        ax = ax if ax is not None else fig.axes[0]
+        n = self.correct.shape[-1]
+        lo, hi = clopper_pearson(self.correct.sum(-1), n)
+        ys = {f"{s} + vector": self.accuracy()[i].tolist() for i, s in enumerate(self.settings)}
+        ci = {f"{s} + vector": (lo[i].tolist(), hi[i].tolist()) for i, s in enumerate(self.settings)}
+        how = "residual after block replaced by the vector" if self.method == "task_vector" else "vector added after block"
+        fig = line_plot(self.layers, ys, xlabel=f"injection layer ({how})", ylabel="top-1 accuracy",
+                        title=f"{self.method.replace('_', ' ').capitalize()} injected at each layer: {self.task}",
+                        subtitle=self._subtitle(f"n={n} held-out queries per setting"), ax=ax, ci=ci,
+                        ylim=(-0.02, 1.02))
+        ax = fig.axes[0] if ax is None else ax
         for i, s in enumerate(self.settings):
-            ax.axhline(float(self.baseline_accuracy()[i]), ls="--", lw=1, c=f"C{i}")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xticks(list(self.layers))
+            ax.axhline(float(self.baseline_accuracy()[i]), ls="--", lw=1.1, c=f"C{i}", label=f"{s}, no vector")
+        ax.legend(fontsize=7.5, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         return fig
 
 
 def sweep_layers(
     model: ModelLike, batches: dict[str, PromptBatch], make_hooks: Callable[[int, PromptBatch], list[Any]],
     layers: Sequence[int], *, method: str, task: str, info: dict[str, Any], batch_size: int = 32,
-    progress: bool = False, query_edits: Interventions | None = None,
+    progress: bool | None = None, query_edits: Interventions | None = None,
 ) -> LayerSweepResult:
     """Evaluate ``make_hooks(layer, chunk)`` at every layer on every named prompt batch.
 
     ``query_edits`` (variant ``j`` = the same intervention at ``layers[j]``, acting at the query only):
-    every layer is evaluated from one base run per batch by the engine (the route is ``info["engine"]``);
-    otherwise one forward per layer with ``make_hooks``.
+    every layer is evaluated from one base run per batch by the engine; otherwise one forward per layer
+    with ``make_hooks``.
     """
-    from tqdm.auto import tqdm
+    from tlens_icl.engine.progress import progress_bar
 
     n = {len(b) for b in batches.values()}
     if len(n) != 1:
@@ -352,14 +367,14 @@ def sweep_layers(
     if query_edits is not None:
         if query_edits.n != len(layers):
             raise TlensICLError(f"query_edits has {query_edits.n} variants for {len(layers)} layers.")
-        for i, s in enumerate(tqdm(settings, disable=not progress, desc=f"{method} sweep")):
+        for i, s in enumerate(progress_bar(settings, enabled=progress, desc=f"{method} sweep")):
             correct[i], p[i], base_c[i], base_p[i] = evaluate_query_interventions(model, batches[s], query_edits,
                                                                                   batch_size=batch_size)
         return LayerSweepResult(correct, p, base_c, base_p, settings, tuple(int(x) for x in layers), method, task, info)
     cells = [(i, j) for i in range(len(settings)) for j in range(len(layers))]
     for i, s in enumerate(settings):
         base_c[i], base_p[i] = evaluate_intervention(model, batches[s], batch_size=batch_size)
-    for i, j in tqdm(cells, disable=not progress, desc=f"{method} sweep"):
+    for i, j in progress_bar(cells, enabled=progress, desc=f"{method} sweep"):
         L = layers[j]
         correct[i, j], p[i, j] = evaluate_intervention(
             model, batches[settings[i]], lambda sub, L=L: make_hooks(L, sub), batch_size=batch_size)

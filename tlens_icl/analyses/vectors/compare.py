@@ -111,41 +111,42 @@ class ComparisonResult(Result):
 
     def summary(self) -> str:
         means = self.table().loc[:, "mean"]
-        return f"{self.title} ({len(self.tasks)} task(s), n={self.correct.shape[-1]}): " + ", ".join(
-            f"{m} {v:.2f}" for m, v in means.items())
+        return (f"{self.title} ({self.model_name}, {len(self.tasks)} task(s), n={self.correct.shape[-1]} test items "
+                "per task), mean accuracy: " + ", ".join(f"{m} {v:.2f}" for m, v in means.items()))
 
     def plot(self, *, filtered: bool = False, ax: Any = None) -> Any:
-        """Grouped bars: accuracy per task and method with 95% bootstrap CIs."""
-        from tlens_icl.viz.plots import _ax
+        """Grouped bars: top-1 accuracy per task and method with 95% bootstrap CIs (over test items)."""
+        from tlens_icl.viz.plots import grouped_bars
 
-        fig, ax = _ax(ax, (1.5 + 1.2 * len(self.tasks), 3.5))
-        width = 0.8 / len(self.methods)
+        means = torch.full((len(self.methods), len(self.tasks)), float("nan"))
+        lo, hi = means.clone(), means.clone()
         for i, m in enumerate(self.methods):
-            vals = [self.cell(m, t, filtered=filtered) for t in self.tasks]
-            means = [_mean(v) for v in vals]
-            cis = [bootstrap_mean_ci(v) for v in vals]
-            err = [[max(0.0, mu - lo) for mu, (lo, _) in zip(means, cis)],
-                   [max(0.0, hi - mu) for mu, (_, hi) in zip(means, cis)]]
-            xs = [j + (i - (len(self.methods) - 1) / 2) * width for j in range(len(self.tasks))]
-            ax.bar(xs, means, width, yerr=err, label=m, capsize=2)
-        ax.set_xticks(range(len(self.tasks)))
-        ax.set_xticklabels(self.tasks, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("top-1 accuracy")
-        ax.set_ylim(0, 1.05)
-        ax.set_title("ICL-correct items" if filtered else "all test items")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        return fig
+            for j, t in enumerate(self.tasks):
+                v = self.cell(m, t, filtered=filtered)
+                means[i, j] = _mean(v)
+                lo[i, j], hi[i, j] = bootstrap_mean_ci(v)
+        n = self.icl_correct().sum(-1).tolist() if filtered else [self.correct.shape[-1]] * len(self.tasks)
+        n_text = f"n={n[0]}" if len(set(n)) == 1 else "n=" + "/".join(map(str, n))
+        subset = "test items the model answers correctly with ICL" if filtered else "all held-out test items"
+        return grouped_bars(self.tasks, self.methods, means, lo, hi, ylabel="top-1 accuracy", ax=ax,
+                            title=f"Accuracy by method on {subset}",
+                            subtitle=self._subtitle(f"{n_text} per task; zero_shot and icl are the baselines without a "
+                                                    "vector (no / n demonstrations); every method on zero-shot prompts"))
 
     def plot_layers(self, ax: Any = None) -> Any:
-        """Selection accuracy vs injection layer for the swept methods (mean over tasks)."""
+        """Selection accuracy vs injection layer for the swept methods (mean over tasks, train queries)."""
         from tlens_icl.viz.plots import line_plot
 
         acc = self.layer_accuracy.nanmean(1)
         ys = {s: acc[i].tolist() for i, s in enumerate(SWEPT) if not bool(acc[i].isnan().all())}
-        fig = line_plot(range(acc.shape[-1]), ys, xlabel="injection layer (after block)",
-                        ylabel="accuracy (train queries)", title="layer selection", ax=ax)
-        (ax if ax is not None else fig.axes[0]).set_xticks(range(acc.shape[-1]))
-        return fig
+        return line_plot(range(acc.shape[-1]), ys, xlabel="injection layer (after block)",
+                         ylabel="accuracy on train queries", ax=ax, ylim=(-0.02, 1.02),
+                         title="Layer selection for the swept methods (mean over tasks)",
+                         subtitle=self._subtitle(f"n={self.info.get('n_fit', '?')} zero-shot prompts of train queries "
+                                                 "per task (at most); the best layer is used on test"))
+
+    def figures(self, **plot_kwargs: Any) -> dict[str, Any]:
+        return {"all": self.plot(filtered=False), "icl_correct": self.plot(filtered=True), "layers": self.plot_layers()}
 
 
 def _mean(x: Tensor) -> float:
@@ -193,7 +194,7 @@ def compare_methods(
     fv_heads: Any = None, fv_k: int = 10, fv_corruption: str | dict[str, str] = "shuffled_labels",
     icv_strengths: Sequence[float] = (0.05, 0.1, 0.2, 0.5), icv_contrast: str = "pair", icv_direction: str = "pc1",
     soft_steps: int = 100, soft_lr: float = 0.2, template: PromptTemplate | str | None = None,
-    batch_size: int = 32, progress: bool = False,
+    batch_size: int = 32, progress: bool | None = None,
 ) -> ComparisonResult:
     """Zero-shot, ICL, function vector, task vector, ICV and soft injection on the same held-out items.
 
@@ -214,7 +215,7 @@ def compare_methods(
     Returns:
         :class:`ComparisonResult`; ``.table()`` / ``.table(filtered=True)`` give method x task accuracy.
     """
-    from tqdm.auto import tqdm
+    from tlens_icl.engine.progress import progress_bar
 
     require_eval_mode(model, "compare_methods")
     _validate(methods, fv_corruption, icv_contrast, icv_direction, n_test, n_fit)
@@ -234,7 +235,7 @@ def compare_methods(
     p = torch.zeros_like(correct)
     layer_acc = torch.full((len(SWEPT), len(task_list), n_layers), math.nan)
     chosen: dict[str, Any] = {}
-    for t, ((train, _), batches) in enumerate(tqdm(list(zip(splits, evals)), disable=not progress, desc="tasks")):
+    for t, ((train, _), batches) in enumerate(progress_bar(list(zip(splits, evals)), enabled=progress, desc="tasks")):
         name = usable[t].name
         icl = all_methods.index("icl")
         correct[icl, t], p[icl, t] = evaluate_intervention(model, batches["icl"], batch_size=batch_size)

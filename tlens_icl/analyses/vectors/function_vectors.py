@@ -35,6 +35,7 @@ from tlens_icl.analyses.vectors.common import (
 )
 from tlens_icl.engine.query import resid_edits
 from tlens_icl.errors import TlensICLError
+from tlens_icl.models.adapter import attn_output_bias
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.pairs import make_prompt_pairs, make_prompts
@@ -70,6 +71,12 @@ class FunctionVector(VectorOps, Result):
     def with_layer(self, layer: int) -> "FunctionVector":
         return replace(self, layer=int(layer))
 
+    def to_steering_vector(self, **kwargs: Any) -> Any:
+        """This vector as a plain ``(hook_name, tensor)`` :class:`~tlens_icl.SteeringVector` (``operation="add"``)."""
+        from tlens_icl.analyses.vectors.steering import steering_vector
+
+        return steering_vector(self, **kwargs)
+
     def _combine(self, other: "FunctionVector", sign: float, op: str) -> "FunctionVector":
         heads = tuple(dict.fromkeys(self.heads + other.heads))
         info = {**self.info, "composition": f"({self.task}) {op} ({other.task})"}
@@ -97,17 +104,21 @@ class FunctionVector(VectorOps, Result):
                               "heads": " ".join(str(Head(*h)) for h in self.heads)}])
 
     def summary(self) -> str:
-        return (f"Function vector for {self.task}: {len(self.heads)} heads, |v| = {float(self.vector.norm()):.3g}, "
-                f"layer {self.layer}")
+        return (f"Function vector for {self.task} ({self.model_name}): {len(self.heads)} heads, "
+                f"|v| = {float(self.vector.norm()):.3g}, layer {self.layer}")
 
     def plot(self, ax: Any = None) -> Any:
+        """The heads summed into the vector, on the layer x head grid (numbered in the order given)."""
         from tlens_icl.viz.plots import head_heatmap
 
         L, H = int(self.info.get("n_layers", 1)), int(self.info.get("n_heads", 1))
         grid = torch.zeros(L, H)
-        for layer, head in self.heads:
-            grid[layer, head] = 1.0
-        return head_heatmap(grid, title=f"FV heads: {self.task}", marked=self.heads, ax=ax, cmap="Greys")
+        grid[[h[0] for h in self.heads], [h[1] for h in self.heads]] = 1.0
+        where = "no injection layer chosen yet" if self.layer is None else f"injected after block {self.layer}"
+        return head_heatmap(grid, title=f"Function vector heads: {self.task}", marked=self.heads, ax=ax,
+                            cmap="Greys", vmin=0.0, vmax=2.5, annotate=False, colorbar=False,
+                            subtitle=self._subtitle(f"{len(self.heads)} heads; {where}; |v| = {float(self.vector.norm()):.3g}"),
+                            marked_label="heads in the vector (numbered by rank)")
 
 
 def _head_list(model: ModelLike, heads: Sequence[Any]) -> tuple[tuple[int, int], ...]:
@@ -145,9 +156,8 @@ def function_vector_from_heads(
 
 
 def _bias_once(model: ModelLike, layers: Sequence[int]) -> Tensor:
-    try:
-        b_O = model.b_O
-    except AttributeError:  # bias-free attention (Llama, Gemma): nothing to add
+    b_O = attn_output_bias(model)
+    if b_O is None:  # bias-free attention (Llama, Gemma): nothing to add
         return torch.zeros(model.cfg.d_model, device=model.W_O.device)
     return b_O[list(layers)].sum(0)
 
@@ -215,7 +225,7 @@ def function_vector_sweep(
     model: ModelLike, fv: FunctionVector | Tensor, task: Task | str, *, layers: Sequence[int] | None = None,
     settings: Sequence[str] = ("zero_shot", "shuffled_labels"), n: int = 64, n_shots: int = 10, seed: int = 0,
     coeff: float = 1.0, position: Position = "query", template: PromptTemplate | str | None = None,
-    demos_from: Task | str | None = None, batch_size: int = 32, progress: bool = False,
+    demos_from: Task | str | None = None, batch_size: int = 32, progress: bool | None = None,
 ) -> LayerSweepResult:
     """Accuracy with ``coeff * fv`` added after each block in ``layers``, per prompt setting.
 

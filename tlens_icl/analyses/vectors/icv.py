@@ -73,15 +73,20 @@ class InContextVector(VectorOps, Result):
                              for L, (d, m) in enumerate(zip(self.directions, self.mean_difference))])
 
     def summary(self) -> str:
-        return (f"In-context vector for {self.task} ({self.contrast} contrast, {self.direction}), PC1 explains "
-                f"{self.explained_variance_ratio:.2f} of the variance")
+        return (f"In-context vector for {self.task} ({self.model_name}; {self.contrast} contrast, {self.direction}), "
+                f"PC1 explains {self.explained_variance_ratio:.2f} of the variance")
 
     def plot(self, ax: Any = None) -> Any:
+        """Per layer: cosine between the steering direction and the mean difference (sign-aligned PC1 -> +1)."""
         from tlens_icl.viz.plots import line_plot
 
         df = self.to_dataframe()
-        return line_plot(df["layer"].tolist(), {"cos(direction, mean diff)": df["cos(direction, mean)"].tolist()},
-                         xlabel="layer", ylabel="cosine", title=f"ICV: {self.task}", ax=ax)
+        return line_plot(df["layer"].tolist(), {"cos(direction, mean difference)": df["cos(direction, mean)"].tolist()},
+                         xlabel="layer", ylabel="cos(PC1 direction, mean difference)", ax=ax, ylim=(-1.05, 1.05),
+                         hline=0.0, hline_label="orthogonal (0)",
+                         title=f"In-context vector direction per layer: {self.task}",
+                         subtitle=self._subtitle(f"{self.contrast} contrast, {self.direction}; "
+                                                 f"PC1 explains {self.explained_variance_ratio:.2f} of the variance"))
 
 
 def _with_answers(batch: PromptBatch) -> PromptBatch:

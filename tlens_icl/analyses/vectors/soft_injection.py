@@ -68,22 +68,20 @@ class SoftInjection(VectorOps, Result):
     def summary(self) -> str:
         a = self.alpha
         top = torch.topk(a.flatten(), min(3, a.numel()))
-        heads = ", ".join(f"L{int(i) // a.shape[1]}H{int(i) % a.shape[1]}={float(v):.2f}" for v, i in zip(*top))
+        heads = ", ".join(f"L{int(i) // a.shape[1]}H{int(i) % a.shape[1]} {float(v):.2f}" for v, i in zip(*top))
         final = f", final loss {float(self.losses[-1]):.3f}" if self.losses.numel() else ""
-        return f"Soft injection for {self.task}: mean alpha {float(a.mean()):.2f}, top {heads}{final}"
+        return f"Soft injection for {self.task} ({self.model_name}): mean alpha {float(a.mean()):.2f}, top {heads}{final}"
 
     def plot(self, ax: Any = None) -> Any:
         """Layer x head heatmap of alpha on a fixed 0..1 scale (0 = head untouched, 1 = replaced)."""
-        from tlens_icl.viz.plots import _ax
+        from tlens_icl.viz.plots import head_heatmap
 
-        a = self.alpha
-        fig, ax = _ax(ax, (1 + 0.45 * a.shape[1], 1 + 0.4 * a.shape[0]))
-        im = ax.imshow(a.detach().cpu().numpy(), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-        ax.set_xlabel("head")
-        ax.set_ylabel("layer")
-        ax.set_title(f"soft injection alpha: {self.task}")
-        fig.colorbar(im, ax=ax, label="alpha")
-        return fig
+        a = self.alpha.detach().cpu()
+        steps = self.losses.numel()
+        loss = f", final loss {float(self.losses[-1]):.3g}" if steps else ""
+        return head_heatmap(a, title=f"Soft injection mixing weight alpha per head: {self.task}", ax=ax,
+                            cmap="viridis", vmin=0.0, vmax=1.0, label="alpha (0 = untouched, 1 = replaced)",
+                            subtitle=self._subtitle(f"{steps} training steps{loss}"))
 
 
 def soft_injection_hooks(
@@ -125,14 +123,14 @@ def soft_injection(
     model: ModelLike, task: Task | str, *, n_embed: int = 32, n_shots: int = 10, n_train: int = 64,
     steps: int = 100, lr: float = 0.2, train_batch_size: int = 8, seed: int = 0,
     template: PromptTemplate | str | None = None, demos_from: Task | str | None = None, batch_size: int = 32,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> SoftInjection:
     """Task embeddings from ``n_embed`` ICL prompts; ``theta`` trained on ``n_train`` zero-shot prompts.
 
     Train on items disjoint from the evaluation items (``Task.split``). Adam, ``lr`` and ``steps`` as in
     the paper (0.2, 400 steps of batch 1); here minibatches of ``train_batch_size`` prompts.
     """
-    from tqdm.auto import tqdm
+    from tlens_icl.engine.progress import progress_bar
 
     require_eval_mode(model, "soft_injection")
     if steps < 0 or train_batch_size < 1:
@@ -145,7 +143,7 @@ def soft_injection(
     opt = torch.optim.Adam([theta], lr=lr)
     gen = torch.Generator().manual_seed(seed)
     losses = []
-    for _ in tqdm(range(steps), disable=not progress, desc="soft injection"):
+    for _ in progress_bar(range(steps), enabled=progress, desc="soft injection"):
         sub = train.select(torch.randperm(len(train), generator=gen)[:train_batch_size])
         with torch.enable_grad(), checked_hooks(model, soft_injection_hooks(model, si, query_pos=sub.query_pos,
                                                                             theta=theta)):

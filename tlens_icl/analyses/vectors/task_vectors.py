@@ -75,6 +75,12 @@ class TaskVector(VectorOps, Result):
     def with_layer(self, layer: int) -> "TaskVector":
         return replace(self, layer=int(layer))
 
+    def to_steering_vector(self, **kwargs: Any) -> Any:
+        """The vector at the chosen layer as a :class:`~tlens_icl.SteeringVector` (``operation="replace"``)."""
+        from tlens_icl.analyses.vectors.steering import steering_vector
+
+        return steering_vector(self, **kwargs)
+
     def decode(self, model: ModelLike, k: int = 10, *, layer: int | None = None) -> list[tuple[str, float]]:
         """Top-``k`` tokens of the vector at ``layer`` (default: the chosen layer) through the unembedding."""
         return decode_vector(model, self.vectors[self._layer(layer)], k)
@@ -86,14 +92,22 @@ class TaskVector(VectorOps, Result):
                              for L, v in enumerate(self.vectors)])
 
     def summary(self) -> str:
-        return (f"Task vector for {self.task} ({self.n_shots} shots), {self.vectors.shape[0]} layers, "
+        return (f"Task vector for {self.task} ({self.model_name}, {self.n_shots} shots), {self.vectors.shape[0]} layers, "
                 f"chosen layer {self.layer}")
 
     def plot(self, ax: Any = None) -> Any:
+        """The norm of the task vector at each layer (the chosen layer marked)."""
         from tlens_icl.viz.plots import line_plot
 
-        return line_plot(range(self.vectors.shape[0]), {"|theta|": self.vectors.norm(dim=-1).tolist()},
-                         xlabel="layer", ylabel="norm", title=f"Task vector norms: {self.task}", ax=ax)
+        fig = line_plot(range(self.vectors.shape[0]), {"|task vector|": self.vectors.norm(dim=-1).tolist()},
+                        xlabel="layer (residual after block)", ylabel="L2 norm", ax=ax,
+                        title=f"Task vector norm per layer: {self.task}",
+                        subtitle=self._subtitle(f"{self.n_shots}-shot prompts, n={self.info.get('n', '?')}"))
+        if self.layer is not None:
+            ax = fig.axes[0] if ax is None else ax
+            ax.axvline(self.layer, color="C1", ls=":", lw=1.2, label=f"chosen layer {self.layer}")
+            ax.legend(fontsize=7.5, frameon=False)
+        return fig
 
 
 @checked
@@ -158,7 +172,7 @@ def patch_task_vector(
 @checked
 def task_vector_sweep(
     model: ModelLike, tv: TaskVector, task: Task | str, *, layers: Sequence[int] | None = None, n: int = 64,
-    seed: int = 0, template: PromptTemplate | str | None = None, batch_size: int = 32, progress: bool = False,
+    seed: int = 0, template: PromptTemplate | str | None = None, batch_size: int = 32, progress: bool | None = None,
 ) -> LayerSweepResult:
     """Zero-shot accuracy of ``task`` with the task vector patched in at each layer (Hendel's layer sweep).
 

@@ -1,0 +1,101 @@
+"""Every code block of README.md runs as written, in order, on the embedded model.
+
+Python blocks run in one shared namespace (like a notebook). A block whose first line is
+``# needs: <model>`` runs only where ``tlens_icl.load_model(<model>)`` succeeds, and is reported as skipped
+otherwise. In bash blocks every ``tlens-icl ...`` line runs through the CLI's ``main`` (exit code 0; a line
+whose comment says ``needs: <model>`` likewise only where that model loads); the
+two install commands at the top are CI itself (``.ci/run`` runs the test command verbatim, checked in
+tests/test_notebooks.py) and the main job they start is ``tests/test_pipeline.py``. Everything runs in a
+temporary folder, so the README's ``outputs/...`` paths are created there.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import warnings
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
+NEEDS = re.compile(r"^#\s*needs:\s*(\S+)")
+
+
+def blocks(language: str) -> list[tuple[int, str]]:
+    """``(line number, code)`` of every fenced block in ``language``."""
+    text = README.read_text(encoding="utf-8")
+    return [(text[: m.start()].count("\n") + 1, m.group(2)) for m in FENCE.finditer(text) if m.group(1) == language]
+
+
+def _model_loads(name: str) -> bool:
+    import tlens_icl
+
+    try:
+        tlens_icl.load_model(name)
+    except Exception:  # noqa: BLE001 - any failure means "not available here"
+        return False
+    return True
+
+
+def test_readme_has_python_and_cli_blocks():
+    assert len(blocks("python")) >= 6 and len(blocks("bash")) >= 3
+
+
+def test_every_python_block_runs(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__readme__"}
+    skipped = []
+    for line, code in blocks("python"):
+        need = NEEDS.match(code.lstrip())
+        if need and not _model_loads(need.group(1)):
+            skipped.append(f"README.md:{line} needs {need.group(1)}")
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                exec(compile(code, f"README.md:{line}", "exec"), namespace)
+        except Exception as e:  # noqa: BLE001 - report which block failed
+            pytest.fail(f"the README block at line {line} failed: {type(e).__name__}: {e}")
+        finally:
+            plt.close("all")
+    if skipped:
+        warnings.warn("README blocks not run here: " + "; ".join(skipped), stacklevel=1)
+    check_readme_claims(namespace)
+
+
+def check_readme_claims(ns: dict) -> None:
+    """What the README's comments say about outputs is what the code returns."""
+    model, aie = ns["model"], ns["aie"]
+    top, mean = aie.top_heads(4), aie.mean()
+    assert all(float(mean[a]) >= float(mean[b]) for a, b in zip(top, top[1:]))          # "largest AIE first"
+    decoded = ns["fv"].decode(model, 5)
+    assert len(decoded) == 5 and all(isinstance(t, str) and isinstance(x, float) for t, x in decoded)
+    assert model.to_string(ns["ids"][0]) == "<bos> cat -> CAT"                            # the quoted generation
+    assert ns["combined"].task == "uppercase+capitalize"
+    assert list(ns["lo"].shape) == list(ns["hi"].shape) == list(mean.shape) == [4, 8]
+    assert len(repr(ns["acc"]).splitlines()) <= 4 and "tensor(" not in repr(ns["acc"])      # "a compact repr"
+
+
+def test_every_cli_line_runs(tmp_path, monkeypatch, capsys):
+    from tlens_icl.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    lines = [(line, cmd) for line, code in blocks("bash") for cmd in code.splitlines()
+             if cmd.startswith("tlens-icl ")]
+    assert len(lines) >= 8
+    for line, cmd in lines:
+        need = re.search(r"needs:\s*(\S+)", cmd)
+        if need and not _model_loads(need.group(1)):
+            continue  # e.g. training checkpoints that a fresh clone does not have
+        argv = shlex.split(cmd.split("  #")[0].split(" # ")[0])[1:]
+        code = main(argv)
+        out = capsys.readouterr()
+        assert code == 0, f"README.md:{line}: `{cmd}` exited {code}: {out.err[-500:]}"
+        assert "nan" not in out.out.split(), f"README.md:{line}: `{cmd}` printed nan"
