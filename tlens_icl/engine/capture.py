@@ -116,7 +116,7 @@ def last_position(mask: Tensor) -> Tensor:
 
 def capture(
     model: ModelLike, tokens: Int[Tensor, "batch pos"], reducers: Mapping[str, Reducer], *,
-    logits_at: Int[Tensor, " batch"] | None = None, batch_size: int = 32, progress: bool = False,
+    logits_at: Int[Tensor, " batch"] | None = None, batch_size: int = 32, progress: bool | None = None,
     operation: str = "capture",
 ) -> dict[str, Tensor]:
     """Reduced activations ``{hook name: [batch, ...]}`` (float32, CPU, in row order).
@@ -136,11 +136,11 @@ def capture(
     out: dict[str, list[Tensor]] = {name: [] for name in [*names, *(["logits"] if logits_at is not None else [])]}
     order: list[Tensor] = []
     dev = device_of(model)
-    from tqdm.auto import tqdm
+    from tlens_icl.engine.progress import progress_bar
 
     plan = length_chunks(reach, rows_per_forward(model, int(reach.max()) + 1 if n else 1, batch_size))
     with torch.inference_mode():
-        for rows, w in tqdm(plan, disable=not progress, desc=operation, leave=False):
+        for rows, w in progress_bar(plan, enabled=progress, desc=operation):
             got: dict[str, Tensor] = {}
 
             def make(name: str, reducer: Reducer, rows: Tensor = rows, got: dict[str, Tensor] = got) -> Callable[..., None]:
@@ -168,7 +168,7 @@ def capture(
 
 def capture_at_query(
     model: ModelLike, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"], names: Sequence[str], *,
-    logits: bool = False, batch_size: int = 32, progress: bool = False, operation: str = "capture_at_query",
+    logits: bool = False, batch_size: int = 32, progress: bool | None = None, operation: str = "capture_at_query",
 ) -> dict[str, Tensor]:
     """Activations of ``names`` at each row's query position (``[batch, ...]`` each), plus ``"logits"`` if asked."""
     at = AtPositions(query_pos)
@@ -178,7 +178,7 @@ def capture_at_query(
 
 def query_z(
     model: ModelLike, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"], *, batch_size: int = 32,
-    progress: bool = False, logits: bool = True,
+    progress: bool | None = None, logits: bool = True,
 ) -> tuple[Float[Tensor, "batch layer head d_head"], Float[Tensor, "batch d_vocab"] | None]:
     """``hook_z`` of every head at each row's query position, and the logits there (None if ``logits=False``:
     the forward then stops after the last layer's attention)."""

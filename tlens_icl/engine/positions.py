@@ -58,7 +58,7 @@ class LayerPositionRun:
 
 def patch_layer_positions(
     model: ModelLike, base: Int[Tensor, "batch pos"], source: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"],
-    site: str, reduce: Reduce, *, method: str = "auto", batch_size: int = 16, progress: bool = False,
+    site: str, reduce: Reduce, *, method: str = "auto", batch_size: int = 16, progress: bool | None = None,
 ) -> LayerPositionRun:
     """Patch ``site`` (``resid_pre``, ``resid_post``, ``attn_out``, ``mlp_out``) of ``source`` into ``base``
     at every layer x position; ``reduce(logits at the query, rows)`` scores each run.
@@ -115,7 +115,7 @@ def _todo(base_act: Tensor, source_act: Tensor, q: Tensor, p: int) -> Tensor:
 
 
 def _suffix_replay(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, site: str, reduce: Reduce,
-                   batch_size: int, progress: bool) -> LayerPositionRun:
+                   batch_size: int, progress: bool | None) -> LayerPositionRun:
     n, width_all = base.shape
     n_layers = model.cfg.n_layers
     names = [hooks.site_name(site, layer) for layer in range(n_layers)]
@@ -195,7 +195,7 @@ def _replay(model: ModelLike, prefix: kv.Prefix, toks: Tensor, acts: dict[str, T
 
 
 def _loop(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, site: str, reduce: Reduce, batch_size: int,
-          progress: bool) -> LayerPositionRun:
+          progress: bool | None) -> LayerPositionRun:
     """One full forward per (layer, position) and row chunk, skipping cells that are exactly the base run."""
     n, width_all = base.shape
     n_layers = model.cfg.n_layers
@@ -247,7 +247,7 @@ class Cell:
 
 def patch_positions(
     model: ModelLike, base: PromptBatch, source: PromptBatch, cells: Sequence[Cell], score: Reduce, *,
-    mask: Bool[Tensor, "batch pos"] | None, batch_size: int, progress: bool = False,
+    mask: Bool[Tensor, "batch pos"] | None, batch_size: int, progress: bool | None = None,
 ) -> tuple[Float[Tensor, "cell batch"], Float[Tensor, " batch"], Float[Tensor, " batch"]]:
     """Effects of patching ``source`` activations into the ``base`` run, one forward per cell and chunk.
 

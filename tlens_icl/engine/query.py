@@ -4,8 +4,9 @@ An intervention at layer ``L`` on the query token changes nothing before ``L`` a
 positions. :func:`query_interventions` evaluates many such interventions (*variants*) on one prompt
 batch, each as if it had its own full forward, by one of three exact routes:
 
-* ``"kv"`` (TransformerLens 4 bridges around Hugging Face models): one unpatched *base run* per row
-  chunk records every layer's keys/values and attention masks (:mod:`tlens_icl.models.kv`); each
+* ``"kv"`` (TransformerLens 4 bridges around Hugging Face models, and TransformerLens 3
+  ``HookedTransformer`` s through their own KV cache and ``start_at_layer``): one unpatched *base run* per
+  row chunk records every layer's keys/values and attention masks (:mod:`tlens_icl.models.kv`); each
   variant then recomputes only a copy of the query token, from its first edited layer on, attending to
   the frozen prefix. Copies are grouped by first layer (a cost model picks the grouping; blocks before
   a group's layer are skipped and the query's recorded residual is injected there), several copies per
@@ -324,7 +325,8 @@ def query_interventions(
 
 
 def _routes(model: ModelLike, method: str) -> list[str]:
-    fast = (["kv"] if kv.kv_reuse_possible(model) else []) + ["copies"]
+    caps = adapter.capabilities(model)
+    fast = (["kv"] if kv.kv_reuse_possible(model) or caps.past_kv == "tl" else []) + ["copies"]
     return {"auto": fast + ["naive"], "fast": fast, "kv": ["kv"], "copies": ["copies"], "naive": ["naive"]}[method]
 
 
@@ -404,7 +406,7 @@ def _grab_at(pos: Tensor, store: dict[str, Tensor], name: str) -> Callable[..., 
 
 # ---- route: one full forward per variant ---------------------------------------------------------------
 def _run_naive(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, reduce: Reduce, capture: list[str],
-               batch_size: int, budget: int, progress: bool) -> QueryRun:
+               batch_size: int, budget: int, progress: bool | None) -> QueryRun:
     out = _Out(iv.n, len(q))
     dev = device_of(model)
     n_layers = model.cfg.n_layers
@@ -440,7 +442,7 @@ def _at_query(fn: Callable[..., Tensor], qd: Tensor) -> Callable[..., Tensor]:
 
 # ---- route: query copies appended to the prompt (4-D mask + position_ids) ---------------------------
 def _run_copies(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, reduce: Reduce, capture: list[str],
-                batch_size: int, budget: int, progress: bool) -> QueryRun:
+                batch_size: int, budget: int, progress: bool | None) -> QueryRun:
     caps = adapter.capabilities(model)
     if not caps.position_ids or not caps.mask_4d:
         raise FastPathUnsupported(f"a {caps.family} model takes no position_ids or no 4-D attention mask")
@@ -552,7 +554,9 @@ def plan_groups(start: Sequence[int], n_layers: int, rows: int, width: int, d_mo
 
 
 def _run_kv(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, reduce: Reduce, capture: list[str],
-            batch_size: int, budget: int, progress: bool) -> QueryRun:
+            batch_size: int, budget: int, progress: bool | None) -> QueryRun:
+    if adapter.capabilities(model).past_kv == "tl":
+        return _run_kv_hooked(model, tokens, q, iv, reduce, capture, batch_size, budget, progress)
     cfg = model.cfg
     n_layers = cfg.n_layers
     start = iv.start_layers(n_layers)
@@ -632,6 +636,63 @@ def _kv_copies(model: ModelLike, prefix: kv.Prefix, rowmask: dict[int, Tensor], 
             return adapter.forward(model, toks, position_ids=pos)
     except HookNotFiredError as e:
         raise FastPathUnsupported(str(e)) from e
+
+
+def _run_kv_hooked(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, reduce: Reduce, capture: list[str],
+                   batch_size: int, budget: int, progress: bool | None) -> QueryRun:
+    """The ``kv`` route on a TransformerLens 3 ``HookedTransformer``: its own frozen KV cache and ``start_at_layer``.
+
+    Per row: the prefix before the query runs once (:func:`~tlens_icl.models.adapter.prefix_cache`); every group
+    of copies is a batch of one-token steps on that cache expanded without copying, entering at its first
+    edited layer with the query's recorded ``resid_pre`` (a HookedTransformer really skips the earlier layers).
+    """
+    cfg = model.cfg
+    n_layers = cfg.n_layers
+    start = iv.start_layers(n_layers)
+    out = _Out(iv.n, len(q))
+    dev, dtype = device_of(model), adapter.dtype_of(model)
+    if len(q) and int(q.min()) < 1:
+        raise FastPathUnsupported("a query at position 0 has no prefix to reuse")
+    plan = query_plan(model, q, batch_size, budget)
+    bar = progress_bar(len(plan), progress, "query interventions (kv)")
+    with torch.inference_mode():
+        for rows, width in plan:
+            toks, qd = tokens[rows, :width].to(dev), q[rows].to(dev)
+            groups = plan_groups(start, n_layers, 1, width, cfg.d_model, cfg.d_vocab)
+            entry = sorted({s for s, _ in groups if s > 0})
+            got: dict[str, Tensor] = {}
+            fwd = [(n, _grab_at(qd, got, n)) for n in capture]
+            fwd += [(hooks.resid_pre(s), _grab_at(qd, got, hooks.resid_pre(s) + "#entry")) for s in entry]
+            with hooks.checked_hooks(model, fwd):
+                base = model(toks)[torch.arange(len(rows), device=dev), qd]
+            out.base(rows, reduce(base, rows), {n: got[n] for n in capture})
+            for i in range(len(rows)):  # one row at a time: its cache expands to the copies without a copy
+                row = rows[i:i + 1]
+                cache = adapter.prefix_cache(model, toks[i:i + 1], qd[i:i + 1])
+                per = max(1, budget // bytes_per_token(model, width + 2) - 1)
+                for s, members in groups:
+                    for g0 in range(0, len(members), per):
+                        group = members[g0:g0 + per]
+                        n_copies = len(group) + 1
+                        query = (toks[i, qd[i]].expand(n_copies) if s == 0
+                                 else got[hooks.resid_pre(s) + "#entry"][i:i + 1].expand(n_copies, -1))
+                        fwd = [(name, _as_copies(fn, n_copies)) for name, fn in _edit_hooks(iv, group, lambda j: j, row)]
+                        with hooks.checked_hooks(model, fwd):
+                            lg = adapter.query_forward(model, adapter.expand_cache(cache, n_copies), query,
+                                                       start_at_layer=s if s > 0 else None)
+                        out.err = max(out.err, _check_control(lg[-1:], base[i:i + 1], dtype))
+                        out.put(group, row, _reduce_copies(reduce, lg[None, :-1], row))
+            bar.update()
+    bar.close()
+    _fill_unedited(out, iv, n_layers)
+    return out.done("kv")
+
+
+def _as_copies(fn: Callable[..., Tensor], n_copies: int) -> Callable[..., Tensor]:
+    """A copy-slot hook (``act[:, slots]`` of ``[1, copies, ...]``) on a batch of one-token steps ``[copies, 1, ...]``."""
+    def hook_fn(act: Tensor, hook: Any) -> Tensor:
+        return fn(act.reshape(1, n_copies, *act.shape[2:]), hook).reshape(act.shape)
+    return hook_fn
 
 
 _RUNNERS: dict[str, Callable[..., QueryRun]] = {"kv": _run_kv, "copies": _run_copies, "naive": _run_naive}
