@@ -41,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from conftest import INPUTS, OUTPUTS_A, build_model, make_tokenizer
+    from conftest import WORD_INPUTS as INPUTS, WORD_OUTPUTS_A as OUTPUTS_A, build_model, make_tokenizer
 
     import tlens_icl as ti
     from tlens_icl.engine import query as _engine
@@ -68,8 +68,9 @@ def main() -> None:
     _, score = scorer(model, "prob", pairs)
     values = fast.mean_z[0].expand(len(pairs), -1, -1, -1)
     cells = _engine.all_heads(model)
-    patch = {m: timed(lambda m=m: _engine.patch_query_heads(model, pairs.corrupted, values, cells, score, method=m,
-                                                            batch_size=args.batch_size))[1]
+    base = pairs.corrupted
+    patch = {m: timed(lambda m=m: _engine.patch_query_heads(model, base.tokens, base.query_pos, values, cells, score,
+                                                            method=m, batch_size=args.batch_size))[1]
              for m in ("fast", "naive")}
     attr_only = timed(lambda: ti.attribution_patching(model, pairs, values=fast.mean_z[0],
                                                       batch_size=args.batch_size))[1]

@@ -8,6 +8,7 @@ import torch
 import tlens_icl as ti
 from tlens_icl.analyses.causal.patching import scorer
 from tlens_icl.engine import query as _engine
+from tlens_icl.engine.capture import query_z
 from tlens_icl.errors import TlensICLError
 
 
@@ -58,14 +59,14 @@ def test_first_order_limit_of_exact_patching(native_model, task_a):
     """For a small patch z := z + eps * d, attribution / exact effect -> 1 as eps -> 0."""
     pairs = ti.make_prompt_pairs(task_a, native_model, n=1, n_shots=3)
     base = pairs.corrupted
-    z_base, _ = _engine.query_z(native_model, base, batch_size=1)
+    z_base, _ = query_z(native_model, base.tokens, base.query_pos, batch_size=1)
     direction = torch.randn(z_base.shape[1:], generator=torch.Generator().manual_seed(0))
     _, score = scorer(native_model, "logprob", pairs)
     for eps in (1e-2, 1e-3):
         values = z_base[0] + eps * direction
         approx = ti.attribution_patching(native_model, pairs, metric="logprob", values=values)
-        exact, _, _ = _engine.patch_query_heads(native_model, base, values[None], _engine.all_heads(native_model),
-                                                score, method="naive", batch_size=1)
+        exact, _, _ = _engine.patch_query_heads(native_model, base.tokens, base.query_pos, values[None],
+                                                _engine.all_heads(native_model), score, method="naive", batch_size=1)
         exact = exact.reshape(approx.effects.shape)
         rel = ((approx.effects - exact).abs().max() / exact.abs().max()).item()
         assert rel < 20 * eps, (eps, rel)

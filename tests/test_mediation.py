@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tlens_icl as ti
-from tlens_icl.engine import query as _engine
+from tlens_icl.engine.capture import query_z
 from tlens_icl.errors import EmptyTaskError, TlensICLError
 from tlens_icl.results.base import tensors_equal
 
@@ -205,7 +205,7 @@ def test_filter_correct_keeps_exactly_the_correctly_answered_prompts(word_tokeni
         assert bool(res.clean_metric[t, n:].isnan().all() and res.effects[t, ..., n:].isnan().all())
         assert not bool(res.effects[t, ..., :n].isnan().any())
         # the mean activation averages only the correctly answered clean prompts
-        z, _ = _engine.query_z(model, prompts, batch_size=8)
+        z, _ = query_z(model, prompts.tokens, prompts.query_pos, batch_size=8)
         torch.testing.assert_close(res.mean_z[t], z[ok_mean].mean(0), atol=1e-6, rtol=0)
     # padding is ignored: the multi-task AIE is the mean of the per-task AIEs over kept prompts
     single = ti.indirect_effect(model, other, filter_correct=True, method="naive", **kw)

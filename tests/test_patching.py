@@ -203,8 +203,7 @@ def test_control_copy_catches_a_broken_fast_path(native_model, task_a, pairs_by_
     pairs = pairs_by_arch(native_model, task_a)
     expected = ti.head_patching(native_model, pairs, method="naive")
     # Wrong positions for the copies (learned position embeddings): the control copy must disagree.
-    monkeypatch.setattr(_engine._CopyLayout, "position_ids",
-                        lambda self: torch.arange(self.width + self.n_copies).expand(len(self.query_pos), -1))
+    monkeypatch.setattr(_engine, "copy_position_ids", lambda q, n: (q + 1)[:, None].expand(-1, n))
     with pytest.raises(ModelStateError, match="control copy"):
         ti.head_patching(native_model, pairs, method="fast")
     with warnings.catch_warnings(record=True) as caught:
@@ -303,9 +302,8 @@ def test_head_subset_equals_the_cells_of_the_full_run(any_model, task_a, pairs_b
     heads, mask = subset_of(any_model)
     full = ti.head_patching(any_model, pairs, method=method)
     groups = []
-    copies_forward = _engine._copies_forward
-    monkeypatch.setattr(_engine, "_copies_forward",
-                        lambda m, sub, delta, group: groups.append(list(group)) or copies_forward(m, sub, delta, group))
+    set_heads = _engine.set_heads
+    monkeypatch.setattr(_engine, "set_heads", lambda cells, values: groups.append(list(cells)) or set_heads(cells, values))
     part = ti.head_patching(any_model, pairs, method=method, heads=heads)
     assert part.method == method
     if method == "naive":  # the very same forward passes
@@ -315,10 +313,8 @@ def test_head_subset_equals_the_cells_of_the_full_run(any_model, task_a, pairs_b
         torch.testing.assert_close(part.effects[mask], full.effects[mask], atol=1e-6, rtol=0)
     assert bool(part.effects[~mask].isnan().all())
     assert torch.equal(part.clean_metric, full.clean_metric) and torch.equal(part.corrupted_metric, full.corrupted_metric)
-    if method == "fast":  # one query copy per requested head, nothing else
-        assert groups and all(sorted(g) == sorted(ti.Head(*h) for h in heads) for g in groups)
-    else:
-        assert not groups
+    # one variant (a query copy, or a forward with method="naive") per requested head, nothing else
+    assert groups and all(sorted(g) == sorted(ti.Head(*h) for h in heads) for g in groups)
     # views skip the heads that were not patched
     assert set(part.top_heads(10)) == {ti.Head(*h) for h in heads}
     assert bool(part.mean()[~mask].isnan().all()) and not bool(part.mean()[mask].isnan().any())

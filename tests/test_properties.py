@@ -13,7 +13,7 @@ import torch
 import tlens_icl as ti
 from tlens_icl.analyses.vectors.common import add_vector, mean_head_activations
 from tlens_icl.engine import hooks as H
-from tlens_icl.engine import query as _engine
+from tlens_icl.engine.capture import query_z
 from tlens_icl.engine.runs import query_logits
 from tlens_icl.engine.scoring import rank
 from tlens_icl.results.heads import bootstrap_ci
@@ -38,7 +38,7 @@ def test_logits_and_hook_z_are_read_at_each_rows_query_position(any_model, task_
     """Bug: ``logits[:, -1]`` / ``z[:, -1]`` on a right-padded batch reads padding for the shorter rows."""
     batch = variable_batch(any_model, task_a)
     got_logits = query_logits(any_model, batch, batch_size=2)
-    got_z, fast_logits = _engine.query_z(any_model, batch, batch_size=2)
+    got_z, fast_logits = query_z(any_model, batch.tokens, batch.query_pos, batch_size=2)
     names = [H.z(layer) for layer in range(any_model.cfg.n_layers)]
     for i in range(len(batch)):
         ref_logits, cache = row_alone(any_model, batch, i, names)

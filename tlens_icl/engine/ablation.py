@@ -9,7 +9,9 @@ reuses the KV cache of the unablated prefix) without touching the analyses:
 * :func:`mean_ablation_hooks` - the ``(hook name, fn)`` list for one set of heads and positions;
 * :func:`ablated_query_logits` / :func:`ablated_token_losses` - forwards under those hooks (through
   :func:`~tlens_icl.engine.runs.query_logits` and :func:`~tlens_icl.engine.hooks.checked_hooks`, so a
-  hook that did not fire raises).
+  hook that did not fire raises);
+* :func:`ablated_query_scores` - ablation at the query position only, for many head sets at once on the
+  query-intervention engine (one base run; each set recomputes only query copies from its first layer).
 
 Positions: ``"all"`` ablates every real token except a leading BOS (a BOS token only attends to itself,
 so its activation is the same in every prompt and its mean is itself: leaving it is the exact mean
@@ -29,7 +31,8 @@ from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
 from tlens_icl.engine import hooks
-from tlens_icl.engine.query import bind, device_of
+from tlens_icl.engine.capture import Summed, capture
+from tlens_icl.engine.query import QueryRun, Reduce, device_of, query_interventions, set_head_means
 from tlens_icl.engine.runs import chunks, query_logits
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
@@ -61,7 +64,7 @@ def token_positions(tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch p
 def mean_head_z(
     model: ModelLike, tokens: Int[Tensor, "batch pos"], where: Bool[Tensor, "batch pos"], *, batch_size: int = 16,
 ) -> Float[Tensor, "layer head d_head"]:
-    """Mean ``hook_z`` of every head over the selected positions of every row (one forward per chunk)."""
+    """Mean ``hook_z`` of every head over the selected positions of every row (one capture pass, float32 sums)."""
     require_eval_mode(model, "mean_head_z")
     if tokens.shape != where.shape:
         raise TlensICLError(f"where {tuple(where.shape)} does not match tokens {tuple(tokens.shape)}.")
@@ -69,20 +72,10 @@ def mean_head_z(
     total = int(where.sum())
     if total == 0:
         raise TlensICLError("mean_head_z: no position is selected.")
-    sums: dict[int, Tensor] = {}
-    dev = device_of(model)
-    with torch.no_grad():
-        for sl in chunks(len(tokens), batch_size):
-            sel = where[sl].to(dev)
-
-            def grab(z: Tensor, hook: Any, layer: int) -> None:
-                part = z[sel].double().sum(0).cpu()  # [head, d_head]
-                sums[layer] = sums[layer] + part if layer in sums else part
-
-            fwd = [(hooks.z(layer), bind(grab, layer=layer)) for layer in range(n_layers)]
-            with hooks.checked_hooks(model, fwd):
-                model(tokens[sl].to(dev))
-    return (torch.stack([sums[layer] for layer in range(n_layers)]) / total).float()
+    summed = Summed(where)
+    got = capture(model, tokens, {hooks.z(layer): summed for layer in range(n_layers)}, batch_size=batch_size,
+                  operation="mean_head_z")
+    return torch.stack([got[hooks.z(layer)].sum(0) for layer in range(n_layers)]) / total
 
 
 def mean_ablation_hooks(
@@ -129,8 +122,31 @@ def ablated_query_logits(
     ablation_positions(batch, positions)  # validates ``positions`` before any forward pass
     if not heads:
         return query_logits(model, batch, batch_size=batch_size)
+    if positions == "query":
+        return ablated_query_scores(model, batch, [heads], means, lambda logits, rows: logits,
+                                    batch_size=batch_size).values[0]
     return query_logits(model, batch, batch_size=batch_size,
                         fwd_hooks=lambda sub: mean_ablation_hooks(model, heads, means, ablation_positions(sub, positions)))
+
+
+def ablated_query_scores(
+    model: ModelLike, batch: PromptBatch, head_sets: Sequence[Sequence[Head]], means: Float[Tensor, "layer head d_head"],
+    reduce: Reduce, *, batch_size: int = 16, method: str = "auto",
+) -> QueryRun:
+    """``reduce`` of the query logits with each head set mean-ablated at the query position only.
+
+    Every head set is a variant of one engine call (:func:`tlens_icl.engine.query.query_interventions`): one
+    base run, then only query copies from each set's first ablated layer on. ``.baseline`` is the plain run.
+    """
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    if means.shape[:2] != (n_layers, n_heads):
+        raise TlensICLError(f"means has shape {tuple(means.shape)}; expected [{n_layers}, {n_heads}, d_head].")
+    for hs in head_sets:
+        for layer, head in hs:
+            if not (0 <= layer < n_layers and 0 <= head < n_heads):
+                raise TlensICLError(f"Head L{layer}H{head} is outside the model's {n_layers} x {n_heads} heads.")
+    return query_interventions(model, batch.tokens, batch.query_pos, set_head_means(head_sets, means), reduce,
+                               method=method, batch_size=batch_size, operation="ablated_query_scores")
 
 
 def ablated_token_losses(
@@ -159,5 +175,5 @@ def ablated_token_losses(
 
 
 
-__all__ = ["Positions", "ablated_query_logits", "ablated_token_losses", "ablation_positions", "mean_ablation_hooks",
+__all__ = ["Positions", "ablated_query_logits", "ablated_query_scores", "ablated_token_losses", "ablation_positions", "mean_ablation_hooks",
            "mean_head_z", "token_positions"]

@@ -1,12 +1,12 @@
 """Attention-pattern statistics of every head from one forward per chunk (no loop over heads).
 
-:func:`attention_to_targets` reduces ``hook_pattern`` of every layer inside the hook, so a sequence of
-``pos`` tokens never holds more than one layer's ``[batch, head, pos, pos]`` pattern at a time.
+:func:`attention_to_targets` reduces ``hook_pattern`` of every layer inside the hook (the engine's one
+capture path), so a sequence of ``pos`` tokens never holds more than one layer's ``[batch, head, pos, pos]``
+pattern at a time.
 """
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -14,8 +14,7 @@ from torch import Tensor
 
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine import hooks
-from tlens_icl.engine.query import bind, device_of
-from tlens_icl.engine.runs import chunks
+from tlens_icl.engine.capture import Custom, acc_dtype, capture, last_position
 from tlens_icl.models.loading import require_eval_mode
 
 
@@ -34,31 +33,25 @@ def attention_to_targets(
     if targets.shape != (n_kinds, n, width, width) or tokens.shape != (n, width):
         raise ValueError(f"targets {tuple(targets.shape)} / rows {tuple(rows.shape)} do not match tokens "
                          f"{tuple(tokens.shape)}.")
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    out = torch.full((n_kinds, n_layers, n_heads, n), float("nan"))
-    dev = device_of(model)
-    with torch.no_grad():
-        for sl in chunks(n, batch_size):
-            tgt = targets[:, sl].to(dev)
-            sel = rows[:, sl].to(dev)
-            counts = sel.sum(-1)  # [kind, batch]
-            got: dict[int, Tensor] = {}
+    n_layers = model.cfg.n_layers
+    counts = rows.sum(-1)  # [kind, batch]
 
-            def reduce(pattern: Tensor, hook: Any, layer: int) -> None:
-                # [kind, batch, head, q]: attention on the targets of each query row
-                mass = torch.einsum("bhqk,cbqk->cbhq", pattern.float(), tgt.float())
-                got[layer] = (mass * sel[:, :, None].float()).sum(-1) / counts[:, :, None]
+    def reduce(pattern: Tensor, chunk: Tensor) -> Tensor:
+        w = pattern.shape[-1]
+        tgt = targets[:, chunk, :w, :w].to(pattern.device, acc_dtype(pattern))
+        sel = rows[:, chunk, :w].to(pattern.device, tgt.dtype)
+        mass = torch.einsum("bhqk,cbqk->cbhq", pattern.to(tgt.dtype), tgt)  # attention on the targets per query row
+        per = (mass * sel[:, :, None]).sum(-1) / counts[:, chunk].to(pattern.device)[:, :, None]  # [kind, b, head]
+        return per.transpose(0, 1)  # [b, kind, head]
 
-            fwd = [(hooks.pattern(layer), bind(reduce, layer=layer)) for layer in range(n_layers)]
-            with hooks.checked_hooks(model, fwd):
-                model(tokens[sl].to(dev))
-            stacked = torch.stack([got[layer] for layer in range(n_layers)], 1)  # [kind, layer, batch, head]
-            stacked = stacked.permute(0, 1, 3, 2).cpu()
-            stacked[(counts == 0).cpu()[:, None, None, :].expand_as(stacked)] = float("nan")
-            out[:, :, :, sl] = stacked
+    # a row's statistics need positions up to its last selected query row
+    stat = Custom(reduce, reach=last_position(rows.any(0)).clamp(min=0))
+    got = capture(model, tokens, {hooks.pattern(layer): stat for layer in range(n_layers)}, batch_size=batch_size,
+                  operation="attention_to_targets")
+    out = torch.stack([got[hooks.pattern(layer)] for layer in range(n_layers)], 0)  # [layer, batch, kind, head]
+    out = out.permute(2, 0, 3, 1).contiguous()  # [kind, layer, head, batch]
+    out[(counts == 0)[:, None, None, :].expand_as(out)] = float("nan")
     return out
-
-
 
 
 __all__ = ["attention_to_targets"]

@@ -8,14 +8,49 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine.hooks import checked_hooks
-from tlens_icl.engine.scoring import accepted_top1, at_query, match_answers, prob, teacher_forced
+from tlens_icl.engine.scoring import (
+    accepted_top1,
+    at_query,
+    match_answers,
+    prob,
+    teacher_forced,
+)
+from tlens_icl.models.adapter import dtype_of
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
+
+#: Bytes of activations one forward may use (logits, MLP and attention intermediates); rows and query
+#: copies per forward are capped by it.
+MEMORY_BUDGET = 1 << 30
+
+
+def bytes_per_token(model: ModelLike, keys: int) -> int:
+    """Rough activation bytes of one token in a forward attending to ``keys`` positions (logits incl. a float32 copy)."""
+    cfg = model.cfg
+    d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
+    elem = torch.finfo(dtype_of(model)).bits // 8
+    return elem * (cfg.d_vocab + 2 * d_mlp + 12 * cfg.d_model + 3 * cfg.n_heads * keys) + 8 * cfg.d_vocab
+
+
+def rows_per_forward(model: ModelLike, seq: int, batch_size: int, budget: int | None = None) -> int:
+    """``batch_size`` capped so one forward of ``seq`` tokens per row fits the memory budget."""
+    return max(1, min(batch_size, (budget or MEMORY_BUDGET) // (bytes_per_token(model, seq) * seq)))
+
+
+def query_plan(model: ModelLike, query_pos: Int[Tensor, " batch"], batch_size: int,
+               budget: int | None = None) -> list[tuple[Int[Tensor, " rows"], int]]:
+    """Row chunks for reading the query position: sorted by it, cut after it, memory-capped.
+
+    The one plan of :func:`query_logits` and of the engine's base runs, so the same prompts give
+    bit-identical unpatched logits through either.
+    """
+    width = int(query_pos.max()) + 1 if len(query_pos) else 1
+    return length_chunks(query_pos, rows_per_forward(model, width, batch_size, budget))
 
 
 def chunks(n: int, batch_size: int) -> Iterator[slice]:
@@ -23,26 +58,54 @@ def chunks(n: int, batch_size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + batch_size))
 
 
+def length_chunks(reach: Int[Tensor, " batch"], batch_size: int) -> list[tuple[Int[Tensor, " rows"], int]]:
+    """Row chunks that waste little work on padding: ``(row indices, width)`` per chunk.
+
+    ``reach[i]`` is the last position row ``i`` needs (e.g. its query position). When the rows need
+    several chunks they are sorted by it (stable) and chunked in that order; one chunk keeps the caller's
+    row order (so hooks a caller installed for its rows still line up). Each chunk is cut after its
+    longest row's ``reach``: in a causal model nothing after a position changes it, so the cut is exact.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    reach = reach.cpu().long()
+    if len(reach) <= batch_size:
+        return [(torch.arange(len(reach)), int(reach.max()) + 1)] if len(reach) else []
+    order = torch.sort(reach, stable=True).indices
+    out = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        out.append((rows, int(reach[rows].max()) + 1))
+    return out
+
+
 def query_logits(
     model: ModelLike, batch: PromptBatch, *,
     fwd_hooks: Sequence[tuple[str, Any]] | Callable[[PromptBatch], Sequence[tuple[str, Any]]] = (),
     batch_size: int = 32,
 ) -> Float[Tensor, "batch d_vocab"]:
-    """Logits at each row's query position, in chunks, under ``torch.no_grad``.
+    """Logits at each row's query position, in chunks, under ``torch.inference_mode``.
 
     Right padding needs no attention mask for a causal model: positions up to ``query_pos`` never see
-    the pads. ``fwd_hooks`` is a list of ``(name, fn)`` or, for hooks that depend on the rows (e.g. their
+    the pads. Rows are chunked by query position (:func:`query_plan`); without hooks each chunk is cut
+    after its last query. ``fwd_hooks`` is a list of ``(name, fn)`` or, for hooks that depend on the rows (e.g. their
     query positions), a callable ``chunk -> list``; every hook is checked to have fired.
     """
     require_eval_mode(model, "query_logits")
-    outs = []
-    with torch.no_grad():
-        for sl in chunks(len(batch), batch_size):
-            sub = batch.select(sl)
-            with checked_hooks(model, fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks):
-                logits = model(sub.tokens.to(_device(model)))
-            outs.append(at_query(logits, sub.query_pos).float().cpu())
-    return torch.cat(outs)
+    out = None
+    with torch.inference_mode():
+        for rows, width in query_plan(model, batch.query_pos, batch_size):
+            sub = batch.select(rows)
+            fwd = fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks
+            toks = sub.tokens if fwd else sub.tokens[:, :width]  # hooks may edit any position of the chunk
+            with checked_hooks(model, fwd):
+                logits = model(toks.to(_device(model)))
+            part = at_query(logits, sub.query_pos).float().cpu()
+            if out is None:
+                with torch.inference_mode(False):  # an ordinary tensor for the caller
+                    out = torch.empty((len(batch), part.shape[-1]))
+            out[rows] = part
+    return out if out is not None else torch.empty(0)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from tlens_icl.analyses.causal.patching import (
 )
 from tlens_icl.engine import hooks
 from tlens_icl.engine import query as _engine
+from tlens_icl.engine.capture import Custom, capture, query_z
 from tlens_icl.engine.runs import chunks, query_logits
 from tlens_icl.engine.scoring import Metric, at_query
 from tlens_icl.errors import TlensICLError
@@ -74,7 +75,7 @@ def attribution_patching(
 
     if position == "query":
         if values is None:
-            query_values, src_logits = _engine.query_z(model, source, batch_size=batch_size)
+            query_values, src_logits = query_z(model, source.tokens, source.query_pos, batch_size=batch_size)
         else:
             query_values = values.float().expand(len(base), -1, -1, -1)
             src_logits = query_logits(model, source, batch_size=batch_size)
@@ -82,14 +83,17 @@ def attribution_patching(
     effects, base_score = torch.zeros(n_layers, n_heads, len(base)), torch.zeros(len(base))
     source_parts = []
     mask = position_mask(base, position)
+    whole = Custom(lambda act, rows: act)  # the full activation (one chunk at a time)
     bar = _engine.progress_bar(-(-len(base) // batch_size), progress, "attribution patching")
     for sl in chunks(len(base), batch_size):
         sub = base.select(sl)
         if position == "query":
             diff_fn = _query_diff(sub, query_values[sl])
         else:
-            acts, src_logits = _engine.capture(model, source.select(sl), [hooks.z(layer) for layer in range(n_layers)])
-            source_parts.append(score(src_logits, sl))
+            src = source.select(sl)
+            acts = capture(model, src.tokens, {hooks.z(layer): whole for layer in range(n_layers)},
+                           logits_at=src.query_pos, batch_size=len(src), operation="attribution_patching")
+            source_parts.append(score(acts.pop("logits"), sl))
             sel = (mask[sl, : sub.tokens.shape[1]] if mask is not None else torch.ones_like(sub.tokens, dtype=torch.bool))
             diff_fn = _positions_diff(acts, sel.to(_engine.device_of(model)))
         effects[:, :, sl], base_score[sl] = _first_order(model, sub, score, sl, diff_fn)
@@ -121,7 +125,7 @@ def _query_diff(sub: PromptBatch, vals: Tensor):
 def _positions_diff(acts: dict[str, Tensor], sel: Tensor):
     """``(layer, z, grad) -> [batch, head]``: (source - z) . grad summed over the selected positions."""
     def diff(layer: int, z: Tensor, grad: Tensor) -> Tensor:
-        contrib = ((acts[hooks.z(layer)].to(z.dtype) - z) * grad).sum(-1)  # [batch, pos, head]
+        contrib = ((acts[hooks.z(layer)].to(z.device, z.dtype) - z) * grad).sum(-1)  # [batch, pos, head]
         return (contrib * sel[:, :, None]).sum(1)
 
     return diff

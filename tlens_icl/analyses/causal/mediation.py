@@ -9,7 +9,8 @@ P(first answer token) is recorded:
 
 The average indirect effect (AIE) averages CIEs over prompts and then over tasks ("universal" heads).
 Positive AIE = the head's mean activation carries the task and restores the answer. The exact CIEs
-come from the query-copy fast path (one forward for all heads), equal to one-forward-per-head patching.
+come from the engine's fast routes (:mod:`tlens_icl.engine.query`: the corrupted run's keys/values reused,
+only query copies recomputed from the patched layer on), equal to one-forward-per-head patching.
 
 Pitfall: shuffled labels are uninformative when the output *type* reveals the task (the corrupted
 prompt is still solved, every AIE is ~0). Use ``corruption="zero_shot"`` or ``"other_task_labels"``
@@ -33,6 +34,7 @@ from tlens_icl.analyses.causal.attribution import attribution_patching
 from tlens_icl.analyses.causal.patching import scorer
 from tlens_icl.engine import hooks
 from tlens_icl.engine import query as _engine
+from tlens_icl.engine.capture import Custom, capture, query_z
 from tlens_icl.engine.runs import query_logits
 from tlens_icl.engine.scoring import Metric
 from tlens_icl.errors import EmptyTaskError, TlensICLError
@@ -140,14 +142,15 @@ def indirect_effect(
     pair_sets = [make_prompt_pairs(t, model, n=n_corrupted, n_shots=n_shots, corruption=corruption, seed=seed,
                                    template=template, other_task=other_task) for t in task_list]
     metric_name, _ = scorer(model, metric, pair_sets[0])
-    effects, means, clean, corrupted, used = [], [], [], [], set()
+    effects, means, clean, corrupted, used, routes = [], [], [], [], set(), set()
     kept: dict[str, list[int]] = {}
     n_mean_kept: dict[str, int] = {}
     for t, (prompts, pairs) in enumerate(zip(mean_prompts, pair_sets)):
         if prompts is None:
             z, mean_logits = given[t][None], None  # type: ignore[index]
-        else:
-            z, mean_logits = _engine.query_z(model, prompts, batch_size=batch_size)
+        else:  # without the filter, no unembedding is needed
+            z, mean_logits = query_z(model, prompts.tokens, prompts.query_pos, batch_size=batch_size,
+                                     logits=filter_correct)
         clean_logits = query_logits(model, pairs.clean, batch_size=batch_size)
         if filter_correct:
             z = z[_answered(mean_logits, prompts, "clean mean prompts")]
@@ -162,9 +165,11 @@ def indirect_effect(
             used.add("attribution")
         else:
             vals = mean_z.expand(len(pairs), -1, -1, -1)
-            eff, base, how = _engine.patch_query_heads(model, pairs.corrupted, vals, cells, score, method=method,
-                                                       batch_size=batch_size, progress=progress)
-            used.add(how)
+            eff, base, route = _engine.patch_query_heads(model, pairs.corrupted.tokens, pairs.corrupted.query_pos, vals,
+                                                         cells, score, method=method, batch_size=batch_size,
+                                                         progress=progress)
+            used.add("naive" if route == "naive" else "fast")
+            routes.add(route)
         effects.append(_engine.head_grid(model, cells, eff))
         means.append(mean_z)
         corrupted.append(base)
@@ -179,6 +184,7 @@ def indirect_effect(
                       n_corrupted=n_corrupted, metric=metric_name, template=pair_sets[0].template,
                       other_task=getattr(other_task, "name", other_task),
                       heads=None if heads is None else [str(h) for h in cells], filter_correct=filter_correct,
+                      engine="+".join(sorted(routes)) or None,
                       mean_z="given" if given is not None else "computed",
                       **(filtered if filter_correct else {})),
     )
@@ -242,8 +248,10 @@ def head_attention_html(model: ModelLike, batch: PromptBatch, heads: Sequence[He
     sub = batch.select([row])
     n = int(sub.attention_mask[0].sum())
     layers = sorted({h.layer for h in heads})
-    acts, _ = _engine.capture(model, sub, [hooks.pattern(layer) for layer in layers])
-    patterns = torch.stack([acts[hooks.pattern(h.layer)][0, h.head, :n, :n].float().cpu() for h in heads])
+    whole = Custom(lambda act, rows: act)
+    acts = capture(model, sub.tokens[:, :n], {hooks.pattern(layer): whole for layer in layers}, batch_size=1,
+                   operation="head_attention_html")
+    patterns = torch.stack([acts[hooks.pattern(h.layer)][0, h.head, :n, :n] for h in heads])
     roles = sub.roles[0, :n]
     str_tokens = sub.str_tokens(model, 0)[:n]
     labels = [f"{_visible(tok)}|{_ROLE_TAG[ROLES[int(r)]]}" for tok, r in zip(str_tokens, roles)]

@@ -8,9 +8,10 @@ metric always scores the **clean answer** at the query position.
 * ``direction="noise"``: corrupted activations are patched into the clean run. A negative effect
   means the clean behaviour needs the activation.
 
-For ``metric="rank"`` lower is better, so the signs flip. Head patching at ``position="query"`` uses the
-exact query-copy fast path (see :mod:`tlens_icl.analyses._engine`); other positions run one forward per
-head. Results equal ``transformer_lens.patching`` on the same inputs.
+For ``metric="rank"`` lower is better, so the signs flip. Head patching at ``position="query"`` and
+activation patching run on the engine's exact fast routes (:mod:`tlens_icl.engine.query`: key/value
+reuse or query copies; :mod:`tlens_icl.engine.positions`: suffix replay); head patching at other positions
+runs one forward per head. Results equal ``transformer_lens.patching`` on the same inputs.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from torch import Tensor
 from tlens_icl._typing import Head, ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.engine import hooks
+from tlens_icl.engine import positions as _positions
 from tlens_icl.engine import query as _engine
+from tlens_icl.engine.capture import query_z
 from tlens_icl.engine.scoring import Metric, get_metric
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
@@ -62,8 +65,10 @@ def scorer(model: ModelLike, metric: str | Metric, pairs: PromptPairBatch) -> tu
     answers = pairs.clean.answer_tokens
     contrast = None if torch.equal(answers, pairs.corrupted.answer_tokens) else pairs.corrupted.answer_tokens
 
-    def score(logits: Tensor, sl: slice) -> Tensor:
-        return fn(logits, answers[sl].to(logits.device), None if contrast is None else contrast[sl].to(logits.device)).float().cpu()
+    def score(logits: Tensor, rows: Tensor | slice) -> Tensor:
+        """The metric of ``logits [n, d_vocab]`` read for rows ``rows`` of the pairs."""
+        return fn(logits, answers[rows].to(logits.device),
+                  None if contrast is None else contrast[rows].to(logits.device)).float().cpu()
 
     score(torch.zeros(1, model.cfg.d_vocab), slice(0, 1))  # raises now (e.g. logit_diff without contrast)
     return name, score
@@ -143,10 +148,11 @@ def head_patching(
         direction: ``"denoise"`` (clean -> corrupted run) or ``"noise"`` (corrupted -> clean run).
         position: ``"query"`` (each row's answer-predicting position), ``"all"`` positions, or a token
             role from :data:`~tlens_icl.prompts.ROLES` (e.g. ``"demo_output"``).
-        method: ``"auto"``/``"fast"``/``"naive"`` for ``position="query"`` (all exact; ``fast`` appends
-            query copies, ``auto`` falls back to ``naive`` with a warning where ``fast`` is not exact).
+        method: ``"auto"``/``"fast"``/``"naive"`` for ``position="query"`` (all exact; ``fast`` reuses the
+            base run's keys/values or appends query copies, ``auto`` falls back to ``naive`` with a warning
+            where ``fast`` is not exact). The route used is ``info["engine"]`` (``kv``/``copies``/``naive``).
         heads: patch only these heads (``Head`` or ``(layer, head)``; default all). The others' effects
-            are NaN; ``fast`` appends one query copy per requested head, so a subset is proportionally cheaper.
+            are NaN; ``fast`` runs one query copy per requested head, so a subset is proportionally cheaper.
         batch_size: rows per forward pass. progress: show a progress bar.
 
     Returns:
@@ -162,23 +168,25 @@ def head_patching(
     if position != "query" and method == "fast":
         raise TlensICLError("method='fast' only applies to position='query'; use 'auto' or 'naive'.")
     if position == "query":
-        values, source_logits = _engine.query_z(model, source, batch_size=batch_size)
-        effects, base_score, used = _engine.patch_query_heads(model, base, values, cells, score, method=method,
-                                                              batch_size=batch_size, progress=progress)
-        source_score = score(source_logits, slice(None))
+        values, source_logits = query_z(model, source.tokens, source.query_pos, batch_size=batch_size)
+        effects, base_score, route = _engine.patch_query_heads(model, base.tokens, base.query_pos, values, cells, score,
+                                                               method=method, batch_size=batch_size, progress=progress)
+        source_score = score(source_logits, torch.arange(len(source)))
     else:
-        eng_cells = [_engine.Cell(hooks.z(h.layer), head=h.head) for h in cells]
-        effects, base_score, source_score = _engine.patch_positions(
+        eng_cells = [_positions.Cell(hooks.z(h.layer), head=h.head) for h in cells]
+        effects, base_score, source_score = _positions.patch_positions(
             model, base, source, eng_cells, score, mask=position_mask(base, position), batch_size=batch_size,
             progress=progress)
-        used = "naive"
+        route = "naive"
+    used = "naive" if route == "naive" else "fast"
     clean, corrupted = (source_score, base_score) if direction == "denoise" else (base_score, source_score)
     return HeadPatchingResult(
         effects=_engine.head_grid(model, cells, effects), clean_metric=clean,
         corrupted_metric=corrupted, metric=metric_name, direction=direction, position=position, method=used,
         task=pairs.task, corruption=pairs.corruption,
         info=run_info(model, task=pairs.task, corruption=pairs.corruption, seed=pairs.seed, n_shots=pairs.n_shots,
-                      metric=metric_name, n=len(pairs), heads=None if heads is None else [str(h) for h in cells]),
+                      metric=metric_name, n=len(pairs), heads=None if heads is None else [str(h) for h in cells],
+                      engine=route),
     )
 
 
@@ -241,32 +249,36 @@ class ActivationPatchingResult(Result):
 @checked
 def activation_patching(
     model: ModelLike, pairs: PromptPairBatch, *, site: str = "resid_pre", metric: str | Metric = "prob",
-    direction: str = "denoise", batch_size: int = 16, progress: bool | None = None,
+    direction: str = "denoise", method: str = "auto", batch_size: int = 16, progress: bool | None = None,
 ) -> ActivationPatchingResult:
     """Patch ``site`` (``resid_pre``/``resid_post``/``attn_out``/``mlp_out``) at each layer and position.
 
-    One forward per (layer, position) and row chunk, like ``transformer_lens.patching.get_act_patch_resid_pre``
-    (whose values it reproduces). Needs aligned pairs. Effects: ``metric(patched) - metric(unpatched)``.
+    Equals ``transformer_lens.patching.get_act_patch_resid_pre`` (one forward per cell) and its siblings.
+    ``method="auto"`` replays only positions ``p ..`` through blocks ``L ..`` per cell, reusing the
+    unpatched run's keys/values (:mod:`tlens_icl.engine.positions`), where the model allows, else one
+    forward per cell; ``"kv"`` forces the replay, ``"naive"`` the loop. Cells that are exactly the
+    unpatched run (equal activations, or positions after the query) are not run. Needs aligned pairs.
+    Effects: ``metric(patched) - metric(unpatched)``.
     """
     require_eval_mode(model, "activation_patching")
     if site not in ACTIVATION_SITES:
         raise TlensICLError(f"site must be one of {ACTIVATION_SITES}, got {site!r}.")
+    if method not in ("auto", "kv", "naive"):
+        raise TlensICLError(f"method must be 'auto', 'kv' or 'naive', got {method!r}.")
     pairs.require_aligned("activation_patching")
     base, source = sides(pairs, direction)
     metric_name, score = scorer(model, metric, pairs)
-    width = base.tokens.shape[1]
-    cells = [_engine.Cell(hooks.site_name(site, layer), pos=pos)
-             for layer in range(model.cfg.n_layers) for pos in range(width)]
-    hooks.require_hooks(model, [c.hook for c in cells])
-    effects, base_score, source_score = _engine.patch_positions(model, base, source, cells, score, mask=None,
-                                                                batch_size=batch_size, progress=progress)
-    clean, corrupted = (source_score, base_score) if direction == "denoise" else (base_score, source_score)
+    hooks.require_hooks(model, [hooks.site_name(site, layer) for layer in range(model.cfg.n_layers)])
+    run = _positions.patch_layer_positions(model, base.tokens, source.tokens, base.query_pos, site, score,
+                                           method=method, batch_size=batch_size, progress=progress)
+    clean, corrupted = ((run.source_score, run.base_score) if direction == "denoise"
+                        else (run.base_score, run.source_score))
     return ActivationPatchingResult(
-        effects=effects.reshape(model.cfg.n_layers, width, -1), clean_metric=clean, corrupted_metric=corrupted,
+        effects=run.effects, clean_metric=clean, corrupted_metric=corrupted,
         site=site, metric=metric_name, direction=direction, task=pairs.task, corruption=pairs.corruption,
         tokens=tuple(base.str_tokens(model, 0)),
         info=run_info(model, task=pairs.task, corruption=pairs.corruption, seed=pairs.seed, n_shots=pairs.n_shots,
-                      metric=metric_name, n=len(pairs)),
+                      metric=metric_name, n=len(pairs), engine=run.method, forwards=run.forwards),
     )
 
 

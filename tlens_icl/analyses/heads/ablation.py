@@ -37,6 +37,7 @@ from tlens_icl.analyses.heads.token_loss import (
 from tlens_icl.engine.ablation import (
     Positions,
     ablated_query_logits,
+    ablated_query_scores,
     ablation_positions,
     mean_head_z,
     token_positions,
@@ -265,13 +266,20 @@ def head_ablation(
     from tlens_icl.engine.progress import progress_bar
 
     jobs = [(m, j, s) for m, name in enumerate(methods) for j in range(len(counts)) for s in range(len(plan[name][j]))]
+    at_query: dict[frozenset[Head], Tensor] = {}
+    if positions == "query":  # every head set is a variant of one engine call per task (one base run)
+        sets = list(dict.fromkeys(frozenset(plan[methods[m]][j][s]) for m, j, s in jobs))
+        per_task = [ablated_query_scores(model, b, [sorted(k) for k in sets], means,
+                                         lambda lg, rows, b=b: accepted_top1(lg, tuple(b.accepted[int(i)] for i in rows)),
+                                         batch_size=batch_size).values for b in batches]  # [set, example] each
+        at_query = {k: torch.stack([v[i] for v in per_task]) for i, k in enumerate(sets)}
     for m, j, s in progress_bar(jobs, enabled=progress, desc="ablating"):
         heads = plan[methods[m]][j][s]
         key = frozenset(heads)
         if key not in done:
-            acc = torch.stack([accepted_top1(ablated_query_logits(model, b, heads, means, positions=positions,
-                                                                  batch_size=batch_size), b.accepted)
-                               for b in batches])
+            acc = at_query[key] if positions == "query" else torch.stack(
+                [accepted_top1(ablated_query_logits(model, b, heads, means, positions=positions,
+                                                    batch_size=batch_size), b.accepted) for b in batches])
             ls = (loss_score(ldata.losses(model, heads, loss_means, batch_size=batch_size), early, late)
                   if ldata is not None else torch.full((1,), float("nan")))
             done[key] = (acc, ls)

@@ -1,8 +1,9 @@
 """Activation collection shared by the representational analyses (decodability, RSA, probing).
 
-One pass over a prompt set caches only the requested hook points (``sites`` x ``layers``), reduces each
-row to one vector per unit at the requested token position, and keeps nothing else, chunk by chunk, so
-memory is ``rows x units x d`` whatever the prompt length. The result is a frozen :class:`ActivationSet`
+One pass over a prompt set (the engine's one capture path, :mod:`tlens_icl.engine.capture`) hooks only the
+requested points (``sites`` x ``layers``), reduces each row to one vector per unit at the requested token
+position inside the hook, and keeps nothing else, chunk by chunk, so memory is ``rows x units x d``
+whatever the prompt length. The result is a frozen :class:`ActivationSet`
 with ``save``/``load``; every row remembers its task, shot count, condition (e.g. ``clean`` /
 ``corrupted`` for a :class:`~tlens_icl.pairs.PromptPairBatch`), query input and query-item ``meta``, so
 the causal analyses and the representational ones can run on the very same prompts.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any
 
 import torch
@@ -30,7 +30,7 @@ from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.engine import hooks
 from tlens_icl.engine.caches import cache_activation, check_cache
-from tlens_icl.engine.runs import _device, chunks
+from tlens_icl.engine.capture import AtPositions, Weighted, capture
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import ROLE_ID, PromptBatch
@@ -214,31 +214,12 @@ def _hook_name(site: str, layer: int) -> str:
 
 def _collect_batch(model: ModelLike, batch: PromptBatch, sites: Sequence[str], layers: tuple[int, ...],
                    position: str, batch_size: int, progress: bool | None) -> dict[str, Tensor]:
-    from tlens_icl.engine.progress import progress_bar
-
-    dev = _device(model)
     weights = _position_weights(batch, position)  # validated before the first forward
+    reducer = AtPositions(batch.query_pos) if position == "query" else Weighted(weights)
     names = list(dict.fromkeys(_hook_name(s, layer) for s in sites for layer in layers))
-    out: dict[str, list[Tensor]] = {name: [] for name in names}
-    with torch.no_grad():
-        for sl in progress_bar(list(chunks(len(batch), batch_size)), enabled=progress, desc="activations"):
-            sub = batch.select(sl)
-            w = weights[sl, : sub.tokens.shape[1]].to(dev)
-            got: dict[str, Tensor] = {}
-
-            def grab(act: Tensor, hook: Any, name: str) -> None:
-                got[name] = _reduce(act, w)  # one vector per row at once
-
-            with hooks.checked_hooks(model, [(n, partial(grab, name=n)) for n in names]):
-                model(sub.tokens.to(dev))
-            for n in names:
-                out[n].append(got[n])
-    return _assemble(model, {n: torch.cat(v) for n, v in out.items()}, sites, layers)
-
-
-def _reduce(act: Tensor, w: Float[Tensor, "batch pos"]) -> Tensor:
-    """``[b, p, ...] -> [b, ...]``: the position-weighted sum (one-hot at the query, or a role mean)."""
-    return torch.einsum("bp,bp...->b...", w.to(act.device, act.dtype), act).float().cpu()
+    stacked = capture(model, batch.tokens, {n: reducer for n in names}, batch_size=batch_size, progress=progress,
+                      operation="collect_activations")
+    return _assemble(model, stacked, sites, layers)
 
 
 def _assemble(model: Any, stacked: Mapping[str, Tensor], sites: Sequence[str], layers: tuple[int, ...]) -> dict[str, Tensor]:
@@ -258,7 +239,9 @@ def _from_cache(model: ModelLike, cache: Any, batch: PromptBatch, sites: Sequenc
     check_cache(cache, batch, model)
     w = _position_weights(batch, position)
     names = dict.fromkeys(_hook_name(s, layer) for s in sites for layer in layers)
-    return _assemble(model, {n: _reduce(cache_activation(cache, batch, n), w) for n in names}, sites, layers)
+    weighted, rows = Weighted(w), torch.arange(len(batch))  # the capture path's reducer, on the cached activations
+    return _assemble(model, {n: weighted(cache_activation(cache, batch, n), rows).float().cpu() for n in names},
+                     sites, layers)
 
 
 def _row_labels(batch: PromptBatch, task: str, condition: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from torch import Tensor
 from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.engine import hooks
-from tlens_icl.engine.runs import _device, chunks
+from tlens_icl.engine.capture import Custom, capture
 from tlens_icl.errors import PromptError, TlensICLError
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import ROLE_ID, PromptBatch, query_char_span, span_mask
@@ -194,8 +194,6 @@ def attention_ratio(
         :class:`AttentionRatioResult`; ``.ratio(condition)`` ``[layer, head]`` (higher = more relevant
         attention), ``.change(before, after)``.
     """
-    from tlens_icl.engine.progress import progress_bar
-
     require_eval_mode(model, "attention_ratio")
     named = {"prompts": prompts} if isinstance(prompts, PromptBatch) else dict(prompts)
     if not named:
@@ -210,24 +208,23 @@ def attention_ratio(
         if bool((rel & irr).any()):
             raise TlensICLError(f"Condition {name!r}: the relevant and irrelevant regions overlap.")
         masks[name] = (rel, irr)
-    dev = _device(model)
     rel_out, irr_out, conds = [], [], []
     for name, batch in named.items():
         rel_mask, irr_mask = masks[name]
-        for sl in progress_bar(list(chunks(len(batch), batch_size)), enabled=progress, desc=name):
-            sub = batch.select(sl)
-            width = sub.tokens.shape[1]
-            got: dict[int, tuple[Tensor, Tensor]] = {}
+        q = batch.query_pos
 
-            def grab(pattern: Tensor, hook: Any, layer: int, rel: Tensor = rel_mask[sl, :width],
-                     irr: Tensor = irr_mask[sl, :width], q: Tensor = sub.query_pos) -> None:
-                got[layer] = (attention_mass(pattern, q, rel).cpu(), attention_mass(pattern, q, irr).cpu())
+        def masses(pattern: Tensor, rows: Tensor, rel: Tensor = rel_mask, irr: Tensor = irr_mask,
+                   q: Tensor = q) -> Tensor:
+            w = pattern.shape[-1]
+            return torch.stack([attention_mass(pattern, q[rows], rel[rows, :w]),
+                                attention_mass(pattern, q[rows], irr[rows, :w])], 1)  # [b, 2, head]
 
-            fwd = [(hooks.pattern(layer), _bound(grab, layer)) for layer in layer_tuple]
-            with torch.no_grad(), hooks.checked_hooks(model, fwd):
-                model(sub.tokens.to(dev))
-            rel_out.append(torch.stack([got[layer][0] for layer in layer_tuple], 1))
-            irr_out.append(torch.stack([got[layer][1] for layer in layer_tuple], 1))
+        stat = Custom(masses, reach=q)
+        got = capture(model, batch.tokens, {hooks.pattern(layer): stat for layer in layer_tuple},
+                      batch_size=batch_size, progress=progress, operation="attention_ratio")
+        per = torch.stack([got[hooks.pattern(layer)] for layer in layer_tuple], 1)  # [b, layer, 2, head]
+        rel_out.append(per[:, :, 0])
+        irr_out.append(per[:, :, 1])
         conds += [name] * len(batch)
     return AttentionRatioResult(
         relevant_mass=torch.cat(rel_out), irrelevant_mass=torch.cat(irr_out),
@@ -237,13 +234,6 @@ def attention_ratio(
         relevant=_region_name(relevant), irrelevant=_region_name(irrelevant),
         info=run_info(model, n={k: len(v) for k, v in named.items()}),
     )
-
-
-def _bound(fn: Callable[..., None], layer: int) -> Callable[..., None]:
-    def hook_fn(act: Tensor, hook: Any) -> None:
-        fn(act, hook, layer)
-
-    return hook_fn
 
 
 __all__ = ["AttentionRatioResult", "attention_mass", "attention_ratio", "region_mask", "share"]

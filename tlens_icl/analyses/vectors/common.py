@@ -8,8 +8,9 @@ Four methods compress a task into a vector and inject it into a prompt without d
 * soft injection (Park & Rhee) blends per-head task embeddings into ``hook_z``.
 
 This module holds what they share: :func:`add_vector` (the additive intervention, a context manager),
-position indexing, activation capture at the query position, per-example evaluation of an
-intervention, vocabulary decoding, and :class:`LayerSweepResult`.
+position indexing, the residual stream and head means at the query position (through the engine's one
+capture path), per-example evaluation of an intervention (query-position interventions through the
+engine's key/value-reuse routes, others by hooked forwards), vocabulary decoding, and :class:`LayerSweepResult`.
 
 Sign convention: a vector is *added* (``resid += coeff * v``), so ``coeff=0`` is exactly a no-op and a
 negative coefficient subtracts. Accuracy is top-1 of the first answer token (any accepted answer).
@@ -30,9 +31,11 @@ from tlens_icl import _validate
 from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.engine import hooks
+from tlens_icl.engine.capture import capture_at_query, query_z
 from tlens_icl.engine.hooks import checked_hooks
-from tlens_icl.engine.runs import _device, chunks, query_logits
-from tlens_icl.engine.scoring import accepted_top1, at_query, prob
+from tlens_icl.engine.query import Interventions, Reduce, query_interventions
+from tlens_icl.engine.runs import query_logits
+from tlens_icl.engine.scoring import accepted_top1, prob
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
@@ -190,26 +193,6 @@ def _check_unpadded(model: ModelLike, tokens: Any) -> None:
 
 
 # ---- capture and evaluation ---------------------------------------------------------------------
-def capture_at_query(
-    model: ModelLike, batch: PromptBatch, names: Sequence[str], *, batch_size: int = 32,
-) -> list[Tensor]:
-    """Activations of each hook in ``names`` at every row's query position: one ``[batch, ...]`` per name."""
-    require_eval_mode(model, "capture_at_query")
-    out: list[list[Tensor]] = [[] for _ in names]
-    with torch.no_grad():
-        for sl in chunks(len(batch), batch_size):
-            sub = batch.select(sl)
-
-            def grab(i: int) -> Callable[..., None]:
-                def fn(act: Tensor, hook: Any) -> None:
-                    out[i].append(at_query(act, sub.query_pos).detach().float().cpu())
-                return fn
-
-            with checked_hooks(model, [(n, grab(i)) for i, n in enumerate(names)]):
-                model(sub.tokens.to(_device(model)))
-    return [torch.cat(x) for x in out]
-
-
 @checked
 def mean_head_activations(
     model: ModelLike, batch: PromptBatch, *, batch_size: int = 32, cache: Any = None,
@@ -221,12 +204,11 @@ def mean_head_activations(
     ``model.run_with_cache(batch.tokens)`` to read instead of running the model again.
     """
     from tlens_icl.engine.caches import query_z_from_cache
-    from tlens_icl.engine.query import query_z
 
     require_eval_mode(model, "mean_head_activations")
     if cache is not None:
         return query_z_from_cache(cache, batch, model).mean(0)
-    return query_z(model, batch, batch_size=batch_size)[0].float().cpu().mean(0)
+    return query_z(model, batch.tokens, batch.query_pos, batch_size=batch_size, logits=False)[0].mean(0)
 
 
 def query_residuals(
@@ -234,7 +216,20 @@ def query_residuals(
 ) -> Float[Tensor, "batch layer d_model"]:
     """The residual stream at each row's query position, at every layer's ``site``."""
     names = [resid_hook_name(site, L) for L in range(model.cfg.n_layers)]
-    return torch.stack(capture_at_query(model, batch, names, batch_size=batch_size), dim=1)
+    got = capture_at_query(model, batch.tokens, batch.query_pos, names, batch_size=batch_size,
+                           operation="query_residuals")
+    return torch.stack([got[n] for n in names], dim=1)
+
+
+def top1_and_prob(batch: PromptBatch) -> Reduce:
+    """``reduce(logits, rows) -> [n, 2]``: (accepted top-1, P(answer)) of rows ``rows`` of ``batch``."""
+    answers = batch.answer_tokens
+
+    def reduce(logits: Tensor, rows: Tensor) -> Tensor:
+        top = accepted_top1(logits, tuple(batch.accepted[int(i)] for i in rows))
+        return torch.stack([top, prob(logits, answers[rows].to(logits.device)).float().cpu()], -1)
+
+    return reduce
 
 
 def evaluate_intervention(
@@ -243,6 +238,18 @@ def evaluate_intervention(
     """``(correct, P(answer))`` per row, with the hooks ``build_hooks(chunk)`` installed (checked)."""
     logits = query_logits(model, batch, fwd_hooks=build_hooks or (), batch_size=batch_size)
     return accepted_top1(logits, batch.accepted), prob(logits, batch.answer_tokens)
+
+
+def evaluate_query_interventions(
+    model: ModelLike, batch: PromptBatch, interventions: Interventions, *, batch_size: int = 32, method: str = "auto",
+) -> tuple[Float[Tensor, "variant batch"], Float[Tensor, "variant batch"], Float[Tensor, " batch"], Float[Tensor, " batch"]]:
+    """``(correct, P(answer))`` of every variant of query-position ``interventions``, and of the plain run.
+
+    One base run of ``batch`` serves every variant (:func:`tlens_icl.engine.query.query_interventions`).
+    """
+    run = query_interventions(model, batch.tokens, batch.query_pos, interventions, top1_and_prob(batch),
+                              method=method, batch_size=batch_size, operation="evaluate_query_interventions")
+    return run.values[..., 0], run.values[..., 1], run.baseline[:, 0], run.baseline[:, 1]
 
 
 # ---- decoding -----------------------------------------------------------------------------------
@@ -340,9 +347,14 @@ class LayerSweepResult(Result):
 def sweep_layers(
     model: ModelLike, batches: dict[str, PromptBatch], make_hooks: Callable[[int, PromptBatch], list[Any]],
     layers: Sequence[int], *, method: str, task: str, info: dict[str, Any], batch_size: int = 32,
-    progress: bool | None = None,
+    progress: bool | None = None, query_edits: Interventions | None = None,
 ) -> LayerSweepResult:
-    """Evaluate ``make_hooks(layer, chunk)`` at every layer on every named prompt batch."""
+    """Evaluate ``make_hooks(layer, chunk)`` at every layer on every named prompt batch.
+
+    ``query_edits`` (variant ``j`` = the same intervention at ``layers[j]``, acting at the query only):
+    every layer is evaluated from one base run per batch by the engine; otherwise one forward per layer
+    with ``make_hooks``.
+    """
     from tlens_icl.engine.progress import progress_bar
 
     n = {len(b) for b in batches.values()}
@@ -352,6 +364,13 @@ def sweep_layers(
     correct = torch.zeros(len(settings), len(layers), n.pop())
     p = torch.zeros_like(correct)
     base_c, base_p = torch.zeros(correct.shape[0], correct.shape[2]), torch.zeros(correct.shape[0], correct.shape[2])
+    if query_edits is not None:
+        if query_edits.n != len(layers):
+            raise TlensICLError(f"query_edits has {query_edits.n} variants for {len(layers)} layers.")
+        for i, s in enumerate(progress_bar(settings, enabled=progress, desc=f"{method} sweep")):
+            correct[i], p[i], base_c[i], base_p[i] = evaluate_query_interventions(model, batches[s], query_edits,
+                                                                                  batch_size=batch_size)
+        return LayerSweepResult(correct, p, base_c, base_p, settings, tuple(int(x) for x in layers), method, task, info)
     cells = [(i, j) for i in range(len(settings)) for j in range(len(layers))]
     for i, s in enumerate(settings):
         base_c[i], base_p[i] = evaluate_intervention(model, batches[s], batch_size=batch_size)

@@ -25,8 +25,8 @@ from torch import Tensor
 from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.analyses.vectors.common import (
-    add_vector_hooks,
     evaluate_intervention,
+    evaluate_query_interventions,
     mean_head_activations,
 )
 from tlens_icl.analyses.vectors.function_vectors import (
@@ -34,15 +34,9 @@ from tlens_icl.analyses.vectors.function_vectors import (
     function_vector_sweep,
 )
 from tlens_icl.analyses.vectors.icv import icv_hooks, in_context_vector
-from tlens_icl.analyses.vectors.soft_injection import (
-    soft_injection,
-    soft_injection_hooks,
-)
-from tlens_icl.analyses.vectors.task_vectors import (
-    patch_task_vector_hooks,
-    task_vector,
-    task_vector_sweep,
-)
+from tlens_icl.analyses.vectors.soft_injection import soft_injection
+from tlens_icl.analyses.vectors.task_vectors import task_vector, task_vector_sweep
+from tlens_icl.engine.query import Interventions, blend_heads, resid_edits
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
@@ -243,9 +237,10 @@ def compare_methods(
     chosen: dict[str, Any] = {}
     for t, ((train, _), batches) in enumerate(progress_bar(list(zip(splits, evals)), enabled=progress, desc="tasks")):
         name = usable[t].name
-        for b, base in enumerate(BASELINES):
-            correct[b, t], p[b, t] = evaluate_intervention(model, batches[base], batch_size=batch_size)
+        icl = all_methods.index("icl")
+        correct[icl, t], p[icl, t] = evaluate_intervention(model, batches["icl"], batch_size=batch_size)
         zs = batches["zero_shot"]
+        at_query: dict[str, Interventions] = {}
         other = splits[(t + 1) % len(splits)][0] if len(splits) > 1 else None
         fit = dict(model=model, train=train, n_fit=n_fit, n_shots=n_shots, seed=seed, template=template,
                    batch_size=batch_size)
@@ -264,10 +259,20 @@ def compare_methods(
             else:
                 builder, sweep, params = _soft(steps=soft_steps, lr=soft_lr, **fit)
             i = all_methods.index(m)
-            correct[i, t], p[i, t] = evaluate_intervention(model, zs, builder, batch_size=batch_size)
+            if isinstance(builder, Interventions):
+                at_query[m] = builder
+            else:
+                correct[i, t], p[i, t] = evaluate_intervention(model, zs, builder, batch_size=batch_size)
             if sweep is not None:
                 layer_acc[SWEPT.index(m), t] = sweep
             chosen[name][m] = params
+        # The zero-shot baseline and every query-position method from one base run of the test prompts.
+        both = sum(at_query.values(), Interventions(0))
+        c, pr, c0, p0 = evaluate_query_interventions(model, zs, both, batch_size=batch_size)
+        zero = all_methods.index("zero_shot")
+        correct[zero, t], p[zero, t] = c0, p0
+        for j, m in enumerate(at_query):
+            correct[all_methods.index(m), t], p[all_methods.index(m), t] = c[j], pr[j]
     info = run_info(model, method="compare_methods", n_test=n, n_fit=n_fit, n_shots=n_shots, test_size=test_size,
                     seed=seed, fv_k=fv_k, fv_corruption=fv_corruption, icv_contrast=icv_contrast,
                     icv_direction=icv_direction,
@@ -304,7 +309,7 @@ def _function_vector(*, model: ModelLike, train: Task, heads: list[tuple[int, in
     sweep = function_vector_sweep(model, fv, train, settings=("zero_shot",), n=min(n_fit, len(train)),
                                   seed=seed + 2, template=template, batch_size=batch_size)
     layer = sweep.best_layer("zero_shot")
-    builder = lambda sub: add_vector_hooks(model, fv, layer=layer, query_pos=sub.query_pos)  # noqa: E731
+    builder = resid_edits([layer], fv.vector, mode="add")  # == add_vector_hooks(model, fv, layer=layer) at the query
     return builder, sweep.accuracy()[0], {"layer": layer, "heads": [list(h) for h in heads]}
 
 
@@ -314,7 +319,7 @@ def _task_vector(*, model: ModelLike, train: Task, n_fit: int, n_shots: int, see
     sweep = task_vector_sweep(model, tv, train, n=min(n_fit, len(train)), seed=seed + 2, template=template,
                               batch_size=batch_size)
     layer = sweep.best_layer("zero_shot")
-    builder = lambda sub: patch_task_vector_hooks(model, tv, layer=layer, query_pos=sub.query_pos)  # noqa: E731
+    builder = resid_edits([layer], tv.at(layer), mode="set")  # == patch_task_vector_hooks(model, tv, layer=layer)
     return builder, sweep.accuracy()[0], {"layer": layer}
 
 
@@ -336,6 +341,6 @@ def _soft(*, model: ModelLike, train: Task, steps: int, lr: float, n_fit: int, n
           seed: int, template: Any, batch_size: int) -> tuple[Any, Any, dict[str, Any]]:
     si = soft_injection(model, train, n_embed=n_fit, n_shots=n_shots, n_train=n_fit, steps=steps, lr=lr,
                         seed=seed + 3, template=template, batch_size=batch_size)
-    builder = lambda sub: soft_injection_hooks(model, si, query_pos=sub.query_pos)  # noqa: E731
+    builder = blend_heads(si.embeddings, si.alpha)  # == soft_injection_hooks(model, si) at the query
     final = float(si.losses[-1]) if si.losses.numel() else math.nan
     return builder, None, {"final_loss": final, "mean_alpha": float(si.alpha.mean())}

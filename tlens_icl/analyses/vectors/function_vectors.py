@@ -26,12 +26,14 @@ from tlens_icl.analyses.vectors.common import (
     LayerSweepResult,
     Position,
     VectorOps,
+    _as_vector,
     add_vector_hooks,
     decode_vector,
     mean_head_activations,
     resolve_layers,
     sweep_layers,
 )
+from tlens_icl.engine.query import resid_edits
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.adapter import attn_output_bias
 from tlens_icl.models.loading import require_eval_mode
@@ -242,8 +244,11 @@ def function_vector_sweep(
     def make_hooks(layer: int, sub: PromptBatch) -> list[Any]:
         return add_vector_hooks(model, fv, layer=layer, position=position, coeff=coeff, query_pos=sub.query_pos)
 
+    add_vector_hooks(model, fv, layer=layer_list[0], position=position, coeff=coeff)  # validates before any forward
+    # At the query, every layer comes from one base run per batch (the engine's key/value reuse).
+    edits = resid_edits(layer_list, _as_vector(fv), mode="add", coeff=coeff) if position == "query" else None
     name = task if isinstance(task, str) else task.name
     info = run_info(model, method="function_vector", coeff=coeff, n=n, n_shots=n_shots, seed=seed,
                     vector_task=getattr(fv, "task", "tensor"))
     return sweep_layers(model, batches, make_hooks, layer_list, method="function_vector", task=name, info=info,
-                        batch_size=batch_size, progress=progress)
+                        batch_size=batch_size, progress=progress, query_edits=edits)

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -33,6 +34,7 @@ from tlens_icl.analyses.vectors.common import (
     sweep_layers,
 )
 from tlens_icl.engine.hooks import checked_hooks
+from tlens_icl.engine.query import resid_edits
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
@@ -183,7 +185,10 @@ def task_vector_sweep(
     def make_hooks(layer: int, sub: PromptBatch) -> list[Any]:
         return patch_task_vector_hooks(model, tv, layer=layer, query_pos=sub.query_pos)
 
+    for layer in layer_list:
+        patch_task_vector_hooks(model, tv, layer=layer)  # validates before any forward
+    vectors = torch.stack([tv.at(layer) if isinstance(tv, TaskVector) else tv for layer in layer_list])
     name = task if isinstance(task, str) else task.name
     return sweep_layers(model, batches, make_hooks, layer_list, method="task_vector", task=name,
                         info=run_info(model, method="task_vector", n=n, seed=seed), batch_size=batch_size,
-                        progress=progress)
+                        progress=progress, query_edits=resid_edits(layer_list, vectors, mode="set"))
