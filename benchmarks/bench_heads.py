@@ -93,7 +93,7 @@ def main() -> None:
             n_shots=shots, loss_n=size["loss_n"], loss_length=size["loss_length"], method=method))
     if len(abs_) == 2:
         x, y = abs_["naive"], abs_["auto"]
-        print(f"naive vs auto: accuracy cells differing {int((x.correct != y.correct).nansum())} of "
+        print(f"naive vs auto: accuracy cells differing {int(((x.correct - y.correct).abs() > 0).sum())} of "
               f"{int((~x.correct.isnan()).sum())}; max |loss score diff| {float((x.loss - y.loss).abs().nan_to_num(0).max()):.2e}")
     ov = stage("overlap", lambda: head_overlap({"FV": aie, "induction": hs, "RSA": rs.head_scores()}, ks=(5, 10, 20, 40),
                                                k_depth=10, model=model))
