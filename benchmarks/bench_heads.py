@@ -51,12 +51,14 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--small", action="store_true")
     p.add_argument("--out", default="outputs/bench_heads")
+    p.add_argument("--positions", default="query", choices=["query", "all"],
+                   help="where heads are ablated for accuracy (the loss score always ablates every token)")
     p.add_argument("--ablation-methods", nargs="+", default=["auto"], choices=["auto", "naive"],
                    help="head_ablation(method=...) runs, timed one after another in this process")
     a = p.parse_args()
     torch.set_num_threads(1)
     size = dict(n=6, n_mean=8, n_corrupted=6, loss_n=4, loss_length=96, n_random_seq=8) if a.small else \
-        dict(n=24, n_mean=24, n_corrupted=12, loss_n=12, loss_length=128, n_random_seq=16)
+        dict(n=24, n_mean=16, n_corrupted=8, loss_n=8, loss_length=96, n_random_seq=16)
     ks, shots, seeds, exclude = (0, 2, 5, 10, 20, 40), 5, 3, 0.02
     t_all = time.perf_counter()
     model = load_smollm2()
@@ -90,7 +92,8 @@ def main() -> None:
     for method in a.ablation_methods:
         ab = abs_[method] = stage(f"ablation with exclusion ({method})", lambda: head_ablation(
             model, TASKS, {"FV": aie, "induction": hs}, ks=ks, exclude=exclude, n_random=seeds, n=size["n"],
-            n_shots=shots, loss_n=size["loss_n"], loss_length=size["loss_length"], method=method))
+            n_shots=shots, loss_n=size["loss_n"], loss_length=size["loss_length"], method=method,
+            positions=a.positions))
     if len(abs_) == 2:
         x, y = abs_["naive"], abs_["auto"]
         print(f"naive vs auto: accuracy cells differing {int(((x.correct - y.correct).abs() > 0).sum())} of "
