@@ -7,7 +7,8 @@
 
 Stages: head scores (repeated random tokens), FV score (AIE, zero-shot corruption), representational
 heads (concept RSA of head outputs), ablation with exclusion (FV, induction and 3 random seeds at every
-k, few-shot accuracy and token-loss score), overlap and depth. Ratios are against one plain (unablated)
+k, few-shot accuracy with the heads ablated at the query - ``--positions all``: at every token - and the
+token-loss score), overlap and depth. Ratios are against one plain (unablated)
 few-shot evaluation of the same prompts, run in the same process; the head-score stage is also timed
 against ``transformer_lens.head_detector.detect_head`` on the same sequences.
 Uses ``load_model("smollm2-135m")`` when the library has that loader, else the scratch converter
