@@ -42,6 +42,7 @@ from tlens_icl.engine import hooks
 from tlens_icl.engine.runs import chunks
 from tlens_icl.engine.scoring import at_query
 from tlens_icl.errors import ModelStateError, TlensICLError
+from tlens_icl.models.adapter import device_of
 from tlens_icl.prompts.batch import PromptBatch
 
 #: Bytes of activations one patched forward may use (logits, MLP and attention intermediates).
@@ -51,13 +52,6 @@ Scorer = Callable[[Float[Tensor, "batch d_vocab"], slice], Float[Tensor, " batch
 
 class FastPathUnsupported(RuntimeError):
     """The query-copy fast path cannot reproduce this model's forward pass exactly."""
-
-
-def device_of(model: ModelLike) -> torch.device:
-    try:
-        return next(model.parameters()).device  # type: ignore[attr-defined]
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
 
 
 def progress_bar(total: int, enabled: bool | None, desc: str) -> Any:

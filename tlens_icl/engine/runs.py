@@ -12,6 +12,7 @@ from torch import Tensor
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine.hooks import checked_hooks
 from tlens_icl.engine.scoring import at_query
+from tlens_icl.models.adapter import device_of
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 
@@ -38,13 +39,11 @@ def query_logits(
         for sl in chunks(len(batch), batch_size):
             sub = batch.select(sl)
             with checked_hooks(model, fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks):
-                logits = model(sub.tokens.to(_device(model)))
+                logits = model(sub.tokens.to(device_of(model)))
             outs.append(at_query(logits, sub.query_pos).float().cpu())
     return torch.cat(outs)
 
 
 def _device(model: ModelLike) -> torch.device:
-    try:
-        return next(model.parameters()).device  # type: ignore[attr-defined]
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
+    """Where input tokens go (see :func:`tlens_icl.models.adapter.device_of`)."""
+    return device_of(model)

@@ -60,7 +60,8 @@ def _is_cached(name: str) -> bool:
 
 
 def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dtype: Any = None,
-               step: int | None = None) -> ModelLike:
+               step: int | None = None, device_map: str | dict[str, Any] | None = None, n_devices: int | None = None,
+               max_memory: dict[Any, Any] | None = None, offload_folder: str | os.PathLike[str] | None = None) -> ModelLike:
     """Load a model as a TransformerLens bridge in evaluation mode.
 
     Args:
@@ -70,7 +71,15 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
             as is, after an eval-mode check).
         step: a training checkpoint of an embedded model or training-script folder (same as ``@step``).
         device: torch device for HF models (default: TransformerLens's choice).
-        dtype: torch dtype for HF models.
+        dtype: torch dtype for HF models (e.g. ``torch.bfloat16`` for a big model; analyses accumulate in
+            float32 whatever the model's dtype).
+        device_map, n_devices, max_memory, offload_folder: placement of a Hugging Face model too big for one
+            device, passed to ``TransformerBridge.boot_transformers`` (accelerate): ``n_devices=4`` splits the
+            blocks over 4 GPUs, ``device_map="auto"`` with ``max_memory={0: "70GiB", 1: "70GiB"}`` fills GPUs up
+            to a budget, and an explicit map such as ``{"model.layers.40": "disk", ...}`` with
+            ``offload_folder`` keeps some blocks on CPU or disk (TransformerLens 4.3 accepts all-GPU maps
+            or all-CPU/disk maps, not the two mixed). ``device`` and ``device_map`` exclude each other.
+            See the README's "Big models" section.
 
     Raises:
         ModelNotAvailableError: the hub is unreachable and the model is not cached (one line, at once).
@@ -94,6 +103,13 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
         if step is not None and int(tail) != step:
             raise ModelStateError(f"{name!r} and step={step} disagree.")
         name, step = base, int(tail)
+    placement = boot_kwargs(device=device, dtype=dtype, device_map=device_map, n_devices=n_devices,
+                            max_memory=max_memory, offload_folder=offload_folder)
+    if name in EMBEDDED_MODELS or is_model_dir(name):
+        split = sorted(k for k, v in placement.items() if k not in ("device", "dtype") and not (k == "n_devices" and v == 1))
+        if split:
+            raise ModelStateError(f"{', '.join(split)} place a Hugging Face model over devices; {name!r} is a small "
+                                  "embedded model that fits one device (pass device=... instead).")
     if name in EMBEDDED_MODELS:
         model = load_embedded(name, device=device, step=step)
         _MODEL_META[model] = {"name": name, "step": step,
@@ -113,15 +129,31 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
             f"Cannot load {name!r}: the Hugging Face hub is unreachable and the model is not cached locally. "
             f"Use an embedded model instead, e.g. tlens_icl.load_model('icl-tiny') (available: {sorted(EMBEDDED_MODELS)})."
         )
-    kwargs: dict[str, Any] = {}
-    if device is not None:
-        kwargs["device"] = device
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    model = TransformerBridge.boot_transformers(str(local) if local.exists() else name, **kwargs)
+    model = TransformerBridge.boot_transformers(str(local) if local.exists() else name, **placement)
     model.eval()
     _MODEL_META[model] = {"name": name}
     return model
+
+
+def boot_kwargs(*, device: Any = None, dtype: Any = None, device_map: Any = None, n_devices: int | None = None,
+                max_memory: dict[Any, Any] | None = None, offload_folder: Any = None) -> dict[str, Any]:
+    """The placement arguments of ``TransformerBridge.boot_transformers`` that were given (validated).
+
+    Raises :class:`ModelStateError` before any loading for ``device`` with ``device_map``/``n_devices``,
+    a non-positive ``n_devices``, or ``offload_folder``/``max_memory`` without a split to apply them to.
+    """
+    if device is not None and (device_map is not None or (n_devices or 1) > 1):
+        raise ModelStateError("device= places the whole model on one device; device_map=/n_devices= split it. "
+                              "Pass one of them.")
+    if n_devices is not None and (not isinstance(n_devices, int) or isinstance(n_devices, bool) or n_devices < 1):
+        raise ModelStateError(f"n_devices must be a positive int, got {n_devices!r}.")
+    if offload_folder is not None and device_map is None:
+        raise ModelStateError("offload_folder= holds the blocks a device_map sends to 'disk'; pass device_map=... too.")
+    if max_memory is not None and device_map is None and (n_devices or 1) <= 1:
+        raise ModelStateError("max_memory= budgets the devices of a split; pass device_map='auto' or n_devices=N too.")
+    given = {"device": device, "dtype": dtype, "device_map": device_map, "n_devices": n_devices,
+             "max_memory": max_memory, "offload_folder": None if offload_folder is None else str(offload_folder)}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def model_tasks(model: ModelLike, family: str | None = None) -> list[str]:

@@ -34,6 +34,7 @@ from tlens_icl.engine.hooks import checked_hooks
 from tlens_icl.engine.runs import _device, chunks, query_logits
 from tlens_icl.engine.scoring import accepted_top1, at_query, prob
 from tlens_icl.errors import TlensICLError
+from tlens_icl.models.adapter import readable_weights
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.results.base import Result
@@ -243,7 +244,7 @@ def evaluate_intervention(
 # ---- decoding -----------------------------------------------------------------------------------
 def decode_vector(model: ModelLike, vector: Float[Tensor, " d_model"], k: int = 10) -> list[tuple[str, float]]:
     """Top-``k`` tokens of ``vector`` read through the final norm and the unembedding (logit lens)."""
-    with torch.no_grad():
+    with torch.no_grad(), readable_weights(model.ln_final, model.unembed):  # offloaded weights, loaded for the read
         v = vector.to(device=model.W_U.device, dtype=model.W_U.dtype)
         logits = model.ln_final(v[None, None, :])[0, 0] @ model.W_U + model.b_U
         top = logits.topk(min(k, logits.shape[-1]))
