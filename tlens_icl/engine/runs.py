@@ -12,7 +12,7 @@ from torch import Tensor
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine.hooks import checked_hooks
 from tlens_icl.engine.scoring import at_query
-from tlens_icl.models.adapter import device_of
+from tlens_icl.models.adapter import device_of, forward, rows_per_forward
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 
@@ -36,10 +36,10 @@ def query_logits(
     require_eval_mode(model, "query_logits")
     outs = []
     with torch.no_grad():
-        for sl in chunks(len(batch), batch_size):
+        for sl in chunks(len(batch), rows_per_forward(model, batch_size, edits=bool(fwd_hooks))):
             sub = batch.select(sl)
             with checked_hooks(model, fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks):
-                logits = model(sub.tokens.to(device_of(model)))
+                logits = forward(model, sub.tokens.to(device_of(model)))
             outs.append(at_query(logits, sub.query_pos).float().cpu())
     return torch.cat(outs)
 

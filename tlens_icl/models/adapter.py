@@ -111,11 +111,9 @@ def family(model: Any) -> Family:
     hooked = _hooked_transformer_class()
     if hooked is not None and isinstance(model, hooked):
         return "tl3_hooked"
-    try:
-        from transformer_lens.model_bridge import RemoteBridge  # TransformerLens >= 4.3
-    except ImportError:
-        RemoteBridge = None  # type: ignore[assignment]
-    if RemoteBridge is not None and isinstance(model, RemoteBridge):
+    from tlens_icl.models.remote import is_remote
+
+    if is_remote(model):
         return "remote"
     return "other"
 
@@ -289,6 +287,14 @@ def forward(
     4-D additive float mask; ``past_kv_cache`` is a :func:`prefix_cache` (HookedTransformer only).
     """
     caps = capabilities(model)
+    if caps.family == "remote":  # a driver runs it: edits go as specs (tlens_icl.models.remote)
+        from tlens_icl.models import remote
+
+        extra = [k for k, v in (("attention_mask", attention_mask), ("position_ids", position_ids),
+                                ("past_kv_cache", past_kv_cache), ("start_at_layer", start_at_layer)) if v is not None]
+        if extra:
+            raise remote.unsupported("", f"a remote model runs whole prompts from their tokens; it takes no {extra[0]}")
+        return remote.forward(model, tokens, return_type=return_type)
     kwargs: dict[str, Any] = {}
     if return_type != "logits":
         kwargs["return_type"] = return_type
@@ -309,6 +315,16 @@ def forward(
             raise ModelStateError(f"This model ({caps.family}) cannot start at a layer.")
         kwargs["start_at_layer"] = start_at_layer
     return model(tokens, **kwargs)
+
+
+def rows_per_forward(model: ModelLike, batch_size: int, *, edits: bool = False) -> int:
+    """``batch_size`` capped at what one forward of this family takes (a remote driver: often one prompt)."""
+    if family(model) != "remote":
+        return batch_size
+    from tlens_icl.models import remote
+
+    limit = remote.rows_per_call(model, edits=edits)
+    return batch_size if limit is None else max(1, min(batch_size, limit))
 
 
 def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
@@ -386,7 +402,7 @@ def query_forward(
 
 __all__ = [
     "Capabilities", "Family", "additive_mask", "attn_output_bias", "capabilities", "device_of", "dtype_of",
-    "head_output_weights", "readable_weights",
+    "head_output_weights", "readable_weights", "rows_per_forward",
     "expand_cache", "family", "forward", "is_hooked_transformer", "is_training", "prefix_cache", "query_forward",
     "tl_major", "tl_version", "warn_once",
 ]

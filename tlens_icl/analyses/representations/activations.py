@@ -31,7 +31,7 @@ from tlens_icl._validate import checked
 from tlens_icl.engine import hooks
 from tlens_icl.engine.runs import _device, chunks
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models.adapter import head_output_weights
+from tlens_icl.models.adapter import forward, head_output_weights, rows_per_forward
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import ROLE_ID, PromptBatch
 from tlens_icl.prompts.pairs import PromptPairBatch, make_prompts
@@ -221,17 +221,18 @@ def _collect_batch(model: ModelLike, batch: PromptBatch, sites: Sequence[str], l
     names = list(dict.fromkeys(_hook_name(s, layer) for s in sites for layer in layers))
     out: dict[str, list[Tensor]] = {name: [] for name in names}
     with torch.no_grad():
-        for sl in progress_bar(list(chunks(len(batch), batch_size)), enabled=progress, desc="activations"):
+        for sl in progress_bar(list(chunks(len(batch), rows_per_forward(model, batch_size))), enabled=progress,
+                               desc="activations"):
             sub = batch.select(sl)
-            w = weights[sl, : sub.tokens.shape[1]].to(dev)
+            w = weights[sl, : sub.tokens.shape[1]]
             got: dict[str, Tensor] = {}
 
             def grab(act: Tensor, hook: Any, name: str) -> None:
-                # reduce to one vector per row at once: [b, p, ...] -> [b, ...]
-                got[name] = torch.einsum("bp,bp...->b...", w.to(act.dtype), act).float().cpu()
+                # reduce to one vector per row at once, on the activation's device, in float32: [b, p, ...] -> [b, ...]
+                got[name] = torch.einsum("bp,bp...->b...", w.to(act.device), act.float()).cpu()
 
             with hooks.checked_hooks(model, [(n, partial(grab, name=n)) for n in names]):
-                model(sub.tokens.to(dev))
+                forward(model, sub.tokens.to(dev))
             for n in names:
                 out[n].append(got[n])
     stacked = {n: torch.cat(v) for n, v in out.items()}

@@ -34,7 +34,8 @@ from tlens_icl.engine.hooks import checked_hooks
 from tlens_icl.engine.runs import _device, chunks, query_logits
 from tlens_icl.engine.scoring import accepted_top1, at_query, prob
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models.adapter import readable_weights
+from tlens_icl.models.adapter import forward, readable_weights, rows_per_forward
+from tlens_icl.models.remote import SpecHook
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.results.base import Result
@@ -101,15 +102,17 @@ def add_vector_hooks(
     if v.shape[0] != model.cfg.d_model:
         raise TlensICLError(f"vector has {v.shape[0]} dims but the model's d_model is {model.cfg.d_model}.")
     name = resid_hook_name(site, check_layer(model, layer))
+    return [(name, SpecHook("add", value=coeff * v.detach().float(), pos=spec_position(position, query_pos)))]
+
+
+def spec_position(position: Position, query_pos: Int[Tensor, " batch"] | None) -> Any:
+    """``position`` as a :class:`~tlens_icl.models.remote.SpecHook` position (None: all; ``"last"``: the last)."""
     check_position(position)
-
-    def hook(act: Tensor, hook: Any) -> Tensor:
-        rows, cols = position_index(act, position, query_pos)
-        out = act.clone()
-        out[rows, cols] = out[rows, cols] + coeff * v.to(device=act.device, dtype=act.dtype)
-        return out
-
-    return [(name, hook)]
+    if position == "all":
+        return None
+    if position == "query":
+        return "last" if query_pos is None else query_pos.long().cpu()
+    return int(position)
 
 
 @checked
@@ -198,7 +201,7 @@ def capture_at_query(
     require_eval_mode(model, "capture_at_query")
     out: list[list[Tensor]] = [[] for _ in names]
     with torch.no_grad():
-        for sl in chunks(len(batch), batch_size):
+        for sl in chunks(len(batch), rows_per_forward(model, batch_size)):
             sub = batch.select(sl)
 
             def grab(i: int) -> Callable[..., None]:
@@ -207,7 +210,7 @@ def capture_at_query(
                 return fn
 
             with checked_hooks(model, [(n, grab(i)) for i, n in enumerate(names)]):
-                model(sub.tokens.to(_device(model)))
+                forward(model, sub.tokens.to(_device(model)))
     return [torch.cat(x) for x in out]
 
 

@@ -1,0 +1,94 @@
+"""Resumable long runs (``tlens_icl.results.checkpoint``): units written at once, loaded on a re-run.
+
+The defining property: a run interrupted after unit k and re-run with the same arguments computes only
+the units not yet finished and returns a result bit-identical to a run that was never interrupted.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import tlens_icl as ti
+from tlens_icl.errors import CheckpointMismatchError, ResultFileError, TlensICLError
+from tlens_icl.results.checkpoint import Checkpoint, NoCheckpoint, open_checkpoint
+
+
+def _same(a, b) -> bool:
+    """Exact equality of nested unit values (dtype, shape and bits of every tensor; NaN equal to NaN)."""
+    if isinstance(a, torch.Tensor):
+        return (isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
+                and torch.equal(a.view(torch.uint8) if a.dtype != torch.bool else a,
+                                b.view(torch.uint8) if b.dtype != torch.bool else b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and a != a:
+        return isinstance(b, float) and b != b
+    return type(a) is type(b) and a == b
+
+
+def test_a_unit_round_trips_exactly(tmp_path):
+    value = {"z": torch.randn(3, 4, dtype=torch.bfloat16), "effects": torch.tensor([1.5, float("nan"), -0.0]),
+             "kept": torch.tensor([0, 2, 5]), "mask": torch.tensor([True, False]), "n": 7, "name": "toy/a b",
+             "pair": (0.1, None, [1, 2]), "nan": float("nan"), "nested": {"t": torch.zeros(0, 2)}}
+    ck = Checkpoint(tmp_path, {"analysis": "test"})
+    calls = []
+    first = ck.unit("task 1/mean", lambda: calls.append(1) or value)
+    again = Checkpoint(tmp_path, {"analysis": "test"}).unit("task 1/mean", lambda: calls.append(1) or value)
+    assert calls == [1] and first is value and _same(again, value)
+    assert Checkpoint(tmp_path, {"analysis": "test"}).done() == ["task 1/mean"]
+
+
+def test_a_unit_that_fails_leaves_nothing_behind(tmp_path):
+    ck = Checkpoint(tmp_path, {"analysis": "test"})
+    ck.unit("a", lambda: torch.ones(2))
+
+    def boom():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ck.unit("b", boom)
+    assert ck.done() == ["a"]
+    assert sorted(p.name for p in (tmp_path / "units").iterdir()) == ["a.safetensors"]
+
+
+def test_another_run_in_the_same_folder_is_refused_naming_the_difference(tmp_path):
+    open_checkpoint(tmp_path, "indirect_effect", {"n_mean": 10, "tasks": ["a", "b"]})
+    with pytest.raises(CheckpointMismatchError, match=r"arguments\.n_mean: 10 -> 20"):
+        open_checkpoint(tmp_path, "indirect_effect", {"n_mean": 20, "tasks": ["a", "b"]})
+    with pytest.raises(CheckpointMismatchError, match="analysis"):
+        open_checkpoint(tmp_path, "pipeline", {"n_mean": 10, "tasks": ["a", "b"]})
+    assert json.loads((tmp_path / "run.json").read_text())["arguments"]["n_mean"] == 10
+
+
+def test_the_model_is_part_of_the_run(tmp_path, native_model):
+    open_checkpoint(tmp_path, "x", {}, native_model)
+    open_checkpoint(tmp_path, "x", {}, native_model)
+    with pytest.raises(CheckpointMismatchError, match="run.model"):
+        open_checkpoint(tmp_path, "x", {}, ti.load_model("icl-tiny"))
+
+
+def test_a_damaged_unit_is_reported_not_silently_recomputed(tmp_path):
+    ck = Checkpoint(tmp_path, {"analysis": "test"})
+    ck.unit("a", lambda: torch.ones(2))
+    (tmp_path / "units" / "a.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(ResultFileError, match="delete it to recompute"):
+        Checkpoint(tmp_path, {"analysis": "test"}).unit("a", lambda: torch.ones(2))
+
+
+def test_bad_values_and_keys_are_refused(tmp_path):
+    ck = Checkpoint(tmp_path, {"analysis": "test"})
+    with pytest.raises(TlensICLError, match="cannot hold a object"):
+        ck.unit("a", lambda: {"x": object()})
+    with pytest.raises(TlensICLError, match="non-empty string"):
+        ck.unit("", lambda: 1)
+    assert ck.done() == []
+
+
+def test_without_a_folder_everything_is_computed():
+    ck = open_checkpoint(None, "x", {})
+    assert isinstance(ck, NoCheckpoint)
+    assert ck.unit("a", lambda: 3) == 3 and ck.unit("a", lambda: 4) == 4 and ck.computed == 2 and ck.done() == []
