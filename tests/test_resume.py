@@ -92,3 +92,58 @@ def test_without_a_folder_everything_is_computed():
     ck = open_checkpoint(None, "x", {})
     assert isinstance(ck, NoCheckpoint)
     assert ck.unit("a", lambda: 3) == 3 and ck.unit("a", lambda: 4) == 4 and ck.computed == 2 and ck.done() == []
+
+
+# ---- the 18-task universal-head scan, cut short and resumed ---------------------------------------------
+class Interrupted(Exception):
+    pass
+
+
+def _interrupt_after(monkeypatch, module, name, k):
+    """Make ``module.name`` raise on its (k+1)-th call; returns the list counting calls."""
+    calls = []
+    real = getattr(module, name)
+
+    def wrapped(*args, **kwargs):
+        if len(calls) == k:
+            raise Interrupted(f"injected after unit {k}")
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapped)
+    return calls
+
+
+@pytest.mark.parametrize("k", [0, 3, 5])
+def test_an_interrupted_scan_resumes_to_the_bit_identical_result(native_model, task_a, task_b, tmp_path, monkeypatch, k):
+    from tlens_icl.analyses.causal import mediation
+    from tlens_icl.results.base import tensors_equal
+
+    kw = dict(n_mean=4, n_corrupted=5, n_shots=2, seed=3, batch_size=2, corruption="shuffled_labels")
+    tasks = [task_a, task_b]
+    uninterrupted = ti.indirect_effect(native_model, tasks, checkpoint=tmp_path / "a", **kw)
+    # Units: per task one mean/clean unit and ceil(5 / 2) = 3 patch chunks -> 8 units.
+    assert len(Checkpoint(tmp_path / "a", json.loads((tmp_path / "a" / "run.json").read_text())).done()) == 8
+    with monkeypatch.context() as m:
+        _interrupt_after(m, mediation, "_patch_chunk", k)
+        with pytest.raises(Interrupted):
+            ti.indirect_effect(native_model, tasks, checkpoint=tmp_path / "b", **kw)
+    run = json.loads((tmp_path / "b" / "run.json").read_text())
+    done = Checkpoint(tmp_path / "b", run).done()
+    assert sum(key.split("/")[1] == "patch" for key in done) == k  # every finished chunk was kept
+    with monkeypatch.context() as m:
+        patched = _interrupt_after(m, mediation, "_patch_chunk", 10**6)
+        means = _interrupt_after(m, mediation, "_mean_and_clean", 10**6)
+        resumed = ti.indirect_effect(native_model, tasks, checkpoint=tmp_path / "b", **kw)
+    assert len(patched) == 6 - k, "finished chunks were recomputed (or unfinished ones skipped)"
+    assert len(means) == 2 - sum(key.endswith("/mean") for key in done)
+    assert tensors_equal(resumed, uninterrupted)
+    # ... and a checkpoint changes nothing: the same call without a folder gives the same numbers.
+    assert tensors_equal(ti.indirect_effect(native_model, tasks, **kw), uninterrupted)
+
+
+def test_resuming_with_other_arguments_is_refused(native_model, task_a, tmp_path):
+    kw = dict(n_mean=2, n_corrupted=2, n_shots=2, batch_size=2)
+    ti.indirect_effect(native_model, task_a, checkpoint=tmp_path, seed=0, **kw)
+    with pytest.raises(CheckpointMismatchError, match="prompts"):
+        ti.indirect_effect(native_model, task_a, checkpoint=tmp_path, seed=1, **kw)

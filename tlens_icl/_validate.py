@@ -285,6 +285,7 @@ RULES: dict[str, Callable[..., Any]] = {
     "confidence": _unit_interval,
     **{n: _vector for n in ("vector", "fv", "tv", "icv", "si", "values", "mean_z")},
     "out": _out,
+    "checkpoint": _out,
     "progress": _progress,
     "filter_correct": _flag,
     "include_bias": _flag,

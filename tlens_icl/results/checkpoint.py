@@ -23,6 +23,7 @@ Usage inside an analysis (the only per-analysis code)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+import torch
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
@@ -138,6 +140,17 @@ def open_checkpoint(folder: str | Path | None, analysis: str, arguments: Mapping
     return Checkpoint(folder, {"analysis": analysis, "arguments": dict(arguments), **_identity(model)})
 
 
+def digest(*tensors: Tensor) -> str:
+    """A short hash of tensors' dtypes, shapes and bytes (e.g. a run's prompt tokens: tasks, seeds, template and
+    tokenizer at once)."""
+    h = hashlib.sha1()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
 def _identity(model: ModelLike | None) -> dict[str, Any]:
     info = run_info(model)
     keep = ("tlens_icl", "model", "n_layers", "n_heads", "d_model", "dtype")
@@ -222,4 +235,4 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["Checkpoint", "NoCheckpoint", "open_checkpoint"]
+__all__ = ["Checkpoint", "NoCheckpoint", "digest", "open_checkpoint"]
