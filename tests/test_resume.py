@@ -147,3 +147,43 @@ def test_resuming_with_other_arguments_is_refused(native_model, task_a, tmp_path
     ti.indirect_effect(native_model, task_a, checkpoint=tmp_path, seed=0, **kw)
     with pytest.raises(CheckpointMismatchError, match="prompts"):
         ti.indirect_effect(native_model, task_a, checkpoint=tmp_path, seed=1, **kw)
+
+
+def test_the_main_job_resumes_after_an_interruption(tmp_path, monkeypatch):
+    """run_pipeline on the embedded model, cut in the middle of its function-vector sweeps, then resumed."""
+    from tlens_icl import pipeline
+    from tlens_icl.results.base import tensors_equal
+
+    model = ti.load_model("icl-tiny")
+    tasks = ti.model_tasks(model, "bitwise")[:2] + ti.model_tasks(model, "word")[:2]
+    kw = dict(tasks=tasks, n=6, n_mean=3, n_corrupted=3, n_shots=5, k=3, seed=1)
+    whole = pipeline.run_pipeline(model, checkpoint=tmp_path / "a", **kw)
+    n_tasks = len(whole["fv_sweeps"])
+    with monkeypatch.context() as m:
+        _interrupt_after(m, pipeline, "function_vector_sweep", 2)
+        with pytest.raises(Interrupted):
+            pipeline.run_pipeline(model, checkpoint=tmp_path / "b", **kw)
+    with monkeypatch.context() as m:
+        sweeps = _interrupt_after(m, pipeline, "function_vector_sweep", 10**6)
+        accuracy = _interrupt_after(m, pipeline, "icl_accuracy", 10**6)
+        from tlens_icl.analyses.causal import mediation
+        patched = _interrupt_after(m, mediation, "_patch_chunk", 10**6)
+        resumed = pipeline.run_pipeline(model, checkpoint=tmp_path / "b", **kw)
+    assert len(sweeps) == n_tasks - 2 and len(patched) == 0  # only the unfinished sweeps ran again
+    assert len(accuracy) == 1  # the call runs, but every (task, shots) unit is loaded
+    assert tensors_equal(resumed["accuracy"], whole["accuracy"])
+    for fam in whole["mediation"]:
+        assert tensors_equal(resumed["mediation"][fam], whole["mediation"][fam])
+    for t in whole["fv_sweeps"]:
+        assert tensors_equal(resumed["fv_sweeps"][t], whole["fv_sweeps"][t])
+    assert resumed["fv_layer"] == whole["fv_layer"] and resumed["fv_table"].equals(whole["fv_table"])
+
+
+def test_cli_resume_flags(tmp_path, capsys):
+    from tlens_icl.cli.main import main
+
+    (tmp_path / "x").write_text("an earlier run")
+    assert main(["mediate", "uppercase", "--n-mean", "2", "--n-corrupted", "2", "--out", str(tmp_path)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["run", "--out", str(tmp_path), "--resume", "--overwrite"]) == 2
+    assert "Pass one of them" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,9 +17,11 @@ from tlens_icl.engine.progress import progress_bar
 from tlens_icl.engine.runs import query_logits
 from tlens_icl.engine.scoring import accepted_top1, prob
 from tlens_icl.models.loading import require_eval_mode
+from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.pairs import make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
 from tlens_icl.results.base import Result, run_info
+from tlens_icl.results.checkpoint import digest, open_checkpoint
 from tlens_icl.tasks import Task
 
 
@@ -89,12 +92,14 @@ class AccuracyResult(Result):
 def icl_accuracy(
     model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_shots: Sequence[int] = (0, 1, 5, 10),
     n: int = 64, seed: int = 0, template: PromptTemplate | str | None = None, batch_size: int = 32,
-    demos_from: Task | str | None = None, progress: bool | None = None,
+    demos_from: Task | str | None = None, progress: bool | None = None, checkpoint: str | Path | None = None,
 ) -> AccuracyResult:
     """Top-1 accuracy of the first answer token and mean P(answer) for each task and shot count.
 
     The same query items are used at every shot count (same seed), so the curve compares like with like.
     ``progress``: a progress bar (``None``: only when interactive; see :mod:`tlens_icl.engine.progress`).
+    ``checkpoint``: a folder that makes the call resumable, one unit per task and shot count
+    (:mod:`tlens_icl.results.checkpoint`).
     """
     require_eval_mode(model, "icl_accuracy")
     task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
@@ -102,16 +107,22 @@ def icl_accuracy(
     # Validate every prompt set before the first forward pass.
     batches = [[make_prompts(t, model, n=n, n_shots=s, seed=seed, template=template, demos_from=demos_from)
                 for s in shots] for t in task_list]
+    ck = open_checkpoint(checkpoint, "icl_accuracy", dict(
+        prompts=digest(*(t for row in batches for b in row for t in (b.tokens, b.query_pos, b.answer_tokens))),
+        tasks=[_task_name(t) for t in task_list], n_shots=list(shots), batch_size=batch_size), model)
     correct = torch.zeros(len(task_list), len(shots), n)
     p_answer = torch.zeros_like(correct)
     cells = [(i, j) for i in range(len(batches)) for j in range(len(shots))]
     for i, j in progress_bar(cells, enabled=progress, desc="ICL accuracy"):
-        batch = batches[i][j]
-        logits = query_logits(model, batch, batch_size=batch_size)
-        correct[i, j] = accepted_top1(logits, batch.accepted)
-        p_answer[i, j] = prob(logits, batch.answer_tokens)
+        cell = ck.unit(f"{i}/{shots[j]}", lambda batch=batches[i][j]: _score_cell(model, batch, batch_size))
+        correct[i, j], p_answer[i, j] = cell["correct"], cell["prob"]
     names = tuple(_task_name(t) for t in task_list)
     return AccuracyResult(correct, p_answer, names, shots, run_info(model, seed=seed, n=n))
+
+
+def _score_cell(model: ModelLike, batch: PromptBatch, batch_size: int) -> dict[str, Tensor]:
+    logits = query_logits(model, batch, batch_size=batch_size)
+    return {"correct": accepted_top1(logits, batch.accepted), "prob": prob(logits, batch.answer_tokens)}
 
 
 def _task_name(task: Task | str) -> str:
