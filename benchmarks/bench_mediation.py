@@ -45,6 +45,7 @@ def main() -> None:
 
     import tlens_icl as ti
     from tlens_icl.engine import query as _engine
+    from tlens_icl.engine.runs import query_logits
 
     model = build_model(args.arch, make_tokenizer(), n_layers=args.layers, d_model=args.d_model,
                         n_heads=args.heads, n_ctx=1024)
@@ -56,13 +57,15 @@ def main() -> None:
 
     kw = dict(n_mean=args.n_mean, n_corrupted=args.n_corrupted, n_shots=args.shots, template="qa",
               batch_size=args.batch_size)
-    one_forward = timed(lambda: ti.runs.query_logits(model, pairs.corrupted, batch_size=args.batch_size))[1]
+    one_forward = timed(lambda: query_logits(model, pairs.corrupted, batch_size=args.batch_size))[1]
     fast, t_fast = timed(lambda: ti.indirect_effect(model, task, method="fast", **kw))
     naive, t_naive = timed(lambda: ti.indirect_effect(model, task, method="naive", **kw))
     attr, t_attr = timed(lambda: ti.indirect_effect(model, task, method="attribution", **kw))
 
     # The patching step alone (shared work - mean activations, clean baseline - excluded).
-    _, score = ti.analyses.patching.scorer(model, "prob", pairs)
+    from tlens_icl.analyses.causal.patching import scorer
+
+    _, score = scorer(model, "prob", pairs)
     values = fast.mean_z[0].expand(len(pairs), -1, -1, -1)
     cells = _engine.all_heads(model)
     patch = {m: timed(lambda m=m: _engine.patch_query_heads(model, pairs.corrupted, values, cells, score, method=m,

@@ -36,7 +36,8 @@ def planted_model(tokenizer, c: float = 40.0):
     """L0H0 attends to the previous position and writes the previous token; L1H0 attends to the key whose
     previous token equals the current token (induction) and writes that key's token to the unembedding.
     L0H1 and L1H1 are zero (uniform attention, no output). Residual: [token | position | prev token | out]."""
-    from transformer_lens import TransformerBridge, TransformerBridgeConfig
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
 
     V = len(tokenizer)
     d_head = max(V, P)

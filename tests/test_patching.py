@@ -165,7 +165,8 @@ def test_zero_shot_pairs_patch_at_the_query_position(native_model, task_a, pairs
 
 
 def rotary_native(tokenizer):
-    from transformer_lens import TransformerBridge, TransformerBridgeConfig
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
 
     cfg = TransformerBridgeConfig(d_model=64, d_head=16, n_heads=4, n_layers=2, n_ctx=128, d_vocab=len(tokenizer),
                                   act_fn="gelu", seed=1)

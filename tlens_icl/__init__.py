@@ -48,6 +48,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "tlens_icl.analyses.vectors.icv": ("InContextVector", "apply_icv", "in_context_vector",),
     "tlens_icl.analyses.vectors.soft_injection": ("SoftInjection", "soft_inject", "soft_injection",),
+    "tlens_icl.analyses.vectors.steering": ("SteeringVector", "steering_vector",),
     "tlens_icl.analyses.vectors.task_vectors": (
         "TaskVector", "patch_task_vector", "task_vector", "task_vector_from_prompts", "task_vector_sweep",
     ),

@@ -101,6 +101,12 @@ def require_hooks(model: Any, names: Sequence[str]) -> None:
         )
 
 
+def _pattern_edits_ignored(model: Any) -> bool:
+    from tlens_icl.models.adapter import pattern_edits_ignored
+
+    return pattern_edits_ignored(model)
+
+
 @contextmanager
 def checked_hooks(
     model: Any,
@@ -109,7 +115,8 @@ def checked_hooks(
 ) -> Iterator[None]:
     """Install hooks for the duration of the block; raise if any did not fire.
 
-    Hooks are counted per entry, so two hooks on the same name are each checked.
+    Hooks are counted per entry, so two hooks on the same name are each checked. A hook that returns a
+    new ``hook_pattern`` on a model that ignores pattern edits raises instead of doing nothing.
 
     On a remote model (:mod:`tlens_icl.models.remote`) an edit with a declarative form
     (:class:`~tlens_icl.models.remote.SpecHook`) is sent to the driver with each forward run through
@@ -118,6 +125,7 @@ def checked_hooks(
     """
     counts = [0] * (len(fwd_hooks) + len(bwd_hooks))
     is_remote = remote.is_remote(model)
+    edits_ignored = any(n.endswith(".attn.hook_pattern") for n, _ in fwd_hooks) and _pattern_edits_ignored(model)
 
     def counted(i: int, fn: HookFn) -> HookFn:
         def wrapper(act: Any, hook: Any) -> Any:
@@ -126,6 +134,11 @@ def checked_hooks(
             if is_remote and out is not None:
                 raise remote.unsupported(names[i], "this intervention edits an activation in a way a remote backend "
                                          "cannot apply (its hooks only read; it takes add/set/scale/suppress specs)")
+            if out is not None and edits_ignored and names[i].endswith(".attn.hook_pattern"):
+                raise ModelStateError(
+                    f"A hook edits {names[i]}, but this model ignores hook_pattern edits (TransformerLens 3 native "
+                    "attention fires the hook after using the pattern): the edit would silently do nothing."
+                )
             return out
 
         return wrapper

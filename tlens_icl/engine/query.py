@@ -14,7 +14,12 @@ Two exact ways to patch one head's ``hook_z`` at each row's query position:
   forward of ``p + C`` tokens replaces C forwards of ``p`` tokens. The control copy must reproduce
   the query's logits; if it does not (an architecture that ignores ``position_ids``, a sliding window
   shorter than the sequence, ...) the fast path raises :class:`FastPathUnsupported` and callers fall
-  back to ``naive`` with a warning - never a silently wrong number.
+  back to ``naive`` with a warning (once per model and reason) - never a silently wrong number.
+
+  The restricted softmax is applied by editing ``hook_pattern`` where that works, else (TransformerLens 3
+  native bridges ignore pattern edits) by a 4-D additive attention mask with the same keep-set; a model
+  without ``position_ids`` (a TransformerLens 3 ``HookedTransformer``) uses ``naive``. The model-family
+  facts come from :mod:`tlens_icl.models.adapter`.
 
 Effects are measured against the control copy; a patch adds ``value - z_query`` (``z_query`` from the
 ordinary unpatched forward) to its copy, and a patch whose value equals ``z_query`` exactly is a no-op
@@ -26,7 +31,6 @@ capped by :data:`MEMORY_BUDGET`.
 
 from __future__ import annotations
 
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,7 +46,7 @@ from tlens_icl.engine import hooks
 from tlens_icl.engine.runs import chunks
 from tlens_icl.engine.scoring import at_query
 from tlens_icl.errors import ModelStateError, TlensICLError
-from tlens_icl.models.adapter import device_of
+from tlens_icl.models import adapter
 from tlens_icl.prompts.batch import PromptBatch
 
 #: Bytes of activations one patched forward may use (logits, MLP and attention intermediates).
@@ -52,6 +56,9 @@ Scorer = Callable[[Float[Tensor, "batch d_vocab"], slice], Float[Tensor, " batch
 
 class FastPathUnsupported(RuntimeError):
     """The query-copy fast path cannot reproduce this model's forward pass exactly."""
+
+
+device_of = adapter.device_of
 
 
 def progress_bar(total: int, enabled: bool | None, desc: str) -> Any:
@@ -175,8 +182,8 @@ def patch_query_heads(
         except FastPathUnsupported as e:
             if method == "fast":
                 raise ModelStateError(f"The fast query-patching path is not exact for this model: {e}") from e
-            warnings.warn(f"tlens_icl: fast query patching is not exact for this model ({e}); "
-                          "falling back to one forward per head (exact, slower).", stacklevel=3)
+            adapter.warn_once(model, f"fast-fallback:{e}", f"tlens_icl: fast query patching is not exact for this "
+                              f"model ({e}); falling back to one forward per head (exact, slower).", stacklevel=4)
     return (*_patch_naive(model, base, values, cells, score, batch_size, progress), "naive")
 
 
@@ -235,6 +242,11 @@ class _CopyLayout:
 def _patch_fast(model: ModelLike, base: PromptBatch, values: Tensor, cells: Sequence[Head], score: Scorer,
                 batch_size: int, progress: bool | None) -> tuple[Tensor, Tensor]:
     n, width = len(base), base.tokens.shape[1]
+    caps = adapter.capabilities(model)
+    if not caps.position_ids:
+        raise FastPathUnsupported(f"a {caps.family} model takes no position_ids")
+    if not (caps.pattern_edit or caps.mask_4d):
+        raise FastPathUnsupported(f"a {caps.family} model honours neither hook_pattern edits nor a 4-D mask")
     room = max_sequence_length(model) - width - 1  # copies per forward, besides the control
     if room < 1:
         raise FastPathUnsupported(f"a {width}-token prompt leaves no room for query copies within "
@@ -290,11 +302,19 @@ def _copies_forward(model: ModelLike, sub: PromptBatch, delta: Tensor, group: Se
         z[:, pos, heads] = z[:, pos, heads] + delta[:, layer, heads].to(z.dtype)
         return z
 
-    fwd = [(hooks.pattern(layer), restrict) for layer in range(model.cfg.n_layers)]
-    fwd += [(hooks.z(layer), bind(put, layer=layer)) for layer in sorted(by_layer)]
+    fwd = [(hooks.z(layer), bind(put, layer=layer)) for layer in sorted(by_layer)]
+    mask = None
+    if adapter.capabilities(model).pattern_edit:
+        fwd += [(hooks.pattern(layer), restrict) for layer in range(model.cfg.n_layers)]
+    else:  # the same keep-set as an additive mask: causal over the prompt, ``allowed`` for the copies
+        ext = width + layout.n_copies
+        keep = torch.ones(ext, ext, dtype=torch.bool, device=dev).tril().expand(len(sub), -1, -1).clone()
+        keep[:, width:] = allowed
+        mask = adapter.additive_mask(keep, adapter.dtype_of(model))
     try:
         with hooks.checked_hooks(model, fwd):
-            logits = model(layout.tokens(sub.tokens.to(dev)), position_ids=layout.position_ids())
+            logits = adapter.forward(model, layout.tokens(sub.tokens.to(dev)), position_ids=layout.position_ids(),
+                                     attention_mask=mask)
     except (TypeError, hooks.HookNotFiredError) as e:  # no position_ids / no pattern hook: cannot be exact
         raise FastPathUnsupported(str(e)) from e
     return logits[:, width:].float().cpu()

@@ -154,6 +154,12 @@ def capabilities(model: ModelLike) -> Capabilities:
     return caps
 
 
+def pattern_edits_ignored(model: ModelLike) -> bool:
+    """True when the model is known to ignore a hook returning a new ``hook_pattern`` (TL3 native bridges)."""
+    caps = capabilities(model)
+    return caps.family == "tl3_bridge" and not caps.pattern_edit
+
+
 def _pattern_edit_works(model: ModelLike) -> bool:
     """Whether zeroing every layer's ``hook_pattern`` changes the logits of a 4-token input.
 
@@ -403,6 +409,7 @@ def query_forward(
 __all__ = [
     "Capabilities", "Family", "additive_mask", "attn_output_bias", "capabilities", "device_of", "dtype_of",
     "head_output_weights", "readable_weights", "rows_per_forward",
-    "expand_cache", "family", "forward", "is_hooked_transformer", "is_training", "prefix_cache", "query_forward",
+    "expand_cache", "family", "forward", "is_hooked_transformer", "is_training", "pattern_edits_ignored", "prefix_cache",
+    "query_forward",
     "tl_major", "tl_version", "warn_once",
 ]

@@ -1,7 +1,8 @@
 """Loading models: the embedded ICL models by name, any Hugging Face model, a local folder, or a bridge.
 
 Every function in tlens_icl accepts any object that satisfies TransformerLens's
-``TransformerLensModel`` protocol; :func:`load_model` is only a convenience.
+``TransformerLensModel`` protocol (a bridge, or a TransformerLens 3 ``HookedTransformer``);
+:func:`load_model` is only a convenience.
 """
 
 from __future__ import annotations
@@ -60,19 +61,22 @@ def _is_cached(name: str) -> bool:
 
 
 def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dtype: Any = None,
-               step: int | None = None, device_map: str | dict[str, Any] | None = None, n_devices: int | None = None,
-               max_memory: dict[Any, Any] | None = None, offload_folder: str | os.PathLike[str] | None = None) -> ModelLike:
-    """Load a model as a TransformerLens bridge in evaluation mode.
+               step: int | None = None, hooked: bool = False, device_map: str | dict[str, Any] | None = None,
+               n_devices: int | None = None, max_memory: dict[Any, Any] | None = None,
+               offload_folder: str | os.PathLike[str] | None = None) -> ModelLike:
+    """Load a model as a TransformerLens bridge (or a TL3 ``HookedTransformer``) in evaluation mode.
 
     Args:
         name_or_path: an embedded model name (see :func:`list_models`; ``"icl-tiny@300"`` is its training
             checkpoint at step 300), a folder written by the embedded training script, a local folder
-            saved with ``save_pretrained``, a Hugging Face hub name, or an already-built bridge (returned
-            as is, after an eval-mode check).
+            saved with ``save_pretrained``, a Hugging Face hub name, or an already-built model - a bridge,
+            or a ``HookedTransformer`` under TransformerLens 3 (returned as is, after an eval-mode check).
         step: a training checkpoint of an embedded model or training-script folder (same as ``@step``).
         device: torch device for HF models (default: TransformerLens's choice).
         dtype: torch dtype for HF models (e.g. ``torch.bfloat16`` for a big model; analyses accumulate in
             float32 whatever the model's dtype).
+        hooked: TransformerLens 3 only: return a ``HookedTransformer`` (embedded models are converted
+            without weight processing; hub names go through ``HookedTransformer.from_pretrained_no_processing``).
         device_map, n_devices, max_memory, offload_folder: placement of a Hugging Face model too big for one
             device, passed to ``TransformerBridge.boot_transformers`` (accelerate): ``n_devices=4`` splits the
             blocks over 4 GPUs, ``device_map="auto"`` with ``max_memory={0: "70GiB", 1: "70GiB"}`` fills GPUs up
@@ -91,11 +95,16 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
     from tlens_icl.models.embedded import (
         EMBEDDED_MODELS,
         _load_dir,
+        embedded_model_path,
         is_model_dir,
         load_embedded,
         read_card,
     )
 
+    if hooked:
+        from tlens_icl.models.hooked import load_hooked, require_hooked_transformer_support
+
+        require_hooked_transformer_support()
     base, at, tail = name.rpartition("@")
     if at and base in EMBEDDED_MODELS:
         if not tail.isdigit():
@@ -111,17 +120,18 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
             raise ModelStateError(f"{', '.join(split)} place a Hugging Face model over devices; {name!r} is a small "
                                   "embedded model that fits one device (pass device=... instead).")
     if name in EMBEDDED_MODELS:
-        model = load_embedded(name, device=device, step=step)
+        model = (load_hooked(embedded_model_path(name), device=device, step=step) if hooked
+                 else load_embedded(name, device=device, step=step))
         _MODEL_META[model] = {"name": name, "step": step,
                               **{k: v for k, v in EMBEDDED_MODELS[name].items() if k != "path"}}
         return model
     if is_model_dir(name):
-        model = _load_dir(name, name=name, device=device, step=step)
+        model = load_hooked(name, device=device, step=step) if hooked else _load_dir(name, name=name, device=device, step=step)
         _MODEL_META[model] = {**read_card(name), "name": name, "path": name, "step": step}
         return model
     if step is not None:
         raise ModelStateError(f"step= applies to embedded models and training-script folders, not {name!r}.")
-    from transformer_lens import TransformerBridge
+    from transformer_lens.model_bridge import TransformerBridge
 
     local = Path(name).expanduser()
     if not local.exists() and not _is_cached(name) and not _hub_reachable():
@@ -129,7 +139,18 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
             f"Cannot load {name!r}: the Hugging Face hub is unreachable and the model is not cached locally. "
             f"Use an embedded model instead, e.g. tlens_icl.load_model('icl-tiny') (available: {sorted(EMBEDDED_MODELS)})."
         )
-    model = TransformerBridge.boot_transformers(str(local) if local.exists() else name, **placement)
+    if hooked:
+        from transformer_lens import HookedTransformer
+
+        if local.exists():  # from_pretrained only knows official model names
+            raise ModelStateError(f"hooked=True loads embedded models and official hub names, not a folder ({name}); "
+                                  "build the HookedTransformer yourself and pass it in.")
+        if set(placement) - {"device", "dtype"}:
+            raise ModelStateError("device_map/n_devices/max_memory/offload_folder apply to bridges (hooked=False); for a "
+                                  "HookedTransformer over GPUs build it yourself (HookedTransformer.from_pretrained(..., n_devices=N)).")
+        model = HookedTransformer.from_pretrained_no_processing(name, **placement)
+    else:
+        model = TransformerBridge.boot_transformers(str(local) if local.exists() else name, **placement)
     model.eval()
     _MODEL_META[model] = {"name": name}
     return model

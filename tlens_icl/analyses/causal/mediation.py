@@ -99,7 +99,8 @@ def indirect_effect(
     n_shots: int = 10, corruption: str = "shuffled_labels", seed: int = 0, metric: str | Metric = "prob",
     method: str = "auto", heads: Sequence[Head | tuple[int, int]] | None = None, filter_correct: bool = False,
     other_task: Task | str | None = None, template: PromptTemplate | str | None = None, batch_size: int = 16,
-    progress: bool | None = None, checkpoint: str | Path | None = None,
+    progress: bool | None = None, mean_z: Float[Tensor, "*task layer head d_head"] | None = None,
+    checkpoint: str | Path | None = None,
 ) -> IndirectEffectResult:
     """Todd et al.'s causal indirect effect of every attention head, for one or several tasks.
 
@@ -118,6 +119,10 @@ def indirect_effect(
             patched. Counts kept go to ``info["n_kept"]`` / ``info["n_mean_kept"]`` (kept pair indices:
             ``info["kept"]``); raises :class:`~tlens_icl.errors.EmptyTaskError` if a task keeps none.
         other_task: label source for ``corruption="other_task_labels"``.
+        mean_z: the mean activations to patch in, ``[layer, head, d_head]`` (one task) or
+            ``[task, layer, head, d_head]``, instead of running ``n_mean`` clean prompts - e.g.
+            ``mean_head_activations(model, batch, cache=cache)`` from a ``run_with_cache`` you already have.
+            Not combinable with ``filter_correct`` (filter those prompts yourself).
         checkpoint: a folder that makes the call resumable (long scans on big models): each task's mean
             activations and each chunk of ``batch_size`` corrupted prompts are written there when done; the
             same call again loads them instead of recomputing, so an interrupted run loses at most one
@@ -133,15 +138,18 @@ def indirect_effect(
     task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
     if not task_list:
         raise TlensICLError("indirect_effect needs at least one task.")
+    given = _given_means(model, mean_z, len(task_list), filter_correct)
     # Build (and so validate) every prompt before the first forward pass.
-    mean_prompts = [make_prompts(t, model, n=n_mean, n_shots=n_shots, seed=seed + 1, template=template)
+    mean_prompts = [None if given is not None else
+                    make_prompts(t, model, n=n_mean, n_shots=n_shots, seed=seed + 1, template=template)
                     for t in task_list]
     pair_sets = [make_prompt_pairs(t, model, n=n_corrupted, n_shots=n_shots, corruption=corruption, seed=seed,
                                    template=template, other_task=other_task) for t in task_list]
     metric_name, _ = scorer(model, metric, pair_sets[0])
     ck = open_checkpoint(checkpoint, "indirect_effect", dict(
-        prompts=digest(*(t for b in mean_prompts for t in (b.tokens, b.query_pos)),
-                       *(t for p in pair_sets for b in (p.clean, p.corrupted) for t in (b.tokens, b.query_pos, b.answer_tokens))),
+        prompts=digest(*(t for b in mean_prompts if b is not None for t in (b.tokens, b.query_pos)),
+                       *(t for p in pair_sets for b in (p.clean, p.corrupted) for t in (b.tokens, b.query_pos, b.answer_tokens)),
+                       *([given] if given is not None else [])),
         tasks=[p.task for p in pair_sets], metric=metric_name, method=method, filter_correct=filter_correct,
         heads=[str(h) for h in cells], batch_size=batch_size), model)
     effects, means, clean, corrupted, used = [], [], [], [], set()
@@ -149,7 +157,8 @@ def indirect_effect(
     n_mean_kept: dict[str, int] = {}
     for t, (prompts, pairs) in enumerate(zip(mean_prompts, pair_sets)):
         # Units of work (resumable with checkpoint=): the task's mean and clean run, then chunks of corrupted prompts.
-        first = ck.unit(f"{t}/mean", lambda: _mean_and_clean(model, prompts, pairs, metric, filter_correct, batch_size))
+        first = ck.unit(f"{t}/mean", lambda: _mean_and_clean(model, prompts, None if given is None else given[t], pairs,
+                                                             metric, filter_correct, batch_size))
         if filter_correct:
             keep = first["keep"]
             pairs = pairs.select(keep)
@@ -174,18 +183,23 @@ def indirect_effect(
                       n_corrupted=n_corrupted, metric=metric_name, template=pair_sets[0].template,
                       other_task=getattr(other_task, "name", other_task),
                       heads=None if heads is None else [str(h) for h in cells], filter_correct=filter_correct,
+                      mean_z="given" if given is not None else "computed",
                       **(filtered if filter_correct else {})),
     )
 
 
-def _mean_and_clean(model: ModelLike, prompts: PromptBatch, pairs: Any, metric: str | Metric, filter_correct: bool,
-                    batch_size: int) -> dict[str, Any]:
-    """One task's mean query ``hook_z`` over the clean mean prompts, and its clean pairs' metric (one unit)."""
-    z, mean_logits = _engine.query_z(model, prompts, batch_size=batch_size)
+def _mean_and_clean(model: ModelLike, prompts: PromptBatch | None, given: Tensor | None, pairs: Any,
+                    metric: str | Metric, filter_correct: bool, batch_size: int) -> dict[str, Any]:
+    """One task's mean query ``hook_z`` (over the clean mean prompts, or ``given``) and its clean pairs' metric
+    (one unit of work)."""
+    if prompts is None:
+        z, mean_logits = given[None], None  # type: ignore[index]
+    else:
+        z, mean_logits = _engine.query_z(model, prompts, batch_size=batch_size)
     clean_logits = query_logits(model, pairs.clean, batch_size=batch_size)
     out: dict[str, Any] = {}
     if filter_correct:
-        z = z[_answered(mean_logits, prompts, "clean mean prompts")]
+        z = z[_answered(mean_logits, prompts, "clean mean prompts")]  # type: ignore[arg-type]
         keep = _answered(clean_logits, pairs.clean, "clean counterparts of the corrupted prompts")
         pairs, clean_logits = pairs.select(keep), clean_logits[keep]
         out.update(keep=keep, n_mean_kept=len(z))
@@ -216,6 +230,23 @@ def _patch_chunk(model: ModelLike, pairs: Any, sl: slice, mean_z: Tensor, cells:
     eff, base, how = _engine.patch_query_heads(model, sub.corrupted, vals, cells, chunk_score, method=method,
                                                batch_size=batch_size, progress=progress)
     return {"effects": eff, "baseline": base, "method": how}
+
+
+def _given_means(model: ModelLike, mean_z: Tensor | None, n_tasks: int, filter_correct: bool) -> Tensor | None:
+    """``mean_z`` as ``[task, layer, head, d_head]`` (validated), or None when the means are to be computed."""
+    if mean_z is None:
+        return None
+    if filter_correct:
+        raise TlensICLError("mean_z=... and filter_correct=True do not combine: filter the mean prompts yourself.")
+    shape = (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head)
+    z = mean_z.detach().float().cpu()
+    z = z[None].expand(n_tasks, *shape) if tuple(z.shape) == shape and n_tasks == 1 else z
+    if tuple(z.shape) != (n_tasks, *shape):
+        raise TlensICLError(f"mean_z must be [layer, head, d_head] = {list(shape)} for one task or "
+                            f"[{n_tasks}, {', '.join(map(str, shape))}] for {n_tasks} tasks, got {list(mean_z.shape)}.")
+    if not bool(z.isfinite().all()):
+        raise TlensICLError("mean_z holds NaN or infinite values.")
+    return z
 
 
 def _answered(logits: Float[Tensor, "batch d_vocab"], batch: PromptBatch, what: str) -> Tensor:

@@ -29,6 +29,7 @@ from torch import Tensor
 from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.engine import hooks
+from tlens_icl.engine.caches import cache_activation, check_cache
 from tlens_icl.engine.runs import _device, chunks
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.adapter import forward, head_output_weights, rows_per_forward
@@ -228,14 +229,24 @@ def _collect_batch(model: ModelLike, batch: PromptBatch, sites: Sequence[str], l
             got: dict[str, Tensor] = {}
 
             def grab(act: Tensor, hook: Any, name: str) -> None:
-                # reduce to one vector per row at once, on the activation's device, in float32: [b, p, ...] -> [b, ...]
-                got[name] = torch.einsum("bp,bp...->b...", w.to(act.device), act.float()).cpu()
+                got[name] = _reduce(act, w)  # one vector per row at once
 
             with hooks.checked_hooks(model, [(n, partial(grab, name=n)) for n in names]):
                 forward(model, sub.tokens.to(dev))
             for n in names:
                 out[n].append(got[n])
-    stacked = {n: torch.cat(v) for n, v in out.items()}
+    return _assemble(model, {n: torch.cat(v) for n, v in out.items()}, sites, layers)
+
+
+def _reduce(act: Tensor, w: Float[Tensor, "batch pos"]) -> Tensor:
+    """``[b, p, ...] -> [b, ...]``: the position-weighted sum (one-hot at the query, or a role mean), computed on
+    the activation's device in float32 (float64 stays float64) whatever the model's dtype."""
+    acc = torch.float64 if act.dtype == torch.float64 else torch.float32
+    return torch.einsum("bp,bp...->b...", w.to(act.device, acc), act.to(acc)).float().cpu()
+
+
+def _assemble(model: Any, stacked: Mapping[str, Tensor], sites: Sequence[str], layers: tuple[int, ...]) -> dict[str, Tensor]:
+    """Per-site ``[example, layer, ...]`` tensors from the reduced activations of each hook name."""
     result: dict[str, Tensor] = {}
     for site in sites:
         per_layer = [stacked[_hook_name(site, layer)] for layer in layers]
@@ -244,6 +255,14 @@ def _collect_batch(model: ModelLike, batch: PromptBatch, sites: Sequence[str], l
                          for z, layer in zip(per_layer, layers)]
         result[site] = torch.stack(per_layer, 1)
     return result
+
+
+def _from_cache(model: ModelLike, cache: Any, batch: PromptBatch, sites: Sequence[str], layers: tuple[int, ...],
+                position: str) -> dict[str, Tensor]:
+    check_cache(cache, batch, model)
+    w = _position_weights(batch, position)
+    names = dict.fromkeys(_hook_name(s, layer) for s in sites for layer in layers)
+    return _assemble(model, {n: _reduce(cache_activation(cache, batch, n), w) for n in names}, sites, layers)
 
 
 def _row_labels(batch: PromptBatch, task: str, condition: str) -> dict[str, Any]:
@@ -260,7 +279,7 @@ def _row_labels(batch: PromptBatch, task: str, condition: str) -> dict[str, Any]
 def collect_activations(
     model: ModelLike, prompts: PromptBatch | PromptPairBatch, *, sites: Sequence[str] = ("resid_post",),
     position: str = "query", layers: Sequence[int] | None = None, task: str | None = None,
-    condition: str | None = None, batch_size: int = 32, progress: bool | None = None,
+    condition: str | None = None, batch_size: int = 32, progress: bool | None = None, cache: Any = None,
 ) -> ActivationSet:
     """Activations of ``prompts`` at ``sites`` x ``layers``, one vector per row and unit, in one chunked pass.
 
@@ -268,9 +287,20 @@ def collect_activations(
     corrupted rows (``"corrupted"``), labelled with the pair's task. A :class:`PromptBatch` is labelled
     ``task`` (default ``"prompts"``) and ``condition`` (default ``""``). The shot count of each row is read
     from its demonstration indices. Activations are float32 on the CPU.
+
+    ``cache``: a TransformerLens ``ActivationCache`` you already have from
+    ``model.run_with_cache(prompts.tokens)`` (``prompts`` a :class:`PromptBatch`); it is read instead of
+    running the model again, and gives the same set as the library's own pass.
     """
     require_eval_mode(model, "collect_activations")
     layer_tuple = _check_options(model, sites, position, layers)
+    if cache is not None:
+        if not isinstance(prompts, PromptBatch):
+            raise TlensICLError("With cache=..., prompts must be the PromptBatch whose tokens produced the cache.")
+        acts = _from_cache(model, cache, prompts, sites, layer_tuple, position)
+        return ActivationSet(**_row_labels(prompts, task or "prompts", condition or ""), layers=layer_tuple,
+                             position=position, info=run_info(model, sites=list(sites), source="ActivationCache"),
+                             **acts)
     if isinstance(prompts, PromptPairBatch):
         parts = [(prompts.clean, task or prompts.task, "clean"), (prompts.corrupted, task or prompts.task, "corrupted")]
     elif isinstance(prompts, PromptBatch):

@@ -216,15 +216,20 @@ def capture_at_query(
 
 @checked
 def mean_head_activations(
-    model: ModelLike, batch: PromptBatch, *, batch_size: int = 32,
+    model: ModelLike, batch: PromptBatch, *, batch_size: int = 32, cache: Any = None,
 ) -> Float[Tensor, "layer head d_head"]:
     """Mean ``hook_z`` at the query position over the prompts (Todd et al.'s task-conditioned mean).
 
-    The same quantity as ``IndirectEffectResult.mean_z`` (computed by the same capture).
+    The same quantity as ``IndirectEffectResult.mean_z`` (computed by the same capture); pass it to
+    ``indirect_effect(..., mean_z=...)``. ``cache``: an ``ActivationCache`` from
+    ``model.run_with_cache(batch.tokens)`` to read instead of running the model again.
     """
+    from tlens_icl.engine.caches import query_z_from_cache
     from tlens_icl.engine.query import query_z
 
     require_eval_mode(model, "mean_head_activations")
+    if cache is not None:
+        return query_z_from_cache(cache, batch, model).mean(0)
     return query_z(model, batch, batch_size=batch_size)[0].float().cpu().mean(0)
 
 

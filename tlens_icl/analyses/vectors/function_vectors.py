@@ -69,6 +69,12 @@ class FunctionVector(VectorOps, Result):
     def with_layer(self, layer: int) -> "FunctionVector":
         return replace(self, layer=int(layer))
 
+    def to_steering_vector(self, **kwargs: Any) -> Any:
+        """This vector as a plain ``(hook_name, tensor)`` :class:`~tlens_icl.SteeringVector` (``operation="add"``)."""
+        from tlens_icl.analyses.vectors.steering import steering_vector
+
+        return steering_vector(self, **kwargs)
+
     def _combine(self, other: "FunctionVector", sign: float, op: str) -> "FunctionVector":
         heads = tuple(dict.fromkeys(self.heads + other.heads))
         info = {**self.info, "composition": f"({self.task}) {op} ({other.task})"}

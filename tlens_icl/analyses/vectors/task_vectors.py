@@ -73,6 +73,12 @@ class TaskVector(VectorOps, Result):
     def with_layer(self, layer: int) -> "TaskVector":
         return replace(self, layer=int(layer))
 
+    def to_steering_vector(self, **kwargs: Any) -> Any:
+        """The vector at the chosen layer as a :class:`~tlens_icl.SteeringVector` (``operation="replace"``)."""
+        from tlens_icl.analyses.vectors.steering import steering_vector
+
+        return steering_vector(self, **kwargs)
+
     def decode(self, model: ModelLike, k: int = 10, *, layer: int | None = None) -> list[tuple[str, float]]:
         """Top-``k`` tokens of the vector at ``layer`` (default: the chosen layer) through the unembedding."""
         return decode_vector(model, self.vectors[self._layer(layer)], k)

@@ -108,7 +108,8 @@ def _load_dir(path: Any, name: str = "embedded", device: Any = None, step: int |
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from safetensors.torch import load_file
-    from transformer_lens import TransformerBridge, TransformerBridgeConfig
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoTokenizer
 
     path = Path(path)

@@ -1,0 +1,75 @@
+"""Every public entry point that takes a model accepts a HookedTransformer (TL 3): one small call each.
+
+The exactness of each analysis is tested on bridges in the core suite and on HookedTransformers in
+test_hooked.py; here each entry point must run on a HookedTransformer and return its result type.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import tlens_icl as ti
+
+
+@pytest.fixture(scope="module")
+def model(ht_llama):
+    return ht_llama
+
+
+def test_causal_entry_points(model, task_a, tmp_path):
+    pairs = ti.make_prompt_pairs(task_a, model, n=2, n_shots=2, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the once-per-model fallback to the loop
+        hp = ti.head_patching(model, pairs)
+        aie = ti.indirect_effect(model, task_a, n_mean=2, n_corrupted=2, n_shots=2)
+    attr = ti.attribution_patching(model, pairs)
+    assert isinstance(hp, ti.HeadPatchingResult) and isinstance(attr, ti.HeadPatchingResult)
+    assert isinstance(ti.patching_fidelity(attr, hp, k=3), ti.Fidelity)
+    assert isinstance(ti.activation_patching(model, pairs, site="attn_out"), ti.ActivationPatchingResult)
+    ti.head_attention_html(model, pairs.clean, aie.top_heads(2), path=tmp_path / "a.html")
+    assert "<html" in (tmp_path / "a.html").read_text().lower()
+    assert isinstance(ti.icl_accuracy(model, [task_a], n_shots=[0, 2], n=4), ti.AccuracyResult)
+
+
+def test_vector_entry_points(model, task_a, task_b):
+    fv = ti.function_vector_from_task(model, task_a, [(0, 1), (1, 0)], n=4, n_shots=2)
+    assert isinstance(ti.function_vector_sweep(model, fv, task_a, n=4, n_shots=2), ti.LayerSweepResult)
+    tv = ti.task_vector(model, task_a, n=4, n_shots=2)
+    assert isinstance(ti.task_vector_sweep(model, tv, task_a, n=4), ti.LayerSweepResult)
+    icv = ti.in_context_vector(model, task_a, n=4, n_shots=2)
+    si = ti.soft_injection(model, task_a, n_embed=4, n_shots=2, n_train=4, steps=2)
+    zero = ti.make_prompts(task_a, model, n=2, n_shots=0, seed=1)
+    with torch.no_grad():
+        plain = model(zero.tokens)
+        with ti.apply_icv(model, icv, strength=0.0):  # renormalised: equal up to rounding
+            torch.testing.assert_close(model(zero.tokens), plain, atol=1e-4, rtol=1e-4)
+        with ti.soft_inject(model, si, query_pos=zero.query_pos):
+            model(zero.tokens)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        res = ti.compare_methods(model, [task_a], n_test=4, n_fit=4, n_shots=2, methods=("function_vector", "task_vector"),
+                                 fv_k=2)
+    assert isinstance(res, ti.ComparisonResult)
+
+
+def test_representation_entry_points(model, task_a, task_b):
+    acts = ti.task_activations(model, [task_a, task_b], n_shots=[2], n=6, sites=["resid_post", "head_out"])
+    assert isinstance(ti.concept_decodability(acts), ti.DecodabilityResult)
+    rsa = ti.rsa(acts, site="head_out", n_permutations=5)
+    assert isinstance(ti.probe(acts, "task", folds=2), ti.ProbeResult)
+    batch = ti.make_prompts(task_a, model, n=3, n_shots=2, seed=2)
+    ratio = ti.attention_ratio(model, batch, relevant="demo_output", irrelevant="demo_input")
+    assert isinstance(ratio, ti.AttentionRatioResult)
+    assert isinstance(ti.compare_heads(torch.randn(2, 4), rsa.head_scores(n_shots=2), ks=(1, 3)), ti.HeadComparisonResult)
+
+
+def test_heads_entry_points(model, task_a):
+    scores = ti.head_scores(model, n=4, length=6)
+    assert isinstance(ti.head_overlap({"induction": scores, "random": torch.randn(2, 4)}, ks=(1, 2), model=model),
+                      ti.HeadOverlapResult)
+    assert ti.token_loss_score(model, "episodes", tasks=[task_a], n=2, n_shots=4) is not None
+    abl = ti.head_ablation(model, [task_a], {"induction": scores}, ks=(0, 1), n_random=1, n=4, n_shots=2, loss=False)
+    assert abl is not None
