@@ -32,6 +32,10 @@ SPLITS = {
 @pytest.fixture(scope="module", params=sorted(SPLITS))
 def whole_and_split(request, tokenizer, tmp_path_factory):
     """(the checkpoint loaded whole, the same checkpoint split over CPU and disk), both via ``load_model``."""
+    from tlens_icl.models.adapter import tl_version
+
+    if tl_version() < (4, 3):
+        pytest.skip("disk offload through boot_transformers(offload_folder=...) needs TransformerLens >= 4.3")
     arch = request.param
     folder = tmp_path_factory.mktemp(f"{arch}-checkpoint")
     build_hf_model(arch, tokenizer, n_layers=3).save_pretrained(folder)

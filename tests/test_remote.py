@@ -10,11 +10,13 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import build_model
-from remote_fake import remote_bridge
 
-import tlens_icl as ti
-from tlens_icl.errors import UnsupportedOnBackendError
-from tlens_icl.models.adapter import family
+pytest.importorskip("transformer_lens.model_bridge.driver_protocol", reason="RemoteBridge needs TransformerLens >= 4.3")
+from remote_fake import remote_bridge  # noqa: E402
+
+import tlens_icl as ti  # noqa: E402
+from tlens_icl.errors import UnsupportedOnBackendError  # noqa: E402
+from tlens_icl.models.adapter import family  # noqa: E402
 
 
 @pytest.fixture(scope="module")

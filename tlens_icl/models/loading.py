@@ -174,7 +174,19 @@ def boot_kwargs(*, device: Any = None, dtype: Any = None, device_map: Any = None
         raise ModelStateError("max_memory= budgets the devices of a split; pass device_map='auto' or n_devices=N too.")
     given = {"device": device, "dtype": dtype, "device_map": device_map, "n_devices": n_devices,
              "max_memory": max_memory, "offload_folder": None if offload_folder is None else str(offload_folder)}
-    return {k: v for k, v in given.items() if v is not None}
+    given = {k: v for k, v in given.items() if v is not None}
+    if "offload_folder" in given:
+        import inspect
+
+        from transformer_lens.model_bridge import TransformerBridge
+
+        if "offload_folder" not in inspect.signature(TransformerBridge.boot_transformers).parameters:
+            from importlib.metadata import version
+
+            raise ModelStateError(f"offload_folder= needs TransformerLens >= 4.3 (installed: {version('transformer-lens')}, "
+                                  "whose boot_transformers cannot offload blocks to disk); use an all-GPU or all-CPU "
+                                  "device_map.")
+    return given
 
 
 def model_tasks(model: ModelLike, family: str | None = None) -> list[str]:
