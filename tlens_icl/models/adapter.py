@@ -292,15 +292,17 @@ def forward(
     ``start_at_layer``. ``attention_mask`` is 2-D ``[batch, pos]`` (1 = real token) or, on bridges, a
     4-D additive float mask; ``past_kv_cache`` is a :func:`prefix_cache` (HookedTransformer only).
     """
-    caps = capabilities(model)
-    if caps.family == "remote":  # a driver runs it: edits go as specs (tlens_icl.models.remote)
+    extra = [k for k, v in (("attention_mask", attention_mask), ("position_ids", position_ids),
+                            ("past_kv_cache", past_kv_cache), ("start_at_layer", start_at_layer)) if v is not None]
+    if family(model) == "remote":  # a driver runs it: edits go as specs (tlens_icl.models.remote)
         from tlens_icl.models import remote
 
-        extra = [k for k, v in (("attention_mask", attention_mask), ("position_ids", position_ids),
-                                ("past_kv_cache", past_kv_cache), ("start_at_layer", start_at_layer)) if v is not None]
         if extra:
             raise remote.unsupported("", f"a remote model runs whole prompts from their tokens; it takes no {extra[0]}")
         return remote.forward(model, tokens, return_type=return_type)
+    if not extra:  # a plain forward: no capability to check (and no probe run inside the caller's hooks)
+        return model(tokens) if return_type == "logits" else model(tokens, return_type=return_type)
+    caps = capabilities(model)
     kwargs: dict[str, Any] = {}
     if return_type != "logits":
         kwargs["return_type"] = return_type
