@@ -11,6 +11,7 @@ from torch import Tensor
 
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine.hooks import checked_hooks
+from tlens_icl.engine.memory import in_chunks
 from tlens_icl.engine.scoring import at_query
 from tlens_icl.models.adapter import device_of, forward, rows_per_forward
 from tlens_icl.models.loading import require_eval_mode
@@ -34,14 +35,18 @@ def query_logits(
     query positions), a callable ``chunk -> list``; every hook is checked to have fired.
     """
     require_eval_mode(model, "query_logits")
-    outs = []
+    outs: dict[int, Tensor] = {}
+
+    def work(sl: slice) -> None:
+        sub = batch.select(sl)
+        with checked_hooks(model, fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks):
+            logits = forward(model, sub.tokens.to(device_of(model)))
+        outs[sl.start] = at_query(logits, sub.query_pos).float().cpu()
+
     with torch.no_grad():
-        for sl in chunks(len(batch), rows_per_forward(model, batch_size, edits=bool(fwd_hooks))):
-            sub = batch.select(sl)
-            with checked_hooks(model, fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks):
-                logits = forward(model, sub.tokens.to(device_of(model)))
-            outs.append(at_query(logits, sub.query_pos).float().cpu())
-    return torch.cat(outs)
+        in_chunks(len(batch), rows_per_forward(model, batch_size, edits=bool(fwd_hooks)), work, model=model,
+                  what="query_logits")
+    return torch.cat([outs[k] for k in sorted(outs)])
 
 
 def _device(model: ModelLike) -> torch.device:

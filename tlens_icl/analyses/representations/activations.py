@@ -30,7 +30,8 @@ from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.engine import hooks
 from tlens_icl.engine.caches import cache_activation, check_cache
-from tlens_icl.engine.runs import _device, chunks
+from tlens_icl.engine.memory import in_chunks
+from tlens_icl.engine.runs import _device
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.adapter import forward, head_output_weights, rows_per_forward
 from tlens_icl.models.loading import require_eval_mode
@@ -220,22 +221,26 @@ def _collect_batch(model: ModelLike, batch: PromptBatch, sites: Sequence[str], l
     dev = _device(model)
     weights = _position_weights(batch, position)  # validated before the first forward
     names = list(dict.fromkeys(_hook_name(s, layer) for s in sites for layer in layers))
-    out: dict[str, list[Tensor]] = {name: [] for name in names}
+    out: dict[int, dict[str, Tensor]] = {}
+    bar = progress_bar(total=len(batch), enabled=progress, desc="activations")
+
+    def work(sl: slice) -> None:
+        sub = batch.select(sl)
+        w = weights[sl, : sub.tokens.shape[1]]
+        got: dict[str, Tensor] = {}
+
+        def grab(act: Tensor, hook: Any, name: str) -> None:
+            got[name] = _reduce(act, w)  # one vector per row at once
+
+        with hooks.checked_hooks(model, [(n, partial(grab, name=n)) for n in names]):
+            forward(model, sub.tokens.to(dev))
+        out[sl.start] = got
+        bar.update(len(sub))
+
     with torch.no_grad():
-        for sl in progress_bar(list(chunks(len(batch), rows_per_forward(model, batch_size))), enabled=progress,
-                               desc="activations"):
-            sub = batch.select(sl)
-            w = weights[sl, : sub.tokens.shape[1]]
-            got: dict[str, Tensor] = {}
-
-            def grab(act: Tensor, hook: Any, name: str) -> None:
-                got[name] = _reduce(act, w)  # one vector per row at once
-
-            with hooks.checked_hooks(model, [(n, partial(grab, name=n)) for n in names]):
-                forward(model, sub.tokens.to(dev))
-            for n in names:
-                out[n].append(got[n])
-    return _assemble(model, {n: torch.cat(v) for n, v in out.items()}, sites, layers)
+        in_chunks(len(batch), rows_per_forward(model, batch_size), work, model=model, what="activations")
+    bar.close()
+    return _assemble(model, {n: torch.cat([out[k][n] for k in sorted(out)]) for n in names}, sites, layers)
 
 
 def _reduce(act: Tensor, w: Float[Tensor, "batch pos"]) -> Tensor:
