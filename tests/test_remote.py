@@ -49,6 +49,14 @@ def test_icl_accuracy_runs_one_prompt_per_call_and_matches_the_local_model(local
     assert all(c.capture in ((), ("embed.hook_out",)) for c in driver.calls)  # no activation shipped without need
 
 
+def test_the_batched_vllm_path_takes_several_prompts_per_call_for_captures(local, task_a):
+    model, driver = remote_bridge(local, enable_batching=True)
+    kw = dict(n_shots=(2,), n=6, seed=4, sites=["resid_post"], batch_size=4)
+    got, ref = ti.task_activations(model, task_a, **kw), ti.task_activations(local, task_a, **kw)
+    assert _close(got.resid_post, ref.resid_post)
+    assert [c.input_ids.shape[0] for c in driver.calls] == [4, 2]
+
+
 def test_residual_activations_decodability_and_rsa_match_the_local_model(local, remote, task_a, task_b):
     model, driver = remote
     kw = dict(n_shots=(0, 2), n=6, seed=3, sites=["resid_post", "attn_out", "mlp_out"], batch_size=4)
@@ -60,6 +68,9 @@ def test_residual_activations_decodability_and_rsa_match_the_local_model(local, 
     a = ti.concept_decodability(got, site="resid_post", k=3, n_shuffles=2)
     b = ti.concept_decodability(ref, site="resid_post", k=3, n_shuffles=2)
     assert torch.equal(a.correct, b.correct) and torch.equal(a.shuffled, b.shuffled)  # info differs: model name
+    # RSA at 2 shots (0-shot prompts of the two tasks share queries: tied distances, broken by rounding noise)
+    r_remote, r_local = ti.rsa(got, n_permutations=20), ti.rsa(ref, n_permutations=20)
+    assert torch.allclose(r_remote.rho[1], r_local.rho[1], atol=1e-4)
 
 
 def test_a_function_vector_sweep_sends_add_specs_at_each_query(local, remote, task_a):
