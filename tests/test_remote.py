@@ -133,3 +133,15 @@ def test_position_edits_need_the_position_buffers(local, task_a):
     model, _ = remote_bridge(local, enable_position_interventions=False)
     with pytest.raises(NotImplementedError, match="enable_position_interventions=True"):
         ti.function_vector_sweep(model, torch.ones(local.cfg.d_model), task_a, layers=[0], settings=("zero_shot",), n=2)
+
+
+def test_the_query_intervention_engine_refuses_a_remote_model_before_any_forward(local, remote, task_a):
+    """Its routes (key/value reuse, appended copies, its own patched loop) need local forwards; sweeps use specs."""
+    from tlens_icl.engine.query import query_interventions, resid_edits
+
+    model, driver = remote
+    batch = ti.make_prompts(task_a, local, n=2, n_shots=1)
+    edits = resid_edits([0, 1], torch.ones(2, local.cfg.d_model), mode="add")
+    with pytest.raises(UnsupportedOnBackendError, match="query_interventions"):
+        query_interventions(model, batch.tokens, batch.query_pos, edits, lambda logits, rows: logits[:, :1])
+    assert driver.calls == []
