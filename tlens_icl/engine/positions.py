@@ -32,7 +32,8 @@ from tlens_icl.engine.query import (
     _check_control,
     progress_bar,
 )
-from tlens_icl.engine.runs import MEMORY_BUDGET, bytes_per_token, chunks, query_plan
+from tlens_icl.engine.memory import memory_budget
+from tlens_icl.engine.runs import bytes_per_token, chunks, query_plan
 from tlens_icl.engine.scoring import at_query
 from tlens_icl.errors import HookNotFiredError, ModelStateError, TlensICLError
 from tlens_icl.models import adapter, kv
@@ -130,9 +131,10 @@ def _suffix_replay(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, si
     # a group of cells replayed in one forward: its activations plus its rows' copies of the prefix keys/values
     token_bytes = bytes_per_token(model, width_all)
     key_bytes = 4 * n_layers * model.cfg.n_heads * model.cfg.d_head * torch.finfo(dtype).bits // 8
+    budget = memory_budget(model)
 
     def fits(n_rows: int, span: int, p0: int) -> bool:
-        return n_rows * span <= GROUP_TOKENS and n_rows * (span * token_bytes + p0 * key_bytes) <= MEMORY_BUDGET
+        return n_rows * span <= GROUP_TOKENS and n_rows * (span * token_bytes + p0 * key_bytes) <= budget
 
     bar = progress_bar(len(plan) * n_layers, progress, "activation patching (suffix replay)")
     with torch.inference_mode():
