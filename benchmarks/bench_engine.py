@@ -195,7 +195,7 @@ def bench_patch(args) -> None:
             with torch.no_grad():
                 _, cache = model.run_with_cache(clean, names_filter=lambda n: n.endswith("hook_resid_pre"))
                 metric = lambda lg: lg[rows, q].log_softmax(-1)[rows, ans].mean()  # noqa: E731
-                return tlp.get_act_patch_resid_pre(model, corr, cache, metric, index_df=df)
+                return tlp.get_act_patch_resid_pre(model, corr, cache, metric, index_axis_names=None, index_df=df)
 
         def forward():
             with torch.inference_mode():

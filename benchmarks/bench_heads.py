@@ -2,10 +2,13 @@
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/bench_heads.py            # full: 6 tasks, 6 k, 3 seeds
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/bench_heads.py --small    # a quick pass, same shape
+    ... bench_heads.py --ablation-methods naive auto   # the ablation stage twice in one process: every head set
+                                                       # in full vs sharing each chunk's clean run (the default)
 
 Stages: head scores (repeated random tokens), FV score (AIE, zero-shot corruption), representational
 heads (concept RSA of head outputs), ablation with exclusion (FV, induction and 3 random seeds at every
-k, few-shot accuracy and token-loss score), overlap and depth. Ratios are against one plain (unablated)
+k, few-shot accuracy with the heads ablated at the query - ``--positions all``: at every token - and the
+token-loss score), overlap and depth. Ratios are against one plain (unablated)
 few-shot evaluation of the same prompts, run in the same process; the head-score stage is also timed
 against ``transformer_lens.head_detector.detect_head`` on the same sequences.
 Uses ``load_model("smollm2-135m")`` when the library has that loader, else the scratch converter
@@ -49,10 +52,14 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--small", action="store_true")
     p.add_argument("--out", default="outputs/bench_heads")
+    p.add_argument("--positions", default="query", choices=["query", "all"],
+                   help="where heads are ablated for accuracy (the loss score always ablates every token)")
+    p.add_argument("--ablation-methods", nargs="+", default=["auto"], choices=["auto", "naive"],
+                   help="head_ablation(method=...) runs, timed one after another in this process")
     a = p.parse_args()
     torch.set_num_threads(1)
     size = dict(n=6, n_mean=8, n_corrupted=6, loss_n=4, loss_length=96, n_random_seq=8) if a.small else \
-        dict(n=24, n_mean=24, n_corrupted=12, loss_n=12, loss_length=128, n_random_seq=16)
+        dict(n=24, n_mean=16, n_corrupted=8, loss_n=8, loss_length=96, n_random_seq=16)
     ks, shots, seeds, exclude = (0, 2, 5, 10, 20, 40), 5, 3, 0.02
     t_all = time.perf_counter()
     model = load_smollm2()
@@ -82,9 +89,16 @@ def main() -> None:
                                                           n_shots=shots, corruption="zero_shot"))
     rs = stage("RSA heads", lambda: rsa(task_activations(model, TASKS, n_shots=(shots,), n=size["n"], sites=["head_out"]),
                                         site="head_out", n_permutations=0))
-    ab = stage("ablation with exclusion", lambda: head_ablation(
-        model, TASKS, {"FV": aie, "induction": hs}, ks=ks, exclude=exclude, n_random=seeds, n=size["n"], n_shots=shots,
-        loss_n=size["loss_n"], loss_length=size["loss_length"]))
+    abs_ = {}
+    for method in a.ablation_methods:
+        ab = abs_[method] = stage(f"ablation with exclusion ({method})", lambda: head_ablation(
+            model, TASKS, {"FV": aie, "induction": hs}, ks=ks, exclude=exclude, n_random=seeds, n=size["n"],
+            n_shots=shots, loss_n=size["loss_n"], loss_length=size["loss_length"], method=method,
+            positions=a.positions))
+    if len(abs_) == 2:
+        x, y = abs_["naive"], abs_["auto"]
+        print(f"naive vs auto: accuracy cells differing {int(((x.correct - y.correct).abs() > 0).sum())} of "
+              f"{int((~x.correct.isnan()).sum())}; max |loss score diff| {float((x.loss - y.loss).abs().nan_to_num(0).max()):.2e}")
     ov = stage("overlap", lambda: head_overlap({"FV": aie, "induction": hs, "RSA": rs.head_scores()}, ks=(5, 10, 20, 40),
                                                k_depth=10, model=model))
     total = time.perf_counter() - t_all
@@ -98,7 +112,8 @@ def main() -> None:
     print("\n| stage | s | x one evaluation |\n|---|---|---|")
     for k, v in times.items():
         print(f"| {k} | {v:.1f} | {v / b:.1f} |")
-    print(f"| whole comparison (incl. loading) | {total:.1f} | {total / b:.1f} |")
+    extra = sum(times[f"ablation with exclusion ({m})"] for m in a.ablation_methods[:-1])
+    print(f"| whole comparison (incl. loading; one ablation run, the last) | {total - extra:.1f} | {(total - extra) / b:.1f} |")
     out = Path(a.out)
     for name, r in (("head_scores", hs), ("aie", aie), ("ablation", ab), ("overlap", ov)):
         r.export(out / name, name)

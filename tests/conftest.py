@@ -109,16 +109,24 @@ def build_model(arch: str, tok=None, n_layers: int = 2, d_model: int = 64, n_hea
     from transformer_lens.model_bridge import TransformerBridge
 
     tok = tok or make_bpe_tokenizer()
-    V = len(tok)
-    torch.manual_seed(seed)
     if arch == "native":
+        torch.manual_seed(seed)
         cfg = TransformerBridgeConfig(d_model=d_model, d_head=d_model // n_heads, n_heads=n_heads, n_layers=n_layers,
-                                      n_ctx=n_ctx, d_vocab=V, act_fn="gelu", seed=seed)
+                                      n_ctx=n_ctx, d_vocab=len(tok), act_fn="gelu", seed=seed)
         model = TransformerBridge.boot_native(cfg, tokenizer=tok)
         if biases:
             randomize_biases(model, seed)
         return model.eval()
     from transformer_lens.model_bridge.sources import build_bridge_from_module
+
+    hf = build_hf_model(arch, tok, n_layers=n_layers, d_model=d_model, n_heads=n_heads, n_ctx=n_ctx, seed=seed,
+                        biases=biases)
+    return build_bridge_from_module(hf, type(hf).__name__, hf_config=hf.config, tokenizer=tok).eval()
+
+
+def build_hf_model(arch: str, tok, n_layers: int = 2, d_model: int = 64, n_heads: int = 4, n_ctx: int = 256,
+                   seed: int = 0, biases: bool = True):
+    """The Hugging Face model behind :func:`build_model` (not wrapped; ``save_pretrained`` works on it)."""
     from transformers import (
         Gemma2Config,
         Gemma2ForCausalLM,
@@ -130,34 +138,31 @@ def build_model(arch: str, tok=None, n_layers: int = 2, d_model: int = 64, n_hea
         LlamaForCausalLM,
     )
 
+    V = len(tok)
+    torch.manual_seed(seed)
     ids = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
     if arch == "gpt2":
         hf = GPT2LMHeadModel(GPT2Config(vocab_size=V, n_positions=n_ctx, n_embd=d_model, n_layer=n_layers, n_head=n_heads, **ids))
-        name = "GPT2LMHeadModel"
     elif arch == "pythia":
         hf = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=V, hidden_size=d_model, num_hidden_layers=n_layers,
                                               num_attention_heads=n_heads, intermediate_size=4 * d_model,
                                               max_position_embeddings=n_ctx, rotary_pct=0.25, **ids))
-        name = "GPTNeoXForCausalLM"
     elif arch == "llama":
         hf = LlamaForCausalLM(LlamaConfig(vocab_size=V, hidden_size=d_model, num_hidden_layers=n_layers,
                                           num_attention_heads=n_heads, num_key_value_heads=n_heads // 2,
                                           intermediate_size=4 * d_model, max_position_embeddings=n_ctx,
                                           attention_bias=biases, mlp_bias=biases, **ids))
-        name = "LlamaForCausalLM"
     elif arch == "gemma2":
         hf = Gemma2ForCausalLM(Gemma2Config(vocab_size=V, hidden_size=d_model, num_hidden_layers=n_layers,
                                             num_attention_heads=n_heads, num_key_value_heads=n_heads // 2,
                                             head_dim=d_model // n_heads, intermediate_size=4 * d_model,
                                             max_position_embeddings=n_ctx, sliding_window=n_ctx,
                                             query_pre_attn_scalar=d_model // n_heads, attention_bias=biases, **ids))
-        name = "Gemma2ForCausalLM"
     else:
         raise ValueError(arch)
     if biases:
         randomize_biases(hf, seed)
-    hf.eval()
-    return build_bridge_from_module(hf, name, hf_config=hf.config, tokenizer=tok).eval()
+    return hf.eval()
 
 
 @pytest.fixture(scope="session")

@@ -281,11 +281,11 @@ def test_planted_wrong_suffix_mask_is_caught(models, monkeypatch):
     expected = P.patch_layer_positions(model, corrupted, clean, q, "resid_pre", reduce, method="naive")
     replay = P._replay
 
-    def shifted(model, prefix, toks, acts, r, p, layer, q, patch):  # keys of a one-later position
+    def shifted(model, prefix, toks, acts, group, layer, q, patch):  # keys of a one-later position
         masks = {b: m for b, m in prefix.masks.items()}
         bad = kv.Prefix(prefix.keys, prefix.values, {b: torch.roll(m, 1, -1) for b, m in masks.items()},
                         prefix.tuple_blocks)
-        return replay(model, bad, toks, acts, r, p, layer, q, patch)
+        return replay(model, bad, toks, acts, group, layer, q, patch)
 
     monkeypatch.setattr(P, "_replay", shifted)
     with pytest.raises(ModelStateError, match="control copy"):

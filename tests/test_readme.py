@@ -99,3 +99,40 @@ def test_every_cli_line_runs(tmp_path, monkeypatch, capsys):
         out = capsys.readouterr()
         assert code == 0, f"README.md:{line}: `{cmd}` exited {code}: {out.err[-500:]}"
         assert "nan" not in out.out.split(), f"README.md:{line}: `{cmd}` printed nan"
+
+
+def test_result_surface_table_lists_every_result_and_view():
+    """The README's 'what each result adds' table names every Result class, whether `.table()` is a pivot,
+    the functions that make it and each public method the class adds to the base surface."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import tlens_icl
+    from tlens_icl.results.base import Result
+
+    for m in pkgutil.walk_packages(tlens_icl.__path__, "tlens_icl."):
+        if not any(part in m.name for part in (".cli", ".embedded", "__main__")):
+            importlib.import_module(m.name)
+
+    def subclasses(c):
+        for s in c.__subclasses__():
+            yield s
+            yield from subclasses(s)
+
+    text = README.read_text()
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(\w+)` \|.*$", text, re.M)}
+    base = set(dir(Result))
+    classes = {c for c in subclasses(Result) if c.__module__.startswith("tlens_icl.")}
+    assert classes, "no Result classes found"
+    for cls in classes:
+        assert cls.__name__ in rows, f"README result table lacks {cls.__name__}"
+        cells = [c.strip() for c in rows[cls.__name__].strip("|").split("|")]
+        makers, table_cell, views = cells[1], cells[2], cells[3]
+        own = {n for n in dir(cls) if not n.startswith("_") and n not in base
+               and inspect.isfunction(inspect.getattr_static(cls, n))}
+        listed = set(re.findall(r"`(\w+)`", views))
+        assert listed == own, f"{cls.__name__}: README lists {sorted(listed)}, the class adds {sorted(own)}"
+        assert (cls.table is not Result.table) == ("to_dataframe" not in table_cell), cls.__name__
+        for fn in re.findall(r"`(\w+)`", makers):
+            assert callable(getattr(tlens_icl, fn, None)), f"{fn} (README, {cls.__name__}) is not tlens_icl.{fn}"

@@ -54,8 +54,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "tlens_icl.engine.scoring": ("METRICS",),
     "tlens_icl.errors": (
-        "EmptyTaskError", "HookNotFiredError", "ModelNotAvailableError", "ModelStateError", "PairMismatchError",
-        "PromptError", "ResultFileError", "TlensICLError", "UnknownTaskError",
+        "CheckpointMismatchError", "EmptyTaskError", "HookNotFiredError", "ModelNotAvailableError", "ModelStateError",
+        "PairMismatchError", "PromptError", "ResultFileError", "TlensICLError", "UnknownTaskError",
+        "UnsupportedOnBackendError",
     ),
     "tlens_icl.models.loading": ("heldout_task", "list_models", "load_model", "model_tasks",),
     "tlens_icl.prompts.batch": ("ROLES", "PromptBatch",),

@@ -92,8 +92,8 @@ def model(obj: Any, operation: str = "this function", *, eval_mode: bool = True)
         raise TlensICLError(f"{operation} needs a loaded model, got the name {str(obj)!r}; load it first: "
                             f"model = tlens_icl.load_model({str(obj)!r}).")
     cfg = getattr(obj, "cfg", None)
-    if cfg is None or not all(is_int(getattr(cfg, a, None)) for a in ("n_layers", "n_heads", "d_model")) \
-            or not callable(obj):
+    runs = callable(obj) or callable(getattr(obj, "forward", None))  # a RemoteBridge is not callable itself
+    if cfg is None or not all(is_int(getattr(cfg, a, None)) for a in ("n_layers", "n_heads", "d_model")) or not runs:
         raise TlensICLError(f"{operation} needs a TransformerLens model (e.g. a TransformerBridge), got {_got(obj)}.")
     if eval_mode and getattr(obj, "training", False):
         raise ModelStateError(
@@ -285,6 +285,7 @@ RULES: dict[str, Callable[..., Any]] = {
     "confidence": _unit_interval,
     **{n: _vector for n in ("vector", "fv", "tv", "icv", "si", "values", "mean_z")},
     "out": _out,
+    "checkpoint": _out,
     "progress": _progress,
     "filter_correct": _flag,
     "include_bias": _flag,

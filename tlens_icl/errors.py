@@ -38,3 +38,11 @@ class HookNotFiredError(RuntimeError):
 
 class ModelNotAvailableError(OSError):
     """A model could not be loaded (e.g. the Hugging Face hub is unreachable)."""
+
+
+class CheckpointMismatchError(TlensICLError):
+    """A checkpoint folder that holds units of another run (other arguments, another model)."""
+
+
+class UnsupportedOnBackendError(ModelStateError, NotImplementedError):
+    """An analysis that this model's backend cannot run (e.g. per-head patching on vLLM); names the alternative."""

@@ -18,12 +18,14 @@ from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.analyses.accuracy import icl_accuracy
 from tlens_icl.analyses.causal.mediation import indirect_effect
+from tlens_icl.analyses.vectors.common import LayerSweepResult
 from tlens_icl.analyses.vectors.function_vectors import (
     function_vector,
     function_vector_sweep,
 )
 from tlens_icl.models.loading import heldout_task, model_meta, require_eval_mode
 from tlens_icl.results.base import run_info
+from tlens_icl.results.checkpoint import open_checkpoint
 
 #: The corruption used for causal mediation, per task family.
 FAMILY_CORRUPTION = {"word": "zero_shot", "bitwise": "shuffled_labels"}
@@ -49,6 +51,7 @@ def _eval_task(model: ModelLike, name: str) -> Any:
 def run_pipeline(
     model: ModelLike, *, tasks: Sequence[str] | None = None, out: str | Path | None = None, n: int = 48,
     n_mean: int = 32, n_corrupted: int = 16, n_shots: int = 8, k: int = 10, seed: int = 0, progress: bool | None = None,
+    checkpoint: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the main job; return (and optionally write to ``out``) every result.
 
@@ -57,25 +60,34 @@ def run_pipeline(
     task's top-``k``-head function vector added after each layer), ``fv_layer`` (the one layer with the
     best mean zero-shot accuracy over tasks) and ``fv_table`` (per task: zero-shot accuracy without and
     with the FV at that layer).
+
+    ``checkpoint``: a folder that makes the run resumable (``tlens-icl run --out DIR`` uses ``DIR/checkpoint``):
+    accuracy per task and shot count, mediation per task and chunk of prompts, and each task's function-vector
+    sweep are written there when done and loaded, not recomputed, when the same run is started again.
     """
     require_eval_mode(model, "run_pipeline")
     families = _families(model, tasks)
     all_tasks = [t for names in families.values() for t in names]
     eval_tasks = {t: _eval_task(model, t) for t in all_tasks}
+    ck = open_checkpoint(checkpoint, "run_pipeline", dict(families=families, n=n, n_mean=n_mean,
+                                                          n_corrupted=n_corrupted, n_shots=n_shots, k=k, seed=seed), model)
+    part = (lambda name: None) if ck.folder is None else (lambda name: ck.folder / name)  # type: ignore[operator]
     results: dict[str, Any] = {}
     results["accuracy"] = icl_accuracy(model, list(eval_tasks.values()), n_shots=[0, 1, 2, 4, n_shots], n=n, seed=seed,
-                                       progress=progress)
+                                       progress=progress, checkpoint=part("accuracy"))
     results["mediation"] = {
         fam: indirect_effect(model, names, n_mean=n_mean, n_corrupted=n_corrupted, n_shots=n_shots, seed=seed,
-                             corruption=FAMILY_CORRUPTION.get(fam, "shuffled_labels"), progress=progress)
+                             corruption=FAMILY_CORRUPTION.get(fam, "shuffled_labels"), progress=progress,
+                             checkpoint=part(f"mediation_{fam}"))
         for fam, names in families.items()
     }
     sweeps = {}
     for fam, names in families.items():
         for t in names:
             fv = function_vector(model, results["mediation"][fam], task=t, k=k)
-            sweeps[t] = function_vector_sweep(model, fv, eval_tasks[t], settings=("zero_shot",), n=n,
-                                              n_shots=n_shots, seed=seed + 2, progress=progress)
+            sweeps[t] = ck.unit(f"fv_sweep/{t}", lambda fv=fv, t=t: function_vector_sweep(
+                model, fv, eval_tasks[t], settings=("zero_shot",), n=n, n_shots=n_shots, seed=seed + 2,
+                progress=progress), result_type=LayerSweepResult)
     results["fv_sweeps"] = sweeps
     layers = next(iter(sweeps.values())).layers
     mean_by_layer = torch.stack([s.accuracy()[0] for s in sweeps.values()]).mean(0)

@@ -106,17 +106,15 @@ def test_kv_helpers_refuse_a_bridge(embedded_model):
 
 
 # ---- mediation: the exact loop and transformer_lens.patching -------------------------------------------
-def test_mediation_falls_back_to_the_loop_once_with_a_warning(hooked_model, task_a):
-    adapter._WARNED.pop(hooked_model, None)
+def test_mediation_takes_the_kv_route_without_a_warning(hooked_model, task_a):
+    """A HookedTransformer has no position_ids, but its own KV cache + start_at_layer give the exact kv route."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         auto = ti.indirect_effect(hooked_model, task_a, **SMALL)
-        again = ti.indirect_effect(hooked_model, task_a, **SMALL)
-    fallbacks = [w for w in caught if "falling back" in str(w.message)]
-    assert len(fallbacks) == 1 and "position_ids" in str(fallbacks[0].message)
-    assert auto.method == again.method == "naive"
-    with pytest.raises(ModelStateError, match="not exact"):
-        ti.indirect_effect(hooked_model, task_a, method="fast", **SMALL)
+    assert not [w for w in caught if "falling back" in str(w.message)]
+    assert auto.method == "fast"
+    naive = ti.indirect_effect(hooked_model, task_a, method="naive", **SMALL)
+    torch.testing.assert_close(auto.effects, naive.effects, atol=1e-5, rtol=0, equal_nan=True)
 
 
 def test_mediation_equals_a_hand_written_loop(hooked_model, task_a):

@@ -115,7 +115,7 @@ def test_readme_cache_and_steering_blocks_run_on_a_hooked_transformer(icl_tiny_h
     monkeypatch.setattr(ti, "load_model", lambda *a, **k: icl_tiny_hooked)
     namespace: dict = {}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the once-per-model fallback warning (tested in test_hooked)
+        warnings.simplefilter("error", UserWarning)  # no fallback warning: the kv route serves a HookedTransformer
         exec(compile(readme_section_code("TransformerLens 3 and SAELens"), "README TL3 section", "exec"), namespace)
-    assert namespace["model"] is icl_tiny_hooked and namespace["aie"].method == "naive"
+    assert namespace["model"] is icl_tiny_hooked and namespace["aie"].method == "fast"
     assert namespace["hook_name"] == "blocks.1.hook_resid_post" and (tmp_path / "fv_xor.safetensors").exists()

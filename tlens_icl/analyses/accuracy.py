@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,13 +29,17 @@ from tlens_icl.engine.progress import progress_bar
 from tlens_icl.engine.runs import answer_scores
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
+from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.pairs import SingleToken, make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
 from tlens_icl.results.base import Result, run_info
+from tlens_icl.results.checkpoint import digest, open_checkpoint
 from tlens_icl.tasks import Task
 
 #: ``metric=`` choices of :func:`icl_accuracy`.
 METRICS = ("exact_match", "first_token")
+#: The per-row scores of one (task, shot count) cell (fields of :class:`~tlens_icl.engine.runs.AnswerScores`).
+CELL_FIELDS = ("exact_match", "first_token_top1", "first_token_prob", "answer_logprob", "n_answer_tokens")
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,7 @@ def icl_accuracy(
     model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_shots: Sequence[int] = (0, 1, 5, 10),
     n: int = 64, seed: int = 0, template: PromptTemplate | str | None = None, batch_size: int = 32,
     demos_from: Task | str | None = None, metric: str = "exact_match", prepend_bos: bool | None = None,
-    single_token: SingleToken = "ignore", progress: bool | None = None,
+    single_token: SingleToken = "ignore", progress: bool | None = None, checkpoint: str | Path | None = None,
 ) -> AccuracyResult:
     """ICL accuracy for each task and shot count: whole-answer exact match (default) or first-token top-1.
 
@@ -133,6 +138,8 @@ def icl_accuracy(
         prepend_bos: start prompts with BOS; None follows the model (``model.cfg.default_prepend_bos``).
         single_token: ``"filter"`` keeps only items whose answer is one token (see :func:`make_prompts`).
         progress: a progress bar (``None``: only when interactive; see :mod:`tlens_icl.engine.progress`).
+        checkpoint: a folder that makes the call resumable, one unit per task and shot count holding
+            every metric of that cell (:mod:`tlens_icl.results.checkpoint`).
     """
     require_eval_mode(model, "icl_accuracy")
     if metric not in METRICS:
@@ -145,13 +152,15 @@ def icl_accuracy(
     batches = [[make_prompts(t, model, n=n, n_shots=s, seed=seed, template=template, demos_from=demos_from,
                              prepend_bos=prepend_bos, single_token=single_token)
                 for s in shots] for t in task_list]
-    fields = {k: torch.zeros(len(task_list), len(shots), n) for k in
-              ("exact_match", "first_token_top1", "first_token_prob", "answer_logprob", "n_answer_tokens")}
+    ck = open_checkpoint(checkpoint, "icl_accuracy", dict(
+        prompts=digest(*(t for row in batches for b in row for t in (b.tokens, b.query_pos, _accepted_tensor(b)))),
+        tasks=[_task_name(t) for t in task_list], n_shots=list(shots), batch_size=batch_size), model)
+    fields = {k: torch.zeros(len(task_list), len(shots), n) for k in CELL_FIELDS}
     cells = [(i, j) for i in range(len(batches)) for j in range(len(shots))]
     for i, j in progress_bar(cells, enabled=progress, desc="ICL accuracy"):
-        scores = answer_scores(model, batches[i][j], batch_size=batch_size)
+        cell = ck.unit(f"{i}/{shots[j]}", lambda batch=batches[i][j]: _score_cell(model, batch, batch_size))
         for k, v in fields.items():
-            v[i, j] = getattr(scores, k)
+            v[i, j] = cell[k]
     first = batches[0][0]
     names = tuple(_task_name(t) for t in task_list)
     info = run_info(model, seed=seed, n=n, metric=metric, prepend_bos=first.prepend_bos, single_token=single_token,
@@ -171,6 +180,18 @@ def _template_name(template: PromptTemplate | str | None, model: ModelLike) -> s
     if template is None:
         return default_template(model).name
     return template if isinstance(template, str) else template.name
+
+
+def _score_cell(model: ModelLike, batch: PromptBatch, batch_size: int) -> dict[str, Tensor]:
+    """One (task, shot count) cell: every field of :func:`answer_scores` (a checkpoint unit)."""
+    scores = answer_scores(model, batch, batch_size=batch_size)
+    return {k: getattr(scores, k) for k in CELL_FIELDS}
+
+
+def _accepted_tensor(batch: PromptBatch) -> Tensor:
+    """Every row's accepted answer sequences as one flat tensor (-1 ends a sequence, -2 a row), for the run digest."""
+    flat = [t for acc in batch.accepted for t in (*(x for seq in acc for x in (*seq, -1)), -2)]
+    return torch.tensor(flat, dtype=torch.long)
 
 
 def _task_name(task: Task | str) -> str:

@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tlens_icl.cli.common import add_common, add_out, add_parser, add_tasks, check_out, finish, load_model_for, tasks_of
+from tlens_icl.cli.common import (
+    add_common,
+    add_out,
+    add_parser,
+    add_tasks,
+    check_out,
+    checkpoint_of,
+    finish,
+    load_model_for,
+    tasks_of,
+)
 
 
 def add_cli(subparsers: Any) -> None:
@@ -29,7 +39,7 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--filter-correct", action="store_true",
                    help="Todd et al.'s filter: keep only prompts whose clean version the model answers correctly")
     p.add_argument("--top-k", type=int, default=10, help="heads outlined in the heatmap and listed in top_heads.csv")
-    add_out(p)
+    add_out(p, resumable=True)
     p.set_defaults(func=_cmd_mediate)
 
 
@@ -44,7 +54,7 @@ def _cmd_mediate(args: argparse.Namespace) -> int:
     res = indirect_effect(model, tasks, n_mean=args.n_mean, n_corrupted=args.n_corrupted, n_shots=args.shots,
                           corruption=args.corruption, seed=args.seed, metric=args.metric, method=args.method,
                           heads=args.heads, filter_correct=args.filter_correct, other_task=args.other_task,
-                          template=args.template, progress=args.progress)
+                          template=args.template, progress=args.progress, checkpoint=checkpoint_of(args, out))
     table = res.top_table(args.top_k)
     print(res.summary())
     if args.filter_correct:

@@ -92,9 +92,26 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="never show progress bars")
 
 
-def add_out(p: argparse.ArgumentParser, what: str = "the result, figures, CSVs and index.html") -> None:
+def add_out(p: argparse.ArgumentParser, what: str = "the result, figures, CSVs and index.html", *,
+            resumable: bool = False) -> None:
     p.add_argument("--out", metavar="DIR", default=None, help=f"write {what} to DIR (default: print only)")
     p.add_argument("--overwrite", action="store_true", help="allow --out to be a non-empty folder (files are replaced)")
+    if resumable:
+        p.add_argument("--resume", action="store_true",
+                       help="continue a run interrupted in --out DIR: units of work finished there (DIR/checkpoint) "
+                            "are loaded, not recomputed; the arguments must be the same")
+
+
+def checkpoint_of(args: argparse.Namespace, out: Path | None) -> Path | None:
+    """``DIR/checkpoint`` of a resumable command with ``--out DIR`` (emptied first unless ``--resume``)."""
+    import shutil
+
+    if out is None:
+        return None
+    folder = out / "checkpoint"
+    if folder.exists() and not getattr(args, "resume", False):
+        shutil.rmtree(folder)  # --overwrite: a fresh run
+    return folder
 
 
 def check_out(args: argparse.Namespace) -> Path | None:
@@ -106,8 +123,11 @@ def check_out(args: argparse.Namespace) -> Path | None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise TlensICLError(f"--out {out} is a file, not a folder.")
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
-        raise TlensICLError(f"--out {out} is not empty; choose a new folder or pass --overwrite.")
+    if getattr(args, "resume", False) and args.overwrite:
+        raise TlensICLError("--resume continues the run in --out; --overwrite starts it again. Pass one of them.")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite and not getattr(args, "resume", False):
+        raise TlensICLError(f"--out {out} is not empty; choose a new folder, pass --overwrite, or --resume an "
+                            "interrupted run.")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -128,7 +148,7 @@ def set_threads(args: argparse.Namespace) -> int:
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     """The parsed options as the report's settings table (``func`` and internals left out)."""
-    skip = {"func", "task_flags", "tasks_required", "overwrite", "progress", "command"}
+    skip = {"func", "task_flags", "tasks_required", "overwrite", "resume", "progress", "command"}
     out = {"command": f"tlens-icl {args.command}"}
     for k, v in vars(args).items():
         if k in skip or v is None:

@@ -20,6 +20,7 @@ from tlens_icl.cli.common import (
     add_parser,
     add_tasks,
     check_out,
+    checkpoint_of,
     finish,
     load_model_for,
     set_threads,
@@ -112,7 +113,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = check_out(args)
     tasks = tasks_of(args)
     model = load_model_for(args, tasks)
-    res = run_pipeline(model, tasks=tasks or None, out=out, n=args.n, seed=args.seed, progress=args.progress)
+    res = run_pipeline(model, tasks=tasks or None, out=out, n=args.n, seed=args.seed, progress=args.progress,
+                       checkpoint=checkpoint_of(args, out))
     print(summarize(res))
     if out is not None:
         print(f"results written to {out} (open {out / 'index.html'})")
@@ -157,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "With --out: results, figures, CSVs and index.html.")
     add_tasks(p, nargs="*", help="tasks (default: the embedded model's own tasks, by family)")
     add_common(p, shots=None, n=48, n_help="queries per task for accuracy and function-vector evaluation")
-    add_out(p)
+    add_out(p, resumable=True)
     p.set_defaults(func=_cmd_run)
 
     for mod in FAMILY_COMMANDS:

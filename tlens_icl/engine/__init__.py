@@ -7,7 +7,7 @@ itself. The modules, bottom up:
   installs hooks and raises when one did not fire.
 * ``runs`` - plain forwards: :func:`~tlens_icl.engine.runs.query_logits`, and the row plan every
   forward shares (:func:`~tlens_icl.engine.runs.query_plan`: rows sorted by query position, cut after
-  it, capped by :data:`~tlens_icl.engine.runs.MEMORY_BUDGET`).
+  it, capped by :func:`~tlens_icl.engine.memory.memory_budget`).
 * ``scoring`` - metrics of the logits at the query.
 * ``capture`` - **the one capture path**: :func:`~tlens_icl.engine.capture.capture` hands each hooked
   activation to a reducer (:class:`~tlens_icl.engine.capture.AtPositions` - e.g. the query;

@@ -7,9 +7,14 @@ reuses the KV cache of the unablated prefix) without touching the analyses:
 
 * :func:`mean_head_z` - the reference means ``[layer, head, d_head]`` (one capture pass);
 * :func:`mean_ablation_hooks` - the ``(hook name, fn)`` list for one set of heads and positions;
-* :func:`ablated_query_logits` / :func:`ablated_token_losses` - forwards under those hooks (through
-  :func:`~tlens_icl.engine.runs.query_logits` and :func:`~tlens_icl.engine.hooks.checked_hooks`, so a
-  hook that did not fire raises);
+* :func:`ablation_sweep` - many head sets ablated at the given positions of one token batch: per row
+  chunk one clean run, which records the residual stream entering each layer where some set's first
+  ablated head sits; a set whose first ablated layer is ``s`` then runs only blocks ``s..`` (the earlier
+  blocks become the identity and the recorded residual is put back at ``blocks.s.hook_resid_pre``) -
+  exact, since an ablation at layer ``s`` changes nothing before it. A control forward (no edit, entering
+  at the deepest such layer) must reproduce the clean logits, else every set runs in full with one
+  warning. :func:`ablated_query_logits` / :func:`ablated_token_losses` are its one-set cases (every hook
+  goes through :func:`~tlens_icl.engine.hooks.checked_hooks`, so a hook that did not fire raises);
 * :func:`ablated_query_scores` - ablation at the query position only, for many head sets at once on the
   query-intervention engine (one base run; each set recomputes only query copies from its first layer).
 
@@ -32,9 +37,18 @@ from torch import Tensor
 from tlens_icl._typing import Head, ModelLike
 from tlens_icl.engine import hooks
 from tlens_icl.engine.capture import Summed, capture
-from tlens_icl.engine.query import QueryRun, Reduce, device_of, query_interventions, set_head_means
-from tlens_icl.engine.runs import chunks, query_logits
+from tlens_icl.engine.query import (
+    QueryRun,
+    Reduce,
+    _check_control,
+    device_of,
+    query_interventions,
+    set_head_means,
+)
+from tlens_icl.engine.runs import length_chunks, query_logits, rows_per_forward
+from tlens_icl.engine.scoring import at_query
 from tlens_icl.errors import TlensICLError
+from tlens_icl.models import adapter, kv
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import ROLE_ID, PromptBatch
 
@@ -114,19 +128,129 @@ def mean_ablation_hooks(
     return [(hooks.z(layer), make(layer, idx)) for layer, idx in sorted(by_layer.items())]
 
 
+def _check_heads(model: ModelLike, head_sets: Sequence[Sequence[Head]], means: Tensor) -> None:
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    if means.shape[:2] != (n_layers, n_heads):
+        raise TlensICLError(f"means has shape {tuple(means.shape)}; expected [{n_layers}, {n_heads}, d_head].")
+    for hs in head_sets:
+        for layer, head in hs:
+            if not (0 <= layer < n_layers and 0 <= head < n_heads):
+                raise TlensICLError(f"Head L{layer}H{head} is outside the model's {n_layers} x {n_heads} heads.")
+
+
+#: ``reduce(logits [b, width, d_vocab], rows [b]) -> [b, ...]`` of one row chunk (cut after its rows' reach).
+SweepReduce = Callable[[Tensor, Tensor], Tensor]
+
+
+def ablation_sweep(
+    model: ModelLike, tokens: Int[Tensor, "batch pos"], reach: Int[Tensor, " batch"], where: Bool[Tensor, "batch pos"],
+    head_sets: Sequence[Sequence[Head]], means: Float[Tensor, "layer head d_head"], reduce: SweepReduce, *,
+    batch_size: int = 16, method: Literal["auto", "naive"] = "auto",
+) -> list[Tensor]:
+    """``reduce`` of the logits with each head set mean-ablated at ``where``: one ``[batch, ...]`` tensor per set.
+
+    ``reach[i]``: the last position row ``i`` needs (chunks are cut after it). ``method="auto"`` shares each
+    chunk's clean run and starts every set at its first ablated layer (module docstring); ``"naive"`` runs
+    every set in full. An empty set is the clean run.
+    """
+    require_eval_mode(model, "ablation_sweep")
+    if method not in ("auto", "naive"):
+        raise TlensICLError(f"method must be 'auto' or 'naive', got {method!r}.")
+    if tokens.shape != where.shape or reach.shape != tokens.shape[:1]:
+        raise TlensICLError(f"tokens {tuple(tokens.shape)}, where {tuple(where.shape)} and reach {tuple(reach.shape)} "
+                            "do not match.")
+    _check_heads(model, head_sets, means)
+    n_layers = model.cfg.n_layers
+    starts = [min(layer for layer, _ in hs) if hs else n_layers for hs in head_sets]
+    skip = method == "auto"
+    entries = sorted({s for s in starts if 0 < s < n_layers}) if skip else []
+    out: list[Tensor | None] = [None] * len(head_sets)
+    dev = device_of(model)
+    reach = reach.long().cpu()
+    plan = length_chunks(reach, rows_per_forward(model, int(reach.max()) + 1 if len(reach) else 1, batch_size))
+
+    def put(i: int, rows: Tensor, value: Tensor) -> None:
+        if out[i] is None:
+            out[i] = torch.full((len(tokens), *value.shape[1:]), float("nan"))
+        out[i][rows] = value.float().cpu()  # type: ignore[index]
+
+    def grab(store: dict[int, Tensor], layer: int) -> Callable[..., None]:
+        def fn(act: Tensor, hook: Any) -> None:
+            store[layer] = act.detach().clone()
+        return fn
+
+    def inject(resid: Tensor) -> Callable[..., Tensor]:
+        def fn(act: Tensor, hook: Any) -> Tensor:
+            return resid.to(act.device, act.dtype).clone()
+        return fn
+
+    def run(toks: Tensor, fwd: HookList, start: int, got: dict[int, Tensor], kinds: list[bool]) -> Tensor:
+        if start == 0 or start >= n_layers or not skip:
+            with hooks.checked_hooks(model, fwd):
+                return model(toks)
+        with kv.skipping(model, start, kinds), hooks.checked_hooks(model, [(hooks.resid_pre(start), inject(got[start]))] + fwd):
+            return model(toks)
+
+    with torch.inference_mode():
+        for rows, width in plan:
+            toks = tokens[rows, :width].to(dev)
+            got: dict[int, Tensor] = {}
+            with kv.block_kinds(model) as kind_of, hooks.checked_hooks(model, [(hooks.resid_pre(s), grab(got, s))
+                                                                              for s in entries]):
+                base = model(toks)
+            kinds = [kind_of.get(i, False) for i in range(n_layers)]
+            if skip and entries:  # the control: entering at the deepest layer without an edit is the clean run
+                try:
+                    _check_control(run(toks, [], entries[-1], got, kinds), base, adapter.dtype_of(model))
+                except Exception as e:  # noqa: BLE001 - any failure of the shortcut: warn once, run in full
+                    adapter.warn_once(model, f"ablation_sweep:{type(e).__name__}",
+                                      f"tlens_icl: starting an ablated forward at its first ablated layer is not exact "
+                                      f"for this model ({e}); every head set runs in full (exact, slower).")
+                    skip = False
+            clean = reduce(base, rows)
+            del base
+            for i, hs in enumerate(head_sets):
+                if not hs:
+                    put(i, rows, clean)
+                    continue
+                fwd = mean_ablation_hooks(model, hs, means, where[rows, :width])
+                put(i, rows, reduce(run(toks, fwd, starts[i], got, kinds), rows))
+    return [o if o is not None else torch.empty(0) for o in out]
+
+
 def ablated_query_logits(
     model: ModelLike, batch: PromptBatch, heads: Sequence[Head], means: Float[Tensor, "layer head d_head"], *,
     positions: Positions = "all", batch_size: int = 16,
 ) -> Float[Tensor, "batch d_vocab"]:
     """Logits at each row's query position with ``heads`` mean-ablated at ``positions``."""
-    ablation_positions(batch, positions)  # validates ``positions`` before any forward pass
+    where = ablation_positions(batch, positions)  # validates ``positions`` before any forward pass
     if not heads:
         return query_logits(model, batch, batch_size=batch_size)
     if positions == "query":
         return ablated_query_scores(model, batch, [heads], means, lambda logits, rows: logits,
                                     batch_size=batch_size).values[0]
-    return query_logits(model, batch, batch_size=batch_size,
-                        fwd_hooks=lambda sub: mean_ablation_hooks(model, heads, means, ablation_positions(sub, positions)))
+    return ablation_sweep(model, batch.tokens, batch.query_pos, where, [heads], means,
+                          query_reduce(batch, lambda logits, rows: logits), batch_size=batch_size)[0]
+
+
+def query_reduce(batch: PromptBatch, reduce: Reduce) -> SweepReduce:
+    """A sweep reduce applying ``reduce(logits at the query [b, d_vocab], rows)`` to a chunk of ``batch``."""
+    def fn(logits: Tensor, rows: Tensor) -> Tensor:
+        return reduce(at_query(logits, batch.query_pos[rows]), rows)
+    return fn
+
+
+def token_loss_reduce(tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"]) -> SweepReduce:
+    """A sweep reduce giving next-token cross-entropy ``[b, pos - 1]`` (NaN where the next token is padding)."""
+    def fn(logits: Tensor, rows: Tensor) -> Tensor:
+        width = logits.shape[1]
+        toks = tokens[rows, :width].to(logits.device)
+        loss = torch.full((len(rows), tokens.shape[1] - 1), float("nan"))
+        part = -logits[:, :-1].float().log_softmax(-1).gather(-1, toks[:, 1:, None]).squeeze(-1).cpu()
+        part[mask[rows, 1:width] == 0] = float("nan")
+        loss[:, : width - 1] = part
+        return loss
+    return fn
 
 
 def ablated_query_scores(
@@ -138,13 +262,7 @@ def ablated_query_scores(
     Every head set is a variant of one engine call (:func:`tlens_icl.engine.query.query_interventions`): one
     base run, then only query copies from each set's first ablated layer on. ``.baseline`` is the plain run.
     """
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    if means.shape[:2] != (n_layers, n_heads):
-        raise TlensICLError(f"means has shape {tuple(means.shape)}; expected [{n_layers}, {n_heads}, d_head].")
-    for hs in head_sets:
-        for layer, head in hs:
-            if not (0 <= layer < n_layers and 0 <= head < n_heads):
-                raise TlensICLError(f"Head L{layer}H{head} is outside the model's {n_layers} x {n_heads} heads.")
+    _check_heads(model, head_sets, means)
     return query_interventions(model, batch.tokens, batch.query_pos, set_head_means(head_sets, means), reduce,
                                method=method, batch_size=batch_size, operation="ablated_query_scores")
 
@@ -155,25 +273,21 @@ def ablated_token_losses(
 ) -> Float[Tensor, "batch pos_minus_1"]:
     """Next-token cross-entropy at every position (``[:, i]`` = loss of predicting token ``i + 1``) with
     ``heads`` mean-ablated at every real non-BOS token; NaN where the next token is padding."""
+    return ablated_token_loss_sweep(model, tokens, mask, [heads], means, batch_size=batch_size)[0]
+
+
+def ablated_token_loss_sweep(
+    model: ModelLike, tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"], head_sets: Sequence[Sequence[Head]],
+    means: Float[Tensor, "layer head d_head"], *, batch_size: int = 8, method: Literal["auto", "naive"] = "auto",
+) -> list[Float[Tensor, "batch pos_minus_1"]]:
+    """:func:`ablated_token_losses` for many head sets, sharing each chunk's clean run (:func:`ablation_sweep`)."""
     require_eval_mode(model, "ablated_token_losses")
     bos = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
-    where = token_positions(tokens, mask, bos)
-    out = torch.full((tokens.shape[0], tokens.shape[1] - 1), float("nan"))
-    dev = device_of(model)
-    with torch.no_grad():
-        for sl in chunks(len(tokens), batch_size):
-            toks = tokens[sl].to(dev)
-            fwd = mean_ablation_hooks(model, heads, means, where[sl]) if heads else []
-            with hooks.checked_hooks(model, fwd):
-                logits = model(toks)
-            logp = logits[:, :-1].float().log_softmax(-1)
-            loss = -logp.gather(-1, toks[:, 1:, None]).squeeze(-1).cpu()
-            loss[mask[sl, 1:] == 0] = float("nan")
-            out[sl] = loss
-    return out
+    reach = (mask.long().cumsum(1).argmax(1)).clamp(min=1)  # each row's last real token
+    return ablation_sweep(model, tokens, reach, token_positions(tokens, mask, bos), head_sets, means,
+                          token_loss_reduce(tokens, mask), batch_size=batch_size, method=method)
 
 
-
-
-__all__ = ["Positions", "ablated_query_logits", "ablated_query_scores", "ablated_token_losses", "ablation_positions", "mean_ablation_hooks",
-           "mean_head_z", "token_positions"]
+__all__ = ["Positions", "ablated_query_logits", "ablated_query_scores", "ablated_token_loss_sweep", "ablated_token_losses",
+           "ablation_positions", "ablation_sweep", "mean_ablation_hooks", "mean_head_z", "query_reduce", "token_loss_reduce",
+           "token_positions"]

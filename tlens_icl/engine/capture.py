@@ -12,6 +12,10 @@ is cut right after that position (right padding and anything after the query nev
 ``logits_at`` the forward stops as soon as every hook has fired (no unembedding). Runs under
 ``torch.inference_mode``. Every hook is checked to have fired.
 
+Memory: rows per forward are capped by the memory budget (:mod:`tlens_icl.engine.memory`); a chunk that
+runs out of memory is run again with fewer rows, keeping the chunks already done. A remote model
+(:mod:`tlens_icl.models.remote`) is run through its driver, whose capture hooks fire as usual.
+
 Device and dtype: reducers compute on the activation's device; sums and means are float32 (float64
 stays float64); results come back as float32 tensors on the CPU, in the caller's row order.
 """
@@ -28,9 +32,10 @@ from torch import Tensor
 
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine import hooks
+from tlens_icl.engine.memory import in_plan
 from tlens_icl.engine.runs import length_chunks, rows_per_forward
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models.adapter import device_of
+from tlens_icl.models.adapter import device_of, forward
 from tlens_icl.models.loading import require_eval_mode
 
 
@@ -139,28 +144,36 @@ def capture(
     from tlens_icl.engine.progress import progress_bar
 
     plan = length_chunks(reach, rows_per_forward(model, int(reach.max()) + 1 if n else 1, batch_size))
+    bar = progress_bar(total=n, enabled=progress, desc=operation)
+
+    def work(rows: Tensor, w: int) -> None:
+        got: dict[str, Tensor] = {}
+
+        def make(name: str, reducer: Reducer) -> Callable[..., None]:
+            def grab(act: Tensor, hook: Any) -> None:
+                got[name] = reducer(act, rows).float().cpu()
+                if logits_at is None and len(got) == len(names):
+                    raise _Captured  # everything is read: the rest of the forward (e.g. the unembedding) is skipped
+            return grab
+
+        with hooks.checked_hooks(model, [(nm, make(nm, r)) for nm, r in reducers.items()]):
+            try:
+                logits = forward(model, tokens[rows, :w].to(dev))
+            except _Captured:
+                pass
+        if logits_at is not None:
+            ar = torch.arange(len(rows), device=logits.device)
+            got["logits"] = logits[ar, logits_at[rows].to(logits.device)].float().cpu()
+        for name in out:  # written only once the chunk succeeded (an OOM retries it smaller)
+            out[name].append(got[name])
+        order.append(rows)
+        bar.update(len(rows))
+
     with torch.inference_mode():
-        for rows, w in progress_bar(plan, enabled=progress, desc=operation):
-            got: dict[str, Tensor] = {}
-
-            def make(name: str, reducer: Reducer, rows: Tensor = rows, got: dict[str, Tensor] = got) -> Callable[..., None]:
-                def grab(act: Tensor, hook: Any) -> None:
-                    got[name] = reducer(act, rows).float().cpu()
-                    if logits_at is None and len(got) == len(names):
-                        raise _Captured  # everything is read: the rest of the forward (e.g. the unembedding) is skipped
-                return grab
-
-            with hooks.checked_hooks(model, [(nm, make(nm, r)) for nm, r in reducers.items()]):
-                try:
-                    logits = model(tokens[rows, :w].to(dev))
-                except _Captured:
-                    pass
-            if logits_at is not None:
-                ar = torch.arange(len(rows), device=logits.device)
-                got["logits"] = logits[ar, logits_at[rows].to(logits.device)].float().cpu()
-            for name in out:
-                out[name].append(got[name])
-            order.append(rows)
+        try:
+            in_plan(plan, work, model=model, what=operation)
+        finally:
+            bar.close()
     inverse = torch.empty(n, dtype=torch.long)
     inverse[torch.cat(order)] = torch.arange(n)
     return {name: torch.cat(parts)[inverse] for name, parts in out.items()}

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tlens_icl.errors import HookNotFiredError, ModelStateError
+from tlens_icl.models import remote
 
 HookFn = Callable[..., Any]
 
@@ -84,7 +85,10 @@ def site_name(site: str, layer: int) -> str:
 
 
 def require_hooks(model: Any, names: Sequence[str]) -> None:
-    """Raise before any forward pass if the model lacks one of ``names``."""
+    """Raise before any forward pass if the model lacks one of ``names`` (or, remote, cannot fire it)."""
+    if remote.is_remote(model):
+        remote.require_fireable(model, names)
+        return
     hook_dict = getattr(model, "hook_dict", None)
     if hook_dict is None:
         return  # a protocol-only model; firing is still checked after the run
@@ -113,14 +117,23 @@ def checked_hooks(
 
     Hooks are counted per entry, so two hooks on the same name are each checked. A hook that returns a
     new ``hook_pattern`` on a model that ignores pattern edits raises instead of doing nothing.
+
+    On a remote model (:mod:`tlens_icl.models.remote`) an edit with a declarative form
+    (:class:`~tlens_icl.models.remote.SpecHook`) is sent to the driver with each forward run through
+    :func:`tlens_icl.models.adapter.forward` (and counts as fired when sent); other hooks are captures, and
+    one that returns a tensor raises, since the remote engine would ignore the edit.
     """
     counts = [0] * (len(fwd_hooks) + len(bwd_hooks))
+    is_remote = remote.is_remote(model)
     edits_ignored = any(n.endswith(".attn.hook_pattern") for n, _ in fwd_hooks) and _pattern_edits_ignored(model)
 
     def counted(i: int, fn: HookFn) -> HookFn:
         def wrapper(act: Any, hook: Any) -> Any:
             counts[i] += 1
             out = fn(act, hook=hook)
+            if is_remote and out is not None:
+                raise remote.unsupported(names[i], "this intervention edits an activation in a way a remote backend "
+                                         "cannot apply (its hooks only read; it takes add/set/scale/suppress specs)")
             if out is not None and edits_ignored and names[i].endswith(".attn.hook_pattern"):
                 raise ModelStateError(
                     f"A hook edits {names[i]}, but this model ignores hook_pattern edits (TransformerLens 3 native "
@@ -132,6 +145,16 @@ def checked_hooks(
 
     names = [n for n, _ in fwd_hooks] + [n for n, _ in bwd_hooks]
     require_hooks(model, names)
+    if is_remote:
+        if bwd_hooks:
+            raise remote.unsupported(bwd_hooks[0][0], "a remote backend has no backward pass (gradients)")
+        with _remote_hooks(model, fwd_hooks, counts, counted):
+            yield
+        silent = [names[i] for i, c in enumerate(counts) if c == 0]
+        if silent:
+            raise HookNotFiredError(f"Hook(s) {silent[:4]} never fired: no forward pass ran the remote model inside the "
+                                    "`with` block (run it with tlens_icl.models.adapter.forward).")
+        return
     fwd = [(n, counted(i, f)) for i, (n, f) in enumerate(fwd_hooks)]
     off = len(fwd_hooks)
     bwd = [(n, counted(off + i, f)) for i, (n, f) in enumerate(bwd_hooks)]
@@ -154,6 +177,25 @@ def checked_hooks(
             "forward pass stop early (stop_at_layer), or is the hook gated (e.g. hook_result needs "
             "set_use_attn_result)?"
         )
+
+
+@contextmanager
+def _remote_hooks(model: Any, fwd_hooks: Sequence[tuple[str, HookFn]], counts: list[int],
+                  counted: Callable[[int, HookFn], HookFn]) -> Iterator[None]:
+    """Edits to the driver (:func:`tlens_icl.models.remote.pending_edits`), the other hooks as captures."""
+    edits, captures = [], []
+    for i, (name, fn) in enumerate(fwd_hooks):
+        if isinstance(fn, remote.SpecHook):
+            counter = [0]
+            edits.append((name, fn, counter, i))
+        else:
+            captures.append((name, counted(i, fn)))
+    with remote.pending_edits(model, [(n, fn, c) for n, fn, c, _ in edits]), model.hooks(fwd_hooks=captures):
+        try:
+            yield
+        finally:
+            for _, _, counter, i in edits:
+                counts[i] += counter[0]
 
 
 def _sentinel(counter: list[int]) -> HookFn:

@@ -32,7 +32,8 @@ from tlens_icl.engine.query import (
     _check_control,
     progress_bar,
 )
-from tlens_icl.engine.runs import chunks, query_plan
+from tlens_icl.engine.memory import memory_budget
+from tlens_icl.engine.runs import bytes_per_token, chunks, query_plan
 from tlens_icl.engine.scoring import at_query
 from tlens_icl.errors import HookNotFiredError, ModelStateError, TlensICLError
 from tlens_icl.models import adapter, kv
@@ -40,6 +41,8 @@ from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 
 device_of = adapter.device_of
+#: Most tokens one suffix-replay forward runs (larger groups of cells gain nothing on a CPU).
+GROUP_TOKENS = 2048
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,14 @@ def _suffix_replay(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, si
     dev, dtype = device_of(model), adapter.dtype_of(model)
     forwards = 0
     plan = query_plan(model, q, batch_size)
+    # a group of cells replayed in one forward: its activations plus its rows' copies of the prefix keys/values
+    token_bytes = bytes_per_token(model, width_all)
+    key_bytes = 4 * n_layers * model.cfg.n_heads * model.cfg.d_head * torch.finfo(dtype).bits // 8
+    budget = memory_budget(model)
+
+    def fits(n_rows: int, span: int, p0: int) -> bool:
+        return n_rows * span <= GROUP_TOKENS and n_rows * (span * token_bytes + p0 * key_bytes) <= budget
+
     bar = progress_bar(len(plan) * n_layers, progress, "activation patching (suffix replay)")
     with torch.inference_mode():
         for rows, width in plan:
@@ -142,24 +153,52 @@ def _suffix_replay(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, si
                 cells = [(p, r) for p, r in cells if len(r)]
                 if cells:  # one unpatched replay from the first patched position proves skip, masks and prefix
                     p0, r0 = cells[0][0], torch.arange(len(rows))
-                    lg = _replay(model, prefix, toks, acts, r0, p0, layer, q[rows], None)
+                    lg = _replay(model, prefix, toks, acts, [(p0, r0)], layer, q[rows], None)
                     _check_control(lg, base_logits, dtype)
-                for p, r in cells:
-                    patch = src_acts[name][r.to(dev), p]
-                    lg = _replay(model, prefix, toks, acts, r, p, layer, q[rows], (name, patch))
-                    effects[layer, p, rows[r]] = reduce(lg, rows[r]).float().cpu() - base_score[rows[r]]
-                    forwards += 1
+                for group in replay_groups(cells, q[rows], fits):
+                    patch = (name, torch.cat([src_acts[name][r.to(dev), p] for p, r in group]))
+                    lg = _replay(model, prefix, toks, acts, group, layer, q[rows], patch)
+                    r_all = torch.cat([r for _, r in group])
+                    effects[layer, torch.cat([torch.full((len(r),), p) for p, r in group]), rows[r_all]] = (
+                        reduce(lg, rows[r_all]).float().cpu() - base_score[rows[r_all]])
+                    forwards += len(group)
                 bar.update()
     bar.close()
     return LayerPositionRun(effects, base_score, source_score, "kv", forwards)
 
 
-def _replay(model: ModelLike, prefix: kv.Prefix, toks: Tensor, acts: dict[str, Tensor], r: Tensor, p: int, layer: int,
-            q: Tensor, patch: tuple[str, Tensor] | None) -> Tensor:
-    """Logits at the query of rows ``r`` (chunk indices) replaying positions ``p .. query`` from block ``layer``."""
+def replay_groups(cells: Sequence[tuple[int, Tensor]], q: Tensor, fits: Callable[[int, int, int], bool]) -> list[list[tuple[int, Tensor]]]:
+    """Cells ``(position, rows)`` of one layer, in position order, cut into groups replayed in one forward.
+
+    A group replays from its first position ``p0``; a later cell ``p`` of it also recomputes the unpatched
+    positions ``p0 .. p-1`` (exact: they see the same inputs). Stacking cells saves one forward's fixed cost
+    per cell and runs larger matrix products; a cell joins the group while that recomputation stays within
+    an eighth of the group's replay length (at least 2 positions) and ``fits(rows, replay length, p0)``.
+    """
+    groups: list[list[tuple[int, Tensor]]] = []
+    p0 = n_rows = 0
+    for p, r in cells:
+        if groups:
+            span = int(q[torch.cat([rr for _, rr in groups[-1]] + [r])].max()) + 1 - p0
+            if p - p0 <= max(2, span // 8) and fits(n_rows + len(r), span, p0):
+                groups[-1].append((p, r))
+                n_rows += len(r)
+                continue
+        groups.append([(p, r)])
+        p0, n_rows = p, len(r)
+    return groups
+
+
+def _replay(model: ModelLike, prefix: kv.Prefix, toks: Tensor, acts: dict[str, Tensor],
+            group: Sequence[tuple[int, Tensor]], layer: int, q: Tensor, patch: tuple[str, Tensor] | None) -> Tensor:
+    """Logits at the query of every cell's rows (``group``: ``(position, chunk row indices)``, stacked in that
+    order) replaying positions ``p0 .. query`` from block ``layer``, ``p0`` the group's first position;
+    ``patch``: ``(hook name, one value per stacked row)`` set at each cell's own position."""
     dev = toks.device
-    rd = r.to(dev)
-    qr = q[r].to(dev)
+    p = min(pos for pos, _ in group)
+    rd = torch.cat([r for _, r in group]).to(dev)
+    cols = torch.cat([torch.full((len(r),), pos - p) for pos, r in group]).to(dev)
+    qr = q[rd.cpu()].to(dev)
     end = int(qr.max()) + 1
     keys = {i: k[rd, :, :p] for i, k in prefix.keys.items()}
     values = {i: v[rd, :, :p] for i, v in prefix.values.items()}
@@ -177,21 +216,22 @@ def _replay(model: ModelLike, prefix: kv.Prefix, toks: Tensor, acts: dict[str, T
     fwd = [(hooks.resid_pre(layer), inject)]
     if patch is not None:
         name, value = patch
+        ar = torch.arange(len(rd), device=dev)
 
         def put(act: Tensor, hook: Any) -> Tensor:
             new = act.clone()
-            new[:, 0] = value.to(act.device, act.dtype)
+            new[ar, cols] = value.to(act.device, act.dtype)
             return new
 
         fwd.append((name, put))
-    pos = torch.arange(p, end, device=dev).expand(len(r), -1)
+    pos = torch.arange(p, end, device=dev).expand(len(rd), -1)
     try:
         with kv.replaying(model, keys, values, masks, skip=layer, tuple_blocks=prefix.tuple_blocks), \
                 hooks.checked_hooks(model, fwd):
             logits = adapter.forward(model, toks[rd, p:end], position_ids=pos)
     except HookNotFiredError as e:
         raise FastPathUnsupported(str(e)) from e
-    return logits[torch.arange(len(r), device=dev), qr - p]
+    return logits[torch.arange(len(rd), device=dev), qr - p]
 
 
 def _loop(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, site: str, reduce: Reduce, batch_size: int,

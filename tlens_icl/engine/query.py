@@ -28,7 +28,7 @@ no Python loop over heads or rows). Builders: :func:`set_heads` (head patching /
 metric, never the logits of every variant - as float32 on the CPU.
 
 Memory: row chunks are sorted by query position and cut after it; rows and copies per forward are capped
-by :data:`tlens_icl.engine.runs.MEMORY_BUDGET` (bytes of activations one forward may use).
+by :func:`tlens_icl.engine.memory.memory_budget` (bytes of activations one forward may use).
 """
 
 from __future__ import annotations
@@ -44,8 +44,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
-from tlens_icl.engine import hooks
-from tlens_icl.engine import runs
+from tlens_icl.engine import hooks, memory
 from tlens_icl.engine.runs import bytes_per_token, query_plan, rows_per_forward
 from tlens_icl.errors import HookNotFiredError, ModelStateError, TlensICLError
 from tlens_icl.models import adapter, kv
@@ -301,6 +300,11 @@ def query_interventions(
     names whose unpatched query-position activation to return (free: read in the base run).
     """
     require_eval_mode(model, operation)
+    if adapter.family(model) == "remote":
+        from tlens_icl.models import remote
+
+        raise remote.unsupported("", f"{operation} patches activations at the query with the engine's own forwards "
+                                 "(key/value reuse, appended copies), which a remote driver cannot run")
     if method not in METHODS:
         raise TlensICLError(f"method must be one of {METHODS}, got {method!r}.")
     hooks.require_hooks(model, [e.hook for e in interventions.edits] + list(capture))
@@ -309,7 +313,7 @@ def query_interventions(
     if tokens.shape[0] and (int(query_pos.min()) < 0 or int(query_pos.max()) >= tokens.shape[1]):
         raise TlensICLError("query_pos outside the token batch.")
     route = _routes(model, method)
-    budget = memory_budget or runs.MEMORY_BUDGET
+    budget = memory_budget or memory.memory_budget(model)
     for i, name in enumerate(route):
         try:
             return _RUNNERS[name](model, tokens, query_pos.long().cpu(), interventions, reduce, list(capture),

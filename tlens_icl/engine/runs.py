@@ -13,6 +13,7 @@ from torch import Tensor
 
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine.hooks import checked_hooks
+from tlens_icl.engine.memory import in_plan, memory_budget
 from tlens_icl.engine.scoring import (
     accepted_top1,
     at_query,
@@ -20,13 +21,9 @@ from tlens_icl.engine.scoring import (
     prob,
     teacher_forced,
 )
-from tlens_icl.models.adapter import dtype_of
+from tlens_icl.models.adapter import device_of, driver_rows, dtype_of, forward
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
-
-#: Bytes of activations one forward may use (logits, MLP and attention intermediates); rows and query
-#: copies per forward are capped by it.
-MEMORY_BUDGET = 1 << 30
 
 
 def bytes_per_token(model: ModelLike, keys: int) -> int:
@@ -37,20 +34,26 @@ def bytes_per_token(model: ModelLike, keys: int) -> int:
     return elem * (cfg.d_vocab + 2 * d_mlp + 12 * cfg.d_model + 3 * cfg.n_heads * keys) + 8 * cfg.d_vocab
 
 
-def rows_per_forward(model: ModelLike, seq: int, batch_size: int, budget: int | None = None) -> int:
-    """``batch_size`` capped so one forward of ``seq`` tokens per row fits the memory budget."""
-    return max(1, min(batch_size, (budget or MEMORY_BUDGET) // (bytes_per_token(model, seq) * seq)))
+def rows_per_forward(model: ModelLike, seq: int, batch_size: int, budget: int | None = None, *,
+                     edits: bool = False) -> int:
+    """``batch_size`` capped so one forward of ``seq`` tokens per row fits the memory budget
+    (default :func:`~tlens_icl.engine.memory.memory_budget`) and the rows one call of the model's
+    family takes (a remote driver: often one prompt; ``edits``: the forward carries interventions)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    fit = (budget or memory_budget(model)) // (bytes_per_token(model, seq) * seq)
+    return max(1, min(driver_rows(model, batch_size, edits=edits), fit))
 
 
 def query_plan(model: ModelLike, query_pos: Int[Tensor, " batch"], batch_size: int,
-               budget: int | None = None) -> list[tuple[Int[Tensor, " rows"], int]]:
+               budget: int | None = None, *, edits: bool = False) -> list[tuple[Int[Tensor, " rows"], int]]:
     """Row chunks for reading the query position: sorted by it, cut after it, memory-capped.
 
     The one plan of :func:`query_logits` and of the engine's base runs, so the same prompts give
     bit-identical unpatched logits through either.
     """
     width = int(query_pos.max()) + 1 if len(query_pos) else 1
-    return length_chunks(query_pos, rows_per_forward(model, width, batch_size, budget))
+    return length_chunks(query_pos, rows_per_forward(model, width, batch_size, budget, edits=edits))
 
 
 def chunks(n: int, batch_size: int) -> Iterator[slice]:
@@ -92,20 +95,25 @@ def query_logits(
     query positions), a callable ``chunk -> list``; every hook is checked to have fired.
     """
     require_eval_mode(model, "query_logits")
-    out = None
+    out: list[Tensor | None] = [None]
+    dev = _device(model)
+
+    def work(rows: Tensor, width: int) -> None:
+        sub = batch.select(rows)
+        fwd = fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks
+        toks = sub.tokens if fwd else sub.tokens[:, :width]  # hooks may edit any position of the chunk
+        with checked_hooks(model, fwd):
+            logits = forward(model, toks.to(dev))
+        part = at_query(logits, sub.query_pos).float().cpu()
+        if out[0] is None:
+            with torch.inference_mode(False):  # an ordinary tensor for the caller
+                out[0] = torch.empty((len(batch), part.shape[-1]))
+        out[0][rows] = part
+
     with torch.inference_mode():
-        for rows, width in query_plan(model, batch.query_pos, batch_size):
-            sub = batch.select(rows)
-            fwd = fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks
-            toks = sub.tokens if fwd else sub.tokens[:, :width]  # hooks may edit any position of the chunk
-            with checked_hooks(model, fwd):
-                logits = model(toks.to(_device(model)))
-            part = at_query(logits, sub.query_pos).float().cpu()
-            if out is None:
-                with torch.inference_mode(False):  # an ordinary tensor for the caller
-                    out = torch.empty((len(batch), part.shape[-1]))
-            out[rows] = part
-    return out if out is not None else torch.empty(0)
+        in_plan(query_plan(model, batch.query_pos, batch_size, edits=bool(fwd_hooks)), work, model=model,
+                what="query_logits")
+    return out[0] if out[0] is not None else torch.empty(0)
 
 
 @dataclass(frozen=True)
@@ -181,14 +189,22 @@ def _forced(model: ModelLike, batch: PromptBatch, answers: Sequence[tuple[int, .
     """Teacher-forced forwards of ``rows`` with ``answers`` appended: (slice into rows, log P, known greedy, query logits)."""
     ext = batch.select(list(rows)).with_answers(answers)
     dev = _device(model)
+    done: list[tuple[slice, Tensor, list[list[int]], Tensor]] = []
+
+    def work(chunk: Tensor, _: int) -> None:
+        sl = slice(int(chunk[0]), int(chunk[-1]) + 1)
+        sub = ext.select(sl)
+        with checked_hooks(model, fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks):
+            logits = forward(model, sub.tokens.to(dev))
+        total, got = teacher_forced(logits, sub.query_pos, answers[sl])
+        ql = at_query(logits, sub.query_pos).float().cpu() if keep else torch.empty(0)
+        done.append((sl, total, got, ql))
+
+    size = rows_per_forward(model, ext.tokens.shape[1], batch_size, edits=bool(fwd_hooks))
+    plan = [(torch.arange(sl.start, sl.stop), 0) for sl in chunks(len(ext), size)]
     with torch.no_grad():
-        for sl in chunks(len(ext), batch_size):
-            sub = ext.select(sl)
-            with checked_hooks(model, fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks):
-                logits = model(sub.tokens.to(dev))
-            total, got = teacher_forced(logits, sub.query_pos, answers[sl])
-            ql = at_query(logits, sub.query_pos).float().cpu() if keep else torch.empty(0)
-            yield sl, total, got, ql
+        in_plan(plan, work, model=model, what="answer_scores")
+    yield from done
 
 
 def _forced_rows(model: ModelLike, batch: PromptBatch, answers: Sequence[tuple[int, ...]], rows: Sequence[int],
@@ -198,7 +214,5 @@ def _forced_rows(model: ModelLike, batch: PromptBatch, answers: Sequence[tuple[i
 
 
 def _device(model: ModelLike) -> torch.device:
-    try:
-        return next(model.parameters()).device  # type: ignore[attr-defined]
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
+    """Where input tokens go (see :func:`tlens_icl.models.adapter.device_of`)."""
+    return device_of(model)

@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -109,11 +111,9 @@ def family(model: Any) -> Family:
     hooked = _hooked_transformer_class()
     if hooked is not None and isinstance(model, hooked):
         return "tl3_hooked"
-    try:
-        from transformer_lens.model_bridge import RemoteBridge  # TransformerLens >= 4.3
-    except ImportError:
-        RemoteBridge = None  # type: ignore[assignment]
-    if RemoteBridge is not None and isinstance(model, RemoteBridge):
+    from tlens_icl.models.remote import is_remote
+
+    if is_remote(model):
         return "remote"
     return "other"
 
@@ -183,11 +183,56 @@ def _pattern_edit_works(model: ModelLike) -> bool:
 
 
 def device_of(model: ModelLike) -> torch.device:
-    """The device of the model's parameters (CPU for a model without local parameters)."""
+    """The device input tokens go to: the embedding's device (CPU for a model without local parameters).
+
+    A model split over devices by accelerate (``load_model(..., device_map=...)``) has no single device:
+    this is where its embedding runs, never ``meta`` (the placeholder of an offloaded weight). Each later
+    activation lives on its own block's device, so tensors made inside a hook follow the activation.
+    """
+    hf = getattr(model, "original_model", None)
+    if getattr(hf, "hf_device_map", None):
+        emb = hf.get_input_embeddings() if hasattr(hf, "get_input_embeddings") else None
+        dev = getattr(getattr(emb, "_hf_hook", None), "execution_device", None)
+        if dev is not None:
+            return torch.device("cuda", dev) if isinstance(dev, int) else torch.device(dev)
+        for p in (emb.parameters() if emb is not None else ()):
+            if p.device.type != "meta":
+                return p.device
     try:
-        return next(model.parameters()).device  # type: ignore[attr-defined]
-    except (AttributeError, StopIteration, TypeError):
-        return torch.device("cpu")
+        for p in model.parameters():  # type: ignore[attr-defined]
+            if p.device.type != "meta":
+                return p.device
+    except (AttributeError, TypeError):
+        pass
+    return torch.device("cpu")
+
+
+@contextmanager
+def readable_weights(*modules: Any) -> Iterator[None]:
+    """Inside the block, weights accelerate offloaded to CPU or disk (``meta`` placeholders) hold their values.
+
+    Loads only the given modules' offloaded parameters (e.g. one layer's attention for its ``W_O``) onto
+    their execution device and puts them back on exit; a no-op for a model loaded whole.
+    """
+    try:
+        from accelerate.utils import align_module_device, has_offloaded_params
+    except ImportError:  # accelerate absent: nothing can be offloaded
+        yield
+        return
+    with ExitStack() as stack:
+        for module in modules:
+            subs = module.modules() if isinstance(module, torch.nn.Module) else ()
+            for sub in subs:
+                if has_offloaded_params(sub):
+                    stack.enter_context(align_module_device(sub))
+        yield
+
+
+def head_output_weights(model: ModelLike, layer: int) -> Float[Tensor, "head d_head d_model"]:
+    """``W_O`` of one layer (a detached copy), readable when the model's weights are offloaded."""
+    attn = model.blocks[layer].attn  # type: ignore[attr-defined]
+    with torch.no_grad(), readable_weights(attn):
+        return attn.W_O.detach().clone()
 
 
 def dtype_of(model: ModelLike) -> torch.dtype:
@@ -206,13 +251,23 @@ def is_training(model: ModelLike) -> bool:
     return bool(getattr(model, "training", False))
 
 
-def attn_output_bias(model: ModelLike) -> Float[Tensor, "layer d_model"] | None:
-    """``b_O`` per layer, or None for bias-free attention (bridges raise there; a HookedTransformer has zeros)."""
-    try:
-        b_O = model.b_O  # type: ignore[attr-defined]
-    except (AttributeError, TypeError):  # TL4: AttributeError; TL3 bridge: TypeError (stacking None)
-        return None
-    return b_O if isinstance(b_O, Tensor) else None
+def attn_output_bias(model: ModelLike, layers: Sequence[int] | None = None) -> Float[Tensor, "layer d_model"] | None:
+    """``b_O`` of each layer in ``layers`` (default all), or None for bias-free attention (Llama, Gemma).
+
+    Read one layer at a time, so a model with offloaded weights loads one attention block at a time.
+    """
+    out = []
+    for layer in range(model.cfg.n_layers) if layers is None else layers:
+        attn = model.blocks[layer].attn  # type: ignore[attr-defined]
+        with torch.no_grad(), readable_weights(attn):
+            try:
+                b_O = attn.b_O
+            except (AttributeError, TypeError):  # TL4 bridge: AttributeError; TL3 bridge: TypeError
+                return None
+            if not isinstance(b_O, Tensor):
+                return None
+            out.append(b_O.detach().clone().reshape(-1))
+    return torch.stack(out) if out else None
 
 
 def warn_once(model: Any, key: str, message: str, *, stacklevel: int = 3) -> None:
@@ -237,6 +292,16 @@ def forward(
     ``start_at_layer``. ``attention_mask`` is 2-D ``[batch, pos]`` (1 = real token) or, on bridges, a
     4-D additive float mask; ``past_kv_cache`` is a :func:`prefix_cache` (HookedTransformer only).
     """
+    extra = [k for k, v in (("attention_mask", attention_mask), ("position_ids", position_ids),
+                            ("past_kv_cache", past_kv_cache), ("start_at_layer", start_at_layer)) if v is not None]
+    if family(model) == "remote":  # a driver runs it: edits go as specs (tlens_icl.models.remote)
+        from tlens_icl.models import remote
+
+        if extra:
+            raise remote.unsupported("", f"a remote model runs whole prompts from their tokens; it takes no {extra[0]}")
+        return remote.forward(model, tokens, return_type=return_type)
+    if not extra:  # a plain forward: no capability to check (and no probe run inside the caller's hooks)
+        return model(tokens) if return_type == "logits" else model(tokens, return_type=return_type)
     caps = capabilities(model)
     kwargs: dict[str, Any] = {}
     if return_type != "logits":
@@ -258,6 +323,18 @@ def forward(
             raise ModelStateError(f"This model ({caps.family}) cannot start at a layer.")
         kwargs["start_at_layer"] = start_at_layer
     return model(tokens, **kwargs)
+
+
+def driver_rows(model: ModelLike, batch_size: int, *, edits: bool = False) -> int:
+    """``batch_size`` capped at what one forward of this family takes (a remote driver: often one prompt).
+
+    The engine's row planner (:func:`tlens_icl.engine.runs.rows_per_forward`) applies it with the memory budget."""
+    if family(model) != "remote":
+        return batch_size
+    from tlens_icl.models import remote
+
+    limit = remote.rows_per_call(model, edits=edits)
+    return batch_size if limit is None else max(1, min(batch_size, limit))
 
 
 def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
@@ -335,6 +412,8 @@ def query_forward(
 
 __all__ = [
     "Capabilities", "Family", "additive_mask", "attn_output_bias", "capabilities", "device_of", "dtype_of",
-    "expand_cache", "family", "forward", "is_hooked_transformer", "is_training", "pattern_edits_ignored", "prefix_cache", "query_forward",
+    "driver_rows", "head_output_weights", "readable_weights",
+    "expand_cache", "family", "forward", "is_hooked_transformer", "is_training", "pattern_edits_ignored", "prefix_cache",
+    "query_forward",
     "tl_major", "tl_version", "warn_once",
 ]

@@ -162,6 +162,17 @@ def recording(model: ModelLike) -> Iterator[Prefix]:
     cache = _RecordingCache()
     prefix = Prefix()
     n_blocks = len(model.blocks)  # type: ignore[attr-defined]
+    with block_kinds(model) as kinds, _inject(model, cache, record=prefix.masks):
+        yield prefix
+    if len(cache.keys) != n_blocks or len(prefix.masks) != n_blocks or len(kinds) != n_blocks:
+        raise KVUnsupported(f"attention recorded keys/values in {len(cache.keys)} of {n_blocks} layers")
+    prefix.keys, prefix.values = cache.keys, cache.values
+    prefix.tuple_blocks = [kinds[i] for i in range(n_blocks)]
+
+
+@contextmanager
+def block_kinds(model: ModelLike) -> Iterator[dict[int, bool]]:
+    """Inside the block, a forward notes per block whether it returns a tuple (HF decoder layers differ)."""
     kinds: dict[int, bool] = {}
 
     def note(block: int) -> Any:
@@ -171,26 +182,16 @@ def recording(model: ModelLike) -> Iterator[Prefix]:
 
     outs = [blk.register_forward_hook(note(i)) for i, blk in enumerate(model.blocks)]  # type: ignore[attr-defined]
     try:
-        with _inject(model, cache, record=prefix.masks):
-            yield prefix
+        yield kinds
     finally:
         for h in outs:
             h.remove()
-    if len(cache.keys) != n_blocks or len(prefix.masks) != n_blocks or len(kinds) != n_blocks:
-        raise KVUnsupported(f"attention recorded keys/values in {len(cache.keys)} of {n_blocks} layers")
-    prefix.keys, prefix.values = cache.keys, cache.values
-    prefix.tuple_blocks = [kinds[i] for i in range(n_blocks)]
 
 
 @contextmanager
-def replaying(model: ModelLike, keys: Mapping[int, Tensor], values: Mapping[int, Tensor],
-              masks: Mapping[int, Tensor], *, skip: int = 0, tuple_blocks: list[bool] | None = None) -> Iterator[None]:
-    """Forwards inside the block attend to the frozen ``keys``/``values`` prefix under ``masks[block]``.
-
-    ``masks[block]``: bool "may attend" ``[batch, 1, new, prefix + new]``. Blocks ``< skip`` return their
-    input unchanged (the caller replaces the residual at ``blocks.{skip}.hook_resid_pre``).
-    """
-    cache = _FrozenCache(keys, values)
+def skipping(model: ModelLike, skip: int, tuple_blocks: list[bool] | None = None) -> Iterator[None]:
+    """Blocks ``< skip`` return their input unchanged (the caller replaces the residual at
+    ``blocks.{skip}.hook_resid_pre``); ``tuple_blocks[i]``: block ``i`` returns a tuple (:func:`block_kinds`)."""
     blocks = list(model.blocks)[:skip]  # type: ignore[attr-defined]
     kinds = tuple_blocks or [False] * len(blocks)
 
@@ -204,15 +205,28 @@ def replaying(model: ModelLike, keys: Mapping[int, Tensor], values: Mapping[int,
         for i, blk in enumerate(blocks):
             # NB: ``blk.forward = ...`` would be forwarded to the wrapped HF module by the bridge component.
             object.__setattr__(blk, "forward", passthrough(kinds[i]))
-        with _inject(model, cache, masks=masks):
-            yield
+        yield
     finally:
         for blk in blocks:
             if "forward" in blk.__dict__:
                 object.__delattr__(blk, "forward")
+
+
+@contextmanager
+def replaying(model: ModelLike, keys: Mapping[int, Tensor], values: Mapping[int, Tensor],
+              masks: Mapping[int, Tensor], *, skip: int = 0, tuple_blocks: list[bool] | None = None) -> Iterator[None]:
+    """Forwards inside the block attend to the frozen ``keys``/``values`` prefix under ``masks[block]``.
+
+    ``masks[block]``: bool "may attend" ``[batch, 1, new, prefix + new]``. Blocks ``< skip`` return their
+    input unchanged (the caller replaces the residual at ``blocks.{skip}.hook_resid_pre``).
+    """
+    cache = _FrozenCache(keys, values)
+    with skipping(model, skip, tuple_blocks), _inject(model, cache, masks=masks):
+        yield
     n_run = len(model.blocks) - skip  # type: ignore[attr-defined]
     if len(cache.used) < n_run:
         raise KVUnsupported(f"only {len(cache.used)} of {n_run} layers read the reused keys/values")
 
 
-__all__ = ["KVUnsupported", "Prefix", "kv_reuse_possible", "may_attend", "recording", "replaying"]
+__all__ = ["KVUnsupported", "Prefix", "block_kinds", "kv_reuse_possible", "may_attend", "recording", "replaying",
+           "skipping"]

@@ -75,7 +75,9 @@ def _is_cached(name: str) -> bool:
 
 
 def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dtype: Any = None,
-               step: int | None = None, hooked: bool = False) -> ModelLike:
+               step: int | None = None, hooked: bool = False, device_map: str | dict[str, Any] | None = None,
+               n_devices: int | None = None, max_memory: dict[Any, Any] | None = None,
+               offload_folder: str | os.PathLike[str] | None = None) -> ModelLike:
     """Load a model as a TransformerLens bridge (or a TL3 ``HookedTransformer``) in evaluation mode.
 
     Args:
@@ -88,9 +90,17 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
             check).
         step: a training checkpoint of an embedded model or training-script folder (same as ``@step``).
         device: torch device for HF models (default: TransformerLens's choice).
-        dtype: torch dtype for HF models (GGUF files are cached as float32 and cast at load).
+        dtype: torch dtype for HF models (e.g. ``torch.bfloat16`` for a big model; analyses accumulate in
+            float32 whatever the model's dtype). GGUF files are cached as float32 and cast at load.
         hooked: TransformerLens 3 only: return a ``HookedTransformer`` (embedded models are converted
             without weight processing; hub names go through ``HookedTransformer.from_pretrained_no_processing``).
+        device_map, n_devices, max_memory, offload_folder: placement of a Hugging Face model too big for one
+            device, passed to ``TransformerBridge.boot_transformers`` (accelerate): ``n_devices=4`` splits the
+            blocks over 4 GPUs, ``device_map="auto"`` with ``max_memory={0: "70GiB", 1: "70GiB"}`` fills GPUs up
+            to a budget, and an explicit map such as ``{"model.layers.40": "disk", ...}`` with
+            ``offload_folder`` keeps some blocks on CPU or disk (TransformerLens 4.3 accepts all-GPU maps
+            or all-CPU/disk maps, not the two mixed). ``device`` and ``device_map`` exclude each other.
+            See the README's "Big models" section.
 
     Raises:
         ModelNotAvailableError: a path that does not exist, a download that failed, or a hub name
@@ -124,6 +134,13 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
         if step is not None and int(tail) != step:
             raise ModelStateError(f"{name!r} and step={step} disagree.")
         name, step = base, int(tail)
+    placement = boot_kwargs(device=device, dtype=dtype, device_map=device_map, n_devices=n_devices,
+                            max_memory=max_memory, offload_folder=offload_folder)
+    if name in EMBEDDED_MODELS or is_model_dir(name):
+        split = sorted(k for k, v in placement.items() if k not in ("device", "dtype") and not (k == "n_devices" and v == 1))
+        if split:
+            raise ModelStateError(f"{', '.join(split)} place a Hugging Face model over devices; {name!r} is a small "
+                                  "embedded model that fits one device (pass device=... instead).")
     if name in EMBEDDED_MODELS:
         model = (load_hooked(embedded_model_path(name), device=device, step=step) if hooked
                  else load_embedded(name, device=device, step=step))
@@ -144,13 +161,13 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
     if name in DOWNLOADS:
         spec = DOWNLOADS[name]
         meta = {"name": name, "description": spec["description"], "default_template": spec["default_template"]}
-        return _boot(download_folder(name), name, device, dtype, meta)
+        return _boot(download_folder(name), name, placement, meta)
     if name.lower().endswith(".gguf"):
-        return _boot(gguf_folder(local), name, device, dtype, {"name": local.name})
+        return _boot(gguf_folder(local), name, placement, {"name": local.name})
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise ModelNotAvailableError(f"{local} is a folder but not a saved model (it has no config.json).")
-        return _boot(local, name, device, dtype, {"name": name})
+        return _boot(local, name, placement, {"name": name})
     if local.exists():
         raise ModelNotAvailableError(f"{local} is a file; load_model takes a model folder, a .gguf file or a name.")
     if _looks_like_path(name):
@@ -164,11 +181,14 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
     if hooked:
         from transformer_lens import HookedTransformer
 
-        model = HookedTransformer.from_pretrained_no_processing(name, **_device_dtype(device, dtype))
+        if set(placement) - {"device", "dtype"}:
+            raise ModelStateError("device_map/n_devices/max_memory/offload_folder apply to bridges (hooked=False); for a "
+                                  "HookedTransformer over GPUs build it yourself (HookedTransformer.from_pretrained(..., n_devices=N)).")
+        model = HookedTransformer.from_pretrained_no_processing(name, **placement)
         model.eval()
         _MODEL_META[model] = {"name": name}
         return model
-    return _boot(name, name, device, dtype, {"name": name})
+    return _boot(name, name, placement, {"name": name})
 
 
 def _looks_like_path(name: str) -> bool:
@@ -176,17 +196,14 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~", ".\\")) or "\\" in name or name.count("/") > 1
 
 
-def _device_dtype(device: Any, dtype: Any) -> dict[str, Any]:
-    return {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
-
-
-def _boot(source: str | Path, name: str, device: Any, dtype: Any, meta: dict[str, Any]) -> ModelLike:
-    """``TransformerBridge.boot_transformers`` in eval mode, with the converted folder's conventions applied."""
+def _boot(source: str | Path, name: str, placement: dict[str, Any], meta: dict[str, Any]) -> ModelLike:
+    """``TransformerBridge.boot_transformers`` in eval mode (``placement`` from :func:`boot_kwargs`), with the
+    converted folder's conventions applied."""
     from transformer_lens.model_bridge import TransformerBridge
 
     from tlens_icl.models.gguf import read_meta
 
-    model = TransformerBridge.boot_transformers(str(source), **_device_dtype(device, dtype))
+    model = TransformerBridge.boot_transformers(str(source), **placement)
     model.eval()
     converted = read_meta(source) if Path(source).is_dir() else None
     if converted is not None:
@@ -196,6 +213,39 @@ def _boot(source: str | Path, name: str, device: Any, dtype: Any, meta: dict[str
                 "prepend_bos": model.cfg.default_prepend_bos}
     _MODEL_META[model] = meta
     return model
+
+
+def boot_kwargs(*, device: Any = None, dtype: Any = None, device_map: Any = None, n_devices: int | None = None,
+                max_memory: dict[Any, Any] | None = None, offload_folder: Any = None) -> dict[str, Any]:
+    """The placement arguments of ``TransformerBridge.boot_transformers`` that were given (validated).
+
+    Raises :class:`ModelStateError` before any loading for ``device`` with ``device_map``/``n_devices``,
+    a non-positive ``n_devices``, or ``offload_folder``/``max_memory`` without a split to apply them to.
+    """
+    if device is not None and (device_map is not None or (n_devices or 1) > 1):
+        raise ModelStateError("device= places the whole model on one device; device_map=/n_devices= split it. "
+                              "Pass one of them.")
+    if n_devices is not None and (not isinstance(n_devices, int) or isinstance(n_devices, bool) or n_devices < 1):
+        raise ModelStateError(f"n_devices must be a positive int, got {n_devices!r}.")
+    if offload_folder is not None and device_map is None:
+        raise ModelStateError("offload_folder= holds the blocks a device_map sends to 'disk'; pass device_map=... too.")
+    if max_memory is not None and device_map is None and (n_devices or 1) <= 1:
+        raise ModelStateError("max_memory= budgets the devices of a split; pass device_map='auto' or n_devices=N too.")
+    given = {"device": device, "dtype": dtype, "device_map": device_map, "n_devices": n_devices,
+             "max_memory": max_memory, "offload_folder": None if offload_folder is None else str(offload_folder)}
+    given = {k: v for k, v in given.items() if v is not None}
+    if "offload_folder" in given:
+        import inspect
+
+        from transformer_lens.model_bridge import TransformerBridge
+
+        if "offload_folder" not in inspect.signature(TransformerBridge.boot_transformers).parameters:
+            from importlib.metadata import version
+
+            raise ModelStateError(f"offload_folder= needs TransformerLens >= 4.3 (installed: {version('transformer-lens')}, "
+                                  "whose boot_transformers cannot offload blocks to disk); use an all-GPU or all-CPU "
+                                  "device_map.")
+    return given
 
 
 def model_tasks(model: ModelLike, family: str | None = None) -> list[str]:

@@ -91,6 +91,11 @@ class Result:
     def summary(self) -> str:
         return self.title
 
+    def table(self) -> Any:
+        """A readable table of the headline numbers (a DataFrame). Base: :meth:`to_dataframe`; results with a
+        natural pivot (tasks x shots, layers x heads ...) override it."""
+        return self.to_dataframe()
+
     # ---- labels shared by figures and summaries -----------------------------------------------------
     @property
     def model_name(self) -> str:
@@ -176,12 +181,12 @@ class Result:
         return {"": self.plot(**plot_kwargs)}
 
     def display_table(self) -> Any:
-        """The compact table shown in Jupyter and in reports: ``table()``, ``top_table()`` or the first rows."""
-        for name in ("table", "top_table"):
-            fn = getattr(self, name, None)
-            if callable(fn):
-                return fn()
-        return self.to_dataframe().head(12)
+        """The compact table shown in Jupyter and in reports: an overridden ``table()``, else ``top_table()``,
+        else the first rows of :meth:`to_dataframe`."""
+        if type(self).table is not Result.table:
+            return self.table()
+        top = getattr(self, "top_table", None)
+        return top() if callable(top) else self.to_dataframe().head(12)
 
     def export(self, out: str | Path, name: str, **plot_kwargs: Any) -> Path:
         """Save the result into folder ``out``: ``tensors.safetensors`` + ``meta.json``, ``<name>.csv``

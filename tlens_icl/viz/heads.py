@@ -102,24 +102,35 @@ def overlap_depth(
 
 
 def dynamics_curves(
-    steps: Sequence[int], panels: Sequence[tuple[str, Mapping[str, Sequence[float]]]], *, title: str = "",
-    axes: Any = None,
+    steps: Sequence[int], panels: Sequence[tuple[str, Mapping[str, Sequence[float]]] | tuple[str, Mapping[str, Sequence[float]], tuple[float, float]]],
+    *, title: str = "", axes: Any = None,
 ) -> Any:
-    """Panels over training steps, each ``(ylabel, {line name: values})``; x is log-scaled when steps span >10x."""
+    """Panels over training steps, each ``(ylabel, {line name: values}[, (ymin, ymax)])``; x is log-scaled when
+    steps span >10x. A line ``"<head> (<set>)"`` keeps one colour per head across panels; FV-head lines are
+    dashed, the others solid. A panel's y-range is widened to ``(ymin, ymax)`` when given (never cut)."""
     import matplotlib.pyplot as plt
 
     if axes is None:
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.5), squeeze=False)
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
         axes = axes[0]
     else:
         fig = axes[0].figure
     positive = [s for s in steps if s > 0]
-    for a, (ylabel, lines) in zip(axes, panels):
-        for i, (name, vals) in enumerate(lines.items()):
-            a.plot(list(steps), list(vals), marker="o", ms=3, label=name, color=f"C{i}",
-                   ls="--" if "FV" in name and "induction" not in name else "-")
+    keys: dict[str, int] = {}
+    for panel in panels:
+        for name in panel[1]:
+            keys.setdefault(name.split(" (")[0], len(keys))
+    for a, panel in zip(axes, panels):
+        ylabel, lines = panel[0], panel[1]
+        for name, vals in lines.items():
+            a.plot(list(steps), list(vals), marker="o", ms=3, label=name, color=f"C{keys[name.split(' (')[0]] % 10}",
+                   ls="--" if "(FV head)" in name else "-")
         a.set_xlabel("training step")
         a.set_ylabel(ylabel)
+        if len(panel) > 2:
+            lo, hi = panel[2]  # type: ignore[misc]
+            cur = a.get_ylim()
+            a.set_ylim(min(lo, cur[0]), max(hi, cur[1]))
         if positive and max(positive) / min(positive) > 10:
             a.set_xscale("symlog", linthresh=min(positive))
         a.grid(alpha=0.3)

@@ -35,7 +35,7 @@ from tlens_icl.analyses.causal.patching import scorer
 from tlens_icl.engine import hooks
 from tlens_icl.engine import query as _engine
 from tlens_icl.engine.capture import Custom, capture, query_z
-from tlens_icl.engine.runs import query_logits
+from tlens_icl.engine.runs import chunks, query_logits
 from tlens_icl.engine.scoring import Metric
 from tlens_icl.errors import EmptyTaskError, TlensICLError
 from tlens_icl.models.loading import require_eval_mode
@@ -43,6 +43,7 @@ from tlens_icl.prompts.batch import ROLES, PromptBatch
 from tlens_icl.prompts.pairs import make_prompt_pairs, make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
 from tlens_icl.results.base import Result, run_info
+from tlens_icl.results.checkpoint import digest, open_checkpoint
 from tlens_icl.results.heads import HeadEffectViews
 from tlens_icl.tasks import Task
 from tlens_icl.viz.html import HTMLView
@@ -101,6 +102,7 @@ def indirect_effect(
     method: str = "auto", heads: Sequence[Head | tuple[int, int]] | None = None, filter_correct: bool = False,
     other_task: Task | str | None = None, template: PromptTemplate | str | None = None, batch_size: int = 16,
     progress: bool | None = None, mean_z: Float[Tensor, "*task layer head d_head"] | None = None,
+    checkpoint: str | Path | None = None,
 ) -> IndirectEffectResult:
     """Todd et al.'s causal indirect effect of every attention head, for one or several tasks.
 
@@ -123,6 +125,10 @@ def indirect_effect(
             ``[task, layer, head, d_head]``, instead of running ``n_mean`` clean prompts - e.g.
             ``mean_head_activations(model, batch, cache=cache)`` from a ``run_with_cache`` you already have.
             Not combinable with ``filter_correct`` (filter those prompts yourself).
+        checkpoint: a folder that makes the call resumable (long scans on big models): each task's mean
+            activations and each chunk of ``batch_size`` corrupted prompts are written there when done; the
+            same call again loads them instead of recomputing, so an interrupted run loses at most one
+            chunk and finishes bit-identical to an uninterrupted one (:mod:`tlens_icl.results.checkpoint`).
 
     Returns:
         :class:`IndirectEffectResult`; ``.mean()`` is the AIE ``[layer, head]``, ``.top_heads(k)``.
@@ -142,38 +148,35 @@ def indirect_effect(
     pair_sets = [make_prompt_pairs(t, model, n=n_corrupted, n_shots=n_shots, corruption=corruption, seed=seed,
                                    template=template, other_task=other_task) for t in task_list]
     metric_name, _ = scorer(model, metric, pair_sets[0])
+    ck = open_checkpoint(checkpoint, "indirect_effect", dict(
+        prompts=digest(*(t for b in mean_prompts if b is not None for t in (b.tokens, b.query_pos)),
+                       *(t for p in pair_sets for b in (p.clean, p.corrupted) for t in (b.tokens, b.query_pos, b.answer_tokens)),
+                       *([given] if given is not None else [])),
+        tasks=[p.task for p in pair_sets], metric=metric_name, method=method, filter_correct=filter_correct,
+        heads=[str(h) for h in cells], batch_size=batch_size), model)
     effects, means, clean, corrupted, used, routes = [], [], [], [], set(), set()
     kept: dict[str, list[int]] = {}
     n_mean_kept: dict[str, int] = {}
     for t, (prompts, pairs) in enumerate(zip(mean_prompts, pair_sets)):
-        if prompts is None:
-            z, mean_logits = given[t][None], None  # type: ignore[index]
-        else:  # without the filter, no unembedding is needed
-            z, mean_logits = query_z(model, prompts.tokens, prompts.query_pos, batch_size=batch_size,
-                                     logits=filter_correct)
-        clean_logits = query_logits(model, pairs.clean, batch_size=batch_size)
+        # Units of work (resumable with checkpoint=): the task's mean and clean run, then chunks of corrupted prompts.
+        first = ck.unit(f"{t}/mean", lambda: _mean_and_clean(model, prompts, None if given is None else given[t], pairs,
+                                                             metric, filter_correct, batch_size))
         if filter_correct:
-            z = z[_answered(mean_logits, prompts, "clean mean prompts")]
-            keep = _answered(clean_logits, pairs.clean, "clean counterparts of the corrupted prompts")
-            pairs, clean_logits = pairs.select(keep), clean_logits[keep]
-            kept[pairs.task], n_mean_kept[pairs.task] = keep.tolist(), len(z)
+            keep = first["keep"]
+            pairs = pairs.select(keep)
+            kept[pairs.task], n_mean_kept[pairs.task] = keep.tolist(), first["n_mean_kept"]
         _, score = scorer(model, metric, pairs)
-        mean_z = z.mean(0)
-        if method == "attribution":
-            res = attribution_patching(model, pairs, metric=metric, values=mean_z, batch_size=batch_size)
-            eff, base = res.effects[[c.layer for c in cells], [c.head for c in cells]], res.corrupted_metric
-            used.add("attribution")
-        else:
-            vals = mean_z.expand(len(pairs), -1, -1, -1)
-            eff, base, route = _engine.patch_query_heads(model, pairs.corrupted.tokens, pairs.corrupted.query_pos, vals,
-                                                         cells, score, method=method, batch_size=batch_size,
-                                                         progress=progress)
-            used.add("naive" if route == "naive" else "fast")
-            routes.add(route)
-        effects.append(_engine.head_grid(model, cells, eff))
-        means.append(mean_z)
-        corrupted.append(base)
-        clean.append(score(clean_logits, slice(None)))
+        spans = [slice(None)] if method == "attribution" else list(chunks(len(pairs), batch_size))
+        parts = [ck.unit(f"{t}/patch/{c}", lambda sl=sl: _patch_chunk(model, pairs, sl, first["mean_z"], cells, score,
+                                                                         metric, method, batch_size, progress))
+                 for c, sl in enumerate(spans)]
+        used.update("attribution" if p["route"] == "attribution" else "naive" if p["route"] == "naive" else "fast"
+                    for p in parts)
+        routes.update(p["route"] for p in parts if p["route"] != "attribution")
+        effects.append(_engine.head_grid(model, cells, torch.cat([p["effects"] for p in parts], 1)))
+        means.append(first["mean_z"])
+        corrupted.append(torch.cat([p["baseline"] for p in parts]))
+        clean.append(first["clean_metric"])
     names = tuple(p.task for p in pair_sets)
     filtered = {"n_kept": {t: len(k) for t, k in kept.items()}, "n_mean_kept": n_mean_kept, "kept": kept}
     return IndirectEffectResult(
@@ -188,6 +191,50 @@ def indirect_effect(
                       mean_z="given" if given is not None else "computed",
                       **(filtered if filter_correct else {})),
     )
+
+
+def _mean_and_clean(model: ModelLike, prompts: PromptBatch | None, given: Tensor | None, pairs: Any,
+                    metric: str | Metric, filter_correct: bool, batch_size: int) -> dict[str, Any]:
+    """One task's mean query ``hook_z`` (over the clean mean prompts, or ``given``) and its clean pairs' metric
+    (one unit of work)."""
+    if prompts is None:
+        z, mean_logits = given[None], None  # type: ignore[index]
+    else:  # without the filter, no unembedding is needed
+        z, mean_logits = query_z(model, prompts.tokens, prompts.query_pos, batch_size=batch_size, logits=filter_correct)
+    clean_logits = query_logits(model, pairs.clean, batch_size=batch_size)
+    out: dict[str, Any] = {}
+    if filter_correct:
+        z = z[_answered(mean_logits, prompts, "clean mean prompts")]  # type: ignore[arg-type]
+        keep = _answered(clean_logits, pairs.clean, "clean counterparts of the corrupted prompts")
+        pairs, clean_logits = pairs.select(keep), clean_logits[keep]
+        out.update(keep=keep, n_mean_kept=len(z))
+    _, score = scorer(model, metric, pairs)
+    out.update(mean_z=z.mean(0), clean_metric=score(clean_logits, slice(None)))
+    return out
+
+
+def _patch_chunk(model: ModelLike, pairs: Any, sl: slice, mean_z: Tensor, cells: Sequence[Head], score: Any,
+                 metric: str | Metric, method: str, batch_size: int, progress: bool | None) -> dict[str, Any]:
+    """CIEs of ``cells`` on the corrupted prompts ``pairs[sl]`` (one unit): effects ``[cell, row]``, baseline metric.
+
+    ``score`` is the task's scorer over all its pairs (whether a contrast answer is used is a property of the
+    task's pairs, not of a chunk).
+    """
+    if method == "attribution":
+        res = attribution_patching(model, pairs, metric=metric, values=mean_z, batch_size=batch_size)
+        eff = res.effects[[c.layer for c in cells], [c.head for c in cells]]
+        return {"effects": eff, "baseline": res.corrupted_metric, "route": "attribution"}
+    sub = pairs.select(sl)
+    start = sl.start or 0
+    vals = mean_z.expand(len(sub), -1, -1, -1)
+
+    def chunk_score(logits: Tensor, rows: Tensor | slice) -> Tensor:  # rows of the chunk = rows start + i of the task
+        idx = torch.arange(len(sub))[rows] if isinstance(rows, slice) else torch.as_tensor(rows).long().cpu()
+        return score(logits, idx + start)
+
+    eff, base, route = _engine.patch_query_heads(model, sub.corrupted.tokens, sub.corrupted.query_pos, vals, cells,
+                                                 chunk_score, method=method, batch_size=batch_size, progress=progress)
+    return {"effects": eff, "baseline": base, "route": route}
 
 
 def _given_means(model: ModelLike, mean_z: Tensor | None, n_tasks: int, filter_correct: bool) -> Tensor | None:

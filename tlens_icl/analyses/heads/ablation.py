@@ -36,10 +36,11 @@ from tlens_icl.analyses.heads.token_loss import (
 )
 from tlens_icl.engine.ablation import (
     Positions,
-    ablated_query_logits,
     ablated_query_scores,
     ablation_positions,
+    ablation_sweep,
     mean_head_z,
+    query_reduce,
     token_positions,
 )
 from tlens_icl.engine.scoring import accepted_top1
@@ -206,7 +207,8 @@ def head_ablation(
     ks: Sequence[int | float] = (0, 1, 2, 4, 8), exclude: float = 0.0, n_random: int = 3, n: int = 32,
     n_shots: int = 5, seed: int = 0, positions: Positions = "all", loss: bool = True,
     loss_data_kind: DataKind = "auto", loss_n: int = 16, loss_length: int = 128,
-    template: PromptTemplate | str | None = None, batch_size: int = 16, progress: bool | None = None,
+    template: PromptTemplate | str | None = None, batch_size: int = 16, method: str = "auto",
+    progress: bool | None = None,
 ) -> HeadAblationResult:
     """Mean-ablate the top-``k`` heads of each ranking (and ``k`` random heads) and measure ICL.
 
@@ -220,8 +222,12 @@ def head_ablation(
         n_random: seeds of the random-heads control (0 = no control).
         positions: ``"all"`` (every real token but BOS) or ``"query"`` (the query position only).
         loss: also measure the token-loss score (``loss_data_kind``, ``loss_n`` rows of ``loss_length``).
+        method: ``"auto"`` (each chunk's clean run is shared; a head set re-runs only the blocks from its first
+            ablated layer, or only query copies with ``positions="query"``) or ``"naive"`` (every set in full).
     """
     require_eval_mode(model, "head_ablation")
+    if method not in ("auto", "naive"):
+        raise TlensICLError(f"method must be 'auto' or 'naive', got {method!r}.")
     task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
     if not task_list:
         raise TlensICLError("head_ablation needs at least one task.")
@@ -262,28 +268,32 @@ def head_ablation(
     correct = torch.full((len(methods), len(counts), n_seeds, len(task_list), n), float("nan"))
     n_rows = len(ldata.tokens) if ldata is not None else 1
     losses = torch.full((len(methods), len(counts), n_seeds, n_rows), float("nan"))
-    done: dict[frozenset[Head], tuple[Tensor, Tensor]] = {}  # the same head set is run once
     from tlens_icl.engine.progress import progress_bar
 
     jobs = [(m, j, s) for m, name in enumerate(methods) for j in range(len(counts)) for s in range(len(plan[name][j]))]
-    at_query: dict[frozenset[Head], Tensor] = {}
-    if positions == "query":  # every head set is a variant of one engine call per task (one base run)
-        sets = list(dict.fromkeys(frozenset(plan[methods[m]][j][s]) for m, j, s in jobs))
-        per_task = [ablated_query_scores(model, b, [sorted(k) for k in sets], means,
-                                         lambda lg, rows, b=b: accepted_top1(lg, tuple(b.accepted[int(i)] for i in rows)),
-                                         batch_size=batch_size).values for b in batches]  # [set, example] each
-        at_query = {k: torch.stack([v[i] for v in per_task]) for i, k in enumerate(sets)}
-    for m, j, s in progress_bar(jobs, enabled=progress, desc="ablating"):
-        heads = plan[methods[m]][j][s]
-        key = frozenset(heads)
-        if key not in done:
-            acc = at_query[key] if positions == "query" else torch.stack(
-                [accepted_top1(ablated_query_logits(model, b, heads, means, positions=positions,
-                                                    batch_size=batch_size), b.accepted) for b in batches])
-            ls = (loss_score(ldata.losses(model, heads, loss_means, batch_size=batch_size), early, late)
-                  if ldata is not None else torch.full((1,), float("nan")))
-            done[key] = (acc, ls)
-        correct[m, j, s], losses[m, j, s] = done[key]
+    # Every distinct head set is run once; all sets of a prompt batch share one engine call per batch.
+    sets = list(dict.fromkeys(frozenset(plan[methods[m]][j][s]) for m, j, s in jobs))
+    head_lists = [sorted(k) for k in sets]
+    per_task = []
+    for b in progress_bar(batches, enabled=progress, desc="ablating (tasks)"):
+        def top1(logits: Tensor, rows: Tensor, b: Any = b) -> Tensor:
+            return accepted_top1(logits, tuple(b.accepted[int(i)] for i in rows))
+
+        if positions == "query":  # one base run; each set recomputes only query copies from its first layer
+            per_task.append(ablated_query_scores(model, b, head_lists, means, top1, batch_size=batch_size,
+                                                 method=method).values)
+        else:  # one clean run per chunk; each set re-runs only the blocks from its first ablated layer
+            per_task.append(torch.stack(ablation_sweep(model, b.tokens, b.query_pos, ablation_positions(b, positions),
+                                                       head_lists, means, query_reduce(b, top1), batch_size=batch_size,
+                                                       method=method)))
+    if ldata is not None:
+        loss_sets = ldata.losses_of_sets(model, head_lists, loss_means, batch_size=batch_size, method=method)
+    for i, key in enumerate(sets):
+        acc = torch.stack([v[i] for v in per_task])  # [task, example]
+        ls = loss_score(loss_sets[i], early, late) if ldata is not None else torch.full((1,), float("nan"))
+        for m, j, s in jobs:
+            if frozenset(plan[methods[m]][j][s]) == key:
+                correct[m, j, s], losses[m, j, s] = acc, ls
     heads_json = {name: [[[str(h) for h in hs] for hs in per_k] for per_k in plan[name]] for name in methods}
     return HeadAblationResult(
         correct=correct, loss=losses, methods=methods, ks=counts, tasks=tuple(b if isinstance(b, str) else b.name
@@ -292,7 +302,7 @@ def head_ablation(
         info=run_info(model, seed=seed, n=n, ks_requested=list(ks), n_random=n_random, loss=loss,
                       loss_data=ldata.kind if ldata is not None else None,
                       loss_window=[early, late] if ldata is not None else None, template=getattr(template, "name", template),
-                      forwards=len(done)),
+                      forwards=len(sets), method=method),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -88,10 +89,12 @@ class HeadDynamicsResult(Result):
         aie = {f"{lab} (FV head)": v for lab, v in self._track(self.aie, self.top_fv).items()}
         aie.update({f"{lab} (induction head)": v for lab, v in self._track(self.aie, self.top_induction).items()})
         acc = {f"{k}-shot": self.accuracy[:, j].tolist() for j, k in enumerate(self.n_shots)}
-        return dynamics_curves(list(self.steps), [("induction score", ind), ("AIE (FV score)", aie),
-                                                  ("accuracy (mean over tasks)", acc)],
-                               title=f"{self.info.get('model', '')}: the final model's top heads over training",
-                               axes=ax)
+        model = str(self.info.get("model", ""))
+        name = Path(model).name + " (a training run)" if ("/" in model or "\\" in model) else model
+        # Fixed ranges: an induction score of 0.04 must not look like a head forming (a clear head scores > 0.5).
+        return dynamics_curves(list(self.steps), [("induction score", ind, (0.0, 1.0)), ("AIE (FV score)", aie),
+                                                  ("accuracy (mean over tasks)", acc, (0.0, 1.0))],
+                               title=f"{name}: the final model's top heads over training", axes=ax)
 
 
 def head_dynamics(

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
 from tlens_icl._validate import checked
-from tlens_icl.engine.ablation import ablated_token_losses
+from tlens_icl.engine.ablation import ablated_token_loss_sweep
 from tlens_icl.errors import PromptError, TlensICLError
 from tlens_icl.models.loading import model_meta, require_eval_mode
 from tlens_icl.prompts.batch import ROLE_ID
@@ -56,15 +56,23 @@ class LossData:
     def losses(self, model: ModelLike, heads: Sequence[Head] = (), means: Tensor | None = None, *,
                batch_size: int = 8) -> Float[Tensor, "row slot"]:
         """Next-token loss at every read position, with ``heads`` mean-ablated (``means`` from ``mean_head_z``)."""
-        if heads and means is None:
+        return self.losses_of_sets(model, [heads], means, batch_size=batch_size)[0]
+
+    def losses_of_sets(self, model: ModelLike, head_sets: Sequence[Sequence[Head]], means: Tensor | None = None, *,
+                       batch_size: int = 8, method: Any = "auto") -> list[Float[Tensor, "row slot"]]:
+        """:meth:`losses` for each head set, sharing each chunk's clean run (``engine.ablation.ablation_sweep``)."""
+        if any(head_sets) and means is None:
             raise TlensICLError("Ablating heads needs their means.")
         means_ = means if means is not None else torch.zeros(model.cfg.n_layers, model.cfg.n_heads, 1)
-        per_token = ablated_token_losses(model, self.tokens, self.mask, heads, means_, batch_size=batch_size)
-        out = torch.full(self.read.shape, float("nan"))
         ok = self.read >= 0
         rows = torch.arange(len(self.read))[:, None].expand_as(self.read)
-        out[ok] = per_token[rows[ok], self.read[ok]]
-        return out
+        result = []
+        for per_token in ablated_token_loss_sweep(model, self.tokens, self.mask, head_sets, means_, batch_size=batch_size,
+                                                  method=method):
+            out = torch.full(self.read.shape, float("nan"))
+            out[ok] = per_token[rows[ok], self.read[ok]]
+            result.append(out)
+        return result
 
 
 def python_docs_text() -> str:

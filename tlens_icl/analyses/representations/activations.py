@@ -32,6 +32,7 @@ from tlens_icl.engine import hooks
 from tlens_icl.engine.caches import cache_activation, check_cache
 from tlens_icl.engine.capture import AtPositions, Weighted, capture
 from tlens_icl.errors import TlensICLError
+from tlens_icl.models.adapter import head_output_weights
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import ROLE_ID, PromptBatch
 from tlens_icl.prompts.pairs import PromptPairBatch, make_prompts
@@ -228,8 +229,8 @@ def _assemble(model: Any, stacked: Mapping[str, Tensor], sites: Sequence[str], l
     for site in sites:
         per_layer = [stacked[_hook_name(site, layer)] for layer in layers]
         if site == "head_out":
-            W_O = model.W_O.detach().float().cpu()  # [L, head, d_head, d_model]
-            per_layer = [torch.einsum("bhd,hdm->bhm", z, W_O[layer]) for z, layer in zip(per_layer, layers)]
+            per_layer = [torch.einsum("bhd,hdm->bhm", z, head_output_weights(model, layer).float().cpu())
+                         for z, layer in zip(per_layer, layers)]
         result[site] = torch.stack(per_layer, 1)
     return result
 

@@ -37,7 +37,9 @@ from tlens_icl.engine.query import Interventions, Reduce, query_interventions
 from tlens_icl.engine.runs import query_logits
 from tlens_icl.engine.scoring import accepted_top1, prob
 from tlens_icl.errors import TlensICLError
+from tlens_icl.models.adapter import readable_weights
 from tlens_icl.models.loading import require_eval_mode
+from tlens_icl.models.remote import SpecHook, is_remote
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.results.base import Result
 
@@ -103,15 +105,17 @@ def add_vector_hooks(
     if v.shape[0] != model.cfg.d_model:
         raise TlensICLError(f"vector has {v.shape[0]} dims but the model's d_model is {model.cfg.d_model}.")
     name = resid_hook_name(site, check_layer(model, layer))
+    return [(name, SpecHook("add", value=coeff * v.detach().float(), pos=spec_position(position, query_pos)))]
+
+
+def spec_position(position: Position, query_pos: Int[Tensor, " batch"] | None) -> Any:
+    """``position`` as a :class:`~tlens_icl.models.remote.SpecHook` position (None: all; ``"last"``: the last)."""
     check_position(position)
-
-    def hook(act: Tensor, hook: Any) -> Tensor:
-        rows, cols = position_index(act, position, query_pos)
-        out = act.clone()
-        out[rows, cols] = out[rows, cols] + coeff * v.to(device=act.device, dtype=act.dtype)
-        return out
-
-    return [(name, hook)]
+    if position == "all":
+        return None
+    if position == "query":
+        return "last" if query_pos is None else query_pos.long().cpu()
+    return int(position)
 
 
 @checked
@@ -255,7 +259,7 @@ def evaluate_query_interventions(
 # ---- decoding -----------------------------------------------------------------------------------
 def decode_vector(model: ModelLike, vector: Float[Tensor, " d_model"], k: int = 10) -> list[tuple[str, float]]:
     """Top-``k`` tokens of ``vector`` read through the final norm and the unembedding (logit lens)."""
-    with torch.no_grad():
+    with torch.no_grad(), readable_weights(model.ln_final, model.unembed):  # offloaded weights, loaded for the read
         v = vector.to(device=model.W_U.device, dtype=model.W_U.dtype)
         logits = model.ln_final(v[None, None, :])[0, 0] @ model.W_U + model.b_U
         top = logits.topk(min(k, logits.shape[-1]))
@@ -352,8 +356,9 @@ def sweep_layers(
     """Evaluate ``make_hooks(layer, chunk)`` at every layer on every named prompt batch.
 
     ``query_edits`` (variant ``j`` = the same intervention at ``layers[j]``, acting at the query only):
-    every layer is evaluated from one base run per batch by the engine; otherwise one forward per layer
-    with ``make_hooks``.
+    every layer is evaluated from one base run per batch by the engine; otherwise (and on a remote model,
+    whose driver takes the hooks' :class:`~tlens_icl.models.remote.SpecHook` s, not the engine's
+    key/value reuse) one forward per layer with ``make_hooks``.
     """
     from tlens_icl.engine.progress import progress_bar
 
@@ -364,7 +369,7 @@ def sweep_layers(
     correct = torch.zeros(len(settings), len(layers), n.pop())
     p = torch.zeros_like(correct)
     base_c, base_p = torch.zeros(correct.shape[0], correct.shape[2]), torch.zeros(correct.shape[0], correct.shape[2])
-    if query_edits is not None:
+    if query_edits is not None and not is_remote(model):
         if query_edits.n != len(layers):
             raise TlensICLError(f"query_edits has {query_edits.n} variants for {len(layers)} layers.")
         for i, s in enumerate(progress_bar(settings, enabled=progress, desc=f"{method} sweep")):

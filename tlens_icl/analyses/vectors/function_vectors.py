@@ -35,7 +35,7 @@ from tlens_icl.analyses.vectors.common import (
 )
 from tlens_icl.engine.query import resid_edits
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models.adapter import attn_output_bias
+from tlens_icl.models.adapter import attn_output_bias, head_output_weights
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.pairs import make_prompt_pairs, make_prompts
@@ -146,20 +146,17 @@ def function_vector_from_heads(
     if tuple(mean_z.shape) != (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head):
         raise TlensICLError(f"mean_z must be [n_layers, n_heads, d_head] = "
                             f"{(model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head)}, got {tuple(mean_z.shape)}.")
+    layers = sorted({l for l, _ in hs})
+    vec = torch.zeros(model.cfg.d_model, dtype=torch.float32)
     with torch.no_grad():
-        W_O = model.W_O
-        vec = sum(mean_z[l, j].to(W_O.device, W_O.dtype) @ W_O[l, j] for l, j in hs)
+        for at in layers:  # one layer's W_O at a time (offloaded weights load per layer), summed in float32
+            W_O = head_output_weights(model, at).float().cpu()
+            vec += sum(mean_z[l, j].float().cpu() @ W_O[j] for l, j in hs if l == at)
         if include_bias:
-            vec = vec + _bias_once(model, sorted({l for l, _ in hs}))
-    return FunctionVector(vec.detach().float().cpu(), hs, task, layer,
+            b_O = attn_output_bias(model, layers)  # None: bias-free attention (Llama, Gemma), nothing to add
+            vec += b_O.float().cpu().sum(0) if b_O is not None else 0.0
+    return FunctionVector(vec, hs, task, layer,
                           run_info(model, method="function_vector", include_bias=include_bias, **info))
-
-
-def _bias_once(model: ModelLike, layers: Sequence[int]) -> Tensor:
-    b_O = attn_output_bias(model)
-    if b_O is None:  # bias-free attention (Llama, Gemma): nothing to add
-        return torch.zeros(model.cfg.d_model, device=model.W_O.device)
-    return b_O[list(layers)].sum(0)
 
 
 @checked

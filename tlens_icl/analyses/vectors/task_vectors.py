@@ -25,18 +25,18 @@ from tlens_icl.analyses.vectors.common import (
     Position,
     VectorOps,
     check_layer,
-    check_position,
     decode_vector,
-    position_index,
     query_residuals,
     resid_hook_name,
     resolve_layers,
+    spec_position,
     sweep_layers,
 )
 from tlens_icl.engine.hooks import checked_hooks
 from tlens_icl.engine.query import resid_edits
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
+from tlens_icl.models.remote import SpecHook
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.pairs import make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
@@ -141,18 +141,10 @@ def patch_task_vector_hooks(
 ) -> list[tuple[str, Any]]:
     """Hooks *replacing* ``resid_post[layer]`` at ``position`` by the task vector (validated)."""
     check_layer(model, layer)
-    check_position(position)
     v = tv.at(layer) if isinstance(tv, TaskVector) else tv
     if v.dim() != 1 or v.shape[0] != model.cfg.d_model:
         raise TlensICLError(f"Task vector must be [d_model={model.cfg.d_model}], got {tuple(v.shape)}.")
-
-    def hook(act: Tensor, hook: Any) -> Tensor:
-        rows, cols = position_index(act, position, query_pos)
-        out = act.clone()
-        out[rows, cols] = v.to(device=act.device, dtype=act.dtype)
-        return out
-
-    return [(resid_hook_name("resid_post", layer), hook)]
+    return [(resid_hook_name("resid_post", layer), SpecHook("set", value=v.detach(), pos=spec_position(position, query_pos)))]
 
 
 @checked
