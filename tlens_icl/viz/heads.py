@@ -109,6 +109,7 @@ def dynamics_curves(
     steps span >10x. A line ``"<head> (<set>)"`` keeps one colour per head across panels; FV-head lines are
     dashed, the others solid. A panel's y-range is widened to ``(ymin, ymax)`` when given (never cut)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     if axes is None:
         fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
@@ -132,7 +133,12 @@ def dynamics_curves(
             cur = a.get_ylim()
             a.set_ylim(min(lo, cur[0]), max(hi, cur[1]))
         if positive and max(positive) / min(positive) > 10:
-            a.set_xscale("symlog", linthresh=min(positive))
+            if len(positive) == len(steps):
+                a.set_xscale("log")
+            else:  # step 0 (the initialisation) needs a linear piece
+                a.set_xscale("symlog", linthresh=min(positive))
+            a.xaxis.set_minor_locator(NullLocator())
+            a.set_xticks(list(steps), [str(s) for s in steps], fontsize=7, rotation=45 if len(steps) > 6 else 0)
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
     if title:
