@@ -215,7 +215,9 @@ def head_heatmap(
     if marked:
         ax.plot([], [], marker="s", ls="", mfc="none", mec="black", mew=1.5,
                 label=marked_label or f"top {len(marked)}" + ("" if small else " (numbered by rank)"))
-        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(0.0, -0.16 if n_layers < 12 else -0.08))
+        # just below the x label, whatever the grid's height: an offset of ~0.45 inch in axes units
+        ax_h = max(ax.get_position().height * fig.get_figheight(), 0.5)
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(0.0, -0.45 / ax_h))
     tick_fs = 7 if n_heads <= 16 else 5.5
     integer_ticks(ax, "x", range(n_heads), fontsize=tick_fs)
     integer_ticks(ax, "y", range(n_layers), layer_labels, fontsize=7 if n_layers <= 32 else 5)
