@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parent.parent / "tlens_icl"
 
 #: lowest first; the first path component below tlens_icl decides a module's layer.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_typing", "_compat", "_validate"),
+    ("errors", "_typing", "_compat", "_validate", "_ties"),
     ("tasks",),
     ("models",),
     ("prompts",),

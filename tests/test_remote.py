@@ -34,6 +34,34 @@ def _close(a, b):
     return torch.allclose(a, b, atol=1e-7, rtol=1e-4, equal_nan=True)
 
 
+def _knn_stable_rows(got, ref, site="resid_post"):
+    """``[shots, unit, example]``: rows whose leave-one-out kNN decision cannot differ between two routes.
+
+    The routes' distance matrices must agree within ``eps`` (asserted); a row's neighbour order can then
+    change only if one of its sorted distance gaps lies within ``2 eps`` of the tie tolerance
+    (``tlens_icl._ties.neighbour_order`` chains gaps up to it), so rows without such a gap are stable.
+    """
+    import numpy as np
+
+    from tlens_icl._ties import RTOL
+    from tlens_icl.analyses.representations.decodability import pairwise_distances
+
+    vg, _ = got.units(site)
+    vr, _ = ref.units(site)
+    groups = ref.shot_groups()
+    out = torch.zeros(len(groups), vr.shape[1], len(next(iter(groups.values()))), dtype=torch.bool)
+    for s, idx in enumerate(groups.values()):
+        for u in range(vr.shape[1]):
+            dg, dr = pairwise_distances(vg[idx, u].numpy()), pairwise_distances(vr[idx, u].numpy())
+            eps = float(np.abs(dg - dr).max())
+            assert eps < 1e-6, f"the routes' distances differ by {eps}"
+            tol = RTOL * float(dr.max())
+            np.fill_diagonal(dr, np.inf)
+            gaps = np.diff(np.sort(dr, 1)[:, :-1], axis=1)
+            out[s, u] = torch.from_numpy((np.abs(gaps - tol) > 2 * eps + RTOL * eps).all(1))
+    return out
+
+
 def test_the_fake_is_a_remote_bridge_with_vllm_hook_points(remote):
     model, driver = remote
     assert family(model) == "remote" and not callable(model)
@@ -67,7 +95,13 @@ def test_residual_activations_decodability_and_rsa_match_the_local_model(local, 
     assert {f"blocks.{L}.hook_out" for L in range(3)} <= captured and "blocks.0.attn.hook_out" in captured
     a = ti.concept_decodability(got, site="resid_post", k=3, n_shuffles=2)
     b = ti.concept_decodability(ref, site="resid_post", k=3, n_shuffles=2)
-    assert torch.equal(a.correct, b.correct) and torch.equal(a.shuffled, b.shuffled)  # info differs: model name
+    # kNN decisions are compared only where no distance gap sits within the routes' difference of the tie
+    # tolerance (anywhere else float rounding could decide them); the distances themselves always
+    stable = _knn_stable_rows(got, ref)
+    assert stable.float().mean() > 0.8, "too few rows have a margin to compare"
+    assert torch.equal(a.correct[stable], b.correct[stable])
+    whole = stable.all(-1)  # the shuffled control of a (shots, layer) cell reuses all of its rows
+    assert whole.any() and torch.equal(a.shuffled[whole], b.shuffled[whole])
     # RSA at 2 shots (0-shot prompts of the two tasks share queries: tied distances, broken by rounding noise)
     r_remote, r_local = ti.rsa(got, n_permutations=20), ti.rsa(ref, n_permutations=20)
     assert torch.allclose(r_remote.rho[1], r_local.rho[1], atol=1e-4)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from tlens_icl._ties import argbest
 from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.analyses.accuracy import icl_accuracy
@@ -91,7 +92,7 @@ def run_pipeline(
     results["fv_sweeps"] = sweeps
     layers = next(iter(sweeps.values())).layers
     mean_by_layer = torch.stack([s.accuracy()[0] for s in sweeps.values()]).mean(0)
-    best = layers[int(mean_by_layer.argmax())]
+    best = layers[int(argbest(mean_by_layer))]  # near-ties: the earliest layer
     results["fv_layer"] = best
     results["fv_mean_by_layer"] = dict(zip(layers, (float(x) for x in mean_by_layer)))
     results["fv_table"] = _fv_table(sweeps, best)
@@ -139,7 +140,7 @@ def plot_fv_sweep(results: dict[str, Any]) -> Any:
             refs.append((sum(shots) / len(shots), f"ICL with {acc.n_shots[-1]} demonstrations"))
         panels[f"{fam} tasks ({len(names)})"] = {
             "lines": {t: sweeps[t].accuracy()[0].tolist() for t in names}, "mean": mean.tolist(),
-            "mean_lo": lo.tolist(), "mean_hi": hi.tolist(), "refs": refs, "best": layers[int(mean.argmax())]}
+            "mean_lo": lo.tolist(), "mean_hi": hi.tolist(), "refs": refs, "best": layers[int(argbest(mean))]}
     med = next(iter(results["mediation"].values()))
     k = results.get("settings", {}).get("k (FV heads)", "top")
     return sweep_panels(layers, panels, xlabel="function vector added after block", ylabel="zero-shot top-1 accuracy",

@@ -26,6 +26,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tlens_icl._ties import RTOL, argbest
 from tlens_icl.errors import TlensICLError
 
 Metric = Callable[[Float[Tensor, "batch d_vocab"], Int[Tensor, " batch"], "Int[Tensor, ' batch'] | None"], Float[Tensor, " batch"]]
@@ -55,15 +56,22 @@ def logit_diff(logits: Tensor, answers: Tensor, contrast: Tensor | None = None) 
 def rank(logits: Tensor, answers: Tensor, contrast: Tensor | None = None) -> Tensor:
     """Rank of the answer token (0 = most likely): the number of tokens with a strictly larger logit.
 
-    Ties count in the answer's favour (competition "min" ranking): an answer tied for the top is rank 0.
+    Ties count in the answer's favour (competition "min" ranking): an answer tied for the top is rank 0; a
+    logit within float tolerance of the answer's (``tlens_icl._ties``) is a tie.
     """
-    target = logits.gather(-1, answers[:, None])
-    return (logits > target).sum(-1).float()
+    target = logits.float().gather(-1, answers[:, None])
+    return (logits.float() > target + _row_tolerance(logits)).sum(-1).float()
+
+
+def _row_tolerance(logits: Tensor) -> Tensor:
+    """The tie tolerance of each row of logits: ``RTOL`` x its largest finite magnitude, ``[batch, 1]``."""
+    v = logits.float()
+    return RTOL * torch.where(v.isfinite(), v.abs(), torch.zeros_like(v)).amax(-1, keepdim=True)
 
 
 def top1(logits: Tensor, answers: Tensor, contrast: Tensor | None = None) -> Tensor:
-    """1.0 where the answer token is the argmax."""
-    return (logits.argmax(-1) == answers).float()
+    """1.0 where the answer token is the argmax (near-ties within float tolerance: the lowest token id)."""
+    return (argbest(logits.float()) == answers.to(logits.device)).float()
 
 
 METRICS: dict[str, Metric] = {"prob": prob, "logprob": logprob, "logit_diff": logit_diff, "rank": rank, "top1": top1}
@@ -82,8 +90,8 @@ def accepted_top1(
 ) -> Float[Tensor, " batch"]:
     """First-token top-1: 1.0 where the argmax is the first token of the answer (``accepted[i][0]``) or is
     a one-token alternative. A longer alternative never counts by its first token (that is not a match:
-    use :func:`match_answers` for whole answers)."""
-    pred = logits.argmax(-1).tolist()
+    use :func:`match_answers` for whole answers). Near-ties within float tolerance go to the lowest token id."""
+    pred = argbest(logits.float()).tolist()
     hits = []
     for p, acc in zip(pred, accepted):
         ok = {acc[0][0]} | {a[0] for a in acc[1:] if len(a) == 1}
@@ -120,7 +128,7 @@ def teacher_forced(
     answer_valid = valid.clone()
     answer_valid[torch.arange(len(lengths)), torch.tensor(lengths)] = False
     total = (tok_lp * answer_valid).sum(-1)
-    argmax = picked.argmax(-1).cpu().tolist()
+    argmax = argbest(picked).cpu().tolist()  # greedy tokens; near-ties within float tolerance: the lowest id
     return total, [greedy_knowledge(g[: n + 1], a) for g, a, n in zip(argmax, answers, lengths)]
 
 

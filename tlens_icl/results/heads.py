@@ -10,6 +10,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tlens_icl._ties import ranked
 from tlens_icl._typing import Head
 from tlens_icl.errors import TlensICLError
 
@@ -82,9 +83,7 @@ class HeadEffectViews:
         e.g. the heads whose noising hurts most). Heads that were not patched are never returned."""
         mean = self.mean(task)
         n_heads = mean.shape[1]
-        flat = mean.flatten()
-        measured = (~flat.isnan()).nonzero().flatten()
-        order = measured[torch.argsort(flat[measured], descending=largest, stable=True)][: max(0, k)]
+        order = ranked(mean, descending=largest)[: max(0, k)]  # near-ties: lower layer, then lower head
         return [Head(int(i) // n_heads, int(i) % n_heads) for i in order]
 
     def to_dataframe(self, *, per_example: bool = False) -> Any:

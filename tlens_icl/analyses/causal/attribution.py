@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tlens_icl._ties import ranked
 from tlens_icl._typing import Head, ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.analyses.causal.patching import (
@@ -189,7 +190,7 @@ def patching_fidelity(approx: Any, exact: Any, *, k: int = 10, task: str | None 
         raise TlensICLError("The two effect maps share no patched head.")
     a, e = a.flatten()[measured].double(), e.flatten()[measured].double()
     k = max(1, min(k, a.numel()))
-    top = lambda x: set(torch.argsort(x, descending=True, stable=True)[:k].tolist())  # noqa: E731
+    top = lambda x: set(ranked(x)[:k].tolist())  # noqa: E731  (near-ties: lower index first)
     constant = bool(a.std() == 0 or e.std() == 0)
     return Fidelity(
         spearman=float("nan") if constant else float(spearmanr(a.numpy(), e.numpy()).statistic),

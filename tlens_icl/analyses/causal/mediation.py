@@ -28,6 +28,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tlens_icl._ties import argbest
 from tlens_icl._typing import Head, ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.analyses.causal.attribution import attribution_patching
@@ -256,7 +257,7 @@ def _given_means(model: ModelLike, mean_z: Tensor | None, n_tasks: int, filter_c
 
 def _answered(logits: Float[Tensor, "batch d_vocab"], batch: PromptBatch, what: str) -> Tensor:
     """Indices of rows whose top-1 prediction is the first answer token; raises if there are none."""
-    idx = (logits.argmax(-1) == batch.answer_tokens).nonzero().flatten()
+    idx = (argbest(logits.float()) == batch.answer_tokens.to(logits.device)).nonzero().flatten().cpu()
     if len(idx) == 0:
         raise EmptyTaskError(f"filter_correct: the model answers none of the {len(batch)} {what} correctly "
                              "(top-1 of the first answer token); nothing is left to average or patch.")

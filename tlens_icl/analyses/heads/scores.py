@@ -31,6 +31,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from tlens_icl._ties import ranked
 from tlens_icl._typing import Head, ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.engine.attention import attention_to_targets
@@ -188,10 +189,8 @@ def head_scores(
 
 
 def top_heads_of(scores: Float[Tensor, "layer head"], k: int) -> list[Head]:
-    """The ``k`` highest-scoring heads (NaN never; ties: lower layer, then lower head first)."""
-    flat = scores.flatten()
-    ok = (~flat.isnan()).nonzero().flatten()
-    order = ok[torch.argsort(-flat[ok], stable=True)][: max(0, k)]
+    """The ``k`` highest-scoring heads (NaN never; ties within float tolerance: lower layer, then lower head first)."""
+    order = ranked(scores)[: max(0, k)]
     n_heads = scores.shape[1]
     return [Head(int(i) // n_heads, int(i) % n_heads) for i in order]
 

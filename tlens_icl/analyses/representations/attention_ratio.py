@@ -30,6 +30,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from tlens_icl._ties import argbest
 from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.engine import hooks
@@ -155,7 +156,7 @@ class AttentionRatioResult(Result):
             if bool(r.isnan().all()):
                 parts.append(f"{c}: n/a (no query attention to either region)")
                 continue
-            li, h = np.unravel_index(int(torch.nan_to_num(r, -1.0).argmax()), tuple(r.shape))
+            li, h = np.unravel_index(int(argbest(r.flatten())), tuple(r.shape))
             parts.append(f"{c}: mean share {float(r.nanmean()):.2f}, max {float(r[li, h]):.2f} at L{self.layers[li]}H{h}")
         return f"{self.title} of {self.model_name} ({self.relevant} vs {self.irrelevant}): " + "; ".join(parts)
 

@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tlens_icl._ties import ranked
 from tlens_icl._typing import Head
 from tlens_icl._validate import checked
 from tlens_icl.errors import TlensICLError
@@ -36,8 +37,8 @@ def _as_map(scores: Any, name: str) -> Tensor:
 
 
 def top_heads(scores: Float[Tensor, "layer head"], k: int) -> list[Head]:
-    """The ``k`` heads with the highest scores (ties: lower layer, then lower head first)."""
-    order = torch.argsort(-scores.flatten(), stable=True)[:k]
+    """The ``k`` heads with the highest scores (ties within float tolerance: lower layer, then lower head first)."""
+    order = ranked(scores)[:k]
     n_heads = scores.shape[1]
     return [Head(int(i) // n_heads, int(i) % n_heads) for i in order]
 

@@ -5,8 +5,10 @@ classified by a k-nearest-neighbour vote among the *other* prompts of the same s
 (leave-one-out: a point is never its own neighbour - the unofficial reference code fits and predicts
 on the same points, which inflates the score), with k = 10 and cosine distance by default. The score
 CD is the fraction of prompts whose task is predicted correctly; higher = the task is more decodable.
-Ties in the vote go to the class of the nearest neighbour among the tied classes (neighbours at equal
-distance in scikit-learn's order). With fewer than ``k + 1`` prompts per shot count, ``k`` is lowered to
+Ties in the vote go to the class of the nearest neighbour among the tied classes; neighbours at
+distances tied within float tolerance (duplicate prompts, rounding noise) are taken in a fixed order
+(:func:`tie_rank`), so no decision depends on the CPU's float rounding or the route that computed the
+activations. With fewer than ``k + 1`` prompts per shot count, ``k`` is lowered to
 the number of other prompts; the result records the ``k`` used (``info["k_requested"]``: what was asked).
 
 Controls: ``chance`` = sum of squared class frequencies (1/K for K balanced tasks; the accuracy of a
@@ -15,9 +17,11 @@ labels permuted among the prompts, averaged over ``n_shuffles`` permutations), w
 uninformative representation scores. ``DecodabilityResult.correlate(accuracy)`` relates per-task CD to
 ICL accuracy across tasks and shot counts (Han et al.: CD predicts ICL performance).
 
-Expect CD *below* chance when prompts of different tasks have identical representations (e.g. 0-shot
-prompts whose queries recur under several tasks): a duplicate with another label is then the nearest
-neighbour. That is the honest leave-one-out value, not a bug.
+Read CD against the shuffled-label control, not against ``chance``: leave-one-out kNN is biased *below*
+the frequency baseline for an uninformative representation (leaving a point out removes one vote of
+its own class from the pool), so the shuffled control - the same kNN on the same points with permuted
+labels - sits below ``chance`` too, and a CD at the control's level means "not decodable", not "worse
+than chance". :meth:`DecodabilityResult.above_control` is the difference.
 """
 
 from __future__ import annotations
@@ -31,27 +35,47 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tlens_icl._ties import argbest, neighbour_order
 from tlens_icl._validate import checked
 from tlens_icl.analyses.representations.activations import ActivationSet
 from tlens_icl.errors import TlensICLError
 from tlens_icl.results.base import Result
 
 DistanceMetric = Literal["cosine", "euclidean"]
+#: Seed of the fixed order of tied neighbours (:func:`tie_rank`).
+_TIE_SEED = 20261207
+
+
+def pairwise_distances(x: np.ndarray, metric: DistanceMetric = "cosine") -> np.ndarray:
+    """``[n, n]`` distances between the rows of ``x``, in float64 (cosine: ``1 - cos``; a zero row is at distance 1)."""
+    from scipy.spatial.distance import cdist
+
+    x = np.asarray(x, dtype=np.float64)
+    if metric == "euclidean":
+        return cdist(x, x)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    unit = x / np.where(norm == 0, 1.0, norm)
+    return np.clip(1.0 - unit @ unit.T, 0.0, 2.0)
+
+
+def tie_rank(n: int) -> np.ndarray:
+    """The fixed order in which tied neighbours are taken: a permutation of ``range(n)`` from a constant seed, the
+    same on every machine (index order would hand every tie to the first task's prompts)."""
+    return np.random.default_rng(_TIE_SEED).permutation(n)
 
 
 def loo_knn_predict(x: np.ndarray, labels: np.ndarray, *, k: int = 10, metric: DistanceMetric = "cosine") -> np.ndarray:
     """Leave-one-out kNN prediction of integer ``labels`` for every row of ``x`` (never using the row itself).
 
-    scikit-learn's ``NearestNeighbors.kneighbors()`` without a query returns each training point's
-    neighbours excluding that point; exact duplicates of it (other prompts) still count.
+    Neighbours are ordered by distance; distances tied within float tolerance (``tlens_icl._ties``: exact
+    duplicates of a prompt, or rounding noise) are ordered by :func:`tie_rank`, so the neighbours and the
+    vote do not depend on the machine's float rounding or on the route that computed ``x``.
     """
-    from sklearn.neighbors import NearestNeighbors
-
     n = x.shape[0]
     if n < 2:
         raise TlensICLError("Leave-one-out kNN needs at least 2 points.")
     k_eff = min(k, n - 1)
-    idx = NearestNeighbors(n_neighbors=k_eff, metric=metric).fit(x).kneighbors(return_distance=False)
+    idx = neighbour_order(pairwise_distances(x, metric), tie_rank(n))[:, :k_eff]
     neighbour_labels = labels[idx]  # [n, k_eff], nearest first
     rows = np.arange(n)
     votes = np.zeros((n, int(labels.max()) + 1), dtype=np.int64)
@@ -93,6 +117,10 @@ class DecodabilityResult(Result):
     def scores(self) -> Float[Tensor, "shots unit"]:
         """CD: the fraction of rows decoded correctly."""
         return self.correct.mean(-1)
+
+    def above_control(self) -> Float[Tensor, "shots unit"]:
+        """CD minus the shuffled-label control: what the representation decodes beyond the kNN's own bias."""
+        return self.scores() - self.shuffled
 
     def per_task(self) -> Any:
         """CD of each label's rows: a DataFrame (label, n_shots, unit) -> cd."""
@@ -156,7 +184,9 @@ class DecodabilityResult(Result):
 
     def summary(self) -> str:
         cd = self.scores()
-        best = [f"{s} shots: {float(cd[i].max()):.2f} at {_unit_name(self.units[int(cd[i].argmax())])}"
+        at = argbest(cd)
+        best = [f"{s} shots: {float(cd[i, at[i]]):.2f} at {_unit_name(self.units[int(at[i])])} "
+                f"(shuffled control {float(self.shuffled[i, at[i]]):.2f})"
                 for i, s in enumerate(self.n_shots)]
         return (f"{self.title} of {self.model_name} ({self.site}, {self.k}-NN {self.metric}, leave-one-out, "
                 f"n={self.correct.shape[-1]} per shot count; chance {float(self.chance.mean()):.2f}): " + "; ".join(best))
@@ -169,8 +199,8 @@ class DecodabilityResult(Result):
 
         cd = self.scores()
         layers = sorted({u[0] for u in self.units})
-        best = [[max((i for i, u in enumerate(self.units) if u[0] == layer), key=lambda i, s=s: float(cd[s, i]))
-                 for layer in layers] for s in range(len(self.n_shots))]
+        of_layer = [[i for i, u in enumerate(self.units) if u[0] == layer] for layer in layers]
+        best = [[idx[int(argbest(cd[s, idx]))] for idx in of_layer] for s in range(len(self.n_shots))]
         n = self.correct.shape[-1]
         lo, hi = clopper_pearson(self.correct.sum(-1), n)
         ys = {f"{s} shots": [float(cd[i, u]) for u in best[i]] for i, s in enumerate(self.n_shots)}

@@ -28,6 +28,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tlens_icl import _validate
+from tlens_icl._ties import argbest_lex
 from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.engine import hooks
@@ -305,10 +306,10 @@ class LayerSweepResult(Result):
         return self.baseline_correct.mean(-1)
 
     def best_layer(self, setting: str | None = None) -> int:
-        """The layer with the highest accuracy (ties: highest mean P(answer))."""
+        """The layer with the highest accuracy (ties: highest mean P(answer), then the lowest layer; values within
+        float tolerance count as tied)."""
         s = self.settings.index(setting) if setting else 0
-        score = self.accuracy()[s] + 1e-6 * self.answer_prob[s].mean(-1)
-        return self.layers[int(score.argmax())]
+        return self.layers[argbest_lex(self.accuracy()[s], self.answer_prob[s].mean(-1))]
 
     def to_dataframe(self) -> Any:
         import pandas as pd

@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from tlens_icl._ties import argbest
 from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.analyses.vectors.common import (
@@ -333,7 +334,7 @@ def _icv(*, model: ModelLike, train: Task, strengths: Sequence[float], contrast:
     sel = _selection_prompts(train, model, n_fit, seed, template)
     scores = [evaluate_intervention(model, sel, lambda sub, s=s: icv_hooks(model, icv, strength=s),
                                     batch_size=batch_size)[0].mean() for s in strengths]
-    best = float(strengths[int(torch.stack(scores).argmax())])
+    best = float(strengths[int(argbest(torch.stack(scores)))])  # near-ties: the first strength listed
     return (lambda sub: icv_hooks(model, icv, strength=best)), None, {"strength": best}
 
 
