@@ -270,7 +270,7 @@ def _batch(v: Any, name: str, where: str, m: Any) -> Any:
 RULES: dict[str, Callable[..., Any]] = {
     **{n: _count(1) for n in ("n", "n_mean", "n_corrupted", "n_test", "n_fit", "n_embed", "n_train", "batch_size",
                               "train_batch_size", "max_new_tokens", "k", "fv_k", "n_resamples")},
-    **{n: _count(0) for n in ("steps", "n_permutations", "n_shuffles")},
+    **{n: _count(0) for n in ("steps", "n_permutations", "n_shuffles", "n_random")},
     "folds": _count(2),
     "n_shots": _shots,
     "seed": _seed,
@@ -295,20 +295,31 @@ RULES: dict[str, Callable[..., Any]] = {
 }
 
 
-def check_arguments(fn_name: str, arguments: dict[str, Any], *, model_obj: Any = None) -> None:
-    """Apply :data:`RULES` to ``arguments`` (name -> value) of the call ``fn_name(...)``."""
+def optional_steps(v: Any, name: str, where: str, m: Any) -> Any:
+    """Rule for a list of training steps (``head_dynamics``): None (all) or distinct ints >= 0."""
+    return v if v is None else int_sequence(v, name, minimum=0, where=where)
+
+
+def check_arguments(fn_name: str, arguments: dict[str, Any], *, model_obj: Any = None,
+                    rules: dict[str, Callable[..., Any]] | None = None) -> None:
+    """Apply :data:`RULES` (``rules`` override entries of it for one function) to ``arguments`` (name -> value) of
+    the call ``fn_name(...)``."""
     where = f"{fn_name}(): "
+    table = {**RULES, **(rules or {})}
     for name, value in arguments.items():
-        rule = RULES.get(name)
+        rule = table.get(name)
         if rule is not None:
             rule(value, name, where, model_obj)
 
 
-def checked(fn: F | None = None, *, eval_mode: bool = True) -> Any:
+def checked(fn: F | None = None, *, eval_mode: bool = True, model_name: bool = False,
+            rules: dict[str, Callable[..., Any]] | None = None) -> Any:
     """Decorator: validate ``fn``'s arguments by :data:`RULES` (and its ``model``) before it runs.
 
-    ``model`` (if the function has one) must be a TransformerLens model, in eval mode unless ``eval_mode=False``;
-    layer and head arguments are checked against it.
+    ``model`` (if the function has one) must be a TransformerLens model, in eval mode unless ``eval_mode=False``
+    (``None`` where that is the parameter's default); layer and head arguments are checked against it. With
+    ``model_name=True`` the function takes a model *name* instead (e.g. ``head_dynamics`` loads checkpoints):
+    it must be a non-empty string or path.
     """
     def wrap(f: F) -> F:
         sig = inspect.signature(f)
@@ -320,12 +331,17 @@ def checked(fn: F | None = None, *, eval_mode: bool = True) -> Any:
             bound.apply_defaults()
             values = dict(bound.arguments)
             m = values.pop("model", None)
-            if "model" in sig.parameters:
+            if model_name:
+                if not isinstance(m, (str, os.PathLike)) or not str(m):
+                    raise TlensICLError(f"{name}(): model must be a model name or folder (it loads the training "
+                                        f"checkpoints itself), got {_got(m)}.")
+                m = None
+            elif "model" in sig.parameters and not (m is None and sig.parameters["model"].default is None):
                 model(m, f"{name}()", eval_mode=eval_mode)
             check_arguments(name, {k: v for k, v in values.items()
                                    if sig.parameters[k].kind not in (inspect.Parameter.VAR_KEYWORD,
                                                                      inspect.Parameter.VAR_POSITIONAL)},
-                            model_obj=m)
+                            model_obj=m, rules=rules)
             return f(*args, **kwargs)
 
         wrapper.__signature__ = sig  # type: ignore[attr-defined]

@@ -44,5 +44,9 @@ class CheckpointMismatchError(TlensICLError):
     """A checkpoint folder that holds units of another run (other arguments, another model)."""
 
 
+class ModelMismatchError(TlensICLError):
+    """Something computed on one model (a vector, an effect map, a checkpoint unit) used on another model."""
+
+
 class UnsupportedOnBackendError(ModelStateError, NotImplementedError):
     """An analysis that this model's backend cannot run (e.g. per-head patching on vLLM); names the alternative."""

@@ -270,6 +270,11 @@ class Task:
                 raise TlensICLError(f"Dataset has no column {c!r}; columns are {cols}.")
         alts = dataset["alternatives"] if "alternatives" in cols else [()] * len(dataset[input_column])
         groups = dataset["group"] if "group" in cols else [None] * len(dataset[input_column])
+        for c in (input_column, output_column):
+            for row, v in enumerate(dataset[c]):
+                if v is None or (isinstance(v, float) and v != v):
+                    raise TlensICLError(f"Dataset for task {name!r}: column {c!r} is empty (None) in row {row}; drop or "
+                                        "fill that row (it would become the text 'None').")
         items = tuple(
             TaskItem(str(i), str(o), _alternatives(a, str(i)), g or None)
             for i, o, a, g in zip(dataset[input_column], dataset[output_column], alts, groups)

@@ -64,6 +64,8 @@ class AccuracyResult(Result):
     n_answer_tokens: Float[Tensor, "task shots example"] | None = None
 
     title = "ICL accuracy"
+    measured = ("correct",)
+    choices = {"metric": ("exact_match", "first_token")}
 
     def accuracy(self) -> Float[Tensor, "task shots"]:
         """Mean of ``correct`` (the chosen metric) per task and shot count."""
@@ -154,7 +156,9 @@ def icl_accuracy(
                 for s in shots] for t in task_list]
     ck = open_checkpoint(checkpoint, "icl_accuracy", dict(
         prompts=digest(*(t for row in batches for b in row for t in (b.tokens, b.query_pos, _accepted_tensor(b)))),
-        tasks=[_task_name(t) for t in task_list], n_shots=list(shots), batch_size=batch_size), model)
+        tasks=[_task_name(t) for t in task_list], n_shots=list(shots), batch_size=batch_size, seed=seed, n=n,
+        template=_template_name(template, model), demos_from=None if demos_from is None else _task_name(demos_from),
+        prepend_bos=batches[0][0].prepend_bos, single_token=single_token), model)
     fields = {k: torch.zeros(len(task_list), len(shots), n) for k in CELL_FIELDS}
     cells = [(i, j) for i in range(len(batches)) for j in range(len(shots))]
     for i, j in progress_bar(cells, enabled=progress, desc="ICL accuracy"):

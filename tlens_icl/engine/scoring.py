@@ -78,8 +78,10 @@ METRICS: dict[str, Metric] = {"prob": prob, "logprob": logprob, "logit_diff": lo
 
 
 def get_metric(metric: str | Metric) -> tuple[str, Metric]:
+    """``(name, function)``: a name of :data:`METRICS`, or ``"custom:<function name>"`` for a callable (results record
+    the name, and a loaded result's metric must be one of these)."""
     if callable(metric):
-        return getattr(metric, "__name__", "custom"), metric
+        return f"custom:{getattr(metric, '__name__', 'metric')}", metric
     if metric not in METRICS:
         raise TlensICLError(f"Unknown metric {metric!r}; choose one of {sorted(METRICS)} or pass a callable.")
     return metric, METRICS[metric]

@@ -146,11 +146,11 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
                  else load_embedded(name, device=device, step=step))
         _MODEL_META[model] = {"name": name, "step": step,
                               **{k: v for k, v in EMBEDDED_MODELS[name].items() if k != "path"}}
-        return model
+        return _cast(model, dtype)
     if is_model_dir(name):
         model = load_hooked(name, device=device, step=step) if hooked else _load_dir(name, name=name, device=device, step=step)
         _MODEL_META[model] = {**read_card(name), "name": name, "path": name, "step": step}
-        return model
+        return _cast(model, dtype)
     if step is not None:
         raise ModelStateError(f"step= applies to embedded models and training-script folders, not {name!r}.")
     local = Path(name).expanduser()
@@ -189,6 +189,21 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
         _MODEL_META[model] = {"name": name}
         return model
     return _boot(name, name, placement, {"name": name})
+
+
+def _cast(model: ModelLike, dtype: Any) -> ModelLike:
+    """An embedded model (stored in float16, loaded in float32) in ``dtype``; checked, never silently ignored."""
+    import torch
+
+    if dtype is None:
+        return model
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ModelStateError(f"dtype must be a floating-point torch.dtype (e.g. torch.bfloat16), got {dtype!r}.")
+    model.to(dtype)  # type: ignore[attr-defined]
+    got = {p.dtype for p in model.parameters() if p.is_floating_point()}  # type: ignore[attr-defined]
+    if got != {dtype}:
+        raise ModelStateError(f"Casting the model to {dtype} left parameters in {sorted(map(str, got))}.")
+    return model
 
 
 def _looks_like_path(name: str) -> bool:

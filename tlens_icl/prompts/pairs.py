@@ -290,6 +290,12 @@ def _prepare(task: Task | str, model: ModelLike, template: PromptTemplate | str 
     task, counts = usable_task(task, model, template=tpl, single_token=single_token, report=True)
     pool = None
     if demos_from is not None:
+        other = demos_from if isinstance(demos_from, str) else getattr(demos_from, "name", None)
+        if other != task.name:
+            raise PromptError(f"demos_from={other!r} is another task than {task.name!r}: demonstrations of one task "
+                              "before a query of another would be scored as this task's ICL. demos_from takes a split "
+                              "of the same task (task.split(...)[0]); to show another task's labels use "
+                              "make_prompt_pairs(..., corruption='other_task_labels', other_task=...).")
         pool, pool_counts = usable_task(demos_from, model, template=tpl, report=True)
         counts = {**counts, "demo_pool": pool_counts}
     return task, tpl, pool, counts
@@ -332,6 +338,30 @@ class PromptPairBatch:
     def __post_init__(self) -> None:
         if len(self.clean) != len(self.corrupted):
             raise PairMismatchError(f"{len(self.clean)} clean rows but {len(self.corrupted)} corrupted rows.")
+        unrelated = self.unrelated_rows()
+        if unrelated:
+            raise PairMismatchError(
+                f"Pairs {unrelated[:5]} are unrelated: the corrupted prompt shares neither the query nor the "
+                "demonstrations of its clean prompt (every corruption keeps one of them), so patching between them "
+                "measures nothing about the corruption. Build pairs with make_prompt_pairs.")
+
+    def unrelated_rows(self) -> list[int]:
+        """Rows whose clean and corrupted prompts share neither the query's tokens nor the demonstrations' tokens
+        (only checked where token roles mark them; pairs from raw strings are taken as given)."""
+        q, demo = ROLE_ID["query_input"], (ROLE_ID["demo_input"], ROLE_ID["demo_output"])
+        c, k = self.clean, self.corrupted
+        cq, kq = c.roles == q, k.roles == q
+        if not (bool(cq.any(1).all()) and bool(kq.any(1).all())):
+            return []
+        cd = (c.roles == demo[0]) | (c.roles == demo[1])
+        kd = (k.roles == demo[0]) | (k.roles == demo[1])
+        bad = []
+        for i in range(len(c)):
+            same_query = torch.equal(c.tokens[i][cq[i]], k.tokens[i][kq[i]])
+            same_demos = bool(cd[i].any()) and torch.equal(c.tokens[i][cd[i]], k.tokens[i][kd[i]])
+            if not (same_query or same_demos):
+                bad.append(i)
+        return bad
 
     def __len__(self) -> int:
         return len(self.clean)

@@ -26,12 +26,15 @@ R = TypeVar("R", bound="Result")
 def run_info(model: ModelLike | None = None, **extra: Any) -> dict[str, Any]:
     """Provenance recorded in every result: versions, model identity, weight-processing state.
 
-    ``prepend_bos`` is the model's default (what prompts built without ``prepend_bos=`` use); an analysis
-    whose prompts chose otherwise passes ``prepend_bos=batch.prepend_bos``.
+    The model's identity is its name and ``model_fingerprint`` (:func:`tlens_icl.models.fingerprint.model_fingerprint`:
+    its sizes and a sample of its weights), so a result used with another model is refused
+    (:func:`require_same_model`). ``prepend_bos`` is the model's default (what prompts built without
+    ``prepend_bos=`` use); an analysis whose prompts chose otherwise passes ``prepend_bos=batch.prepend_bos``.
     """
     from importlib.metadata import version
 
     from tlens_icl import __version__
+    from tlens_icl.models.fingerprint import model_fingerprint
     from tlens_icl.models.loading import model_meta
     from tlens_icl.prompts.batch import resolve_prepend_bos
 
@@ -43,12 +46,37 @@ def run_info(model: ModelLike | None = None, **extra: Any) -> dict[str, Any]:
             n_layers=int(cfg.n_layers),
             n_heads=int(cfg.n_heads),
             d_model=int(cfg.d_model),
+            d_head=int(cfg.d_head),
+            model_fingerprint=model_fingerprint(model),
             dtype=str(getattr(cfg, "dtype", "")),
             compatibility_mode=bool(getattr(model, "compatibility_mode", False)),
             prepend_bos=resolve_prepend_bos(model, None),
         )
     info.update({k: _jsonable(v) for k, v in extra.items()})
     return info
+
+
+def require_same_model(model: ModelLike, source: Any, what: str, *, where: str = "") -> None:
+    """Raise :class:`~tlens_icl.errors.ModelMismatchError` if ``source`` (a result, or its ``info`` dict) was computed
+    on another model than ``model``: its recorded ``model_fingerprint`` differs from ``model``'s.
+
+    Nothing is compared where either fingerprint is unknown (a result saved before fingerprints were recorded,
+    a remote model whose weights cannot be read, a plain tensor).
+    """
+    from tlens_icl.errors import ModelMismatchError
+    from tlens_icl.models.fingerprint import model_fingerprint
+
+    info = source if isinstance(source, dict) else getattr(source, "info", None)
+    recorded = info.get("model_fingerprint") if isinstance(info, dict) else None
+    if not recorded:
+        return
+    now = model_fingerprint(model)
+    if now is not None and now != recorded:
+        here = run_info(model)["model"]
+        raise ModelMismatchError(
+            f"{where}{what} was computed on model {info.get('model')!r} (fingerprint {recorded}), not on this model "
+            f"{here!r} (fingerprint {now}): its heads, means and directions belong to that model's weights. Recompute "
+            "it on this model.")
 
 
 def _jsonable(v: Any) -> Any:
@@ -72,9 +100,16 @@ class Result:
 
     ``repr(result)`` is a few lines (the class, its :meth:`summary`, the tensor shapes), never raw tensors;
     in Jupyter ``_repr_html_`` shows the summary, a small figure and the :meth:`display_table`.
+
+    What a loaded file must satisfy besides its schema (:meth:`load`) is declared per class: ``finite`` (tensor
+    fields that never hold NaN/inf), ``measured`` (tensor fields that may hold NaN for what was not measured, but
+    not only NaN), ``choices`` (field -> the values it can take; a callable returns them).
     """
 
     title: ClassVar[str] = "Result"
+    finite: ClassVar[tuple[str, ...]] = ()
+    measured: ClassVar[tuple[str, ...]] = ()
+    choices: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -123,7 +158,9 @@ class Result:
             else:
                 meta[f.name] = _jsonable(v)
         save_file(tensors, str(path / "tensors.safetensors"))
-        doc = {"schema": SCHEMA_VERSION, "class": type(self).__name__, "fields": meta}
+        meta = json.loads(json.dumps(meta))  # as it will read back
+        doc = {"schema": SCHEMA_VERSION, "class": type(self).__name__, "fields": meta,
+               "digest": content_digest(tensors, meta)}
         (path / "meta.json").write_text(json.dumps(doc, indent=1) + "\n")
         return path
 
@@ -134,7 +171,12 @@ class Result:
         Raises :class:`~tlens_icl.errors.ResultFileError` (naming the file and the problem) for a missing or
         truncated file, a schema version this tlens_icl does not know, another result class, field names
         that do not match the class, a tensor where a value belongs (or the reverse), a wrong dtype kind,
-        and tensors whose shapes disagree with each other or with the labels and model recorded beside them.
+        tensors whose shapes disagree with each other or with the labels and model recorded beside them
+        (layers, heads, ``d_model``, ``d_head``), a file changed after it was saved (its content digest),
+        and values the result cannot hold: NaN where it is always measured, nothing but NaN, an unknown
+        mode (metric, corruption, ...), a negative shot count, a head outside the model, a label tuple that
+        disagrees with the same list in ``info``. Files saved before the digest was recorded are validated
+        by the rest; an unknown mode there only warns (it may be a custom metric's name).
         """
         from safetensors.torch import load_file
 
@@ -170,6 +212,11 @@ class Result:
         if clash:
             raise ResultFileError(f"{path}: field(s) {clash} appear both as tensors and as values.")
         _check_fields(cls, kwargs, tensors, path)
+        stamped = "digest" in doc
+        if stamped and doc["digest"] != content_digest(tensors, doc["fields"]):
+            raise ResultFileError(f"{path}: its content changed after it was saved (the digest in meta.json does not "
+                                  "match the tensors and values); a result file is not edited by hand - recompute it.")
+        _check_values(cls, kwargs, path, strict=stamped)
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as e:
@@ -291,13 +338,103 @@ def _check_fields(cls: type, kwargs: dict[str, Any], tensors: dict[str, Tensor],
             raise ResultFileError(f"{path}: {cls.__name__}.{name} has {len(value)} entries but the tensors' "
                                   f"'{dim}' dimension is {sizes[dim]}.")
     info = kwargs.get("info") if isinstance(kwargs.get("info"), dict) else {}
-    recorded = {"d_model": info.get("d_model"), "head": info.get("n_heads")}
+    recorded = {"d_model": info.get("d_model"), "head": info.get("n_heads"), "d_head": info.get("d_head")}
     if "layers" not in declared:
         recorded["layer"] = info.get("n_layers")
     for dim, n in recorded.items():
         if isinstance(n, int) and dim in sizes and sizes[dim] != n:
             raise ResultFileError(f"{path}: the tensors' '{dim}' dimension is {sizes[dim]}, but the result was made "
                                   f"on a model with {n} (info).")
+
+
+def content_digest(tensors: dict[str, Tensor], fields_doc: dict[str, Any]) -> str:
+    """SHA-256 (32 hex) of a saved result's tensors (names, dtypes, shapes, bytes) and its JSON fields."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(json.dumps(fields_doc, sort_keys=True).encode())
+    return h.hexdigest()[:32]
+
+
+_HEAD_LABEL = re.compile(r"^L(\d+)H(\d+)$")
+
+
+def _heads_in(value: Any) -> list[tuple[int, int]]:
+    """Every head in a field: ``(layer, head)`` int pairs and ``"L{l}H{h}"`` labels, in nested lists/dicts."""
+    if isinstance(value, str):
+        m = _HEAD_LABEL.match(value)
+        return [(int(m.group(1)), int(m.group(2)))] if m else []
+    if isinstance(value, dict):
+        return [h for v in value.values() for h in _heads_in(v)]
+    if isinstance(value, (list, tuple)):
+        if len(value) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+            return [(int(value[0]), int(value[1]))]
+        return [h for v in value for h in _heads_in(v)]
+    return []
+
+
+def _shot_counts(value: Any) -> list[Any]:
+    if isinstance(value, Tensor):
+        return value.flatten().tolist()
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _check_values(cls: type, kwargs: dict[str, Any], path: Path, *, strict: bool) -> None:
+    """What a result can hold (see :class:`Result`): finite/measured tensors, known modes, shot counts >= 0, heads
+    inside the recorded model, label tuples equal to the same lists in ``info``."""
+    import warnings
+
+    name = cls.__name__
+    for f in getattr(cls, "finite", ()):
+        t = kwargs.get(f)
+        if isinstance(t, Tensor) and t.is_floating_point() and not bool(t.isfinite().all()):
+            raise ResultFileError(f"{path}: {name}.{f} holds {int((~t.isfinite()).sum())} NaN/inf value(s); it is "
+                                  "always measured.")
+    for f in getattr(cls, "measured", ()):
+        t = kwargs.get(f)
+        if isinstance(t, Tensor) and t.is_floating_point() and t.numel() and bool(t.isnan().all()):
+            raise ResultFileError(f"{path}: {name}.{f} is NaN everywhere: nothing was measured.")
+    for f, allowed in getattr(cls, "choices", {}).items():
+        if f not in kwargs:
+            continue
+        options = allowed() if callable(allowed) else allowed
+        values = kwargs[f] if isinstance(kwargs[f], (list, tuple)) else [kwargs[f]]
+        bad = [v for v in values if v not in options and not (isinstance(v, str) and v.startswith("custom:"))]
+        if bad:
+            msg = f"{path}: {name}.{f} = {bad[0]!r} is not one of {tuple(options)}."
+            if strict:
+                raise ResultFileError(msg)
+            warnings.warn(f"tlens_icl: {msg} (a file saved before results carried a digest: a custom name?)",
+                          stacklevel=4)
+    info = kwargs.get("info") if isinstance(kwargs.get("info"), dict) else {}
+    for where, value in (("n_shots", kwargs.get("n_shots")), ("info['n_shots']", info.get("n_shots"))):
+        if value is None:
+            continue
+        for s in _shot_counts(value):
+            if not (isinstance(s, int) and not isinstance(s, bool) and s >= 0):
+                raise ResultFileError(f"{path}: {name}.{where} holds {s!r}; a shot count is an int >= 0.")
+    n_layers, n_heads = info.get("n_layers"), info.get("n_heads")
+    if isinstance(n_layers, int) and isinstance(n_heads, int):
+        for f in ("heads", "top_fv", "top_induction"):
+            for layer, head in _heads_in(kwargs.get(f)):
+                if not (0 <= layer < n_layers and 0 <= head < n_heads):
+                    raise ResultFileError(f"{path}: {name}.{f} names head L{layer}H{head}, outside the model's "
+                                          f"{n_layers} layers x {n_heads} heads (info).")
+        for f in ("layers", "layer"):
+            v = kwargs.get(f)
+            for layer in (v if isinstance(v, (list, tuple)) else [v]):
+                if isinstance(layer, int) and not 0 <= layer < n_layers:
+                    raise ResultFileError(f"{path}: {name}.{f} holds layer {layer}, outside the model's {n_layers} "
+                                          "layers (info).")
+    for f in ("tasks", "n_shots", "metric", "corruption", "site", "method"):
+        if f in info and f in kwargs and not isinstance(kwargs[f], Tensor) \
+                and _jsonable(kwargs[f]) != _jsonable(info[f]) and _jsonable(kwargs[f]) != _jsonable(_tupled(info[f])):
+            raise ResultFileError(f"{path}: {name}.{f} is {_jsonable(kwargs[f])!r} but info records "
+                                  f"{_jsonable(info[f])!r}; the file's fields disagree with each other.")
 
 
 def _bind_dims(label: str, dims: list[str], shape: tuple[int, ...], sizes: dict[str, int], path: Path) -> None:

@@ -9,9 +9,13 @@ pre-empted job, Ctrl-C) loses at most the unit it was in, and the final result i
 uninterrupted run: units are computed by the same code whether or not a folder is given, and tensors are
 stored exactly (safetensors; JSON values round-trip).
 
-The folder records the run it belongs to (``run.json``: the analysis, its arguments, the model's
-identity, the library version). Reopening it for a different run raises :class:`CheckpointMismatchError`
-naming what differs, instead of mixing units of two runs.
+The folder records the run it belongs to (``run.json``: the analysis, all of its arguments, the model's
+identity - name, sizes and weight fingerprint - and the library version). Reopening it for a different
+run raises :class:`CheckpointMismatchError` naming what differs, instead of mixing units of two runs.
+Every unit file carries the digest of its run (``run_id``), so a unit copied in from another run's
+folder (another seed, another model) is refused too, instead of being reused. Folders written before
+units were stamped (``run.json`` without ``"format"``) still resume: their run is compared on the keys
+they recorded, and their unstamped units are accepted.
 
 Usage inside an analysis (the only per-analysis code)::
 
@@ -42,8 +46,13 @@ from tlens_icl.results.base import Result, _jsonable, run_info
 V = TypeVar("V")
 RUN_FILE = "run.json"
 UNITS = "units"
-#: Key of the safetensors metadata entry holding a unit's structure.
+#: ``run.json``'s format: 2 = units stamped with their run's digest.
+FORMAT = 2
+#: Key of the safetensors metadata entry holding a unit's structure, and of the one holding its run's digest.
 _META_KEY = "tlens_icl_unit"
+_RUN_KEY = "tlens_icl_run"
+#: The run digest beside a unit saved as a Result folder.
+STAMP_FILE = "run_id"
 
 
 class Checkpoint:
@@ -51,23 +60,36 @@ class Checkpoint:
 
     def __init__(self, folder: str | Path, run: Mapping[str, Any]) -> None:
         self.folder = Path(folder)
-        self.run = json.loads(json.dumps(_jsonable(dict(run))))
+        self.run = json.loads(json.dumps(_jsonable({**dict(run), "format": FORMAT})))
+        self.run_id = run_digest(self.run)
         self.loaded = 0  # units read from the folder in this call
         self.computed = 0  # units computed (and written) in this call
+        self.legacy = False  # a folder written before units carried their run's digest
         path = self.folder / RUN_FILE
         if path.is_file():
             try:
                 recorded = json.loads(path.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise ResultFileError(f"{path}: not valid JSON ({e}); delete the folder to start over.") from e
-            if recorded != self.run:
+            self.legacy = isinstance(recorded, dict) and "format" not in recorded
+            expected = _restrict(self.run, recorded) if self.legacy else self.run
+            if recorded != expected:
                 raise CheckpointMismatchError(
-                    f"{self.folder} holds a checkpoint of another run ({_differences(recorded, self.run)}). "
+                    f"{self.folder} holds a checkpoint of another run ({_differences(recorded, expected)}). "
                     "Resume with the same arguments, choose another folder, or delete it to start over.")
         else:
             self.folder.mkdir(parents=True, exist_ok=True)
             _atomic_write_text(path, json.dumps(self.run, indent=1, sort_keys=True) + "\n")
         (self.folder / UNITS).mkdir(exist_ok=True)
+
+    def _check_stamp(self, key: str, stamp: Any, path: Path) -> None:
+        """A finished unit must come from this run (its ``run_id``); unstamped units only in a legacy folder."""
+        if stamp == self.run_id or (stamp is None and self.legacy):
+            return
+        what = "carries no run digest" if stamp is None else f"belongs to another run (run_id {stamp})"
+        raise CheckpointMismatchError(
+            f"{path}: unit {key!r} {what}, not to this run ({self.run_id}) - it was copied in from another checkpoint "
+            "folder, whose arguments or model differ. Delete it to recompute that unit.")
 
     def done(self) -> list[str]:
         """Keys of the units finished so far (sorted)."""
@@ -91,6 +113,8 @@ class Checkpoint:
         if result_type is not None:
             path = self.folder / UNITS / name
             if (path / "meta.json").is_file():
+                stamp = path / STAMP_FILE
+                self._check_stamp(key, stamp.read_text().strip() if stamp.is_file() else None, path)
                 self.loaded += 1
                 return result_type.load(path)  # type: ignore[return-value]
             value = compute()
@@ -98,15 +122,18 @@ class Checkpoint:
                 raise TlensICLError(f"Unit {key!r} computed a {type(value).__name__}, not a {result_type.__name__}.")
             tmp = self.folder / UNITS / f".{name}.{uuid.uuid4().hex}"
             value.save(tmp)
+            (tmp / STAMP_FILE).write_text(self.run_id + "\n")
             os.replace(tmp, path)
             self.computed += 1
             return value
         path = self.folder / UNITS / f"{name}.safetensors"
         if path.is_file():
+            value, stamp = _read_unit(path)
+            self._check_stamp(key, stamp, path)
             self.loaded += 1
-            return _read_unit(path)
+            return value
         value = compute()
-        _write_unit(path, value)
+        _write_unit(path, value, self.run_id)
         self.computed += 1
         return value
 
@@ -140,6 +167,18 @@ def open_checkpoint(folder: str | Path | None, analysis: str, arguments: Mapping
     return Checkpoint(folder, {"analysis": analysis, "arguments": dict(arguments), **_identity(model)})
 
 
+def run_digest(run: Mapping[str, Any]) -> str:
+    """A short hash of a run's identity (its ``run.json`` content)."""
+    return hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _restrict(run: Any, recorded: Any) -> Any:
+    """``run`` cut to the keys a legacy ``run.json`` recorded (dicts recursively), to compare it with that file."""
+    if isinstance(run, dict) and isinstance(recorded, dict):
+        return {k: _restrict(run[k], recorded[k]) for k in recorded if k in run}
+    return run
+
+
 def digest(*tensors: Tensor) -> str:
     """A short hash of tensors' dtypes, shapes and bytes (e.g. a run's prompt tokens: tasks, seeds, template and
     tokenizer at once)."""
@@ -153,7 +192,7 @@ def digest(*tensors: Tensor) -> str:
 
 def _identity(model: ModelLike | None) -> dict[str, Any]:
     info = run_info(model)
-    keep = ("tlens_icl", "model", "n_layers", "n_heads", "d_model", "dtype")
+    keep = ("tlens_icl", "model", "model_fingerprint", "n_layers", "n_heads", "d_model", "d_head", "dtype")
     return {"run": {k: info[k] for k in keep if k in info}}
 
 
@@ -205,17 +244,18 @@ def _decode(doc: Any, tensors: dict[str, Tensor]) -> Any:
     return doc
 
 
-def _write_unit(path: Path, value: Any) -> None:
+def _write_unit(path: Path, value: Any, run_id: str) -> None:
     from safetensors.torch import save_file
 
     tensors: dict[str, Tensor] = {}
     doc = _encode(value, tensors)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(doc)})
+    save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(doc), _RUN_KEY: run_id})
     os.replace(tmp, path)
 
 
-def _read_unit(path: Path) -> Any:
+def _read_unit(path: Path) -> tuple[Any, str | None]:
+    """A unit's value and the digest of the run that wrote it (None: written before units were stamped)."""
     from safetensors import safe_open
 
     try:
@@ -226,7 +266,7 @@ def _read_unit(path: Path) -> Any:
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for a damaged file
         raise ResultFileError(f"{path}: not a readable checkpoint unit ({type(e).__name__}: {e}); delete it to "
                               "recompute that unit.") from e
-    return _decode(doc, tensors)
+    return _decode(doc, tensors), meta.get(_RUN_KEY)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -235,4 +275,4 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["Checkpoint", "NoCheckpoint", "digest", "open_checkpoint"]
+__all__ = ["Checkpoint", "NoCheckpoint", "digest", "open_checkpoint", "run_digest"]

@@ -37,11 +37,11 @@ from tlens_icl.engine import hooks
 from tlens_icl.engine import query as _engine
 from tlens_icl.engine.capture import Custom, capture, query_z
 from tlens_icl.engine.runs import chunks, query_logits
-from tlens_icl.engine.scoring import Metric
+from tlens_icl.engine.scoring import METRICS, Metric
 from tlens_icl.errors import EmptyTaskError, TlensICLError
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import ROLES, PromptBatch
-from tlens_icl.prompts.pairs import make_prompt_pairs, make_prompts
+from tlens_icl.prompts.pairs import CORRUPTIONS, make_prompt_pairs, make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
 from tlens_icl.results.base import Result, run_info
 from tlens_icl.results.checkpoint import digest, open_checkpoint
@@ -74,6 +74,9 @@ class IndirectEffectResult(HeadEffectViews, Result):
     info: dict[str, Any]
 
     title = "Average indirect effect"
+    measured = ("effects",)
+    finite = ("mean_z",)
+    choices = {"metric": tuple(METRICS), "corruption": tuple(CORRUPTIONS)}
     effect_label = "AIE"
 
     def _stacked(self) -> tuple[Tensor, tuple[str, ...]]:
@@ -154,7 +157,9 @@ def indirect_effect(
                        *(t for p in pair_sets for b in (p.clean, p.corrupted) for t in (b.tokens, b.query_pos, b.answer_tokens)),
                        *([given] if given is not None else [])),
         tasks=[p.task for p in pair_sets], metric=metric_name, method=method, filter_correct=filter_correct,
-        heads=[str(h) for h in cells], batch_size=batch_size), model)
+        heads=[str(h) for h in cells], batch_size=batch_size, seed=seed, n_mean=n_mean, n_corrupted=n_corrupted,
+        n_shots=n_shots, corruption=corruption, template=pair_sets[0].template,
+        other_task=getattr(other_task, "name", other_task), mean_z="given" if given is not None else "computed"), model)
     effects, means, clean, corrupted, used, routes = [], [], [], [], set(), set()
     kept: dict[str, list[int]] = {}
     n_mean_kept: dict[str, int] = {}

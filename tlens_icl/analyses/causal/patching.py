@@ -30,7 +30,7 @@ from tlens_icl.engine import hooks
 from tlens_icl.engine import positions as _positions
 from tlens_icl.engine import query as _engine
 from tlens_icl.engine.capture import query_z
-from tlens_icl.engine.scoring import Metric, get_metric
+from tlens_icl.engine.scoring import METRICS, Metric, get_metric
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import ROLES, PromptBatch
@@ -102,6 +102,8 @@ class HeadPatchingResult(HeadEffectViews, Result):
     info: dict[str, Any]
 
     title = "Head patching"
+    measured = ("effects",)
+    choices = {"metric": tuple(METRICS), "direction": DIRECTIONS}
 
     def _stacked(self) -> tuple[Tensor, tuple[str, ...]]:
         return self.effects[None], (self.task,)
@@ -211,6 +213,8 @@ class ActivationPatchingResult(Result):
     info: dict[str, Any]
 
     title = "Activation patching"
+    measured = ("effects",)
+    choices = {"metric": tuple(METRICS), "direction": DIRECTIONS}
 
     def mean(self) -> Float[Tensor, "layer pos"]:
         return self.effects.mean(-1)

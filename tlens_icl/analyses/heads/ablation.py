@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from numbers import Integral, Real
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +49,7 @@ from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.pairs import make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
-from tlens_icl.results.base import Result, run_info
+from tlens_icl.results.base import Result, require_same_model, run_info
 from tlens_icl.results.heads import bootstrap_ci
 from tlens_icl.tasks import Task
 
@@ -68,12 +69,17 @@ def score_map(scores: Any, name: str = "scores") -> Float[Tensor, "layer head"]:
 
 
 def resolve_k(k: int | float, n_total: int) -> int:
-    """``k`` as a head count: an int is a count, a float in (0, 1) a fraction of all heads (rounded, at least 1)."""
-    if isinstance(k, bool):
-        raise TlensICLError(f"k must be a count or a fraction, got {k!r}.")
-    if isinstance(k, float) and 0.0 < k < 1.0:
-        return max(1, round(k * n_total))
-    if float(k) != int(k) or not 0 <= int(k) <= n_total:
+    """``k`` as a head count: an int is a count, a float in (0, 1) a fraction of all heads (rounded, at least 1).
+
+    A float outside (0, 1) is refused (``1.0`` is "all heads" or "one head" depending on the reader), as is a
+    count outside ``[0, n_total]``.
+    """
+    if isinstance(k, Real) and not isinstance(k, (bool, Integral)):
+        if not 0.0 < float(k) < 1.0:
+            raise TlensICLError(f"k={k!r}: a float k is a fraction of all heads, in (0, 1); give a head count as an "
+                                "int (e.g. 1, not 1.0).")
+        return max(1, round(float(k) * n_total))
+    if not isinstance(k, Integral) or isinstance(k, bool) or not 0 <= int(k) <= n_total:
         raise TlensICLError(f"k must be a count in [0, {n_total}] or a fraction in (0, 1), got {k!r}.")
     return int(k)
 
@@ -102,8 +108,11 @@ def select_heads(scores: Float[Tensor, "layer head"], k: int | float, *,
 
 
 def random_heads(n_layers: int, n_heads: int, k: int, seed: int) -> list[Head]:
-    """``k`` distinct heads drawn uniformly (seeded)."""
+    """``k`` distinct heads drawn uniformly (seeded; another seed draws another set)."""
     cells = [Head(layer, head) for layer in range(n_layers) for head in range(n_heads)]
+    if not (isinstance(k, Integral) and not isinstance(k, bool) and 0 <= k <= len(cells)):
+        raise TlensICLError(f"random_heads: k must be an int in [0, {len(cells)}] (the model's {n_layers} x {n_heads} "
+                            f"heads), got {k!r}.")
     return random.Random(f"tlens_icl.random_heads/{seed}").sample(cells, k)
 
 
@@ -130,6 +139,8 @@ class HeadAblationResult(Result):
     info: dict[str, Any]
 
     title = "Head ablation"
+    measured = ("correct",)
+    choices = {"positions": ("all", "query")}
 
     def _series(self, values: Tensor, method: str, seeds_first: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(mean [k], CI low [k], CI high [k], per-seed means [k, seed]) of per-example ``values``."""
@@ -231,6 +242,13 @@ def head_ablation(
     task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
     if not task_list:
         raise TlensICLError("head_ablation needs at least one task.")
+    if not isinstance(rankings, Mapping) or not rankings:
+        raise TlensICLError("head_ablation(): rankings must be a non-empty dict name -> [layer, head] scores (e.g. "
+                            f"{{'FV': indirect_effect(...)}}), got {rankings!r}.")
+    if isinstance(ks, (str, bytes)) or not isinstance(ks, Sequence) or not ks:
+        raise TlensICLError(f"head_ablation(): ks must be a non-empty list of head counts, got {ks!r}.")
+    for name, s in rankings.items():
+        require_same_model(model, s, f"ranking {name!r}", where="head_ablation(): ")
     maps = {name: score_map(s, name) for name, s in rankings.items()}
     shape = (model.cfg.n_layers, model.cfg.n_heads)
     for name, m in maps.items():

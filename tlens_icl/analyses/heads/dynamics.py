@@ -18,6 +18,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tlens_icl._validate import checked, optional_steps
 from tlens_icl.analyses.accuracy import icl_accuracy
 from tlens_icl.analyses.causal.mediation import indirect_effect
 from tlens_icl.analyses.heads.scores import head_scores, top_heads_of
@@ -97,6 +98,7 @@ class HeadDynamicsResult(Result):
                                title=f"{name}: the final model's top heads over training", axes=ax)
 
 
+@checked(model_name=True, rules={"steps": optional_steps})
 def head_dynamics(
     model: str = "icl-tiny", tasks: Sequence[Task | str] | None = None, *, steps: Sequence[int] | None = None,
     k: int = 3, n_shots: int = 4, n: int = 32, n_mean: int = 32, n_corrupted: int = 16,

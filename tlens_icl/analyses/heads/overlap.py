@@ -19,10 +19,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tlens_icl._validate import checked, int_sequence, integer
 from tlens_icl.analyses.heads.ablation import score_map
 from tlens_icl.analyses.heads.scores import top_heads_of
 from tlens_icl.errors import TlensICLError
-from tlens_icl.results.base import Result, run_info
+from tlens_icl.results.base import Result, require_same_model, run_info
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class HeadOverlapResult(Result):
         j = self.ks.index(self.k_depth) if self.k_depth in self.ks else len(self.ks) - 1
         ov = "; ".join(f"{a}&{b} {int(self.overlap[p, j])} (chance {float(self.expected[j]):.2f}, "
                        f"p={float(self.p_value[p, j]):.2g})" for p, (a, b) in enumerate(self.pairs))
-        dep = ", ".join(f"{n} {sum(self.depth(n)) / self.k_depth:.2f}" for n in self.names)
+        dep = ", ".join(f"{n} {sum(d) / len(d):.2f}" for n in self.names for d in [self.depth(n)])
         return f"{self.title}, top-{self.ks[j]}: {ov}. Mean depth of the top-{self.k_depth}: {dep}"
 
     def plot(self, ax: Any = None) -> Any:
@@ -84,6 +85,7 @@ class HeadOverlapResult(Result):
                              title=f"{self.info.get('model') or ''} {self.title}".strip(), axes=ax)
 
 
+@checked
 def head_overlap(rankings: Mapping[str, Any], *, ks: Sequence[int] = (1, 3, 5, 10), k_depth: int | None = None,
                  model: Any = None) -> HeadOverlapResult:
     """Top-k overlap of every pair of head rankings against chance, and where each set sits in depth.
@@ -93,20 +95,34 @@ def head_overlap(rankings: Mapping[str, Any], *, ks: Sequence[int] = (1, 3, 5, 1
             ``HeadScoresResult`` -> induction score); e.g. ``{"FV": aie, "induction": scores,
             "RSA": rsa_result.head_scores()}``. Higher = more that kind of head. NaN heads are never top.
         ks: the top-k sizes; ``k_depth``: the set size for depth (default: the largest k).
+        model: the model the rankings were computed on (optional): recorded, and each ranking must come from it.
     """
     from scipy.stats import hypergeom
 
-    if len(rankings) < 2:
-        raise TlensICLError("head_overlap needs at least two rankings.")
+    if not isinstance(rankings, Mapping) or len(rankings) < 2:
+        raise TlensICLError("head_overlap(): rankings must be a dict of at least two name -> [layer, head] rankings.")
+    if model is not None:
+        for n, s in rankings.items():
+            require_same_model(model, s, f"ranking {n!r}", where="head_overlap(): ")
     maps = {n: score_map(s, n) for n, s in rankings.items()}
     shapes = {tuple(m.shape) for m in maps.values()}
     if len(shapes) != 1:
         raise TlensICLError(f"The rankings have different shapes: {sorted(shapes)}.")
+    if model is not None and shapes != {(int(model.cfg.n_layers), int(model.cfg.n_heads))}:
+        raise TlensICLError(f"head_overlap(): the rankings are {shapes.pop()} but the model has "
+                            f"{(model.cfg.n_layers, model.cfg.n_heads)} heads.")
     n_total = next(iter(maps.values())).numel()
-    ks = tuple(int(k) for k in ks)
-    if not ks or any(not 1 <= k <= n_total for k in ks):
-        raise TlensICLError(f"Every k must be in [1, {n_total}], got {ks}.")
-    k_depth = int(k_depth or max(ks))
+    ks = int_sequence(ks, "ks", minimum=1, where="head_overlap(): ")
+    if any(k > n_total for k in ks):
+        raise TlensICLError(f"head_overlap(): every k must be in [1, {n_total}], got {list(ks)}.")
+    k_depth = max(ks) if k_depth is None else integer(k_depth, "k_depth", minimum=1, maximum=n_total,
+                                                       where="head_overlap(): ")
+    need = max(max(ks), k_depth)
+    for n, m in maps.items():
+        measured = int((~m.isnan()).sum())
+        if measured < need:
+            raise TlensICLError(f"head_overlap(): ranking {n!r} scores {measured} of {n_total} heads (the others are NaN, "
+                                f"not measured), fewer than the {need} its top-k sets need.")
     names = tuple(maps)
     pairs = tuple(combinations(names, 2))
     overlap = torch.tensor([[len(set(top_heads_of(maps[a], k)) & set(top_heads_of(maps[b], k))) for k in ks]

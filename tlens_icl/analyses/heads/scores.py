@@ -106,6 +106,8 @@ class HeadScoresResult(HeadEffectViews, Result):
     info: dict[str, Any]
 
     title = "Head scores"
+    measured = ("scores",)
+    choices = {"kinds": KINDS, "rows": ("targets", "all")}
     effect_label = "score"
 
     def _stacked(self) -> tuple[Tensor, tuple[str, ...]]:
@@ -174,14 +176,29 @@ def head_scores(
     """
     require_eval_mode(model, "head_scores")
     if tokens is None:
+        if mask is not None:
+            raise TlensICLError("head_scores(): mask= belongs to tokens=; the default sequences need none.")
         tokens = repeated_random_tokens(model, n=n, length=length, seed=seed)
-    if tokens.dim() != 2 or tokens.shape[1] < 2:
-        raise TlensICLError(f"tokens must be [seq, pos] with pos >= 2, got {tuple(tokens.shape)}.")
+    if not isinstance(tokens, Tensor) or tokens.is_floating_point() or tokens.dim() != 2 or tokens.shape[1] < 2:
+        raise TlensICLError(f"head_scores(): tokens must be an integer [seq, pos] tensor with pos >= 2, got "
+                            f"{tuple(getattr(tokens, 'shape', ())) or type(tokens).__name__}.")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= model.cfg.d_vocab):
+        raise TlensICLError(f"head_scores(): tokens holds ids outside the vocabulary [0, {model.cfg.d_vocab}): "
+                            f"min {int(tokens.min())}, max {int(tokens.max())}.")
+    if mask is not None and (not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(tokens.shape)):
+        raise TlensICLError(f"head_scores(): mask must have the shape of tokens {tuple(tokens.shape)}, got "
+                            f"{tuple(getattr(mask, 'shape', ())) or type(mask).__name__}.")
     if tokens.shape[1] > model.cfg.n_ctx:
         raise TlensICLError(f"Sequences of {tokens.shape[1]} tokens exceed n_ctx {model.cfg.n_ctx}.")
     targets, sel = detection_targets(tokens, mask, rows=rows)
     if not bool(sel.any()):
         raise TlensICLError("No query row has a target (no token repeats); nothing to score.")
+    if rows == "targets":
+        empty = [kind for kind, s in zip(KINDS, sel) if not bool(s.any())]
+        if empty:
+            raise TlensICLError(f"head_scores(): no token of these sequences repeats an earlier one, so the {empty} "
+                                "score(s) have nothing to measure (they would be NaN); score sequences with repeats "
+                                "(the default repeated random tokens) or rows='all'.")
     scores = attention_to_targets(model, tokens, targets, sel, batch_size=batch_size)
     return HeadScoresResult(scores=scores, tokens=tokens.clone(), kinds=KINDS, rows=rows,
                             info=run_info(model, n=int(tokens.shape[0]), width=int(tokens.shape[1]), seed=seed,

@@ -26,7 +26,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
-from tlens_icl._validate import checked
+from tlens_icl._validate import checked, integer
 from tlens_icl.engine.ablation import ablated_token_loss_sweep
 from tlens_icl.errors import PromptError, TlensICLError
 from tlens_icl.models.loading import model_meta, require_eval_mode
@@ -140,6 +140,9 @@ def loss_data(model: ModelLike, data: DataKind | LossData = "auto", *, texts: Se
         return data
     if data not in ("auto", "text", "episodes"):
         raise TlensICLError(f"data must be 'auto', 'text', 'episodes' or a LossData, got {data!r}.")
+    # the score compares an early and a late position: text needs >= 3 loss positions after BOS, episodes 2 demos
+    integer(length, "length", minimum=4, where="token loss: ")
+    integer(n_shots, "n_shots", minimum=1, where="token loss: ")
     if data in ("auto", "text"):
         try:
             return text_data(model, texts, n=n, length=min(length, int(model.cfg.n_ctx)), seed=seed)
@@ -180,6 +183,7 @@ class TokenLossResult(Result):
     info: dict[str, Any]
 
     title = "Token-loss ICL score"
+    measured = ("losses",)
 
     def curve(self) -> Float[Tensor, " slot"]:
         return self.losses.nanmean(0)

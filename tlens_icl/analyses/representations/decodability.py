@@ -113,6 +113,8 @@ class DecodabilityResult(Result):
     info: dict[str, Any]
 
     title = "Concept decodability"
+    finite = ("correct", "shuffled", "chance")
+    choices = {"metric": ("cosine", "euclidean")}
 
     def scores(self) -> Float[Tensor, "shots unit"]:
         """CD: the fraction of rows decoded correctly."""

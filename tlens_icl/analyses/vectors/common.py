@@ -42,7 +42,7 @@ from tlens_icl.models.adapter import readable_weights
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.models.remote import SpecHook, is_remote
 from tlens_icl.prompts.batch import PromptBatch
-from tlens_icl.results.base import Result
+from tlens_icl.results.base import Result, require_same_model
 
 #: Where a residual intervention acts: ``"query"`` (each row's query position; the last position of
 #: every forward when no ``query_pos`` is given, which during KV-cached generation is every new token),
@@ -101,8 +101,10 @@ def add_vector_hooks(
     model: ModelLike, vector: Any, *, layer: int, position: Position = "query", coeff: float = 1.0,
     query_pos: Int[Tensor, " batch"] | None = None, site: ResidSite = "resid_post",
 ) -> list[tuple[str, Callable[..., Any]]]:
-    """The hook list behind :func:`add_vector` (validated; nothing installed)."""
+    """The hook list behind :func:`add_vector` (validated, including that a vector result was made on ``model``;
+    nothing installed)."""
     v = _as_vector(vector)
+    require_same_model(model, vector, "the vector")
     if v.shape[0] != model.cfg.d_model:
         raise TlensICLError(f"vector has {v.shape[0]} dims but the model's d_model is {model.cfg.d_model}.")
     name = resid_hook_name(site, check_layer(model, layer))
@@ -298,6 +300,7 @@ class LayerSweepResult(Result):
     info: dict[str, Any]
 
     title = "Layer sweep"
+    measured = ("correct",)
 
     def accuracy(self) -> Float[Tensor, "setting layer"]:
         return self.correct.mean(-1)

@@ -40,7 +40,7 @@ from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.pairs import make_prompt_pairs, make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
-from tlens_icl.results.base import Result, run_info
+from tlens_icl.results.base import Result, require_same_model, run_info
 from tlens_icl.tasks import Task
 
 #: Prompt settings a function vector is evaluated in.
@@ -63,6 +63,7 @@ class FunctionVector(VectorOps, Result):
     info: dict[str, Any]
 
     title = "Function vector"
+    finite = ("vector",)
 
     def decode(self, model: ModelLike, k: int = 10) -> list[tuple[str, float]]:
         """Top-``k`` tokens of the vector through the final norm and unembedding."""
@@ -170,11 +171,18 @@ def function_vector(
     task's means and the heads ranked by the effect averaged over all tasks.
     """
     require_eval_mode(model, "function_vector")
+    if not (hasattr(mediation, "top_heads") and isinstance(getattr(mediation, "mean_z", None), Tensor)):
+        raise TlensICLError(f"function_vector(): mediation must be an IndirectEffectResult (tlens_icl.indirect_effect), "
+                            f"got {type(mediation).__name__}.")
+    require_same_model(model, mediation, "the mediation result", where="function_vector(): ")
     names = list(mediation.tasks)
     if task is not None and task not in names:
         raise TlensICLError(f"The mediation result has no task {task!r}; it has {names}.")
     t = names.index(task) if task is not None else 0
     heads = mediation.top_heads(k, task=task)
+    if len(heads) < k:
+        raise TlensICLError(f"function_vector(): k={k} heads requested, but the mediation result measured only "
+                            f"{len(heads)} (it was run with heads=...); pass k <= {len(heads)}.")
     return function_vector_from_heads(model, mediation.mean_z[t], heads, task=task or names[0],
                                       include_bias=include_bias, k=k, heads_from="indirect_effect",
                                       corruption=getattr(mediation, "corruption", None),
@@ -230,6 +238,9 @@ def function_vector_sweep(
     permuted labels), ``"icl"`` (clean demonstrations). Baselines (no vector) are stored alongside.
     """
     require_eval_mode(model, "function_vector_sweep")
+    if isinstance(settings, str) or not isinstance(settings, Sequence) or not settings:
+        raise TlensICLError(f"function_vector_sweep(): settings must be a non-empty list of {FV_SETTINGS}, got "
+                            f"{settings!r}.")
     layer_list = resolve_layers(model, layers)
     batches = fv_settings_batches(model, task, settings, n=n, n_shots=n_shots, seed=seed, template=template,
                                   demos_from=demos_from)

@@ -35,7 +35,7 @@ from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import ROLE_ID, PromptBatch
 from tlens_icl.prompts.pairs import make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
-from tlens_icl.results.base import Result, run_info
+from tlens_icl.results.base import Result, require_same_model, run_info
 from tlens_icl.tasks import Task
 
 Contrast = Literal["pair", "icl"]
@@ -58,6 +58,7 @@ class InContextVector(VectorOps, Result):
     info: dict[str, Any]
 
     title = "In-context vector"
+    finite = ("directions", "mean_difference")
 
     def decode(self, model: ModelLike, k: int = 10, *, layer: int = -1) -> list[tuple[str, float]]:
         """Top-``k`` tokens of the direction at ``layer`` (default: last) through the unembedding."""
@@ -156,6 +157,7 @@ def steer(x: Tensor, v: Tensor, strength: float) -> Tensor:
 
 def icv_hooks(model: ModelLike, icv: InContextVector, *, strength: float = 0.1) -> list[tuple[str, Any]]:
     """One hook per layer applying :func:`steer` at ``resid_post`` (validated; nothing installed)."""
+    require_same_model(model, icv, "the in-context vector")
     if icv.directions.shape != (model.cfg.n_layers, model.cfg.d_model):
         raise TlensICLError(f"ICV has shape {tuple(icv.directions.shape)}, model needs "
                             f"{(model.cfg.n_layers, model.cfg.d_model)}.")

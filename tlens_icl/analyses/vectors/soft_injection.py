@@ -38,7 +38,7 @@ from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.pairs import make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
-from tlens_icl.results.base import Result, run_info
+from tlens_icl.results.base import Result, require_same_model, run_info
 from tlens_icl.tasks import Task
 
 
@@ -92,6 +92,8 @@ def soft_injection_hooks(
     shape = (model.cfg.n_layers, model.cfg.n_heads)
     if tuple(si.theta.shape) != shape or tuple(si.embeddings.shape) != (*shape, model.cfg.d_head):
         raise TlensICLError(f"Soft injection shapes {tuple(si.embeddings.shape)} do not fit the model {shape}.")
+    if theta is None:  # applying a trained injection (not a training step)
+        require_same_model(model, si, "the soft injection")
     th = si.theta if theta is None else theta
 
     def make(layer: int) -> Any:

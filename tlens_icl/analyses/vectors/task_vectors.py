@@ -40,7 +40,7 @@ from tlens_icl.models.remote import SpecHook
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.pairs import make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
-from tlens_icl.results.base import Result, run_info
+from tlens_icl.results.base import Result, require_same_model, run_info
 from tlens_icl.tasks import Task
 
 
@@ -58,6 +58,7 @@ class TaskVector(VectorOps, Result):
     info: dict[str, Any]
 
     title = "Task vector"
+    finite = ("vectors",)
 
     @property
     def vector(self) -> Float[Tensor, " d_model"]:
@@ -141,6 +142,7 @@ def patch_task_vector_hooks(
 ) -> list[tuple[str, Any]]:
     """Hooks *replacing* ``resid_post[layer]`` at ``position`` by the task vector (validated)."""
     check_layer(model, layer)
+    require_same_model(model, tv, "the task vector")
     v = tv.at(layer) if isinstance(tv, TaskVector) else tv
     if v.dim() != 1 or v.shape[0] != model.cfg.d_model:
         raise TlensICLError(f"Task vector must be [d_model={model.cfg.d_model}], got {tuple(v.shape)}.")
