@@ -239,3 +239,176 @@ def test_task_vector_replaces_the_residual_after_block_l(native_model, task_a):
     with torch.no_grad(), ti.patch_task_vector(native_model, tv, layer=0, query_pos=batch.query_pos):
         _, cache = native_model.run_with_cache(batch.tokens, names_filter=lambda n: n == H.resid_pre(1))
     torch.testing.assert_close(cache[H.resid_pre(1)][rows, batch.query_pos], tv.at(0).expand(3, -1))
+
+
+# ---- discrete decisions from floats: near-ties by a fixed rule, not by float rounding (issue 21) -----------
+def _rounding_noise(x, seed, rel=1e-7):
+    """``x`` as another CPU or route computes it: each value off by float32 rounding (a few ulps)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(x, dtype=torch.float64)
+    return x * (1 + rel * torch.randn(x.shape, generator=g, dtype=torch.float64))
+
+
+def test_knn_neighbours_do_not_depend_on_float_rounding():
+    """Bug: neighbours at tied distances (duplicate prompts under two tasks) ordered by whatever rounding gives."""
+    from tlens_icl.analyses.representations.decodability import loo_knn_predict
+
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(6, 16, generator=g, dtype=torch.float64)
+    x = base.repeat_interleave(4, 0)  # every point has 3 exact duplicates, each under another label
+    labels = np.array([0, 1, 2, 3] * 6)
+    for metric in ("cosine", "euclidean"):
+        ref = loo_knn_predict(x.numpy(), labels, k=3, metric=metric)
+        for seed in range(8):
+            got = loo_knn_predict(_rounding_noise(x, seed).numpy(), labels, k=3, metric=metric)
+            assert got.tolist() == ref.tolist(), f"rounding noise changed the kNN decision ({metric}, seed {seed})"
+
+
+def test_top_heads_best_layer_and_top1_do_not_depend_on_float_rounding():
+    """Bug: top-k heads, the best layer and the argmax token taken from values tied up to float rounding."""
+    from tlens_icl._ties import argbest
+    from tlens_icl.analyses.heads.scores import top_heads_of
+    from tlens_icl.engine.scoring import accepted_top1, top1
+
+    scores = torch.tensor([[0.3, 0.7, 0.1], [0.7, 0.2, 0.7]])
+    for seed in range(8):
+        noisy = _rounding_noise(scores, seed).float()
+        assert top_heads_of(noisy, 3) == [ti.Head(0, 1), ti.Head(1, 0), ti.Head(1, 2)]  # ties: lower layer, head
+        assert int(argbest(_rounding_noise(torch.tensor([0.5, 0.75, 0.75, 0.25]), seed))) == 1
+        logits = _rounding_noise(torch.tensor([[1.0, 4.0, 4.0, -2.0], [3.0, 0.0, 3.0, 3.0]]), seed).float()
+        assert top1(logits, torch.tensor([1, 0])).tolist() == [1.0, 1.0]  # tied top: the lowest token id
+        assert accepted_top1(logits, [[[2]], [[2]]]).tolist() == [0.0, 0.0]
+
+
+# ---- head ablation: the random control, the loss means, pooled means (issue 21) ----------------------------
+@pytest.fixture(scope="module")
+def var_task():
+    """Inputs of 1-3 tokens: prompts of different lengths in one batch."""
+    from conftest import INPUTS, OUTPUTS_A
+
+    return ti.Task.from_pairs("toy_var", [(" ".join([INPUTS[i]] + ["x"] * (i % 3)), OUTPUTS_A[i])
+                                          for i in range(len(INPUTS))], category="custom")
+
+
+def test_random_head_control_seeds_draw_different_head_sets(native_model, var_task):
+    """Bug: every seed of the random-heads control draws the same set (the seed not passed on)."""
+    from tlens_icl.analyses.heads.ablation import random_heads
+
+    res = ti.head_ablation(native_model, var_task, {"a": torch.rand(2, 4, generator=torch.Generator().manual_seed(0))},
+                           ks=(2,), n_random=4, n=3, n_shots=1, loss=False)
+    sets = [frozenset(s) for s in res.heads["random"][0]]
+    assert len(sets) == 4 and len(set(sets)) == 4, f"the control's seeds drew {sets}"
+    assert all(len(s) == 2 for s in sets)
+    assert sets[0] == frozenset(str(h) for h in random_heads(2, 4, 2, 0))  # seed 0 * 1000 + 0
+    assert len({frozenset(random_heads(4, 8, 3, s)) for s in range(10)}) == 10
+
+
+def _hand_mean_z(model, tokens, where):
+    """Mean ``hook_z`` over the selected positions, from one plain ``run_with_cache`` (float64 sums)."""
+    names = [H.z(layer) for layer in range(model.cfg.n_layers)]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    return torch.stack([cache[n][where].double().sum(0) for n in names]) / int(where.sum())
+
+
+def test_pooled_means_weight_every_position_of_tasks_of_different_sizes(native_model, var_task, task_a):
+    """Bug: the mean over several tasks as the mean of per-task means (a small task weighs as much as a big one)."""
+    from tlens_icl.analyses.heads.ablation import _pooled_means
+    from tlens_icl.engine.ablation import ablation_positions
+
+    small = ti.make_prompts(task_a, native_model, n=2, n_shots=1, seed=1)
+    big = ti.make_prompts(var_task, native_model, n=6, n_shots=3, seed=2)
+    w_small, w_big = ablation_positions(small, "all"), ablation_positions(big, "all")
+    assert int(w_big.sum()) > 3 * int(w_small.sum())
+    got = _pooled_means(native_model, [small, big], "all", batch_size=4)
+    sums = [_hand_mean_z(native_model, b.tokens, w) * int(w.sum()) for b, w in ((small, w_small), (big, w_big))]
+    ref = (sums[0] + sums[1]) / int(w_small.sum() + w_big.sum())
+    torch.testing.assert_close(got, ref.float(), atol=1e-6, rtol=1e-5)
+    unweighted = (_hand_mean_z(native_model, small.tokens, w_small) + _hand_mean_z(native_model, big.tokens, w_big)) / 2
+    assert not torch.allclose(got, unweighted.float(), atol=1e-4), "the fixture must tell the two means apart"
+
+
+def test_token_loss_ablation_uses_the_means_of_its_own_sequences(native_model, var_task):
+    """Bug: ablating heads on the loss sequences with the few-shot prompts' means (another distribution)."""
+    from tlens_icl.analyses.heads.token_loss import default_window, episode_data, loss_score
+    from tlens_icl.engine.ablation import token_positions
+
+    data = episode_data(native_model, [var_task], n=3, n_shots=2, seed=5)
+    scores = torch.zeros(2, 4)
+    scores[0, 1], scores[1, 2] = 1.0, 0.9
+    res = ti.head_ablation(native_model, var_task, {"a": scores}, ks=(2,), n_random=0, n=3, n_shots=2,
+                           loss_data_kind=data)
+    bos = native_model.tokenizer.bos_token_id
+    means = _hand_mean_z(native_model, data.tokens, token_positions(data.tokens, data.mask, bos)).float()
+    early, late = default_window(data)
+    ref = loss_score(data.losses(native_model, [ti.Head(0, 1), ti.Head(1, 2)], means), early, late)
+    torch.testing.assert_close(res.loss[0, 0, 0], ref, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(res.loss[0, 0, 0], loss_score(data.losses(native_model), early, late), atol=1e-4), \
+        "the ablation must change the loss for this test to mean anything"
+
+
+def test_token_loss_is_read_where_each_slot_predicts_its_token(native_model, var_task):
+    """Bug: the loss of slot j read one position off (the position of the token itself, or of the next one)."""
+    from tlens_icl.analyses.heads.token_loss import episode_data, text_data
+    from tlens_icl.prompts.batch import ROLE_ID
+
+    batch = ti.make_prompts(var_task, native_model, n=3, n_shots=2, seed=4)
+    data = episode_data(native_model, [var_task], n=3, n_shots=2, seed=4)
+    text = text_data(native_model, [" ".join(["the cat sat on the mat and then it ran"] * 8)], n=2, length=12, seed=1)
+    for d in (data, text):
+        res = ti.token_loss_score(native_model, d)
+        with torch.no_grad():
+            logp = native_model(d.tokens).float().log_softmax(-1)
+        for i in range(len(d.tokens)):
+            if d is data:  # slot j predicts demonstration j's first output token; the last slot, the answer
+                firsts = [int(((batch.roles[i] == ROLE_ID["demo_output"]) & (batch.demo_index[i] == j)).nonzero()[0])
+                          for j in range(2)]
+                targets = firsts + [int(batch.query_pos[i]) + 1]
+            else:  # text: slot j predicts token j + 1
+                targets = list(range(1, d.tokens.shape[1]))
+            hand = torch.stack([-logp[i, p - 1, d.tokens[i, p]] for p in targets])
+            torch.testing.assert_close(res.losses[i], hand, atol=1e-5, rtol=1e-5)
+
+
+# ---- resumable runs: what identifies a run and its units (issue 21) ---------------------------------------
+def test_the_prompt_digest_changes_with_the_contents_at_equal_shape():
+    """Bug: a digest of the prompts' shapes and dtypes only: another seed's prompts of equal shape look identical."""
+    from tlens_icl.results.checkpoint import digest
+
+    a = torch.arange(12).reshape(3, 4)
+    b = a.clone()
+    b[2, 3] = 99
+    assert digest(a) != digest(b) and digest(a) == digest(a.clone())
+    assert digest(a, b) != digest(b, a)
+
+
+def test_a_unit_of_another_run_is_never_reused(native_model, task_a, tmp_path):
+    """Bug: a finished unit is reused whatever run wrote it (a unit copied in from another seed's folder)."""
+    import shutil
+
+    from tlens_icl.errors import CheckpointMismatchError
+
+    kw = dict(n_mean=3, n_corrupted=2, n_shots=2, batch_size=2)
+    ti.indirect_effect(native_model, task_a, seed=0, checkpoint=tmp_path / "s0", **kw)
+    ti.indirect_effect(native_model, task_a, seed=1, checkpoint=tmp_path / "s1", **kw)
+    with pytest.raises(CheckpointMismatchError, match="seed"):  # another seed in the same folder
+        ti.indirect_effect(native_model, task_a, seed=1, checkpoint=tmp_path / "s0", **kw)
+    unit = tmp_path / "s0" / "units" / "0%2Fpatch%2F0.safetensors"
+    shutil.copy(tmp_path / "s1" / "units" / unit.name, unit)  # seed 1's chunk into seed 0's run
+    with pytest.raises(CheckpointMismatchError, match="another run"):
+        ti.indirect_effect(native_model, task_a, seed=0, checkpoint=tmp_path / "s0", **kw)
+
+
+# ---- loaded results: recorded model properties against the tensors (issue 21) ------------------------------
+def test_loading_checks_the_recorded_model_against_the_tensors(native_model, task_a, tmp_path):
+    """Bug: a result whose recorded head count, d_model or d_head disagrees with its tensors loads silently."""
+    from dataclasses import replace
+
+    from tlens_icl.errors import ResultFileError
+
+    aie = ti.indirect_effect(native_model, task_a, n_mean=2, n_corrupted=2, n_shots=2)
+    assert ti.IndirectEffectResult.load(aie.save(tmp_path / "ok")).info == aie.info
+    for key, value, dim in (("n_heads", 3, "head"), ("d_head", 8, "d_head"), ("n_layers", 5, "layer")):
+        bad = replace(aie, info={**aie.info, key: value}).save(tmp_path / key)  # saved (digest valid), inconsistent
+        with pytest.raises(ResultFileError, match=f"'{dim}' dimension is .*, but the result was made on a model"):
+            ti.IndirectEffectResult.load(bad)

@@ -35,7 +35,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
-from tlens_icl.engine import hooks
+from tlens_icl.engine import hooks, memory
 from tlens_icl.engine.capture import Summed, capture
 from tlens_icl.engine.query import (
     QueryRun,
@@ -191,30 +191,35 @@ def ablation_sweep(
         with kv.skipping(model, start, kinds), hooks.checked_hooks(model, [(hooks.resid_pre(start), inject(got[start]))] + fwd):
             return model(toks)
 
-    with torch.inference_mode():
-        for rows, width in plan:
-            toks = tokens[rows, :width].to(dev)
-            got: dict[int, Tensor] = {}
-            with kv.block_kinds(model) as kind_of, hooks.checked_hooks(model, [(hooks.resid_pre(s), grab(got, s))
-                                                                              for s in entries]):
-                base = model(toks)
-            kinds = [kind_of.get(i, False) for i in range(n_layers)]
-            if skip and entries:  # the control: entering at the deepest layer without an edit is the clean run
-                try:
-                    _check_control(run(toks, [], entries[-1], got, kinds), base, adapter.dtype_of(model))
-                except Exception as e:  # noqa: BLE001 - any failure of the shortcut: warn once, run in full
-                    adapter.warn_once(model, f"ablation_sweep:{type(e).__name__}",
-                                      f"tlens_icl: starting an ablated forward at its first ablated layer is not exact "
-                                      f"for this model ({e}); every head set runs in full (exact, slower).")
-                    skip = False
-            clean = reduce(base, rows)
-            del base
-            for i, hs in enumerate(head_sets):
-                if not hs:
-                    put(i, rows, clean)
-                    continue
-                fwd = mean_ablation_hooks(model, hs, means, where[rows, :width])
-                put(i, rows, reduce(run(toks, fwd, starts[i], got, kinds), rows))
+    def work(rows: Tensor, width: int) -> None:
+        nonlocal skip
+        toks = tokens[rows, :width].to(dev)
+        got: dict[int, Tensor] = {}
+        with kv.block_kinds(model) as kind_of, hooks.checked_hooks(model, [(hooks.resid_pre(s), grab(got, s))
+                                                                          for s in entries]):
+            base = model(toks)
+        kinds = [kind_of.get(i, False) for i in range(n_layers)]
+        if skip and entries:  # the control: entering at the deepest layer without an edit is the clean run
+            try:
+                _check_control(run(toks, [], entries[-1], got, kinds), base, adapter.dtype_of(model))
+            except Exception as e:  # noqa: BLE001 - any failure of the shortcut: warn once, run in full
+                if memory.is_oom(e):
+                    raise
+                adapter.warn_once(model, f"ablation_sweep:{type(e).__name__}",
+                                  f"tlens_icl: starting an ablated forward at its first ablated layer is not exact "
+                                  f"for this model ({e}); every head set runs in full (exact, slower).")
+                skip = False
+        clean = reduce(base, rows)
+        del base
+        for i, hs in enumerate(head_sets):
+            if not hs:
+                put(i, rows, clean)
+                continue
+            fwd = mean_ablation_hooks(model, hs, means, where[rows, :width])
+            put(i, rows, reduce(run(toks, fwd, starts[i], got, kinds), rows))
+
+    with torch.inference_mode():  # a chunk that runs out of memory is re-run with half the rows (finished ones kept)
+        memory.in_plan(plan, work, model=model, what="ablation_sweep")
     return [o if o is not None else torch.empty(0) for o in out]
 
 

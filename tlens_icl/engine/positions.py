@@ -32,7 +32,7 @@ from tlens_icl.engine.query import (
     _check_control,
     progress_bar,
 )
-from tlens_icl.engine.memory import memory_budget
+from tlens_icl.engine.memory import in_plan, memory_budget
 from tlens_icl.engine.runs import bytes_per_token, chunks, query_plan
 from tlens_icl.engine.scoring import at_query
 from tlens_icl.errors import HookNotFiredError, ModelStateError, TlensICLError
@@ -137,32 +137,36 @@ def _suffix_replay(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, si
         return n_rows * span <= GROUP_TOKENS and n_rows * (span * token_bytes + p0 * key_bytes) <= budget
 
     bar = progress_bar(len(plan) * n_layers, progress, "activation patching (suffix replay)")
-    with torch.inference_mode():
-        for rows, width in plan:
-            toks, src = base[rows, :width].to(dev), source[rows, :width].to(dev)
-            qd = q[rows].to(dev)
-            ar = torch.arange(len(rows), device=dev)
-            logits, acts, prefix = _site_acts(model, toks, names + entries, record=True)
-            base_logits = logits[ar, qd]
-            base_score[rows] = reduce(base_logits, rows).float().cpu()
-            src_logits, src_acts, _ = _site_acts(model, src, names)
-            source_score[rows] = reduce(src_logits[ar, qd], rows).float().cpu()
-            for layer in range(n_layers):
-                name = names[layer]
-                cells = [(p, _todo(acts[name], src_acts[name], q[rows], p)) for p in range(width)]
-                cells = [(p, r) for p, r in cells if len(r)]
-                if cells:  # one unpatched replay from the first patched position proves skip, masks and prefix
-                    p0, r0 = cells[0][0], torch.arange(len(rows))
-                    lg = _replay(model, prefix, toks, acts, [(p0, r0)], layer, q[rows], None)
-                    _check_control(lg, base_logits, dtype)
-                for group in replay_groups(cells, q[rows], fits):
-                    patch = (name, torch.cat([src_acts[name][r.to(dev), p] for p, r in group]))
-                    lg = _replay(model, prefix, toks, acts, group, layer, q[rows], patch)
-                    r_all = torch.cat([r for _, r in group])
-                    effects[layer, torch.cat([torch.full((len(r),), p) for p, r in group]), rows[r_all]] = (
-                        reduce(lg, rows[r_all]).float().cpu() - base_score[rows[r_all]])
-                    forwards += len(group)
-                bar.update()
+
+    def work(rows: Tensor, width: int) -> None:
+        nonlocal forwards
+        toks, src = base[rows, :width].to(dev), source[rows, :width].to(dev)
+        qd = q[rows].to(dev)
+        ar = torch.arange(len(rows), device=dev)
+        logits, acts, prefix = _site_acts(model, toks, names + entries, record=True)
+        base_logits = logits[ar, qd]
+        base_score[rows] = reduce(base_logits, rows).float().cpu()
+        src_logits, src_acts, _ = _site_acts(model, src, names)
+        source_score[rows] = reduce(src_logits[ar, qd], rows).float().cpu()
+        for layer in range(n_layers):
+            name = names[layer]
+            cells = [(p, _todo(acts[name], src_acts[name], q[rows], p)) for p in range(width)]
+            cells = [(p, r) for p, r in cells if len(r)]
+            if cells:  # one unpatched replay from the first patched position proves skip, masks and prefix
+                p0, r0 = cells[0][0], torch.arange(len(rows))
+                lg = _replay(model, prefix, toks, acts, [(p0, r0)], layer, q[rows], None)
+                _check_control(lg, base_logits, dtype)
+            for group in replay_groups(cells, q[rows], fits):
+                patch = (name, torch.cat([src_acts[name][r.to(dev), p] for p, r in group]))
+                lg = _replay(model, prefix, toks, acts, group, layer, q[rows], patch)
+                r_all = torch.cat([r for _, r in group])
+                effects[layer, torch.cat([torch.full((len(r),), p) for p, r in group]), rows[r_all]] = (
+                    reduce(lg, rows[r_all]).float().cpu() - base_score[rows[r_all]])
+                forwards += len(group)
+            bar.update()
+
+    with torch.inference_mode():  # a chunk that runs out of memory is re-run with half the rows (finished ones kept)
+        in_plan(plan, work, model=model, what="activation_patching")
     bar.close()
     return LayerPositionRun(effects, base_score, source_score, "kv", forwards)
 
@@ -246,31 +250,35 @@ def _loop(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, site: str, 
     forwards = 0
     plan = query_plan(model, q, batch_size)
     bar = progress_bar(len(plan) * n_layers, progress, "activation patching (one forward per cell)")
-    with torch.inference_mode():
-        for rows, width in plan:
-            toks, src = base[rows, :width].to(dev), source[rows, :width].to(dev)
-            qd = q[rows].to(dev)
-            ar = torch.arange(len(rows), device=dev)
-            logits, acts, _ = _site_acts(model, toks, names)
-            base_score[rows] = reduce(logits[ar, qd], rows).float().cpu()
-            src_logits, src_acts, _ = _site_acts(model, src, names)
-            source_score[rows] = reduce(src_logits[ar, qd], rows).float().cpu()
-            for layer, name in enumerate(names):
-                for p in range(width):
-                    if not len(_todo(acts[name], src_acts[name], q[rows], p)):
-                        continue
-                    value = src_acts[name][:, p]
 
-                    def put(act: Tensor, hook: Any, p: int = p, value: Tensor = value) -> Tensor:
-                        new = act.clone()
-                        new[:, p] = value.to(act.device, act.dtype)
-                        return new
+    def work(rows: Tensor, width: int) -> None:
+        nonlocal forwards
+        toks, src = base[rows, :width].to(dev), source[rows, :width].to(dev)
+        qd = q[rows].to(dev)
+        ar = torch.arange(len(rows), device=dev)
+        logits, acts, _ = _site_acts(model, toks, names)
+        base_score[rows] = reduce(logits[ar, qd], rows).float().cpu()
+        src_logits, src_acts, _ = _site_acts(model, src, names)
+        source_score[rows] = reduce(src_logits[ar, qd], rows).float().cpu()
+        for layer, name in enumerate(names):
+            for p in range(width):
+                if not len(_todo(acts[name], src_acts[name], q[rows], p)):
+                    continue
+                value = src_acts[name][:, p]
 
-                    with hooks.checked_hooks(model, [(name, put)]):
-                        lg = model(toks)[ar, qd]
-                    effects[layer, p, rows] = reduce(lg, rows).float().cpu() - base_score[rows]
-                    forwards += 1
-                bar.update()
+                def put(act: Tensor, hook: Any, p: int = p, value: Tensor = value) -> Tensor:
+                    new = act.clone()
+                    new[:, p] = value.to(act.device, act.dtype)
+                    return new
+
+                with hooks.checked_hooks(model, [(name, put)]):
+                    lg = model(toks)[ar, qd]
+                effects[layer, p, rows] = reduce(lg, rows).float().cpu() - base_score[rows]
+                forwards += 1
+            bar.update()
+
+    with torch.inference_mode():  # a chunk that runs out of memory is re-run with half the rows (finished ones kept)
+        in_plan(plan, work, model=model, what="activation_patching")
     bar.close()
     return LayerPositionRun(effects, base_score, source_score, "naive", forwards)
 

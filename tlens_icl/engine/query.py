@@ -28,7 +28,10 @@ no Python loop over heads or rows). Builders: :func:`set_heads` (head patching /
 metric, never the logits of every variant - as float32 on the CPU.
 
 Memory: row chunks are sorted by query position and cut after it; rows and copies per forward are capped
-by :func:`tlens_icl.engine.memory.memory_budget` (bytes of activations one forward may use).
+by :func:`tlens_icl.engine.memory.memory_budget` (bytes of activations one forward may use). A chunk that
+still runs out of memory is re-run with half the rows (:func:`tlens_icl.engine.memory.in_plan`: finished
+chunks kept, one warning), copies per forward staying at the size planned for the full chunk, so a retry
+needs less memory; every route's result is the same as without the back-off.
 """
 
 from __future__ import annotations
@@ -417,18 +420,20 @@ def _run_naive(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, r
     active = [v for v, s in enumerate(iv.start_layers(n_layers)) if s < n_layers]
     plan = query_plan(model, q, batch_size, budget)
     bar = progress_bar(len(plan) * (1 + len(active)), progress, "query interventions (one forward each)")
+
+    def work(rows: Tensor, width: int) -> None:
+        toks, qd = tokens[rows, :width].to(dev), q[rows].to(dev)
+        base, got = _plain_base(model, toks, qd, capture)
+        out.base(rows, reduce(base, rows), got)
+        for v in active:
+            fwd = [(name, _at_query(fn, qd)) for name, fn in _edit_hooks(iv, [v], lambda j: j, rows)]
+            with hooks.checked_hooks(model, fwd):
+                logits = model(toks)[torch.arange(len(rows), device=dev), qd]
+            out.put([v], rows, reduce(logits, rows)[:, None])
+        bar.update(1 + len(active))
+
     with torch.inference_mode():
-        for rows, width in plan:
-            toks, qd = tokens[rows, :width].to(dev), q[rows].to(dev)
-            base, got = _plain_base(model, toks, qd, capture)
-            out.base(rows, reduce(base, rows), got)
-            bar.update()
-            for v in active:
-                fwd = [(name, _at_query(fn, qd)) for name, fn in _edit_hooks(iv, [v], lambda j: j, rows)]
-                with hooks.checked_hooks(model, fwd):
-                    logits = model(toks)[torch.arange(len(rows), device=dev), qd]
-                out.put([v], rows, reduce(logits, rows)[:, None])
-                bar.update()
+        memory.in_plan(plan, work, model=model, what="query_interventions")
     bar.close()
     _fill_unedited(out, iv, n_layers)
     return out.done("naive")
@@ -457,24 +462,27 @@ def _run_copies(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, 
     limit = max_sequence_length(model)
     plan = query_plan(model, q, batch_size, budget)
     bar = progress_bar(len(plan), progress, "query interventions (copies)")
+
+    def work(rows: Tensor, width: int) -> None:
+        toks, qd = tokens[rows, :width].to(dev), q[rows].to(dev)
+        base, got = _plain_base(model, toks, qd, capture)
+        out.base(rows, reduce(base, rows), got)
+        room = limit - width - 1
+        if active and room < 1:
+            raise FastPathUnsupported(f"a {width}-token prompt leaves no room for query copies within {limit} positions")
+        per = max(1, min(room, len(active) or 1))
+        b = rows_per_forward(model, width + per + 1, len(rows), budget)
+        for r0 in range(0, len(rows), b):
+            sub = slice(r0, r0 + b)
+            for g0 in range(0, len(active), per):
+                group = active[g0:g0 + per]
+                logits = _copies_forward(model, toks[sub], qd[sub], rows[sub], iv, group, dtype)
+                out.err = max(out.err, _check_control(logits[:, -1], base[sub], dtype))
+                out.put(group, rows[sub], _reduce_copies(reduce, logits[:, :-1], rows[sub]))
+        bar.update()
+
     with torch.inference_mode():
-        for rows, width in plan:
-            toks, qd = tokens[rows, :width].to(dev), q[rows].to(dev)
-            base, got = _plain_base(model, toks, qd, capture)
-            out.base(rows, reduce(base, rows), got)
-            room = limit - width - 1
-            if active and room < 1:
-                raise FastPathUnsupported(f"a {width}-token prompt leaves no room for query copies within {limit} positions")
-            per = max(1, min(room, len(active) or 1))
-            b = rows_per_forward(model, width + per + 1, len(rows), budget)
-            for r0 in range(0, len(rows), b):
-                sub = slice(r0, r0 + b)
-                for g0 in range(0, len(active), per):
-                    group = active[g0:g0 + per]
-                    logits = _copies_forward(model, toks[sub], qd[sub], rows[sub], iv, group, dtype)
-                    out.err = max(out.err, _check_control(logits[:, -1], base[sub], dtype))
-                    out.put(group, rows[sub], _reduce_copies(reduce, logits[:, :-1], rows[sub]))
-            bar.update()
+        memory.in_plan(plan, work, model=model, what="query_interventions")
     bar.close()
     _fill_unedited(out, iv, n_layers)
     return out.done("copies")
@@ -567,31 +575,35 @@ def _run_kv(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, redu
     out = _Out(iv.n, len(q))
     dev, dtype = device_of(model), adapter.dtype_of(model)
     plan = query_plan(model, q, batch_size, budget)
+    planned = max((len(r) for r, _ in plan), default=1)  # copies per forward are sized for the planned chunk
     bar = progress_bar(len(plan), progress, "query interventions (kv)")
+
+    def work(rows: Tensor, width: int) -> None:
+        toks, qd = tokens[rows, :width].to(dev), q[rows].to(dev)
+        b = len(rows)
+        ar = torch.arange(b, device=dev)
+        groups = plan_groups(start, n_layers, b, width, cfg.d_model, cfg.d_vocab)
+        entry = sorted({s for s, _ in groups if s > 0})
+        got: dict[str, Tensor] = {}
+        fwd = [(n, _grab_at(qd, got, n)) for n in capture]
+        fwd += [(hooks.resid_pre(s), _grab_at(qd, got, hooks.resid_pre(s) + "#entry")) for s in entry]
+        with kv.recording(model) as prefix, hooks.checked_hooks(model, fwd):
+            base = model(toks)[ar, qd]
+        out.base(rows, reduce(base, rows), {n: got[n] for n in capture})
+        rowmask = _query_rows(prefix.masks, qd, b, width)
+        # copies per forward: memory of logits, attention over width + copies, MLP activations
+        per = max(1, budget // (max(b, planned) * bytes_per_token(model, width + len(start) + 1)) - 1)
+        for s, members in groups:
+            for g0 in range(0, len(members), per):
+                group = members[g0:g0 + per]
+                entry_resid = got.get(hooks.resid_pre(s) + "#entry")
+                lg = _kv_copies(model, prefix, rowmask, toks[ar, qd], qd, rows, iv, group, s, entry_resid)
+                out.err = max(out.err, _check_control(lg[:, -1], base, dtype))
+                out.put(group, rows, _reduce_copies(reduce, lg[:, :-1], rows))
+        bar.update()
+
     with torch.inference_mode():
-        for rows, width in plan:
-            toks, qd = tokens[rows, :width].to(dev), q[rows].to(dev)
-            b = len(rows)
-            ar = torch.arange(b, device=dev)
-            groups = plan_groups(start, n_layers, b, width, cfg.d_model, cfg.d_vocab)
-            entry = sorted({s for s, _ in groups if s > 0})
-            got: dict[str, Tensor] = {}
-            fwd = [(n, _grab_at(qd, got, n)) for n in capture]
-            fwd += [(hooks.resid_pre(s), _grab_at(qd, got, hooks.resid_pre(s) + "#entry")) for s in entry]
-            with kv.recording(model) as prefix, hooks.checked_hooks(model, fwd):
-                base = model(toks)[ar, qd]
-            out.base(rows, reduce(base, rows), {n: got[n] for n in capture})
-            rowmask = _query_rows(prefix.masks, qd, b, width)
-            # copies per forward: memory of logits, attention over width + copies, MLP activations
-            per = max(1, budget // (b * bytes_per_token(model, width + len(start) + 1)) - 1)
-            for s, members in groups:
-                for g0 in range(0, len(members), per):
-                    group = members[g0:g0 + per]
-                    entry_resid = got.get(hooks.resid_pre(s) + "#entry")
-                    lg = _kv_copies(model, prefix, rowmask, toks[ar, qd], qd, rows, iv, group, s, entry_resid)
-                    out.err = max(out.err, _check_control(lg[:, -1], base, dtype))
-                    out.put(group, rows, _reduce_copies(reduce, lg[:, :-1], rows))
-            bar.update()
+        memory.in_plan(plan, work, model=model, what="query_interventions")
     bar.close()
     _fill_unedited(out, iv, n_layers)
     return out.done("kv")
@@ -659,34 +671,37 @@ def _run_kv_hooked(model: ModelLike, tokens: Tensor, q: Tensor, iv: Intervention
         raise FastPathUnsupported("a query at position 0 has no prefix to reuse")
     plan = query_plan(model, q, batch_size, budget)
     bar = progress_bar(len(plan), progress, "query interventions (kv)")
+
+    def work(rows: Tensor, width: int) -> None:
+        toks, qd = tokens[rows, :width].to(dev), q[rows].to(dev)
+        groups = plan_groups(start, n_layers, 1, width, cfg.d_model, cfg.d_vocab)
+        entry = sorted({s for s, _ in groups if s > 0})
+        got: dict[str, Tensor] = {}
+        fwd = [(n, _grab_at(qd, got, n)) for n in capture]
+        fwd += [(hooks.resid_pre(s), _grab_at(qd, got, hooks.resid_pre(s) + "#entry")) for s in entry]
+        with hooks.checked_hooks(model, fwd):
+            base = model(toks)[torch.arange(len(rows), device=dev), qd]
+        out.base(rows, reduce(base, rows), {n: got[n] for n in capture})
+        for i in range(len(rows)):  # one row at a time: its cache expands to the copies without a copy
+            row = rows[i:i + 1]
+            cache = adapter.prefix_cache(model, toks[i:i + 1], qd[i:i + 1])
+            per = max(1, budget // bytes_per_token(model, width + 2) - 1)
+            for s, members in groups:
+                for g0 in range(0, len(members), per):
+                    group = members[g0:g0 + per]
+                    n_copies = len(group) + 1
+                    query = (toks[i, qd[i]].expand(n_copies) if s == 0
+                             else got[hooks.resid_pre(s) + "#entry"][i:i + 1].expand(n_copies, -1))
+                    fwd = [(name, _as_copies(fn, n_copies)) for name, fn in _edit_hooks(iv, group, lambda j: j, row)]
+                    with hooks.checked_hooks(model, fwd):
+                        lg = adapter.query_forward(model, adapter.expand_cache(cache, n_copies), query,
+                                                   start_at_layer=s if s > 0 else None)
+                    out.err = max(out.err, _check_control(lg[-1:], base[i:i + 1], dtype))
+                    out.put(group, row, _reduce_copies(reduce, lg[None, :-1], row))
+        bar.update()
+
     with torch.inference_mode():
-        for rows, width in plan:
-            toks, qd = tokens[rows, :width].to(dev), q[rows].to(dev)
-            groups = plan_groups(start, n_layers, 1, width, cfg.d_model, cfg.d_vocab)
-            entry = sorted({s for s, _ in groups if s > 0})
-            got: dict[str, Tensor] = {}
-            fwd = [(n, _grab_at(qd, got, n)) for n in capture]
-            fwd += [(hooks.resid_pre(s), _grab_at(qd, got, hooks.resid_pre(s) + "#entry")) for s in entry]
-            with hooks.checked_hooks(model, fwd):
-                base = model(toks)[torch.arange(len(rows), device=dev), qd]
-            out.base(rows, reduce(base, rows), {n: got[n] for n in capture})
-            for i in range(len(rows)):  # one row at a time: its cache expands to the copies without a copy
-                row = rows[i:i + 1]
-                cache = adapter.prefix_cache(model, toks[i:i + 1], qd[i:i + 1])
-                per = max(1, budget // bytes_per_token(model, width + 2) - 1)
-                for s, members in groups:
-                    for g0 in range(0, len(members), per):
-                        group = members[g0:g0 + per]
-                        n_copies = len(group) + 1
-                        query = (toks[i, qd[i]].expand(n_copies) if s == 0
-                                 else got[hooks.resid_pre(s) + "#entry"][i:i + 1].expand(n_copies, -1))
-                        fwd = [(name, _as_copies(fn, n_copies)) for name, fn in _edit_hooks(iv, group, lambda j: j, row)]
-                        with hooks.checked_hooks(model, fwd):
-                            lg = adapter.query_forward(model, adapter.expand_cache(cache, n_copies), query,
-                                                       start_at_layer=s if s > 0 else None)
-                        out.err = max(out.err, _check_control(lg[-1:], base[i:i + 1], dtype))
-                        out.put(group, row, _reduce_copies(reduce, lg[None, :-1], row))
-            bar.update()
+        memory.in_plan(plan, work, model=model, what="query_interventions")
     bar.close()
     _fill_unedited(out, iv, n_layers)
     return out.done("kv")

@@ -31,6 +31,7 @@ from tlens_icl._validate import checked
 from tlens_icl.analyses.heads.scores import HeadScoresResult, top_heads_of
 from tlens_icl.analyses.heads.token_loss import (
     DataKind,
+    LossData,
     default_window,
     loss_data,
     loss_score,
@@ -217,7 +218,7 @@ def head_ablation(
     model: ModelLike, tasks: Task | str | Sequence[Task | str], rankings: Mapping[str, Any], *,
     ks: Sequence[int | float] = (0, 1, 2, 4, 8), exclude: float = 0.0, n_random: int = 3, n: int = 32,
     n_shots: int = 5, seed: int = 0, positions: Positions = "all", loss: bool = True,
-    loss_data_kind: DataKind = "auto", loss_n: int = 16, loss_length: int = 128,
+    loss_data_kind: DataKind | LossData = "auto", loss_n: int = 16, loss_length: int = 128,
     template: PromptTemplate | str | None = None, batch_size: int = 16, method: str = "auto",
     progress: bool | None = None,
 ) -> HeadAblationResult:
@@ -232,7 +233,8 @@ def head_ablation(
             each ranking's candidates (Yin & Steinhardt: 0.02).
         n_random: seeds of the random-heads control (0 = no control).
         positions: ``"all"`` (every real token but BOS) or ``"query"`` (the query position only).
-        loss: also measure the token-loss score (``loss_data_kind``, ``loss_n`` rows of ``loss_length``).
+        loss: also measure the token-loss score (``loss_data_kind``: ``"auto"``/``"text"``/``"episodes"`` with
+            ``loss_n`` rows of ``loss_length``, or a :class:`~tlens_icl.analyses.heads.token_loss.LossData`).
         method: ``"auto"`` (each chunk's clean run is shared; a head set re-runs only the blocks from its first
             ablated layer, or only query copies with ``positions="query"``) or ``"naive"`` (every set in full).
     """
