@@ -119,3 +119,46 @@ def test_the_budget(monkeypatch, native_model):
     monkeypatch.setenv(BUDGET_ENV, "lots")
     with pytest.raises(ValueError, match="not a size"):
         memory_budget(native_model)
+
+
+@pytest.mark.parametrize("arch, method, route", [("llama", "fast", "kv"), ("native", "fast", "copies"),
+                                                 ("native", "naive", "naive")])
+def test_query_engine_backs_off_mid_run_on_every_route(tokenizer, task_a, arch, method, route):
+    """The intervention engine's own chunk loop: a chunk that runs out of memory is re-run with half the rows,
+    finished chunks are kept, and the effects equal an unbounded run's."""
+    from conftest import build_model
+
+    model = build_model(arch, tokenizer)  # a model of its own: the warning is shown once per model
+    pairs = ti.make_prompt_pairs(task_a, model, n=9, n_shots=2, seed=2)
+    heads = [(0, 1), (1, 0), (1, 3)]
+    ref = ti.head_patching(model, pairs, heads=heads, method=method, batch_size=4)
+    assert ref.info["engine"] == route
+    fake = FakeAllocator(room=2, after=2)
+    handle = fake.install(model)
+    try:
+        with pytest.warns(UserWarning, match="out of memory in query_interventions with 4 rows per forward; "
+                                             "continuing with 2"):
+            got = ti.head_patching(model, pairs, heads=heads, method=method, batch_size=4)
+    finally:
+        handle.remove()
+    assert got.info["engine"] == route
+    torch.testing.assert_close(got.effects, ref.effects, atol=1e-6, rtol=1e-5, equal_nan=True)
+    torch.testing.assert_close(got.corrupted_metric, ref.corrupted_metric, atol=1e-6, rtol=1e-5)
+    assert len(fake.calls) > len(fake.ok), "the fake allocator never ran out"
+    assert fake.ok[:2] == [4, 4] and max(fake.ok[2:]) <= 2, "forwards ran at full size until the first failure"
+
+
+def test_head_ablation_sweep_backs_off_mid_run(fresh_model, task_a):
+    """The ablation sweep's chunk loop (mean ablation at every position) backs off the same way."""
+    kw = dict(ks=(0, 2), n_random=0, n=7, n_shots=2, loss=False, batch_size=4)
+    scores = {"a": torch.tensor([[0.1, 0.9, 0.2, 0.0], [0.8, 0.3, 0.0, 0.1]])}
+    ref = ti.head_ablation(fresh_model, task_a, scores, **kw)
+    fake = FakeAllocator(room=2, after=1)
+    handle = fake.install(fresh_model)
+    try:
+        with pytest.warns(UserWarning, match="out of memory in ablation_sweep"):
+            got = ti.head_ablation(fresh_model, task_a, scores, **kw)
+    finally:
+        handle.remove()
+    assert torch.equal(got.correct.nan_to_num(-1), ref.correct.nan_to_num(-1))
+    assert len(fake.calls) > len(fake.ok)

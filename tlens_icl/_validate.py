@@ -161,11 +161,16 @@ def finite(value: Any, name: str, *, where: str = "") -> Any:
 
 
 # ---- paths ---------------------------------------------------------------------------------------
+def path_arg(value: Any, name: str = "path", *, where: str = "") -> Path:
+    """A ``str``/``os.PathLike`` path (not None, not a number), as a :class:`~pathlib.Path`."""
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise TlensICLError(f"{where}{name} must be a file or folder path (str or pathlib.Path), got {_got(value)}.")
+    return Path(value).expanduser()
+
+
 def output_dir(value: Any, name: str = "out", *, where: str = "") -> Path:
     """A folder that can be created and written: no existing file on its path, a writable parent."""
-    if not isinstance(value, (str, os.PathLike)) or not str(value):
-        raise TlensICLError(f"{where}{name} must be a folder path, got {_got(value)}.")
-    path = Path(value).expanduser()
+    path = path_arg(value, name, where=where)
     if path.exists() and not path.is_dir():
         raise TlensICLError(f"{where}{name}={str(path)!r} is an existing file, not a folder.")
     for parent in path.absolute().parents:
@@ -226,6 +231,14 @@ def _unit_interval(v: Any, name: str, where: str, m: Any) -> Any:
 
 
 def _vector(v: Any, name: str, where: str, m: Any) -> Any:
+    if v is None:  # an optional vector / means argument left out
+        return v
+    import torch
+
+    if not (isinstance(v, torch.Tensor) or dataclasses.is_dataclass(v)
+            or any(isinstance(getattr(v, f, None), torch.Tensor) for f in _VECTOR_FIELDS)):
+        raise TlensICLError(f"{where}{name} must be a tensor or a vector result (FunctionVector, TaskVector, "
+                            f"InContextVector, SoftInjection), got {_got(v)}.")
     return finite(v, name, where=where)
 
 

@@ -10,7 +10,7 @@ import difflib
 import hashlib
 import json
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -245,8 +245,11 @@ class Task:
     @classmethod
     def from_json(cls, path: str | Path) -> "Task":
         """A task from a JSON file (``tasks/README.md``); a malformed file raises naming the file and the field."""
+        path = _validate.path_arg(path, "path", where="Task.from_json(): ")
+        if not path.is_file():
+            raise TlensICLError(f"Task.from_json(): no task file at {path}.")
         try:
-            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+            doc = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise TlensICLError(f"{path}: not valid JSON ({e}).") from e
         try:
@@ -257,7 +260,12 @@ class Task:
     @classmethod
     def from_pairs(cls, name: str, pairs: Iterable[tuple[str, str]], **kwargs: Any) -> "Task":
         """Build a task from ``(input, output)`` pairs; extra kwargs set category, description, ..."""
-        return cls(name=name, items=tuple(TaskItem(i, o) for i, o in pairs), **kwargs)
+        items = []
+        for k, pair in enumerate(pairs):
+            if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+                raise TlensICLError(f"Task.from_pairs({name!r}): pair {k} must be an (input, output) pair, got {pair!r}.")
+            items.append(TaskItem(pair[0], pair[1]))
+        return cls(name=name, items=tuple(items), **kwargs)
 
     @classmethod
     def from_dataset(

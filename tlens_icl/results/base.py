@@ -148,7 +148,9 @@ class Result:
         """Write ``path/tensors.safetensors`` and ``path/meta.json``."""
         from safetensors.torch import save_file
 
-        path = Path(path)
+        from tlens_icl._validate import output_dir
+
+        path = output_dir(path, "path", where=f"{type(self).__name__}.save(): ")
         path.mkdir(parents=True, exist_ok=True)
         tensors, meta = {}, {}
         for f in fields(self):  # type: ignore[arg-type]
@@ -180,7 +182,9 @@ class Result:
         """
         from safetensors.torch import load_file
 
-        path = Path(path)
+        from tlens_icl._validate import path_arg
+
+        path = path_arg(path, "path", where=f"{cls.__name__}.load(): ")
         meta_path, tensor_path = path / "meta.json", path / "tensors.safetensors"
         for f in (meta_path, tensor_path):
             if not f.is_file():
@@ -405,10 +409,11 @@ def _check_values(cls: type, kwargs: dict[str, Any], path: Path, *, strict: bool
         values = kwargs[f] if isinstance(kwargs[f], (list, tuple)) else [kwargs[f]]
         bad = [v for v in values if v not in options and not (isinstance(v, str) and v.startswith("custom:"))]
         if bad:
-            msg = f"{path}: {name}.{f} = {bad[0]!r} is not one of {tuple(options)}."
-            if strict:
-                raise ResultFileError(msg)
-            warnings.warn(f"tlens_icl: {msg} (a file saved before results carried a digest: a custom name?)",
+            msg = f"{path}: {name}.{f} = {bad[0]!r} is not one of {tuple(options)}"
+            if strict and f != "metric":
+                raise ResultFileError(msg + ".")
+            # a metric may be a custom function's name recorded before custom names were marked "custom:"
+            warnings.warn(f"tlens_icl: {msg} (an unknown mode, or a custom name from an older tlens_icl).",
                           stacklevel=4)
     info = kwargs.get("info") if isinstance(kwargs.get("info"), dict) else {}
     for where, value in (("n_shots", kwargs.get("n_shots")), ("info['n_shots']", info.get("n_shots"))):

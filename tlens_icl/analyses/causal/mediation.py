@@ -247,6 +247,8 @@ def _given_means(model: ModelLike, mean_z: Tensor | None, n_tasks: int, filter_c
     """``mean_z`` as ``[task, layer, head, d_head]`` (validated), or None when the means are to be computed."""
     if mean_z is None:
         return None
+    if not isinstance(mean_z, Tensor):
+        raise TlensICLError(f"indirect_effect(): mean_z must be a [layer, head, d_head] tensor, got {type(mean_z).__name__}.")
     if filter_correct:
         raise TlensICLError("mean_z=... and filter_correct=True do not combine: filter the mean prompts yourself.")
     shape = (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head)
@@ -298,6 +300,9 @@ def head_attention_html(model: ModelLike, batch: PromptBatch, heads: Sequence[He
     if not heads:
         raise TlensICLError("head_attention_html needs at least one head.")
     heads = [Head(*h) for h in heads]
+    if not (isinstance(row, int) and not isinstance(row, bool) and 0 <= row < len(batch)):
+        raise TlensICLError(f"head_attention_html(): row must be an int in [0, {len(batch)}) (a prompt of the batch), "
+                            f"got {row!r}.")
     sub = batch.select([row])
     n = int(sub.attention_mask[0].sum())
     layers = sorted({h.layer for h in heads})

@@ -153,6 +153,8 @@ def loss_data(model: ModelLike, data: DataKind | LossData = "auto", *, texts: Se
         from tlens_icl.models.loading import model_tasks
 
         tasks = model_tasks(model)
+    if isinstance(tasks, (str, Task)) or not tasks:
+        raise TlensICLError(f"token loss on episodes needs a non-empty list of tasks, got {tasks!r}.")
     per_task = max(1, -(-n // len(tasks)))
     return episode_data(model, tasks, n=per_task, n_shots=n_shots, seed=seed, template=template)
 

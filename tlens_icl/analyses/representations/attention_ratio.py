@@ -196,7 +196,13 @@ def attention_ratio(
         attention), ``.change(before, after)``.
     """
     require_eval_mode(model, "attention_ratio")
+    if not isinstance(prompts, (PromptBatch, Mapping)):
+        raise TlensICLError(f"attention_ratio(): prompts must be a PromptBatch or a dict condition -> PromptBatch, got "
+                            f"{type(prompts).__name__}.")
     named = {"prompts": prompts} if isinstance(prompts, PromptBatch) else dict(prompts)
+    bad = [k for k, v in named.items() if not isinstance(v, PromptBatch)]
+    if bad:
+        raise TlensICLError(f"attention_ratio(): prompts[{bad[0]!r}] is not a PromptBatch (tlens_icl.make_prompts).")
     if not named:
         raise TlensICLError("attention_ratio needs at least one prompt batch.")
     n_layers = int(model.cfg.n_layers)

@@ -220,6 +220,9 @@ def rsa(
     from scipy.spatial.distance import pdist
     from tlens_icl.engine.progress import progress_bar
 
+    if hypotheses is not None and not isinstance(hypotheses, Mapping):
+        raise TlensICLError(f"rsa(): hypotheses must be a dict name -> label spec (e.g. {{'task': 'task'}}), got "
+                            f"{type(hypotheses).__name__}.")
     hyps = dict(hypotheses) if hypotheses is not None else {"task": "task"}
     if not hyps:
         raise TlensICLError("rsa needs at least one hypothesis.")

@@ -278,6 +278,13 @@ class VectorOps:
                    if isinstance(getattr(self, f.name), Tensor)}
         return replace(self, **changes)  # type: ignore[type-var]
 
+    def with_layer(self, layer: int) -> Any:
+        """A copy whose suggested injection layer is ``layer`` (an int layer of the model it was made on)."""
+        n_layers = (getattr(self, "info", None) or {}).get("n_layers")
+        top = n_layers - 1 if isinstance(n_layers, int) else None
+        return replace(self, layer=_validate.integer(layer, "layer", minimum=0, maximum=top,  # type: ignore[type-var]
+                                                     where=f"{type(self).__name__}.with_layer(): "))
+
 
 # ---- layer sweeps -------------------------------------------------------------------------------
 @dataclass(frozen=True)

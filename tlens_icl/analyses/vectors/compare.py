@@ -285,6 +285,8 @@ def _validate(methods: Sequence[str], fv_corruption: Any, icv_contrast: str, icv
               n_fit: int) -> None:
     from tlens_icl.prompts.pairs import CORRUPTIONS
 
+    if isinstance(methods, str) or not methods:
+        raise TlensICLError(f"compare_methods(): methods must be a non-empty list of {METHODS}, got {methods!r}.")
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise TlensICLError(f"Unknown method(s) {bad}; choose from {METHODS}.")

@@ -69,9 +69,6 @@ class FunctionVector(VectorOps, Result):
         """Top-``k`` tokens of the vector through the final norm and unembedding."""
         return decode_vector(model, self.vector, k)
 
-    def with_layer(self, layer: int) -> "FunctionVector":
-        return replace(self, layer=int(layer))
-
     def to_steering_vector(self, **kwargs: Any) -> Any:
         """This vector as a plain ``(hook_name, tensor)`` :class:`~tlens_icl.SteeringVector` (``operation="add"``)."""
         from tlens_icl.analyses.vectors.steering import steering_vector

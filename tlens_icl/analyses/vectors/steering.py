@@ -30,6 +30,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tlens_icl import _validate as _validate_module
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine import hooks
 from tlens_icl.errors import TlensICLError
@@ -106,7 +107,7 @@ class SteeringVector:
         """Write one ``.safetensors`` file: tensor ``vector`` and the JSON header ``tlens_icl_steering``."""
         from safetensors.torch import save_file
 
-        path = Path(path)
+        path = _validate_module.path_arg(path, "path", where="SteeringVector.save(): ")
         if path.suffix != ".safetensors":
             path = path.with_suffix(".safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +123,7 @@ class SteeringVector:
         """Read a file written by :meth:`save`; validates the header, the tensor and (optionally) the model."""
         from safetensors import safe_open
 
-        path = Path(path)
+        path = _validate_module.path_arg(path, "path", where="SteeringVector.load(): ")
         if not path.is_file():
             raise TlensICLError(f"No steering-vector file at {path}.")
         try:

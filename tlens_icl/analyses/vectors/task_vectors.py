@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -72,9 +72,6 @@ class TaskVector(VectorOps, Result):
 
     def at(self, layer: int) -> Float[Tensor, " d_model"]:
         return self.vectors[layer]
-
-    def with_layer(self, layer: int) -> "TaskVector":
-        return replace(self, layer=int(layer))
 
     def to_steering_vector(self, **kwargs: Any) -> Any:
         """The vector at the chosen layer as a :class:`~tlens_icl.SteeringVector` (``operation="replace"``)."""
