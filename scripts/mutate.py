@@ -1,15 +1,19 @@
 """Targeted mutation testing of tlens_icl's core maths: plant one-line bugs, one at a time, and run the tests
 that guard against them. A mutation is *caught* when those tests fail.
 
-    python scripts/mutate.py                 # every mutation (~15 min on 2 cores)
-    python scripts/mutate.py --only sign     # one kind: sign, position, axis, layer, bias, count
+    python scripts/mutate.py                 # every mutation (~45 min on 2 loaded cores)
+    python scripts/mutate.py --only sign     # one kind: sign, position, axis, layer, bias, count, ties, heads,
+                                             #   resume, load, memory
+    python scripts/mutate.py --name pooled   # the mutations whose name contains a word
     python scripts/mutate.py --list
 
 Why not mutmut / cosmic-ray: they generate thousands of mutants of every operator and run the suite for each;
 with model-building tests of tens of seconds on 2 CPU cores that is days. These mutations are the kinds an
 audit planted (issue 10): a sign, a position (``[:, -1]`` instead of each row's query), an axis, a layer index,
-a bias count, a resampling count. Each runs in a scratch copy of the package, never in the working tree. The
-score goes to the README's development section.
+a bias count, a resampling count; and issue 21's: a decision from floats broken by float rounding, the heads
+family's controls and means, a run's identity, a loaded file's consistency, the engine's out-of-memory
+back-off. Each runs in a scratch copy of the package, never in the working tree. The score goes to the
+README's development section.
 """
 
 from __future__ import annotations
@@ -82,7 +86,8 @@ MUTATIONS = [
              "out[rows, cols] = (1 - a) * z[rows, cols] + a * e", "out[rows, cols] = a * z[rows, cols] + (1 - a) * e",
              ("tests/test_vectors.py::test_soft_injection_weight_one_is_hard_replacement[native]",)),
     Mutation("rank counts ties against the answer", "sign", "tlens_icl/engine/scoring.py",
-             "return (logits > target).sum(-1).float()", "return (logits >= target).sum(-1).float() - 1",
+             "return (logits.float() > target + _row_tolerance(logits)).sum(-1).float()",
+             "return (logits.float() >= target).sum(-1).float() - 1",
              (P + "test_rank_counts_only_strictly_better_tokens",)),
     # ---- axis
     Mutation("attention read along the key axis", "axis", "tlens_icl/analyses/representations/attention_ratio.py",
@@ -142,6 +147,71 @@ MUTATIONS = [
     Mutation("task mean divided by examples", "count", "tlens_icl/results/heads.py",
              "draws /= values.shape[0]", "draws /= values.shape[0] + 1",
              (P + "test_bootstrap_ci_width_matches_the_standard_error",)),
+    # ---- issue 21: discrete decisions from floats decided by float rounding
+    Mutation("kNN neighbours tied by rounding", "ties", "tlens_icl/_ties.py",
+             "    groups = tie_groups(srt, tol)\n", "    groups = tie_groups(srt, 0.0)\n",
+             (P + "test_knn_neighbours_do_not_depend_on_float_rounding",)),
+    Mutation("top heads tied by rounding", "ties", "tlens_icl/_ties.py",
+             "t = tolerance(v, rtol) if tol is None else tol", "t = 0.0",
+             (P + "test_top_heads_best_layer_and_top1_do_not_depend_on_float_rounding",)),
+    Mutation("argmax tied by rounding", "ties", "tlens_icl/_ties.py",
+             "near = filled >= best - rtol * scale", "near = filled >= best",
+             (P + "test_top_heads_best_layer_and_top1_do_not_depend_on_float_rounding",)),
+    # ---- issue 21: the heads family
+    Mutation("random control: one set for every seed", "heads", "tlens_icl/analyses/heads/ablation.py",
+             "random_heads(*shape, c, seed * 1000 + s)", "random_heads(*shape, c, seed * 1000)",
+             (P + "test_random_head_control_seeds_draw_different_head_sets",)),
+    Mutation("loss ablated with the prompts' means", "heads", "tlens_icl/analyses/heads/ablation.py",
+             "loss_sets = ldata.losses_of_sets(model, head_lists, loss_means,",
+             "loss_sets = ldata.losses_of_sets(model, head_lists, means,",
+             (P + "test_token_loss_ablation_uses_the_means_of_its_own_sequences",)),
+    Mutation("pooled means: mean of task means", "heads", "tlens_icl/analyses/heads/ablation.py",
+             "total, count = (part if total is None else total + part), count + n",
+             "total, count = (part / n if total is None else total + part / n), count + 1",
+             (P + "test_pooled_means_weight_every_position_of_tasks_of_different_sizes",)),
+    Mutation("token loss read at the output token", "heads", "tlens_icl/analyses/heads/token_loss.py",
+             "reads.append([p - 1 for p in first] + [q])", "reads.append([p for p in first] + [q])",
+             (P + "test_token_loss_is_read_where_each_slot_predicts_its_token",)),
+    Mutation("token loss of the current token", "heads", "tlens_icl/engine/ablation.py",
+             ".log_softmax(-1).gather(-1, toks[:, 1:, None])", ".log_softmax(-1).gather(-1, toks[:, :-1, None])",
+             (P + "test_token_loss_is_read_where_each_slot_predicts_its_token",)),
+    # ---- issue 21: what identifies a resumable run and its units
+    Mutation("prompt digest of shapes only", "resume", "tlens_icl/results/checkpoint.py",
+             '        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")\n', "",
+             (P + "test_the_prompt_digest_changes_with_the_contents_at_equal_shape",)),
+    Mutation("a unit of another run reused", "resume", "tlens_icl/results/checkpoint.py",
+             "if stamp == self.run_id or (stamp is None and self.legacy):", "if True:",
+             (P + "test_a_unit_of_another_run_is_never_reused",)),
+    # ---- issue 21: loaded results and results of another model
+    Mutation("recorded head count not checked", "load", "tlens_icl/results/base.py",
+             '"head": info.get("n_heads"), ', "",
+             (P + "test_loading_checks_the_recorded_model_against_the_tensors",)),
+    Mutation("edited file accepted", "load", "tlens_icl/results/base.py",
+             'if stamped and doc["digest"] != content_digest(tensors, doc["fields"]):', "if False:",
+             ("tests/test_validation.py::test_a_saved_result_is_validated_against_itself",)),
+    Mutation("all-NaN effects accepted", "load", "tlens_icl/results/base.py",
+             "and t.numel() and bool(t.isnan().all()):", "and False:",
+             ("tests/test_validation.py::test_a_saved_result_is_validated_against_itself",)),
+    Mutation("another model's vector accepted", "load", "tlens_icl/results/base.py",
+             "if now is not None and now != recorded:", "if False:",
+             ("tests/test_validation.py::test_results_of_another_model_are_refused",)),
+    # ---- issue 21 (from issue 19): the query engine's own loop backs off on out-of-memory
+    Mutation("copies route without back-off", "memory", "tlens_icl/engine/query.py",
+             '        memory.in_plan(plan, work, model=model, what="query_interventions")\n    bar.close()\n'
+             '    _fill_unedited(out, iv, n_layers)\n    return out.done("copies")',
+             '        for rows, width in plan:\n            work(rows, width)\n    bar.close()\n'
+             '    _fill_unedited(out, iv, n_layers)\n    return out.done("copies")',
+             ("tests/test_memory.py::test_query_engine_backs_off_mid_run_on_every_route[native-fast-copies]",)),
+    Mutation("kv route without back-off", "memory", "tlens_icl/engine/query.py",
+             '        memory.in_plan(plan, work, model=model, what="query_interventions")\n    bar.close()\n'
+             '    _fill_unedited(out, iv, n_layers)\n    return out.done("kv")\n\n\ndef _query_rows',
+             '        for rows, width in plan:\n            work(rows, width)\n    bar.close()\n'
+             '    _fill_unedited(out, iv, n_layers)\n    return out.done("kv")\n\n\ndef _query_rows',
+             ("tests/test_memory.py::test_query_engine_backs_off_mid_run_on_every_route[llama-fast-kv]",)),
+    Mutation("ablation sweep without back-off", "memory", "tlens_icl/engine/ablation.py",
+             'memory.in_plan(plan, work, model=model, what="ablation_sweep")',
+             "[work(rows, width) for rows, width in plan]",
+             ("tests/test_memory.py::test_head_ablation_sweep_backs_off_mid_run",)),
 ]
 
 
@@ -163,10 +233,13 @@ def run(mutation: Mutation, copy: Path, env: dict[str, str]) -> tuple[bool, floa
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default=None, help="one kind: sign, position, axis, layer, bias, count")
+    p.add_argument("--only", default=None, help="one kind: " + ", ".join(dict.fromkeys(m.kind for m in MUTATIONS)))
+    p.add_argument("--name", default=None, help="only the mutations whose name contains this text")
     p.add_argument("--list", action="store_true")
     args = p.parse_args(argv)
-    chosen = [m for m in MUTATIONS if args.only in (None, m.kind)]
+    chosen = [m for m in MUTATIONS if args.only in (None, m.kind) and (args.name is None or args.name in m.name)]
+    if not chosen:
+        raise SystemExit("no mutation matches --only/--name (see --list)")
     if args.list:
         for m in chosen:
             print(f"{m.kind:9s} {m.name:42s} {m.file}")

@@ -287,3 +287,176 @@ def test_fraction_rule_accepts_exactly_the_open_unit_interval(value):
     except TlensICLError:
         accepted = False
     assert accepted == ok
+
+
+# ---- issue 21: saved results validated against themselves, results of another model refused -------------
+@contextlib.contextmanager
+def without_typechecker():
+    """Turn off the test suite's runtime type checker (``--jaxtyping-packages``), which users do not run."""
+    from jaxtyping import config
+
+    before = config.jaxtyping_disable
+    config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        config.update("jaxtyping_disable", before)
+
+
+@pytest.fixture(scope="module")
+def aie_saved(native_model, task_a, task_b, tmp_path_factory):
+    aie = ti.indirect_effect(native_model, [task_a, task_b], n_mean=3, n_corrupted=3, n_shots=2)
+    return aie, aie.save(tmp_path_factory.mktemp("aie") / "aie")
+
+
+def _edit(src, dst, fields=None, tensors=None, *, legacy=False):
+    """A copy of a saved result with ``fields``/``info`` values or tensors changed; ``legacy``: without the digest
+    (as files saved before it was recorded), so only the consistency checks can catch the edit."""
+    def meta(doc):
+        for k, v in (fields or {}).items():
+            if k.startswith("info."):
+                doc["fields"]["info"][k[5:]] = v
+            else:
+                doc["fields"][k] = v
+        if legacy:
+            doc.pop("digest")
+    return _rewrite(src, dst, meta=meta, tensors=tensors)
+
+
+def test_a_saved_result_is_validated_against_itself(aie_saved, tmp_path):
+    """Issue 21's edited files: each is refused (or, where a legacy file may hold a custom name, warned about)."""
+    from tlens_icl.results.base import tensors_equal
+
+    aie, path = aie_saved
+    assert aie.info["model_fingerprint"] and aie.info["d_head"] == 16
+    assert tensors_equal(aie, ti.IndirectEffectResult.load(path))
+    nan = lambda t: t.update(effects=torch.full_like(t["effects"], math.nan))  # noqa: E731
+    edits = {
+        "renamed": ({"info.model": "other"}, None), "nan": ({}, nan), "metric": ({"metric": "bogus", "info.metric": "bogus"}, None),
+        "shots": ({"n_shots": -3, "info.n_shots": -3}, None), "swapped": ({"tasks": list(aie.tasks)[::-1]}, None),
+        "dhead": ({}, lambda t: t.update(mean_z=t["mean_z"][..., :8].contiguous())),
+    }
+    for name, (fields, tensors) in edits.items():  # a file saved by this version: any edit breaks its digest
+        with pytest.raises(ResultFileError, match="changed after it was saved|'d_head' dimension"):
+            ti.IndirectEffectResult.load(_edit(path, tmp_path / name, fields, tensors))
+    legacy = {"nan": "NaN everywhere", "shots": "shot count is an int >= 0",
+              "swapped": "tasks is .* but info records", "dhead": "'d_head' dimension is 8"}
+    for name, match in legacy.items():  # without a digest, the file is checked against itself
+        fields, tensors = edits[name]
+        with pytest.raises(ResultFileError, match=match):
+            ti.IndirectEffectResult.load(_edit(path, tmp_path / f"legacy_{name}", fields, tensors, legacy=True))
+    with pytest.warns(UserWarning, match="metric = 'bogus' is not one of"):
+        ti.IndirectEffectResult.load(_edit(path, tmp_path / "legacy_metric", *edits["metric"], legacy=True))
+    fv = ti.FunctionVector(torch.ones(64), ((0, 1),), "t", None, dict(aie.info))
+    with pytest.raises(ResultFileError, match="L0H9, outside the model's 2 layers x 4 heads"):
+        ti.FunctionVector.load(_edit(fv.save(tmp_path / "fv"), tmp_path / "fv9", {"heads": [[0, 9]]}, legacy=True))
+
+
+def test_a_file_saved_before_digests_and_fingerprints_still_loads(aie_saved, tmp_path):
+    """Results written by tlens_icl 0.2 as released (no digest, no fingerprint, no d_head) keep loading."""
+    from tlens_icl.results.base import tensors_equal
+
+    aie, path = aie_saved
+
+    def old(doc):
+        doc.pop("digest")
+        for key in ("model_fingerprint", "d_head"):
+            doc["fields"]["info"].pop(key)
+
+    back = ti.IndirectEffectResult.load(_rewrite(path, tmp_path / "old", meta=old))
+    assert "model_fingerprint" not in back.info and tensors_equal(
+        back, type(aie)(**{**aie.__dict__, "info": back.info}))
+
+
+def test_results_of_another_model_are_refused(native_model, task_a, tokenizer, aie_saved):
+    """A function vector, an AIE or a ranking recorded on model A is refused on model B of the same shape."""
+    from conftest import build_model
+
+    from tlens_icl.errors import ModelMismatchError
+
+    other = build_model("native", tokenizer, seed=11)  # same sizes, other weights
+    aie, _ = aie_saved
+    fv = ti.function_vector(native_model, aie, k=2)
+    assert fv.info["model_fingerprint"] == aie.info["model_fingerprint"]
+    with pytest.raises(ModelMismatchError, match="computed on model"):
+        ti.function_vector(other, aie, k=2)
+    with no_forward(other), pytest.raises(ModelMismatchError, match="the vector was computed on model"):
+        ti.function_vector_sweep(other, fv, task_a, settings=("zero_shot",), n=2)
+    with pytest.raises(ModelMismatchError):
+        ti.head_ablation(other, task_a, {"FV": aie}, ks=(1,), n=2, n_shots=1, loss=False)
+    with pytest.raises(ModelMismatchError):
+        ti.head_overlap({"FV": aie, "x": torch.rand(2, 4)}, model=other)
+    # the same weights in another dtype are the same model; a tensor carries no identity and is taken as given
+    from tlens_icl.models.fingerprint import model_fingerprint
+
+    assert model_fingerprint(build_model("native", tokenizer).to(torch.float16)) == aie.info["model_fingerprint"]
+    ti.function_vector_sweep(other, fv.vector, task_a, settings=("zero_shot",), n=2, layers=[0])
+
+
+def test_heads_family_and_other_probes_are_refused_by_name(native_model, task_a, aie_saved):
+    """Issue 21's argument probes: each raises naming the argument, before any forward pass."""
+    from tlens_icl.analyses.heads.ablation import random_heads
+    from tlens_icl.prompts.pairs import PromptPairBatch
+
+    aie, _ = aie_saved
+    m = native_model
+    other = torch.rand(2, 4, generator=torch.Generator().manual_seed(0))
+    pa = ti.make_prompt_pairs(task_a, m, n=3, n_shots=2, seed=0)
+    pb = ti.make_prompt_pairs(task_a, m, n=3, n_shots=2, seed=7)
+    two_heads = ti.indirect_effect(m, task_a, n_mean=2, n_corrupted=2, n_shots=2, heads=[(0, 0), (1, 2)])
+    probes = [
+        (lambda: ti.head_ablation(m, task_a, {"a": aie}, ks=(1.0,), n=2, loss=False), "float k is a fraction"),
+        (lambda: ti.head_ablation(m, task_a, {"a": aie}, ks=(1,), n_random=-1, n=2, loss=False), "n_random must be"),
+        (lambda: ti.head_ablation(m, task_a, {}, ks=(1,), n=2, loss=False), "rankings must be a non-empty"),
+        (lambda: ti.head_overlap({"a": aie, "b": other}, ks=(1.7,)), r"ks\[0\] must be an int"),
+        *[(lambda kd=kd: ti.head_overlap({"a": aie, "b": other}, ks=(1,), k_depth=kd), "k_depth must be an int")
+          for kd in (-1, 0, 1000)],
+        (lambda: ti.head_overlap({"a": aie, "b": torch.full((2, 4), math.nan)}, ks=(1,)), "scores 0 of 8 heads"),
+        (lambda: ti.head_dynamics("icl-tiny", n=0), r"head_dynamics\(\): n must be"),
+        (lambda: ti.make_prompts("uppercase", m, n=2, n_shots=1, demos_from="bitwise_xor"), "another task"),
+        (lambda: ti.head_patching(m, PromptPairBatch(pa.clean, pb.corrupted, pa.task, 2, "shuffled_labels", 0,
+                                                     pa.template)), "unrelated"),
+        (lambda: ti.head_scores(m, torch.arange(2, 22).reshape(2, 10)), "repeats an earlier one"),
+        (lambda: ti.head_scores(m, torch.full((2, 6), 10**6)), "outside the vocabulary"),
+        (lambda: ti.head_scores(m, torch.tensor([[1, 2, 3, 1, 2, 3]]), mask=torch.ones(2, 3)), "mask must have the shape"),
+        (lambda: ti.Task.from_dataset({"input": ["a", None], "output": ["x", "y"]}, "nn"), "column 'input' is empty"),
+        (lambda: ti.function_vector(m, two_heads, k=10), "measured only 2"),
+        (lambda: ti.function_vector(m, "aie"), "mediation must be an IndirectEffectResult"),
+        (lambda: random_heads(4, 8, 40, 0), "k must be an int in"),
+        (lambda: ti.function_vector_sweep(m, torch.ones(64), task_a, settings=()), "settings must be a non-empty"),
+        (lambda: ti.token_loss_score(m, "text", texts=["a b c " * 40], length=1), "length must be an int >= 4"),
+        (lambda: ti.IndirectEffectResult.load(None), r"load\(\): path must be"),
+        (lambda: aie.save(None), r"save\(\): path must be"),
+        (lambda: ti.Task.from_json(123), "path must be"),
+        (lambda: ti.Task.from_pairs("p", [("a",)]), r"pair 0 must be an \(input, output\)"),
+        (lambda: ti.indirect_effect(m, task_a, n_mean=2, n_corrupted=2, n_shots=2, mean_z="x"), "mean_z must be"),
+        (lambda: ti.head_attention_html(m, pa.clean, [(0, 1)], row=99), "row must be an int"),
+        (lambda: ti.rsa(from_arrays(torch.randn(6, 1, 4), ["a", "b"] * 3), 123), "hypotheses must be a dict"),
+        (lambda: ti.token_loss_score(m, "episodes", tasks=[], n=2, n_shots=2), "non-empty list of tasks"),
+        (lambda: ti.attention_ratio(m, "x"), "prompts must be a PromptBatch"),
+        (lambda: ti.SteeringVector.load(None), "path must be"),
+        (lambda: ti.soft_inject(m, "x").__enter__(), "si must be a tensor or a vector result"),
+        (lambda: ti.apply_icv(m, "x").__enter__(), "icv must be a tensor or a vector result"),
+        (lambda: ti.compare_methods(m, [task_a], methods=()), "methods must be a non-empty"),
+        (lambda: ti.function_vector(m, aie, k=2).with_layer(99), "layer must be an int >= 0 and <= 1"),
+    ]
+    with no_forward(m), without_typechecker():  # what a user sees (the suite's jaxtyping checker would answer first)
+        for call, match in probes:
+            with pytest.raises(TlensICLError, match=match):
+                call()
+
+
+def test_overlap_summary_averages_the_depth_of_the_heads_ranked():
+    """The summary's mean depth is ``depth_table()``'s, whatever ``k_depth`` is."""
+    ov = ti.head_overlap({"a": torch.arange(8.0).reshape(2, 4), "b": -torch.arange(8.0).reshape(2, 4)}, ks=(1, 3),
+                         k_depth=3)
+    table = ov.depth_table().set_index("set").mean_depth
+    assert f"a {table['a']:.2f}" in ov.summary() and f"b {table['b']:.2f}" in ov.summary()
+    assert table["a"] == 1.0 and table["b"] == 0.0
+
+
+def test_an_embedded_model_loads_in_the_dtype_asked_for():
+    m = ti.load_model("icl-tiny", dtype=torch.bfloat16)
+    assert {p.dtype for p in m.parameters()} == {torch.bfloat16}
+    with pytest.raises(ModelStateError, match="floating-point torch.dtype"):
+        ti.load_model("icl-tiny", dtype="float16")
