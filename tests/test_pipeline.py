@@ -56,5 +56,6 @@ def test_model_card_script_measures_with_the_library(tmp_path):
     out = tmp_path / "CARD.md"
     assert card_main(["--n", "16", "--out", str(out)]) == 0
     text = out.read_text()
-    for section in ("ICL accuracy", "Function vectors", "Task decodability", "bitwise family", "word family"):
+    for section in ("ICL accuracy", "Function vectors", "Task decodability", "bitwise family", "word family",
+                    "Shuffled-label control", "zero-shot prompts share their query"):
         assert section in text

@@ -16,7 +16,7 @@ from typing import Any
 SHOTS = (0, 1, 2, 4, 8)
 
 
-def measure(name: str = "icl-tiny", *, n: int = 64, seed: int = 0) -> dict[str, Any]:
+def measure(name: str = "icl-tiny", *, n: int = 48, seed: int = 0) -> dict[str, Any]:
     """Every number of the card, as library result objects and tables."""
     import torch
 
@@ -28,12 +28,17 @@ def measure(name: str = "icl-tiny", *, n: int = 64, seed: int = 0) -> dict[str, 
     torch.set_num_threads(1)
     model = load_model(name)
     main = run_pipeline(model, n=n, seed=seed)
-    decodability = {}
+    decodability, shared = {}, {}
     for family in model_meta_families(model):
         tasks = [heldout_task(model, t) for t in model_tasks(model, family)]
         acts = task_activations(model, tasks, n_shots=SHOTS, n=min(n, 40), seed=seed, sites=["resid_post"])
         decodability[family] = concept_decodability(acts, site="resid_post", k=10, metric="cosine", seed=seed)
-    return {"model": model, "main": main, "decodability": decodability}
+        zero = [i for i, s in enumerate(acts.n_shots.tolist()) if s == 0]
+        tasks_of: dict[str, set[str]] = {}
+        for i in zero:
+            tasks_of.setdefault(acts.queries[i], set()).add(acts.tasks[i])
+        shared[family] = (sum(len(tasks_of[acts.queries[i]]) > 1 for i in zero), len(zero))
+    return {"model": model, "main": main, "decodability": decodability, "shared_queries": shared}
 
 
 def model_meta_families(model: Any) -> list[str]:
@@ -67,8 +72,19 @@ def render(name: str, m: dict[str, Any]) -> str:
              f"(gain {fv['gain'].mean():+.3f}).", "",
              "## Task decodability (leave-one-out 10-NN, cosine, residual after each block at the query)", ""]
     for family, cd in m["decodability"].items():
-        lines += [f"### {family} family (chance {float(cd.chance.mean()):.3f})", "",
-                  _block(cd.table()), ""]
+        import pandas as pd
+
+        control = pd.DataFrame(cd.shuffled.numpy().T, index=pd.Index([f"L{u[0]}" for u in cd.units], name="unit"),
+                               columns=pd.Index(cd.n_shots, name="n_shots"))
+        lines += [f"### {family} family (chance {float(cd.chance.mean()):.3f}; n = {cd.correct.shape[-1]} prompts per "
+                  "shot count)", "", _block(cd.table()), "",
+                  f"Shuffled-label control (the same kNN with the task labels permuted, mean of "
+                  f"{cd.info['n_shuffles']} permutations): what a representation that carries no task scores.", "",
+                  _block(control), "",
+                  "At 0 shots a prompt is its query alone, and {} of the {} zero-shot prompts share their query with a "
+                  "prompt of another task of the family: identical inputs under different labels, so the nearest "
+                  "neighbour of such a prompt is a duplicate labelled with another task.".format(
+                      *m["shared_queries"][family]), ""]
     return "\n".join(lines) + "\n"
 
 
@@ -80,7 +96,8 @@ def main(argv: Any = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tlens_icl.cli.card", description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--name", default="icl-tiny", help="embedded model to measure")
-    p.add_argument("--n", type=int, default=64, help="queries per task and setting")
+    p.add_argument("--n", type=int, default=48,
+                   help="queries per task and setting (at most 51, the smallest held-out bitwise task)")
     p.add_argument("--seed", type=int, default=0, help="seed for prompts")
     p.add_argument("--out", default=None, help="file to write (default: MODEL_CARD.md next to the weights)")
     args = p.parse_args(argv)

@@ -6,7 +6,8 @@ Two layers keep a forward pass inside the device's memory:
   (the engine's row planner takes it). On CUDA devices the default is half the free memory of the
   fullest device the model uses (a split model is bounded by its tightest GPU); elsewhere
   :data:`DEFAULT_BUDGET`. ``TLENS_ICL_MEMORY_BUDGET`` (bytes, or with a ``KiB/MiB/GiB`` suffix) overrides it.
-* **back-off** (:func:`in_plan`, the chunk loop of the engine's capture, query logits and answer scores):
+* **back-off** (:func:`in_plan`, the chunk loop of the engine's capture, query logits, answer scores, query
+  interventions, ablation sweep and activation patching):
   the estimate can be wrong (fragmentation, another process on the GPU). A chunk that raises ``torch.OutOfMemoryError`` is retried with half the rows, down to one row, and every
   later chunk keeps the smaller size; chunks already finished are kept, so no work is lost and the result
   is the one an unbounded run gives (rows are independent). One warning per model says what happened.

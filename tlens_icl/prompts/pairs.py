@@ -358,7 +358,7 @@ class PromptPairBatch:
         bad = []
         for i in range(len(c)):
             same_query = torch.equal(c.tokens[i][cq[i]], k.tokens[i][kq[i]])
-            same_demos = bool(cd[i].any()) and torch.equal(c.tokens[i][cd[i]], k.tokens[i][kd[i]])
+            same_demos = torch.equal(c.tokens[i][cd[i]], k.tokens[i][kd[i]])  # (0-shot pairs: both empty)
             if not (same_query or same_demos):
                 bad.append(i)
         return bad

@@ -17,11 +17,14 @@ labels permuted among the prompts, averaged over ``n_shuffles`` permutations), w
 uninformative representation scores. ``DecodabilityResult.correlate(accuracy)`` relates per-task CD to
 ICL accuracy across tasks and shot counts (Han et al.: CD predicts ICL performance).
 
-Read CD against the shuffled-label control, not against ``chance``: leave-one-out kNN is biased *below*
-the frequency baseline for an uninformative representation (leaving a point out removes one vote of
-its own class from the pool), so the shuffled control - the same kNN on the same points with permuted
-labels - sits below ``chance`` too, and a CD at the control's level means "not decodable", not "worse
-than chance". :meth:`DecodabilityResult.above_control` is the difference.
+Read CD against the shuffled-label control: it is what the same kNN on the same points scores when
+the labels carry no information (near ``chance``; leave-one-out with balanced classes sits slightly
+below it, since leaving a point out removes one vote of its own class). CD *below* the control means
+prompts of different labels are closer than prompts of the same label - typically identical prompts
+under several labels (0-shot prompts whose query recurs under several tasks: a duplicate with another
+label is the nearest neighbour). That is the honest leave-one-out value of a representation that
+cannot carry the label, not decoding "worse than chance". :meth:`DecodabilityResult.above_control` is
+CD minus the control.
 """
 
 from __future__ import annotations
@@ -71,16 +74,25 @@ def loo_knn_predict(x: np.ndarray, labels: np.ndarray, *, k: int = 10, metric: D
     duplicates of a prompt, or rounding noise) are ordered by :func:`tie_rank`, so the neighbours and the
     vote do not depend on the machine's float rounding or on the route that computed ``x``.
     """
+    return knn_vote(loo_neighbours(x, k=k, metric=metric), labels)
+
+
+def loo_neighbours(x: np.ndarray, *, k: int = 10, metric: DistanceMetric = "cosine") -> np.ndarray:
+    """``[n, min(k, n - 1)]``: each row's nearest other rows, nearest first (ties by :func:`tie_rank`)."""
     n = x.shape[0]
     if n < 2:
         raise TlensICLError("Leave-one-out kNN needs at least 2 points.")
-    k_eff = min(k, n - 1)
-    idx = neighbour_order(pairwise_distances(x, metric), tie_rank(n))[:, :k_eff]
+    return neighbour_order(pairwise_distances(x, metric), tie_rank(n))[:, : min(k, n - 1)]
+
+
+def knn_vote(idx: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The majority label among each row's neighbours ``idx``; a tie between classes goes to the class of the
+    nearest neighbour among the tied classes."""
+    n, k_eff = idx.shape
     neighbour_labels = labels[idx]  # [n, k_eff], nearest first
     rows = np.arange(n)
     votes = np.zeros((n, int(labels.max()) + 1), dtype=np.int64)
     np.add.at(votes, (np.repeat(rows, k_eff), neighbour_labels.ravel()), 1)
-    # a tie between classes goes to the class of the nearest neighbour among the tied classes
     tied = votes[rows[:, None], neighbour_labels] == votes.max(1, keepdims=True)
     return neighbour_labels[rows, tied.argmax(1)]
 
@@ -270,11 +282,10 @@ def concept_decodability(
         chance[s] = float(((np.bincount(y) / len(y)) ** 2).sum())
         perms = [rng.permutation(y) for _ in range(n_shuffles)]
         for u in range(len(units)):
-            x = values[idx, u].numpy()
-            correct[s, u] = torch.from_numpy(loo_knn_predict(x, y, k=k_used, metric=metric) == y).float()
+            near = loo_neighbours(values[idx, u].numpy(), k=k_used, metric=metric)  # shared by the permutations
+            correct[s, u] = torch.from_numpy(knn_vote(near, y) == y).float()
             if perms:
-                shuffled[s, u] = float(np.mean([(loo_knn_predict(x, p, k=k_used, metric=metric) == p).mean()
-                                                for p in perms]))
+                shuffled[s, u] = float(np.mean([(knn_vote(near, p) == p).mean() for p in perms]))
             bar.update()
     bar.close()
     return DecodabilityResult(
@@ -286,4 +297,5 @@ def concept_decodability(
     )
 
 
-__all__ = ["DecodabilityResult", "concept_decodability", "loo_knn_predict"]
+__all__ = ["DecodabilityResult", "concept_decodability", "knn_vote", "loo_knn_predict", "loo_neighbours",
+           "pairwise_distances", "tie_rank"]
