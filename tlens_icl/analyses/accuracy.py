@@ -66,6 +66,7 @@ class AccuracyResult(Result):
     title = "ICL accuracy"
     measured = ("correct",)
     choices = {"metric": ("exact_match", "first_token")}
+    same_as_info = ("metric",)
 
     def accuracy(self) -> Float[Tensor, "task shots"]:
         """Mean of ``correct`` (the chosen metric) per task and shot count."""

@@ -103,13 +103,15 @@ class Result:
 
     What a loaded file must satisfy besides its schema (:meth:`load`) is declared per class: ``finite`` (tensor
     fields that never hold NaN/inf), ``measured`` (tensor fields that may hold NaN for what was not measured, but
-    not only NaN), ``choices`` (field -> the values it can take; a callable returns them).
+    not only NaN), ``choices`` (field -> the values it can take; a callable returns them), ``same_as_info``
+    (fields that the analysis also records in ``info``, so the two must agree).
     """
 
     title: ClassVar[str] = "Result"
     finite: ClassVar[tuple[str, ...]] = ()
     measured: ClassVar[tuple[str, ...]] = ()
     choices: ClassVar[dict[str, Any]] = {}
+    same_as_info: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -435,9 +437,8 @@ def _check_values(cls: type, kwargs: dict[str, Any], path: Path, *, strict: bool
                 if isinstance(layer, int) and not 0 <= layer < n_layers:
                     raise ResultFileError(f"{path}: {name}.{f} holds layer {layer}, outside the model's {n_layers} "
                                           "layers (info).")
-    for f in ("tasks", "n_shots", "metric", "corruption", "site", "method"):
-        if f in info and f in kwargs and not isinstance(kwargs[f], Tensor) \
-                and _jsonable(kwargs[f]) != _jsonable(info[f]) and _jsonable(kwargs[f]) != _jsonable(_tupled(info[f])):
+    for f in getattr(cls, "same_as_info", ()):
+        if f in info and f in kwargs and _jsonable(kwargs[f]) != _jsonable(info[f]):
             raise ResultFileError(f"{path}: {name}.{f} is {_jsonable(kwargs[f])!r} but info records "
                                   f"{_jsonable(info[f])!r}; the file's fields disagree with each other.")
 

@@ -77,6 +77,7 @@ class IndirectEffectResult(HeadEffectViews, Result):
     measured = ("effects",)
     finite = ("mean_z",)
     choices = {"metric": tuple(METRICS), "corruption": tuple(CORRUPTIONS)}
+    same_as_info = ("tasks", "metric", "corruption", "n_shots")
     effect_label = "AIE"
 
     def _stacked(self) -> tuple[Tensor, tuple[str, ...]]:
