@@ -115,13 +115,17 @@ def test_correlate_with_accuracy():
     assert out["r"].iloc[0] == pytest.approx(1.0) and out["n_cells"].iloc[0] == 6
 
 
-def test_end_to_end_on_a_model(native_model, task_a, task_b):
-    acts = task_activations(native_model, [task_a, task_b], n_shots=(1, 3), n=6, sites=["resid_post", "z"])
+def test_end_to_end_on_a_model(native_model, task_a, task_b, tmp_path):
+    acts = task_activations(native_model, [task_a, task_b], n_shots=(3, 1), n=6, sites=["resid_post", "z"])
     res = concept_decodability(acts, site="z", k=3)
     assert res.units[0] == (0, 0) and res.correct.shape == (2, 8, 12)
     assert ((res.scores() >= 0) & (res.scores() <= 1)).all()
     fig = res.plot()
     assert fig.axes[0].get_xlabel() == "layer"
+    # shot groups come in increasing order while info keeps the caller's (3, 1): the file is still consistent
+    assert res.n_shots == (1, 3) and res.info["n_shots"] == [3, 1]
+    assert tensors_equal(res, DecodabilityResult.load(res.save(tmp_path / "cd")))
+    assert torch.equal(res.above_control(), res.scores() - res.shuffled)
 
 
 def test_cli_subcommands(capsys, tmp_path):
