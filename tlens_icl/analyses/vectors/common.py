@@ -278,6 +278,10 @@ class VectorOps:
                    if isinstance(getattr(self, f.name), Tensor)}
         return replace(self, **changes)  # type: ignore[type-var]
 
+
+class InjectionLayer:
+    """Mixin for vector results with a suggested injection ``layer`` field (function and task vectors)."""
+
     def with_layer(self, layer: int) -> Any:
         """A copy whose suggested injection layer is ``layer`` (an int layer of the model it was made on)."""
         n_layers = (getattr(self, "info", None) or {}).get("n_layers")

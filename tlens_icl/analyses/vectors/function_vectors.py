@@ -23,6 +23,7 @@ from torch import Tensor
 from tlens_icl._typing import Head, ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.analyses.vectors.common import (
+    InjectionLayer,
     LayerSweepResult,
     Position,
     VectorOps,
@@ -48,7 +49,7 @@ FV_SETTINGS = ("zero_shot", "shuffled_labels", "icl")
 
 
 @dataclass(frozen=True)
-class FunctionVector(VectorOps, Result):
+class FunctionVector(VectorOps, InjectionLayer, Result):
     """A function vector ``[d_model]`` with the heads it was summed from.
 
     Supports arithmetic: ``fv_a + fv_b``, ``fv_a - fv_b``, ``2.0 * fv`` give new vectors whose

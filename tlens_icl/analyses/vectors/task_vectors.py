@@ -21,6 +21,7 @@ from torch import Tensor
 from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.analyses.vectors.common import (
+    InjectionLayer,
     LayerSweepResult,
     Position,
     VectorOps,
@@ -45,7 +46,7 @@ from tlens_icl.tasks import Task
 
 
 @dataclass(frozen=True)
-class TaskVector(VectorOps, Result):
+class TaskVector(VectorOps, InjectionLayer, Result):
     """Per-layer task vectors ``vectors[l]`` = mean ``resid_post[l]`` at the query of ICL prompts.
 
     ``layer`` is the chosen injection layer (``None`` until a sweep picked one).
