@@ -47,7 +47,10 @@ INPUTS = ["cat", "dog", "horse", "elephant", "butterfly", "owl", "tiger", "dolph
 OUTPUTS_A = [w.upper() for w in INPUTS]
 OUTPUTS_B = ["red", "blue", "green", "yellow", "purple", "orange", "pink", "brown", "black", "white", "grey", "violet",
              "gold", "silver", "cyan", "magenta", "teal", "navy", "olive", "maroon", "beige", "coral", "ivory", "indigo"]
-ARCHS = ["native", "gpt2", "pythia", "llama", "gemma2"]
+ARCHS = ["native", "gpt2", "pythia", "llama", "gemma2", "gemma3", "qwen2"]
+#: Gemma 3's sliding window in the tiny models: shorter than every test prompt, so the local layers differ
+#: from global ones (the real Gemma-3-270M: 512).
+GEMMA3_WINDOW = 6
 SPECIALS = ["<pad>", "<bos>", "<eos>"]
 
 
@@ -130,12 +133,16 @@ def build_hf_model(arch: str, tok, n_layers: int = 2, d_model: int = 64, n_heads
     from transformers import (
         Gemma2Config,
         Gemma2ForCausalLM,
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
         GPT2Config,
         GPT2LMHeadModel,
         GPTNeoXConfig,
         GPTNeoXForCausalLM,
         LlamaConfig,
         LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
     )
 
     V = len(tok)
@@ -158,6 +165,18 @@ def build_hf_model(arch: str, tok, n_layers: int = 2, d_model: int = 64, n_heads
                                             head_dim=d_model // n_heads, intermediate_size=4 * d_model,
                                             max_position_embeddings=n_ctx, sliding_window=n_ctx,
                                             query_pre_attn_scalar=d_model // n_heads, attention_bias=biases, **ids))
+    elif arch == "gemma3":  # Gemma-3-270M's configuration, scaled down (see GEMMA3_WINDOW)
+        hf = Gemma3ForCausalLM(Gemma3TextConfig(
+            vocab_size=V, hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
+            num_key_value_heads=1, head_dim=256, intermediate_size=4 * d_model, max_position_embeddings=n_ctx,
+            sliding_window=GEMMA3_WINDOW, sliding_window_pattern=2, query_pre_attn_scalar=256,
+            attn_logit_softcapping=None, final_logit_softcapping=None, rope_theta=1_000_000.0,
+            rope_local_base_freq=10_000.0, tie_word_embeddings=True, attention_bias=False, **ids))
+    elif arch == "qwen2":  # Qwen2.5-0.5B's heads (14 query / 2 key-value, d_head 64 -> 8), q/k/v biases, untied
+        hf = Qwen2ForCausalLM(Qwen2Config(
+            vocab_size=V, hidden_size=14 * 8, num_hidden_layers=n_layers, num_attention_heads=14, num_key_value_heads=2,
+            intermediate_size=4 * 14 * 8, max_position_embeddings=n_ctx, rope_theta=1_000_000.0,
+            tie_word_embeddings=False, **ids))
     else:
         raise ValueError(arch)
     if biases:

@@ -23,7 +23,9 @@ from tlens_icl.errors import ModelStateError
 from tlens_icl.models import kv
 
 TOL = 1e-5
-ARCHS = ["native", "gpt2", "pythia", "llama", "gemma2", "gemma2_window"]
+ARCHS = ["native", "gpt2", "pythia", "llama", "gemma2", "gemma2_window", "gemma3", "qwen2"]
+#: Architectures whose sliding window is shorter than the prompts.
+WINDOWED = ("gemma2_window", "gemma3")
 LENGTHS = [18, 15, 11, 17]  # right-padded rows of different lengths
 
 
@@ -106,7 +108,7 @@ def test_every_route_equals_the_plain_loop(models, arch):
     iv = interventions(model)
     naive = Q.query_interventions(model, toks, q, iv, logprobs, method="naive", batch_size=3)
     routes = ["copies"] if arch == "native" else ["kv", "copies"]
-    if arch == "gemma2_window":
+    if arch in WINDOWED:
         routes = ["kv"]  # an explicit 4-D mask replaces HF's sliding window: the copies route cannot be exact
     for route in routes:
         run = Q.query_interventions(model, toks, q, iv, logprobs, method=route, batch_size=3,
