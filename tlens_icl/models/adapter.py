@@ -182,6 +182,19 @@ def _pattern_edit_works(model: ModelLike) -> bool:
     return bool(fired) and not torch.equal(plain, edited)
 
 
+def sliding_window(model: ModelLike) -> int | None:
+    """The shortest attention window of the model's layers (``cfg.window_size``, a Hugging Face
+    ``sliding_window`` as in Gemma 2/3 and Mistral), or None when every layer attends to the whole prefix.
+
+    Within that many positions a sliding-window layer equals a global one; beyond it, an explicit 4-D
+    attention mask (which replaces the model's own window mask) is not the model's computation.
+    """
+    hf_cfg = getattr(getattr(model, "original_model", None), "config", None)
+    windows = [w for w in (getattr(model.cfg, "window_size", None), getattr(hf_cfg, "sliding_window", None))
+               if isinstance(w, int) and not isinstance(w, bool) and w > 0]
+    return min(windows) if windows else None
+
+
 def device_of(model: ModelLike) -> torch.device:
     """The device input tokens go to: the embedding's device (CPU for a model without local parameters).
 
@@ -414,6 +427,6 @@ __all__ = [
     "Capabilities", "Family", "additive_mask", "attn_output_bias", "capabilities", "device_of", "dtype_of",
     "driver_rows", "head_output_weights", "readable_weights",
     "expand_cache", "family", "forward", "is_hooked_transformer", "is_training", "pattern_edits_ignored", "prefix_cache",
-    "query_forward",
+    "query_forward", "sliding_window",
     "tl_major", "tl_version", "warn_once",
 ]
