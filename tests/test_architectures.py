@@ -21,10 +21,15 @@ import pytest
 import torch
 from conftest import GEMMA3_WINDOW, build_model, rounding_tol
 
+from test_engine import _pair, batch, interventions, logprobs
+
 import tlens_icl as ti
 from tlens_icl.analyses.vectors.common import add_vector_hooks, evaluate_intervention
 from tlens_icl.analyses.vectors.function_vectors import fv_settings_batches
 from tlens_icl.analyses.vectors.task_vectors import patch_task_vector_hooks
+from tlens_icl.engine import positions as P
+from tlens_icl.engine import query as Q
+from tlens_icl.models.adapter import family, tl_major
 
 TOL = 1e-5
 #: P(answer) of a random model is ~1e-4: compared relative to itself (float32 rounding: ~1e-6).
@@ -64,6 +69,26 @@ def test_the_tiny_models_carry_the_real_configurations(tokenizer, task_a):
     attn = qwen.model.layers[0].self_attn
     assert all(float(p.bias.detach().abs().min()) > 0 for p in (attn.q_proj, attn.k_proj, attn.v_proj))  # non-zero
     assert attn.o_proj.bias is None
+
+
+@pytest.mark.skipif(tl_major() >= 4, reason="tests/test_engine.py checks every route on these models under TL 4")
+def test_key_value_reuse_and_suffix_replay_on_transformer_lens_3_bridges(model):
+    """TransformerLens 3.9's bridges share 4.x's attention code: the kv route and suffix replay run there too
+    (no 4-D mask over Gemma 3's window), equal to one forward per variant / per cell."""
+    assert family(model) == "tl3_bridge"
+    toks, q = batch(model.cfg.d_vocab)
+    iv = interventions(model)
+    naive = Q.query_interventions(model, toks, q, iv, logprobs, method="naive", batch_size=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = Q.query_interventions(model, toks, q, iv, logprobs, batch_size=3)
+        clean, corrupted, q2 = _pair(model.cfg.d_vocab)
+        reduce = lambda lg, r: lg.log_softmax(-1)[:, 5]  # noqa: E731
+        replay = P.patch_layer_positions(model, corrupted, clean, q2, "resid_pre", reduce, batch_size=3)
+    assert not no_fallback(caught) and run.method == replay.method == "kv"
+    torch.testing.assert_close(run.values, naive.values, atol=rounding_tol(naive.values), rtol=0)
+    loop = P.patch_layer_positions(model, corrupted, clean, q2, "resid_pre", reduce, method="naive", batch_size=3)
+    torch.testing.assert_close(replay.effects, loop.effects, atol=rounding_tol(loop.base_score), rtol=0)
 
 
 def test_indirect_effect_takes_the_key_value_route_without_fallback(model, task_a):

@@ -16,11 +16,14 @@ capability                    tl4_bridge  tl3_bridge  tl3_hooked
 ============================  ==========  ==========  ==========
 ``position_ids=`` forward     yes         yes         no
 4-D additive float mask       yes         yes         no (2-D only)
-past KV cache                 ``"hf"``    none        ``"tl"``
+past KV cache                 ``"hf"``    ``"hf"``    ``"tl"``
 ``start_at_layer`` skips      no          raises      yes
 editing ``hook_pattern``      yes         probed [1]  yes
 new tensor at ``resid_mid``   MLP input   MLP input   residual
 ============================  ==========  ==========  ==========
+
+``"hf"``: the bridge's attention takes a Hugging Face cache object (``past_key_values=``), which
+:mod:`tlens_icl.models.kv` fills and replays (for HF-wrapped models; not ``boot_native`` ones).
 
 [1] TransformerLens 3's native attention (``boot_native``) fires ``hook_pattern`` after the value
 matmul, so a hook returning a new pattern is silently ignored; HF-wrapped 3.x bridges honour it.
@@ -142,7 +145,7 @@ def capabilities(model: ModelLike) -> Capabilities:
     if fam == "tl4_bridge":
         caps = Capabilities(fam, True, True, "hf", False, True, False)
     elif fam == "tl3_bridge":
-        caps = Capabilities(fam, True, True, None, False, _pattern_edit_works(model), False)
+        caps = Capabilities(fam, True, True, "hf", False, _pattern_edit_works(model), False)
     elif fam == "tl3_hooked":
         caps = Capabilities(fam, False, False, "tl", True, True, True)
     else:  # remote / unknown: claim nothing; the engine uses its exact loops
