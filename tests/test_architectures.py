@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -29,6 +30,7 @@ from tlens_icl.analyses.vectors.function_vectors import fv_settings_batches
 from tlens_icl.analyses.vectors.task_vectors import patch_task_vector_hooks
 from tlens_icl.engine import positions as P
 from tlens_icl.engine import query as Q
+from tlens_icl.models import adapter
 from tlens_icl.models.adapter import family, tl_major
 
 TOL = 1e-5
@@ -40,6 +42,15 @@ ARCHS = ["gemma3", "qwen2"]
 @pytest.fixture(scope="module", params=ARCHS)
 def model(request, tokenizer):
     return build_model(request.param, tokenizer, n_layers=3, seed=2)
+
+
+@contextmanager
+def library_warnings(model):
+    """Record warnings inside the block; ``warn_once`` forgets what it showed for ``model`` (fixtures are shared)."""
+    adapter._WARNED.pop(model, None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
 
 
 def no_fallback(caught):
@@ -79,8 +90,7 @@ def test_key_value_reuse_and_suffix_replay_on_transformer_lens_3_bridges(model):
     toks, q = batch(model.cfg.d_vocab)
     iv = interventions(model)
     naive = Q.query_interventions(model, toks, q, iv, logprobs, method="naive", batch_size=3)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with library_warnings(model) as caught:
         run = Q.query_interventions(model, toks, q, iv, logprobs, batch_size=3)
         clean, corrupted, q2 = _pair(model.cfg.d_vocab)
         reduce = lambda lg, r: lg.log_softmax(-1)[:, 5]  # noqa: E731
@@ -93,8 +103,7 @@ def test_key_value_reuse_and_suffix_replay_on_transformer_lens_3_bridges(model):
 
 def test_indirect_effect_takes_the_key_value_route_without_fallback(model, task_a):
     kw = dict(n_mean=3, n_corrupted=3, n_shots=3, metric="logprob")  # P(answer) of a random model is ~1e-6
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with library_warnings(model) as caught:
         fast = ti.indirect_effect(model, task_a, method="fast", **kw)
     assert not no_fallback(caught)
     naive = ti.indirect_effect(model, task_a, method="naive", **kw)
@@ -108,8 +117,7 @@ def test_vector_sweeps_equal_one_forward_per_layer(model, task_a):
     fv = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0)) * 4
     settings = ("zero_shot", "shuffled_labels")
     tv = ti.task_vector(model, task_a, n=4, n_shots=3)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with library_warnings(model) as caught:
         fsweep = ti.function_vector_sweep(model, fv, task_a, settings=settings, n=6, n_shots=3, coeff=2.0)
         tsweep = ti.task_vector_sweep(model, tv, task_a, n=6)
     assert not no_fallback(caught)
@@ -138,8 +146,7 @@ def test_head_ablation_equals_every_set_in_full(model, task_a, positions):
     rankings = {"FV": torch.rand(n_layers, n_heads, generator=g), "induction": ti.head_scores(model, n=3, length=8)}
     kw = dict(ks=(0, 1, 3), n_random=2, n=6, n_shots=3, positions=positions, loss=positions == "all", loss_n=3,
               loss_length=16, exclude=0.25)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with library_warnings(model) as caught:
         fast = ti.head_ablation(model, [task_a], rankings, **kw)
     assert not no_fallback(caught)
     naive = ti.head_ablation(model, [task_a], rankings, method="naive", **kw)
