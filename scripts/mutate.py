@@ -2,13 +2,14 @@
 that guard against them. A mutation is *caught* when those tests fail.
 
     python scripts/mutate.py                 # every mutation (~15 min on 2 cores)
-    python scripts/mutate.py --only sign     # one kind: sign, position, axis, layer, bias, count
+    python scripts/mutate.py --only sign     # one kind: sign, position, axis, layer, bias, count, arch
     python scripts/mutate.py --list
 
 Why not mutmut / cosmic-ray: they generate thousands of mutants of every operator and run the suite for each;
 with model-building tests of tens of seconds on 2 CPU cores that is days. These mutations are the kinds an
 audit planted (issue 10): a sign, a position (``[:, -1]`` instead of each row's query), an axis, a layer index,
-a bias count, a resampling count. Each runs in a scratch copy of the package, never in the working tree. The
+a bias count, a resampling count; and (issue 22) the traits of the real models' architectures (a sliding window,
+q/k/v biases, no BOS, an untied unembedding). Each runs in a scratch copy of the package, never in the working tree. The
 score goes to the README's development section.
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 P = "tests/test_properties.py::"
+E = "tests/test_engine.py::"
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,30 @@ MUTATIONS = [
     Mutation("b_O dropped", "bias", "tlens_icl/analyses/vectors/function_vectors.py",
              "vec = vec + _bias_once(model, sorted({l for l, _ in hs}))", "vec = vec + 0 * _bias_once(model, [0])",
              (P + "test_function_vector_bias_once_per_layer_on_every_architecture[native]",)),
+    # ---- architecture: the real models' traits (tiny Gemma 3 and Qwen2 of tests/conftest.py)
+    Mutation("sliding window dropped from the recorded masks", "arch", "tlens_icl/models/kv.py",
+             "seen[id(m)] = may_attend(m, hs.shape[1], hs.shape[1])", "seen[id(m)] = may_attend(None, hs.shape[1], hs.shape[1])",
+             (E + "test_every_route_equals_the_plain_loop[gemma3]",)),
+    Mutation("suffix replay: a global layer's mask everywhere", "arch", "tlens_icl/engine/positions.py",
+             "    for block, mk in prefix.masks.items():\n        if id(mk) not in memo:",
+             "    for block, mk in {b: prefix.masks[1] for b in prefix.masks}.items():\n        if id(mk) not in memo:",
+             (E + "test_suffix_replay_equals_transformer_lens_patching[resid_pre-gemma3]",)),
+    Mutation("q/k/v biases dropped in replayed copies", "arch", "tlens_icl/models/kv.py",
+             "    with skipping(model, skip, tuple_blocks), _inject(model, cache, masks=masks):\n        yield\n",
+             "    lins = [getattr(b.attn.original_component, n) for b in model.blocks for n in ('q_proj', 'k_proj', 'v_proj')]\n"
+             "    saved = [(lin.bias, lin.bias.detach().clone()) for lin in lins if lin.bias is not None]\n"
+             "    for bias, _ in saved:\n        bias.data.zero_()\n"
+             "    try:\n        with skipping(model, skip, tuple_blocks), _inject(model, cache, masks=masks):\n            yield\n"
+             "    finally:\n        for bias, value in saved:\n            bias.data.copy_(value)\n",
+             (E + "test_every_route_equals_the_plain_loop[qwen2]",)),
+    Mutation("position 0 taken for a BOS (Qwen2 has none)", "arch", "tlens_icl/engine/ablation.py",
+             'return (batch.attention_mask == 1) & (batch.roles != ROLE_ID["bos"])',
+             'return (batch.attention_mask == 1) & (batch.roles != ROLE_ID["bos"]) & (torch.arange(batch.tokens.shape[1]) > 0)',
+             ("tests/test_heads.py::test_sweep_starts_each_set_at_its_first_layer_exactly[qwen2]",)),
+    Mutation("unembedding read as the tied embedding", "arch", "tlens_icl/analyses/vectors/common.py",
+             "logits = model.ln_final(v[None, None, :])[0, 0] @ model.W_U + model.b_U",
+             "logits = model.ln_final(v[None, None, :])[0, 0] @ model.W_E.T + model.b_U",
+             ("tests/test_vectors.py::test_decode_matches_the_models_unembedding[qwen2]",)),
     # ---- resampling / averaging counts
     Mutation("bootstrap resamples one example", "count", "tlens_icl/results/heads.py",
              "idx = torch.randint(0, n, (n_resamples, n), generator=gen)",
@@ -163,7 +189,7 @@ def run(mutation: Mutation, copy: Path, env: dict[str, str]) -> tuple[bool, floa
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default=None, help="one kind: sign, position, axis, layer, bias, count")
+    p.add_argument("--only", default=None, help="one kind: sign, position, axis, layer, bias, count, arch")
     p.add_argument("--list", action="store_true")
     args = p.parse_args(argv)
     chosen = [m for m in MUTATIONS if args.only in (None, m.kind)]
