@@ -14,6 +14,7 @@ no fallback warning.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from tlens_icl.engine import positions as P
 from tlens_icl.engine import query as Q
 from tlens_icl.models import adapter
 from tlens_icl.models.adapter import family, tl_major
+from tlens_icl.models.gguf import cache_root
 
 TOL = 1e-5
 #: P(answer) of a random model is ~1e-4: compared relative to itself (float32 rounding: ~1e-6).
@@ -99,6 +101,32 @@ def test_key_value_reuse_and_suffix_replay_on_transformer_lens_3_bridges(model):
     torch.testing.assert_close(run.values, naive.values, atol=rounding_tol(naive.values), rtol=0)
     loop = P.patch_layer_positions(model, corrupted, clean, q2, "resid_pre", reduce, method="naive", batch_size=3)
     torch.testing.assert_close(replay.effects, loop.effects, atol=rounding_tol(loop.base_score), rtol=0)
+
+
+#: The converted real models (the cache folder names of ``load_model``) whose configurations the tiny ones copy.
+REAL = {"gemma3": "gemma-3-270m", "qwen2": "qwen2.5-coder-0.5b"}
+#: Fields that must agree exactly (everything but the sizes).
+SAME = ("model_type", "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping",
+        "tie_word_embeddings", "attention_bias", "hidden_activation", "hidden_act", "use_sliding_window", "head_dim",
+        "rope_parameters", "use_bidirectional_attention")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tiny_configurations_agree_with_the_converted_real_models(arch, tokenizer):
+    """Where the real model is cached (``load_model`` converted it), its config differs from the tiny one in sizes only."""
+    path = cache_root() / REAL[arch] / "config.json"
+    if not path.exists():
+        pytest.skip(f"{REAL[arch]} is not converted in {cache_root()} (load_model('{REAL[arch]}') converts it)")
+    real = json.loads(path.read_text())
+    hf = build_model(arch, tokenizer, n_layers=3).original_model
+    assert real["architectures"] == [type(hf).__name__]
+    tiny = hf.config.to_dict()
+    for key in SAME:
+        assert tiny.get(key) == real.get(key), key
+    heads = lambda c: c["num_attention_heads"] // c["num_key_value_heads"]  # noqa: E731 - query heads per group
+    assert heads(tiny) == heads(real) and set(tiny["layer_types"]) == set(real["layer_types"])
+    if real.get("sliding_window"):
+        assert tiny["sliding_window"] < real["sliding_window"]  # scaled down with the prompts
 
 
 def test_indirect_effect_takes_the_key_value_route_without_fallback(model, task_a):

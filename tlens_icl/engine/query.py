@@ -4,7 +4,7 @@ An intervention at layer ``L`` on the query token changes nothing before ``L`` a
 positions. :func:`query_interventions` evaluates many such interventions (*variants*) on one prompt
 batch, each as if it had its own full forward, by one of three exact routes:
 
-* ``"kv"`` (TransformerLens 4 bridges around Hugging Face models, and TransformerLens 3
+* ``"kv"`` (TransformerLens 3.9+ and 4 bridges around Hugging Face models, and TransformerLens 3
   ``HookedTransformer`` s through their own KV cache and ``start_at_layer``): one unpatched *base run* per
   row chunk records every layer's keys/values and attention masks (:mod:`tlens_icl.models.kv`); each
   variant then recomputes only a copy of the query token, from its first edited layer on, attending to
