@@ -3,7 +3,7 @@ that guard against them. A mutation is *caught* when those tests fail.
 
     python scripts/mutate.py                 # every mutation (~45 min on 2 loaded cores)
     python scripts/mutate.py --only sign     # one kind: sign, position, axis, layer, bias, count, ties, heads,
-                                             #   resume, load, memory
+                                             #   resume, load, memory, arch
     python scripts/mutate.py --name pooled   # the mutations whose name contains a word
     python scripts/mutate.py --list
 
@@ -12,7 +12,8 @@ with model-building tests of tens of seconds on 2 CPU cores that is days. These 
 audit planted (issue 10): a sign, a position (``[:, -1]`` instead of each row's query), an axis, a layer index,
 a bias count, a resampling count; and issue 21's: a decision from floats broken by float rounding, the heads
 family's controls and means, a run's identity, a loaded file's consistency, the engine's out-of-memory
-back-off. Each runs in a scratch copy of the package, never in the working tree. The score goes to the
+back-off; and issue 22's: the traits of the real models' architectures (a sliding window, q/k/v biases, no
+BOS, an untied unembedding). Each runs in a scratch copy of the package, never in the working tree. The score goes to the
 README's development section.
 """
 
@@ -30,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 P = "tests/test_properties.py::"
+E = "tests/test_engine.py::"
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,30 @@ MUTATIONS = [
     Mutation("b_O dropped", "bias", "tlens_icl/analyses/vectors/function_vectors.py",
              "vec += b_O.float().cpu().sum(0) if b_O is not None else 0.0", "vec += 0.0",
              (P + "test_function_vector_bias_once_per_layer_on_every_architecture[native]",)),
+    # ---- architecture: the real models' traits (tiny Gemma 3 and Qwen2 of tests/conftest.py)
+    Mutation("sliding window dropped from the recorded masks", "arch", "tlens_icl/models/kv.py",
+             "seen[id(m)] = may_attend(m, hs.shape[1], hs.shape[1])", "seen[id(m)] = may_attend(None, hs.shape[1], hs.shape[1])",
+             (E + "test_every_route_equals_the_plain_loop[gemma3]",)),
+    Mutation("suffix replay: a global layer's mask everywhere", "arch", "tlens_icl/engine/positions.py",
+             "    for block, mk in prefix.masks.items():\n        if id(mk) not in memo:",
+             "    for block, mk in {b: prefix.masks[1] for b in prefix.masks}.items():\n        if id(mk) not in memo:",
+             (E + "test_suffix_replay_equals_transformer_lens_patching[resid_pre-gemma3]",)),
+    Mutation("q/k/v biases dropped in replayed copies", "arch", "tlens_icl/models/kv.py",
+             "    with skipping(model, skip, tuple_blocks), _inject(model, cache, masks=masks):\n        yield\n",
+             "    lins = [getattr(b.attn.original_component, n) for b in model.blocks for n in ('q_proj', 'k_proj', 'v_proj')]\n"
+             "    saved = [(lin.bias, lin.bias.detach().clone()) for lin in lins if lin.bias is not None]\n"
+             "    for bias, _ in saved:\n        bias.data.zero_()\n"
+             "    try:\n        with skipping(model, skip, tuple_blocks), _inject(model, cache, masks=masks):\n            yield\n"
+             "    finally:\n        for bias, value in saved:\n            bias.data.copy_(value)\n",
+             (E + "test_every_route_equals_the_plain_loop[qwen2]",)),
+    Mutation("position 0 taken for a BOS (Qwen2 has none)", "arch", "tlens_icl/engine/ablation.py",
+             'return (batch.attention_mask == 1) & (batch.roles != ROLE_ID["bos"])',
+             'return (batch.attention_mask == 1) & (batch.roles != ROLE_ID["bos"]) & (torch.arange(batch.tokens.shape[1]) > 0)',
+             ("tests/test_heads.py::test_sweep_starts_each_set_at_its_first_layer_exactly[qwen2]",)),
+    Mutation("unembedding read as the tied embedding", "arch", "tlens_icl/analyses/vectors/common.py",
+             "logits = model.ln_final(v[None, None, :])[0, 0] @ model.W_U + model.b_U",
+             "logits = model.ln_final(v[None, None, :])[0, 0] @ model.W_E.T + model.b_U",
+             ("tests/test_vectors.py::test_decode_matches_the_models_unembedding[qwen2]",)),
     # ---- resampling / averaging counts
     Mutation("bootstrap resamples one example", "count", "tlens_icl/results/heads.py",
              "idx = torch.randint(0, n, (n_resamples, n), generator=gen)",

@@ -28,8 +28,8 @@ torch.set_num_threads(1)
 
 #: Under TransformerLens 3.x (the test command's second venv, ``.venv-tl3``) only this subset of the core
 #: suite runs, on TL3 bridges, plus ``tests/compat`` (HookedTransformer, SAELens, the cross-major check).
-TL3_TIER = {"compat", "test_architecture.py", "test_interop.py", "test_mediation.py", "test_patching.py",
-            "test_vectors.py", "test_decodability.py", "test_activations.py"}
+TL3_TIER = {"compat", "test_architecture.py", "test_architectures.py", "test_interop.py", "test_mediation.py",
+            "test_patching.py", "test_vectors.py", "test_decodability.py", "test_activations.py"}
 if int(version("transformer-lens").split(".")[0]) < 4:
     collect_ignore = sorted(p.name for p in Path(__file__).resolve().parent.iterdir()
                             if p.name.startswith("test_") and p.name not in TL3_TIER)
@@ -47,8 +47,19 @@ INPUTS = ["cat", "dog", "horse", "elephant", "butterfly", "owl", "tiger", "dolph
 OUTPUTS_A = [w.upper() for w in INPUTS]
 OUTPUTS_B = ["red", "blue", "green", "yellow", "purple", "orange", "pink", "brown", "black", "white", "grey", "violet",
              "gold", "silver", "cyan", "magenta", "teal", "navy", "olive", "maroon", "beige", "coral", "ivory", "indigo"]
-ARCHS = ["native", "gpt2", "pythia", "llama", "gemma2"]
+ARCHS = ["native", "gpt2", "pythia", "llama", "gemma2", "gemma3", "qwen2"]
+#: Logit scale of the architectures built like real models (see :func:`sharpen_logits`).
+SHARP_LOGITS = {"gemma3": 6.0, "qwen2": 5.0}
+#: Gemma 3's sliding window in the tiny models: shorter than every test prompt, so the local layers differ
+#: from global ones (the real Gemma-3-270M: 512).
+GEMMA3_WINDOW = 6
 SPECIALS = ["<pad>", "<bos>", "<eos>"]
+
+
+def rounding_tol(ref: torch.Tensor, tol: float = 1e-5) -> float:
+    """``tol`` for values of magnitude <= 10, growing with the largest ``|ref|`` beyond (float32 rounds relative
+    to the magnitude: log-probabilities of sharp logits reach ~40, where routes differ by ~2e-5 from rounding)."""
+    return tol * max(1.0, float(ref.detach().abs().max()) / 10)
 
 
 def make_tokenizer(words: list[str] | None = None):
@@ -130,12 +141,16 @@ def build_hf_model(arch: str, tok, n_layers: int = 2, d_model: int = 64, n_heads
     from transformers import (
         Gemma2Config,
         Gemma2ForCausalLM,
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
         GPT2Config,
         GPT2LMHeadModel,
         GPTNeoXConfig,
         GPTNeoXForCausalLM,
         LlamaConfig,
         LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
     )
 
     V = len(tok)
@@ -158,11 +173,39 @@ def build_hf_model(arch: str, tok, n_layers: int = 2, d_model: int = 64, n_heads
                                             head_dim=d_model // n_heads, intermediate_size=4 * d_model,
                                             max_position_embeddings=n_ctx, sliding_window=n_ctx,
                                             query_pre_attn_scalar=d_model // n_heads, attention_bias=biases, **ids))
+    elif arch == "gemma3":  # Gemma-3-270M's configuration, scaled down (see GEMMA3_WINDOW)
+        hf = Gemma3ForCausalLM(Gemma3TextConfig(
+            vocab_size=V, hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
+            num_key_value_heads=1, head_dim=256, intermediate_size=4 * d_model, max_position_embeddings=n_ctx,
+            sliding_window=GEMMA3_WINDOW, sliding_window_pattern=2, query_pre_attn_scalar=256,
+            attn_logit_softcapping=None, final_logit_softcapping=None, rope_theta=1_000_000.0,
+            rope_local_base_freq=10_000.0, tie_word_embeddings=True, attention_bias=False, initializer_range=0.1, **ids))
+    elif arch == "qwen2":  # Qwen2.5-0.5B's heads (14 query / 2 key-value, d_head 64 -> 8), q/k/v biases, untied
+        hf = Qwen2ForCausalLM(Qwen2Config(
+            vocab_size=V, hidden_size=14 * 8, num_hidden_layers=n_layers, num_attention_heads=14, num_key_value_heads=2,
+            intermediate_size=4 * 14 * 8, max_position_embeddings=n_ctx, rope_theta=1_000_000.0,
+            tie_word_embeddings=False, initializer_range=0.1, **ids))
     else:
         raise ValueError(arch)
     if biases:
         randomize_biases(hf, seed)
+    if arch in SHARP_LOGITS:
+        sharpen_logits(hf, SHARP_LOGITS[arch])
     return hf.eval()
+
+
+def sharpen_logits(hf, factor: float) -> None:
+    """Multiply the logits by ``factor`` (through the final norm's weight), like a trained LLM's (std ~5, not ~0.2).
+
+    On near-uniform outputs (a random model over a 2,000-token vocabulary) a patching effect is ~1e-5 in
+    probability: below the tests' tolerance, so a wrong route could pass them.
+    """
+    norm = hf.model.norm
+    with torch.no_grad():
+        if type(norm).__name__.startswith("Gemma"):  # Gemma's RMSNorm scales by (1 + weight)
+            norm.weight.copy_(factor * (1 + norm.weight) - 1)
+        else:
+            norm.weight.mul_(factor)
 
 
 @pytest.fixture(scope="session")

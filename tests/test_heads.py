@@ -119,11 +119,11 @@ def test_detection_targets_by_hand():
     assert rows[0, 0].nonzero().flatten().tolist() == [4, 5]
 
 
-@pytest.mark.parametrize("arch", ["planted", "native"])
+@pytest.mark.parametrize("arch", ["planted", "native", "gemma3", "qwen2"])
 def test_rows_all_equals_transformer_lens_head_detector(arch, planted, tokenizer):
     from transformer_lens.head_detector import detect_head
 
-    model = planted if arch == "planted" else build_model("native", tokenizer, n_ctx=P)
+    model = planted if arch == "planted" else build_model(arch, tokenizer, n_ctx=P)
     words = [w for w in INPUTS + OUTPUTS_A if len(tokenizer.tokenize(" " + w)) == 1][:20]  # fits n_ctx=P with BPE
     texts = [" ".join(words[i : i + 7] * 2) for i in range(0, 12, 3)] + [" ".join((words[:5] + words[3:9]) * 2)]
     tokens = [model.to_tokens(t)[0] for t in texts]
@@ -204,7 +204,7 @@ def test_mean_ablation_equals_hand_written_hook(ab_model, var_task):
                                atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("arch", ["native", "llama", "gpt2"])
+@pytest.mark.parametrize("arch", ["native", "llama", "gpt2", "gemma3", "qwen2"])
 def test_sweep_starts_each_set_at_its_first_layer_exactly(arch, tokenizer, var_task):
     """Many head sets in one sweep (each from its first ablated layer, after a shared clean run) equal hand-written
     hooks on full forwards, on prompts of different lengths; the early blocks really are skipped, with no fallback."""
@@ -215,6 +215,7 @@ def test_sweep_starts_each_set_at_its_first_layer_exactly(arch, tokenizer, var_t
     where = ablation_positions(batch, "all")
     means = mean_head_z(model, batch.tokens, where, batch_size=3)
     sets = [[], [Head(2, 1)], [Head(1, 0), Head(3, 2)], [Head(3, 3)], [Head(0, 2), Head(2, 0)]]
+    first = 1 if batch.prepend_bos else 0  # every real token but a BOS (Qwen2 prepends none)
 
     def hand(heads):
         def make(layer):
@@ -223,7 +224,7 @@ def test_sweep_starts_each_set_at_its_first_layer_exactly(arch, tokenizer, var_t
                 for i in range(z.shape[0]):
                     n = int(batch.attention_mask[i].sum())
                     for h in [h for (ly, h) in heads if ly == layer]:
-                        z[i, 1:n, h] = means[layer, h]
+                        z[i, first:n, h] = means[layer, h]
                 return z
             return fn
         with torch.no_grad(), model.hooks(fwd_hooks=[(f"blocks.{ly}.attn.hook_z", make(ly)) for ly in range(4)]):

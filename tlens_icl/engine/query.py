@@ -4,7 +4,7 @@ An intervention at layer ``L`` on the query token changes nothing before ``L`` a
 positions. :func:`query_interventions` evaluates many such interventions (*variants*) on one prompt
 batch, each as if it had its own full forward, by one of three exact routes:
 
-* ``"kv"`` (TransformerLens 4 bridges around Hugging Face models, and TransformerLens 3
+* ``"kv"`` (TransformerLens 3.9+ and 4 bridges around Hugging Face models, and TransformerLens 3
   ``HookedTransformer`` s through their own KV cache and ``start_at_layer``): one unpatched *base run* per
   row chunk records every layer's keys/values and attention masks (:mod:`tlens_icl.models.kv`); each
   variant then recomputes only a copy of the query token, from its first edited layer on, attending to
@@ -114,12 +114,8 @@ def head_grid(model: ModelLike, cells: Sequence[Head], values: Float[Tensor, "ce
 
 def max_sequence_length(model: ModelLike) -> int:
     """Longest input the model computes without truncation: ``n_ctx``, or a shorter sliding window."""
-    limit = int(model.cfg.n_ctx)
-    hf_cfg = getattr(getattr(model, "original_model", None), "config", None)
-    for window in (getattr(model.cfg, "window_size", None), getattr(hf_cfg, "sliding_window", None)):
-        if isinstance(window, int) and window > 0:
-            limit = min(limit, window)
-    return limit
+    window = adapter.sliding_window(model)
+    return int(model.cfg.n_ctx) if window is None else min(int(model.cfg.n_ctx), window)
 
 
 # ---- interventions --------------------------------------------------------------------------------
@@ -469,7 +465,8 @@ def _run_copies(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, 
         out.base(rows, reduce(base, rows), got)
         room = limit - width - 1
         if active and room < 1:
-            raise FastPathUnsupported(f"a {width}-token prompt leaves no room for query copies within {limit} positions")
+            raise FastPathUnsupported(f"a {width}-token prompt leaves no room for query copies within {limit} positions"
+                                      + _window_note(model, limit))
         per = max(1, min(room, len(active) or 1))
         b = rows_per_forward(model, width + per + 1, len(rows), budget)
         for r0 in range(0, len(rows), b):
@@ -486,6 +483,14 @@ def _run_copies(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, 
     bar.close()
     _fill_unedited(out, iv, n_layers)
     return out.done("copies")
+
+
+def _window_note(model: ModelLike, limit: int) -> str:
+    window = adapter.sliding_window(model)
+    if window is None or window != limit:
+        return ""
+    return (" (the model's sliding window: copies appended under an explicit attention mask would attend beyond it; "
+            "key/value reuse keeps the model's own window masks, on TransformerLens 4 bridges)")
 
 
 def _plain_base(model: ModelLike, toks: Tensor, qd: Tensor, capture: list[str]) -> tuple[Tensor, dict[str, Tensor]]:

@@ -16,11 +16,14 @@ capability                    tl4_bridge  tl3_bridge  tl3_hooked
 ============================  ==========  ==========  ==========
 ``position_ids=`` forward     yes         yes         no
 4-D additive float mask       yes         yes         no (2-D only)
-past KV cache                 ``"hf"``    none        ``"tl"``
+past KV cache                 ``"hf"``    ``"hf"``    ``"tl"``
 ``start_at_layer`` skips      no          raises      yes
 editing ``hook_pattern``      yes         probed [1]  yes
 new tensor at ``resid_mid``   MLP input   MLP input   residual
 ============================  ==========  ==========  ==========
+
+``"hf"``: the bridge's attention takes a Hugging Face cache object (``past_key_values=``), which
+:mod:`tlens_icl.models.kv` fills and replays (for HF-wrapped models; not ``boot_native`` ones).
 
 [1] TransformerLens 3's native attention (``boot_native``) fires ``hook_pattern`` after the value
 matmul, so a hook returning a new pattern is silently ignored; HF-wrapped 3.x bridges honour it.
@@ -142,7 +145,7 @@ def capabilities(model: ModelLike) -> Capabilities:
     if fam == "tl4_bridge":
         caps = Capabilities(fam, True, True, "hf", False, True, False)
     elif fam == "tl3_bridge":
-        caps = Capabilities(fam, True, True, None, False, _pattern_edit_works(model), False)
+        caps = Capabilities(fam, True, True, "hf", False, _pattern_edit_works(model), False)
     elif fam == "tl3_hooked":
         caps = Capabilities(fam, False, False, "tl", True, True, True)
     else:  # remote / unknown: claim nothing; the engine uses its exact loops
@@ -180,6 +183,19 @@ def _pattern_edit_works(model: ModelLike) -> bool:
         with model.hooks(fwd_hooks=[(n, zero) for n in names]):
             edited = model(tokens)
     return bool(fired) and not torch.equal(plain, edited)
+
+
+def sliding_window(model: ModelLike) -> int | None:
+    """The shortest attention window of the model's layers (``cfg.window_size``, a Hugging Face
+    ``sliding_window`` as in Gemma 2/3 and Mistral), or None when every layer attends to the whole prefix.
+
+    Within that many positions a sliding-window layer equals a global one; beyond it, an explicit 4-D
+    attention mask (which replaces the model's own window mask) is not the model's computation.
+    """
+    hf_cfg = getattr(getattr(model, "original_model", None), "config", None)
+    windows = [w for w in (getattr(model.cfg, "window_size", None), getattr(hf_cfg, "sliding_window", None))
+               if isinstance(w, int) and not isinstance(w, bool) and w > 0]
+    return min(windows) if windows else None
 
 
 def device_of(model: ModelLike) -> torch.device:
@@ -414,6 +430,6 @@ __all__ = [
     "Capabilities", "Family", "additive_mask", "attn_output_bias", "capabilities", "device_of", "dtype_of",
     "driver_rows", "head_output_weights", "readable_weights",
     "expand_cache", "family", "forward", "is_hooked_transformer", "is_training", "pattern_edits_ignored", "prefix_cache",
-    "query_forward",
+    "query_forward", "sliding_window",
     "tl_major", "tl_version", "warn_once",
 ]

@@ -1,4 +1,4 @@
-"""Key/value reuse on TransformerLens 4 bridges around Hugging Face models: the family-specific mechanics.
+"""Key/value reuse on TransformerLens bridges (3.9+ and 4) around Hugging Face models: the family-specific mechanics.
 
 The engine (:mod:`tlens_icl.engine.query`) reuses an unpatched run's per-layer keys and values to
 recompute only the tokens an intervention can change. What that needs from a model family lives here:
@@ -10,14 +10,16 @@ recompute only the tokens an intervention can change. What that needs from a mod
   serves any number of replays) under masks the caller gives per layer, optionally skipping the first
   blocks (their ``forward`` becomes the identity; the caller injects the residual at the first block run).
 
-How: TransformerLens 4's attention bridges re-implement attention and call
+How: TransformerLens's attention bridges (4.x, and 3.9's, which share the code) re-implement attention and call
 ``past_key_values.update(k, v, layer_idx)`` when their call kwargs hold a cache. A
 ``forward_pre_hook(with_kwargs=True)`` on every ``model.blocks[l].attn`` injects our own duck-typed
 cache object (transformers 5.24 renamed the kwarg HF passes down to ``cache=``, which TransformerLens
 4.3 does not read, so the bridge's own ``past_key_values`` route is silently broken on GPT-2, Llama and
 Gemma-2; ours does not depend on it). ``boot_native`` models compute keys/values inside their own
-attention: nothing is recorded, :func:`recording` raises :class:`KVUnsupported` and callers take
-another exact route. Pitfall handled here: assigning an attribute on a bridge component is forwarded to
+attention: :func:`kv_reuse_possible` says no (and were it to say yes, nothing would be recorded,
+:func:`recording` would raise :class:`KVUnsupported`), and callers take another exact route. The
+masks are whatever Hugging Face hands each layer, so Gemma 3's mix of sliding-window and global
+layers, Gemma 2's window and Qwen2's full attention all replay as in the model's own forward. Pitfall handled here: assigning an attribute on a bridge component is forwarded to
 the wrapped HF module, so block forwards are replaced with ``object.__setattr__``.
 """
 
@@ -40,11 +42,12 @@ class KVUnsupported(RuntimeError):
 
 
 def kv_reuse_possible(model: ModelLike) -> bool:
-    """Whether the model may support key/value reuse (a TransformerLens 4 bridge with attention blocks).
+    """Whether the model may support key/value reuse: a TransformerLens bridge (3.9+ or 4) wrapping the
+    attention of a Hugging Face model (not ``boot_native`` attention, which computes its own keys/values).
 
     A cheap structural check; :func:`recording` proves it on the actual forward (every layer must record).
     """
-    if family(model) != "tl4_bridge":
+    if family(model) not in ("tl4_bridge", "tl3_bridge"):
         return False
     blocks = getattr(model, "blocks", None)
     try:
@@ -52,7 +55,9 @@ def kv_reuse_possible(model: ModelLike) -> bool:
     except (TypeError, IndexError, AttributeError):
         return False
     inner = getattr(attn, "original_component", None)
-    return inner is not None and not getattr(inner, "accepts_pattern_fn", False)  # native attention
+    if inner is None or getattr(inner, "accepts_pattern_fn", False):  # TL 4's native attention
+        return False
+    return not type(inner).__module__.startswith("transformer_lens.")  # TL 3's native attention
 
 
 class _RecordingCache:
