@@ -2,7 +2,7 @@
 that guard against them. A mutation is *caught* when those tests fail.
 
     python scripts/mutate.py                 # every mutation (~15 min on 2 cores)
-    python scripts/mutate.py --only sign     # one kind: sign, position, axis, layer, bias, count
+    python scripts/mutate.py --only sign     # one kind: sign, position, axis, layer, bias, count, logits
     python scripts/mutate.py --list
 
 Why not mutmut / cosmic-ray: they generate thousands of mutants of every operator and run the suite for each;
@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 P = "tests/test_properties.py::"
+L = "tests/test_logit_rows.py::"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Mutation:
     old: str
     new: str
     tests: tuple[str, ...]
+    #: a second (old, new) edit in the same file, planted together with the first
+    also: tuple[str, str] | None = None
 
 
 MUTATIONS = [
@@ -60,6 +63,32 @@ MUTATIONS = [
     Mutation("activations collected at -1", "position", "tlens_icl/analyses/representations/activations.py",
              "w[torch.arange(len(batch)), batch.query_pos] = 1.0", "w[:, -1] = 1.0",
              ("tests/test_activations.py::test_collected_values_equal_run_with_cache[native]",)),
+    # ---- logits cut to the rows read (tests/test_logit_rows.py)
+    Mutation("cut keeps the wrong rows", "logits", "tlens_icl/engine/runs.py",
+             "return act[ar, p][:, None] if p.dim() == 1 else act[ar[:, None], p]",
+             "return act[ar.flip(0), p][:, None] if p.dim() == 1 else act[ar.flip(0)[:, None], p]",
+             (L + "test_cut_logits_equal_the_full_forward_at_every_read_position[gpt2]",)),
+    Mutation("cut one position early, unproven", "logits", "tlens_icl/engine/runs.py",
+             "return act[ar, p][:, None] if p.dim() == 1 else act[ar[:, None], p]",
+             "return act[ar, (p - 1).clamp(min=0)][:, None] if p.dim() == 1 else act[ar[:, None], p]",
+             (L + "test_engine_reads_equal_the_full_forward[llama_lm_bias]",),
+             ("    name = hooks.logits_input(model)\n    if name is not None:\n",
+              "    name = hooks.logits_input(model)\n    if False:\n")),
+    Mutation("clean run read before the query", "logits", "tlens_icl/engine/runs.py",
+             "at = logit_rows(model, sub.query_pos, fwd)", "at = logit_rows(model, (sub.query_pos - 1).clamp(min=0), fwd)",
+             (L + "test_engine_reads_equal_the_full_forward[gpt2]", L + "test_mediation_equals_the_full_logits_path[gpt2-fast]")),
+    Mutation("answer scored one position late", "logits", "tlens_icl/engine/runs.py",
+             "at = logit_rows(model, answer_positions(sub.query_pos, [len(a) + 1 for a in answers[sl]])[1], fwd)",
+             "at = logit_rows(model, answer_positions(sub.query_pos + 1, [len(a) + 1 for a in answers[sl]])[1], fwd)",
+             (L + "test_engine_reads_equal_the_full_forward[gemma2_softcap]",)),
+    Mutation("ablation sweep reads before the query", "logits", "tlens_icl/engine/ablation.py",
+             "at = logit_rows(model, reduce.query_pos[rows], fwd)",
+             "at = logit_rows(model, (reduce.query_pos[rows] - 1).clamp(min=0), fwd)",
+             (L + "test_ablation_sweep_at_the_query_equals_a_hooked_forward[llama_lm_bias]",)),
+    Mutation("planner counts logits nowhere", "logits", "tlens_icl/engine/runs.py",
+             "row = bytes_per_token(model, seq, logits=False) * seq + logit_bytes(model) * k",
+             "row = bytes_per_token(model, seq, logits=False) * seq",
+             (L + "test_row_planner_counts_logits_only_where_read[native]",)),
     # ---- sign
     Mutation("naive patch effect sign", "sign", "tlens_icl/engine/query.py",
              "effects[i, sl] = score(at_query(model(toks), q), sl) - baseline[sl]",
@@ -151,7 +180,12 @@ def run(mutation: Mutation, copy: Path, env: dict[str, str]) -> tuple[bool, floa
     if original.count(mutation.old) != 1:
         raise SystemExit(f"mutation {mutation.name!r}: the original text occurs {original.count(mutation.old)} times "
                          f"in {mutation.file} (the code moved; update scripts/mutate.py)")
-    target.write_text(original.replace(mutation.old, mutation.new))
+    mutated = original.replace(mutation.old, mutation.new)
+    if mutation.also is not None:
+        if mutated.count(mutation.also[0]) != 1:
+            raise SystemExit(f"mutation {mutation.name!r}: its second edit does not occur once in {mutation.file}")
+        mutated = mutated.replace(*mutation.also)
+    target.write_text(mutated)
     t0 = time.time()
     try:
         proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-n", "0",
@@ -163,7 +197,7 @@ def run(mutation: Mutation, copy: Path, env: dict[str, str]) -> tuple[bool, floa
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default=None, help="one kind: sign, position, axis, layer, bias, count")
+    p.add_argument("--only", default=None, help="one kind: sign, position, axis, layer, bias, count, logits")
     p.add_argument("--list", action="store_true")
     args = p.parse_args(argv)
     chosen = [m for m in MUTATIONS if args.only in (None, m.kind)]

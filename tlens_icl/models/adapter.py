@@ -20,7 +20,14 @@ past KV cache                 ``"hf"``    none        ``"tl"``
 ``start_at_layer`` skips      no          raises      yes
 editing ``hook_pattern``      yes         probed [1]  yes
 new tensor at ``resid_mid``   MLP input   MLP input   residual
+logits cut before unembedding ``unembed``   ``unembed`` ``ln_final``
 ============================  ==========  ==========  ==========
+
+The last row: the hook whose output is the unembedding's input and feeds nothing else (``unembed.hook_in`` on
+bridges: the Hugging Face head's input, after any reshape and before its bias and any final logit
+softcapping; ``ln_final.hook_normalized`` on a ``HookedTransformer``, whose softcap also follows it). A hook
+there that keeps only some positions makes the model's own unembedding run on those rows alone; the engine
+proves it once per model (:func:`tlens_icl.engine.runs.logit_cut`).
 
 [1] TransformerLens 3's native attention (``boot_native``) fires ``hook_pattern`` after the value
 matmul, so a hook returning a new pattern is silently ignored; HF-wrapped 3.x bridges honour it.
@@ -94,6 +101,9 @@ class Capabilities:
     pattern_edit: bool
     #: a hook returning a new tensor at ``hook_resid_mid`` changes the residual stream (not only the MLP input).
     resid_mid_edit: bool
+    #: where positions can be cut before the unembedding (module docstring): ``"unembed_in"``, ``"final_norm"``
+    #: or None (every position is unembedded).
+    logits_input: str | None = None
 
 
 _CAPS: "weakref.WeakKeyDictionary[Any, Capabilities]" = weakref.WeakKeyDictionary()
@@ -140,11 +150,11 @@ def capabilities(model: ModelLike) -> Capabilities:
         return cached
     fam = family(model)
     if fam == "tl4_bridge":
-        caps = Capabilities(fam, True, True, "hf", False, True, False)
+        caps = Capabilities(fam, True, True, "hf", False, True, False, "unembed_in")
     elif fam == "tl3_bridge":
-        caps = Capabilities(fam, True, True, None, False, _pattern_edit_works(model), False)
+        caps = Capabilities(fam, True, True, None, False, _pattern_edit_works(model), False, "unembed_in")
     elif fam == "tl3_hooked":
-        caps = Capabilities(fam, False, False, "tl", True, True, True)
+        caps = Capabilities(fam, False, False, "tl", True, True, True, "final_norm")
     else:  # remote / unknown: claim nothing; the engine uses its exact loops
         caps = Capabilities(fam, False, False, None, False, False, False)
     try:
