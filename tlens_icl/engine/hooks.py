@@ -68,7 +68,7 @@ def final_norm() -> str:
 
 
 def unembed_in() -> str:
-    """The unembedding's input on a bridge (after the final norm and any reshape), ``[batch, pos, d_model]``."""
+    """The unembedding's input (after the final norm and any reshape), ``[batch, pos, d_model]``."""
     return "unembed.hook_in"
 
 
@@ -83,7 +83,7 @@ def logits_input(model: Any) -> str | None:
     """
     from tlens_icl.models.adapter import capabilities
 
-    name = {"unembed_in": unembed_in(), "final_norm": final_norm()}.get(capabilities(model).logits_input or "")
+    name = {"unembed_in": unembed_in()}.get(capabilities(model).logits_input or "")
     hook_dict = getattr(model, "hook_dict", None)
     return name if name is not None and hook_dict is not None and name in hook_dict else None
 

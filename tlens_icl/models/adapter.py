@@ -20,14 +20,14 @@ past KV cache                 ``"hf"``    none        ``"tl"``
 ``start_at_layer`` skips      no          raises      yes
 editing ``hook_pattern``      yes         probed [1]  yes
 new tensor at ``resid_mid``   MLP input   MLP input   residual
-logits cut before unembedding ``unembed``   ``unembed`` ``ln_final``
+logits cut before unembedding yes         yes         yes
 ============================  ==========  ==========  ==========
 
-The last row: the hook whose output is the unembedding's input and feeds nothing else (``unembed.hook_in`` on
-bridges: the Hugging Face head's input, after any reshape and before its bias and any final logit
-softcapping; ``ln_final.hook_normalized`` on a ``HookedTransformer``, whose softcap also follows it). A hook
-there that keeps only some positions makes the model's own unembedding run on those rows alone; the engine
-proves it once per model (:func:`tlens_icl.engine.runs.logit_cut`).
+The last row: ``unembed.hook_in`` is the unembedding's input and feeds nothing else (on bridges the Hugging
+Face head's input, after any reshape, before its bias and any final logit softcapping; on a
+``HookedTransformer`` after ``ln_final``, before ``b_U`` and ``output_logits_soft_cap``). A hook there that
+keeps only some positions makes the model's own unembedding run on those rows alone; the engine proves it
+once per model (:func:`tlens_icl.engine.runs.logit_cut`).
 
 [1] TransformerLens 3's native attention (``boot_native``) fires ``hook_pattern`` after the value
 matmul, so a hook returning a new pattern is silently ignored; HF-wrapped 3.x bridges honour it.
@@ -101,8 +101,8 @@ class Capabilities:
     pattern_edit: bool
     #: a hook returning a new tensor at ``hook_resid_mid`` changes the residual stream (not only the MLP input).
     resid_mid_edit: bool
-    #: where positions can be cut before the unembedding (module docstring): ``"unembed_in"``, ``"final_norm"``
-    #: or None (every position is unembedded).
+    #: where positions can be cut before the unembedding (module docstring): ``"unembed_in"`` or None (every
+    #: position is unembedded).
     logits_input: str | None = None
 
 
@@ -154,7 +154,7 @@ def capabilities(model: ModelLike) -> Capabilities:
     elif fam == "tl3_bridge":
         caps = Capabilities(fam, True, True, None, False, _pattern_edit_works(model), False, "unembed_in")
     elif fam == "tl3_hooked":
-        caps = Capabilities(fam, False, False, "tl", True, True, True, "final_norm")
+        caps = Capabilities(fam, False, False, "tl", True, True, True, "unembed_in")
     else:  # remote / unknown: claim nothing; the engine uses its exact loops
         caps = Capabilities(fam, False, False, None, False, False, False)
     try:
