@@ -455,7 +455,7 @@ def _run_copies(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, 
             if active and room < 1:
                 raise FastPathUnsupported(f"a {width}-token prompt leaves no room for query copies within {limit} positions")
             per = max(1, min(room, len(active) or 1))
-            b = rows_per_forward(model, width + per + 1, len(rows), budget)
+            b = rows_per_forward(model, width + per + 1, len(rows), budget, logit_positions=per + 1)
             for r0 in range(0, len(rows), b):
                 sub = slice(r0, r0 + b)
                 for g0 in range(0, len(active), per):
@@ -500,12 +500,13 @@ def _copies_forward(model: ModelLike, toks: Tensor, qd: Tensor, rows: Tensor, iv
     own = col[None, :] == col[width:, None]  # [copies, total]
     keep[:, width:] = (col[None, None, :] < qd[:, None, None]) | own[None]
     mask = adapter.additive_mask(keep, dtype)
+    fwd = _edit_hooks(iv, group, lambda j: j + width, rows)
+    at = logit_rows(model, torch.arange(width, total, device=dev).expand(b, -1), fwd)  # the copies only
     try:
-        with hooks.checked_hooks(model, _edit_hooks(iv, group, lambda j: j + width, rows)):
-            logits = adapter.forward(model, ext, position_ids=pos, attention_mask=mask)
+        with hooks.checked_hooks(model, fwd + at.hooks):
+            return at.read(adapter.forward(model, ext, position_ids=pos, attention_mask=mask))
     except (TypeError, ModelStateError, HookNotFiredError) as e:
         raise FastPathUnsupported(str(e)) from e
-    return logits[:, width:]
 
 
 # ---- route: key/value reuse --------------------------------------------------------------------------
