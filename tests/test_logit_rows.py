@@ -282,3 +282,16 @@ def test_row_planner_counts_logits_only_where_read(model, full_logits):
     with full_logits():  # no cut: logits at every position are counted again
         assert rows_per_forward(model, seq, 10_000, budget, logit_positions=1) == every
         assert rows_per_forward(model, seq, 10_000, budget, logit_positions=0) == budget // act
+
+
+def test_the_proof_runs_no_hook_of_the_caller(tokenizer, task_a):
+    model = build("gpt2", tokenizer)  # fresh: the proof has not run yet
+    batch = ti.make_prompts(task_a, model, n=3, n_shots=2, seed=0)
+    fired = []
+    with model.hooks(fwd_hooks=[(hooks.z(0), lambda act, hook: fired.append(act.shape[0]))]):
+        query_logits(model, batch)  # proves the cut first, then one forward of the 3 rows
+        assert fired == [3]
+        assert logit_cut(model) == hooks.unembed_in()
+        query_logits(model, batch)
+    assert fired == [3, 3]
+    assert not model.hook_dict[hooks.z(0)].fwd_hooks and not model.hook_dict[hooks.z(0)]._forward_hooks

@@ -34,7 +34,7 @@ from tlens_icl.engine.scoring import (
     prob,
 )
 from tlens_icl.errors import HookNotFiredError, ModelStateError
-from tlens_icl.models.adapter import device_of, driver_rows, dtype_of, forward, warn_once
+from tlens_icl.models.adapter import device_of, driver_rows, dtype_of, forward, hooks_set_aside, warn_once
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 
@@ -60,7 +60,7 @@ def logit_cut(model: ModelLike) -> str | None:
 
     Proven once per model (cached): a 2-row forward cut at two positions per row (in different orders)
     must give the full forward's logits there within :func:`control_tolerance`; if not, None and one
-    warning. Call it outside any hook context (the proof runs the model).
+    warning. The proof's forwards do not run hooks a caller installed (:func:`~tlens_icl.models.adapter.hooks_set_aside`).
     """
     if os.environ.get(FULL_LOGITS_ENV, "").strip() not in ("", "0"):
         return None
@@ -90,7 +90,7 @@ def _cut_differs(model: ModelLike, name: str) -> str:
     pos = torch.tensor([[1, 4], [5, 2]])
     rows = LogitRows(pos, name)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), hooks_set_aside(model):
             full = forward(model, toks)
             ar = torch.arange(2, device=full.device)[:, None]
             want = full[ar, pos.to(full.device)]

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -190,6 +191,27 @@ def _pattern_edit_works(model: ModelLike) -> bool:
         with model.hooks(fwd_hooks=[(n, zero) for n in names]):
             edited = model(tokens)
     return bool(fired) and not torch.equal(plain, edited)
+
+
+@contextmanager
+def hooks_set_aside(model: ModelLike) -> Iterator[None]:
+    """Inside the block the model's hook points run none of the forward hooks installed on them so far (a
+    caller's ``model.hooks(...)``): a forward the library runs for itself (a probe) stays invisible to them.
+    Hooks added inside the block are the block's own; the earlier ones are back on exit."""
+    points = list({id(hp): hp for hp in (getattr(model, "hook_dict", None) or {}).values()
+                   if isinstance(hp, torch.nn.Module)}.values())
+    saved = [(hp, hp._forward_hooks, getattr(hp, "fwd_hooks", None)) for hp in points]
+    try:
+        for hp, _, handles in saved:
+            hp._forward_hooks = OrderedDict()
+            if handles is not None:
+                hp.fwd_hooks = []
+        yield
+    finally:
+        for hp, torch_hooks, handles in saved:
+            hp._forward_hooks = torch_hooks
+            if handles is not None:
+                hp.fwd_hooks = handles
 
 
 def device_of(model: ModelLike) -> torch.device:
@@ -422,7 +444,7 @@ def query_forward(
 
 __all__ = [
     "Capabilities", "Family", "additive_mask", "attn_output_bias", "capabilities", "device_of", "dtype_of",
-    "driver_rows", "head_output_weights", "readable_weights",
+    "driver_rows", "head_output_weights", "hooks_set_aside", "readable_weights",
     "expand_cache", "family", "forward", "is_hooked_transformer", "is_training", "pattern_edits_ignored", "prefix_cache",
     "query_forward",
     "tl_major", "tl_version", "warn_once",
