@@ -3,7 +3,7 @@ that guard against them. A mutation is *caught* when those tests fail.
 
     python scripts/mutate.py                 # every mutation (~45 min on 2 loaded cores)
     python scripts/mutate.py --only sign     # one kind: sign, position, axis, layer, bias, count, ties, heads,
-                                             #   resume, load, memory, arch
+                                             #   resume, load, memory, arch, logits
     python scripts/mutate.py --name pooled   # the mutations whose name contains a word
     python scripts/mutate.py --list
 
@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 P = "tests/test_properties.py::"
 E = "tests/test_engine.py::"
+L = "tests/test_logit_rows.py::"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Mutation:
     old: str
     new: str
     tests: tuple[str, ...]
+    #: a second (old, new) edit in the same file, planted together with the first
+    also: tuple[str, str] | None = None
 
 
 MUTATIONS = [
@@ -67,6 +70,35 @@ MUTATIONS = [
     Mutation("activations collected at -1", "position", "tlens_icl/analyses/representations/activations.py",
              "w[torch.arange(len(batch)), batch.query_pos] = 1.0", "w[:, -1] = 1.0",
              ("tests/test_activations.py::test_collected_values_equal_run_with_cache[native]",)),
+    # ---- logits cut to the rows read (tests/test_logit_rows.py)
+    Mutation("cut keeps the wrong rows", "logits", "tlens_icl/engine/runs.py",
+             "return act[ar, p][:, None] if p.dim() == 1 else act[ar[:, None], p]",
+             "return act[ar.flip(0), p][:, None] if p.dim() == 1 else act[ar.flip(0)[:, None], p]",
+             (L + "test_cut_logits_equal_the_full_forward_at_every_read_position[gpt2]",)),
+    Mutation("cut one position early, unproven", "logits", "tlens_icl/engine/runs.py",
+             "return act[ar, p][:, None] if p.dim() == 1 else act[ar[:, None], p]",
+             "return act[ar, (p - 1).clamp(min=0)][:, None] if p.dim() == 1 else act[ar[:, None], p]",
+             (L + "test_engine_reads_equal_the_full_forward[llama_lm_bias]",),
+             ("    name = hooks.logits_input(model)\n    if name is not None:\n",
+              "    name = hooks.logits_input(model)\n    if False:\n")),
+    Mutation("clean run read before the query", "logits", "tlens_icl/engine/runs.py",
+             "at = logit_rows(model, sub.query_pos, fwd)", "at = logit_rows(model, (sub.query_pos - 1).clamp(min=0), fwd)",
+             (L + "test_engine_reads_equal_the_full_forward[gpt2]", L + "test_mediation_equals_the_full_logits_path[gpt2-fast]")),
+    Mutation("answer scored one position late", "logits", "tlens_icl/engine/runs.py",
+             "at = logit_rows(model, answer_positions(sub.query_pos, [len(a) + 1 for a in answers[sl]])[1], fwd)",
+             "at = logit_rows(model, answer_positions(sub.query_pos + 1, [len(a) + 1 for a in answers[sl]])[1], fwd)",
+             (L + "test_engine_reads_equal_the_full_forward[gemma2_softcap]",)),
+    Mutation("ablation sweep reads before the query", "logits", "tlens_icl/engine/ablation.py",
+             "at = logit_rows(model, reduce.query_pos[rows], fwd)",
+             "at = logit_rows(model, (reduce.query_pos[rows] - 1).clamp(min=0), fwd)",
+             (L + "test_ablation_sweep_at_the_query_equals_a_hooked_forward[llama_lm_bias]",)),
+    Mutation("the proof runs the caller's hooks", "logits", "tlens_icl/engine/runs.py",
+             "with torch.inference_mode(), hooks_set_aside(model):", "with torch.inference_mode():",
+             (L + "test_the_proof_runs_no_hook_of_the_caller",)),
+    Mutation("planner counts logits nowhere", "logits", "tlens_icl/engine/runs.py",
+             "row = bytes_per_token(model, seq, logits=False) * seq + logit_bytes(model) * k",
+             "row = bytes_per_token(model, seq, logits=False) * seq",
+             (L + "test_row_planner_counts_logits_only_where_read[native]",)),
     # ---- sign
     Mutation("patch effect sign", "sign", "tlens_icl/engine/query.py",
              "effects = run.values - run.baseline[None]", "effects = run.baseline[None] - run.values",
@@ -248,7 +280,12 @@ def run(mutation: Mutation, copy: Path, env: dict[str, str]) -> tuple[bool, floa
     if original.count(mutation.old) != 1:
         raise SystemExit(f"mutation {mutation.name!r}: the original text occurs {original.count(mutation.old)} times "
                          f"in {mutation.file} (the code moved; update scripts/mutate.py)")
-    target.write_text(original.replace(mutation.old, mutation.new))
+    mutated = original.replace(mutation.old, mutation.new)
+    if mutation.also is not None:
+        if mutated.count(mutation.also[0]) != 1:
+            raise SystemExit(f"mutation {mutation.name!r}: its second edit does not occur once in {mutation.file}")
+        mutated = mutated.replace(*mutation.also)
+    target.write_text(mutated)
     t0 = time.time()
     try:
         proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-n", "0",

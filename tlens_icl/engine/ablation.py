@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -45,7 +46,7 @@ from tlens_icl.engine.query import (
     query_interventions,
     set_head_means,
 )
-from tlens_icl.engine.runs import length_chunks, query_logits, rows_per_forward
+from tlens_icl.engine.runs import length_chunks, logit_rows, query_logits, rows_per_forward
 from tlens_icl.engine.scoring import at_query
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models import adapter, kv
@@ -142,6 +143,21 @@ def _check_heads(model: ModelLike, head_sets: Sequence[Sequence[Head]], means: T
 SweepReduce = Callable[[Tensor, Tensor], Tensor]
 
 
+@dataclass(frozen=True)
+class QueryReduce:
+    """A sweep reduce that reads the logits at each row's query only: ``reduce(logits there [b, d_vocab], rows)``.
+
+    :func:`ablation_sweep` then unembeds only the query positions (:func:`tlens_icl.engine.runs.logit_rows`);
+    called on full logits ``[b, width, d_vocab]`` it reads the query itself (the same numbers).
+    """
+
+    query_pos: Int[Tensor, " batch"]
+    reduce: Reduce
+
+    def __call__(self, logits: Tensor, rows: Tensor) -> Tensor:
+        return self.reduce(at_query(logits, self.query_pos[rows]), rows)
+
+
 def ablation_sweep(
     model: ModelLike, tokens: Int[Tensor, "batch pos"], reach: Int[Tensor, " batch"], where: Bool[Tensor, "batch pos"],
     head_sets: Sequence[Sequence[Head]], means: Float[Tensor, "layer head d_head"], reduce: SweepReduce, *,
@@ -167,7 +183,9 @@ def ablation_sweep(
     out: list[Tensor | None] = [None] * len(head_sets)
     dev = device_of(model)
     reach = reach.long().cpu()
-    plan = length_chunks(reach, rows_per_forward(model, int(reach.max()) + 1 if len(reach) else 1, batch_size))
+    at_query_only = isinstance(reduce, QueryReduce)
+    plan = length_chunks(reach, rows_per_forward(model, int(reach.max()) + 1 if len(reach) else 1, batch_size,
+                                                 logit_positions=1 if at_query_only else None))
 
     def put(i: int, rows: Tensor, value: Tensor) -> None:
         if out[i] is None:
@@ -184,24 +202,34 @@ def ablation_sweep(
             return resid.to(act.device, act.dtype).clone()
         return fn
 
-    def run(toks: Tensor, fwd: HookList, start: int, got: dict[int, Tensor], kinds: list[bool]) -> Tensor:
+    def logits(rows: Tensor, fwd: HookList) -> Any:
+        """``(hooks, read)``: the query rows only (a :class:`QueryReduce`), else every position."""
+        if not at_query_only:
+            return [], lambda lg: lg
+        at = logit_rows(model, reduce.query_pos[rows], fwd)  # type: ignore[attr-defined]
+        return at.hooks, at.read
+
+    def run(toks: Tensor, rows: Tensor, fwd: HookList, start: int, got: dict[int, Tensor], kinds: list[bool]) -> Tensor:
+        cut, read = logits(rows, fwd)
         if start == 0 or start >= n_layers or not skip:
-            with hooks.checked_hooks(model, fwd):
-                return model(toks)
-        with kv.skipping(model, start, kinds), hooks.checked_hooks(model, [(hooks.resid_pre(start), inject(got[start]))] + fwd):
-            return model(toks)
+            with hooks.checked_hooks(model, fwd + cut):
+                return read(model(toks))
+        with kv.skipping(model, start, kinds), \
+                hooks.checked_hooks(model, [(hooks.resid_pre(start), inject(got[start]))] + fwd + cut):
+            return read(model(toks))
 
     def work(rows: Tensor, width: int) -> None:
         nonlocal skip
         toks = tokens[rows, :width].to(dev)
         got: dict[int, Tensor] = {}
-        with kv.block_kinds(model) as kind_of, hooks.checked_hooks(model, [(hooks.resid_pre(s), grab(got, s))
-                                                                          for s in entries]):
-            base = model(toks)
+        fwd = [(hooks.resid_pre(s), grab(got, s)) for s in entries]
+        cut, read = logits(rows, fwd)
+        with kv.block_kinds(model) as kind_of, hooks.checked_hooks(model, fwd + cut):
+            base = read(model(toks))
         kinds = [kind_of.get(i, False) for i in range(n_layers)]
         if skip and entries:  # the control: entering at the deepest layer without an edit is the clean run
             try:
-                _check_control(run(toks, [], entries[-1], got, kinds), base, adapter.dtype_of(model))
+                _check_control(run(toks, rows, [], entries[-1], got, kinds), base, adapter.dtype_of(model))
             except Exception as e:  # noqa: BLE001 - any failure of the shortcut: warn once, run in full
                 if memory.is_oom(e):
                     raise
@@ -209,14 +237,15 @@ def ablation_sweep(
                                   f"tlens_icl: starting an ablated forward at its first ablated layer is not exact "
                                   f"for this model ({e}); every head set runs in full (exact, slower).")
                 skip = False
-        clean = reduce(base, rows)
+        score = reduce.reduce if at_query_only else reduce  # type: ignore[attr-defined]
+        clean = score(base, rows)
         del base
         for i, hs in enumerate(head_sets):
             if not hs:
                 put(i, rows, clean)
                 continue
             fwd = mean_ablation_hooks(model, hs, means, where[rows, :width])
-            put(i, rows, reduce(run(toks, fwd, starts[i], got, kinds), rows))
+            put(i, rows, score(run(toks, rows, fwd, starts[i], got, kinds), rows))
 
     with torch.inference_mode():  # a chunk that runs out of memory is re-run with half the rows (finished ones kept)
         memory.in_plan(plan, work, model=model, what="ablation_sweep")
@@ -238,11 +267,9 @@ def ablated_query_logits(
                           query_reduce(batch, lambda logits, rows: logits), batch_size=batch_size)[0]
 
 
-def query_reduce(batch: PromptBatch, reduce: Reduce) -> SweepReduce:
+def query_reduce(batch: PromptBatch, reduce: Reduce) -> QueryReduce:
     """A sweep reduce applying ``reduce(logits at the query [b, d_vocab], rows)`` to a chunk of ``batch``."""
-    def fn(logits: Tensor, rows: Tensor) -> Tensor:
-        return reduce(at_query(logits, batch.query_pos[rows]), rows)
-    return fn
+    return QueryReduce(batch.query_pos, reduce)
 
 
 def token_loss_reduce(tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"]) -> SweepReduce:
@@ -293,6 +320,6 @@ def ablated_token_loss_sweep(
                           token_loss_reduce(tokens, mask), batch_size=batch_size, method=method)
 
 
-__all__ = ["Positions", "ablated_query_logits", "ablated_query_scores", "ablated_token_loss_sweep", "ablated_token_losses",
+__all__ = ["Positions", "QueryReduce", "ablated_query_logits", "ablated_query_scores", "ablated_token_loss_sweep", "ablated_token_losses",
            "ablation_positions", "ablation_sweep", "mean_ablation_hooks", "mean_head_z", "query_reduce", "token_loss_reduce",
            "token_positions"]

@@ -9,7 +9,8 @@ the prompt length.
 
 Speed: rows are sorted by the last position a reducer reads and chunked in that order, and each chunk
 is cut right after that position (right padding and anything after the query never run); without
-``logits_at`` the forward stops as soon as every hook has fired (no unembedding). Runs under
+``logits_at`` the forward stops as soon as every hook has fired (no unembedding), with it only the
+``logits_at`` positions are unembedded (:func:`tlens_icl.engine.runs.logit_rows`). Runs under
 ``torch.inference_mode``. Every hook is checked to have fired.
 
 Memory: rows per forward are capped by the memory budget (:mod:`tlens_icl.engine.memory`); a chunk that
@@ -33,7 +34,7 @@ from torch import Tensor
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine import hooks
 from tlens_icl.engine.memory import in_plan
-from tlens_icl.engine.runs import length_chunks, rows_per_forward
+from tlens_icl.engine.runs import length_chunks, logit_rows, rows_per_forward
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.adapter import device_of, forward
 from tlens_icl.models.loading import require_eval_mode
@@ -143,7 +144,8 @@ def capture(
     dev = device_of(model)
     from tlens_icl.engine.progress import progress_bar
 
-    plan = length_chunks(reach, rows_per_forward(model, int(reach.max()) + 1 if n else 1, batch_size))
+    plan = length_chunks(reach, rows_per_forward(model, int(reach.max()) + 1 if n else 1, batch_size,
+                                                 logit_positions=0 if logits_at is None else 1))
     bar = progress_bar(total=n, enabled=progress, desc=operation)
 
     def work(rows: Tensor, w: int) -> None:
@@ -156,14 +158,15 @@ def capture(
                     raise _Captured  # everything is read: the rest of the forward (e.g. the unembedding) is skipped
             return grab
 
-        with hooks.checked_hooks(model, [(nm, make(nm, r)) for nm, r in reducers.items()]):
+        fwd = [(nm, make(nm, r)) for nm, r in reducers.items()]
+        at = logit_rows(model, logits_at[rows], fwd) if logits_at is not None else None
+        with hooks.checked_hooks(model, fwd + (at.hooks if at is not None else [])):
             try:
                 logits = forward(model, tokens[rows, :w].to(dev))
             except _Captured:
                 pass
-        if logits_at is not None:
-            ar = torch.arange(len(rows), device=logits.device)
-            got["logits"] = logits[ar, logits_at[rows].to(logits.device)].float().cpu()
+        if at is not None:
+            got["logits"] = at.read(logits).float().cpu()
         for name in out:  # written only once the chunk succeeded (an OOM retries it smaller)
             out[name].append(got[name])
         order.append(rows)

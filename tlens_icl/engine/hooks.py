@@ -67,6 +67,27 @@ def final_norm() -> str:
     return "ln_final.hook_normalized"
 
 
+def unembed_in() -> str:
+    """The unembedding's input (after the final norm and any reshape), ``[batch, pos, d_model]``."""
+    return "unembed.hook_in"
+
+
+def unembed_out() -> str:
+    return "unembed.hook_out"
+
+
+def logits_input(model: Any) -> str | None:
+    """The hook whose output only the unembedding reads (cut it to some positions: logits there only), or None.
+
+    Which one is a model-family fact (:attr:`tlens_icl.models.adapter.Capabilities.logits_input`).
+    """
+    from tlens_icl.models.adapter import capabilities
+
+    name = {"unembed_in": unembed_in()}.get(capabilities(model).logits_input or "")
+    hook_dict = getattr(model, "hook_dict", None)
+    return name if name is not None and hook_dict is not None and name in hook_dict else None
+
+
 #: Names accepted by ``site=`` arguments, mapped to the hook-name function for a layer.
 SITES: dict[str, Callable[[int], str]] = {
     "resid_pre": resid_pre,

@@ -3,7 +3,8 @@
 Two layers keep a forward pass inside the device's memory:
 
 * **a budget** (:func:`memory_budget`): rows per forward are chosen so one forward's activations fit it
-  (the engine's row planner takes it). On CUDA devices the default is half the free memory of the
+  (the engine's row planner, :func:`tlens_icl.engine.runs.rows_per_forward`, takes it; it counts logits only
+  at the positions a forward unembeds - the query, the answer, or none - see :func:`tlens_icl.engine.runs.logit_rows`). On CUDA devices the default is half the free memory of the
   fullest device the model uses (a split model is bounded by its tightest GPU); elsewhere
   :data:`DEFAULT_BUDGET`. ``TLENS_ICL_MEMORY_BUDGET`` (bytes, or with a ``KiB/MiB/GiB`` suffix) overrides it.
 * **back-off** (:func:`in_plan`, the chunk loop of the engine's capture, query logits, answer scores, query

@@ -33,8 +33,7 @@ from tlens_icl.engine.query import (
     progress_bar,
 )
 from tlens_icl.engine.memory import in_plan, memory_budget
-from tlens_icl.engine.runs import bytes_per_token, chunks, query_plan
-from tlens_icl.engine.scoring import at_query
+from tlens_icl.engine.runs import bytes_per_token, chunks, logit_rows, query_plan
 from tlens_icl.errors import HookNotFiredError, ModelStateError, TlensICLError
 from tlens_icl.models import adapter, kv
 from tlens_icl.models.loading import require_eval_mode
@@ -92,8 +91,10 @@ def patch_layer_positions(
     return _loop(model, base, source, q, site, reduce, batch_size, progress)
 
 
-def _site_acts(model: ModelLike, toks: Tensor, names: Sequence[str], *, record: bool = False) -> tuple[Tensor, dict[str, Tensor], Any]:
-    """Full-sequence logits, activations at ``names`` and (``record``) the recorded prefix of one forward."""
+def _site_acts(model: ModelLike, toks: Tensor, qd: Tensor, names: Sequence[str], *,
+               record: bool = False) -> tuple[Tensor, dict[str, Tensor], Any]:
+    """Logits at each row's query ``qd``, full-sequence activations at ``names`` and (``record``) the recorded
+    prefix of one forward."""
     got: dict[str, Tensor] = {}
 
     def grab(name: str) -> Callable[..., None]:
@@ -102,12 +103,13 @@ def _site_acts(model: ModelLike, toks: Tensor, names: Sequence[str], *, record: 
         return fn
 
     fwd = [(n, grab(n)) for n in dict.fromkeys(names)]
+    at = logit_rows(model, qd, fwd)
     if record:
-        with kv.recording(model) as prefix, hooks.checked_hooks(model, fwd):
-            logits = model(toks)
+        with kv.recording(model) as prefix, hooks.checked_hooks(model, fwd + at.hooks):
+            logits = at.read(model(toks))
         return logits, got, prefix
-    with hooks.checked_hooks(model, fwd):
-        logits = model(toks)
+    with hooks.checked_hooks(model, fwd + at.hooks):
+        logits = at.read(model(toks))
     return logits, got, None
 
 
@@ -142,12 +144,10 @@ def _suffix_replay(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, si
         nonlocal forwards
         toks, src = base[rows, :width].to(dev), source[rows, :width].to(dev)
         qd = q[rows].to(dev)
-        ar = torch.arange(len(rows), device=dev)
-        logits, acts, prefix = _site_acts(model, toks, names + entries, record=True)
-        base_logits = logits[ar, qd]
+        base_logits, acts, prefix = _site_acts(model, toks, qd, names + entries, record=True)
         base_score[rows] = reduce(base_logits, rows).float().cpu()
-        src_logits, src_acts, _ = _site_acts(model, src, names)
-        source_score[rows] = reduce(src_logits[ar, qd], rows).float().cpu()
+        src_logits, src_acts, _ = _site_acts(model, src, qd, names)
+        source_score[rows] = reduce(src_logits, rows).float().cpu()
         for layer in range(n_layers):
             name = names[layer]
             cells = [(p, _todo(acts[name], src_acts[name], q[rows], p)) for p in range(width)]
@@ -229,13 +229,13 @@ def _replay(model: ModelLike, prefix: kv.Prefix, toks: Tensor, acts: dict[str, T
 
         fwd.append((name, put))
     pos = torch.arange(p, end, device=dev).expand(len(rd), -1)
+    at = logit_rows(model, qr - p, fwd)
     try:
         with kv.replaying(model, keys, values, masks, skip=layer, tuple_blocks=prefix.tuple_blocks), \
-                hooks.checked_hooks(model, fwd):
-            logits = adapter.forward(model, toks[rd, p:end], position_ids=pos)
+                hooks.checked_hooks(model, fwd + at.hooks):
+            return at.read(adapter.forward(model, toks[rd, p:end], position_ids=pos))
     except HookNotFiredError as e:
         raise FastPathUnsupported(str(e)) from e
-    return logits[torch.arange(len(rd), device=dev), qr - p]
 
 
 def _loop(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, site: str, reduce: Reduce, batch_size: int,
@@ -255,11 +255,10 @@ def _loop(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, site: str, 
         nonlocal forwards
         toks, src = base[rows, :width].to(dev), source[rows, :width].to(dev)
         qd = q[rows].to(dev)
-        ar = torch.arange(len(rows), device=dev)
-        logits, acts, _ = _site_acts(model, toks, names)
-        base_score[rows] = reduce(logits[ar, qd], rows).float().cpu()
-        src_logits, src_acts, _ = _site_acts(model, src, names)
-        source_score[rows] = reduce(src_logits[ar, qd], rows).float().cpu()
+        logits, acts, _ = _site_acts(model, toks, qd, names)
+        base_score[rows] = reduce(logits, rows).float().cpu()
+        src_logits, src_acts, _ = _site_acts(model, src, qd, names)
+        source_score[rows] = reduce(src_logits, rows).float().cpu()
         for layer, name in enumerate(names):
             for p in range(width):
                 if not len(_todo(acts[name], src_acts[name], q[rows], p)):
@@ -271,8 +270,9 @@ def _loop(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, site: str, 
                     new[:, p] = value.to(act.device, act.dtype)
                     return new
 
-                with hooks.checked_hooks(model, [(name, put)]):
-                    lg = model(toks)[ar, qd]
+                at = logit_rows(model, qd, [(name, put)])
+                with hooks.checked_hooks(model, [(name, put)] + at.hooks):
+                    lg = at.read(model(toks))
                 effects[layer, p, rows] = reduce(lg, rows).float().cpu() - base_score[rows]
                 forwards += 1
             bar.update()
@@ -309,18 +309,22 @@ def patch_positions(
         for sl in chunks(n, batch_size):
             rows = torch.arange(n)[sl]
             sub, src = base.select(sl), source.select(sl)
-            src_logits, acts, _ = _site_acts(model, src.tokens.to(dev), [c.hook for c in cells])
-            source_score[sl] = score(at_query(src_logits, src.query_pos.to(dev)), rows).float().cpu()
+            src_logits, acts, _ = _site_acts(model, src.tokens.to(dev), src.query_pos, [c.hook for c in cells])
+            source_score[sl] = score(src_logits, rows).float().cpu()
             toks, q = sub.tokens.to(dev), sub.query_pos.to(dev)
-            base_score[sl] = score(at_query(model(toks), q), rows).float().cpu()
+            at = logit_rows(model, q)
+            with hooks.checked_hooks(model, at.hooks):
+                base_score[sl] = score(at.read(model(toks)), rows).float().cpu()
             sel_all = (mask[sl, : toks.shape[1]] if mask is not None else torch.ones_like(toks, dtype=torch.bool)).to(dev)
             for i, cell in enumerate(cells):
                 sel = sel_all
                 if cell.pos is not None:
                     sel = torch.zeros_like(sel_all)
                     sel[:, cell.pos] = True
-                with hooks.checked_hooks(model, [(cell.hook, _setter(acts[cell.hook], cell.head, sel))]):
-                    effects[i, sl] = score(at_query(model(toks), q), rows).float().cpu() - base_score[sl]
+                fwd = [(cell.hook, _setter(acts[cell.hook], cell.head, sel))]
+                at = logit_rows(model, q, fwd)
+                with hooks.checked_hooks(model, fwd + at.hooks):
+                    effects[i, sl] = score(at.read(model(toks)), rows).float().cpu() - base_score[sl]
                 bar.update()
     bar.close()
     return effects, base_score, source_score

@@ -48,7 +48,7 @@ from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
 from tlens_icl.engine import hooks, memory
-from tlens_icl.engine.runs import bytes_per_token, query_plan, rows_per_forward
+from tlens_icl.engine.runs import bytes_per_token, control_tolerance, logit_rows, query_plan, rows_per_forward
 from tlens_icl.errors import HookNotFiredError, ModelStateError, TlensICLError
 from tlens_icl.models import adapter, kv
 from tlens_icl.models.loading import require_eval_mode
@@ -266,18 +266,6 @@ class QueryRun:
     control_error: float
 
 
-def control_tolerance(dtype: torch.dtype, scale: float) -> float:
-    """How far an unpatched copy may differ from the base run: rounding only, scaled to the dtype.
-
-    ``scale`` is the largest base logit. float32: ``1e-4 (1 + scale)`` (measured errors are ~1e-7 to
-    1e-6; a wrong position, mask or skip moves logits by ~1e-2 to 1e1). Half precision rounds every
-    layer's output to 8 (bfloat16) or 11 (float16) bits: ``3e-2`` / ``5e-3`` times ``(1 + scale)``
-    (SmolLM2 in bfloat16: control error 0, tolerance 1.2; a copy one position off is 4.9 away).
-    """
-    rel = {torch.bfloat16: 3e-2, torch.float16: 5e-3}.get(dtype, 1e-4)
-    return rel * (1.0 + scale)
-
-
 def _check_control(control: Tensor, base: Tensor, dtype: torch.dtype) -> float:
     err = float((control.float() - base.float()).abs().max()) if control.numel() else 0.0
     tol = control_tolerance(dtype, float(base.float().abs().max()) if base.numel() else 0.0)
@@ -423,8 +411,9 @@ def _run_naive(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, r
         out.base(rows, reduce(base, rows), got)
         for v in active:
             fwd = [(name, _at_query(fn, qd)) for name, fn in _edit_hooks(iv, [v], lambda j: j, rows)]
-            with hooks.checked_hooks(model, fwd):
-                logits = model(toks)[torch.arange(len(rows), device=dev), qd]
+            at = logit_rows(model, qd, fwd)
+            with hooks.checked_hooks(model, fwd + at.hooks):
+                logits = at.read(model(toks))
             out.put([v], rows, reduce(logits, rows)[:, None])
         bar.update(1 + len(active))
 
@@ -468,7 +457,7 @@ def _run_copies(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, 
             raise FastPathUnsupported(f"a {width}-token prompt leaves no room for query copies within {limit} positions"
                                       + _window_note(model, limit))
         per = max(1, min(room, len(active) or 1))
-        b = rows_per_forward(model, width + per + 1, len(rows), budget)
+        b = rows_per_forward(model, width + per + 1, len(rows), budget, logit_positions=per + 1)
         for r0 in range(0, len(rows), b):
             sub = slice(r0, r0 + b)
             for g0 in range(0, len(active), per):
@@ -496,9 +485,10 @@ def _window_note(model: ModelLike, limit: int) -> str:
 def _plain_base(model: ModelLike, toks: Tensor, qd: Tensor, capture: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
     """The unpatched forward: logits and ``capture`` activations at each row's query."""
     got: dict[str, Tensor] = {}
-    with hooks.checked_hooks(model, [(n, _grab_at(qd, got, n)) for n in capture]):
-        logits = model(toks)
-    return logits[torch.arange(len(qd), device=logits.device), qd], got
+    fwd = [(n, _grab_at(qd, got, n)) for n in capture]
+    at = logit_rows(model, qd, fwd)
+    with hooks.checked_hooks(model, fwd + at.hooks):
+        return at.read(model(toks)), got
 
 
 def _fill_unedited(out: _Out, iv: Interventions, n_layers: int) -> None:
@@ -523,12 +513,13 @@ def _copies_forward(model: ModelLike, toks: Tensor, qd: Tensor, rows: Tensor, iv
     own = col[None, :] == col[width:, None]  # [copies, total]
     keep[:, width:] = (col[None, None, :] < qd[:, None, None]) | own[None]
     mask = adapter.additive_mask(keep, dtype)
+    fwd = _edit_hooks(iv, group, lambda j: j + width, rows)
+    at = logit_rows(model, torch.arange(width, total, device=dev).expand(b, -1), fwd)  # the copies only
     try:
-        with hooks.checked_hooks(model, _edit_hooks(iv, group, lambda j: j + width, rows)):
-            logits = adapter.forward(model, ext, position_ids=pos, attention_mask=mask)
+        with hooks.checked_hooks(model, fwd + at.hooks):
+            return at.read(adapter.forward(model, ext, position_ids=pos, attention_mask=mask))
     except (TypeError, ModelStateError, HookNotFiredError) as e:
         raise FastPathUnsupported(str(e)) from e
-    return logits[:, width:]
 
 
 # ---- route: key/value reuse --------------------------------------------------------------------------
@@ -592,8 +583,9 @@ def _run_kv(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, redu
         got: dict[str, Tensor] = {}
         fwd = [(n, _grab_at(qd, got, n)) for n in capture]
         fwd += [(hooks.resid_pre(s), _grab_at(qd, got, hooks.resid_pre(s) + "#entry")) for s in entry]
-        with kv.recording(model) as prefix, hooks.checked_hooks(model, fwd):
-            base = model(toks)[ar, qd]
+        at = logit_rows(model, qd, fwd)
+        with kv.recording(model) as prefix, hooks.checked_hooks(model, fwd + at.hooks):
+            base = at.read(model(toks))
         out.base(rows, reduce(base, rows), {n: got[n] for n in capture})
         rowmask = _query_rows(prefix.masks, qd, b, width)
         # copies per forward: memory of logits, attention over width + copies, MLP activations
@@ -684,8 +676,9 @@ def _run_kv_hooked(model: ModelLike, tokens: Tensor, q: Tensor, iv: Intervention
         got: dict[str, Tensor] = {}
         fwd = [(n, _grab_at(qd, got, n)) for n in capture]
         fwd += [(hooks.resid_pre(s), _grab_at(qd, got, hooks.resid_pre(s) + "#entry")) for s in entry]
-        with hooks.checked_hooks(model, fwd):
-            base = model(toks)[torch.arange(len(rows), device=dev), qd]
+        at = logit_rows(model, qd, fwd)
+        with hooks.checked_hooks(model, fwd + at.hooks):
+            base = at.read(model(toks))
         out.base(rows, reduce(base, rows), {n: got[n] for n in capture})
         for i in range(len(rows)):  # one row at a time: its cache expands to the copies without a copy
             row = rows[i:i + 1]

@@ -1,8 +1,19 @@
 """Forward passes over prompt batches: chunked, no-grad, reading logits at the query position, and
-scoring whole answers by teacher forcing (:func:`answer_scores`)."""
+scoring whole answers by teacher forcing (:func:`answer_scores`).
+
+Logits only where they are read: with a 150k-260k vocabulary, unembedding every position of every
+prompt is a large share of a forward's time and memory. :func:`logit_rows` cuts the forward before the
+unembedding (at :func:`tlens_icl.engine.hooks.logits_input`) to the positions a caller reads, so the
+model's own unembedding (bias, final logit softcapping included) runs on those rows alone; the row plan
+(:func:`rows_per_forward`) counts logits only there. :func:`logit_cut` proves the cut once per model
+against the full forward and falls back to unembedding every position (one warning) where it differs;
+``TLENS_ICL_FULL_LOGITS=1`` turns the cut off.
+"""
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,48 +23,178 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
+from tlens_icl.engine import hooks
 from tlens_icl.engine.hooks import checked_hooks
 from tlens_icl.engine.memory import in_plan, memory_budget
 from tlens_icl.engine.scoring import (
     accepted_top1,
-    at_query,
+    answer_positions,
+    forced_scores,
     match_answers,
     prob,
-    teacher_forced,
 )
-from tlens_icl.models.adapter import device_of, driver_rows, dtype_of, forward
+from tlens_icl.errors import HookNotFiredError, ModelStateError
+from tlens_icl.models.adapter import device_of, driver_rows, dtype_of, forward, hooks_set_aside, warn_once
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 
+#: Set to 1 to unembed every position of every forward (the cut is then never used).
+FULL_LOGITS_ENV = "TLENS_ICL_FULL_LOGITS"
+_CUT: "weakref.WeakKeyDictionary[Any, str | None]" = weakref.WeakKeyDictionary()
 
-def bytes_per_token(model: ModelLike, keys: int) -> int:
-    """Rough activation bytes of one token in a forward attending to ``keys`` positions (logits incl. a float32 copy)."""
+
+def control_tolerance(dtype: torch.dtype, scale: float) -> float:
+    """How far two computations of the same logits may differ: rounding only, scaled to the dtype.
+
+    ``scale`` is the largest logit. float32: ``1e-4 (1 + scale)`` (measured errors are ~1e-7 to
+    1e-6; a wrong position, mask or skip moves logits by ~1e-2 to 1e1). Half precision rounds every
+    layer's output to 8 (bfloat16) or 11 (float16) bits: ``3e-2`` / ``5e-3`` times ``(1 + scale)``
+    (SmolLM2 in bfloat16: control error 0, tolerance 1.2; a copy one position off is 4.9 away).
+    """
+    rel = {torch.bfloat16: 3e-2, torch.float16: 5e-3}.get(dtype, 1e-4)
+    return rel * (1.0 + scale)
+
+
+def logit_cut(model: ModelLike) -> str | None:
+    """The hook where a forward is cut to the positions read before the unembedding, or None (unembed all).
+
+    Proven once per model (cached): a 2-row forward cut at two positions per row (in different orders)
+    must give the full forward's logits there within :func:`control_tolerance`; if not, None and one
+    warning. The proof's forwards do not run hooks a caller installed (:func:`~tlens_icl.models.adapter.hooks_set_aside`).
+    """
+    if os.environ.get(FULL_LOGITS_ENV, "").strip() not in ("", "0"):
+        return None
+    try:
+        if model in _CUT:
+            return _CUT[model]
+    except TypeError:
+        pass
+    name = hooks.logits_input(model)
+    if name is not None:
+        why = _cut_differs(model, name)
+        if why:
+            warn_once(model, "logit_cut", f"tlens_icl: cutting the forward before the unembedding at {name} is not "
+                      f"exact for this model ({why}); every position is unembedded (exact, slower).")
+            name = None
+    try:
+        _CUT[model] = name
+    except TypeError:
+        pass
+    return name
+
+
+def _cut_differs(model: ModelLike, name: str) -> str:
+    """Why the cut at ``name`` does not reproduce the full forward's logits ("" when it does)."""
+    vocab = max(int(model.cfg.d_vocab), 1)
+    toks = ((torch.arange(12).reshape(2, 6) * 7 + 3) % vocab).to(device_of(model))
+    pos = torch.tensor([[1, 4], [5, 2]])
+    rows = LogitRows(pos, name)
+    try:
+        with torch.inference_mode(), hooks_set_aside(model):
+            full = forward(model, toks)
+            ar = torch.arange(2, device=full.device)[:, None]
+            want = full[ar, pos.to(full.device)]
+            with checked_hooks(model, rows.hooks):
+                got = rows.read(forward(model, toks))
+    except (RuntimeError, ModelStateError, HookNotFiredError, TypeError, ValueError) as e:
+        return f"{type(e).__name__}: {str(e)[:80]}"
+    err = float((got.float() - want.float()).abs().max())
+    tol = control_tolerance(dtype_of(model), float(want.float().abs().max()))
+    return "" if err <= tol else f"the cut logits differ by {err:.3g} (> {tol:.3g})"
+
+
+@dataclass(frozen=True)
+class LogitRows:
+    """Logits at ``positions`` of each row of one forward: put :attr:`hooks` on it, :meth:`read` its output.
+
+    ``positions``: ``[batch]`` (one per row; :meth:`read` gives ``[batch, d_vocab]``) or ``[batch, k]``
+    (``[batch, k, d_vocab]``). With a cut (``name``) the forward unembeds those positions only; without,
+    it unembeds every position and :meth:`read` picks them. Make one with :func:`logit_rows`.
+    """
+
+    positions: Int[Tensor, "batch *k"]
+    name: str | None
+
+    @property
+    def hooks(self) -> list[tuple[str, Callable[..., Tensor]]]:
+        if self.name is None:
+            return []
+        positions = self.positions
+
+        def cut(act: Tensor, hook: Any) -> Tensor:
+            p = positions.to(act.device)
+            ar = torch.arange(act.shape[0], device=act.device)
+            return act[ar, p][:, None] if p.dim() == 1 else act[ar[:, None], p]
+
+        return [(self.name, cut)]
+
+    def read(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
+        p = self.positions.to(logits.device)
+        if self.name is None:
+            ar = torch.arange(logits.shape[0], device=logits.device)
+            return logits[ar, p] if p.dim() == 1 else logits[ar[:, None], p]
+        k = 1 if p.dim() == 1 else p.shape[1]
+        if logits.dim() != 3 or logits.shape[:2] != (p.shape[0], k):
+            raise ModelStateError(f"The forward cut at {self.name} returned logits of shape {tuple(logits.shape)}, "
+                                  f"not [{p.shape[0]}, {k}, d_vocab]: the cut did not reach the unembedding.")
+        return logits[:, 0] if p.dim() == 1 else logits
+
+
+def logit_rows(model: ModelLike, positions: Int[Tensor, "batch *k"],
+               fwd_hooks: Sequence[tuple[str, Any]] = ()) -> LogitRows:
+    """How to read logits at ``positions`` of a forward that also carries ``fwd_hooks`` (cut when exact).
+
+    A caller's hook at the cut or on the logits themselves sees every position: no cut then.
+    """
+    name = logit_cut(model)
+    if name is not None and any(n in (name, hooks.unembed_out()) for n, _ in fwd_hooks):
+        name = None
+    return LogitRows(positions, name)
+
+
+def logit_bytes(model: ModelLike) -> int:
+    """Bytes of one position's logits (in the model's dtype, plus a float32 copy and its softmax)."""
+    return (torch.finfo(dtype_of(model)).bits // 8 + 8) * model.cfg.d_vocab
+
+
+def bytes_per_token(model: ModelLike, keys: int, *, logits: bool = True) -> int:
+    """Rough activation bytes of one token in a forward attending to ``keys`` positions (``logits``: with its
+    logits, incl. a float32 copy)."""
     cfg = model.cfg
     d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
     elem = torch.finfo(dtype_of(model)).bits // 8
-    return elem * (cfg.d_vocab + 2 * d_mlp + 12 * cfg.d_model + 3 * cfg.n_heads * keys) + 8 * cfg.d_vocab
+    return elem * (2 * d_mlp + 12 * cfg.d_model + 3 * cfg.n_heads * keys) + (logit_bytes(model) if logits else 0)
 
 
 def rows_per_forward(model: ModelLike, seq: int, batch_size: int, budget: int | None = None, *,
-                     edits: bool = False) -> int:
+                     edits: bool = False, logit_positions: int | None = None) -> int:
     """``batch_size`` capped so one forward of ``seq`` tokens per row fits the memory budget
     (default :func:`~tlens_icl.engine.memory.memory_budget`) and the rows one call of the model's
-    family takes (a remote driver: often one prompt; ``edits``: the forward carries interventions)."""
+    family takes (a remote driver: often one prompt; ``edits``: the forward carries interventions).
+
+    ``logit_positions``: how many positions per row are unembedded (None: all ``seq``; 0: none, a forward
+    stopped before the unembedding). Counted only where :func:`logit_cut` can cut the forward.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    fit = (budget or memory_budget(model)) // (bytes_per_token(model, seq) * seq)
+    k = seq
+    if logit_positions is not None and (logit_positions == 0 or logit_cut(model) is not None):
+        k = min(seq, logit_positions)
+    row = bytes_per_token(model, seq, logits=False) * seq + logit_bytes(model) * k
+    fit = (budget or memory_budget(model)) // max(row, 1)
     return max(1, min(driver_rows(model, batch_size, edits=edits), fit))
 
 
 def query_plan(model: ModelLike, query_pos: Int[Tensor, " batch"], batch_size: int,
                budget: int | None = None, *, edits: bool = False) -> list[tuple[Int[Tensor, " rows"], int]]:
-    """Row chunks for reading the query position: sorted by it, cut after it, memory-capped.
+    """Row chunks for reading the query position: sorted by it, cut after it, memory-capped (logits counted
+    at the query only: forwards on this plan read them through :func:`logit_rows`).
 
     The one plan of :func:`query_logits` and of the engine's base runs, so the same prompts give
     bit-identical unpatched logits through either.
     """
     width = int(query_pos.max()) + 1 if len(query_pos) else 1
-    return length_chunks(query_pos, rows_per_forward(model, width, batch_size, budget, edits=edits))
+    return length_chunks(query_pos, rows_per_forward(model, width, batch_size, budget, edits=edits, logit_positions=1))
 
 
 def chunks(n: int, batch_size: int) -> Iterator[slice]:
@@ -100,11 +241,11 @@ def query_logits(
 
     def work(rows: Tensor, width: int) -> None:
         sub = batch.select(rows)
-        fwd = fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks
+        fwd = list(fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks)
         toks = sub.tokens if fwd else sub.tokens[:, :width]  # hooks may edit any position of the chunk
-        with checked_hooks(model, fwd):
-            logits = forward(model, toks.to(dev))
-        part = at_query(logits, sub.query_pos).float().cpu()
+        at = logit_rows(model, sub.query_pos, fwd)
+        with checked_hooks(model, fwd + at.hooks):
+            part = at.read(forward(model, toks.to(dev))).float().cpu()
         if out[0] is None:
             with torch.inference_mode(False):  # an ordinary tensor for the caller
                 out[0] = torch.empty((len(batch), part.shape[-1]))
@@ -194,13 +335,17 @@ def _forced(model: ModelLike, batch: PromptBatch, answers: Sequence[tuple[int, .
     def work(chunk: Tensor, _: int) -> None:
         sl = slice(int(chunk[0]), int(chunk[-1]) + 1)
         sub = ext.select(sl)
-        with checked_hooks(model, fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks):
-            logits = forward(model, sub.tokens.to(dev))
-        total, got = teacher_forced(logits, sub.query_pos, answers[sl])
-        ql = at_query(logits, sub.query_pos).float().cpu() if keep else torch.empty(0)
+        fwd = list(fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks)
+        # the answer positions query_pos .. query_pos + len(answer) (the last predicts the token after it)
+        at = logit_rows(model, answer_positions(sub.query_pos, [len(a) + 1 for a in answers[sl]])[1], fwd)
+        with checked_hooks(model, fwd + at.hooks):
+            picked = at.read(forward(model, sub.tokens.to(dev)))
+        total, got = forced_scores(picked, answers[sl])
+        ql = picked[:, 0].float().cpu() if keep else torch.empty(0)  # position query_pos + 0
         done.append((sl, total, got, ql))
 
-    size = rows_per_forward(model, ext.tokens.shape[1], batch_size, edits=bool(fwd_hooks))
+    longest = max((len(a) for a in answers), default=0) + 1
+    size = rows_per_forward(model, ext.tokens.shape[1], batch_size, edits=bool(fwd_hooks), logit_positions=longest)
     plan = [(torch.arange(sl.start, sl.stop), 0) for sl in chunks(len(ext), size)]
     with torch.no_grad():
         in_plan(plan, work, model=model, what="answer_scores")

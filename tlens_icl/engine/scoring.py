@@ -118,12 +118,23 @@ def teacher_forced(
     """From a forward on prompt + answer (right-padded): log P(answer) per row, and the greedy tokens
     known from it (see :func:`greedy_knowledge`). Reads only positions ``query_pos .. query_pos + len``.
     """
-    lengths = [len(a) for a in answers]
-    rows, pos, valid = answer_positions(query_pos, [n + 1 for n in lengths])  # +1: the token after the answer
+    rows, pos, _ = answer_positions(query_pos, [len(a) + 1 for a in answers])  # +1: the token after the answer
     dev = logits.device
-    picked = logits[rows.to(dev), pos.to(dev)].float()  # [batch, max_len + 1, d_vocab]
+    return forced_scores(logits[rows.to(dev), pos.to(dev)], answers)
+
+
+def forced_scores(
+    picked: Float[Tensor, "batch answer_pos d_vocab"], answers: Sequence[Sequence[int]],
+) -> tuple[Float[Tensor, " batch"], list[list[int]]]:
+    """:func:`teacher_forced` from the logits already read at :func:`answer_positions` (``len(answer) + 1``
+    per row; entries past a row's length are ignored)."""
+    lengths = [len(a) for a in answers]
+    width = max(lengths) + 1
+    valid = torch.arange(width)[None, :] <= torch.tensor(lengths)[:, None]
+    dev = picked.device
+    picked = picked[:, :width].float()
     logp = picked.log_softmax(-1)
-    target = torch.zeros(pos.shape, dtype=torch.long)
+    target = torch.zeros(valid.shape, dtype=torch.long)
     for i, a in enumerate(answers):
         target[i, : len(a)] = torch.tensor(a)
     tok_lp = logp.gather(-1, target.to(dev)[..., None])[..., 0].cpu()

@@ -20,10 +20,16 @@ past KV cache                 ``"hf"``    ``"hf"``    ``"tl"``
 ``start_at_layer`` skips      no          raises      yes
 editing ``hook_pattern``      yes         probed [1]  yes
 new tensor at ``resid_mid``   MLP input   MLP input   residual
+logits cut before unembedding yes         yes         yes
 ============================  ==========  ==========  ==========
 
 ``"hf"``: the bridge's attention takes a Hugging Face cache object (``past_key_values=``), which
 :mod:`tlens_icl.models.kv` fills and replays (for HF-wrapped models; not ``boot_native`` ones).
+The last row: ``unembed.hook_in`` is the unembedding's input and feeds nothing else (on bridges the Hugging
+Face head's input, after any reshape, before its bias and any final logit softcapping; on a
+``HookedTransformer`` after ``ln_final``, before ``b_U`` and ``output_logits_soft_cap``). A hook there that
+keeps only some positions makes the model's own unembedding run on those rows alone; the engine proves it
+once per model (:func:`tlens_icl.engine.runs.logit_cut`).
 
 [1] TransformerLens 3's native attention (``boot_native``) fires ``hook_pattern`` after the value
 matmul, so a hook returning a new pattern is silently ignored; HF-wrapped 3.x bridges honour it.
@@ -48,6 +54,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -97,6 +104,9 @@ class Capabilities:
     pattern_edit: bool
     #: a hook returning a new tensor at ``hook_resid_mid`` changes the residual stream (not only the MLP input).
     resid_mid_edit: bool
+    #: where positions can be cut before the unembedding (module docstring): ``"unembed_in"`` or None (every
+    #: position is unembedded).
+    logits_input: str | None = None
 
 
 _CAPS: "weakref.WeakKeyDictionary[Any, Capabilities]" = weakref.WeakKeyDictionary()
@@ -143,11 +153,11 @@ def capabilities(model: ModelLike) -> Capabilities:
         return cached
     fam = family(model)
     if fam == "tl4_bridge":
-        caps = Capabilities(fam, True, True, "hf", False, True, False)
+        caps = Capabilities(fam, True, True, "hf", False, True, False, "unembed_in")
     elif fam == "tl3_bridge":
-        caps = Capabilities(fam, True, True, "hf", False, _pattern_edit_works(model), False)
+        caps = Capabilities(fam, True, True, "hf", False, _pattern_edit_works(model), False, "unembed_in")
     elif fam == "tl3_hooked":
-        caps = Capabilities(fam, False, False, "tl", True, True, True)
+        caps = Capabilities(fam, False, False, "tl", True, True, True, "unembed_in")
     else:  # remote / unknown: claim nothing; the engine uses its exact loops
         caps = Capabilities(fam, False, False, None, False, False, False)
     try:
@@ -196,6 +206,25 @@ def sliding_window(model: ModelLike) -> int | None:
     windows = [w for w in (getattr(model.cfg, "window_size", None), getattr(hf_cfg, "sliding_window", None))
                if isinstance(w, int) and not isinstance(w, bool) and w > 0]
     return min(windows) if windows else None
+@contextmanager
+def hooks_set_aside(model: ModelLike) -> Iterator[None]:
+    """Inside the block the model's hook points run none of the forward hooks installed on them so far (a
+    caller's ``model.hooks(...)``): a forward the library runs for itself (a probe) stays invisible to them.
+    Hooks added inside the block are the block's own; the earlier ones are back on exit."""
+    points = list({id(hp): hp for hp in (getattr(model, "hook_dict", None) or {}).values()
+                   if isinstance(hp, torch.nn.Module)}.values())
+    saved = [(hp, hp._forward_hooks, getattr(hp, "fwd_hooks", None)) for hp in points]
+    try:
+        for hp, _, handles in saved:
+            hp._forward_hooks = OrderedDict()
+            if handles is not None:
+                hp.fwd_hooks = []
+        yield
+    finally:
+        for hp, torch_hooks, handles in saved:
+            hp._forward_hooks = torch_hooks
+            if handles is not None:
+                hp.fwd_hooks = handles
 
 
 def device_of(model: ModelLike) -> torch.device:
@@ -428,7 +457,7 @@ def query_forward(
 
 __all__ = [
     "Capabilities", "Family", "additive_mask", "attn_output_bias", "capabilities", "device_of", "dtype_of",
-    "driver_rows", "head_output_weights", "readable_weights",
+    "driver_rows", "head_output_weights", "hooks_set_aside", "readable_weights",
     "expand_cache", "family", "forward", "is_hooked_transformer", "is_training", "pattern_edits_ignored", "prefix_cache",
     "query_forward", "sliding_window",
     "tl_major", "tl_version", "warn_once",

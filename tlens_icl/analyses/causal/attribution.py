@@ -32,8 +32,8 @@ from tlens_icl.analyses.causal.patching import (
 from tlens_icl.engine import hooks
 from tlens_icl.engine import query as _engine
 from tlens_icl.engine.capture import Custom, capture, query_z
-from tlens_icl.engine.runs import chunks, query_logits
-from tlens_icl.engine.scoring import Metric, at_query
+from tlens_icl.engine.runs import chunks, logit_rows, query_logits
+from tlens_icl.engine.scoring import Metric
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
@@ -146,8 +146,9 @@ def _first_order(model: ModelLike, sub: PromptBatch, score: _engine.Scorer, sl: 
         return embed if embed.requires_grad else embed.detach().requires_grad_(True)
 
     fwd = [(hooks.embed(), with_grad)] + [(hooks.z(layer), _engine.bind(keep, layer=layer)) for layer in range(n_layers)]
-    with torch.enable_grad(), hooks.checked_hooks(model, fwd):
-        values = score(at_query(model(sub.tokens.to(dev)), sub.query_pos.to(dev)), sl)
+    at = logit_rows(model, sub.query_pos, fwd)  # the query row only is unembedded (and backpropagated)
+    with torch.enable_grad(), hooks.checked_hooks(model, fwd + at.hooks):
+        values = score(at.read(model(sub.tokens.to(dev))), sl)
         ordered = [zs[layer] for layer in range(n_layers)]
         grads = torch.autograd.grad(values.sum(), ordered)
     with torch.no_grad():

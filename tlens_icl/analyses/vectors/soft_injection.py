@@ -32,8 +32,7 @@ from tlens_icl.analyses.vectors.common import (
 )
 from tlens_icl.engine import hooks
 from tlens_icl.engine.hooks import checked_hooks
-from tlens_icl.engine.runs import _device
-from tlens_icl.engine.scoring import at_query
+from tlens_icl.engine.runs import _device, logit_rows
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.pairs import make_prompts
@@ -147,9 +146,10 @@ def soft_injection(
     losses = []
     for _ in progress_bar(range(steps), enabled=progress, desc="soft injection"):
         sub = train.select(torch.randperm(len(train), generator=gen)[:train_batch_size])
-        with torch.enable_grad(), checked_hooks(model, soft_injection_hooks(model, si, query_pos=sub.query_pos,
-                                                                            theta=theta)):
-            logits = at_query(model(sub.tokens.to(_device(model))), sub.query_pos).float()
+        fwd = soft_injection_hooks(model, si, query_pos=sub.query_pos, theta=theta)
+        at = logit_rows(model, sub.query_pos, fwd)  # the query row only is unembedded
+        with torch.enable_grad(), checked_hooks(model, fwd + at.hooks):
+            logits = at.read(model(sub.tokens.to(_device(model)))).float()
             loss = torch.nn.functional.cross_entropy(logits, sub.answer_tokens.to(logits.device))
             (grad,) = torch.autograd.grad(loss, [theta])  # model weights stay untouched
         theta.grad = grad
