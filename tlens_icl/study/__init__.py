@@ -1,0 +1,8 @@
+"""The cross-model study: run the papers' measurements on one model (:mod:`.run`), summarise stored studies and
+put several models beside the papers (:mod:`.summary`). ``tlens-icl study MODEL --out DIR`` runs it."""
+
+from tlens_icl.study.run import PAPER, REDUCED, SIZES, SMOKE, StudySizes, first_argmax, load_study, run_study
+from tlens_icl.study.summary import FINDINGS, cross_model_figures, cross_model_table, study_summary, table_markdown
+
+__all__ = ["FINDINGS", "PAPER", "cross_model_figures", "REDUCED", "SIZES", "SMOKE", "StudySizes", "cross_model_table", "first_argmax",
+           "load_study", "run_study", "study_summary", "table_markdown"]
