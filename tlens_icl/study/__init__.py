@@ -2,7 +2,14 @@
 put several models beside the papers (:mod:`.summary`). ``tlens-icl study MODEL --out DIR`` runs it."""
 
 from tlens_icl.study.run import PAPER, REDUCED, SIZES, SMOKE, StudySizes, first_argmax, load_study, run_study
-from tlens_icl.study.summary import FINDINGS, cross_model_figures, cross_model_table, study_summary, table_markdown
+from tlens_icl.study.summary import (
+    FINDINGS,
+    cross_model_figures,
+    cross_model_table,
+    study_summary,
+    table_markdown,
+    write_study_report,
+)
 
-__all__ = ["FINDINGS", "PAPER", "cross_model_figures", "REDUCED", "SIZES", "SMOKE", "StudySizes", "cross_model_table", "first_argmax",
+__all__ = ["FINDINGS", "PAPER", "cross_model_figures", "write_study_report", "REDUCED", "SIZES", "SMOKE", "StudySizes", "cross_model_table", "first_argmax",
            "load_study", "run_study", "study_summary", "table_markdown"]

@@ -519,3 +519,50 @@ def cross_model_figures(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
         subtitle=f"ICL: {n_icl} tasks; CD and RSA: {n_cd} tasks sharing one word pool, the same prompts; n per cell: "
                  + ", ".join(f"{s['label']} {s['icl']['n']}" for s in summaries))
     return figs
+
+
+#: Steps shown in a study's report (a section each, with the result's own figure and table).
+REPORT_STEPS = (("accuracy", "ICL accuracy by shots"), ("mediation", "Todd et al.'s scan: AIE of every head"),
+                ("head_scores", "Induction and previous-token heads"), ("ablation", "Ablation with exclusion"),
+                ("decodability", "Concept decodability"), ("rsa", "RSA with the task hypothesis"),
+                ("attention", "Attention ratio on reading comprehension"))
+
+
+def write_study_report(folder: str | Path, out: str | Path | None = None) -> Path:
+    """``index.html`` for one stored study (default ``folder/report``): the findings beside the papers, the
+    cross-model figures for this model, and each step's own figure and table. Recomputes nothing."""
+    import matplotlib.pyplot as plt
+
+    from tlens_icl.results.report import table_section, write_index
+    from tlens_icl.viz.report import ReportFigure
+
+    folder = Path(folder)
+    out = Path(out) if out is not None else folder / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    r = load_study(folder)
+    s = study_summary(r)
+
+    def figure(fig: Any, name: str, caption: str) -> ReportFigure:
+        fig.savefig(out / f"{name}.png", dpi=130)
+        plt.close(fig)
+        return ReportFigure((out / f"{name}.png").read_bytes(), caption, f"{name}.png")
+
+    table = cross_model_table([s])
+    rules = {f.claim: f.rule for f in FINDINGS}
+    table["verdict rule"] = [rules[c] for c in table["finding"]]
+    figs = [figure(f, f"study_{n}", n.replace("_", " ")) for n, f in cross_model_figures([s]).items()]
+    table.to_csv(out / "findings.csv", index=False)
+    sections = [table_section("Findings beside the papers", {"": table}, figures=figs, files=["findings.csv"],
+                              text=f"{s['label']}: {s['size_name']} sizes, seed {s['seed']}; {s['seconds']:.0f} s of "
+                                   f"computation on {s['machine'].get('cpu', '?')} ({s['warnings']} warnings recorded "
+                                   "in study.json).")]
+    for step, heading in REPORT_STEPS:
+        if step not in r:
+            continue
+        res = r[step]
+        sections.append(table_section(heading, {"": res.display_table()}, text=res.summary(),
+                                      figures=[figure(res.plot(), step, heading)]))
+    settings = {"model": s["model"], "sizes": s["size_name"], "seed": s["seed"],
+                "tlens_icl": s["tlens_icl"], **{k: v for k, v in (s["model_source"] or {}).items() if k != "packages"}}
+    return write_index(out, title=f"tlens-icl study: {s['label']}", sections=sections, settings=settings,
+                       subtitle="the papers' measurements at their sizes (tlens_icl.study)")

@@ -49,7 +49,7 @@ def ablation_panels(curves: Mapping[str, Mapping[str, Sequence[Interval]]], frac
     """Few-shot accuracy vs the fraction of heads mean-ablated at the query, one panel per model, a line per
     ranking (FV, induction, random) with its interval, and the model's zero-shot accuracy."""
     models = list(curves)
-    fig, axes = new_figure((3.1 * len(models) + 0.4, 3.5), ncols=len(models), sharey=True, squeeze=False)
+    fig, axes = new_figure((3.1 * len(models) + 2.4, 3.6), ncols=len(models), sharey=True, squeeze=False)
     xs = [100 * f for f in fractions]
     for ax, m in zip(axes[0], models):
         z = zero_shot[m]
