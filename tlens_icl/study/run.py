@@ -134,8 +134,9 @@ class StudySizes:
 #: The papers' sizes (Todd et al.: 100 mean / 25 corrupted prompts, 10 shots; n >= 50 per accuracy cell; >= 40
 #: prompts per task and shot count for decodability and RSA).
 PAPER = StudySizes()
-#: Sizes for the 1.5B model on 2 CPU cores: the scan and accuracy at the papers' sizes, the rest smaller.
-REDUCED = dataclasses.replace(PAPER, n_icl=40, n_val=20, n_test=40, n_ablation=24, n_rc=48)
+#: Sizes for a 1.5B model on 2 CPU cores (about half the papers' sizes everywhere; every number says its n).
+REDUCED = dataclasses.replace(PAPER, n_icl=30, n_mean=50, n_corrupted=20, n_val=16, n_test=30, n_tv=16, n_ablation=20,
+                              n_rc=32, n_head_seqs=16)
 #: Seconds-sized protocol for tests and a first look (every step runs, numbers are noise).
 SMOKE = StudySizes(icl_tasks=("capitalize", "first_letter", "uppercase"), icl_shots=(0, 2), n_icl=3,
                    fv_tasks=("capitalize", "present_past"), n_mean=3, n_corrupted=2, n_shots=2, k=3, n_val=2, n_test=3,
