@@ -63,7 +63,13 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from tlens_icl.study import cross_model_figures, cross_model_table, study_summary, table_markdown
+    from tlens_icl.study import (
+        cross_model_figures,
+        cross_model_table,
+        provenance_markdown,
+        study_summary,
+        table_markdown,
+    )
 
     summaries = [study_summary(f) for f in args.folders]
     table = cross_model_table(summaries)
@@ -75,6 +81,7 @@ def _cmd_table(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "table.md").write_text(text + "\n", encoding="utf-8")
+        (out / "provenance.md").write_text(provenance_markdown(summaries) + "\n", encoding="utf-8")
         table.to_csv(out / "table.csv", index=False)
         for name, fig in cross_model_figures(summaries).items():
             fig.savefig(out / f"{name}.png", dpi=130)

@@ -6,10 +6,11 @@ from tlens_icl.study.summary import (
     FINDINGS,
     cross_model_figures,
     cross_model_table,
+    provenance_markdown,
     study_summary,
     table_markdown,
     write_study_report,
 )
 
 __all__ = ["FINDINGS", "PAPER", "cross_model_figures", "write_study_report", "REDUCED", "SIZES", "SMOKE", "StudySizes", "cross_model_table", "first_argmax",
-           "load_study", "run_study", "study_summary", "table_markdown"]
+           "load_study", "provenance_markdown", "run_study", "study_summary", "table_markdown"]

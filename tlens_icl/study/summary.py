@@ -566,3 +566,14 @@ def write_study_report(folder: str | Path, out: str | Path | None = None) -> Pat
                 "tlens_icl": s["tlens_icl"], **{k: v for k, v in (s["model_source"] or {}).items() if k != "packages"}}
     return write_index(out, title=f"tlens-icl study: {s['label']}", sections=sections, settings=settings,
                        subtitle="the papers' measurements at their sizes (tlens_icl.study)")
+
+
+def provenance_markdown(summaries: Sequence[dict[str, Any]]) -> str:
+    """How each stored study was made: the command, sizes, library versions, machine and time (a markdown table)."""
+    lines = ["| model | command | sizes | tlens_icl | machine | threads | time |", "|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        m = s.get("machine") or {}
+        cmd = f"`tlens-icl study {s['model']} --sizes {s['size_name']} --out studies/cross_model/{s['model']}`"
+        lines.append(f"| {s['label']} | {cmd} | {s['size_name']} | {s['tlens_icl']} | {m.get('cpu', '?')}, "
+                     f"{m.get('cores', '?')} cores | {m.get('torch_threads', '?')} | {s['seconds'] / 60:.0f} min |")
+    return "\n".join(lines)
