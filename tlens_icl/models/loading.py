@@ -32,14 +32,17 @@ def model_meta(model: ModelLike) -> dict[str, Any]:
 def list_models() -> list[dict[str, Any]]:
     """Models loadable by name: the embedded ones and the ones downloaded on first use (with ``cached``)."""
     from tlens_icl.models.embedded import EMBEDDED_MODELS
-    from tlens_icl.models.gguf import DOWNLOADS, cached_folder
+    from tlens_icl.models.gguf import DOWNLOADS, cached_folder, requirements
 
     out = [{"name": name, "kind": "embedded", **{k: v for k, v in info.items() if k != "path"}}
            for name, info in EMBEDDED_MODELS.items()]
     for name, spec in DOWNLOADS.items():
         folder = cached_folder(name)
+        reqs = requirements({k: v for k, v in spec.items() if k != "license_package"})
         out.append({"name": name, "kind": "download", "description": spec["description"],
-                    "source": f"{spec['package']}=={spec['version']}:{spec['member']}",
+                    "source": reqs[0] if len(reqs) == 1 else f"{len(reqs)} wheels: {reqs[0]} ... {reqs[-1]}",
+                    "file": spec["file"], "sha256": spec["sha256"], "quantization": spec["quantization"],
+                    "license": spec["license"],
                     "cached": folder is not None, "path": str(folder) if folder else None})
     return out
 

@@ -52,6 +52,10 @@ def run_info(model: ModelLike | None = None, **extra: Any) -> dict[str, Any]:
             compatibility_mode=bool(getattr(model, "compatibility_mode", False)),
             prepend_bos=resolve_prepend_bos(model, None),
         )
+        source = model_meta(model).get("source")
+        if isinstance(source, dict):  # a converted GGUF: which file, from which packages, quantized how, under which licence
+            info["model_source"] = {k: source[k] for k in ("file", "sha256", "packages", "quantization", "license")
+                                    if k in source}
     info.update({k: _jsonable(v) for k, v in extra.items()})
     return info
 

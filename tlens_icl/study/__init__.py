@@ -1,0 +1,16 @@
+"""The cross-model study: run the papers' measurements on one model (:mod:`.run`), summarise stored studies and
+put several models beside the papers (:mod:`.summary`). ``tlens-icl study MODEL --out DIR`` runs it."""
+
+from tlens_icl.study.run import PAPER, REDUCED, SIZES, SMOKE, StudySizes, first_argmax, load_study, run_study
+from tlens_icl.study.summary import (
+    FINDINGS,
+    cross_model_figures,
+    cross_model_table,
+    provenance_markdown,
+    study_summary,
+    table_markdown,
+    write_study_report,
+)
+
+__all__ = ["FINDINGS", "PAPER", "cross_model_figures", "write_study_report", "REDUCED", "SIZES", "SMOKE", "StudySizes", "cross_model_table", "first_argmax",
+           "load_study", "provenance_markdown", "run_study", "study_summary", "table_markdown"]
