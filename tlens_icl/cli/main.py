@@ -113,7 +113,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = check_out(args)
     tasks = tasks_of(args)
     model = load_model_for(args, tasks)
-    res = run_pipeline(model, tasks=tasks or None, out=out, n=args.n, seed=args.seed, progress=args.progress,
+    res = run_pipeline(model, tasks=tasks or None, out=out, n=args.n, n_mean=args.n_mean, n_corrupted=args.n_corrupted,
+                       n_shots=args.shots, k=args.k, seed=args.seed, progress=args.progress,
                        checkpoint=checkpoint_of(args, out))
     print(summarize(res))
     if out is not None:
@@ -158,7 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "family, and each task's function vector added after each block of zero-shot prompts. "
                                "With --out: results, figures, CSVs and index.html.")
     add_tasks(p, nargs="*", help="tasks (default: the embedded model's own tasks, by family)")
-    add_common(p, shots=None, n=48, n_help="queries per task for accuracy and function-vector evaluation")
+    add_common(p, shots=8, n=48, n_help="test queries per task for accuracy and function-vector evaluation",
+               shots_help="demonstrations in the mediation prompts and the largest shot count of the ICL curve")
+    p.add_argument("--n-mean", type=int, default=32, help="clean prompts per task for each head's mean activation")
+    p.add_argument("--n-corrupted", type=int, default=16, help="corrupted prompts per task for the AIE")
+    p.add_argument("--k", type=int, default=10, help="heads summed into each function vector")
     add_out(p, resumable=True)
     p.set_defaults(func=_cmd_run)
 

@@ -51,6 +51,17 @@ def run_info(model: ModelLike | None = None, **extra: Any) -> dict[str, Any]:
     return info
 
 
+def default_mode(path: str | Path) -> Path:
+    """Give ``path`` the mode a plain ``open()`` would (0666 less the umask: 0644 usually); safetensors writes
+    its files 0600, which other readers of a shared results folder cannot open."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+    return Path(path)
+
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
@@ -123,6 +134,7 @@ class Result:
             else:
                 meta[f.name] = _jsonable(v)
         save_file(tensors, str(path / "tensors.safetensors"))
+        default_mode(path / "tensors.safetensors")
         doc = {"schema": SCHEMA_VERSION, "class": type(self).__name__, "fields": meta}
         (path / "meta.json").write_text(json.dumps(doc, indent=1) + "\n")
         return path
@@ -227,13 +239,11 @@ class Result:
 
 
 def _table_html(df: Any, max_rows: int = 40) -> str:
-    """A DataFrame as compact HTML (4 significant digits; long tables cut to ``max_rows``)."""
-    more = len(df) - max_rows
-    import pandas as pd
+    """A DataFrame as compact HTML (:func:`tlens_icl.viz.html.table_html`: one number format per column, numbers
+    right-aligned; long tables cut to ``max_rows``)."""
+    from tlens_icl.viz.html import table_html
 
-    plain_index = isinstance(df.index, pd.RangeIndex)
-    html = df.head(max_rows).to_html(float_format=lambda x: f"{x:.4g}", na_rep="-", border=0, index=not plain_index)
-    return html + (f"<div style='color:#666;font-size:.85em'>... {more} more rows (see the CSV)</div>" if more > 0 else "")
+    return table_html(df, max_rows)
 
 
 # ---- validation of loaded results ----------------------------------------------------------------

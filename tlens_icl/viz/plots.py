@@ -324,13 +324,15 @@ def curves(
 
 def sweep_panels(
     x: Sequence[int], panels: Mapping[str, Mapping[str, Any]], *, xlabel: str, ylabel: str, title: str,
-    subtitle: str = "", ylim: tuple[Num, Num] = (-0.02, 1.02),
+    subtitle: str = "", ylim: tuple[Num, Num] = (-0.02, 1.02), best_label: str = "best layer of the group",
+    dashed_label: str = "",
 ) -> Any:
     """One panel per group: a thin line per member, the group mean (bold, with ``mean_lo``/``mean_hi`` band),
     and labelled horizontal references.
 
-    ``panels[name]`` holds ``lines`` ({member: values}), ``mean`` (values), optional ``mean_lo``/``mean_hi`` and
-    ``refs`` ([(y, label), ...]); ``best`` (an x value) is marked.
+    ``panels[name]`` holds ``lines`` ({member: values}), ``mean`` (values), optional ``mean_lo``/``mean_hi``,
+    ``refs`` ([(y, label), ...]) and ``dashed`` (a second mean, e.g. on validation items, labelled
+    ``dashed_label``); ``best`` (an x value, labelled ``best_label``) is marked.
     """
     xs = [int(v) for v in x]
     fig, axes = new_figure((1.9 + 3.4 * len(panels), 3.6), ncols=len(panels), squeeze=False, sharey=True)
@@ -344,12 +346,15 @@ def sweep_panels(
             handles[CI_LABEL + " of the mean"] = ax.fill_between(xs, list(p["mean_lo"]), list(p["mean_hi"]), color="C0",
                                                                   alpha=0.18, lw=0)
         (handles["mean over tasks"],) = ax.plot(xs, list(p["mean"]), color="C0", marker="o", ms=4.5, lw=2.2)
+        if p.get("dashed") is not None:
+            (handles[dashed_label or "second mean"],) = ax.plot(xs, list(p["dashed"]), color="C0", ls="--", lw=1.3,
+                                                                marker="s", ms=3, mfc="white")
         for j, (y, label) in enumerate(p.get("refs", ())):
             ls, c = ref_styles[j % len(ref_styles)]
             handles[label] = ax.axhline(y, ls=ls, color=c, lw=1.2)
         if p.get("best") is not None:
             b = xs.index(int(p["best"]))
-            (handles["best layer of the group"],) = ax.plot([xs[b]], [list(p["mean"])[b]], marker="*", ms=13, color="C1",
+            (handles[best_label],) = ax.plot([xs[b]], [list(p["mean"])[b]], marker="*", ms=13, color="C1",
                                                             ls="", zorder=5)
         ax.set_title(name, fontsize=9)
         integer_ticks(ax, "x", xs)
