@@ -17,10 +17,12 @@ import torch
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
-from tlens_icl.errors import ResultFileError
+from tlens_icl.errors import ResultFileError, TlensICLError
 
 SCHEMA_VERSION = 1
 R = TypeVar("R", bound="Result")
+#: Every result class by name (filled as classes are defined), for :func:`load`.
+_CLASSES: dict[str, type] = {}
 
 
 def run_info(model: ModelLike | None = None, **extra: Any) -> dict[str, Any]:
@@ -89,6 +91,7 @@ class Result:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _CLASSES[cls.__name__] = cls  # what load() dispatches on
         # @dataclass keeps a __repr__ the class already defines: give every subclass the compact one.
         if "__repr__" not in cls.__dict__:
             cls.__repr__ = Result.__repr__  # type: ignore[method-assign]
@@ -120,11 +123,15 @@ class Result:
         return "; ".join([*model, *[p for p in parts if p]])
 
     # ---- persistence -------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write ``path/tensors.safetensors`` and ``path/meta.json``."""
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write ``path/tensors.safetensors`` and ``path/meta.json``; a folder that is not empty is refused (as
+        ``tlens-icl --out`` refuses it) unless ``overwrite=True`` (files of the same name are then replaced)."""
         from safetensors.torch import save_file
 
         path = Path(path)
+        if path.is_dir() and any(path.iterdir()) and not overwrite:
+            raise TlensICLError(f"{path} is not empty; save into a new folder, or pass overwrite=True to replace "
+                                "the result files there.")
         path.mkdir(parents=True, exist_ok=True)
         tensors, meta = {}, {}
         for f in fields(self):  # type: ignore[arg-type]
@@ -200,12 +207,13 @@ class Result:
         top = getattr(self, "top_table", None)
         return top() if callable(top) else self.to_dataframe().head(12)
 
-    def export(self, out: str | Path, name: str, **plot_kwargs: Any) -> Path:
+    def export(self, out: str | Path, name: str, *, overwrite: bool = False, **plot_kwargs: Any) -> Path:
         """Save the result into folder ``out``: ``tensors.safetensors`` + ``meta.json``, ``<name>.csv``
-        (:meth:`to_dataframe`) and ``<name>[_<figure>].png`` for each of :meth:`figures`. Returns ``out``."""
+        (:meth:`to_dataframe`) and ``<name>[_<figure>].png`` for each of :meth:`figures`. Returns ``out``.
+        A folder that is not empty needs ``overwrite=True`` (as in :meth:`save`)."""
         import matplotlib.pyplot as plt
 
-        out = self.save(out)
+        out = self.save(out, overwrite=overwrite)
         self.to_dataframe().to_csv(out / f"{name}.csv", index=False)
         for stem, fig in self.figures(**plot_kwargs).items():
             fig.savefig(out / f"{name}{'_' + stem if stem else ''}.png", dpi=150)
@@ -236,6 +244,29 @@ class Result:
             pass
         parts.append("<div>" + _table_html(self.display_table(), max_rows=16) + "</div></div>")
         return "\n".join(parts)
+
+
+def load(path: str | Path) -> Result:
+    """Load any result written by ``.save()``/``.export()``: ``meta.json`` names its class, whose ``load`` then
+    reads and validates the folder (``tlens_icl.load(path)``; ``Cls.load(path)`` does the same for one class)."""
+    path = Path(path)
+    meta = path / "meta.json"
+    if not meta.is_file():
+        raise ResultFileError(f"{path}: no meta.json (a saved result is a folder with meta.json and "
+                              "tensors.safetensors).")
+    try:
+        name = json.loads(meta.read_text()).get("class")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise ResultFileError(f"{meta}: not a result's meta.json ({e}).") from e
+    cls = _CLASSES.get(name) if isinstance(name, str) else None
+    if cls is None and isinstance(name, str):
+        import tlens_icl  # the facade knows where every public result class lives
+
+        found = getattr(tlens_icl, name, None) if name in tlens_icl.__all__ else None
+        cls = found if isinstance(found, type) and issubclass(found, Result) else None
+    if cls is None:
+        raise ResultFileError(f"{path} holds a {name!r}, which is not a tlens_icl result class.")
+    return cls.load(path)
 
 
 def _table_html(df: Any, max_rows: int = 40) -> str:
