@@ -383,15 +383,12 @@ class LayerSweepResult(Result):
         ys = {f"{s} + vector": self.accuracy()[i].tolist() for i, s in enumerate(self.settings)}
         ci = {f"{s} + vector": (lo[i].tolist(), hi[i].tolist()) for i, s in enumerate(self.settings)}
         how = "residual after block replaced by the vector" if self.method == "task_vector" else "vector added after block"
-        fig = line_plot(self.layers, ys, xlabel=f"injection layer ({how})", ylabel="top-1 accuracy",
-                        title=f"{self.method.replace('_', ' ').capitalize()} injected at each layer: {self.task}",
-                        subtitle=self._subtitle(f"n={n} held-out queries per setting"), ax=ax, ci=ci,
-                        ylim=(-0.02, 1.02))
-        ax = fig.axes[0] if ax is None else ax
-        for i, s in enumerate(self.settings):
-            ax.axhline(float(self.baseline_accuracy()[i]), ls="--", lw=1.1, c=f"C{i}", label=f"{s}, no vector")
-        ax.legend(fontsize=7.5, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        return fig
+        refs = [(float(self.baseline_accuracy()[i]), f"{s}, no vector", {"ls": "--", "lw": 1.1, "color": f"C{i}"})
+                for i, s in enumerate(self.settings)]
+        return line_plot(self.layers, ys, xlabel=f"injection layer ({how})", ylabel="top-1 accuracy", refs=refs,
+                         title=f"{self.method.replace('_', ' ').capitalize()} injected at each layer: {self.task}",
+                         subtitle=self._subtitle(f"n={n} held-out queries per setting"), ax=ax, ci=ci,
+                         ylim=(-0.02, 1.02))
 
 
 def sweep_layers(
