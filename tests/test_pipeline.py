@@ -15,6 +15,7 @@ import torch
 import tlens_icl as ti
 from tlens_icl.analyses.causal.mediation import IndirectEffectResult
 from tlens_icl.cli.main import main
+from tlens_icl.viz.html import BUNDLE_MARK
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,8 @@ def test_run_report_renders_in_headless_chromium(run_dir, tmp_path):
 
     page = run_dir / "index.html"
     html = page.read_text(encoding="utf-8")
-    assert html.count("var CircuitsVis") == 1 and "unpkg.com" not in html  # the bundle inlined once, offline
+    assert html.count(BUNDLE_MARK) == 1 and "unpkg.com" not in html  # the bundle inlined once, offline
+    assert len(html) < 1_600_000  # the gzipped bundle (0.48 MB), 4 figures and 16 small views
     for name in ("function_vectors.csv", "accuracy/accuracy.csv", "mediation_word/attention.html"):
         assert f'href="{name}"' in html and (run_dir / name).exists()
     model = ti.load_model("icl-tiny")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tlens_icl.viz.html import HTMLView, _cell, circuitsvis_bundle, page, role_legend
+from tlens_icl.viz.html import HTMLView, _cell, circuitsvis_loader, page, role_legend
 
 
 @dataclass
@@ -108,7 +108,7 @@ def render_report(
     body.append(f"<ul class='toc'>{toc}<li><a href='#settings'>Task and settings</a></li>"
                 "<li><a href='#files'>Raw files</a></li></ul>")
     if any(s.views for s in sections):
-        body.append(f"<script>{circuitsvis_bundle()}</script>")
+        body.append(circuitsvis_loader())
     for i, s in enumerate(sections):
         body.append(f'<h2 id="s{i}">{_html.escape(s.heading)}</h2>')
         if s.text:
