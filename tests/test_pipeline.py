@@ -153,3 +153,44 @@ def test_model_card_script_measures_with_the_library(tmp_path):
     text = out.read_text()
     for section in ("ICL accuracy", "Function vectors", "Task decodability", "bitwise family", "word family"):
         assert section in text
+
+
+def test_report_links_are_escaped_and_the_checkpoint_is_one_link(tmp_path):
+    """A file whose name holds a literal '%2F' (a checkpoint unit) is linked so that the browser's decoding of the
+    href finds it; the files of checkpoint/ are one link to the folder."""
+    from tlens_icl.viz.report import render_report
+
+    unit = tmp_path / "checkpoint" / "units" / "fv_sweep%2Fbitwise_and"
+    unit.mkdir(parents=True)
+    (unit / "meta.json").write_text("{}")
+    (tmp_path / "checkpoint" / "run.json").write_text("{}")
+    odd = tmp_path / "a b&c%2Fd.csv"
+    odd.write_text("x")
+    html = render_report(tmp_path, title="t", files=None)
+    parser = _Links()
+    parser.feed(html)
+    for href in parser.hrefs:
+        assert (tmp_path / unquote(href)).exists(), href
+    assert "a%20b%26c%252Fd.csv" in " ".join(parser.hrefs)
+    assert [h for h in parser.hrefs if h.startswith("checkpoint")] == ["checkpoint/"]
+    assert "2 files" in html
+
+
+def test_saved_results_are_readable_by_others(tmp_path):
+    import os
+
+    from test_figures import decodability
+
+    old = os.umask(0o022)
+    try:
+        decodability().save(tmp_path / "cd")
+        from tlens_icl.results.checkpoint import open_checkpoint
+
+        ck = open_checkpoint(tmp_path / "ck", "test", {"a": 1})
+        ck.unit("x", lambda: torch.zeros(2))
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files)
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in files), \
+        {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
