@@ -19,7 +19,6 @@ import torch  # noqa: E402
 import tlens_icl as ti  # noqa: E402
 from figures_at_depth import figures, layout_problems  # noqa: E402
 
-NAMES = list(figures(4, 8))
 
 
 @pytest.mark.parametrize("depth", [(4, 8), (30, 9)], ids=["4-layers", "30-layers"])

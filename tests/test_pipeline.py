@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import stat
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import unquote
 
 import pandas as pd
