@@ -16,15 +16,20 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 #: Appended to a copy of the page: after load, records every image's natural size and whether each circuitsvis
 #: view (``.cv-view``) was rendered into, in ``<pre id="tlens-check">``.
 PROBE = """<script>
-window.addEventListener('load', () => setTimeout(() => {
-  const imgs = [...document.images], views = [...document.querySelectorAll('.cv-view')];
-  const r = {images: imgs.length, loaded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
-             sizes: imgs.map(i => [i.naturalWidth, i.naturalHeight]), views: views.length,
-             rendered: views.filter(v => v.querySelector('canvas, svg, table, div')).length,
-             text: document.body.innerText.length};
-  const pre = document.createElement('pre'); pre.id = 'tlens-check'; pre.textContent = JSON.stringify(r);
-  document.body.appendChild(pre);
-}, 300));
+window.addEventListener('load', () => {
+  const started = Date.now();
+  const check = () => {  // views render once the bundle is unpacked (asynchronously): wait for them, up to 8 s
+    const imgs = [...document.images], views = [...document.querySelectorAll('.cv-view')];
+    const rendered = views.filter(v => v.querySelector('canvas, svg, table, div')).length;
+    if (rendered < views.length && Date.now() - started < 8000) { setTimeout(check, 100); return; }
+    const r = {images: imgs.length, loaded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
+               sizes: imgs.map(i => [i.naturalWidth, i.naturalHeight]), views: views.length, rendered: rendered,
+               text: document.body.innerText.length};
+    const pre = document.createElement('pre'); pre.id = 'tlens-check'; pre.textContent = JSON.stringify(r);
+    document.body.appendChild(pre);
+  };
+  setTimeout(check, 300);
+});
 </script>"""
 
 

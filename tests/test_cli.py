@@ -116,3 +116,99 @@ def test_attention_ratio_default_prints_no_nan(capsys):
     assert main(["attention-ratio", "bitwise_xor", "--n", "4", "--shots", "0", "2"]) == 0
     out = capsys.readouterr().out
     assert "0-shot" in out and "n/a" in out and "nan" not in out.lower()  # no demonstrations at 0 shots: said so
+
+
+# ---- every choice is checked before the model loads (issue 24) ----------------------------------------------
+#: Options that take any value of their type (a path, a name resolved by the loader, a seed), with why.
+FREE = {"--model": "resolved by the model loader", "--out": "checked before any work (test above)", "--seed": "any int"}
+
+
+def _bad_value(action: argparse.Action) -> str:
+    return "-7" if getattr(action.type, "__name__", "").startswith("int") or action.type in (int, float) else "bogus_x"
+
+
+def test_every_option_refuses_a_bad_value_before_the_model_loads(monkeypatch, capsys):
+    """For each subcommand and each option that takes a value, a bad value (a negative count, an unknown name)
+    is refused with exit status 2, naming the option or value, and no model is loaded."""
+    monkeypatch.setattr("tlens_icl.models.load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr("tlens_icl.models.loading.load_model", lambda *a, **k: pytest.fail("model loaded"))
+    task_for = {"attention-ratio": ["bitwise_xor"], "show": ["bitwise_xor"]}
+    checked = 0
+    for name, sub in _subparsers(build_parser()).items():
+        for action in sub._actions:
+            opt = next((o for o in action.option_strings if o.startswith("--")), None)
+            if opt is None or action.nargs == 0 or opt in FREE or action.help == argparse.SUPPRESS:
+                continue
+            bad = _bad_value(action)
+            argv = [name, *task_for.get(name, ["bitwise_xor"] if name not in ("tasks", "models") else []), opt, bad]
+            try:
+                code = main(argv)
+            except SystemExit as e:
+                code = e.code
+            err = capsys.readouterr().err
+            assert code == 2, f"{' '.join(argv)}: accepted (exit {code})"
+            assert opt in err or bad in err, f"{' '.join(argv)}: the error does not name the option: {err!r}"
+            checked += 1
+    assert checked > 40
+
+
+def test_unknown_task_is_refused_before_loading_and_without_the_training_note(monkeypatch, capsys):
+    monkeypatch.setattr("tlens_icl.models.load_model", lambda *a, **k: pytest.fail("model loaded"))
+    for argv in (["accuracy", "bitwise_xr"], ["mediate", "bitwise_xr"], ["run", "bitwise_xr"],
+                 ["attention-ratio", "bitwise_xr"], ["mediate", "bitwise_xor", "--corruption", "other_task_labels",
+                                                       "--other-task", "bitwise_xr"]):
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2 and "Unknown task 'bitwise_xr'" in err and "bitwise_xor" in err, (argv, err)
+        assert "was not trained" not in err, err
+
+
+def test_resume_is_suggested_only_where_the_command_has_it(tmp_path, capsys, monkeypatch):
+    (tmp_path / "old.txt").write_text("x")
+    monkeypatch.setattr("tlens_icl.models.load_model", lambda *a, **k: pytest.fail("model loaded"))
+    for argv, resumable in ((["run"], True), (["mediate", "bitwise_xor"], True), (["accuracy", "bitwise_xor"], False),
+                            (["vectors", "uppercase"], False), (["decodability", "bitwise_and"], False)):
+        assert main([*argv, "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert "not empty" in err and ("--resume" in err) == resumable, (argv, err)
+        help_text = _subparsers(build_parser())[argv[0]].format_help()
+        assert ("--resume" in help_text) == resumable
+
+
+def test_run_is_sized_by_the_options_run_pipeline_takes(monkeypatch, capsys):
+    import inspect
+
+    import tlens_icl.pipeline as pipeline
+
+    seen = {}
+
+    def fake_run(model, **kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_run)
+    monkeypatch.setattr(sys.modules["tlens_icl.cli.main"], "load_model_for", lambda args, tasks: object())
+    with pytest.raises(SystemExit):
+        main(["run", "--shots", "4", "--n", "12", "--n-mean", "9", "--n-corrupted", "5", "--k", "3", "--seed", "2"])
+    assert {k: seen[k] for k in ("n_shots", "n", "n_mean", "n_corrupted", "k", "seed")} == \
+        {"n_shots": 4, "n": 12, "n_mean": 9, "n_corrupted": 5, "k": 3, "seed": 2}
+    sizes = {p for p in inspect.signature(pipeline.run_pipeline).parameters if p.startswith("n") or p in ("k", "seed")}
+    assert sizes <= set(seen), sizes - set(seen)
+
+
+def test_cli_vocabularies_match_the_library():
+    from tlens_icl.analyses.representations.activations import SITES
+    from tlens_icl.cli import common
+    from tlens_icl.engine.scoring import METRICS
+    from tlens_icl.prompts.batch import ROLES
+    from tlens_icl.prompts.pairs import CORRUPTIONS
+    from tlens_icl.prompts.templates import _TEMPLATES
+
+    assert set(common.CORRUPTION_NAMES) == set(CORRUPTIONS) - {"identity"}
+    assert set(common.SITE_NAMES) == set(SITES)
+    assert set(common.AIE_METRIC_NAMES) == set(METRICS) - {"logit_diff"}
+    assert set(common.REGION_ROLES) == set(ROLES) - {"pad", "answer"}
+    assert set(common.TEMPLATE_NAMES) <= set(_TEMPLATES)

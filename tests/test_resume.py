@@ -169,7 +169,7 @@ def test_the_main_job_resumes_after_an_interruption(tmp_path, monkeypatch):
         from tlens_icl.analyses.causal import mediation
         patched = _interrupt_after(m, mediation, "_patch_chunk", 10**6)
         resumed = pipeline.run_pipeline(model, checkpoint=tmp_path / "b", **kw)
-    assert len(sweeps) == n_tasks - 2 and len(patched) == 0  # only the unfinished sweeps ran again
+    assert len(sweeps) == 2 * n_tasks - 2 and len(patched) == 0  # only the unfinished sweeps (validation, test) ran again
     assert len(accuracy) == 1  # the call runs, but every (task, shots) unit is loaded
     assert tensors_equal(resumed["accuracy"], whole["accuracy"])
     for fam in whole["mediation"]:

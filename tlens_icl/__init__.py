@@ -55,8 +55,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "tlens_icl.engine.scoring": ("METRICS",),
     "tlens_icl.errors": (
         "CheckpointMismatchError", "EmptyTaskError", "HookNotFiredError", "ModelNotAvailableError", "ModelStateError",
-        "PairMismatchError", "PromptError", "ResultFileError", "TlensICLError", "UnknownTaskError",
-        "UnsupportedOnBackendError",
+        "ItemsDroppedWarning", "PairMismatchError", "PromptError", "ResultFileError", "TlensICLError",
+        "UnknownTaskError", "UnsupportedOnBackendError",
     ),
     "tlens_icl.models.loading": ("heldout_task", "list_models", "load_model", "model_tasks",),
     "tlens_icl.prompts.batch": ("ROLES", "PromptBatch",),
@@ -64,6 +64,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "CORRUPTIONS", "PromptPairBatch", "make_prompt_pairs", "make_prompts", "usable_task",
     ),
     "tlens_icl.prompts.templates": ("ARROW", "QA", "PromptTemplate", "register_template",),
+    "tlens_icl.results.base": ("load",),
     "tlens_icl.tasks": ("Task", "TaskItem", "list_tasks", "load_task", "register_task",),
 }
 _WHERE: dict[str, str] = {name: mod for mod, names in _EXPORTS.items() for name in names}

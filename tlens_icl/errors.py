@@ -50,3 +50,8 @@ class ModelMismatchError(TlensICLError):
 
 class UnsupportedOnBackendError(ModelStateError, NotImplementedError):
     """An analysis that this model's backend cannot run (e.g. per-head patching on vLLM); names the alternative."""
+
+
+class ItemsDroppedWarning(UserWarning):
+    """Items of a task were left out (tokens unknown to the model, multi-token answers filtered, repeats merged):
+    the warning gives the counts and an example. Filter it with ``warnings.simplefilter("ignore", ...)``."""

@@ -330,10 +330,18 @@ def load_task(name: str | Task) -> Task:
     """
     if isinstance(name, Task):
         return name
-    if name in _USER_TASKS:
-        return _USER_TASKS[name]
-    if name in _shipped_names():
-        return _load_shipped(name)
+    check_task_name(name)
+    return _USER_TASKS[name] if name in _USER_TASKS else _load_shipped(name)
+
+
+def check_task_name(name: str) -> str:
+    """``name`` when a task of that name exists (nothing is loaded: cheap enough for argument checks).
+
+    Raises:
+        UnknownTaskError: with the closest names, e.g. ``'antonyms'`` suggests ``'antonym'``.
+    """
+    if name in _USER_TASKS or name in _shipped_names():
+        return name
     close = difflib.get_close_matches(name, list_tasks(), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else " See tlens_icl.list_tasks()."
     raise UnknownTaskError(f"Unknown task {name!r}.{hint}")

@@ -19,6 +19,64 @@ from typing import Any
 #: Environment variable for the torch thread count of CLI commands (default 1, see :func:`set_threads`).
 THREADS_ENV = "TLENS_ICL_THREADS"
 
+# Vocabularies of the options, spelled here so that parsing imports no torch; tests/test_cli.py checks that
+# each equals the library's own list. argparse refuses a value outside them at once, before any model loads.
+#: ``tlens_icl.prompts.pairs.CORRUPTIONS`` (``identity`` left out: it is an identity check, not an analysis).
+CORRUPTION_NAMES = ("shuffled_labels", "random_labels", "other_task_labels", "zero_shot", "corrupted_query")
+#: The built-in prompt templates (``tlens_icl.prompts.templates``).
+TEMPLATE_NAMES = ("qa", "arrow")
+#: ``tlens_icl.analyses.representations.activations.SITES``.
+SITE_NAMES = ("resid_pre", "resid_post", "attn_out", "mlp_out", "z", "head_out")
+#: Metrics of the indirect effect (``tlens_icl.engine.scoring.METRICS`` without ``logit_diff``, which needs a
+#: second answer).
+AIE_METRIC_NAMES = ("prob", "logprob", "rank", "top1")
+#: Token roles a region of ``attention-ratio`` can name (``tlens_icl.prompts.batch.ROLES`` that occur in prompts).
+REGION_ROLES = ("bos", "separator", "demo_input", "demo_output", "query_input", "answer_position")
+
+
+def at_least(minimum: int) -> Any:
+    """An argparse ``type``: an int ``>= minimum`` (refused at parse time, before any model loads)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"int >= {minimum}"
+    return parse
+
+
+def fraction(text: str) -> float:
+    """An argparse ``type``: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
+def region(text: str) -> str:
+    """An argparse ``type``: a token role or ``meta:<key>``."""
+    if text in REGION_ROLES or (text.startswith("meta:") and len(text) > 5):
+        return text
+    raise argparse.ArgumentTypeError(f"expected a token role ({', '.join(REGION_ROLES)}) or meta:<key>, got {text!r}")
+
+
+def task_name(text: str) -> str:
+    """An argparse ``type``: a task of the library (closest names suggested; the task module imports no torch)."""
+    from tlens_icl.errors import UnknownTaskError
+    from tlens_icl.tasks import check_task_name
+
+    try:
+        return check_task_name(text)
+    except UnknownTaskError as e:  # KeyError's str() quotes the message
+        raise argparse.ArgumentTypeError(e.args[0]) from None
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows ``(default: X)`` after every option that has a meaningful default (not None/False/empty)."""
@@ -63,6 +121,11 @@ def tasks_of(args: argparse.Namespace) -> list[str]:
     tasks = [t for t in names if t] + list(flags or [])
     if not tasks and getattr(args, "tasks_required", False):
         raise TlensICLError(f"give at least one task: tlens-icl {args.command} TASK [TASK ...] (tlens-icl tasks lists them)")
+    for t in tasks:  # an unknown name fails here, before any model loads
+        try:
+            task_name(t)
+        except argparse.ArgumentTypeError as e:
+            raise TlensICLError(str(e)) from None
     return tasks
 
 
@@ -72,20 +135,21 @@ def add_common(p: argparse.ArgumentParser, *, shots: int | Sequence[int] | None 
     p.add_argument("--model", default="icl-tiny",
                    help="embedded model name (tlens-icl models), local folder, .gguf file or hub name")
     p.add_argument("--seed", type=int, default=0, help="seed for prompts, splits and resampling")
-    p.add_argument("--template", default=None, help="prompt template: qa | arrow (default: the model's own)")
+    p.add_argument("--template", default=None, choices=TEMPLATE_NAMES,
+                   help="prompt template: qa | arrow (default: the model's own)")
     if shots is not None:
         if isinstance(shots, int):
-            p.add_argument("--shots", type=int, default=shots, help=shots_help or "demonstrations per prompt")
+            p.add_argument("--shots", type=at_least(0), default=shots, help=shots_help or "demonstrations per prompt")
         else:
-            p.add_argument("--shots", type=int, nargs="+", default=list(shots),
+            p.add_argument("--shots", type=at_least(0), nargs="+", default=list(shots),
                            help=shots_help or "demonstration counts, one condition each")
     if n is not None:
-        p.add_argument("--n", type=int, default=n, help=n_help)
+        p.add_argument("--n", type=at_least(1), default=n, help=n_help)
     add_run_options(p)
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=at_least(1), default=None,
                    help=f"torch CPU threads (default: ${THREADS_ENV} or 1; see README, Threads)")
     p.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="always show progress bars (default: only on a terminal)")
@@ -126,8 +190,9 @@ def check_out(args: argparse.Namespace) -> Path | None:
     if getattr(args, "resume", False) and args.overwrite:
         raise TlensICLError("--resume continues the run in --out; --overwrite starts it again. Pass one of them.")
     if out.is_dir() and any(out.iterdir()) and not args.overwrite and not getattr(args, "resume", False):
-        raise TlensICLError(f"--out {out} is not empty; choose a new folder, pass --overwrite, or --resume an "
-                            "interrupted run.")
+        resume = ", or --resume an interrupted run" if hasattr(args, "resume") else ""  # only where the command has it
+        raise TlensICLError(f"--out {out} is not empty; choose a new folder{' or' if not resume else ','} pass "
+                            f"--overwrite{resume}.")
     out.mkdir(parents=True, exist_ok=True)
     return out
 

@@ -9,12 +9,15 @@ import time
 from typing import Any
 
 from tlens_icl.cli.common import (
+    CORRUPTION_NAMES,
     add_common,
     add_out,
     add_parser,
     add_tasks,
+    at_least,
     check_out,
     finish,
+    fraction,
     load_model_for,
     tasks_of,
 )
@@ -28,18 +31,18 @@ def add_cli(subparsers: Any) -> None:
                                "head sets. With --out: results, figures, CSVs, report.md and index.html.")
     add_tasks(p, nargs="*", help="tasks (default: the embedded model's own tasks)")
     add_common(p, shots=5, n=32, n_help="few-shot prompts per task for accuracy")
-    p.add_argument("--n-mean", type=int, default=32, help="clean prompts per task for the AIE mean")
-    p.add_argument("--n-corrupted", type=int, default=16, help="corrupted prompts per task for the AIE")
-    p.add_argument("--corruption", default="zero_shot", help="corruption of the AIE run")
+    p.add_argument("--n-mean", type=at_least(1), default=32, help="clean prompts per task for the AIE mean")
+    p.add_argument("--n-corrupted", type=at_least(1), default=16, help="corrupted prompts per task for the AIE")
+    p.add_argument("--corruption", default="zero_shot", choices=CORRUPTION_NAMES, help="corruption of the AIE run")
     p.add_argument("--ks", nargs="+", type=_k, default=[0, 1, 2, 4, 8], help="head counts or fractions (0.05)")
-    p.add_argument("--exclude", type=float, default=0.0, help="drop the other ranking's top fraction first (0.02)")
-    p.add_argument("--seeds", type=int, default=3, help="random-heads control seeds")
+    p.add_argument("--exclude", type=fraction, default=0.0, help="drop the other ranking's top fraction first (0.02)")
+    p.add_argument("--seeds", type=at_least(1), default=3, help="random-heads control seeds")
     p.add_argument("--positions", default="all", choices=["all", "query"], help="where heads are ablated")
     p.add_argument("--no-loss", action="store_true", help="skip the token-loss ICL score")
-    p.add_argument("--loss-n", type=int, default=16, help="sequences for the token-loss score")
-    p.add_argument("--loss-length", type=int, default=128, help="tokens per token-loss sequence")
+    p.add_argument("--loss-n", type=at_least(1), default=16, help="sequences for the token-loss score")
+    p.add_argument("--loss-length", type=at_least(2), default=128, help="tokens per token-loss sequence")
     p.add_argument("--rsa", action="store_true", help="also rank heads by concept RSA (representational heads)")
-    p.add_argument("--overlap-ks", nargs="+", type=int, default=[1, 3, 5, 10], help="top-k sizes for the overlap")
+    p.add_argument("--overlap-ks", nargs="+", type=at_least(1), default=[1, 3, 5, 10], help="top-k sizes for the overlap")
     add_out(p, "results, figures, tables, report.md and index.html")
     p.set_defaults(func=_cmd_heads)
 
@@ -48,16 +51,26 @@ def add_cli(subparsers: Any) -> None:
                                "checkpoint of an embedded model.")
     add_tasks(p, nargs="*", help="tasks (default: the embedded model's own tasks)")
     add_common(p, shots=4, n=32, n_help="prompts per task and checkpoint")
-    p.add_argument("--k", type=int, default=3, help="top heads followed from each ranking")
+    p.add_argument("--k", type=at_least(1), default=3, help="top heads followed from each ranking")
     add_out(p)
     p.set_defaults(func=_cmd_dynamics)
 
 
 def _k(text: str) -> int | float:
+    """A head count (int >= 0) or a fraction of all heads (a number in (0, 1))."""
     try:
-        return int(text)
+        value: int | float = int(text)
     except ValueError:
-        return float(text)
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a head count or a fraction, got {text!r}") from None
+        if not 0.0 < value < 1.0:
+            raise argparse.ArgumentTypeError(f"a fraction of the heads must be in (0, 1), got {value}")
+        return value
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a head count must be >= 0, got {value}")
+    return value
 
 
 def _cmd_heads(args: argparse.Namespace) -> int:

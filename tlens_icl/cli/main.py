@@ -14,10 +14,12 @@ import sys
 from collections.abc import Sequence
 
 from tlens_icl.cli.common import (
+    CORRUPTION_NAMES,
     HelpFormatter,
     add_common,
     add_out,
     add_parser,
+    at_least,
     add_tasks,
     check_out,
     checkpoint_of,
@@ -113,7 +115,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = check_out(args)
     tasks = tasks_of(args)
     model = load_model_for(args, tasks)
-    res = run_pipeline(model, tasks=tasks or None, out=out, n=args.n, seed=args.seed, progress=args.progress,
+    res = run_pipeline(model, tasks=tasks or None, out=out, n=args.n, n_mean=args.n_mean, n_corrupted=args.n_corrupted,
+                       n_shots=args.shots, k=args.k, seed=args.seed, progress=args.progress,
                        checkpoint=checkpoint_of(args, out))
     print(summarize(res))
     if out is not None:
@@ -139,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_parser(sub, "show", help="print a task's clean/corrupted prompts with token roles")
     add_tasks(p, nargs=None, help="a task name")
     add_common(p, shots=3, n=2, n_help="prompt pairs to print")
-    p.add_argument("--corruption", default="shuffled_labels", help="corruption of the second prompt of each pair")
+    p.add_argument("--corruption", default="shuffled_labels", choices=CORRUPTION_NAMES,
+                   help="corruption of the second prompt of each pair")
     p.add_argument("--roles", action="store_true", help="also print every token with its role")
     p.set_defaults(func=_cmd_show)
 
@@ -158,7 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "family, and each task's function vector added after each block of zero-shot prompts. "
                                "With --out: results, figures, CSVs and index.html.")
     add_tasks(p, nargs="*", help="tasks (default: the embedded model's own tasks, by family)")
-    add_common(p, shots=None, n=48, n_help="queries per task for accuracy and function-vector evaluation")
+    add_common(p, shots=8, n=48, n_help="test queries per task for accuracy and function-vector evaluation",
+               shots_help="demonstrations in the mediation prompts and the largest shot count of the ICL curve")
+    p.add_argument("--n-mean", type=at_least(1), default=32, help="clean prompts per task for each head's mean activation")
+    p.add_argument("--n-corrupted", type=at_least(1), default=16, help="corrupted prompts per task for the AIE")
+    p.add_argument("--k", type=at_least(1), default=10, help="heads summed into each function vector")
     add_out(p, resumable=True)
     p.set_defaults(func=_cmd_run)
 

@@ -6,7 +6,19 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from tlens_icl.cli.common import add_common, add_out, add_parser, add_tasks, check_out, finish, load_model_for, tasks_of
+from tlens_icl.cli.common import (
+    SITE_NAMES,
+    add_common,
+    add_out,
+    add_parser,
+    add_tasks,
+    at_least,
+    check_out,
+    finish,
+    load_model_for,
+    region,
+    tasks_of,
+)
 
 SITES_HELP = "resid_post | resid_pre | attn_out | mlp_out (per layer) or z | head_out (per head)"
 
@@ -15,7 +27,8 @@ def add_activation_args(p: Any, *, shots: Sequence[int], n: int) -> None:
     """``TASK ... --model --seed --template --shots --n --site --out`` for a representational subcommand."""
     add_tasks(p, help="task names; every prompt's label is its task")
     add_common(p, shots=shots, n=n, n_help="prompts per task and shot count")
-    p.add_argument("--site", default="resid_post", help=f"activation read at the query position: {SITES_HELP}")
+    p.add_argument("--site", default="resid_post", choices=SITE_NAMES,
+                   help=f"activation read at the query position: {SITES_HELP}")
     add_out(p)
 
 
@@ -43,7 +56,7 @@ def _add_decodability(subparsers: Any) -> None:
                                "over the other prompts' activations recovers, per layer (or head) and shot count; "
                                "chance and a shuffled-label control are reported.")
     add_activation_args(p, shots=(0, 1, 2, 4, 8), n=50)
-    p.add_argument("--k", type=int, default=10, help="neighbours in the vote")
+    p.add_argument("--k", type=at_least(1), default=10, help="neighbours in the vote")
     p.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"], help="distance between activations")
     p.add_argument("--accuracy", action="store_true", help="also measure ICL accuracy and correlate it with CD")
     p.set_defaults(func=_cmd_decodability)
@@ -77,7 +90,7 @@ def _add_rsa(subparsers: Any) -> None:
     add_activation_args(p, shots=(0, 8), n=30)
     p.add_argument("--metric", default="cosine", choices=["cosine", "euclidean", "correlation"],
                    help="dissimilarity between activations")
-    p.add_argument("--permutations", type=int, default=1000, help="Mantel-test permutations")
+    p.add_argument("--permutations", type=at_least(0), default=1000, help="Mantel-test permutations")
     p.set_defaults(func=_cmd_rsa)
 
 
@@ -99,10 +112,16 @@ def _add_probe(subparsers: Any) -> None:
                    description="Cross-validated linear probes per layer (or head) and shot count, with the "
                                "Hewitt-Liang control task; selectivity = score - control.")
     add_activation_args(p, shots=(0, 8), n=50)
-    p.add_argument("--target", default="task", help="what to decode: task | meta.<key> (e.g. meta.slope)")
+    p.add_argument("--target", default="task", type=_target, help="what to decode: task | meta.<key> (e.g. meta.slope)")
     p.add_argument("--kind", default="auto", choices=["auto", "classification", "regression"],
                    help="auto: regression for numeric targets")
     p.set_defaults(func=_cmd_probe)
+
+
+def _target(text: str) -> str:
+    if text == "task" or (text.startswith("meta.") and len(text) > 5):
+        return text
+    raise argparse.ArgumentTypeError(f"expected task or meta.<key>, got {text!r}")
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -128,8 +147,8 @@ def _add_attention_ratio(subparsers: Any) -> None:
                                "outputs or their inputs. One condition per --shots value.")
     add_tasks(p, nargs=None, help="a task name")
     add_common(p, shots=(1, 4, 8), n=32, n_help="prompts per condition")
-    p.add_argument("--relevant", default="demo_output", help="region of interest: a token role or meta:<key>")
-    p.add_argument("--irrelevant", default="demo_input", help="the region it is compared with")
+    p.add_argument("--relevant", default="demo_output", type=region, help="region of interest: a token role or meta:<key>")
+    p.add_argument("--irrelevant", default="demo_input", type=region, help="the region it is compared with")
     p.add_argument("--per-token", action="store_true", help="normalise each region's mass by its token count")
     add_out(p)
     p.set_defaults(func=_cmd_attention_ratio)

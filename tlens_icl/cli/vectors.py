@@ -5,7 +5,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tlens_icl.cli.common import add_common, add_out, add_parser, add_tasks, check_out, finish, load_model_for, tasks_of
+from tlens_icl.cli.common import (
+    CORRUPTION_NAMES,
+    add_common,
+    add_out,
+    add_parser,
+    add_tasks,
+    at_least,
+    check_out,
+    finish,
+    load_model_for,
+    tasks_of,
+)
 
 #: ``tlens_icl.analyses.vectors.compare.METHODS``, spelled here so that ``--help`` imports no torch
 #: (tests/test_cli.py checks that the two agree).
@@ -22,11 +33,11 @@ def add_cli(subparsers: Any) -> None:
     add_common(p, shots=8, n=64, n_help="held-out test items per task")
     p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=list(METHOD_NAMES),
                    help="methods to compare")
-    p.add_argument("--n-fit", type=int, default=32, help="prompts used to build each vector")
-    p.add_argument("--fv-k", type=int, default=10, help="heads summed into the function vector")
+    p.add_argument("--n-fit", type=at_least(1), default=32, help="prompts used to build each vector")
+    p.add_argument("--fv-k", type=at_least(1), default=10, help="heads summed into the function vector")
     p.add_argument("--fv-corruption", nargs="+", default=["shuffled_labels"],
                    help="corruption for the FV's mediation run: one name, or TASK=NAME per task")
-    p.add_argument("--soft-steps", type=int, default=100, help="training steps of soft injection")
+    p.add_argument("--soft-steps", type=at_least(0), default=100, help="training steps of soft injection")
     add_out(p)
     p.set_defaults(func=_cmd_vectors)
 
@@ -44,6 +55,13 @@ def _cmd_vectors(args: argparse.Namespace) -> int:
         missing = [t for t in tasks if t not in corruption]
         if missing:
             raise TlensICLError(f"--fv-corruption gives no corruption for task(s) {missing}.")
+        extra = [t for t in corruption if t not in tasks]
+        if extra:
+            raise TlensICLError(f"--fv-corruption names task(s) {extra} that are not among the tasks {tasks}.")
+    unknown = sorted({c for c in ([corruption] if isinstance(corruption, str) else corruption.values())
+                      if c not in CORRUPTION_NAMES})
+    if unknown:
+        raise TlensICLError(f"--fv-corruption: unknown corruption(s) {unknown}; choose from {list(CORRUPTION_NAMES)}.")
     model = load_model_for(args, tasks)
     res = compare_methods(model, tasks, methods=args.methods, n_test=args.n, n_fit=args.n_fit,
                           n_shots=args.shots, seed=args.seed, fv_k=args.fv_k, fv_corruption=corruption,

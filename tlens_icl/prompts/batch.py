@@ -118,6 +118,34 @@ def tokenize(model: ModelLike, rp: RenderedPrompt, *, prepend_bos: bool = True) 
     return TokenizedPrompt(ids, roles, demo, ans)
 
 
+class PromptTexts(list):  # noqa: FURB189 - a list on purpose: TransformerLens accepts lists of strings
+    """The prompts of a batch: a read-only ``list`` of strings, so ``model.run_with_cache(batch.prompts)`` and other
+    TransformerLens calls that take ``str | list[str]`` accept it. It compares equal to a list or tuple of the same
+    strings and hashes like a tuple; changing it raises (the batch's tokens were built from these texts)."""
+
+    def __init__(self, texts: Sequence[str] = ()) -> None:
+        super().__init__(texts)
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("PromptBatch.prompts is read-only (the tokens were built from these texts); copy it with "
+                        "list(batch.prompts) to edit.")
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _read_only
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (list, tuple)) and list(self) == list(other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"PromptTexts({list.__repr__(self)})"
+
+
 @dataclass(frozen=True)
 class PromptBatch:
     """Right-padded token batch of ICL prompts with per-token roles and the answer to each.
@@ -127,7 +155,8 @@ class PromptBatch:
     ``accepted[i]`` holds the full token sequence of every accepted answer, the output first, then
     its alternatives (scoring matches whole sequences, never an alternative's first token alone).
     ``prepend_bos`` records whether a BOS token starts every row; ``item_counts`` how many items of
-    the task survived tokenization and filtering (:func:`~tlens_icl.prompts.pairs.usable_task`).
+    the task survived tokenization and filtering (:func:`~tlens_icl.prompts.pairs.usable_task`) and ``task``
+    the task's name. ``prompts`` is a read-only list (:class:`PromptTexts`): TransformerLens calls accept it.
     """
 
     tokens: Int[Tensor, "batch pos"]
@@ -136,7 +165,7 @@ class PromptBatch:
     roles: Int[Tensor, "batch pos"]
     demo_index: Int[Tensor, "batch pos"]
     answer_tokens: Int[Tensor, " batch"]
-    prompts: tuple[str, ...]
+    prompts: Sequence[str]
     answers: tuple[str, ...]
     answer_ids: tuple[tuple[int, ...], ...]
     accepted: tuple[tuple[tuple[int, ...], ...], ...]
@@ -145,6 +174,8 @@ class PromptBatch:
     item_counts: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.prompts, PromptTexts):
+            object.__setattr__(self, "prompts", PromptTexts(self.prompts))
         b = self.tokens.shape[0]
         for f in ("attention_mask", "roles", "demo_index"):
             if getattr(self, f).shape != self.tokens.shape:
@@ -157,6 +188,11 @@ class PromptBatch:
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
+
+    @property
+    def task(self) -> str | None:
+        """The name of the task the prompts were made from (None for a batch built by hand)."""
+        return (self.item_counts or {}).get("task")
 
     @property
     def distinct_queries(self) -> int:

@@ -82,7 +82,9 @@ def usable_task(
 
     Repeated items are dropped and items giving one input several outputs merged
     (:meth:`~tlens_icl.tasks.Task.deduplicated`). Items with tokens unknown to the tokenizer are always
-    dropped. ``single_token="filter"`` also drops items whose answer is more than one token; ``"require"``
+    dropped, with an :class:`~tlens_icl.errors.ItemsDroppedWarning` that gives the count and an example (not for
+    the words an embedded model's card leaves out of a task it was trained on); a template whose own text holds
+    unknown tokens raises :class:`~tlens_icl.errors.PromptError` naming the template. ``single_token="filter"`` also drops items whose answer is more than one token; ``"require"``
     raises instead. With ``report=True`` returns ``(task, counts)`` where counts has ``total``,
     ``duplicates``, ``conflicts`` (merged), ``unknown_tokens``, ``multi_token`` (dropped) and ``usable``.
     """
@@ -90,11 +92,13 @@ def usable_task(
     tpl = get_template(template) if template is not None else default_template(model)
     if single_token not in ("ignore", "filter", "require"):
         raise TlensICLError(f"single_token must be 'ignore', 'filter' or 'require', got {single_token!r}.")
+    _check_template(model, tpl)
     total = len(task)
     task, counts = task.deduplicated()
     in_len = _token_lengths(model, [tpl.input_prefix + it.input for it in task.items])
     out_len = _token_lengths(model, [tpl.answer_prefix + it.output for it in task.items])
-    unknown = sum(a is None or b is None for a, b in zip(in_len, out_len))
+    unknown_items = [it for it, a, b in zip(task.items, in_len, out_len) if a is None or b is None]
+    unknown = len(unknown_items)
     multi = [it for it, a, b in zip(task.items, in_len, out_len) if a is not None and b is not None and b > 1]
     if single_token == "require" and multi:
         ex = ", ".join(repr(it.output) for it in multi[:3])
@@ -115,7 +119,64 @@ def usable_task(
         )
     if len(keep) != len(task.items):
         task = Task(**{**task.__dict__, "items": tuple(keep)})
+    if unknown_items and not _documented_pool(model, task.name, counts):  # a loss nobody asked for: say so
+        _warn_dropped(task.name, counts, unknown_items, multi if single_token == "filter" else [])
     return (task, counts) if report else task
+
+
+def _check_template(model: ModelLike, tpl: PromptTemplate) -> None:
+    """Raise, naming the template, when its own text holds tokens unknown to the tokenizer (then every item
+    would be dropped as "unknown", which points at the items rather than at the template)."""
+    tok = model.tokenizer
+    unk = getattr(tok, "unk_token_id", None)
+    if unk is None:
+        return
+    parts = {"input_prefix": tpl.input_prefix, "input_suffix": tpl.input_suffix, "answer_prefix": tpl.answer_prefix,
+             "separator": tpl.separator}
+    bad = {k: v for k, v in parts.items() if v.strip() and unk in tok(v, add_special_tokens=False)["input_ids"]}
+    if bad:
+        name = model_meta(model).get("default_template")
+        hint = f"; this model's own template is {name!r}" if name and name != tpl.name else ""
+        raise PromptError(f"Template {tpl.name!r}: its {', '.join(f'{k} {v!r}' for k, v in bad.items())} "
+                          f"contain{'s' if len(bad) == 1 else ''} tokens unknown to the model's tokenizer, so no "
+                          f"prompt can be written with it. Pass another template (template=...){hint}.")
+
+
+def _documented_pool(model: ModelLike, name: str, counts: dict[str, Any]) -> bool:
+    """True when an embedded model drops, by design, the words of a task it was trained on that its word-level
+    vocabulary lacks (its card defines the task's pool as the words it knows): no warning then."""
+    trained = {t for names in (model_meta(model).get("families") or {}).values() for t in names}
+    return name in trained
+
+
+def _warn_dropped(name: str, counts: dict[str, Any], unknown: Sequence[TaskItem], multi: Sequence[TaskItem]) -> None:
+    import sys
+    import warnings
+    from pathlib import Path
+
+    from tlens_icl.errors import ItemsDroppedWarning
+
+    parts = []
+    if unknown:
+        parts.append(f"{len(unknown)} contain tokens unknown to the model's tokenizer (e.g. {unknown[0].input!r} -> "
+                     f"{unknown[0].output!r})")
+    if multi:
+        parts.append(f"{len(multi)} have answers of several tokens (e.g. {multi[0].output!r}; single_token='filter')")
+    if counts["duplicates"]:
+        parts.append(f"{counts['duplicates']} repeat another item")
+    if counts["conflicts"]:
+        parts.append(f"{counts['conflicts']} give an input a second output (merged as accepted alternatives)")
+    warnings.warn(f"Task {name!r}: {counts['total'] - counts['usable']} of {counts['total']} items left out: "
+                  f"{'; '.join(parts)}. {counts['usable']} items are used (usable_task(..., report=True) gives the "
+                  "counts).", ItemsDroppedWarning, stacklevel=_caller_level(sys._getframe(0), Path(__file__).parents[1]))
+
+
+def _caller_level(frame: Any, package: Any) -> int:
+    """The ``stacklevel`` of the first frame outside ``package``: a warning points at the user's line."""
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(str(package)):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 # ---- episodes --------------------------------------------------------------------------------------

@@ -17,10 +17,12 @@ import torch
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
-from tlens_icl.errors import ResultFileError
+from tlens_icl.errors import ResultFileError, TlensICLError
 
 SCHEMA_VERSION = 1
 R = TypeVar("R", bound="Result")
+#: Every result class by name (filled as classes are defined), for :func:`load`.
+_CLASSES: dict[str, type] = {}
 
 
 def run_info(model: ModelLike | None = None, **extra: Any) -> dict[str, Any]:
@@ -81,6 +83,15 @@ def require_same_model(model: ModelLike, source: Any, what: str, *, where: str =
             f"{where}{what} was computed on model {info.get('model')!r} (fingerprint {recorded}), not on this model "
             f"{here!r} (fingerprint {now}): its heads, means and directions belong to that model's weights. Recompute "
             "it on this model.")
+def default_mode(path: str | Path) -> Path:
+    """Give ``path`` the mode a plain ``open()`` would (0666 less the umask: 0644 usually); safetensors writes
+    its files 0600, which other readers of a shared results folder cannot open."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+    return Path(path)
 
 
 def _jsonable(v: Any) -> Any:
@@ -119,6 +130,7 @@ class Result:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _CLASSES[cls.__name__] = cls  # what load() dispatches on
         # @dataclass keeps a __repr__ the class already defines: give every subclass the compact one.
         if "__repr__" not in cls.__dict__:
             cls.__repr__ = Result.__repr__  # type: ignore[method-assign]
@@ -150,13 +162,17 @@ class Result:
         return "; ".join([*model, *[p for p in parts if p]])
 
     # ---- persistence -------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write ``path/tensors.safetensors`` and ``path/meta.json``."""
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write ``path/tensors.safetensors`` and ``path/meta.json``; a folder that is not empty is refused (as
+        ``tlens-icl --out`` refuses it) unless ``overwrite=True`` (files of the same name are then replaced)."""
         from safetensors.torch import save_file
 
         from tlens_icl._validate import output_dir
 
         path = output_dir(path, "path", where=f"{type(self).__name__}.save(): ")
+        if path.is_dir() and any(path.iterdir()) and not overwrite:
+            raise TlensICLError(f"{path} is not empty; save into a new folder, or pass overwrite=True to replace "
+                                "the result files there.")
         path.mkdir(parents=True, exist_ok=True)
         tensors, meta = {}, {}
         for f in fields(self):  # type: ignore[arg-type]
@@ -166,6 +182,7 @@ class Result:
             else:
                 meta[f.name] = _jsonable(v)
         save_file(tensors, str(path / "tensors.safetensors"))
+        default_mode(path / "tensors.safetensors")
         meta = json.loads(json.dumps(meta))  # as it will read back
         doc = {"schema": SCHEMA_VERSION, "class": type(self).__name__, "fields": meta,
                "digest": content_digest(tensors, meta)}
@@ -245,12 +262,13 @@ class Result:
         top = getattr(self, "top_table", None)
         return top() if callable(top) else self.to_dataframe().head(12)
 
-    def export(self, out: str | Path, name: str, **plot_kwargs: Any) -> Path:
+    def export(self, out: str | Path, name: str, *, overwrite: bool = False, **plot_kwargs: Any) -> Path:
         """Save the result into folder ``out``: ``tensors.safetensors`` + ``meta.json``, ``<name>.csv``
-        (:meth:`to_dataframe`) and ``<name>[_<figure>].png`` for each of :meth:`figures`. Returns ``out``."""
+        (:meth:`to_dataframe`) and ``<name>[_<figure>].png`` for each of :meth:`figures`. Returns ``out``.
+        A folder that is not empty needs ``overwrite=True`` (as in :meth:`save`)."""
         import matplotlib.pyplot as plt
 
-        out = self.save(out)
+        out = self.save(out, overwrite=overwrite)
         self.to_dataframe().to_csv(out / f"{name}.csv", index=False)
         for stem, fig in self.figures(**plot_kwargs).items():
             fig.savefig(out / f"{name}{'_' + stem if stem else ''}.png", dpi=150)
@@ -283,14 +301,35 @@ class Result:
         return "\n".join(parts)
 
 
-def _table_html(df: Any, max_rows: int = 40) -> str:
-    """A DataFrame as compact HTML (4 significant digits; long tables cut to ``max_rows``)."""
-    more = len(df) - max_rows
-    import pandas as pd
+def load(path: str | Path) -> Result:
+    """Load any result written by ``.save()``/``.export()``: ``meta.json`` names its class, whose ``load`` then
+    reads and validates the folder (``tlens_icl.load(path)``; ``Cls.load(path)`` does the same for one class)."""
+    path = Path(path)
+    meta = path / "meta.json"
+    if not meta.is_file():
+        raise ResultFileError(f"{path}: no meta.json (a saved result is a folder with meta.json and "
+                              "tensors.safetensors).")
+    try:
+        name = json.loads(meta.read_text()).get("class")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise ResultFileError(f"{meta}: not a result's meta.json ({e}).") from e
+    cls = _CLASSES.get(name) if isinstance(name, str) else None
+    if cls is None and isinstance(name, str):
+        import tlens_icl  # the facade knows where every public result class lives
 
-    plain_index = isinstance(df.index, pd.RangeIndex)
-    html = df.head(max_rows).to_html(float_format=lambda x: f"{x:.4g}", na_rep="-", border=0, index=not plain_index)
-    return html + (f"<div style='color:#666;font-size:.85em'>... {more} more rows (see the CSV)</div>" if more > 0 else "")
+        found = getattr(tlens_icl, name, None) if name in tlens_icl.__all__ else None
+        cls = found if isinstance(found, type) and issubclass(found, Result) else None
+    if cls is None:
+        raise ResultFileError(f"{path} holds a {name!r}, which is not a tlens_icl result class.")
+    return cls.load(path)
+
+
+def _table_html(df: Any, max_rows: int = 40) -> str:
+    """A DataFrame as compact HTML (:func:`tlens_icl.viz.html.table_html`: one number format per column, numbers
+    right-aligned; long tables cut to ``max_rows``)."""
+    from tlens_icl.viz.html import table_html
+
+    return table_html(df, max_rows)
 
 
 # ---- validation of loaded results ----------------------------------------------------------------

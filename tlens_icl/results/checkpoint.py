@@ -41,7 +41,7 @@ from torch import Tensor
 
 from tlens_icl._typing import ModelLike
 from tlens_icl.errors import CheckpointMismatchError, ResultFileError, TlensICLError
-from tlens_icl.results.base import Result, _jsonable, run_info
+from tlens_icl.results.base import Result, _jsonable, default_mode, run_info
 
 V = TypeVar("V")
 RUN_FILE = "run.json"
@@ -251,6 +251,7 @@ def _write_unit(path: Path, value: Any, run_id: str) -> None:
     doc = _encode(value, tensors)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(doc), _RUN_KEY: run_id})
+    default_mode(tmp)
     os.replace(tmp, path)
 
 

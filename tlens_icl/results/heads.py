@@ -121,8 +121,9 @@ class HeadEffectViews:
                               self.effect_label: float(mean[h]), "ci_low": float(lo[h]), "ci_high": float(hi[h])}
                              for h in self.top_heads(k, task)])
 
-    def _plot_context(self) -> str:
-        """What the figure's subtitle says besides the model and scope (corruption, n, ...)."""
+    def _plot_context(self, task: str | None = None) -> str:
+        """What the figure's subtitle says besides the model and scope (corruption, n, ...); ``task``: the figure
+        shows that task only."""
         return ""
 
     def plot(self, task: str | None = None, *, k: int = 10, ax: Any = None) -> Any:
@@ -138,7 +139,8 @@ class HeadEffectViews:
         metric = getattr(self, "metric", "")
         bar = f"{label} (\u0394 {metric})" if metric else label
         title = f"{getattr(self, 'title', 'Effect')} per head ({scope})"
-        subtitle = self._subtitle(self._plot_context()) if hasattr(self, "_subtitle") else self._plot_context()
+        context = self._plot_context(task)
+        subtitle = self._subtitle(context) if hasattr(self, "_subtitle") else context
         return head_heatmap(self.mean(task), title=title, subtitle=subtitle,
                             marked=[tuple(h) for h in self.top_heads(k, task)], ax=ax, label=bar,
                             marked_label=f"top {k} heads by {label}")

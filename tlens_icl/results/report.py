@@ -21,7 +21,7 @@ def export_section(result: Result, out: str | Path, folder: str, name: str, *, h
     """``result.export(out/folder, name)`` and a report section showing its summary, table and figures."""
     out = Path(out)
     target = out / folder if folder else out
-    result.export(target, name, **plot_kwargs)
+    result.export(target, name, overwrite=True, **plot_kwargs)  # the caller owns out (the CLI checked --out)
     rel = (lambda f: f"{folder}/{f}") if folder else (lambda f: f)
     figures = [ReportFigure(p.read_bytes(), f"{result.title}: {p.stem}", rel(p.name))
                for p in sorted(target.glob(f"{name}*.png"))]

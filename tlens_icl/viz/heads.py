@@ -25,35 +25,45 @@ def ablation_curves(
 
     Each series is ``(mean [k], ci_low [k], ci_high [k], per_seed [k, seed])``.
     """
-    import matplotlib.pyplot as plt
+    from tlens_icl.viz.plots import ci_legend_handle, legend_handlers, new_figure
 
-    panels = [("few-shot accuracy", accuracy)] + ([("token-loss score  loss[late] - loss[early]", loss)] if loss else [])
+    panels = [("few-shot accuracy", accuracy)] + ([("token-loss score\nloss[late] - loss[early]", loss)] if loss else [])
+    own = axes is None
     if axes is None:
-        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+        fig, axes = new_figure((5.2 * len(panels) + 1.6, 4.0), ncols=len(panels), squeeze=False)
         axes = axes[0]
     else:
         axes = list(axes) if isinstance(axes, (list, tuple)) else [axes]
         fig = axes[0].figure
     x = list(ks)
+    handles: dict[str, Any] = {}
     for a, (ylabel, series) in zip(axes, panels):
+        colors = []
         for i, (name, (mean, lo, hi, seeds)) in enumerate(series.items()):
             c = _color(name, i)
-            a.plot(x, mean.tolist(), marker="o", color=c, label=name, lw=2 if name != random_name else 1.5,
-                   ls="-" if name != random_name else "--")
+            colors.append(c)
+            (handles[name],) = a.plot(x, mean.tolist(), marker="o", color=c, lw=2 if name != random_name else 1.5,
+                                      ls="-" if name != random_name else "--")
             a.fill_between(x, lo.tolist(), hi.tolist(), color=c, alpha=0.15, lw=0)
             if name == random_name and seeds.shape[1] > 1:
                 for s in range(seeds.shape[1]):
-                    a.scatter(x, seeds[:, s].tolist(), color=c, s=10, alpha=0.6, zorder=3)
+                    handles[f"{random_name}: each seed"] = a.scatter(x, seeds[:, s].tolist(), color=c, s=10, alpha=0.6,
+                                                                     zorder=3)
+        handles["95% CI"] = ci_legend_handle(colors, 0.3)
         a.set_xlabel("heads ablated (k)" + (f" of {n_total}" if n_total else ""))
         a.set_ylabel(ylabel)
         a.grid(alpha=0.3)
         if n_total:
             sec = a.secondary_xaxis("top", functions=(lambda v: 100 * v / n_total, lambda v: v * n_total / 100))
             sec.set_xlabel("% of heads", fontsize=8)
-    axes[0].legend(fontsize=8)
+            sec.tick_params(labelsize=8)
+    if own:
+        fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=8, frameon=False,
+                   handler_map=legend_handlers())
+    else:
+        axes[0].legend(list(handles.values()), list(handles), fontsize=8, handler_map=legend_handlers())
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -63,16 +73,20 @@ def overlap_depth(
 ) -> Any:
     """Left: top-k overlap of each pair of head sets vs k, with the chance level (hypergeometric mean).
     Right: depth (layer / (n_layers - 1)) of each set's top-``k_depth`` heads, one row per set."""
-    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from tlens_icl.viz.plots import new_figure
 
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        fig, axes = new_figure((10, 3.8), ncols=2)
     else:
         fig = axes[0].figure
     a = axes[0]
     for i, (pair, vals) in enumerate(overlap.items()):
         a.plot(list(ks), list(vals), marker="o", label=pair, color=f"C{i}")
     a.plot(list(ks), list(expected), ls="--", c="gray", label="chance (k²/N)")
+    a.set_xticks(list(ks))
+    a.yaxis.set_major_locator(MaxNLocator(integer=True))
     a.set_xlabel("k (top heads of each ranking)")
     a.set_ylabel("heads in both top-k sets")
     a.grid(alpha=0.3)
@@ -93,11 +107,11 @@ def overlap_depth(
     b.set_xlim(-0.05, 1.05)
     b.set_ylim(-0.7, len(names) - 0.3)
     b.set_xlabel("depth (layer / (n_layers - 1)); | = mean")
+    b.set_ylabel("head set")
     b.set_title(f"where the top-{k_depth} heads sit", fontsize=9)
     b.grid(alpha=0.3, axis="x")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 

@@ -87,8 +87,8 @@ class IndirectEffectResult(HeadEffectViews, Result):
         n = (~self.clean_metric.isnan()).sum(-1).tolist()
         return f"n={n[0]}" if len(set(n)) == 1 else f"n={min(n)}-{max(n)}"
 
-    def _plot_context(self) -> str:
-        tasks = f"tasks {', '.join(self.tasks)}; " if 1 < len(self.tasks) <= 8 else ""
+    def _plot_context(self, task: str | None = None) -> str:
+        tasks = f"tasks {', '.join(self.tasks)}; " if task is None and 1 < len(self.tasks) <= 8 else ""
         return (f"{tasks}corruption {self.corruption}, {self.n_shots} shots, metric {self.metric}; "
                 f"{self._n_prompts()} corrupted prompts per task")
 

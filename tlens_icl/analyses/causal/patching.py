@@ -121,7 +121,7 @@ class HeadPatchingResult(HeadEffectViews, Result):
         corrupted, clean = self.corrupted_metric.mean(), self.clean_metric.mean()
         return (self.patched().mean(-1) - corrupted) / (clean - corrupted)
 
-    def _plot_context(self) -> str:
+    def _plot_context(self, task: str | None = None) -> str:
         return (f"{self.direction} at {self.position}, corruption {self.corruption}, metric {self.metric}; "
                 f"n={self.effects.shape[-1]} prompt pairs")
 

@@ -130,29 +130,35 @@ class HeadScoresResult(HeadEffectViews, Result):
                  for kind in self.kinds]
         return f"{self.title} on {self.scores.shape[-1]} sequences (rows={self.rows}); top " + "; ".join(parts)
 
-    def _plot_context(self) -> str:
+    def _plot_context(self, task: str | None = None) -> str:
         return (f"n={self.scores.shape[-1]} repeated-random-token sequences of {self.tokens.shape[-1]} tokens; "
                 f"score = attention on the target keys (0..1), rows={self.rows}")
 
     def plot(self, task: str | None = None, *, k: int = 5, ax: Any = None) -> Any:
-        """One heatmap per kind (``task=`` one kind only) on a 0..max scale, every head labelled, top-``k`` outlined."""
-        from tlens_icl.viz.plots import head_heatmap, new_figure, set_titles
+        """One heatmap per kind (``task=`` one kind only) on a 0..max scale that one dominant head cannot flatten
+        (its colour bar names any head beyond it), every head labelled, top-``k`` outlined; side by side when
+        they fit in 12 inches, else stacked."""
+        from tlens_icl.viz.plots import head_heatmap, heatmap_size, layers_across, new_figure, set_titles
 
         kinds = self.kinds if task is None else (task,)
         if ax is not None and len(kinds) > 1:
             raise TlensICLError("ax= needs one kind: plot(task='induction', ax=ax).")
         n_layers, n_heads = self.scores.shape[1:3]
         if ax is None:
-            fig, axes = new_figure((0.6 + len(kinds) * max(3.6, 1.6 + 0.42 * n_heads), max(2.8, 1.9 + 0.32 * n_layers)),
-                                   ncols=len(kinds), squeeze=False)
-            axes = list(axes[0])
+            w, h = heatmap_size(n_layers, n_heads)
+            if layers_across(n_layers, n_heads) or len(kinds) * w > 12:  # stacked rather than a very wide strip
+                fig, axes = new_figure((w, 0.9 + (h - 0.6) * len(kinds)), nrows=len(kinds), squeeze=False)
+                axes = list(axes[:, 0])
+            else:
+                fig, axes = new_figure((0.4 + len(kinds) * (w - 0.4), h + 0.5), ncols=len(kinds), squeeze=False)
+                axes = list(axes[0])
         else:
             fig, axes = ax.figure, [ax]
         for kind, a in zip(kinds, axes):
             mean = self.mean(kind)
-            head_heatmap(mean, ax=a, cmap="Blues", vmin=0.0, vmax=max(float(mean.nan_to_num(0).max()), 1e-6),
-                         title=kind.replace("_", "-"), marked=[tuple(h) for h in self.top_heads(k, kind)],
-                         label="score", marked_label=f"top {k}")
+            head_heatmap(mean, ax=a, cmap="Blues", vmin=0.0, title=kind.replace("_", "-"),
+                         marked=[tuple(h) for h in self.top_heads(k, kind)], label=f"{kind.replace('_', '-')} score",
+                         marked_label=f"top {k}")
         if ax is None:
             set_titles(fig, "Attention-pattern head scores", self._subtitle(self._plot_context()))
         return fig

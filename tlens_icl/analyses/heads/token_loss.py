@@ -217,12 +217,20 @@ class TokenLossResult(Result):
         from tlens_icl.viz.plots import line_plot
 
         c = self.curve()
-        fig = line_plot(range(len(c)), {"loss": c.tolist()}, xlabel=self.axis, ylabel="next-token loss (nats)",
-                        title=f"{self.title}: {self.score():.3f}", ax=ax)
-        a = fig.axes[0] if ax is None else ax
-        for x in (self.early, self.late):
-            a.axvline(x, ls=":", c="gray", lw=1)
-        return fig
+        lo, hi = self.ci()
+        score = self.score()
+        interval = f"{score:.3f}, 95% CI [{lo:.3f}, {hi:.3f}]"
+        if lo <= 0.0 <= hi:  # the interval cannot tell ICL from none: the title says so, not the point estimate
+            title = f"{self.title}: undecided (the interval includes 0)"
+        else:
+            title = f"{self.title}: {'loss falls' if score < 0 else 'loss rises'} later in the context"
+        n_rows = int(self.losses.shape[0])
+        return line_plot(range(len(c)), {"mean loss": c.tolist()}, xlabel=self.axis, ylabel="next-token loss (nats)",
+                         title=title, ax=ax, marks=[(self.early, f"early position {self.early}"),
+                                                    (self.late, f"late position {self.late}")],
+                         subtitle=self._subtitle(f"score = loss[{self.late}] - loss[{self.early}] = {interval} "
+                                                 f"(bootstrap over rows; negative = in-context learning)",
+                                                 f"n={n_rows} rows of {self.data}"))
 
 
 @checked

@@ -265,7 +265,7 @@ def collect_activations(
 
     A :class:`~tlens_icl.pairs.PromptPairBatch` gives its clean rows (condition ``"clean"``) followed by its
     corrupted rows (``"corrupted"``), labelled with the pair's task. A :class:`PromptBatch` is labelled
-    ``task`` (default ``"prompts"``) and ``condition`` (default ``""``). The shot count of each row is read
+    ``task`` (default: the batch's own task, else ``"prompts"``) and ``condition`` (default ``""``). The shot count of each row is read
     from its demonstration indices. Activations are float32 on the CPU.
 
     ``cache``: a TransformerLens ``ActivationCache`` you already have from
@@ -278,13 +278,13 @@ def collect_activations(
         if not isinstance(prompts, PromptBatch):
             raise TlensICLError("With cache=..., prompts must be the PromptBatch whose tokens produced the cache.")
         acts = _from_cache(model, cache, prompts, sites, layer_tuple, position)
-        return ActivationSet(**_row_labels(prompts, task or "prompts", condition or ""), layers=layer_tuple,
+        return ActivationSet(**_row_labels(prompts, task or prompts.task or "prompts", condition or ""), layers=layer_tuple,
                              position=position, info=run_info(model, sites=list(sites), source="ActivationCache"),
                              **acts)
     if isinstance(prompts, PromptPairBatch):
         parts = [(prompts.clean, task or prompts.task, "clean"), (prompts.corrupted, task or prompts.task, "corrupted")]
     elif isinstance(prompts, PromptBatch):
-        parts = [(prompts, task or "prompts", condition or "")]
+        parts = [(prompts, task or prompts.task or "prompts", condition or "")]
     else:
         raise TlensICLError(f"prompts must be a PromptBatch or PromptPairBatch, got {type(prompts).__name__}.")
     for batch, _, _ in parts:

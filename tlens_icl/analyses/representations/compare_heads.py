@@ -90,7 +90,8 @@ class HeadComparisonResult(Result):
                                 xlabel=self.causal_name, ylabel=self.representational_name,
                                 highlight_label=f"top {k} by either score",
                                 title=f"{self.causal_name} vs {self.representational_name} per head",
-                                subtitle=self._subtitle(f"Spearman rho {self.spearman:.2f} (p = {self.p:.2g}); top-{k} "
+                                subtitle=self._subtitle(f"Spearman rho {self.spearman:.2f} (p = {self.p:.2g}"
+                                                        f"{'' if self.p < 0.05 else ': no detectable relation'}); top-{k} "
                                                         f"overlap {self.overlap[self.ks.index(k)]} "
                                                         f"(chance {self.expected[self.ks.index(k)]:.2f})"))
 

@@ -202,7 +202,9 @@ class DecodabilityResult(Result):
         best = [f"{s} shots: {float(cd[i, at[i]]):.2f} at {_unit_name(self.units[int(at[i])])} "
                 f"(shuffled control {float(self.shuffled[i, at[i]]):.2f})"
                 for i, s in enumerate(self.n_shots)]
-        return (f"{self.title} of {self.model_name} ({self.site}, {self.k}-NN {self.metric}, leave-one-out, "
+        asked = self.info.get("k_requested")
+        capped = f" (k={asked} asked; capped at n - 1)" if isinstance(asked, int) and asked != self.k else ""
+        return (f"{self.title} of {self.model_name} ({self.site}, {self.k}-NN{capped} {self.metric}, leave-one-out, "
                 f"n={self.correct.shape[-1]} per shot count; chance {float(self.chance.mean()):.2f}): " + "; ".join(best))
 
     def plot(self, ax: Any = None) -> Any:
@@ -268,6 +270,12 @@ def concept_decodability(
     if n_rows < 2:
         raise TlensICLError(f"Leave-one-out kNN needs at least 2 prompts per shot count, got {n_rows}.")
     k_used = min(k, n_rows - 1)
+    if k_used < k:
+        import warnings
+
+        warnings.warn(f"concept_decodability(): k={k} neighbours asked, but each shot count has only {n_rows} prompts: "
+                      f"k={k_used} is used (every other prompt votes, so the vote nears the majority label). "
+                      "Use more prompts or a smaller k.", stacklevel=3)
     correct = torch.zeros(len(groups), len(units), n_rows)
     shuffled = torch.zeros(len(groups), len(units))
     chance = torch.zeros(len(groups))

@@ -150,24 +150,53 @@ def add_vector(
 
 @checked
 def generate_with_vector(
-    model: ModelLike, tokens: Int[Tensor, "batch pos"], vector: Any, *, layer: int | None = None,
-    coeff: float = 1.0, max_new_tokens: int = 10, site: ResidSite = "resid_post", **generate_kwargs: Any,
+    model: ModelLike, tokens: Int[Tensor, "batch pos"] | PromptBatch, vector: Any, *, layer: int | None = None,
+    coeff: float = 1.0, max_new_tokens: int = 10, site: ResidSite = "resid_post",
+    attention_mask: Int[Tensor, "batch pos"] | None = None, **generate_kwargs: Any,
 ) -> Int[Tensor, "batch pos_out"]:
     """``model.generate`` with ``coeff * vector`` added at the query and at every generated token.
 
-    ``tokens`` are unpadded prompts of equal length (the last token is the query position): a batch with
-    padding is refused (right padding would put the vector on a pad and generate after it). Works with
-    and without a KV cache: a full-sequence forward is edited from the query position on, a cached step
-    at all of its (new) positions. Returns the generated token ids (prompt included).
+    ``tokens``: prompts of equal length without padding (the last token is the query position), or a
+    right-padded batch: a :class:`~tlens_icl.prompts.PromptBatch` or token ids with ``attention_mask``. Rows
+    of one length are generated together (each row's vector goes on its own query and the tokens after it);
+    the output is then right-padded with the pad token, and row ``i``'s new tokens start at its prompt length
+    (``batch.query_pos[i] + 1``). A padded tensor without ``attention_mask`` is refused (the pads would be
+    read as the query). Works with and without a KV cache: a full-sequence forward is edited from the query
+    position on, a cached step at all of its (new) positions. Returns the token ids, prompt included.
     """
     layer = layer if layer is not None else getattr(vector, "layer", None)
     if layer is None:
         raise TlensICLError("generate_with_vector needs layer=... (the vector has no default layer).")
-    _check_unpadded(model, tokens)
+    if isinstance(tokens, PromptBatch):
+        tokens, attention_mask = tokens.tokens, tokens.attention_mask
+    if attention_mask is None:
+        _check_unpadded(model, tokens)
+        lengths = None
+    else:
+        lengths = _right_padded_lengths(tokens, attention_mask)
     v = _as_vector(vector)
     if v.shape[0] != model.cfg.d_model:
         raise TlensICLError(f"vector has {v.shape[0]} dims but the model's d_model is {model.cfg.d_model}.")
     name = resid_hook_name(site, check_layer(model, layer))
+    generate_kwargs.setdefault("verbose", False)
+    if lengths is None or len(set(lengths)) == 1:
+        rows = tokens if lengths is None else tokens[:, : lengths[0]]
+        return _generate_added(model, rows, v, name, coeff, max_new_tokens, generate_kwargs)
+    pad = getattr(getattr(model, "tokenizer", None), "pad_token_id", None)
+    parts = {}
+    for n in sorted(set(lengths)):  # one generate call per prompt length: no row ever sees a pad
+        idx = [i for i, m in enumerate(lengths) if m == n]
+        parts[n] = (idx, _generate_added(model, tokens[idx, :n], v, name, coeff, max_new_tokens, generate_kwargs))
+    width = max(out.shape[1] for _, out in parts.values())
+    result = torch.full((len(lengths), width), 0 if pad is None else int(pad), dtype=tokens.dtype)
+    for idx, out in parts.values():
+        result[idx, : out.shape[1]] = out.to(result.device, result.dtype)
+    return result
+
+
+def _generate_added(model: ModelLike, tokens: Tensor, v: Tensor, name: str, coeff: float, max_new_tokens: int,
+                    generate_kwargs: dict[str, Any]) -> Tensor:
+    """``model.generate`` on unpadded prompts of one length with ``coeff * v`` added from the query on."""
     prompt_len = tokens.shape[1]
 
     def hook(act: Tensor, hook: Any) -> Tensor:
@@ -176,9 +205,25 @@ def generate_with_vector(
         out[:, start:] = out[:, start:] + coeff * v.to(device=act.device, dtype=act.dtype)
         return out
 
-    generate_kwargs.setdefault("verbose", False)
     with checked_hooks(model, [(name, hook)]):
         return model.generate(tokens, max_new_tokens=max_new_tokens, **generate_kwargs)
+
+
+def _right_padded_lengths(tokens: Any, mask: Any) -> list[int]:
+    """Each row's prompt length from a right-padding ``mask`` (ones, then zeros), checked."""
+    if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.is_floating_point() or tokens.shape[1] == 0:
+        raise TlensICLError(f"tokens must be a non-empty [batch, pos] tensor of token ids, got "
+                            f"{type(tokens).__name__} {tuple(getattr(tokens, 'shape', ()))}.")
+    if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(tokens.shape):
+        raise TlensICLError(f"attention_mask must be a tensor of the tokens' shape {tuple(tokens.shape)}, got "
+                            f"{tuple(getattr(mask, 'shape', ()))}.")
+    m = mask.long().cpu()
+    lengths = m.sum(1).tolist()
+    for i, n in enumerate(lengths):
+        if n == 0 or bool(m[i, :n].eq(0).any()) or bool(m[i, n:].ne(0).any()):
+            raise TlensICLError(f"attention_mask row {i} is not right padding (ones, then zeros): "
+                                f"{m[i].tolist()[:12]}{'...' if m.shape[1] > 12 else ''}.")
+    return [int(n) for n in lengths]
 
 
 def _check_unpadded(model: ModelLike, tokens: Any) -> None:
@@ -196,7 +241,8 @@ def _check_unpadded(model: ModelLike, tokens: Any) -> None:
         side = "right" if bool(tokens[r, -1] == pad) else "left"
         raise TlensICLError(
             f"tokens row {r} holds the pad token ({side}-padded); generate_with_vector adds the vector at the last "
-            "position of each row, so pass prompts of equal length without padding (or one prompt per call).")
+            "position of each row, so pass the PromptBatch (or attention_mask= for right padding) to generate "
+            "padded rows, or prompts of equal length without padding.")
 
 
 # ---- capture and evaluation ---------------------------------------------------------------------
@@ -352,15 +398,12 @@ class LayerSweepResult(Result):
         ys = {f"{s} + vector": self.accuracy()[i].tolist() for i, s in enumerate(self.settings)}
         ci = {f"{s} + vector": (lo[i].tolist(), hi[i].tolist()) for i, s in enumerate(self.settings)}
         how = "residual after block replaced by the vector" if self.method == "task_vector" else "vector added after block"
-        fig = line_plot(self.layers, ys, xlabel=f"injection layer ({how})", ylabel="top-1 accuracy",
-                        title=f"{self.method.replace('_', ' ').capitalize()} injected at each layer: {self.task}",
-                        subtitle=self._subtitle(f"n={n} held-out queries per setting"), ax=ax, ci=ci,
-                        ylim=(-0.02, 1.02))
-        ax = fig.axes[0] if ax is None else ax
-        for i, s in enumerate(self.settings):
-            ax.axhline(float(self.baseline_accuracy()[i]), ls="--", lw=1.1, c=f"C{i}", label=f"{s}, no vector")
-        ax.legend(fontsize=7.5, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        return fig
+        refs = [(float(self.baseline_accuracy()[i]), f"{s}, no vector", {"ls": "--", "lw": 1.1, "color": f"C{i}"})
+                for i, s in enumerate(self.settings)]
+        return line_plot(self.layers, ys, xlabel=f"injection layer ({how})", ylabel="top-1 accuracy", refs=refs,
+                         title=f"{self.method.replace('_', ' ').capitalize()} injected at each layer: {self.task}",
+                         subtitle=self._subtitle(f"n={n} held-out queries per setting"), ax=ax, ci=ci,
+                         ylim=(-0.02, 1.02))
 
 
 def sweep_layers(

@@ -138,13 +138,35 @@ class ComparisonResult(Result):
         """Selection accuracy vs injection layer for the swept methods (mean over tasks, train queries)."""
         from tlens_icl.viz.plots import line_plot
 
+        from collections import Counter
+
+        from tlens_icl.viz.plots import _legend
+
         acc = self.layer_accuracy.nanmean(1)
         ys = {s: acc[i].tolist() for i, s in enumerate(SWEPT) if not bool(acc[i].isnan().all())}
-        return line_plot(range(acc.shape[-1]), ys, xlabel="injection layer (after block)",
-                         ylabel="accuracy on train queries", ax=ax, ylim=(-0.02, 1.02),
-                         title="Layer selection for the swept methods (mean over tasks)",
-                         subtitle=self._subtitle(f"n={self.info.get('n_fit', '?')} zero-shot prompts of train queries "
-                                                 "per task (at most); the best layer is used on test"))
+        fig = line_plot(range(acc.shape[-1]), ys, xlabel="injection layer (after block)",
+                        ylabel="accuracy on train queries", ax=ax, ylim=(-0.02, 1.02),
+                        title="Layer selection for the swept methods (mean over tasks)",
+                        subtitle=self._subtitle(f"n={self.info.get('n_fit', '?')} zero-shot prompts of train queries "
+                                                "per task (at most); each task uses its best layer on test (stars: "
+                                                "the layers chosen, with the number of tasks that chose each)"))
+        a = fig.axes[0] if ax is None else ax
+        handles, labels = a.get_legend_handles_labels()
+        for method in SWEPT:
+            if method not in ys:
+                continue
+            picked = Counter(int(c[method]["layer"]) for c in self.chosen.values()
+                             if isinstance(c.get(method), dict) and c[method].get("layer") is not None)
+            for layer, count in sorted(picked.items()):
+                a.plot([layer], [ys[method][layer]], marker="*", ms=12, color=f"C{list(ys).index(method)}", mec="white",
+                       mew=0.6, ls="", zorder=4)
+                if len(self.tasks) > 1:
+                    a.annotate(f"{count}", (layer, ys[method][layer]), xytext=(0, 7), textcoords="offset points",
+                               ha="center", fontsize=7, color=f"C{list(ys).index(method)}")
+        (star,) = a.plot([], [], marker="*", ms=10, color="0.3", ls="")
+        _legend(a, len(handles) + 1, handles=[*handles, star],
+                labels=[*labels, "layer chosen for a task" + (" (n tasks)" if len(self.tasks) > 1 else "")])
+        return fig
 
     def figures(self, **plot_kwargs: Any) -> dict[str, Any]:
         return {"all": self.plot(filtered=False), "icl_correct": self.plot(filtered=True), "layers": self.plot_layers()}

@@ -161,28 +161,34 @@ def function_vector_from_heads(
 @checked
 def function_vector(
     model: ModelLike, mediation: Any, *, task: str | None = None, k: int = 10, include_bias: bool = False,
+    heads_by: str = "task",
 ) -> FunctionVector:
     """The function vector of ``task`` from a causal-mediation result (top-``k`` heads by mean AIE).
 
     ``mediation`` is an ``IndirectEffectResult``: its ``mean_z[task]`` (mean ``hook_z`` at the query over
-    clean prompts) is projected through the top-``k`` heads' ``W_O`` slices. ``task=None`` uses the first
-    task's means and the heads ranked by the effect averaged over all tasks.
+    clean prompts) is projected through the top-``k`` heads' ``W_O`` slices. ``heads_by="task"`` ranks the heads
+    by ``task``'s own AIE; ``heads_by="mean"`` by the AIE averaged over all of the mediation's tasks (Todd et
+    al.'s universal head set A: steadier when each task has few corrupted prompts). ``task=None`` uses the
+    first task's means and the averaged ranking.
     """
     require_eval_mode(model, "function_vector")
     if not (hasattr(mediation, "top_heads") and isinstance(getattr(mediation, "mean_z", None), Tensor)):
         raise TlensICLError(f"function_vector(): mediation must be an IndirectEffectResult (tlens_icl.indirect_effect), "
                             f"got {type(mediation).__name__}.")
     require_same_model(model, mediation, "the mediation result", where="function_vector(): ")
+    if heads_by not in ("task", "mean"):
+        raise TlensICLError(f"function_vector(): heads_by must be 'task' or 'mean', got {heads_by!r}.")
     names = list(mediation.tasks)
     if task is not None and task not in names:
         raise TlensICLError(f"The mediation result has no task {task!r}; it has {names}.")
     t = names.index(task) if task is not None else 0
-    heads = mediation.top_heads(k, task=task)
+    heads = mediation.top_heads(k, task=task if heads_by == "task" else None)
     if len(heads) < k:
         raise TlensICLError(f"function_vector(): k={k} heads requested, but the mediation result measured only "
                             f"{len(heads)} (it was run with heads=...); pass k <= {len(heads)}.")
     return function_vector_from_heads(model, mediation.mean_z[t], heads, task=task or names[0],
                                       include_bias=include_bias, k=k, heads_from="indirect_effect",
+                                      heads_by=heads_by if task is not None else "mean",
                                       corruption=getattr(mediation, "corruption", None),
                                       mediation_info=getattr(mediation, "info", None))
 

@@ -98,15 +98,11 @@ class TaskVector(VectorOps, InjectionLayer, Result):
         """The norm of the task vector at each layer (the chosen layer marked)."""
         from tlens_icl.viz.plots import line_plot
 
-        fig = line_plot(range(self.vectors.shape[0]), {"|task vector|": self.vectors.norm(dim=-1).tolist()},
-                        xlabel="layer (residual after block)", ylabel="L2 norm", ax=ax,
-                        title=f"Task vector norm per layer: {self.task}",
-                        subtitle=self._subtitle(f"{self.n_shots}-shot prompts, n={self.info.get('n', '?')}"))
-        if self.layer is not None:
-            ax = fig.axes[0] if ax is None else ax
-            ax.axvline(self.layer, color="C1", ls=":", lw=1.2, label=f"chosen layer {self.layer}")
-            ax.legend(fontsize=7.5, frameon=False)
-        return fig
+        marks = [] if self.layer is None else [(self.layer, f"chosen layer {self.layer}")]
+        return line_plot(range(self.vectors.shape[0]), {"|task vector|": self.vectors.norm(dim=-1).tolist()},
+                         xlabel="layer (residual after block)", ylabel="L2 norm", ax=ax, marks=marks,
+                         title=f"Task vector norm per layer: {self.task}",
+                         subtitle=self._subtitle(f"{self.n_shots}-shot prompts, n={self.info.get('n', '?')}"))
 
 
 @checked
