@@ -120,6 +120,39 @@ def test_the_summary_is_computed_from_the_stored_results(tiny_study):
     assert (table["icl-tiny"] == table["again"]).all()
 
 
+def test_an_unfinished_study_is_summarized_only_where_its_steps_finished(tiny_study, tmp_path):
+    import json
+    import shutil
+
+    _, out, _ = tiny_study
+    part = tmp_path / "part"
+    shutil.copytree(out, part)
+    doc = json.loads((part / "study.json").read_text())
+    del doc["complete"]
+    (part / "study.json").write_text(json.dumps(doc))
+    for step in ["ablation", "rsa", *[p.name for p in part.glob("tv_test/*")]]:
+        shutil.rmtree(part / step if (part / step).exists() else part / "tv_test" / step)
+    with pytest.raises(ti.TlensICLError, match="partial=True"):
+        S.study_summary(part)
+    full, s = S.study_summary(out), S.study_summary(part, partial=True)
+    assert not s["complete"] and set(s["missing"]) == {"ablation", "rsa", "tv", *full["missing"]}
+    assert s["icl"] == full["icl"] and s["fv"] == full["fv"] and s["cd"] == full["cd"]
+    table = S.cross_model_table([full, {**s, "label": "part"}])
+    by = dict(zip(table["finding"], table["part"]))
+    tv_rows = [f.claim for f in S.FINDINGS if "TV" in f.claim]
+    assert tv_rows and all(by[c].startswith("not run") for c in tv_rows)
+    assert not any(by[c].startswith("not run") for c in by if "rises with shots" in c and "ICL" in c)
+    agree = dict(zip(table["finding"], table["agrees?"]))
+    assert all("part" not in agree[c] and "(all)" not in agree[c] for c in tv_rows)  # its verdict is left out
+    figs = S.cross_model_figures([full, {**s, "label": "part"}])
+    labels = {name: [ax.get_title() for ax in fig.axes] + [t.get_text() for ax in fig.axes
+                                                            for t in (ax.get_legend().get_texts() if ax.get_legend() else [])]
+              for name, fig in figs.items()}
+    assert "part" in [t.get_text() for t in figs["head_depths"].axes[0].get_xticklabels()]  # there it is shown
+    assert set(figs) == {"head_depths", "ablation", "fv_lift", "layers", "shots"}
+    assert not any("part" in t for t in labels["layers"] + labels["ablation"])  # no TV, no ablation: left out there
+
+
 def test_paired_bootstrap_and_interval_rules():
     a = torch.tensor([[1.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 1.0]])
     b = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
@@ -131,8 +164,10 @@ def test_paired_bootstrap_and_interval_rules():
     assert SM._mean(nan)[0] == pytest.approx((2 / 3 + 3 / 4) / 2)
     assert SM._sign((0.1, 0.01, 0.2)) == 1 and SM._sign((0.1, -0.01, 0.2)) == 0 and SM._sign((-0.1, -0.2, -0.05)) == -1
     assert SM._separates((0.8, 0.7, 0.9), (0.2, 0.1, 0.69)) == 1 and SM._separates((0.8, 0.7, 0.9), (0.2, 0.1, 0.7)) == 0
-    assert SM._combine({"A": "yes", "B": "yes"}) == "yes (all)"
-    assert SM._combine({"A": "yes", "B": "no", "C": "yes"}) == "no: B; yes: A, C"
+    assert SM._combine({"A": "yes", "B": "yes"}, 2) == "yes (all)"
+    assert SM._combine({"A": "yes", "B": "yes"}, 3) == "yes"  # a third model has not run this step
+    assert SM._combine({"A": "yes", "B": "no", "C": "yes"}, 3) == "no: B; yes: A, C"
+    assert SM._combine({}, 2) == "not run"
 
 
 def test_first_argmax_breaks_near_ties_by_the_lowest_index():
@@ -175,7 +210,7 @@ def test_readme_study_table_matches_stored_results():
         pytest.skip("no stored studies yet")
     order = [f.parent for f in folders]
     order.sort(key=lambda p: list(SM.LABELS).index(p.name) if p.name in SM.LABELS else 99)
-    expected = S.table_markdown(S.cross_model_table([S.study_summary(f) for f in order]))
+    expected = S.table_markdown(S.cross_model_table([S.study_summary(f, partial=True) for f in order]))
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     m = re.search(r"<!-- study-table:start -->\n(.*?)\n<!-- study-table:end -->", readme, re.S)
     assert m, "the README has no study table between its markers"

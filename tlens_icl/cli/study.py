@@ -34,6 +34,8 @@ def add_cli(subparsers: Any) -> None:
                                "cross-model table in markdown; with --out also writes the cross-model figures as PNG.")
     p.add_argument("folders", metavar="DIR", nargs="+", help="study folders, smallest model first")
     p.add_argument("--out", metavar="DIR", default=None, help="write table.md, table.csv and the figures here")
+    p.add_argument("--partial", action="store_true",
+                   help="include unfinished studies: their finished steps, 'not run' for the others")
     p.set_defaults(func=_cmd_table)
 
 
@@ -71,7 +73,7 @@ def _cmd_table(args: argparse.Namespace) -> int:
         table_markdown,
     )
 
-    summaries = [study_summary(f) for f in args.folders]
+    summaries = [study_summary(f, partial=args.partial) for f in args.folders]
     table = cross_model_table(summaries)
     text = table_markdown(table)
     print(text)

@@ -65,14 +65,24 @@ def _heads(ranked: Sequence[Any], values: Tensor, n_layers: int) -> list[dict[st
              "depth": round(_depth(h.layer, n_layers), 4)} for h in ranked]
 
 
-def study_summary(study: str | Path | Mapping[str, Any]) -> dict[str, Any]:
-    """The headline numbers of one stored study (a folder, or :func:`~tlens_icl.study.load_study`'s dict)."""
+def study_summary(study: str | Path | Mapping[str, Any], *, partial: bool = False) -> dict[str, Any]:
+    """The headline numbers of one stored study (a folder, or :func:`~tlens_icl.study.load_study`'s dict).
+
+    An unfinished study raises unless ``partial=True``: then only the sections whose steps have finished are
+    summarized (``"complete"`` is False, ``"missing"`` names the others) and the cross-model table shows
+    "not run" for the rest.
+    """
     from scipy.stats import hypergeom, mannwhitneyu
 
     r = load_study(study) if isinstance(study, (str, Path)) else study
     doc = r["study"]
-    if not doc.get("complete"):
-        raise TlensICLError("This study has not finished (study.json has no 'complete'); run it again to resume.")
+    if not doc.get("complete") and not partial:
+        raise TlensICLError("This study has not finished (study.json has no 'complete'); run it again to resume, or "
+                            "pass partial=True to summarize the steps it has finished.")
+
+    def have(*steps: str) -> bool:
+        return all(step in r for step in steps)
+
     ident = doc["identity"]
     S = StudySizes.from_json(ident["sizes"])
     L, H = int(ident["n_layers"]), int(ident["n_heads"])
@@ -80,91 +90,99 @@ def study_summary(study: str | Path | Mapping[str, Any]) -> dict[str, Any]:
                            "n_heads": H, "size_name": ident["size_name"], "sizes": ident["sizes"], "seed": ident["seed"],
                            "model_source": ident.get("model_source"), "machine": doc.get("machine"),
                            "seconds": round(sum(doc.get("seconds", {}).values()), 1), "tlens_icl": doc.get("tlens_icl"),
-                           "warnings": sum(len(v) for v in doc.get("warnings", {}).values())}
+                           "warnings": sum(len(v) for v in doc.get("warnings", {}).values()),
+                           "complete": bool(doc.get("complete"))}
 
-    acc = r["accuracy"]
-    icl = [_mean(acc.correct[:, j]) for j in range(len(acc.n_shots))]
-    out["icl"] = {"shots": list(acc.n_shots), "mean": [x[0] for x in icl], "lo": [x[1] for x in icl],
-                  "hi": [x[2] for x in icl], "n": int(acc.correct.shape[-1]), "tasks": list(acc.tasks),
-                  "per_task": {t: acc.correct[i].mean(-1).tolist() for i, t in enumerate(acc.tasks)}}
+    if have("accuracy"):
+        acc = r["accuracy"]
+        icl = [_mean(acc.correct[:, j]) for j in range(len(acc.n_shots))]
+        out["icl"] = {"shots": list(acc.n_shots), "mean": [x[0] for x in icl], "lo": [x[1] for x in icl],
+                      "hi": [x[2] for x in icl], "n": int(acc.correct.shape[-1]), "tasks": list(acc.tasks),
+                      "per_task": {t: acc.correct[i].mean(-1).tolist() for i, t in enumerate(acc.tasks)}}
 
-    med = r["mediation"]
-    aie, (alo, ahi) = med.mean(), med.ci()
-    top = med.top_heads(S.k)
-    pos = aie.clamp(min=0)
-    fv_heads = _heads(top, aie, L)
-    for h, hl in zip(fv_heads, top):
-        h["lo"], h["hi"] = float(alo[hl.layer, hl.head]), float(ahi[hl.layer, hl.head])
-    out["aie"] = {"top": fv_heads, "ratio_1_2": fv_heads[0]["value"] / fv_heads[1]["value"] if fv_heads[1]["value"] > 0
-                  else math.inf, "top_share": float(pos.flatten().sort(descending=True).values[:S.k].sum() / pos.sum()),
-                  "clean_prob": float(med.clean_metric.nanmean()), "corrupted_prob": float(med.corrupted_metric.nanmean()),
-                  "n_mean": S.n_mean, "n_corrupted": S.n_corrupted, "tasks": list(med.tasks), "n_shots": med.n_shots,
-                  "per_task_top": {t: [f"L{h.layer}H{h.head}" for h in med.top_heads(3, task=t)] for t in med.tasks}}
-    hs = r["head_scores"]
-    ind = hs.mean("induction")
-    ind_top = hs.top_heads(S.k, "induction")
-    prev_top = hs.top_heads(S.k, "previous_token")
-    out["induction"] = {"top": _heads(ind_top, ind, L), "prev_top": _heads(prev_top, hs.mean("previous_token"), L),
-                        "n_seqs": int(hs.scores.shape[-1])}
-    d_fv = [h["depth"] for h in fv_heads]
-    d_ind = [h["depth"] for h in out["induction"]["top"]]
-    n_total = L * H
-    shared = sorted({h["head"] for h in fv_heads} & {h["head"] for h in out["induction"]["top"]})
-    out["depth"] = {"fv_mean": float(np.mean(d_fv)), "fv_min": min(d_fv), "fv_max": max(d_fv),
-                    "induction_mean": float(np.mean(d_ind)), "induction_min": min(d_ind), "induction_max": max(d_ind),
-                    "mannwhitney_p": float(mannwhitneyu(d_ind, d_fv, alternative="two-sided").pvalue),
-                    "shared": shared, "shared_expected": S.k * S.k / n_total,
-                    "shared_p": float(hypergeom.sf(len(shared) - 1, n_total, S.k, S.k))}
+    if have("mediation"):
+        med = r["mediation"]
+        aie, (alo, ahi) = med.mean(), med.ci()
+        top = med.top_heads(S.k)
+        pos = aie.clamp(min=0)
+        fv_heads = _heads(top, aie, L)
+        for h, hl in zip(fv_heads, top):
+            h["lo"], h["hi"] = float(alo[hl.layer, hl.head]), float(ahi[hl.layer, hl.head])
+        out["aie"] = {"top": fv_heads, "ratio_1_2": fv_heads[0]["value"] / fv_heads[1]["value"] if fv_heads[1]["value"] > 0
+                      else math.inf, "top_share": float(pos.flatten().sort(descending=True).values[:S.k].sum() / pos.sum()),
+                      "clean_prob": float(med.clean_metric.nanmean()), "corrupted_prob": float(med.corrupted_metric.nanmean()),
+                      "n_mean": S.n_mean, "n_corrupted": S.n_corrupted, "tasks": list(med.tasks), "n_shots": med.n_shots,
+                      "per_task_top": {t: [f"L{h.layer}H{h.head}" for h in med.top_heads(3, task=t)] for t in med.tasks}}
+    if have("head_scores", "mediation"):
+        hs = r["head_scores"]
+        ind = hs.mean("induction")
+        ind_top = hs.top_heads(S.k, "induction")
+        prev_top = hs.top_heads(S.k, "previous_token")
+        out["induction"] = {"top": _heads(ind_top, ind, L), "prev_top": _heads(prev_top, hs.mean("previous_token"), L),
+                            "n_seqs": int(hs.scores.shape[-1])}
+        d_fv = [h["depth"] for h in fv_heads]
+        d_ind = [h["depth"] for h in out["induction"]["top"]]
+        n_total = L * H
+        shared = sorted({h["head"] for h in fv_heads} & {h["head"] for h in out["induction"]["top"]})
+        out["depth"] = {"fv_mean": float(np.mean(d_fv)), "fv_min": min(d_fv), "fv_max": max(d_fv),
+                        "induction_mean": float(np.mean(d_ind)), "induction_min": min(d_ind), "induction_max": max(d_ind),
+                        "mannwhitney_p": float(mannwhitneyu(d_ind, d_fv, alternative="two-sided").pvalue),
+                        "shared": shared, "shared_expected": S.k * S.k / n_total,
+                        "shared_p": float(hypergeom.sf(len(shared) - 1, n_total, S.k, S.k))}
 
-    layers = list(r[f"fv_val/{S.fv_tasks[0]}"].layers)
-    val = torch.stack([r[f"fv_val/{t}"].accuracy() for t in S.fv_tasks]).mean(0)  # [setting, layer]
-    fv_layer = int(doc["fv_layer"])
-    settings = list(r[f"fv_test/{S.fv_tasks[0]}"].settings)
-    fv: dict[str, Any] = {"layer": fv_layer, "depth": _depth(fv_layer, L), "layers": layers, "settings": settings,
-                          "val_curve": val.tolist(), "n_val": S.n_val, "n_test": S.n_test}
-    for i, s in enumerate(settings):
-        with_fv = torch.stack([r[f"fv_test/{t}"].correct[i, 0] for t in S.fv_tasks])
-        without = torch.stack([r[f"fv_test/{t}"].baseline_correct[i] for t in S.fv_tasks])
-        fv[s] = {"without": _mean(without), "with": _mean(with_fv), "lift": _diff(with_fv, without),
-                 "per_task": {t: (float(without[j].mean()), float(with_fv[j].mean())) for j, t in enumerate(S.fv_tasks)}}
-    out["fv"] = fv
+    if have(*[f"fv_{k}/{t}" for k in ("val", "test") for t in S.fv_tasks]) and "fv_layer" in doc:
+        layers = list(r[f"fv_val/{S.fv_tasks[0]}"].layers)
+        val = torch.stack([r[f"fv_val/{t}"].accuracy() for t in S.fv_tasks]).mean(0)  # [setting, layer]
+        fv_layer = int(doc["fv_layer"])
+        settings = list(r[f"fv_test/{S.fv_tasks[0]}"].settings)
+        fv: dict[str, Any] = {"layer": fv_layer, "depth": _depth(fv_layer, L), "layers": layers, "settings": settings,
+                              "val_curve": val.tolist(), "n_val": S.n_val, "n_test": S.n_test}
+        for i, s in enumerate(settings):
+            with_fv = torch.stack([r[f"fv_test/{t}"].correct[i, 0] for t in S.fv_tasks])
+            without = torch.stack([r[f"fv_test/{t}"].baseline_correct[i] for t in S.fv_tasks])
+            fv[s] = {"without": _mean(without), "with": _mean(with_fv), "lift": _diff(with_fv, without),
+                     "per_task": {t: (float(without[j].mean()), float(with_fv[j].mean())) for j, t in enumerate(S.fv_tasks)}}
+        out["fv"] = fv
 
-    tv_val = torch.stack([r[f"tv_val/{t}"].accuracy()[0] for t in S.fv_tasks]).mean(0)
-    tv_layer = int(doc["tv_layer"])
-    tv_acc = torch.stack([r[f"tv_test/{t}"].correct[0, 0] for t in S.fv_tasks])
-    zero = torch.stack([r[f"tv_test/{t}"].baseline_correct[0] for t in S.fv_tasks])
-    ticl = r["tv_icl"]
-    icl5 = ticl.correct[:, list(ticl.n_shots).index(S.tv_shots)]
-    out["tv"] = {"layer": tv_layer, "depth": _depth(tv_layer, L), "val_curve": tv_val.tolist(), "zero_shot": _mean(zero),
-                 "tv": _mean(tv_acc), "icl": _mean(icl5), "ratio": _boot(lambda a, b: a / b if b > 0 else math.nan,
-                                                                          tv_acc, icl5),
-                 "shots": S.tv_shots, "n_test": S.n_test}
+    if have(*[f"tv_{k}/{t}" for k in ("val", "test") for t in S.fv_tasks], "tv_icl") and "tv_layer" in doc:
+        tv_val = torch.stack([r[f"tv_val/{t}"].accuracy()[0] for t in S.fv_tasks]).mean(0)
+        tv_layer = int(doc["tv_layer"])
+        tv_acc = torch.stack([r[f"tv_test/{t}"].correct[0, 0] for t in S.fv_tasks])
+        zero = torch.stack([r[f"tv_test/{t}"].baseline_correct[0] for t in S.fv_tasks])
+        ticl = r["tv_icl"]
+        icl5 = ticl.correct[:, list(ticl.n_shots).index(S.tv_shots)]
+        out["tv"] = {"layer": tv_layer, "depth": _depth(tv_layer, L), "val_curve": tv_val.tolist(), "zero_shot": _mean(zero),
+                     "tv": _mean(tv_acc), "icl": _mean(icl5), "ratio": _boot(lambda a, b: a / b if b > 0 else math.nan,
+                                                                              tv_acc, icl5),
+                     "shots": S.tv_shots, "n_test": S.n_test}
 
-    cd = r["decodability"]
-    sc, (clo, chi) = cd.scores(), cd.ci()
-    peaks = []
-    for j, s in enumerate(cd.n_shots):
-        u = first_argmax(sc[j])
-        peaks.append({"shots": s, "layer": int(cd.units[u][0]), "cd": float(sc[j, u]), "lo": float(clo[j, u]),
-                      "hi": float(chi[j, u]), "shuffled": float(cd.shuffled[j].mean()), "chance": float(cd.chance[j])})
-    corr = cd.correlate(acc)
-    b = first_argmax(torch.tensor(corr["r"].values).nan_to_num(-2.0))
-    out["cd"] = {"peaks": peaks, "curves": sc.tolist(), "shuffled": cd.shuffled.tolist(), "n_shots": list(cd.n_shots),
-                 "n": int(cd.correct.shape[-1]) // len(S.cd_tasks), "tasks": list(S.cd_tasks),
-                 "corr_layer": int(corr["layer"].iloc[b]), "corr_r": float(corr["r"].iloc[b]),
-                 "corr_p": float(corr["p"].iloc[b]), "corr_p_bonferroni": min(1.0, float(corr["p"].iloc[b]) * len(corr)),
-                 "corr_cells": int(corr["n_cells"].iloc[b])}
+    if have("decodability", "accuracy"):
+        cd = r["decodability"]
+        sc, (clo, chi) = cd.scores(), cd.ci()
+        peaks = []
+        for j, s in enumerate(cd.n_shots):
+            u = first_argmax(sc[j])
+            peaks.append({"shots": s, "layer": int(cd.units[u][0]), "cd": float(sc[j, u]), "lo": float(clo[j, u]),
+                          "hi": float(chi[j, u]), "shuffled": float(cd.shuffled[j].mean()), "chance": float(cd.chance[j])})
+        corr = cd.correlate(acc)
+        b = first_argmax(torch.tensor(corr["r"].values).nan_to_num(-2.0))
+        out["cd"] = {"peaks": peaks, "curves": sc.tolist(), "shuffled": cd.shuffled.tolist(), "n_shots": list(cd.n_shots),
+                     "n": int(cd.correct.shape[-1]) // len(S.cd_tasks), "tasks": list(S.cd_tasks),
+                     "corr_layer": int(corr["layer"].iloc[b]), "corr_r": float(corr["r"].iloc[b]),
+                     "corr_p": float(corr["p"].iloc[b]), "corr_p_bonferroni": min(1.0, float(corr["p"].iloc[b]) * len(corr)),
+                     "corr_cells": int(corr["n_cells"].iloc[b])}
 
-    rs = r["rsa"]
-    k = list(rs.hypotheses).index("task")
-    rsa_peaks = []
-    for j, s in enumerate(rs.n_shots):
-        u = first_argmax(rs.rho[j, k])
-        rsa_peaks.append({"shots": s, "layer": int(rs.units[u][0]), "rho": float(rs.rho[j, k, u]),
-                          "p": float(rs.p[j, k, u])})
-    out["rsa"] = {"peaks": rsa_peaks, "curves": rs.rho[:, k].tolist(), "n_shots": list(rs.n_shots)}
+    if have("rsa"):
+        rs = r["rsa"]
+        k = list(rs.hypotheses).index("task")
+        rsa_peaks = []
+        for j, s in enumerate(rs.n_shots):
+            u = first_argmax(rs.rho[j, k])
+            rsa_peaks.append({"shots": s, "layer": int(rs.units[u][0]), "rho": float(rs.rho[j, k, u]),
+                              "p": float(rs.p[j, k, u])})
+        out["rsa"] = {"peaks": rsa_peaks, "curves": rs.rho[:, k].tolist(), "n_shots": list(rs.n_shots)}
 
-    if "attention" in r:
+    if have("attention", "attention_accuracy", "mediation"):
         ar, aacc = r["attention"], r["attention_accuracy"]
         before, after = ar.condition_names[0], ar.condition_names[-1]
         pb = ar.per_prompt(before, per_token=True).flatten(1).nanmean(1)
@@ -178,16 +196,18 @@ def study_summary(study: str | Path | Mapping[str, Any]) -> dict[str, Any]:
                             "accuracy": [_mean(aacc.correct[:, j]) for j in range(len(aacc.n_shots))],
                             "accuracy_shots": list(aacc.n_shots)}
 
-    ab = r["ablation"]
-    abl: dict[str, Any] = {"ks": list(ab.ks), "fractions": [0.0, *S.ablation_ks], "methods": list(ab.methods),
-                           "n": int(ab.correct.shape[-1]), "tasks": len(ab.tasks), "n_shots": ab.n_shots}
-    for m in ab.methods:
-        mean, lo, hi, _ = ab.accuracy(m)
-        abl[m] = {"mean": mean.tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
-    fi, ii = ab.methods.index("FV"), ab.methods.index("induction")
-    abl["fv_minus_induction"] = [_diff(ab.correct[fi, j, 0], ab.correct[ii, j, 0]) for j in range(len(ab.ks))]
-    abl["zero_shot"] = fv["zero_shot"]["without"] if "zero_shot" in fv else None
-    out["ablation"] = abl
+    if have("ablation"):
+        ab = r["ablation"]
+        abl: dict[str, Any] = {"ks": list(ab.ks), "fractions": [0.0, *S.ablation_ks], "methods": list(ab.methods),
+                               "n": int(ab.correct.shape[-1]), "tasks": len(ab.tasks), "n_shots": ab.n_shots}
+        for m in ab.methods:
+            mean, lo, hi, _ = ab.accuracy(m)
+            abl[m] = {"mean": mean.tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
+        fi, ii = ab.methods.index("FV"), ab.methods.index("induction")
+        abl["fv_minus_induction"] = [_diff(ab.correct[fi, j, 0], ab.correct[ii, j, 0]) for j in range(len(ab.ks))]
+        abl["zero_shot"] = out["fv"]["zero_shot"]["without"] if "zero_shot" in out.get("fv", {}) else None
+        out["ablation"] = abl
+    out["missing"] = [k for k in ("icl", "aie", "induction", "fv", "tv", "cd", "rsa", "attention", "ablation") if k not in out]
     return out
 
 
@@ -440,15 +460,20 @@ FINDINGS: tuple[Finding, ...] = (
 )
 
 
-def _combine(verdicts: Mapping[str, str]) -> str:
+def _combine(verdicts: Mapping[str, str], n_models: int) -> str:
     kinds = sorted(set(verdicts.values()))
+    if not kinds:
+        return "not run"
     if len(kinds) == 1:
-        return kinds[0] + (" (all)" if len(verdicts) > 1 else "")
+        return kinds[0] + (" (all)" if len(verdicts) > 1 and len(verdicts) == n_models else "")
     return "; ".join(f"{v}: {', '.join(m for m, x in verdicts.items() if x == v)}" for v in kinds)
 
 
 def cross_model_table(summaries: Sequence[dict[str, Any]]) -> Any:
-    """One row per :data:`FINDINGS` entry: the paper, each model's numbers, and the verdicts (a DataFrame)."""
+    """One row per :data:`FINDINGS` entry: the paper, each model's numbers, and the verdicts (a DataFrame).
+
+    A partial summary (``study_summary(..., partial=True)``) shows "not run" where its steps are missing; its
+    verdict is then left out of the row's ``agrees?``."""
     import pandas as pd
 
     rows = []
@@ -456,9 +481,13 @@ def cross_model_table(summaries: Sequence[dict[str, Any]]) -> Any:
         row = {"finding": f.claim, "paper": f.paper}
         verdicts = {}
         for s in summaries:
-            row[s["label"]] = f.cell(s)
-            verdicts[s["label"]] = f.verdict(s)
-        row["agrees?"] = _combine(verdicts)
+            try:
+                row[s["label"]], verdicts[s["label"]] = f.cell(s), f.verdict(s)
+            except KeyError:  # a section an unfinished study does not have (a finished one always has them all)
+                if s.get("complete", True):
+                    raise
+                row[s["label"]] = "not run (the study has not finished this step)"
+        row["agrees?"] = _combine(verdicts, len(summaries))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -474,50 +503,68 @@ def table_markdown(df: Any) -> str:
 
 def cross_model_figures(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The cross-model figures from study summaries (smallest model first): ``head_depths``, ``ablation``,
-    ``fv_lift``, ``layers`` and ``shots`` (matplotlib figures)."""
+    ``fv_lift``, ``layers`` and ``shots`` (matplotlib figures). A partial summary appears only in the figures
+    whose steps it has finished (a figure no summary can fill is left out)."""
     from tlens_icl.viz import study as V
 
-    sizes = "; ".join(f"{s['label']}: {s['size_name']} sizes" for s in summaries)
-    first = summaries[0]
-    k, n_fv, n_icl, n_cd = (len(first["aie"]["top"]), len(first["aie"]["tasks"]), len(first["icl"]["tasks"]),
-                            len(first["cd"]["tasks"]))
-    figs = {"head_depths": V.head_depths(
-        {s["label"]: [h["depth"] for h in s["aie"]["top"]] for s in summaries},
-        {s["label"]: [h["depth"] for h in s["induction"]["top"]] for s in summaries}, k=k,
-        subtitle=f"FV heads: top-{k} by AIE (Todd et al.'s scan, {n_fv} tasks); induction heads: top-{k} by induction "
-                 f"score on repeated random tokens. {sizes}")}
-    figs["ablation"] = V.ablation_panels(
-        {s["label"]: {m: list(zip(s["ablation"][m]["mean"], s["ablation"][m]["lo"], s["ablation"][m]["hi"]))
-                      for m in s["ablation"]["methods"]} for s in summaries},
-        summaries[0]["ablation"]["fractions"], {s["label"]: s["ablation"]["zero_shot"] for s in summaries},
-        subtitle=f"heads mean-ablated at the query, excluding the other ranking's top 2 %; "
-                 f"{first['ablation']['n_shots']}-shot, {n_fv} tasks; n per task: "
-                 + ", ".join(f"{s['label']} {s['ablation']['n']}" for s in summaries))
-    figs["fv_lift"] = V.lift_bars(
-        {s["label"]: {st: (s["fv"][st]["without"], s["fv"][st]["with"]) for st in s["fv"]["settings"]}
-         for s in summaries},
-        subtitle=f"FV of the top-{k} heads at the layer chosen on validation items; mean over {n_fv} tasks of "
-                 "held-out test items; n per task: " + ", ".join(f"{s['label']} {s['fv']['n_test']}" for s in summaries))
-    figs["layers"] = V.layer_curves(
-        {s["label"]: {"function vector": [sum(c) / len(c) for c in zip(*s["fv"]["val_curve"])],
-                      "task vector": s["tv"]["val_curve"]} for s in summaries},
-        {s["label"]: {"function vector": s["fv"]["layer"], "task vector": s["tv"]["layer"]} for s in summaries},
-        {s["label"]: s["n_layers"] for s in summaries}, refs={"function vector": 9 / 27, "task vector": 13 / 27},
-        subtitle=f"mean over {n_fv} tasks (FV: zero-shot and shuffled-label prompts); papers: Todd et al. GPT-J layer 9/28, "
-                 "Hendel et al. GPT-J layer 13/28")
-    shots = summaries[0]["icl"]["shots"]
-    figs["shots"] = V.shot_curves(
-        {"ICL accuracy": {s["label"]: list(zip(s["icl"]["mean"], s["icl"]["lo"], s["icl"]["hi"])) for s in summaries},
-         "concept decodability (peak layer)": {s["label"]: [(p["cd"], p["lo"], p["hi"]) for p in s["cd"]["peaks"]]
-                                               for s in summaries},
-         "RSA with the task (peak layer)": {s["label"]: [(p["rho"], p["rho"], p["rho"]) for p in s["rsa"]["peaks"]]
-                                           for s in summaries}},
-        shots, {"concept decodability (peak layer)": {s["label"]: [p["shuffled"] for p in s["cd"]["peaks"]]
-                                                      for s in summaries}},
-        {"ICL accuracy": "exact match (mean of tasks)", "concept decodability (peak layer)": "kNN accuracy",
-         "RSA with the task (peak layer)": "Spearman rho"},
-        subtitle=f"ICL: {n_icl} tasks; CD and RSA: {n_cd} tasks sharing one word pool, the same prompts; n per cell: "
-                 + ", ".join(f"{s['label']} {s['icl']['n']}" for s in summaries))
+    def having(*keys: str) -> list[dict[str, Any]]:
+        return [s for s in summaries if all(k in s for k in keys)]
+
+    def sizes(group: Sequence[dict[str, Any]]) -> str:
+        return "; ".join(f"{s['label']}: {s['size_name']} sizes" for s in group)
+
+    figs: dict[str, Any] = {}
+    group = having("aie", "induction")
+    if group:
+        k, n_fv = len(group[0]["aie"]["top"]), len(group[0]["aie"]["tasks"])
+        figs["head_depths"] = V.head_depths(
+            {s["label"]: [h["depth"] for h in s["aie"]["top"]] for s in group},
+            {s["label"]: [h["depth"] for h in s["induction"]["top"]] for s in group}, k=k,
+            subtitle=f"FV heads: top-{k} by AIE (Todd et al.'s scan, {n_fv} tasks); induction heads: top-{k} by "
+                     f"induction score on repeated random tokens. {sizes(group)}")
+    group = having("ablation", "aie")
+    if group:
+        first, n_fv = group[0], len(group[0]["aie"]["tasks"])
+        figs["ablation"] = V.ablation_panels(
+            {s["label"]: {m: list(zip(s["ablation"][m]["mean"], s["ablation"][m]["lo"], s["ablation"][m]["hi"]))
+                          for m in s["ablation"]["methods"]} for s in group},
+            first["ablation"]["fractions"], {s["label"]: s["ablation"]["zero_shot"] for s in group},
+            subtitle=f"heads mean-ablated at the query, excluding the other ranking's top 2 %; "
+                     f"{first['ablation']['n_shots']}-shot, {n_fv} tasks; n per task: "
+                     + ", ".join(f"{s['label']} {s['ablation']['n']}" for s in group))
+    group = having("fv", "aie")
+    if group:
+        k, n_fv = len(group[0]["aie"]["top"]), len(group[0]["aie"]["tasks"])
+        figs["fv_lift"] = V.lift_bars(
+            {s["label"]: {st: (s["fv"][st]["without"], s["fv"][st]["with"]) for st in s["fv"]["settings"]}
+             for s in group},
+            subtitle=f"FV of the top-{k} heads at the layer chosen on validation items; mean over {n_fv} tasks of "
+                     "held-out test items; n per task: " + ", ".join(f"{s['label']} {s['fv']['n_test']}" for s in group))
+    group = having("fv", "tv", "aie")
+    if group:
+        n_fv = len(group[0]["aie"]["tasks"])
+        figs["layers"] = V.layer_curves(
+            {s["label"]: {"function vector": [sum(c) / len(c) for c in zip(*s["fv"]["val_curve"])],
+                          "task vector": s["tv"]["val_curve"]} for s in group},
+            {s["label"]: {"function vector": s["fv"]["layer"], "task vector": s["tv"]["layer"]} for s in group},
+            {s["label"]: s["n_layers"] for s in group}, refs={"function vector": 9 / 27, "task vector": 13 / 27},
+            subtitle=f"mean over {n_fv} tasks (FV: zero-shot and shuffled-label prompts); papers: Todd et al. GPT-J "
+                     "layer 9/28, Hendel et al. GPT-J layer 13/28")
+    group = having("icl", "cd", "rsa")
+    if group:
+        n_icl, n_cd, shots = len(group[0]["icl"]["tasks"]), len(group[0]["cd"]["tasks"]), group[0]["icl"]["shots"]
+        figs["shots"] = V.shot_curves(
+            {"ICL accuracy": {s["label"]: list(zip(s["icl"]["mean"], s["icl"]["lo"], s["icl"]["hi"])) for s in group},
+             "concept decodability (peak layer)": {s["label"]: [(p["cd"], p["lo"], p["hi"]) for p in s["cd"]["peaks"]]
+                                                   for s in group},
+             "RSA with the task (peak layer)": {s["label"]: [(p["rho"], p["rho"], p["rho"]) for p in s["rsa"]["peaks"]]
+                                               for s in group}},
+            shots, {"concept decodability (peak layer)": {s["label"]: [p["shuffled"] for p in s["cd"]["peaks"]]
+                                                          for s in group}},
+            {"ICL accuracy": "exact match (mean of tasks)", "concept decodability (peak layer)": "kNN accuracy",
+             "RSA with the task (peak layer)": "Spearman rho"},
+            subtitle=f"ICL: {n_icl} tasks; CD and RSA: {n_cd} tasks sharing one word pool, the same prompts; n per cell: "
+                     + ", ".join(f"{s['label']} {s['icl']['n']}" for s in group))
     return figs
 
 

@@ -139,7 +139,12 @@ def shot_curves(panels: Mapping[str, Mapping[str, Sequence[Interval]]], shots: S
         ax.set(title=name, xlabel="shots (demonstrations)", ylabel=ylabels[name])
         ax.title.set_fontsize(9.5)
         ax.set_xticks(list(shots), [str(s) for s in shots])
-    axes[0][-1].legend(fontsize=7.5, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    entries: dict[str, Any] = {}  # one legend for every panel: the models, and the control line where drawn
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    axes[0][-1].legend(list(entries.values()), list(entries), fontsize=7.5, frameon=False, loc="upper left",
+                       bbox_to_anchor=(1.02, 1.0))
     set_titles(fig, "ICL, decodability and RSA against the number of demonstrations", subtitle)
     return fig
 
