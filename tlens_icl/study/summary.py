@@ -361,7 +361,7 @@ def _corr_verdict(s: dict[str, Any]) -> str:
 
 def _rsa_cell(s: dict[str, Any]) -> str:
     p = s["rsa"]["peaks"]
-    rhos = " / ".join(f"{x['rho']:.2f}" for x in p)
+    rhos = " / ".join(f"{x['rho']:.2f}".replace("-0.00", "0.00") for x in p)  # no negative zero
     shots = " / ".join(str(x["shots"]) for x in p)
     return (f"max rho {rhos} at {shots} shots "
             f"(peak L{p[-1]['layer']}, permutation p = {p[-1]['p']:.2g})")
