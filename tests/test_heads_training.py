@@ -14,15 +14,30 @@ from tlens_icl.models.embedded import checkpoint_index, checkpoint_steps
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A 30-step training run with checkpoints at steps 10 and 20 (the final model is step 30)."""
-    from tlens_icl.models.embedded import train
+    """A 30-step training run with checkpoints at steps 10 and 20 (the final model is step 30), trained through
+    the public ``train_model``, which prints nothing."""
+    import contextlib
+    import io
+
+    from tlens_icl.models.embedded import train_model
 
     out = tmp_path_factory.mktemp("icl-tiny-ckpt")
-    rc = train.main(["--out", str(out), "--steps", "30", "--checkpoints", "10,20,45", "--eval-prompts", "4",
-                     "--checkpoint-prompts", "6", "--eval-every", "15", "--no-progress",
-                     "--word-tasks", "uppercase,first_letter", "--bitwise-tasks", "bitwise_and,bitwise_xor"])
-    assert rc == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        got = train_model(out, steps=30, checkpoints=[10, 20, 45], eval_prompts=4, checkpoint_prompts=6, eval_every=15,
+                          word_tasks=["uppercase", "first_letter"], bitwise_tasks=["bitwise_and", "bitwise_xor"])
+    assert got == out
+    assert printed.getvalue() == ""
     return out
+
+
+@pytest.mark.parametrize("bad", [dict(steps=0), dict(checkpoints=[0, 10]), dict(eval_prompts=-1)])
+def test_train_model_refuses_bad_arguments_before_training(tmp_path, bad):
+    from tlens_icl.models.embedded import train_model
+
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        train_model(tmp_path / "m", **bad)
+    assert not (tmp_path / "m").exists()
 
 
 def test_checkpoints_written_and_indexed(trained):

@@ -127,5 +127,15 @@ def _load_dir(path: Any, name: str = "embedded", device: Any = None, step: int |
     return model.eval()
 
 
+def __getattr__(name: str) -> Any:
+    """``train_model`` (:func:`tlens_icl.models.embedded.train.train_model`), imported on first use so that
+    ``python -m tlens_icl.models.embedded.train`` does not find its module already imported by this package."""
+    if name == "train_model":
+        from tlens_icl.models.embedded.train import train_model
+
+        return train_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["DEFAULT_MODEL", "EMBEDDED_MODELS", "checkpoint_index", "checkpoint_steps", "embedded_model_path",
-           "is_model_dir", "load_embedded", "load_heldout", "read_card"]
+           "is_model_dir", "load_embedded", "load_heldout", "read_card", "train_model"]

@@ -4,6 +4,8 @@
     python -m tlens_icl.models.embedded.train --out /tmp/m --steps 600 --quick
     python -m tlens_icl.models.embedded.train --out /tmp/m --steps 60 --checkpoints 20,40 --eval-prompts 8
 
+From Python, quietly: ``tlens_icl.models.embedded.train_model(out, steps=60, checkpoints=[20, 40])``.
+
 Seeded and deterministic for a given number of threads (floating-point summation order
 depends on it). Shows a tqdm bar, logs the training loss and per-task held-out accuracy at
 0 and 8 shots to stdout and to ``<out>/train_log.jsonl``, and writes ``model.safetensors``
@@ -312,8 +314,43 @@ def summarize(acc: dict[str, dict[int, float]], tasks: list[TaskData]) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+def train_model(out: str | os.PathLike, *, steps: int = 3600, checkpoints=DEFAULT_CHECKPOINTS,
+                eval_prompts: int = 200, checkpoint_prompts: int = 64, eval_every: int = 500, seed: int = 0,
+                threads: int = 1, word_tasks=WORD_TASKS, bitwise_tasks=BITWISE_TASKS, progress: bool = False,
+                log: bool = False) -> Path:
+    """Train an embedded ICL model (the ``icl-tiny`` recipe) into ``out`` and return ``out``.
+
+    The same run as the command line (``python -m tlens_icl.models.embedded.train --out OUT ...``), which calls
+    this: ``steps`` optimiser steps, float16 weights kept at each of ``checkpoints`` below ``steps`` (the final
+    model is the last checkpoint), held-out accuracy on ``eval_prompts`` prompts per task and shot count for the
+    card and ``checkpoint_prompts`` for each checkpoint; ``word_tasks`` and ``bitwise_tasks`` name the task
+    library's tasks it learns. ``progress`` shows a tqdm bar and ``log`` prints the training log to stdout; both
+    are off by default (the log is always written to ``<out>/train_log.jsonl``).
+    Load the result with ``tlens_icl.load_model(str(out), step=...)``.
+    """
+    checkpoints = [int(c) for c in checkpoints]
+    for name, value in (("steps", steps), ("eval_prompts", eval_prompts), ("checkpoint_prompts", checkpoint_prompts),
+                        ("eval_every", eval_every), ("threads", threads)):
+        if int(value) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if any(c < 1 for c in checkpoints):
+        raise ValueError(f"checkpoints must be positive steps, got {checkpoints}.")
+    argv = ["--out", str(out), "--steps", str(steps), "--checkpoints", ",".join(map(str, checkpoints)),
+            "--eval-prompts", str(eval_prompts), "--checkpoint-prompts", str(checkpoint_prompts),
+            "--eval-every", str(eval_every), "--seed", str(seed), "--threads", str(threads),
+            "--word-tasks", ",".join(word_tasks), "--bitwise-tasks", ",".join(bitwise_tasks)]
+    argv += [] if progress else ["--no-progress"]
+    _train(_parse(argv), argv, log=log)
+    return Path(out)
+
+
 def main(argv=None) -> int:
-    args = _parse(argv)
+    """The command line (module docstring): trains with its log on stdout."""
+    _train(_parse(argv), argv, log=True)
+    return 0
+
+
+def _train(args: argparse.Namespace, argv, log: bool) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from safetensors.torch import save_file
@@ -325,6 +362,11 @@ def main(argv=None) -> int:
     )
 
     from tlens_icl.models.embedded._tokenizer import build_tokenizer, save_tokenizer
+
+    def say(msg: str) -> None:
+        if log:
+            tqdm.write(msg, file=sys.stdout)  # above a running progress bar
+            sys.stdout.flush()
 
     torch.set_num_threads(args.threads)
     out = args.out or (Path(__file__).resolve().parent / DEFAULT_NAME)
@@ -341,12 +383,10 @@ def main(argv=None) -> int:
     words = _data.vocabulary(tasks, extra=pool)
     tok = build_tokenizer(words, name_or_path=DEFAULT_NAME)
     d_vocab = len(tok.get_vocab())
-    print(f"[train] tasks from {tasks_dir}: {len(word_tasks)} word tasks over a pool of {len(pool)} words, "
-          f"{len(bit_tasks)} bitwise tasks ({len(held_pairs)} held-out operand pairs); vocabulary {d_vocab}",
-          flush=True)
+    say(f"[train] tasks from {tasks_dir}: {len(word_tasks)} word tasks over a pool of {len(pool)} words, "
+        f"{len(bit_tasks)} bitwise tasks ({len(held_pairs)} held-out operand pairs); vocabulary {d_vocab}")
     for t in tasks:
-        print(f"[train]   {t.family:7s} {t.name:22s} train items {len(t.train):4d}  held-out items {len(t.heldout):4d}",
-              flush=True)
+        say(f"[train]   {t.family:7s} {t.name:22s} train items {len(t.train):4d}  held-out items {len(t.heldout):4d}")
 
     # ---- model (raw NativeModel; same construction and init as boot_native)
     torch.manual_seed(args.seed)
@@ -357,7 +397,7 @@ def main(argv=None) -> int:
         initialize_native_model(model, cfg)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"[train] model: {n_params:,} parameters; {args.steps} steps; threads {args.threads}", flush=True)
+    say(f"[train] model: {n_params:,} parameters; {args.steps} steps; threads {args.threads}")
 
     decay, no_decay = [], []
     for n, p in model.named_parameters():
@@ -412,8 +452,7 @@ def main(argv=None) -> int:
                f"bitwise {rec['loss'].get('bitwise', float('nan')):.3f} | acc 0-shot/8-shot "
                + " ".join(f"{f} {summ[f]['0']:.2f}/{summ[f]['8']:.2f}" for f in ("word", "bitwise"))
                + " | " + " ".join(f"{n}:{a[0]:.2f}/{a[8]:.2f}" for n, a in acc.items()))
-        tqdm.write(msg)
-        sys.stdout.flush()
+        say(msg)
 
     # ---- training loop
     losses: dict[str, list[float]] = {"word": [], "bitwise": []}
@@ -446,7 +485,7 @@ def main(argv=None) -> int:
             checkpoints.append(rec)
             log_f.write(json.dumps({"checkpoint": rec["step"], "file": rec["file"], "accuracy": rec["accuracy"]}) + "\n")
             log_f.flush()
-            tqdm.write(f"[train] checkpoint step {rec['step']}: 0/8-shot " + " ".join(
+            say(f"[train] checkpoint step {rec['step']}: 0/8-shot " + " ".join(
                 f"{f} {rec['accuracy_mean'][f]['0']:.2f}/{rec['accuracy_mean'][f]['8']:.2f}" for f in ("word", "bitwise")))
     bar.close()
     train_time = time.time() - t_start
@@ -457,7 +496,7 @@ def main(argv=None) -> int:
     with torch.no_grad():
         probe = samplers["bitwise"].batch(4)[0]
         max_diff = float((bridge(probe) - raw_forward(model, probe)).abs().max())
-    print(f"[train] bridge vs raw model max |logit diff| {max_diff:.2e}", flush=True)
+    say(f"[train] bridge vs raw model max |logit diff| {max_diff:.2e}")
     if max_diff > 1e-3:
         raise RuntimeError("the bridge does not reproduce the trained model")
     sd32 = {k: v.detach().clone().contiguous() for k, v in bridge.state_dict().items()}
@@ -553,13 +592,12 @@ def main(argv=None) -> int:
     log_f.write(json.dumps({"final": True, "accuracy_heldout_mean": card["accuracy_heldout_mean"],
                             "fp16_check": card["fp16_check"], "train_seconds": round(train_time, 1)}) + "\n")
     log_f.close()
-    print(f"[train] fp32 mean acc {mean32:.4f}  fp16 mean acc {mean16:.4f}  -> saving {card['weights_dtype']}")
+    say(f"[train] fp32 mean acc {mean32:.4f}  fp16 mean acc {mean16:.4f}  -> saving {card['weights_dtype']}")
     for fam, v in card["accuracy_heldout_mean"].items():
-        print(f"[train] held-out accuracy {fam:8s} " + "  ".join(f"{k}-shot {a:.3f}" for k, a in v.items()))
+        say(f"[train] held-out accuracy {fam:8s} " + "  ".join(f"{k}-shot {a:.3f}" for k, a in v.items()))
     for n, a in acc.items():
-        print(f"[train]   {n:22s} " + "  ".join(f"{k}:{v:.3f}" for k, v in a.items()))
-    print(f"[train] wrote {out} in {total_time / 60:.1f} min (training {train_time / 60:.1f} min)", flush=True)
-    return 0
+        say(f"[train]   {n:22s} " + "  ".join(f"{k}:{v:.3f}" for k, v in a.items()))
+    say(f"[train] wrote {out} in {total_time / 60:.1f} min (training {train_time / 60:.1f} min)")
 
 
 if __name__ == "__main__":
