@@ -183,3 +183,51 @@ def test_head_ablation_equals_every_set_in_full(model, task_a, positions):
     torch.testing.assert_close(fast.loss, naive.loss, atol=1e-4, rtol=0, equal_nan=True)
     if positions == "all":
         assert not bool(fast.loss.isnan().all())
+
+
+def test_function_vector_is_what_its_heads_write_to_the_residual_stream(model, task_a):
+    """FV of heads A at layer l = the block's residual write with every head at its mean output, less the write
+    with A silenced (z = 0). Gemma 3 normalizes the attention output before the residual stream (post-attention
+    norm), so there the raw sum of ``mean_z @ W_O`` is on another scale; Qwen2 adds it as it is."""
+    from tlens_icl.engine import hooks
+
+    batch = ti.make_prompts(task_a, model, n=3, n_shots=2, seed=0)
+    gen = torch.Generator().manual_seed(5)
+    cfg = model.cfg
+    mean_z = torch.randn(cfg.n_layers, cfg.n_heads, cfg.d_head, generator=gen)
+    rows = torch.arange(len(batch.query_pos))
+
+    def write(layer, silenced):
+        """The residual write of block ``layer``'s attention at each query (resid_mid - resid_pre), with its heads'
+        z set to ``mean_z`` there and the ``silenced`` heads' z to 0."""
+        got = {}
+
+        def set_z(act, hook):
+            act = act.clone()
+            act[rows, batch.query_pos] = mean_z[layer].to(act.dtype)
+            for j in silenced:
+                act[rows, batch.query_pos, j] = 0.0
+            return act
+
+        def grab(name):
+            def fn(act, hook):
+                got[name] = act[rows, batch.query_pos].detach().float()
+            return fn
+
+        mid = hooks.resid_pre(layer).replace("hook_resid_pre", "hook_resid_mid")
+        with hooks.checked_hooks(model, [(hooks.z(layer), set_z), (hooks.resid_pre(layer), grab("pre")),
+                                         (mid, grab("mid"))]), torch.no_grad():
+            model(batch.tokens)
+        return got["mid"] - got["pre"]
+
+    post_norm = adapter.attn_post_norm(model, 1) is not None
+    assert post_norm == (family(model) != "qwen2" and "gemma" in type(model.original_model).__name__.lower())
+    for layer in range(cfg.n_layers):
+        every = write(layer, [])
+        for heads in ([(layer, 0)], [(layer, j) for j in range(cfg.n_heads)]):
+            fv = ti.function_vector_from_heads(model, mean_z, heads, include_bias=True)
+            expected = every - write(layer, [j for _, j in heads])  # identical rows: the write does not vary
+            torch.testing.assert_close(fv.vector.expand_as(expected), expected, atol=1e-4, rtol=1e-4)
+        raw = sum(mean_z[layer, j] @ adapter.head_output_weights(model, layer)[j] for j in range(cfg.n_heads))
+        ratio = float(fv.vector.norm() / raw.norm())
+        assert (abs(ratio - 1) > 0.2) if post_norm else ratio == pytest.approx(1, abs=1e-4)

@@ -55,7 +55,7 @@ from __future__ import annotations
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -280,6 +280,29 @@ def head_output_weights(model: ModelLike, layer: int) -> Float[Tensor, "head d_h
         return attn.W_O.detach().clone()
 
 
+def attn_post_norm(model: ModelLike, layer: int) -> Callable[[Tensor], Tensor] | None:
+    """The norm a block applies to its attention output before adding it to the residual stream (Gemma 2/3's
+    ``post_attention_layernorm``, ``ln1_post``), as a function of ``[..., d_model]``; None where the attention
+    output is added as it is (GPT-2, Llama, Qwen2, ...).
+
+    With such a norm a head's ``z @ W_O`` is not what reaches the residual stream (on Gemma-3-270M the block
+    writes ~100x its norm), so residual-space quantities built from head outputs go through this map. The
+    underlying module is called (not the bridge's hook point), so no hook fires.
+    """
+    block = model.blocks[layer]  # type: ignore[attr-defined]
+    norm = getattr(block, "ln1_post", None)
+    if norm is None:
+        return None
+    norm = getattr(norm, "original_component", None) or norm  # a bridge's wrapped HF module: no hook points run
+
+    def apply(x: Tensor) -> Tensor:
+        with torch.no_grad(), readable_weights(norm):
+            ref = next((p for p in norm.parameters()), None)
+            y = x.to(ref.device, ref.dtype) if ref is not None else x
+            return norm(y).to(x.device, x.dtype)
+    return apply
+
+
 def dtype_of(model: ModelLike) -> torch.dtype:
     """The dtype of the model's floating-point parameters (``cfg.dtype`` if it has none)."""
     try:
@@ -456,7 +479,7 @@ def query_forward(
 
 
 __all__ = [
-    "Capabilities", "Family", "additive_mask", "attn_output_bias", "capabilities", "device_of", "dtype_of",
+    "Capabilities", "Family", "additive_mask", "attn_output_bias", "attn_post_norm", "capabilities", "device_of", "dtype_of",
     "driver_rows", "head_output_weights", "hooks_set_aside", "readable_weights",
     "expand_cache", "family", "forward", "is_hooked_transformer", "is_training", "pattern_edits_ignored", "prefix_cache",
     "query_forward", "sliding_window",

@@ -4,7 +4,10 @@
 ``hook_z`` at the query position over clean ICL prompts and ``A`` the top-k heads by average indirect
 effect (:func:`tlens_icl.analyses.mediation.indirect_effect`). The output bias ``b_O`` is not part of a
 head's output; with ``include_bias=True`` it is added once per layer that contributes a head (the
-reference code adds it once per *head* on GPT-2/NeoX, which double-counts).
+reference code adds it once per *head* on GPT-2/NeoX, which double-counts). Where a block normalizes its
+attention output before the residual stream (Gemma 2/3), a layer's heads contribute
+``norm(sum of every head's mean output) - norm(the same without them)`` instead: the raw sum would be on the
+wrong scale (on Gemma-3-270M ~100x smaller than what the block writes).
 
 Injection: ``resid_post[layer] += coeff * FV`` at the query position (:func:`add_vector`). Positive
 coefficient = push toward the task.
@@ -36,7 +39,7 @@ from tlens_icl.analyses.vectors.common import (
 )
 from tlens_icl.engine.query import resid_edits
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models.adapter import attn_output_bias, head_output_weights
+from tlens_icl.models.adapter import attn_output_bias, attn_post_norm, head_output_weights
 from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.pairs import make_prompt_pairs, make_prompts
@@ -140,20 +143,40 @@ def function_vector_from_heads(
     model: ModelLike, mean_z: Float[Tensor, "layer head d_head"], heads: Sequence[Head | tuple[int, int]], *,
     task: str = "custom", include_bias: bool = False, layer: int | None = None, **info: Any,
 ) -> FunctionVector:
-    """``sum_{(l, j) in heads} mean_z[l, j] @ W_O[l, j]`` (plus ``b_O`` once per layer if ``include_bias``)."""
+    """``sum_{(l, j) in heads} mean_z[l, j] @ W_O[l, j]`` (plus ``b_O`` once per layer if ``include_bias``).
+
+    On a model whose blocks normalize the attention output before adding it to the residual stream (Gemma 2/3's
+    post-attention norm, :func:`~tlens_icl.models.adapter.attn_post_norm`), each layer contributes what its heads
+    write there: ``norm(all heads at their means) - norm(the other heads at their means)``, which is the sum above
+    wherever there is no such norm.
+    """
     hs = _head_list(model, heads)
     if tuple(mean_z.shape) != (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head):
         raise TlensICLError(f"mean_z must be [n_layers, n_heads, d_head] = "
                             f"{(model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head)}, got {tuple(mean_z.shape)}.")
     layers = sorted({l for l, _ in hs})
     vec = torch.zeros(model.cfg.d_model, dtype=torch.float32)
+    b_O = attn_output_bias(model, layers)  # None: bias-free attention (Llama, Gemma)
     with torch.no_grad():
-        for at in layers:  # one layer's W_O at a time (offloaded weights load per layer), summed in float32
+        for i, at in enumerate(layers):  # one layer's W_O at a time (offloaded weights load per layer), in float32
             W_O = head_output_weights(model, at).float().cpu()
-            vec += sum(mean_z[l, j].float().cpu() @ W_O[j] for l, j in hs if l == at)
-        if include_bias:
-            b_O = attn_output_bias(model, layers)  # None: bias-free attention (Llama, Gemma), nothing to add
-            vec += b_O.float().cpu().sum(0) if b_O is not None else 0.0
+            z = mean_z[at].float().cpu()
+            ours = {j for l, j in hs if l == at}
+            mine = sum(z[j] @ W_O[j] for j in sorted(ours))
+            bias = b_O[i].float().cpu() if b_O is not None else None
+            if include_bias and bias is not None:
+                mine = mine + bias
+            norm = attn_post_norm(model, at)
+            if norm is None:  # the attention output is added to the residual stream as it is
+                vec += mine
+                continue
+            # a post-attention norm (Gemma 2/3): the heads' write is the norm of every head at its mean output,
+            # less the norm of the other heads alone (with no such norm this difference is ``mine`` exactly).
+            # The others are summed on their own, not as every - mine: an RMS norm rescales any rounding residue.
+            rest = sum((z[j] @ W_O[j] for j in range(W_O.shape[0]) if j not in ours), torch.zeros_like(vec))
+            if bias is not None and not include_bias:
+                rest = rest + bias
+            vec += norm(rest + mine) - norm(rest)
     return FunctionVector(vec, hs, task, layer,
                           run_info(model, method="function_vector", include_bias=include_bias, **info))
 
