@@ -270,3 +270,32 @@ def embedded_model():
     import tlens_icl
 
     return tlens_icl.load_model("icl-tiny")
+
+
+def hand_function_vector(model, mean_z, heads, include_bias=False):
+    """Todd et al.'s function vector computed by hand from the model's own modules: per layer, the heads'
+    ``mean_z @ W_O`` (plus ``b_O`` once with ``include_bias``); where the block normalizes its attention output
+    before the residual stream (Gemma 2/3's ``post_attention_layernorm``, called as Hugging Face wrote it), what
+    they write through it: ``norm(every head + b_O) - norm(the other heads + b_O unless included)``."""
+    import torch
+
+    vec = torch.zeros(model.cfg.d_model)
+    hf_layers = getattr(getattr(getattr(model, "original_model", None), "model", None), "layers", None)
+    with torch.no_grad():
+        for layer in sorted({l for l, _ in heads}):
+            W_O = model.W_O[layer].detach().float()
+            try:
+                b = model.b_O[layer].detach().float()
+            except (AttributeError, TypeError):
+                b = torch.zeros(model.cfg.d_model)
+            ours = [h for l, h in heads if l == layer]
+            mine = sum(mean_z[layer, h].float() @ W_O[h] for h in ours) + (b if include_bias else 0)
+            norm = getattr(hf_layers[layer], "post_attention_layernorm", None) if hf_layers is not None else None
+            if norm is None or not hasattr(hf_layers[layer], "pre_feedforward_layernorm"):  # no post-attention norm
+                vec += mine
+                continue
+            norm = getattr(norm, "original_component", norm)
+            rest = sum((mean_z[layer, h].float() @ W_O[h] for h in range(W_O.shape[0]) if h not in ours),
+                       torch.zeros(model.cfg.d_model)) + (0 if include_bias else b)
+            vec += norm(rest + mine) - norm(rest)
+    return vec

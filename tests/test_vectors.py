@@ -74,12 +74,14 @@ def test_function_vector_equals_hand_computed_sum(any_model, task_a):
     batch = _batch(any_model, task_a, n=6)
     fv = function_vector_from_task(any_model, task_a, HEADS, n=6, n_shots=3)
     rows = torch.arange(len(batch))
-    ref = torch.zeros(any_model.cfg.d_model)
+    from conftest import hand_function_vector
+
+    mean_z = torch.zeros(any_model.cfg.n_layers, any_model.cfg.n_heads, any_model.cfg.d_head)
     with torch.no_grad():
-        for layer, head in HEADS:
+        for layer in {l for l, _ in HEADS}:  # every head's mean at the query (a post-attention norm needs them all)
             _, cache = any_model.run_with_cache(batch.tokens, names_filter=H.z(layer))
-            mean = cache[H.z(layer)][rows, batch.query_pos, head].mean(0)
-            ref += mean @ any_model.W_O[layer, head]
+            mean_z[layer] = cache[H.z(layer)][rows, batch.query_pos].mean(0)
+    ref = hand_function_vector(any_model, mean_z, HEADS)
     torch.testing.assert_close(fv.vector, ref, atol=1e-5, rtol=1e-5)
     assert fv.heads == tuple(HEADS) and fv.task == "toy_a"
 
