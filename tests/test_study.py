@@ -141,6 +141,9 @@ def test_an_unfinished_study_is_summarized_only_where_its_steps_finished(tiny_st
     by = dict(zip(table["finding"], table["part"]))
     tv_rows = [f.claim for f in S.FINDINGS if "TV" in f.claim]
     assert tv_rows and all(by[c].startswith("not run") for c in tv_rows)
+    if "attention" in full["missing"]:  # a finished study without the step says so; an unfinished one: not run
+        att = next(f.claim for f in S.FINDINGS if "attention" in f.claim)
+        assert dict(zip(table["finding"], table["icl-tiny"]))[att] == "not measured" and by[att].startswith("not run")
     assert not any(by[c].startswith("not run") for c in by if "rises with shots" in c and "ICL" in c)
     agree = dict(zip(table["finding"], table["agrees?"]))
     assert all("part" not in agree[c] and "(all)" not in agree[c] for c in tv_rows)  # its verdict is left out

@@ -377,6 +377,8 @@ def _rsa_verdict(s: dict[str, Any]) -> str:
 def _att_cell(s: dict[str, Any]) -> str:
     a = s.get("attention")
     if a is None:
+        if not s.get("complete", True):
+            raise KeyError("attention")  # an unfinished study: "not run" (cross_model_table)
         return "not measured"
     acc = " -> ".join(f"{x[0]:.2f}" for x in a["accuracy"])
     return (f"exact match {acc} ({a['before']} -> {a['after']}); relevant share per token (mean of heads) "
