@@ -251,6 +251,15 @@ def splits(model: ModelLike, sizes: StudySizes, seed: int) -> dict[str, dict[str
 
 
 @checked
+def chosen_layer(res: Mapping[str, Any], S: StudySizes, kind: str) -> int:
+    """The layer a vector is reported at: the first maximum (near-ties: the earlier layer) of its validation
+    accuracy, averaged over the tasks (``"fv"``: and over the zero-shot and shuffled-label settings; ``"tv"``:
+    zero-shot)."""
+    val = [res[f"{kind}_val/{t}"] for t in S.fv_tasks]
+    curve = torch.stack([v.accuracy().mean(0) if kind == "fv" else v.accuracy()[0] for v in val]).mean(0)
+    return list(val[0].layers)[first_argmax(curve)]
+
+
 def run_study(model: ModelLike, *, out: str | Path, sizes: StudySizes | str = "paper", seed: int = 0,
               progress: bool | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the whole study on ``model`` into ``out`` (resumable); return every step's result by name.
@@ -299,8 +308,7 @@ def run_study(model: ModelLike, *, out: str | Path, sizes: StudySizes | str = "p
         res[f"fv_val/{t}"] = steps.run(f"fv_val/{t}", lambda t=t: function_vector_sweep(
             model, fvs[t], parts[t]["val"], n=S.n_val, demos_from=parts[t]["train"], **fv_kw), say)
     layers = list(res[f"fv_val/{S.fv_tasks[0]}"].layers)
-    fv_curve = torch.stack([res[f"fv_val/{t}"].accuracy().mean(0) for t in S.fv_tasks]).mean(0)
-    fv_layer = layers[first_argmax(fv_curve)]
+    fv_layer = chosen_layer(res, S, "fv")
     for t in S.fv_tasks:
         res[f"fv_test/{t}"] = steps.run(f"fv_test/{t}", lambda t=t: function_vector_sweep(
             model, fvs[t], parts[t]["test"], layers=[fv_layer], n=S.n_test, demos_from=parts[t]["train"], **fv_kw), say)
@@ -314,8 +322,7 @@ def run_study(model: ModelLike, *, out: str | Path, sizes: StudySizes | str = "p
     for t in S.fv_tasks:
         res[f"tv_val/{t}"] = steps.run(f"tv_val/{t}", lambda t=t: task_vector_sweep(
             model, tv_of(t), parts[t]["val"], n=S.n_val, seed=seed + 6, progress=progress), say)
-    tv_curve = torch.stack([res[f"tv_val/{t}"].accuracy()[0] for t in S.fv_tasks]).mean(0)
-    tv_layer = layers[first_argmax(tv_curve)]
+    tv_layer = chosen_layer(res, S, "tv")
     for t in S.fv_tasks:
         res[f"tv_test/{t}"] = steps.run(f"tv_test/{t}", lambda t=t: task_vector_sweep(
             model, tv_of(t), parts[t]["test"], layers=[tv_layer], n=S.n_test, seed=seed + 6, progress=progress), say)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from tlens_icl.errors import TlensICLError
-from tlens_icl.study.run import StudySizes, first_argmax, load_study
+from tlens_icl.study.run import StudySizes, chosen_layer, first_argmax, load_study
 
 #: Display names of the library's real models (others show their own name).
 LABELS = {"smollm2-135m": "SmolLM2-135M", "gemma-3-270m": "Gemma-3-270M", "qwen2.5-coder-0.5b": "Qwen2.5-Coder-0.5B",
@@ -130,10 +130,10 @@ def study_summary(study: str | Path | Mapping[str, Any], *, partial: bool = Fals
                         "shared": shared, "shared_expected": S.k * S.k / n_total,
                         "shared_p": float(hypergeom.sf(len(shared) - 1, n_total, S.k, S.k))}
 
-    if have(*[f"fv_{k}/{t}" for k in ("val", "test") for t in S.fv_tasks]) and "fv_layer" in doc:
+    if have(*[f"fv_{k}/{t}" for k in ("val", "test") for t in S.fv_tasks]):
         layers = list(r[f"fv_val/{S.fv_tasks[0]}"].layers)
         val = torch.stack([r[f"fv_val/{t}"].accuracy() for t in S.fv_tasks]).mean(0)  # [setting, layer]
-        fv_layer = int(doc["fv_layer"])
+        fv_layer = int(doc["fv_layer"]) if "fv_layer" in doc else chosen_layer(r, S, "fv")  # unfinished: as run_study
         settings = list(r[f"fv_test/{S.fv_tasks[0]}"].settings)
         fv: dict[str, Any] = {"layer": fv_layer, "depth": _depth(fv_layer, L), "layers": layers, "settings": settings,
                               "val_curve": val.tolist(), "n_val": S.n_val, "n_test": S.n_test}
@@ -144,9 +144,9 @@ def study_summary(study: str | Path | Mapping[str, Any], *, partial: bool = Fals
                      "per_task": {t: (float(without[j].mean()), float(with_fv[j].mean())) for j, t in enumerate(S.fv_tasks)}}
         out["fv"] = fv
 
-    if have(*[f"tv_{k}/{t}" for k in ("val", "test") for t in S.fv_tasks], "tv_icl") and "tv_layer" in doc:
+    if have(*[f"tv_{k}/{t}" for k in ("val", "test") for t in S.fv_tasks], "tv_icl"):
         tv_val = torch.stack([r[f"tv_val/{t}"].accuracy()[0] for t in S.fv_tasks]).mean(0)
-        tv_layer = int(doc["tv_layer"])
+        tv_layer = int(doc["tv_layer"]) if "tv_layer" in doc else chosen_layer(r, S, "tv")
         tv_acc = torch.stack([r[f"tv_test/{t}"].correct[0, 0] for t in S.fv_tasks])
         zero = torch.stack([r[f"tv_test/{t}"].baseline_correct[0] for t in S.fv_tasks])
         ticl = r["tv_icl"]
