@@ -218,3 +218,19 @@ def test_readme_study_table_matches_stored_results():
     m = re.search(r"<!-- study-table:start -->\n(.*?)\n<!-- study-table:end -->", readme, re.S)
     assert m, "the README has no study table between its markers"
     assert m.group(1).strip() == expected.strip()
+
+
+def test_stored_studies_figures_read_cleanly():
+    """The cross-model figures of the committed studies (four models with long names): no text overlaps another,
+    nothing outside the figure, every axis labelled (what a reviewer would check on notebook 08)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from figures_at_depth import layout_problems
+
+    folders = [f.parent for f in STORED.glob("*/study.json")]
+    if len(folders) < 2:
+        pytest.skip("fewer than two stored studies")
+    folders.sort(key=lambda p: list(SM.LABELS).index(p.name) if p.name in SM.LABELS else 99)
+    figs = S.cross_model_figures([S.study_summary(f, partial=True) for f in folders])
+    assert {name: layout_problems(fig) for name, fig in figs.items()} == {name: [] for name in figs}

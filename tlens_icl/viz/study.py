@@ -37,7 +37,7 @@ def head_depths(fv: Mapping[str, Sequence[float]], induction: Mapping[str, Seque
             mean = sum(depths) / len(depths)
             ax.plot([i + dx - 0.13, i + dx + 0.13], [mean, mean], color=KIND_COLOURS[kind], lw=2.2, zorder=4,
                     label=f"mean depth ({kind})" if i == 0 else None)
-    ax.set_xticks(range(len(models)), models, fontsize=8.5)
+    ax.set_xticks(range(len(models)), models, fontsize=8, rotation=20, ha="right")
     ax.set(ylim=(-0.03, 1.03), xlim=(-0.6, len(models) - 0.4), ylabel="depth (layer / last layer)", xlabel="model")
     ax.legend(fontsize=7.5, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     set_titles(ax, "Where the top FV and induction heads sit", subtitle)
