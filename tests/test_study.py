@@ -234,3 +234,10 @@ def test_stored_studies_figures_read_cleanly():
     folders.sort(key=lambda p: list(SM.LABELS).index(p.name) if p.name in SM.LABELS else 99)
     figs = S.cross_model_figures([S.study_summary(f, partial=True) for f in folders])
     assert {name: layout_problems(fig) for name, fig in figs.items()} == {name: [] for name in figs}
+
+
+def test_run_study_refuses_a_non_model_before_writing_anything(tmp_path):
+    """Bad input fails with the library's error before any forward pass or file is written."""
+    with pytest.raises(ti.TlensICLError, match="model"):
+        S.run_study("icl-tiny", out=tmp_path / "s", sizes=TINY)
+    assert not (tmp_path / "s").exists()

@@ -250,7 +250,6 @@ def splits(model: ModelLike, sizes: StudySizes, seed: int) -> dict[str, dict[str
     return out
 
 
-@checked
 def chosen_layer(res: Mapping[str, Any], S: StudySizes, kind: str) -> int:
     """The layer a vector is reported at: the first maximum (near-ties: the earlier layer) of its validation
     accuracy, averaged over the tasks (``"fv"``: and over the zero-shot and shuffled-label settings; ``"tv"``:
@@ -260,6 +259,7 @@ def chosen_layer(res: Mapping[str, Any], S: StudySizes, kind: str) -> int:
     return list(val[0].layers)[first_argmax(curve)]
 
 
+@checked
 def run_study(model: ModelLike, *, out: str | Path, sizes: StudySizes | str = "paper", seed: int = 0,
               progress: bool | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the whole study on ``model`` into ``out`` (resumable); return every step's result by name.
@@ -307,7 +307,6 @@ def run_study(model: ModelLike, *, out: str | Path, sizes: StudySizes | str = "p
     for t in S.fv_tasks:
         res[f"fv_val/{t}"] = steps.run(f"fv_val/{t}", lambda t=t: function_vector_sweep(
             model, fvs[t], parts[t]["val"], n=S.n_val, demos_from=parts[t]["train"], **fv_kw), say)
-    layers = list(res[f"fv_val/{S.fv_tasks[0]}"].layers)
     fv_layer = chosen_layer(res, S, "fv")
     for t in S.fv_tasks:
         res[f"fv_test/{t}"] = steps.run(f"fv_test/{t}", lambda t=t: function_vector_sweep(
