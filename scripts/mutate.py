@@ -3,7 +3,7 @@ that guard against them. A mutation is *caught* when those tests fail.
 
     python scripts/mutate.py                 # every mutation (~45 min on 2 loaded cores)
     python scripts/mutate.py --only sign     # one kind: sign, position, axis, layer, bias, count, ties, heads,
-                                             #   resume, load, memory, arch, logits
+                                             #   resume, load, memory, arch, logits, forming
     python scripts/mutate.py --name pooled   # the mutations whose name contains a word
     python scripts/mutate.py --list
 
@@ -274,6 +274,21 @@ MUTATIONS = [
              'memory.in_plan(plan, work, model=model, what="ablation_sweep")',
              "[work(rows, width) for rows, width in plan]",
              ("tests/test_memory.py::test_head_ablation_sweep_backs_off_mid_run",)),
+    # ---- forming (issue 23): a training checkpoint is what its step says, and is measured as itself
+    Mutation("checkpoint step loads the final weights", "forming", "tlens_icl/models/embedded/__init__.py",
+             "return path / entries[int(step)]", 'return path / "model.safetensors"',
+             ("tests/test_forming.py::test_checkpoints_reproduce_their_logged_metrics",)),
+    Mutation("checkpoint index out of step order", "forming", "tlens_icl/models/embedded/forming.py",
+             'index = {"steps": [r["step"] for r in records], "checkpoints": records,',
+             'index = {"steps": [r["step"] for r in records[::-1]], "checkpoints": records[::-1],',
+             ("tests/test_forming.py::test_checkpoints_reproduce_their_logged_metrics",)),
+    Mutation("checkpoint metrics on the previous weights", "forming", "tlens_icl/models/embedded/forming.py",
+             "        bridge.load_state_dict({k: v.float() for k, v in half.items()}, strict=True)\n", "",
+             ("tests/test_forming.py::test_checkpoints_reproduce_their_logged_metrics",)),
+    Mutation("dynamics measured on the final model", "forming", "tlens_icl/analyses/heads/dynamics.py",
+             "measure(final if step == final_step else load_model(model, step=step), tracked, rank)",
+             "measure(final, tracked, rank)",
+             ("tests/test_forming.py::test_head_dynamics_measures_each_checkpoint_not_the_final_model",)),
 ]
 
 

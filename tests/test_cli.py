@@ -66,7 +66,7 @@ def test_tasks_are_positional_in_every_subcommand():
     for name, sub in _subparsers(build_parser()).items():
         flags = {s for a in sub._actions for s in a.option_strings if a.help != argparse.SUPPRESS}
         assert not flags & {"--task", "--tasks"}, name
-        if name not in ("tasks", "models", "study", "study-table"):  # the study's tasks are its protocol's
+        if name not in ("tasks", "models", "study", "study-table", "forming"):  # the studies' tasks are their protocol's
             assert any(a.dest == "task_names" for a in sub._actions), name
 
 
@@ -120,7 +120,8 @@ def test_attention_ratio_default_prints_no_nan(capsys):
 
 # ---- every choice is checked before the model loads (issue 24) ----------------------------------------------
 #: Options that take any value of their type (a path, a name resolved by the loader, a seed), with why.
-FREE = {"--model": "resolved by the model loader", "--out": "checked before any work (test above)", "--seed": "any int"}
+FREE = {"--model": "resolved by the model loader", "--out": "checked before any work (test above)", "--seed": "any int",
+        "--models": "a folder for trained seeds, created when missing"}
 
 
 def _bad_value(action: argparse.Action) -> str:
@@ -140,7 +141,7 @@ def test_every_option_refuses_a_bad_value_before_the_model_loads(monkeypatch, ca
             if opt is None or action.nargs == 0 or opt in FREE or action.help == argparse.SUPPRESS:
                 continue
             bad = _bad_value(action)
-            argv = [name, *task_for.get(name, ["bitwise_xor"] if name not in ("tasks", "models") else []), opt, bad]
+            argv = [name, *task_for.get(name, ["bitwise_xor"] if name not in ("tasks", "models", "forming") else []), opt, bad]
             try:
                 code = main(argv)
             except SystemExit as e:

@@ -93,12 +93,12 @@ def test_step_errors(trained):
 
 def test_head_dynamics_on_checkpoints(trained, tmp_path):
     res = tlens_icl.head_dynamics(str(trained), tasks=["uppercase", "bitwise_and"], k=2, n_shots=3, n=6, n_mean=6,
-                                  n_corrupted=4, n_random=4, length=8)
+                                  n_corrupted=4, n_random=4, length=8, lags=(1, 2, 3))
     assert res.steps == (10, 20, 30) and res.induction.shape == (3, 4, 8)
     final = tlens_icl.load_model(str(trained))
     hs = tlens_icl.head_scores(final, n=4, length=8)
     torch.testing.assert_close(res.induction[-1], hs.induction())
-    tracked = {str(h) for h in res.top_fv + res.top_induction}
+    tracked = {str(h) for h in res.top_fv + res.top_induction + res.top_previous}
     measured = {f"L{int(i) // 8}H{int(i) % 8}" for i in (~res.aie[0].flatten().isnan()).nonzero().flatten()}
     assert measured == tracked
     back = tlens_icl.HeadDynamicsResult.load(res.save(tmp_path / "dyn"))

@@ -30,7 +30,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "tlens_icl.analyses.heads.ablation": ("HeadAblationResult", "head_ablation", "random_heads", "select_heads",),
     "tlens_icl.analyses.heads.dynamics": ("HeadDynamicsResult", "head_dynamics",),
     "tlens_icl.analyses.heads.overlap": ("HeadOverlapResult", "head_overlap",),
-    "tlens_icl.analyses.heads.scores": ("HeadScoresResult", "head_scores", "repeated_random_tokens",),
+    "tlens_icl.analyses.heads.scores": ("HeadScoresResult", "head_scores", "lag_scores", "repeated_random_tokens",),
     "tlens_icl.analyses.heads.token_loss": ("TokenLossResult", "token_loss_score",),
     "tlens_icl.analyses.representations.activations": ("ActivationSet", "collect_activations", "task_activations",),
     "tlens_icl.analyses.representations.attention_ratio": ("AttentionRatioResult", "attention_ratio",),

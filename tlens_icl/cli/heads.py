@@ -46,14 +46,16 @@ def add_cli(subparsers: Any) -> None:
     add_out(p, "results, figures, tables, report.md and index.html")
     p.set_defaults(func=_cmd_heads)
 
-    p = add_parser(subparsers, "heads-dynamics", help="top FV / induction heads over an embedded model's training",
+    p = add_parser(subparsers, "heads-dynamics", help="top FV / induction heads over an embedded model's training (icl-forming ships its checkpoints)",
                    description="The final model's top function-vector and induction heads, scored at every training "
                                "checkpoint of an embedded model.")
     add_tasks(p, nargs="*", help="tasks (default: the embedded model's own tasks)")
     add_common(p, shots=4, n=32, n_help="prompts per task and checkpoint")
     p.add_argument("--k", type=at_least(1), default=3, help="top heads followed from each ranking")
+    p.add_argument("--steps", type=at_least(0), nargs="+", default=None,
+                   help="checkpoints to measure (default: all; the final model is always included)")
     add_out(p)
-    p.set_defaults(func=_cmd_dynamics)
+    p.set_defaults(func=_cmd_dynamics, model="icl-forming")
 
 
 def _k(text: str) -> int | float:
@@ -146,8 +148,8 @@ def _cmd_dynamics(args: argparse.Namespace) -> int:
     from tlens_icl.results.report import export_section
 
     out = check_out(args)
-    res = head_dynamics(args.model, tasks_of(args) or None, k=args.k, n_shots=args.shots, n=args.n, seed=args.seed,
-                        progress=args.progress)
+    res = head_dynamics(args.model, tasks_of(args) or None, steps=args.steps, k=args.k, n_shots=args.shots, n=args.n,
+                        seed=args.seed, progress=args.progress)
     print(res.summary())
     print(res.to_dataframe().to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if out is not None:

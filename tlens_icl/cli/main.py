@@ -33,7 +33,7 @@ from tlens_icl.tasks import CATEGORIES  # light: the task module imports no torc
 
 #: Modules of ``tlens_icl.cli`` that register the subcommands of one analysis family.
 FAMILY_COMMANDS: list[str] = ["tlens_icl.cli.causal", "tlens_icl.cli.vectors", "tlens_icl.cli.representations",
-                             "tlens_icl.cli.heads", "tlens_icl.cli.study"]
+                             "tlens_icl.cli.heads", "tlens_icl.cli.study", "tlens_icl.cli.forming"]
 
 EPILOG = """examples:
   tlens-icl tasks --category bitwise

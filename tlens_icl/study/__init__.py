@@ -1,6 +1,8 @@
 """The cross-model study: run the papers' measurements on one model (:mod:`.run`), summarise stored studies and
-put several models beside the papers (:mod:`.summary`). ``tlens-icl study MODEL --out DIR`` runs it."""
+put several models beside the papers (:mod:`.summary`). ``tlens-icl study MODEL --out DIR`` runs it.
+ICL as it forms over training seeds of ``icl-forming`` (:mod:`.forming`): ``tlens-icl forming --out DIR``."""
 
+from tlens_icl.study.forming import forming_study, load_forming, load_indexes, seed_table, seeds_figure
 from tlens_icl.study.run import PAPER, REDUCED, SIZES, SMOKE, StudySizes, first_argmax, load_study, run_study
 from tlens_icl.study.summary import (
     FINDINGS,
@@ -12,5 +14,5 @@ from tlens_icl.study.summary import (
     write_study_report,
 )
 
-__all__ = ["FINDINGS", "PAPER", "cross_model_figures", "write_study_report", "REDUCED", "SIZES", "SMOKE", "StudySizes", "cross_model_table", "first_argmax",
+__all__ = ["FINDINGS", "forming_study", "load_forming", "load_indexes", "seed_table", "seeds_figure", "PAPER", "cross_model_figures", "write_study_report", "REDUCED", "SIZES", "SMOKE", "StudySizes", "cross_model_table", "first_argmax",
            "load_study", "provenance_markdown", "run_study", "study_summary", "table_markdown"]

@@ -115,50 +115,60 @@ def overlap_depth(
     return fig
 
 
-def dynamics_curves(
-    steps: Sequence[int], panels: Sequence[tuple[str, Mapping[str, Sequence[float]]] | tuple[str, Mapping[str, Sequence[float]], tuple[float, float]]],
-    *, title: str = "", axes: Any = None,
+def _running_mean(xs: Sequence[int | float], ys: Sequence[float], window: int) -> tuple[list[Any], list[float]]:
+    """Mean of the last ``window`` logged values at each logged step (steps without a value are skipped)."""
+    pts = [(x, y) for x, y in zip(xs, ys) if y == y]
+    out = [sum(y for _, y in pts[max(0, j - window + 1): j + 1]) / len(pts[max(0, j - window + 1): j + 1])
+           for j in range(len(pts))]
+    return [x for x, _ in pts], out
+
+
+def training_panels(
+    panels: Sequence[tuple[str, Mapping[str, tuple[Sequence[int | float], Sequence[float]]], tuple[float, float] | None]],
+    *, band: tuple[float, float] | None = None, band_label: str = "", smooth: int = 25, title: str = "",
+    axes: Any = None,
 ) -> Any:
-    """Panels over training steps, each ``(ylabel, {line name: values}[, (ymin, ymax)])``; x is log-scaled when
-    steps span >10x. A line ``"<head> (<set>)"`` keeps one colour per head across panels; FV-head lines are
-    dashed, the others solid. A panel's y-range is widened to ``(ymin, ymax)`` when given (never cut)."""
+    """Panels stacked on one training-step axis, each ``(ylabel, {line: (steps, values)}, (ymin, ymax) or None)``.
+
+    A line with more than 100 points (a per-step training log) is drawn as its running mean over ``smooth``
+    steps, without markers; checkpoint lines get markers. A line ``"<head> <score> (<set>)"`` keeps one colour
+    per head across panels; FV-head lines are dashed. ``band`` (steps) is shaded in every panel and named once.
+    """
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullLocator
 
     if axes is None:
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
-        axes = axes[0]
+        fig, axes = plt.subplots(len(panels), 1, figsize=(8.5, 2.3 * len(panels) + 0.8), sharex=True, squeeze=False)
+        axes = list(axes[:, 0])
     else:
+        axes = list(axes) if isinstance(axes, (list, tuple)) else [axes]
         fig = axes[0].figure
-    positive = [s for s in steps if s > 0]
-    keys: dict[str, int] = {}
-    for panel in panels:
-        for name in panel[1]:
-            keys.setdefault(name.split(" (")[0], len(keys))
-    for a, panel in zip(axes, panels):
-        ylabel, lines = panel[0], panel[1]
-        for name, vals in lines.items():
-            a.plot(list(steps), list(vals), marker="o", ms=3, label=name, color=f"C{keys[name.split(' (')[0]] % 10}",
-                   ls="--" if "(FV head)" in name else "-")
-        a.set_xlabel("training step")
-        a.set_ylabel(ylabel)
-        if len(panel) > 2:
-            lo, hi = panel[2]  # type: ignore[misc]
+    colours: dict[str, int] = {}
+    for a, (ylabel, lines, yrange) in zip(axes, panels):
+        for i, (name, (xs, ys)) in enumerate(lines.items()):
+            head = name.split(" ")[0] if name[:1] == "L" and "H" in name.split(" ")[0] else None
+            colour = f"C{colours.setdefault(head, len(colours)) % 10}" if head else f"C{i % 10}"
+            if head is None and name in COLORS:
+                colour = COLORS[name]
+            ys = list(ys)
+            if len(ys) > 100:  # a per-step log: running mean of the logged (non-NaN) values
+                a.plot(*_running_mean(list(xs), ys, max(1, smooth)), lw=1.2, label=name, color=colour)
+            else:
+                a.plot(list(xs), ys, marker="o", ms=3, lw=1.4, label=name, color=colour,
+                       ls="--" if "(FV head)" in name or "ablated" in name else "-")
+        if band is not None:
+            a.axvspan(band[0], band[1], color="tab:orange", alpha=0.18, lw=0,
+                      label=band_label if a is axes[0] else None)
+        if yrange is not None:
             cur = a.get_ylim()
-            a.set_ylim(min(lo, cur[0]), max(hi, cur[1]))
-        if positive and max(positive) / min(positive) > 10:
-            if len(positive) == len(steps):
-                a.set_xscale("log")
-            else:  # step 0 (the initialisation) needs a linear piece
-                a.set_xscale("symlog", linthresh=min(positive))
-            a.xaxis.set_minor_locator(NullLocator())
-            a.set_xticks(list(steps), [str(s) for s in steps], fontsize=7, rotation=45 if len(steps) > 6 else 0)
+            a.set_ylim(min(yrange[0], cur[0]), max(yrange[1], cur[1]))
+        a.set_ylabel(ylabel, fontsize=9)
         a.grid(alpha=0.3)
-        a.legend(fontsize=7)
+        a.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    axes[-1].set_xlabel("training step")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
 
-__all__ = ["COLORS", "ablation_curves", "dynamics_curves", "overlap_depth"]
+__all__ = ["COLORS", "ablation_curves", "training_panels", "overlap_depth"]

@@ -24,6 +24,7 @@ repeat) and is a query row only under ``rows="all"``. Grouped-query attention ne
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -87,6 +88,50 @@ def detection_targets(
     targets = torch.stack([ind, prev, dup])
     sel = targets.any(-1) if rows == "targets" else real[None].expand(3, -1, -1).clone()
     return targets, sel
+
+
+def lag_targets(tokens: Int[Tensor, "batch pos"], lags: Sequence[int]
+                ) -> tuple[Bool[Tensor, "kind batch pos pos"], Bool[Tensor, "kind batch pos"]]:
+    """Targets of the lagged scores: for each lag ``l`` the key ``l`` after each earlier occurrence of the query's
+    token (``l = 1``: the induction target), then for each ``l`` the key ``l`` back (``l = 1``: previous token)."""
+    b, p = tokens.shape
+    earlier = torch.ones(p, p, dtype=torch.bool).tril(-1)
+    dup = (tokens[:, :, None] == tokens[:, None, :]) & earlier
+    upto = torch.ones(p, p, dtype=torch.bool).tril()
+    ind, back = [], []
+    for lag in lags:
+        t = torch.zeros_like(dup)
+        t[:, :, lag:] = dup[:, :, :-lag]
+        ind.append(t & upto)
+        bk = torch.zeros_like(dup)
+        bk[:, torch.arange(lag, p), torch.arange(p - lag)] = True
+        back.append(bk)
+    targets = torch.stack(ind + back)
+    return targets, targets.any(-1)
+
+
+@checked
+def lag_scores(
+    model: ModelLike, *, lags: Sequence[int] = tuple(range(1, 9)), n: int = 32, length: int = 20, seed: int = 0,
+    batch_size: int = 16,
+) -> tuple[Float[Tensor, "lag layer head"], Float[Tensor, "lag layer head"]]:
+    """Induction and previous-token scores at other lags, every head, on repeated random tokens.
+
+    ``induction[i]``: attention from a repeated token to the key ``lags[i]`` after its earlier occurrence
+    (``lag 1`` is :func:`head_scores`'s induction score); ``previous[i]``: attention to the key ``lags[i]`` back
+    (``lag 1``: the previous-token score). An induction circuit can match a token against the token ``l`` back
+    and read the key after it at lag ``l``; the lag-1 score sees only ``l = 1``. Higher = more (0..1).
+    """
+    lags = [int(x) for x in lags]
+    if not lags or min(lags) < 1 or len(set(lags)) != len(lags):
+        raise TlensICLError(f"lag_scores(): lags must be distinct integers >= 1, got {lags}.")
+    if length <= 2 * max(lags):
+        raise TlensICLError(f"lag_scores(): length {length} must exceed twice the largest lag ({max(lags)}), so that "
+                            "the induction keys and the keys back never coincide.")
+    tokens = repeated_random_tokens(model, n=n, length=length, seed=seed)
+    targets, rows = lag_targets(tokens, lags)
+    scores = attention_to_targets(model, tokens, targets, rows, batch_size=batch_size).nanmean(-1)
+    return scores[: len(lags)], scores[len(lags):]
 
 
 @dataclass(frozen=True)
@@ -218,4 +263,5 @@ def top_heads_of(scores: Float[Tensor, "layer head"], k: int) -> list[Head]:
     return [Head(int(i) // n_heads, int(i) % n_heads) for i in order]
 
 
-__all__ = ["KINDS", "HeadScoresResult", "detection_targets", "head_scores", "repeated_random_tokens", "top_heads_of"]
+__all__ = ["KINDS", "HeadScoresResult", "detection_targets", "head_scores", "lag_scores", "lag_targets",
+           "repeated_random_tokens", "top_heads_of"]

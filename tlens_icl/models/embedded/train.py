@@ -127,7 +127,7 @@ def _is_bitwise_step(step: int, frac: float) -> bool:
     return math.floor((step + 1) * frac + 1e-9) > math.floor(step * frac + 1e-9)
 
 
-def _command_line(argv) -> str:
+def _command_line(argv, module: str = "tlens_icl.models.embedded.train") -> str:
     """The training command without the output directory (which does not change the model)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     keep, skip = [], False
@@ -141,7 +141,7 @@ def _command_line(argv) -> str:
         if a.startswith("--out=") or a == "--no-progress":
             continue
         keep.append(a)
-    return " ".join(["python -m tlens_icl.models.embedded.train", *keep])
+    return " ".join([f"python -m {module}", *keep])
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,10 +192,11 @@ class EpisodeSampler:
 # model
 
 
-def make_config(d_vocab: int, seed: int):
+def make_config(d_vocab: int, seed: int, config: dict | None = None):
+    """The bridge config of a new model (``config``: the architecture, default :data:`MODEL_CONFIG`)."""
     from transformer_lens import TransformerBridgeConfig
 
-    kw = dict(MODEL_CONFIG)
+    kw = dict(MODEL_CONFIG if config is None else config)
     pos = kw.pop("positional_embedding_type")
     cfg = TransformerBridgeConfig(d_vocab=d_vocab, seed=seed, **kw)
     cfg.positional_embedding_type = pos  # not accepted by the constructor in TL 4.3
