@@ -135,6 +135,18 @@ def test_checkpoints_reproduce_their_logged_metrics(run):
     assert len(set(seen)) == 3  # three steps, three models
 
 
+def test_training_is_deterministic(run, tmp_path):
+    """The same seed gives the same weights (one thread): a re-run of the fixture's first 10 steps matches."""
+    from safetensors.torch import load_file
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        F.train_forming(tmp_path / "again", steps=11, checkpoints=[10], eval_prompts=6)
+    a = load_file(str(run / "checkpoints" / "step_000010.safetensors"))
+    b = load_file(str(tmp_path / "again" / "checkpoints" / "step_000010.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_training_log_has_every_step_in_order(run):
     with open(run / "train_log.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))

@@ -30,12 +30,14 @@ def model_meta(model: ModelLike) -> dict[str, Any]:
 
 
 def list_models() -> list[dict[str, Any]]:
-    """Models loadable by name: the embedded ones and the ones downloaded on first use (with ``cached``)."""
-    from tlens_icl.models.embedded import EMBEDDED_MODELS
+    """Models loadable by name: the embedded ones (the default, ``icl-tiny``, first) and the ones downloaded on
+    first use (with ``cached``)."""
+    from tlens_icl.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS
     from tlens_icl.models.gguf import DOWNLOADS, cached_folder, requirements
 
-    out = [{"name": name, "kind": "embedded", **{k: v for k, v in info.items() if k != "path"}}
-           for name, info in EMBEDDED_MODELS.items()]
+    order = sorted(EMBEDDED_MODELS, key=lambda n: (n != DEFAULT_MODEL, n))  # the default embedded model first
+    out = [{"name": name, "kind": "embedded", **{k: v for k, v in EMBEDDED_MODELS[name].items() if k != "path"}}
+           for name in order]
     for name, spec in DOWNLOADS.items():
         folder = cached_folder(name)
         reqs = requirements({k: v for k, v in spec.items() if k != "license_package"})
