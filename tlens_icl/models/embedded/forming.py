@@ -21,8 +21,8 @@ stays true) is trained on a mixture of four kinds of 64-token rows, each kind gi
 Every row has 64 tokens (a lookup row is padded at the end, where causal attention cannot see the padding).
 Each step trains one kind, drawn with shares 0.2 / 0.1 / 0.15 / 0.55 (word / markov / lookup / repeat), on a
 batch of 64 rows; the loss is that kind's mean next-token cross-entropy on its targets. (Mixing the kinds
-within a batch, or giving repeats a share of 0.35, left the model on a plateau where its first layers average
-over the context and no induction head forms by step 2500; see the model card.)
+within a batch, or giving repeats a share of 0.35-0.4, left the repeat rows' loss at 3.4-5.8 nats when those
+runs were stopped at steps 1000-2200, with no induction head: the first layers averaged over the context.)
 
 Outputs (as ``python -m tlens_icl.models.embedded.train``): ``model.safetensors`` (float16, bridge names),
 ``config.json``, ``tokenizer/``, ``card.json``, ``heldout.json``; ``train_log.csv`` (the loss of every step,
