@@ -298,8 +298,8 @@ MUTATIONS = [
              "t = r.randint(*REPEAT_SPAN)", "t = REPEAT_SPAN[1]",
              ("tests/test_forming.py::test_repeat_rows_repeat_a_span_of_varying_length_to_the_end",)),
     Mutation("dynamics measured on the final model", "forming", "tlens_icl/analyses/heads/dynamics.py",
-             "measure(final if step == final_step else load_model(model, step=step), tracked, rank)",
-             "measure(final, tracked, rank)",
+             "rows.append(measure(load_model(model, step=step), tracked, rank))",
+             "rows.append(measure(final, tracked, rank))",
              ("tests/test_forming.py::test_head_dynamics_measures_each_checkpoint_not_the_final_model",)),
 ]
 

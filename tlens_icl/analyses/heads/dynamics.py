@@ -284,12 +284,21 @@ def head_dynamics(
     final = load_model(model, step=final_step)
     task_list = list(tasks) if tasks is not None else model_tasks(final)
 
-    def measure(m: Any, heads: Sequence[Any] | None, rank: dict[str, Tensor] | None
-                ) -> tuple[Tensor, ...]:
-        hs = head_scores(m, n=n_random, length=length, seed=seed, batch_size=batch_size)
-        lag_ind, lag_prev = lag_scores(m, lags=lags, n=n_random, length=length, seed=seed, batch_size=batch_size)
-        ie = indirect_effect(m, task_list, n_mean=n_mean, n_corrupted=n_corrupted, n_shots=n_shots,
-                             corruption=corruption, seed=seed, heads=heads, batch_size=batch_size)
+    lags = [int(x) for x in lags]
+
+    def measure(m: Any, heads: Sequence[Any] | None, rank: dict[str, Tensor] | None,
+                lagged: tuple[Tensor, Tensor] | None = None, aie: Tensor | None = None) -> tuple[Tensor, ...]:
+        """One checkpoint's row; ``lagged`` / ``aie``: the final model's scores, already measured."""
+        lag_ind, lag_prev = lagged if lagged is not None else lag_scores(
+            m, lags=lags, n=n_random, length=length, seed=seed, batch_size=batch_size)
+        if 1 in lags:  # lag 1 is head_scores' induction / previous-token score: same sequences, one pass
+            ind, prev = lag_ind[lags.index(1)], lag_prev[lags.index(1)]
+        else:
+            hs = head_scores(m, n=n_random, length=length, seed=seed, batch_size=batch_size)
+            ind, prev = hs.induction(), hs.previous_token()
+        if aie is None:
+            aie = indirect_effect(m, task_list, n_mean=n_mean, n_corrupted=n_corrupted, n_shots=n_shots,
+                                  corruption=corruption, seed=seed, heads=heads, batch_size=batch_size).mean()
         acc = icl_accuracy(m, task_list, n_shots=(0, n_shots), n=n, seed=seed, batch_size=batch_size)
         icl = token_loss_score(m, "episodes", tasks=task_list, n=n * len(task_list), n_shots=n_shots, seed=seed,
                                batch_size=batch_size)
@@ -299,15 +308,17 @@ def head_dynamics(
                                loss=False, batch_size=batch_size)
             per = ab.correct.nanmean(dim=(2, 3, 4))  # [method, k]
             abl = torch.stack([per[list(ab.methods).index(name), 1] for name in ("FV", "induction")])
-        return (hs.induction(), hs.previous_token(), ie.mean(), acc.accuracy().mean(0), abl,
-                torch.tensor(icl.score()), lag_ind, lag_prev)
+        return ind, prev, aie, acc.accuracy().mean(0), abl, torch.tensor(icl.score()), lag_ind, lag_prev
 
     lag_ind_f, lag_prev_f = lag_scores(final, lags=lags, n=n_random, length=length, seed=seed, batch_size=batch_size)
-    ie_f = indirect_effect(final, task_list, n_mean=n_mean, n_corrupted=n_corrupted, n_shots=n_shots,
-                           corruption=corruption, seed=seed, batch_size=batch_size)
-    top_fv = top_heads_of(ie_f.mean(), k)
+    aie_all = indirect_effect(final, task_list, n_mean=n_mean, n_corrupted=n_corrupted, n_shots=n_shots,
+                              corruption=corruption, seed=seed, batch_size=batch_size).mean()
+    top_fv = top_heads_of(aie_all, k)
     top_ind, top_prev = top_heads_of(lag_ind_f.max(0).values, k), top_heads_of(lag_prev_f.max(0).values, k)
     tracked = list(dict.fromkeys(top_fv + top_ind + top_prev))
+    aie_final = torch.full_like(aie_all, float("nan"))  # the row holds the tracked heads only, as at every step
+    at = ([h.layer for h in tracked], [h.head for h in tracked])
+    aie_final[at] = aie_all[at]
     rank = None
     if ablate:  # indicator maps: exactly the final top-k heads of each kind, whatever a checkpoint's own scores
         rank = {}
@@ -317,13 +328,16 @@ def head_dynamics(
             rank[name] = mask
     rows = []
     for step in progress_bar(chosen, enabled=progress, desc="checkpoints"):
-        rows.append(measure(final if step == final_step else load_model(model, step=step), tracked, rank))
+        if step == final_step:
+            rows.append(measure(final, tracked, rank, (lag_ind_f, lag_prev_f), aie_final))
+        else:
+            rows.append(measure(load_model(model, step=step), tracked, rank))
     path = embedded_model_path(model) if str(model) in EMBEDDED_MODELS else Path(model)
     train_steps, train_loss, cols = read_train_log(path)
     return HeadDynamicsResult(
         steps=tuple(chosen), induction=torch.stack([r[0] for r in rows]), previous_token=torch.stack([r[1] for r in rows]),
         lag_induction=torch.stack([r[6] for r in rows]), lag_previous=torch.stack([r[7] for r in rows]),
-        lags=tuple(int(x) for x in lags),
+        lags=tuple(lags),
         aie=torch.stack([r[2] for r in rows]), accuracy=torch.stack([r[3] for r in rows]),
         ablated=torch.stack([r[4] for r in rows]), icl_score=torch.stack([r[5] for r in rows]).float(),
         train_steps=train_steps, train_loss=train_loss, train_columns=cols, n_shots=(0, n_shots),

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import platform
 import random
@@ -54,7 +53,9 @@ from tlens_icl.models.embedded.train import (
     HELDOUT_POLICY,
     EpisodeSampler,
     _command_line,
+    adamw,
     config_from_dict,
+    cosine_lr,
     heldout_accuracy,
     make_config,
     raw_forward,
@@ -322,16 +323,10 @@ def _train(args: argparse.Namespace, argv, log: bool) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     say(f"[forming] {len(tasks)} word tasks over {len(pool)} words, vocabulary {d_vocab}, {n_params:,} parameters, "
         f"{args.steps} steps, seed {args.seed}, threads {args.threads}")
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
+    opt = adamw(model, args.lr, args.weight_decay)
 
     def lr_at(step: int) -> float:
-        if step < args.warmup:
-            return args.lr * (step + 1) / args.warmup
-        prog = (step - args.warmup) / max(1, args.steps - args.warmup)
-        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog)))
+        return cosine_lr(step, args.lr, args.warmup, args.steps)
 
     sampler = RowSampler(tok, tasks, pool, seed=args.seed)
     out.mkdir(parents=True, exist_ok=True)

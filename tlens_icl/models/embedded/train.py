@@ -232,6 +232,25 @@ def raw_to_bridge_state(raw: dict, d_vocab: int) -> dict:
     return out
 
 
+def adamw(model, lr: float, weight_decay: float):
+    """AdamW (betas 0.9, 0.98) with weight decay on the matrices only (not on biases and norm weights)."""
+    import torch
+
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
+
+
+def cosine_lr(step: int, lr: float, warmup: int, steps: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then a cosine from ``lr`` down to 5 % of it at ``steps``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    prog = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog)))
+
+
 def raw_forward(model, tokens, positions=None):
     """Logits of the raw NativeModel, optionally only at ``positions`` (a 1-D index over seq)."""
     h = model.tok_embed(tokens)
@@ -400,17 +419,10 @@ def _train(args: argparse.Namespace, argv, log: bool) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     say(f"[train] model: {n_params:,} parameters; {args.steps} steps; threads {args.threads}")
 
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        (decay if p.dim() >= 2 else no_decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
+    opt = adamw(model, args.lr, args.weight_decay)
 
     def lr_at(step: int) -> float:
-        if step < args.warmup:
-            return args.lr * (step + 1) / args.warmup
-        prog = (step - args.warmup) / max(1, args.steps - args.warmup)
-        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * prog)))
+        return cosine_lr(step, args.lr, args.warmup, args.steps)
 
     samplers = {
         "word": EpisodeSampler(word_tasks, tok, args.pairs, seed=args.seed * 7919 + 1),
