@@ -12,6 +12,7 @@ import torch
 from conftest import rounding_tol
 
 import tlens_icl as ti
+from tlens_icl.prompts.spec import stream_seed
 from tlens_icl.engine import hooks
 from tlens_icl.engine.query import max_sequence_length
 from tlens_icl.errors import ModelStateError, TlensICLError
@@ -134,7 +135,7 @@ def test_a_cache_feeds_decodability_rsa_and_probing(native_model, task_a, task_b
 
 def test_mediation_means_from_a_cache_equal_the_computed_ones(native_model, task_a):
     computed = ti.indirect_effect(native_model, task_a, n_mean=5, n_corrupted=3, n_shots=3)
-    mean_batch = ti.make_prompts(task_a, native_model, n=5, n_shots=3, seed=1)  # indirect_effect uses seed + 1
+    mean_batch = ti.make_prompts(task_a, native_model, n=5, n_shots=3, seed=stream_seed(0, "mean"))  # the mean stream
     with torch.no_grad():
         _, cache = native_model.run_with_cache(mean_batch.tokens, names_filter=lambda n: n.endswith("hook_z"))
     mean_z = ti.mean_head_activations(native_model, mean_batch, cache=cache)

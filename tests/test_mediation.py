@@ -8,6 +8,7 @@ import torch
 import tlens_icl as ti
 from tlens_icl.engine.capture import query_z
 from tlens_icl.errors import EmptyTaskError, TlensICLError
+from tlens_icl.prompts.spec import STREAMS, PromptSpec, stream_seed
 from tlens_icl.results.base import tensors_equal
 from tlens_icl.viz.html import BUNDLE_MARK
 
@@ -26,11 +27,47 @@ def test_fast_equals_one_forward_per_head(any_model, task_a):
     assert torch.equal(fast.mean_z, naive.mean_z) and torch.equal(fast.corrupted_metric, naive.corrupted_metric)
 
 
+def test_streams_are_independent(native_model, task_a):
+    """0.2 drew the mean prompts of seed s with seed s + 1: the clean prompts of a run with seed s + 1."""
+    spec = PromptSpec((task_a,), n=4, n_shots=3, seed=0)
+    mean = spec.prompts(native_model, "mean")
+    next_clean = PromptSpec((task_a,), n=4, n_shots=3, seed=1).pairs(native_model).clean
+    assert mean.prompts != next_clean.prompts
+    assert mean.prompts != spec.pairs(native_model).clean.prompts
+    seeds = [PromptSpec((task_a,), seed=s).seed_of(st) for s in range(50) for st in STREAMS]
+    assert len(set(seeds)) == len(seeds)  # no stream of one seed is any stream of another
+    res = ti.indirect_effect(native_model, spec, n_mean=4, method="naive")
+    assert res.info["spec"]["stream_seeds"]["mean"] == spec.seed_of("mean")
+    assert res.info["spec"]["sizes"] == {"mean": 4}
+
+
+def test_spec_and_data_level_agree(native_model, task_a):
+    """indirect_effect(tasks) == indirect_effect(spec) == indirect_effect(pairs, mean_prompts=...)."""
+    spec = PromptSpec((task_a,), n=3, n_shots=3, seed=2)
+    by_task = ti.indirect_effect(native_model, task_a, n_mean=4, n_corrupted=3, n_shots=3, seed=2, method="naive")
+    by_spec = ti.indirect_effect(native_model, spec, n_mean=4, method="naive")
+    by_data = ti.indirect_effect(native_model, spec.pairs(native_model), method="naive",
+                                 mean_prompts=spec.prompts(native_model, "mean", n=4))
+    torch.testing.assert_close(by_task.effects, by_spec.effects, atol=0, rtol=0)
+    torch.testing.assert_close(by_task.effects, by_data.effects, atol=0, rtol=0)
+    with pytest.raises(TlensICLError, match="fixed by the PromptSpec"):
+        ti.indirect_effect(native_model, spec, seed=5)
+    with pytest.raises(TlensICLError, match="prompts were given"):
+        ti.indirect_effect(native_model, spec.pairs(native_model), n_shots=2,
+                           mean_prompts=spec.prompts(native_model, "mean", n=4))
+    with pytest.raises(TlensICLError, match="mean_prompts"):
+        ti.indirect_effect(native_model, spec.pairs(native_model))
+    from tests.test_validation import without_typechecker
+
+    with without_typechecker(), pytest.raises(TlensICLError, match="method must be one of"):  # what a user sees
+        ti.indirect_effect(native_model, spec, method="fastest")
+
+
 def test_mean_z_and_one_cie_by_hand(native_model, task_a):
     res = ti.indirect_effect(native_model, task_a, **SMALL)
     layer, head = 1, 3
-    # mean hook_z at the query position over the clean mean prompts (seed + 1)
-    prompts = ti.make_prompts(task_a, native_model, n=4, n_shots=3, seed=1)
+    # mean hook_z at the query position over the clean mean prompts (the spec's "mean" stream)
+    prompts = ti.make_prompts(task_a, native_model, n=4, n_shots=3, seed=stream_seed(0, "mean"))
     _, cache = native_model.run_with_cache(prompts.tokens, names_filter=f"blocks.{layer}.attn.hook_z")
     rows = torch.arange(len(prompts))
     z = cache[f"blocks.{layer}.attn.hook_z"][rows, prompts.query_pos]
@@ -193,7 +230,7 @@ def test_filter_correct_keeps_exactly_the_correctly_answered_prompts(word_tokeni
     a0 = tokenizer.convert_tokens_to_ids("a0")
     for t, name in enumerate(res.tasks):
         pairs = ti.make_prompt_pairs([task, other][t], model, n=8, n_shots=2, seed=0, corruption="random_labels")
-        prompts = ti.make_prompts([task, other][t], model, n=8, n_shots=2, seed=1)
+        prompts = ti.make_prompts([task, other][t], model, n=8, n_shots=2, seed=stream_seed(0, "mean"))
         rows = torch.arange(8)
         with torch.no_grad():  # by hand: top-1 of the clean prompt == first answer token
             ok = model(pairs.clean.tokens)[rows, pairs.clean.query_pos].argmax(-1) == pairs.clean.answer_tokens
@@ -232,7 +269,7 @@ def test_cli_mediate_heads_and_filter_correct(word_tokenizer, tmp_path, capsys, 
     monkeypatch.setattr("tlens_icl.models.load_model", lambda name: model)
     ti.register_task(two_label_task("toy_cli_even", "a0", "a1"), overwrite=True)
     out = tmp_path / "out"
-    code = cli.main(["mediate", "--model", "in-memory", "toy_cli_even", "--shots", "2", "--n-mean", "4",
+    code = cli.main(["mediate", "--model", "in-memory", "toy_cli_even", "--shots", "2", "--n-mean", "8",
                      "--n-corrupted", "4", "--heads", "1.3", "0.2", "--filter-correct", "--top-k", "2",
                      "--corruption", "random_labels",
                      "--out", str(out)])

@@ -325,6 +325,50 @@ def check_arguments(fn_name: str, arguments: dict[str, Any], *, model_obj: Any =
             rule(value, name, where, model_obj)
 
 
+def literal_options(annotation: Any) -> tuple[Any, ...] | None:
+    """The values a ``Literal`` annotation allows (also inside a union: ``Literal["a", "b"] | int``), or None when
+    the annotation has no Literal or also admits any string."""
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return typing.get_args(annotation)
+    if origin is typing.Union or type(annotation).__name__ == "UnionType":
+        members = typing.get_args(annotation)
+        if str in members:
+            return None
+        found = [v for m in members for v in (literal_options(m) or ())]
+        return tuple(found) or None
+    return None
+
+
+def _mode_rules(f: Callable[..., Any], sig: inspect.Signature) -> dict[str, tuple[Any, ...]]:
+    """Parameter name -> allowed values, for every parameter of ``f`` annotated with a ``Literal`` (the one place
+    where modes are checked: the annotation is the table)."""
+    out = {}
+    scope = inspect.unwrap(f).__globals__  # the module that wrote the annotations (not a type checker's wrapper)
+    for name, p in sig.parameters.items():
+        ann = p.annotation
+        if isinstance(ann, str):
+            try:
+                ann = eval(ann, scope)  # noqa: S307 - the function's own annotation, in its own module
+            except Exception:  # noqa: BLE001 - a name only imported for type checking: not a mode
+                continue
+        options = literal_options(ann)
+        if options is not None:
+            out[name] = options
+    return out
+
+
+def mode(value: Any, name: str, options: Sequence[Any], *, where: str = "") -> Any:
+    """A mode argument: one of the ``Literal`` values ``options``; a value of another kind (an int position where
+    the union admits one, a callable metric, ...) is left to the other rules."""
+    if isinstance(value, str) and value not in options:
+        raise TlensICLError(f"{where}{name} must be one of {tuple(o for o in options if isinstance(o, str))}, "
+                            f"got {_got(value)}.")
+    return value
+
+
 def checked(fn: F | None = None, *, eval_mode: bool = True, model_name: bool = False,
             rules: dict[str, Callable[..., Any]] | None = None) -> Any:
     """Decorator: validate ``fn``'s arguments by :data:`RULES` (and its ``model``) before it runs.
@@ -337,6 +381,8 @@ def checked(fn: F | None = None, *, eval_mode: bool = True, model_name: bool = F
     def wrap(f: F) -> F:
         sig = inspect.signature(f)
         name = f.__qualname__
+        modes: dict[str, tuple[Any, ...]] = {}
+        resolved = []
 
         @functools.wraps(f)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -351,6 +397,11 @@ def checked(fn: F | None = None, *, eval_mode: bool = True, model_name: bool = F
                 m = None
             elif "model" in sig.parameters and not (m is None and sig.parameters["model"].default is None):
                 model(m, f"{name}()", eval_mode=eval_mode)
+            if not resolved:  # annotations are read on the first call (their names exist by then)
+                modes.update(_mode_rules(f, sig))
+                resolved.append(True)
+            for k, options in modes.items():
+                mode(values.get(k), k, options, where=f"{name}(): ")
             check_arguments(name, {k: v for k, v in values.items()
                                    if sig.parameters[k].kind not in (inspect.Parameter.VAR_KEYWORD,
                                                                      inspect.Parameter.VAR_POSITIONAL)},

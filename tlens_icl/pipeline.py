@@ -31,7 +31,7 @@ from tlens_icl.analyses.causal.mediation import indirect_effect
 from tlens_icl.analyses.vectors.common import LayerSweepResult
 from tlens_icl.analyses.vectors.function_vectors import function_vector, function_vector_sweep
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models.loading import heldout_task, model_meta, require_eval_mode
+from tlens_icl.models.loading import heldout_task, model_meta
 from tlens_icl.prompts.pairs import usable_task
 from tlens_icl.results.base import run_info
 from tlens_icl.results.checkpoint import open_checkpoint
@@ -100,7 +100,6 @@ def run_pipeline(
     accuracy per task and shot count, mediation per task and chunk of prompts, and each task's function-vector
     sweeps are written there when done and loaded, not recomputed, when the same run is started again.
     """
-    require_eval_mode(model, "run_pipeline")
     families = _families(model, tasks)
     all_tasks = [t for names in families.values() for t in names]
     splits = {t: task_splits(model, t, seed=seed) for t in all_tasks}

@@ -28,7 +28,6 @@ from tlens_icl._validate import checked
 from tlens_icl.engine.progress import progress_bar
 from tlens_icl.engine.runs import answer_scores
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.pairs import SingleToken, make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
@@ -144,7 +143,6 @@ def icl_accuracy(
         checkpoint: a folder that makes the call resumable, one unit per task and shot count holding
             every metric of that cell (:mod:`tlens_icl.results.checkpoint`).
     """
-    require_eval_mode(model, "icl_accuracy")
     if metric not in METRICS:
         raise TlensICLError(f"metric must be one of {METRICS}, got {metric!r}.")
     task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)

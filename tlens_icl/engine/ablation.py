@@ -50,7 +50,6 @@ from tlens_icl.engine.runs import length_chunks, logit_rows, query_logits, rows_
 from tlens_icl.engine.scoring import at_query
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models import adapter, kv
-from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import ROLE_ID, PromptBatch
 
 Positions = Literal["all", "query"]
@@ -80,7 +79,6 @@ def mean_head_z(
     model: ModelLike, tokens: Int[Tensor, "batch pos"], where: Bool[Tensor, "batch pos"], *, batch_size: int = 16,
 ) -> Float[Tensor, "layer head d_head"]:
     """Mean ``hook_z`` of every head over the selected positions of every row (one capture pass, float32 sums)."""
-    require_eval_mode(model, "mean_head_z")
     if tokens.shape != where.shape:
         raise TlensICLError(f"where {tuple(where.shape)} does not match tokens {tuple(tokens.shape)}.")
     n_layers = model.cfg.n_layers
@@ -169,7 +167,6 @@ def ablation_sweep(
     chunk's clean run and starts every set at its first ablated layer (module docstring); ``"naive"`` runs
     every set in full. An empty set is the clean run.
     """
-    require_eval_mode(model, "ablation_sweep")
     if method not in ("auto", "naive"):
         raise TlensICLError(f"method must be 'auto' or 'naive', got {method!r}.")
     if tokens.shape != where.shape or reach.shape != tokens.shape[:1]:
@@ -313,7 +310,6 @@ def ablated_token_loss_sweep(
     means: Float[Tensor, "layer head d_head"], *, batch_size: int = 8, method: Literal["auto", "naive"] = "auto",
 ) -> list[Float[Tensor, "batch pos_minus_1"]]:
     """:func:`ablated_token_losses` for many head sets, sharing each chunk's clean run (:func:`ablation_sweep`)."""
-    require_eval_mode(model, "ablated_token_losses")
     bos = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
     reach = (mask.long().cumsum(1).argmax(1)).clamp(min=1)  # each row's last real token
     return ablation_sweep(model, tokens, reach, token_positions(tokens, mask, bos), head_sets, means,

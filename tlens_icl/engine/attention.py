@@ -15,7 +15,6 @@ from torch import Tensor
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine import hooks
 from tlens_icl.engine.capture import Custom, acc_dtype, capture, last_position
-from tlens_icl.models.loading import require_eval_mode
 
 
 def attention_to_targets(
@@ -28,7 +27,6 @@ def attention_to_targets(
     sequence with no selected row gets NaN. Right-padded rows are fine: pads come after every real
     token, so a real query never attends to them; leave pads out of ``rows`` and ``targets``.
     """
-    require_eval_mode(model, "attention_to_targets")
     n_kinds, n, width = rows.shape
     if targets.shape != (n_kinds, n, width, width) or tokens.shape != (n, width):
         raise ValueError(f"targets {tuple(targets.shape)} / rows {tuple(rows.shape)} do not match tokens "

@@ -37,7 +37,6 @@ from tlens_icl.engine.memory import in_plan
 from tlens_icl.engine.runs import length_chunks, logit_rows, rows_per_forward
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.adapter import device_of, forward
-from tlens_icl.models.loading import require_eval_mode
 
 
 def acc_dtype(t: Tensor) -> torch.dtype:
@@ -129,7 +128,6 @@ def capture(
 
     ``logits_at``: also return ``"logits"`` ``[batch, d_vocab]`` read at these positions (e.g. the query).
     """
-    require_eval_mode(model, operation)
     names = list(reducers)
     if not names and logits_at is None:
         raise TlensICLError("capture needs at least one hook name or logits_at.")

@@ -36,7 +36,6 @@ from tlens_icl.engine.memory import in_plan, memory_budget
 from tlens_icl.engine.runs import bytes_per_token, chunks, logit_rows, query_plan
 from tlens_icl.errors import HookNotFiredError, ModelStateError, TlensICLError
 from tlens_icl.models import adapter, kv
-from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 
 device_of = adapter.device_of
@@ -68,7 +67,6 @@ def patch_layer_positions(
     ``method``: ``"auto"`` (suffix replay where keys/values can be reused, else the loop; a failed control
     falls back with a warning), ``"kv"`` (raise instead) or ``"naive"`` (the loop).
     """
-    require_eval_mode(model, "activation patching")
     if method not in ("auto", "kv", "naive"):
         raise TlensICLError(f"method must be 'auto', 'kv' or 'naive', got {method!r}.")
     if base.shape != source.shape:

@@ -51,7 +51,6 @@ from tlens_icl.engine import hooks, memory
 from tlens_icl.engine.runs import bytes_per_token, control_tolerance, logit_rows, query_plan, rows_per_forward
 from tlens_icl.errors import HookNotFiredError, ModelStateError, TlensICLError
 from tlens_icl.models import adapter, kv
-from tlens_icl.models.loading import require_eval_mode
 
 #: Per-layer cost of one forward in token units (weights read, hooks, Python), for grouping copies.
 FORWARD_OVERHEAD_TOKENS = 64
@@ -286,7 +285,6 @@ def query_interventions(
     ``copies``, raising rather than looping), ``"kv"``, ``"copies"`` or ``"naive"``. ``capture``: hook
     names whose unpatched query-position activation to return (free: read in the base run).
     """
-    require_eval_mode(model, operation)
     if adapter.family(model) == "remote":
         from tlens_icl.models import remote
 

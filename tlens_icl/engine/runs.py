@@ -35,7 +35,6 @@ from tlens_icl.engine.scoring import (
 )
 from tlens_icl.errors import HookNotFiredError, ModelStateError
 from tlens_icl.models.adapter import device_of, driver_rows, dtype_of, forward, hooks_set_aside, warn_once
-from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 
 #: Set to 1 to unembed every position of every forward (the cut is then never used).
@@ -235,7 +234,6 @@ def query_logits(
     after its last query. ``fwd_hooks`` is a list of ``(name, fn)`` or, for hooks that depend on the rows (e.g. their
     query positions), a callable ``chunk -> list``; every hook is checked to have fired.
     """
-    require_eval_mode(model, "query_logits")
     out: list[Tensor | None] = [None]
     dev = _device(model)
 
@@ -290,7 +288,6 @@ def answer_scores(
     every forward and checked to have fired; chunks passed to a callable are answer-appended batches
     (``query_pos`` unchanged, appended tokens have role ``answer``).
     """
-    require_eval_mode(model, "answer_scores")
     answers = [tuple(a) for a in batch.answer_ids]
     n = len(batch)
     logprob, known, q_logits = torch.zeros(n), [[] for _ in range(n)], []

@@ -144,13 +144,17 @@ def is_hooked_transformer(model: Any) -> bool:
 
 
 def capabilities(model: ModelLike) -> Capabilities:
-    """The model's :class:`Capabilities`, measured once per model object and cached."""
+    """The model's :class:`Capabilities`, measured once per model object and cached (the first measurement also
+    installs :mod:`tlens_icl.models.fixes`, so a model built outside ``load_model`` runs repaired too)."""
     try:
         cached = _CAPS.get(model)
     except TypeError:
         cached = None
     if cached is not None:
         return cached
+    from tlens_icl.models.fixes import ensure_fixes
+
+    ensure_fixes(import_modules=False)  # the version fixes, once per model object: before its first forward pass
     fam = family(model)
     if fam == "tl4_bridge":
         caps = Capabilities(fam, True, True, "hf", False, True, False, "unembed_in")

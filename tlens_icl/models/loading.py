@@ -49,17 +49,6 @@ def list_models() -> list[dict[str, Any]]:
     return out
 
 
-def require_eval_mode(model: ModelLike, operation: str) -> None:
-    """Raise (before any forward pass) if ``model`` is not a model (e.g. a name) or is in training mode.
-
-    Also installs :mod:`tlens_icl.models.fixes` (idempotent), so every analysis runs on a repaired bridge.
-    """
-    from tlens_icl.models.fixes import ensure_fixes
-
-    ensure_fixes(import_modules=False)
-    _validate.model(model, operation)
-
-
 def _hub_reachable(timeout: float = 1.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
         return False
@@ -115,7 +104,7 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
 
     ensure_fixes()
     if not isinstance(name_or_path, (str, os.PathLike)):
-        require_eval_mode(name_or_path, "load_model")
+        _validate.model(name_or_path, "load_model")
         return name_or_path
     name = str(name_or_path)
     from tlens_icl.models.embedded import (

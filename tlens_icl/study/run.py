@@ -60,7 +60,7 @@ from tlens_icl.analyses.vectors.common import LayerSweepResult
 from tlens_icl.analyses.vectors.function_vectors import function_vector_from_heads, function_vector_sweep
 from tlens_icl.analyses.vectors.task_vectors import task_vector, task_vector_sweep
 from tlens_icl.errors import CheckpointMismatchError, ResultFileError, TlensICLError
-from tlens_icl.models.loading import model_meta, require_eval_mode
+from tlens_icl.models.loading import model_meta
 from tlens_icl.prompts.pairs import make_prompts, usable_task
 from tlens_icl.results.base import Result, run_info
 from tlens_icl.results.heads import bootstrap_ci
@@ -268,7 +268,6 @@ def run_study(model: ModelLike, *, out: str | Path, sizes: StudySizes | str = "p
     Re-running with the same model, sizes and seed loads the finished steps; another protocol in the same
     folder raises :class:`CheckpointMismatchError`.
     """
-    require_eval_mode(model, "run_study")
     if isinstance(sizes, str):
         if sizes not in SIZES:
             raise TlensICLError(f"sizes must be one of {sorted(SIZES)} or a StudySizes, got {sizes!r}.")

@@ -35,7 +35,6 @@ from tlens_icl.engine.capture import Custom, capture, query_z
 from tlens_icl.engine.runs import chunks, logit_rows, query_logits
 from tlens_icl.engine.scoring import Metric
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.pairs import PromptPairBatch
 from tlens_icl.results.base import run_info
@@ -61,7 +60,6 @@ def attribution_patching(
         :class:`HeadPatchingResult` with ``method="attribution"``: ``effects[l, h, i]`` estimates
         ``metric(patched) - metric(unpatched)``.
     """
-    require_eval_mode(model, "attribution_patching")
     check_position(position, pairs, "attribution_patching")
     cells = _engine.resolve_heads(model, heads)
     base, source = sides(pairs, direction)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -39,15 +39,19 @@ from tlens_icl.engine.capture import Custom, capture, query_z
 from tlens_icl.engine.runs import chunks, query_logits
 from tlens_icl.engine.scoring import METRICS, Metric
 from tlens_icl.errors import EmptyTaskError, TlensICLError
-from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import ROLES, PromptBatch
-from tlens_icl.prompts.pairs import CORRUPTIONS, make_prompt_pairs, make_prompts
+from tlens_icl.prompts.pairs import CORRUPTIONS, PromptPairBatch
+from tlens_icl.prompts.spec import PromptSpec, protocol_defaults, spec_of
 from tlens_icl.prompts.templates import PromptTemplate
 from tlens_icl.results.base import Result, run_info
 from tlens_icl.results.checkpoint import digest, open_checkpoint
 from tlens_icl.results.heads import HeadEffectViews
 from tlens_icl.tasks import Task
 from tlens_icl.viz.html import HTMLView
+
+
+#: exact routes (auto / fast / naive) or the first-order estimate.
+Method = Literal["auto", "fast", "naive", "attribution"]
 
 
 @dataclass(frozen=True)
@@ -102,24 +106,30 @@ class IndirectEffectResult(HeadEffectViews, Result):
 
 @checked
 def indirect_effect(
-    model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_mean: int = 100, n_corrupted: int = 25,
-    n_shots: int = 10, corruption: str = "shuffled_labels", seed: int = 0, metric: str | Metric = "prob",
-    method: str = "auto", heads: Sequence[Head | tuple[int, int]] | None = None, filter_correct: bool = False,
+    model: ModelLike, tasks: PromptSpec | Task | str | Sequence[Task | str] | PromptPairBatch | Sequence[PromptPairBatch],
+    *, n_mean: int = 100, n_corrupted: int = 25, n_shots: int = 10, corruption: str = "shuffled_labels",
+    seed: int = 0, metric: str | Metric = "prob", method: Method = "auto",
+    heads: Sequence[Head | tuple[int, int]] | None = None, filter_correct: bool = False,
     other_task: Task | str | None = None, template: PromptTemplate | str | None = None, batch_size: int = 16,
     progress: bool | None = None, mean_z: Float[Tensor, "*task layer head d_head"] | None = None,
-    checkpoint: str | Path | None = None,
+    mean_prompts: PromptBatch | Sequence[PromptBatch] | None = None, checkpoint: str | Path | None = None,
 ) -> IndirectEffectResult:
     """Todd et al.'s causal indirect effect of every attention head, for one or several tasks.
 
     Args:
-        tasks: a task (name) or several; the AIE of several tasks is their mean ("universal" heads).
-        n_mean: clean prompts averaged for the mean activation (seed ``seed + 1``).
-        n_corrupted: corrupted prompts per task (``make_prompt_pairs(task, model, n=n_corrupted,
-            n_shots=n_shots, corruption=corruption, seed=seed)``: the same pairs for the same seed).
-        corruption: see :data:`~tlens_icl.pairs.CORRUPTIONS`; ``zero_shot`` works (query position only).
+        tasks: what to measure, at one of two levels. *Task level*: a task (name), several (their AIE mean is
+            the "universal" heads), or a :class:`~tlens_icl.prompts.spec.PromptSpec`; the pairs are the spec's
+            ``clean`` stream (``make_prompt_pairs(task, model, n=n_corrupted, n_shots=n_shots,
+            corruption=corruption, seed=seed)``) and the mean prompts its ``mean`` stream (``n_mean`` prompts,
+            a seed derived from ``(seed, "mean")``, independent of every other stream). *Data level*: a
+            :class:`~tlens_icl.prompts.pairs.PromptPairBatch` (or one per task) with ``mean_prompts=`` (one
+            batch per task) or ``mean_z=``; the protocol arguments are then unused and must stay at their defaults.
+        n_mean: clean prompts averaged for the mean activation (the ``mean`` stream).
+        n_corrupted: corrupted prompts (pairs) per task (the ``clean`` stream).
+        corruption: see :data:`~tlens_icl.prompts.pairs.CORRUPTIONS`; ``zero_shot`` works (query position only).
         metric: ``prob`` (Todd et al.), ``logprob``, ``rank`` or ``top1`` of the first answer token.
-        method: ``auto``/``fast``/``naive`` are exact (see :func:`head_patching`); ``attribution`` is the
-            first-order estimate from one forward + backward.
+        method: ``auto``/``fast``/``naive`` are exact (see :func:`~tlens_icl.analyses.causal.patching.head_patching`);
+            ``attribution`` is the first-order estimate from one forward + backward.
         heads: patch only these heads (default all); the others are NaN. ``fast`` is then cheaper.
         filter_correct: Todd et al.'s filter: the mean uses only clean prompts whose top-1 prediction is
             the first answer token, and only corrupted prompts whose clean counterpart is answered so are
@@ -127,44 +137,80 @@ def indirect_effect(
             ``info["kept"]``); raises :class:`~tlens_icl.errors.EmptyTaskError` if a task keeps none.
         other_task: label source for ``corruption="other_task_labels"``.
         mean_z: the mean activations to patch in, ``[layer, head, d_head]`` (one task) or
-            ``[task, layer, head, d_head]``, instead of running ``n_mean`` clean prompts - e.g.
+            ``[task, layer, head, d_head]``, instead of running mean prompts - e.g.
             ``mean_head_activations(model, batch, cache=cache)`` from a ``run_with_cache`` you already have.
             Not combinable with ``filter_correct`` (filter those prompts yourself).
+        mean_prompts: at the data level, the clean prompts whose mean activation is patched in (one batch per task).
         checkpoint: a folder that makes the call resumable (long scans on big models): each task's mean
             activations and each chunk of ``batch_size`` corrupted prompts are written there when done; the
             same call again loads them instead of recomputing, so an interrupted run loses at most one
             chunk and finishes bit-identical to an uninterrupted one (:mod:`tlens_icl.results.checkpoint`).
 
     Returns:
-        :class:`IndirectEffectResult`; ``.mean()`` is the AIE ``[layer, head]``, ``.top_heads(k)``.
+        :class:`IndirectEffectResult` (positive = the head's mean activation restores the answer); ``.mean()``
+        is the AIE ``[layer, head]``, ``.top_heads(k)``; ``info["spec"]`` is the protocol (task level).
     """
-    require_eval_mode(model, "indirect_effect")
-    if method not in ("auto", "fast", "naive", "attribution"):
-        raise TlensICLError(f"method must be 'auto', 'fast', 'naive' or 'attribution', got {method!r}.")
-    cells = _engine.resolve_heads(model, heads)
-    task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
-    if not task_list:
-        raise TlensICLError("indirect_effect needs at least one task.")
-    given = _given_means(model, mean_z, len(task_list), filter_correct)
+    if isinstance(tasks, PromptPairBatch) or (isinstance(tasks, Sequence) and not isinstance(tasks, str)
+                                              and tasks and all(isinstance(t, PromptPairBatch) for t in tasks)):
+        protocol_defaults("indirect_effect", INDIRECT_EFFECT_PROTOCOL, n_mean=n_mean, n_corrupted=n_corrupted,
+                          n_shots=n_shots, corruption=corruption, seed=seed, other_task=other_task, template=template)
+        pair_sets = [tasks] if isinstance(tasks, PromptPairBatch) else list(tasks)
+        means = [mean_prompts] if isinstance(mean_prompts, PromptBatch) else mean_prompts
+        return _indirect_effect(model, pair_sets, means, mean_z, metric=metric, method=method, heads=heads,
+                                filter_correct=filter_correct, batch_size=batch_size, progress=progress,
+                                checkpoint=checkpoint, info={})
+    if mean_prompts is not None:
+        raise TlensICLError("indirect_effect(): mean_prompts=... goes with pairs (the data level); with tasks or a "
+                            "PromptSpec the mean prompts are the spec's 'mean' stream.")
+    spec = spec_of(tasks, "indirect_effect", INDIRECT_EFFECT_PROTOCOL, n=n_corrupted, n_shots=n_shots,
+                   corruption=corruption, seed=seed, other_task=other_task, template=template)
+    given = mean_z is not None
     # Build (and so validate) every prompt before the first forward pass.
-    mean_prompts = [None if given is not None else
-                    make_prompts(t, model, n=n_mean, n_shots=n_shots, seed=seed + 1, template=template)
-                    for t in task_list]
-    pair_sets = [make_prompt_pairs(t, model, n=n_corrupted, n_shots=n_shots, corruption=corruption, seed=seed,
-                                   template=template, other_task=other_task) for t in task_list]
+    pair_sets = [spec.pairs(model, task=t) for t in spec.tasks]
+    means = None if given else [spec.prompts(model, "mean", task=t, n=n_mean) for t in spec.tasks]
+    return _indirect_effect(model, pair_sets, means, mean_z, metric=metric, method=method, heads=heads,
+                            filter_correct=filter_correct, batch_size=batch_size, progress=progress,
+                            checkpoint=checkpoint, info={"spec": spec.info(**({} if given else {"mean": n_mean}))})
+
+
+#: indirect_effect's protocol arguments -> their PromptSpec field (None: no field) and default.
+INDIRECT_EFFECT_PROTOCOL = {"n_corrupted": ("n", 25), "n_mean": (None, 100), "n_shots": ("n_shots", 10),
+                            "corruption": ("corruption", "shuffled_labels"), "seed": ("seed", 0),
+                            "other_task": ("other_task", None), "template": ("template", None)}
+
+
+def _indirect_effect(model: ModelLike, pair_sets: Sequence[PromptPairBatch], mean_prompts: Sequence[PromptBatch] | None,
+                     mean_z: Tensor | None, *, metric: str | Metric, method: str,
+                     heads: Sequence[Head | tuple[int, int]] | None, filter_correct: bool, batch_size: int,
+                     progress: bool | None, checkpoint: str | Path | None, info: dict[str, Any]) -> IndirectEffectResult:
+    """The data-level core: CIEs of ``heads`` on each task's pairs, patching the mean of its mean prompts (or
+    ``mean_z``)."""
+    if not pair_sets:
+        raise TlensICLError("indirect_effect needs at least one task (or one PromptPairBatch).")
+    cells = _engine.resolve_heads(model, heads)
+    given = _given_means(model, mean_z, len(pair_sets), filter_correct)
+    if given is None:
+        if mean_prompts is None or len(mean_prompts) != len(pair_sets):
+            raise TlensICLError("indirect_effect(): with pairs, give mean_prompts= (one PromptBatch per pair batch) "
+                                f"or mean_z=; got {0 if mean_prompts is None else len(mean_prompts)} mean batch(es) "
+                                f"for {len(pair_sets)} pair batch(es).")
+        prompts_of: list[PromptBatch | None] = list(mean_prompts)
+    else:
+        prompts_of = [None] * len(pair_sets)
     metric_name, _ = scorer(model, metric, pair_sets[0])
+    first_pairs = pair_sets[0]
     ck = open_checkpoint(checkpoint, "indirect_effect", dict(
-        prompts=digest(*(t for b in mean_prompts if b is not None for t in (b.tokens, b.query_pos)),
+        prompts=digest(*(t for b in prompts_of if b is not None for t in (b.tokens, b.query_pos)),
                        *(t for p in pair_sets for b in (p.clean, p.corrupted) for t in (b.tokens, b.query_pos, b.answer_tokens)),
                        *([given] if given is not None else [])),
         tasks=[p.task for p in pair_sets], metric=metric_name, method=method, filter_correct=filter_correct,
-        heads=[str(h) for h in cells], batch_size=batch_size, seed=seed, n_mean=n_mean, n_corrupted=n_corrupted,
-        n_shots=n_shots, corruption=corruption, template=pair_sets[0].template,
-        other_task=getattr(other_task, "name", other_task), mean_z="given" if given is not None else "computed"), model)
+        heads=[str(h) for h in cells], batch_size=batch_size, spec=info.get("spec"),
+        corruption=first_pairs.corruption, template=first_pairs.template,
+        mean_z="given" if given is not None else "computed"), model)
     effects, means, clean, corrupted, used, routes = [], [], [], [], set(), set()
     kept: dict[str, list[int]] = {}
     n_mean_kept: dict[str, int] = {}
-    for t, (prompts, pairs) in enumerate(zip(mean_prompts, pair_sets)):
+    for t, (prompts, pairs) in enumerate(zip(prompts_of, pair_sets)):
         # Units of work (resumable with checkpoint=): the task's mean and clean run, then chunks of corrupted prompts.
         first = ck.unit(f"{t}/mean", lambda: _mean_and_clean(model, prompts, None if given is None else given[t], pairs,
                                                              metric, filter_correct, batch_size))
@@ -186,17 +232,19 @@ def indirect_effect(
         clean.append(first["clean_metric"])
     names = tuple(p.task for p in pair_sets)
     filtered = {"n_kept": {t: len(k) for t, k in kept.items()}, "n_mean_kept": n_mean_kept, "kept": kept}
+    spec = info.get("spec") or {}
     return IndirectEffectResult(
         effects=_stack_padded(effects), mean_z=torch.stack(means), clean_metric=_stack_padded(clean),
-        corrupted_metric=_stack_padded(corrupted), tasks=names, metric=metric_name, corruption=corruption,
-        n_shots=n_shots, method="+".join(sorted(used)),
-        info=run_info(model, tasks=names, corruption=corruption, seed=seed, n_shots=n_shots, n_mean=n_mean,
-                      n_corrupted=n_corrupted, metric=metric_name, template=pair_sets[0].template,
-                      other_task=getattr(other_task, "name", other_task),
+        corrupted_metric=_stack_padded(corrupted), tasks=names, metric=metric_name, corruption=first_pairs.corruption,
+        n_shots=first_pairs.n_shots, method="+".join(sorted(used)),
+        info=run_info(model, tasks=names, corruption=first_pairs.corruption, seed=spec.get("seed", first_pairs.seed),
+                      n_shots=first_pairs.n_shots, n_mean=(spec.get("sizes") or {}).get("mean"),
+                      n_corrupted=len(first_pairs), metric=metric_name, template=first_pairs.template,
+                      other_task=spec.get("other_task"),
                       heads=None if heads is None else [str(h) for h in cells], filter_correct=filter_correct,
                       engine="+".join(sorted(routes)) or None,
                       mean_z="given" if given is not None else "computed",
-                      **(filtered if filter_correct else {})),
+                      **info, **(filtered if filter_correct else {})),
     )
 
 
@@ -297,7 +345,6 @@ def head_attention_html(model: ModelLike, batch: PromptBatch, heads: Sequence[He
     """
     from tlens_icl.viz.html import HTMLView, attention_heads, role_tokens
 
-    require_eval_mode(model, "head_attention_html")
     if not heads:
         raise TlensICLError("head_attention_html needs at least one head.")
     heads = [Head(*h) for h in heads]

@@ -32,7 +32,6 @@ from tlens_icl.engine import query as _engine
 from tlens_icl.engine.capture import query_z
 from tlens_icl.engine.scoring import METRICS, Metric, get_metric
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import ROLES, PromptBatch
 from tlens_icl.prompts.pairs import PromptPairBatch
 from tlens_icl.results.base import Result, run_info
@@ -160,7 +159,6 @@ def head_patching(
     Returns:
         :class:`HeadPatchingResult`; a positive effect restores the clean answer when denoising.
     """
-    require_eval_mode(model, "head_patching")
     if method not in ("auto", "fast", "naive"):
         raise TlensICLError(f"method must be 'auto', 'fast' or 'naive', got {method!r}.")
     check_position(position, pairs, "head_patching")
@@ -264,7 +262,6 @@ def activation_patching(
     unpatched run (equal activations, or positions after the query) are not run. Needs aligned pairs.
     Effects: ``metric(patched) - metric(unpatched)``.
     """
-    require_eval_mode(model, "activation_patching")
     if site not in ACTIVATION_SITES:
         raise TlensICLError(f"site must be one of {ACTIVATION_SITES}, got {site!r}.")
     if method not in ("auto", "kv", "naive"):

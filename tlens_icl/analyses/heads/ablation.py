@@ -20,7 +20,7 @@ import random
 from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -47,8 +47,8 @@ from tlens_icl.engine.ablation import (
 )
 from tlens_icl.engine.scoring import accepted_top1
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models.loading import require_eval_mode
-from tlens_icl.prompts.pairs import make_prompts
+from tlens_icl.prompts.batch import PromptBatch
+from tlens_icl.prompts.spec import PromptSpec, protocol_defaults, spec_of
 from tlens_icl.prompts.templates import PromptTemplate
 from tlens_icl.results.base import Result, require_same_model, run_info
 from tlens_icl.results.heads import bootstrap_ci
@@ -213,19 +213,28 @@ def _pooled_means(model: ModelLike, batches: Sequence[Any], positions: Positions
     return (total / count).float()
 
 
+#: head_ablation's protocol arguments -> (PromptSpec field, default).
+HEAD_ABLATION_PROTOCOL = {"n": ("n", 32), "n_shots": ("n_shots", 5), "seed": ("seed", 0), "template": ("template", None)}
+
+
 @checked
 def head_ablation(
-    model: ModelLike, tasks: Task | str | Sequence[Task | str], rankings: Mapping[str, Any], *,
+    model: ModelLike, tasks: PromptSpec | Task | str | Sequence[Task | str] | PromptBatch | Sequence[PromptBatch],
+    rankings: Mapping[str, Any], *,
     ks: Sequence[int | float] = (0, 1, 2, 4, 8), exclude: float = 0.0, n_random: int = 3, n: int = 32,
     n_shots: int = 5, seed: int = 0, positions: Positions = "all", loss: bool = True,
     loss_data_kind: DataKind | LossData = "auto", loss_n: int = 16, loss_length: int = 128,
-    template: PromptTemplate | str | None = None, batch_size: int = 16, method: str = "auto",
+    template: PromptTemplate | str | None = None, batch_size: int = 16, method: Literal["auto", "naive"] = "auto",
     progress: bool | None = None,
 ) -> HeadAblationResult:
     """Mean-ablate the top-``k`` heads of each ranking (and ``k`` random heads) and measure ICL.
 
     Args:
-        tasks: the few-shot tasks (accuracy is averaged over them).
+        tasks: the few-shot tasks (accuracy is averaged over them) or a
+            :class:`~tlens_icl.prompts.spec.PromptSpec`: each task's ``n`` prompts are the spec's ``clean``
+            stream (``make_prompts(task, model, n=n, n_shots=n_shots, seed=seed)``). At the data level: the
+            prompt batches themselves (one per task; ``n``, ``n_shots``, ``seed`` and ``template`` then stay at
+            their defaults, and ``loss`` needs ``loss_data_kind`` to be a ``LossData`` or ``"text"``).
         rankings: name -> ``[layer, head]`` score (higher = ablate first), e.g.
             ``{"FV": indirect_effect(...), "induction": head_scores(model)}``.
         ks: head counts (int) or fractions of all heads (float in (0, 1)); 0 = the unablated run.
@@ -238,12 +247,18 @@ def head_ablation(
         method: ``"auto"`` (each chunk's clean run is shared; a head set re-runs only the blocks from its first
             ablated layer, or only query copies with ``positions="query"``) or ``"naive"`` (every set in full).
     """
-    require_eval_mode(model, "head_ablation")
-    if method not in ("auto", "naive"):
-        raise TlensICLError(f"method must be 'auto' or 'naive', got {method!r}.")
-    task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
-    if not task_list:
-        raise TlensICLError("head_ablation needs at least one task.")
+    given = isinstance(tasks, PromptBatch) or (isinstance(tasks, Sequence) and not isinstance(tasks, str) and tasks
+                                                and all(isinstance(t, PromptBatch) for t in tasks))
+    if given:
+        protocol_defaults("head_ablation", HEAD_ABLATION_PROTOCOL, n=n, n_shots=n_shots, seed=seed, template=template)
+        batches = [tasks] if isinstance(tasks, PromptBatch) else list(tasks)
+        task_list: list[Any] = [b.task or f"batch {i}" for i, b in enumerate(batches)]
+        spec = None
+    else:
+        spec = spec_of(tasks, "head_ablation", HEAD_ABLATION_PROTOCOL, n=n, n_shots=n_shots, seed=seed,
+                       template=template)
+        task_list = list(spec.tasks)
+        n, n_shots, seed, template = spec.n, spec.n_shots, spec.seed, spec.template
     if not isinstance(rankings, Mapping) or not rankings:
         raise TlensICLError("head_ablation(): rankings must be a non-empty dict name -> [layer, head] scores (e.g. "
                             f"{{'FV': indirect_effect(...)}}), got {rankings!r}.")
@@ -275,7 +290,11 @@ def head_ablation(
     n_seeds = max(1, n_random)
 
     # Every prompt and loss row is built (and so validated) before the first forward pass.
-    batches = [make_prompts(t, model, n=n, n_shots=n_shots, seed=seed, template=template) for t in task_list]
+    if spec is not None:
+        batches = [spec.prompts(model, "clean", task=t) for t in task_list]
+    if len({len(b) for b in batches}) != 1:
+        raise TlensICLError(f"head_ablation(): the prompt batches must be of one size, got {[len(b) for b in batches]}.")
+    n = len(batches[0])
     ldata = loss_data(model, loss_data_kind, tasks=task_list, n=loss_n, length=loss_length, seed=seed,
                       template=template) if loss else None
     means = _pooled_means(model, batches, positions, batch_size)
@@ -318,8 +337,8 @@ def head_ablation(
     return HeadAblationResult(
         correct=correct, loss=losses, methods=methods, ks=counts, tasks=tuple(b if isinstance(b, str) else b.name
                                                                              for b in task_list),
-        heads=heads_json, n_shots=n_shots, exclude=exclude, positions=positions,
-        info=run_info(model, seed=seed, n=n, ks_requested=list(ks), n_random=n_random, loss=loss,
+        heads=heads_json, n_shots=int(batches[0].demo_index[0].max()) + 1 if given else n_shots, exclude=exclude, positions=positions,
+        info=run_info(model, seed=seed, n=n, **({"spec": spec.info()} if spec is not None else {}), ks_requested=list(ks), n_random=n_random, loss=loss,
                       loss_data=ldata.kind if ldata is not None else None,
                       loss_window=[early, late] if ldata is not None else None, template=getattr(template, "name", template),
                       forwards=len(sets), method=method),

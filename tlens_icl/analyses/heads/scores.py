@@ -37,7 +37,6 @@ from tlens_icl._typing import Head, ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.engine.attention import attention_to_targets
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.results.base import Result, run_info
 from tlens_icl.results.heads import HeadEffectViews
 
@@ -225,7 +224,6 @@ def head_scores(
     Returns:
         :class:`HeadScoresResult`; ``.induction()`` is the ``[layer, head]`` induction score map.
     """
-    require_eval_mode(model, "head_scores")
     if tokens is None:
         if mask is not None:
             raise TlensICLError("head_scores(): mask= belongs to tokens=; the default sequences need none.")

@@ -29,7 +29,7 @@ from tlens_icl._typing import Head, ModelLike
 from tlens_icl._validate import checked, integer
 from tlens_icl.engine.ablation import ablated_token_loss_sweep
 from tlens_icl.errors import PromptError, TlensICLError
-from tlens_icl.models.loading import model_meta, require_eval_mode
+from tlens_icl.models.loading import model_meta
 from tlens_icl.prompts.batch import ROLE_ID
 from tlens_icl.prompts.pairs import make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
@@ -246,7 +246,6 @@ def token_loss_score(
         data: ``"text"``, ``"episodes"``, ``"auto"`` or a :class:`LossData` (see the module docstring).
         early, late: the context positions compared (default :func:`default_window`).
     """
-    require_eval_mode(model, "token_loss_score")
     d = loss_data(model, data, texts=texts, tasks=tasks, n=n, length=length, n_shots=n_shots, seed=seed,
                   template=template)
     e, l_ = default_window(d)

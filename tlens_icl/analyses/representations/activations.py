@@ -33,7 +33,6 @@ from tlens_icl.engine.caches import cache_activation, check_cache
 from tlens_icl.engine.capture import AtPositions, Weighted, capture
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.adapter import head_output_weights
-from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import ROLE_ID, PromptBatch
 from tlens_icl.prompts.pairs import PromptPairBatch, make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
@@ -272,7 +271,6 @@ def collect_activations(
     ``model.run_with_cache(prompts.tokens)`` (``prompts`` a :class:`PromptBatch`); it is read instead of
     running the model again, and gives the same set as the library's own pass.
     """
-    require_eval_mode(model, "collect_activations")
     layer_tuple = _check_options(model, sites, position, layers)
     if cache is not None:
         if not isinstance(prompts, PromptBatch):
@@ -307,7 +305,6 @@ def task_activations(
 
     The same query items are used at every shot count of a task, so shot counts compare like with like.
     """
-    require_eval_mode(model, "task_activations")
     layer_tuple = _check_options(model, sites, position, layers)
     task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
     if not task_list:

@@ -36,7 +36,6 @@ from tlens_icl._validate import checked
 from tlens_icl.engine import hooks
 from tlens_icl.engine.capture import Custom, capture
 from tlens_icl.errors import PromptError, TlensICLError
-from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import ROLE_ID, PromptBatch, query_char_span, span_mask
 from tlens_icl.results.base import Result, run_info
 
@@ -195,7 +194,6 @@ def attention_ratio(
         :class:`AttentionRatioResult`; ``.ratio(condition)`` ``[layer, head]`` (higher = more relevant
         attention), ``.change(before, after)``.
     """
-    require_eval_mode(model, "attention_ratio")
     if not isinstance(prompts, (PromptBatch, Mapping)):
         raise TlensICLError(f"attention_ratio(): prompts must be a PromptBatch or a dict condition -> PromptBatch, got "
                             f"{type(prompts).__name__}.")

@@ -39,7 +39,6 @@ from tlens_icl.engine.runs import query_logits
 from tlens_icl.engine.scoring import accepted_top1, prob
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.adapter import readable_weights
-from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.models.remote import SpecHook, is_remote
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.results.base import Result, require_same_model
@@ -258,7 +257,6 @@ def mean_head_activations(
     """
     from tlens_icl.engine.caches import query_z_from_cache
 
-    require_eval_mode(model, "mean_head_activations")
     if cache is not None:
         return query_z_from_cache(cache, batch, model).mean(0)
     return query_z(model, batch.tokens, batch.query_pos, batch_size=batch_size, logits=False)[0].mean(0)

@@ -39,9 +39,9 @@ from tlens_icl.analyses.vectors.soft_injection import soft_injection
 from tlens_icl.analyses.vectors.task_vectors import task_vector, task_vector_sweep
 from tlens_icl.engine.query import Interventions, blend_heads, resid_edits
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
-from tlens_icl.prompts.pairs import make_prompts, usable_task
+from tlens_icl.prompts.pairs import usable_task
+from tlens_icl.prompts.spec import PromptSpec, spec_of
 from tlens_icl.prompts.templates import PromptTemplate
 from tlens_icl.results.base import Result, run_info
 from tlens_icl.tasks import Task, load_task
@@ -201,18 +201,22 @@ def _fv_heads(model: ModelLike, fv_heads: Any, train: Task, task_name: str, *, k
     if fv_heads is None:
         from tlens_icl.analyses.causal.mediation import indirect_effect
 
-        fv_heads = indirect_effect(model, train, n_mean=n_fit, n_corrupted=n_fit, n_shots=n_shots,
-                                   corruption=corruption, other_task=other_task, seed=seed, template=template,
-                                   batch_size=batch_size)
+        fv_heads = indirect_effect(model, PromptSpec((train,), n=n_fit, n_shots=n_shots, corruption=corruption,
+                                                     other_task=other_task, seed=seed, template=template),
+                                   n_mean=n_fit, batch_size=batch_size)
     if hasattr(fv_heads, "top_heads"):
         tasks = list(fv_heads.tasks)
         return [tuple(h) for h in fv_heads.top_heads(k, task=task_name if task_name in tasks else None)]
     return [tuple(h) for h in fv_heads]
 
 
+#: compare_methods' protocol arguments -> (PromptSpec field, default).
+COMPARE_PROTOCOL = {"n_test": ("n", 64), "n_shots": ("n_shots", 8), "seed": ("seed", 0), "template": ("template", None)}
+
+
 @checked
 def compare_methods(
-    model: ModelLike, tasks: Task | str | Sequence[Task | str], *, methods: Sequence[str] = METHODS,
+    model: ModelLike, tasks: PromptSpec | Task | str | Sequence[Task | str], *, methods: Sequence[str] = METHODS,
     n_test: int = 64, n_fit: int = 32, n_shots: int = 8, test_size: float = 0.3, seed: int = 0,
     fv_heads: Any = None, fv_k: int = 10, fv_corruption: str | dict[str, str] = "shuffled_labels",
     icv_strengths: Sequence[float] = (0.05, 0.1, 0.2, 0.5), icv_contrast: str = "pair", icv_direction: str = "pc1",
@@ -222,7 +226,11 @@ def compare_methods(
     """Zero-shot, ICL, function vector, task vector, ICV and soft injection on the same held-out items.
 
     Args:
-        tasks: one or several tasks; each is split ``test_size`` (test) / rest (train) with ``seed``.
+        tasks: one or several tasks, or a :class:`~tlens_icl.prompts.spec.PromptSpec` (its ``n`` is ``n_test``);
+            each task is split ``test_size`` (test) / rest (train) with ``seed``. Streams: the test prompts are
+            the spec's ``clean`` stream, the prompts that build each vector its ``fit`` stream, those that choose a
+            layer or strength its ``validation`` stream, and the FV heads' mediation runs on the train split with
+            a spec derived from the label ``"fv_heads"`` (every stream independent of the others).
         methods: any of :data:`METHODS`.
         n_test: test items per task (capped at the test split's size; every item at most once).
         n_fit: prompts per task used to build each vector / train soft injection / choose parameters.
@@ -240,17 +248,16 @@ def compare_methods(
     """
     from tlens_icl.engine.progress import progress_bar
 
-    require_eval_mode(model, "compare_methods")
     _validate(methods, fv_corruption, icv_contrast, icv_direction, n_test, n_fit)
-    task_list = [load_task(t) for t in ([tasks] if isinstance(tasks, (str, Task)) else list(tasks))]
-    if not task_list:
-        raise TlensICLError("compare_methods needs at least one task.")
+    spec = spec_of(tasks, "compare_methods", COMPARE_PROTOCOL, n=n_test, n_shots=n_shots, seed=seed, template=template)
+    n_test, n_shots, seed, template = spec.n, spec.n_shots, spec.seed, spec.template
+    task_list = [load_task(t) for t in spec.tasks]
     usable = [usable_task(t, model, template=template) for t in task_list]
     splits = [t.split(test_size, seed=seed) for t in usable]
     n = min([n_test] + [len(test) for _, test in splits])
     # Build (and validate) all evaluation prompts before the first forward pass.
-    evals = [{"zero_shot": make_prompts(test, model, n=n, n_shots=0, seed=seed, template=template),
-              "icl": make_prompts(test, model, n=n, n_shots=n_shots, seed=seed, template=template, demos_from=train)}
+    evals = [{"zero_shot": spec.prompts(model, "clean", task=test, n=n, n_shots=0),
+              "icl": spec.prompts(model, "clean", task=test, n=n, demos_from=train)}
              for train, test in splits]
     all_methods = BASELINES + tuple(methods)
     n_layers = model.cfg.n_layers
@@ -265,14 +272,15 @@ def compare_methods(
         zs = batches["zero_shot"]
         at_query: dict[str, Interventions] = {}
         other = splits[(t + 1) % len(splits)][0] if len(splits) > 1 else None
-        fit = dict(model=model, train=train, n_fit=n_fit, n_shots=n_shots, seed=seed, template=template,
+        fit = dict(model=model, train=train, n_fit=n_fit, n_shots=n_shots, spec=spec, template=template,
                    batch_size=batch_size)
         chosen[name] = {}
         for m in methods:
             if m == "function_vector":
                 corruption = fv_corruption[name] if isinstance(fv_corruption, dict) else fv_corruption
                 heads = _fv_heads(model, fv_heads, train, name, k=fv_k, corruption=corruption, other_task=other,
-                                  n_fit=n_fit, n_shots=n_shots, seed=seed, template=template, batch_size=batch_size)
+                                  n_fit=n_fit, n_shots=n_shots, seed=spec.derive("fv_heads").seed, template=template,
+                                  batch_size=batch_size)
                 builder, sweep, params = _function_vector(heads=heads, **fit)
             elif m == "task_vector":
                 builder, sweep, params = _task_vector(**fit)
@@ -299,7 +307,8 @@ def compare_methods(
     info = run_info(model, method="compare_methods", n_test=n, n_fit=n_fit, n_shots=n_shots, test_size=test_size,
                     seed=seed, fv_k=fv_k, fv_corruption=fv_corruption, icv_contrast=icv_contrast,
                     icv_direction=icv_direction,
-                    soft_steps=soft_steps, soft_lr=soft_lr, task_sha256={t.name: t.sha256 for t in usable})
+                    soft_steps=soft_steps, soft_lr=soft_lr, task_sha256={t.name: t.sha256 for t in usable},
+                    spec=spec.info(fit=n_fit, validation=n_fit))
     return ComparisonResult(correct, p, layer_acc, all_methods, tuple(t.name for t in usable), chosen, info)
 
 
@@ -322,26 +331,27 @@ def _validate(methods: Sequence[str], fv_corruption: Any, icv_contrast: str, icv
 
 
 # ---- per-method fitting on the train split: (hook builder for test prompts, layer accuracies, params) ----
-def _selection_prompts(train: Task, model: ModelLike, n_fit: int, seed: int, template: Any) -> PromptBatch:
-    return make_prompts(train, model, n=min(n_fit, len(train)), n_shots=0, seed=seed + 2, template=template)
+def _selection_prompts(train: Task, model: ModelLike, n_fit: int, spec: PromptSpec) -> PromptBatch:
+    return spec.prompts(model, "validation", task=train, n=min(n_fit, len(train)), n_shots=0)
 
 
 def _function_vector(*, model: ModelLike, train: Task, heads: list[tuple[int, int]], n_fit: int,
-                     n_shots: int, seed: int, template: Any, batch_size: int) -> tuple[Any, Any, dict[str, Any]]:
-    icl = make_prompts(train, model, n=n_fit, n_shots=n_shots, seed=seed + 3, template=template)
+                     n_shots: int, spec: PromptSpec, template: Any, batch_size: int) -> tuple[Any, Any, dict[str, Any]]:
+    icl = spec.prompts(model, "fit", task=train, n=n_fit)
     fv = function_vector_from_heads(model, mean_head_activations(model, icl, batch_size=batch_size), heads,
                                     task=train.name)
     sweep = function_vector_sweep(model, fv, train, settings=("zero_shot",), n=min(n_fit, len(train)),
-                                  seed=seed + 2, template=template, batch_size=batch_size)
+                                  seed=spec.seed_of("validation"), template=template, batch_size=batch_size)
     layer = sweep.best_layer("zero_shot")
     builder = resid_edits([layer], fv.vector, mode="add")  # == add_vector_hooks(model, fv, layer=layer) at the query
     return builder, sweep.accuracy()[0], {"layer": layer, "heads": [list(h) for h in heads]}
 
 
-def _task_vector(*, model: ModelLike, train: Task, n_fit: int, n_shots: int, seed: int,
+def _task_vector(*, model: ModelLike, train: Task, n_fit: int, n_shots: int, spec: PromptSpec,
                  template: Any, batch_size: int) -> tuple[Any, Any, dict[str, Any]]:
-    tv = task_vector(model, train, n=n_fit, n_shots=n_shots, seed=seed + 3, template=template, batch_size=batch_size)
-    sweep = task_vector_sweep(model, tv, train, n=min(n_fit, len(train)), seed=seed + 2, template=template,
+    tv = task_vector(model, train, n=n_fit, n_shots=n_shots, seed=spec.seed_of("fit"), template=template,
+                     batch_size=batch_size)
+    sweep = task_vector_sweep(model, tv, train, n=min(n_fit, len(train)), seed=spec.seed_of("validation"), template=template,
                               batch_size=batch_size)
     layer = sweep.best_layer("zero_shot")
     builder = resid_edits([layer], tv.at(layer), mode="set")  # == patch_task_vector_hooks(model, tv, layer=layer)
@@ -349,13 +359,12 @@ def _task_vector(*, model: ModelLike, train: Task, n_fit: int, n_shots: int, see
 
 
 def _icv(*, model: ModelLike, train: Task, strengths: Sequence[float], contrast: Any, direction: Any,
-         n_fit: int, n_shots: int, seed: int, template: Any, batch_size: int) -> tuple[Any, Any, dict[str, Any]]:
+         n_fit: int, n_shots: int, spec: PromptSpec, template: Any, batch_size: int) -> tuple[Any, Any, dict[str, Any]]:
     if not strengths:
         raise TlensICLError("icv_strengths must not be empty.")
     icv = in_context_vector(model, train, n=n_fit, contrast=contrast, direction=direction, n_shots=n_shots,
-                            seed=seed + 3,
-                            template=template, batch_size=batch_size)
-    sel = _selection_prompts(train, model, n_fit, seed, template)
+                            seed=spec.seed_of("fit"), template=template, batch_size=batch_size)
+    sel = _selection_prompts(train, model, n_fit, spec)
     scores = [evaluate_intervention(model, sel, lambda sub, s=s: icv_hooks(model, icv, strength=s),
                                     batch_size=batch_size)[0].mean() for s in strengths]
     best = float(strengths[int(argbest(torch.stack(scores)))])  # near-ties: the first strength listed
@@ -363,9 +372,9 @@ def _icv(*, model: ModelLike, train: Task, strengths: Sequence[float], contrast:
 
 
 def _soft(*, model: ModelLike, train: Task, steps: int, lr: float, n_fit: int, n_shots: int,
-          seed: int, template: Any, batch_size: int) -> tuple[Any, Any, dict[str, Any]]:
+          spec: PromptSpec, template: Any, batch_size: int) -> tuple[Any, Any, dict[str, Any]]:
     si = soft_injection(model, train, n_embed=n_fit, n_shots=n_shots, n_train=n_fit, steps=steps, lr=lr,
-                        seed=seed + 3, template=template, batch_size=batch_size)
+                        seed=spec.seed_of("fit"), template=template, batch_size=batch_size)
     builder = blend_heads(si.embeddings, si.alpha)  # == soft_injection_hooks(model, si) at the query
     final = float(si.losses[-1]) if si.losses.numel() else math.nan
     return builder, None, {"final_loss": final, "mean_alpha": float(si.alpha.mean())}

@@ -40,7 +40,6 @@ from tlens_icl.analyses.vectors.common import (
 from tlens_icl.engine.query import resid_edits
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.adapter import attn_output_bias, attn_post_norm, head_output_weights
-from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.pairs import make_prompt_pairs, make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
@@ -194,7 +193,6 @@ def function_vector(
     al.'s universal head set A: steadier when each task has few corrupted prompts). ``task=None`` uses the
     first task's means and the averaged ranking.
     """
-    require_eval_mode(model, "function_vector")
     if not (hasattr(mediation, "top_heads") and isinstance(getattr(mediation, "mean_z", None), Tensor)):
         raise TlensICLError(f"function_vector(): mediation must be an IndirectEffectResult (tlens_icl.indirect_effect), "
                             f"got {type(mediation).__name__}.")
@@ -223,7 +221,6 @@ def function_vector_from_task(
     include_bias: bool = False, batch_size: int = 32,
 ) -> FunctionVector:
     """Function vector from ``n`` clean ``n_shots`` prompts of ``task`` and an explicit head list."""
-    require_eval_mode(model, "function_vector_from_task")
     batch = make_prompts(task, model, n=n, n_shots=n_shots, seed=seed, template=template, demos_from=demos_from)
     mean_z = mean_head_activations(model, batch, batch_size=batch_size)
     name = task if isinstance(task, str) else task.name
@@ -264,7 +261,6 @@ def function_vector_sweep(
     Settings: ``"zero_shot"`` (query only), ``"shuffled_labels"`` (``n_shots`` demonstrations with
     permuted labels), ``"icl"`` (clean demonstrations). Baselines (no vector) are stored alongside.
     """
-    require_eval_mode(model, "function_vector_sweep")
     if isinstance(settings, str) or not isinstance(settings, Sequence) or not settings:
         raise TlensICLError(f"function_vector_sweep(): settings must be a non-empty list of {FV_SETTINGS}, got "
                             f"{settings!r}.")

@@ -31,7 +31,6 @@ from tlens_icl.analyses.vectors.common import VectorOps, decode_vector, query_re
 from tlens_icl.engine import hooks
 from tlens_icl.engine.hooks import checked_hooks
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.batch import ROLE_ID, PromptBatch
 from tlens_icl.prompts.pairs import make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
@@ -115,7 +114,6 @@ def in_context_vector(
     demos_from: Task | str | None = None, batch_size: int = 32,
 ) -> InContextVector:
     """The in-context vector of ``task`` from ``n`` demonstration pairs (PC1 of last-token differences)."""
-    require_eval_mode(model, "in_context_vector")
     if contrast not in ("pair", "icl"):
         raise TlensICLError(f"contrast must be 'pair' or 'icl', got {contrast!r}.")
     if direction not in ("pc1", "pc1+mean"):

@@ -34,7 +34,6 @@ from tlens_icl.engine import hooks
 from tlens_icl.engine.hooks import checked_hooks
 from tlens_icl.engine.runs import _device, logit_rows
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.prompts.pairs import make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
 from tlens_icl.results.base import Result, require_same_model, run_info
@@ -133,7 +132,6 @@ def soft_injection(
     """
     from tlens_icl.engine.progress import progress_bar
 
-    require_eval_mode(model, "soft_injection")
     if steps < 0 or train_batch_size < 1:
         raise TlensICLError("steps must be >= 0 and train_batch_size >= 1.")
     icl = make_prompts(task, model, n=n_embed, n_shots=n_shots, seed=seed, template=template, demos_from=demos_from)

@@ -36,7 +36,6 @@ from tlens_icl.analyses.vectors.common import (
 from tlens_icl.engine.hooks import checked_hooks
 from tlens_icl.engine.query import resid_edits
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models.loading import require_eval_mode
 from tlens_icl.models.remote import SpecHook
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.pairs import make_prompts
@@ -110,7 +109,6 @@ def task_vector_from_prompts(
     model: ModelLike, batch: PromptBatch, *, task: str = "custom", batch_size: int = 32,
 ) -> TaskVector:
     """The mean ``resid_post`` at the query position of ``batch``'s prompts, at every layer."""
-    require_eval_mode(model, "task_vector_from_prompts")
     res = query_residuals(model, batch, site="resid_post", batch_size=batch_size)
     n_shots = int(batch.demo_index.max()) + 1  # demo_index is -1 outside demonstrations
     return TaskVector(res.mean(0), task, n_shots, None, run_info(model, method="task_vector", n=len(batch)))
@@ -122,7 +120,6 @@ def task_vector(
     template: PromptTemplate | str | None = None, demos_from: Task | str | None = None, batch_size: int = 32,
 ) -> TaskVector:
     """Hendel et al.'s task vector of ``task`` from ``n`` prompts of ``n_shots`` demos + a dummy query."""
-    require_eval_mode(model, "task_vector")
     batch = make_prompts(task, model, n=n, n_shots=n_shots, seed=seed, template=template, demos_from=demos_from)
     name = task if isinstance(task, str) else task.name
     res = query_residuals(model, batch, site="resid_post", batch_size=batch_size)
@@ -166,7 +163,6 @@ def task_vector_sweep(
 
     Use items held out from the ones ``tv`` was computed from (e.g. ``Task.split``) to choose the layer.
     """
-    require_eval_mode(model, "task_vector_sweep")
     layer_list = resolve_layers(model, layers)
     batches = {"zero_shot": make_prompts(task, model, n=n, n_shots=0, seed=seed, template=template)}
 
