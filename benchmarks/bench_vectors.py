@@ -14,7 +14,7 @@ import torch
 
 import tlens_icl
 from tlens_icl import compare_methods
-from tlens_icl.analyses.vectors.compare import METHODS
+from tlens_icl.workflows.compare import METHODS
 
 torch.set_num_threads(1)
 

@@ -274,7 +274,7 @@ def figures(n_layers: int, n_heads: int, seed: int = 0) -> dict[str, Callable[[]
         return draw
 
     def pipeline_sweep() -> Any:
-        from tlens_icl.pipeline import plot_fv_sweep
+        from tlens_icl.workflows.pipeline import plot_fv_sweep
 
         fams = {"word": ["uppercase", "capitalize"], "bitwise": ["bitwise_and", "bitwise_or"]}
         sweeps = {t: sweep() for names in fams.values() for t in names}

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("viz",),
     ("results",),
     ("analyses",),
-    ("pipeline", "study"),
+    ("workflows",),
     ("cli",),
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}

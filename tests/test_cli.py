@@ -79,7 +79,7 @@ def test_deprecated_task_flags_still_parse(capsys):
 
 
 def test_vectors_method_names_match_the_analysis():
-    from tlens_icl.analyses.vectors.compare import METHODS
+    from tlens_icl.workflows.compare import METHODS
     from tlens_icl.cli.vectors import METHOD_NAMES
 
     assert tuple(METHOD_NAMES) == tuple(METHODS)
@@ -182,7 +182,7 @@ def test_resume_is_suggested_only_where_the_command_has_it(tmp_path, capsys, mon
 def test_run_is_sized_by_the_options_run_pipeline_takes(monkeypatch, capsys):
     import inspect
 
-    import tlens_icl.pipeline as pipeline
+    import tlens_icl.workflows.pipeline as pipeline
 
     seen = {}
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import tlens_icl
-from tlens_icl.analyses.heads.dynamics import phase_change
+from tlens_icl.workflows.dynamics import phase_change
 from tlens_icl.models.embedded import EMBEDDED_MODELS, checkpoint_index, checkpoint_steps, embedded_model_path
 from tlens_icl.models.embedded import forming as F
 

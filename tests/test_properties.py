@@ -150,7 +150,7 @@ def test_bootstrap_ci_width_matches_the_standard_error():
     lo3, hi3 = bootstrap_ci(padded, n_resamples=4000)
     assert float(hi3 - lo3) == pytest.approx(2 * 1.96 * float(x[..., :100].std()) / 10, rel=0.15)
     # scipy-based CI of compare_methods' cells
-    from tlens_icl.analyses.vectors.compare import bootstrap_mean_ci
+    from tlens_icl.workflows.compare import bootstrap_mean_ci
 
     a, b = bootstrap_mean_ci(x.flatten(), n_resamples=4000)
     assert b - a == pytest.approx(2 * 1.96 * se, rel=0.12)

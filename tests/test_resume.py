@@ -151,7 +151,7 @@ def test_resuming_with_other_arguments_is_refused(native_model, task_a, tmp_path
 
 def test_the_main_job_resumes_after_an_interruption(tmp_path, monkeypatch):
     """run_pipeline on the embedded model, cut in the middle of its function-vector sweeps, then resumed."""
-    from tlens_icl import pipeline
+    from tlens_icl.workflows import pipeline
     from tlens_icl.results.base import tensors_equal
 
     model = ti.load_model("icl-tiny")

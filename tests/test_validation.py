@@ -48,7 +48,7 @@ def acts():
 
 # ---- the probes ----------------------------------------------------------------------------------
 def test_probes_fail_before_any_forward_pass(native_model, task_a, acts, tmp_path):
-    from tlens_icl.pipeline import run_pipeline
+    from tlens_icl.workflows.pipeline import run_pipeline
 
     pairs = ti.make_prompt_pairs(task_a, native_model, n=2, n_shots=2, single_token="filter")  # 1 shot cannot shuffle
     v = torch.ones(native_model.cfg.d_model)

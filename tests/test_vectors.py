@@ -18,7 +18,7 @@ from tlens_icl.analyses.vectors.common import (
     generate_with_vector,
     mean_head_activations,
 )
-from tlens_icl.analyses.vectors.compare import (
+from tlens_icl.workflows.compare import (
     ComparisonResult,
     bootstrap_mean_ci,
     compare_methods,

@@ -28,7 +28,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ActivationPatchingResult", "HeadPatchingResult", "activation_patching", "head_patching",
     ),
     "tlens_icl.analyses.heads.ablation": ("HeadAblationResult", "head_ablation", "random_heads", "select_heads",),
-    "tlens_icl.analyses.heads.dynamics": ("HeadDynamicsResult", "head_dynamics",),
+    "tlens_icl.workflows.dynamics": ("HeadDynamicsResult", "head_dynamics",),
     "tlens_icl.analyses.heads.overlap": ("HeadOverlapResult", "head_overlap",),
     "tlens_icl.analyses.heads.scores": ("HeadScoresResult", "head_scores", "lag_scores", "repeated_random_tokens",),
     "tlens_icl.analyses.heads.token_loss": ("TokenLossResult", "token_loss_score",),
@@ -41,7 +41,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "tlens_icl.analyses.vectors.common": (
         "LayerSweepResult", "add_vector", "generate_with_vector", "mean_head_activations",
     ),
-    "tlens_icl.analyses.vectors.compare": ("ComparisonResult", "compare_methods",),
+    "tlens_icl.workflows.compare": ("ComparisonResult", "compare_methods",),
     "tlens_icl.analyses.vectors.function_vectors": (
         "FunctionVector", "function_vector", "function_vector_from_heads", "function_vector_from_task",
         "function_vector_sweep",

@@ -33,7 +33,7 @@ MOVED: dict[str, str] = {
     "tlens_icl.analyses.task_vectors": "tlens_icl.analyses.vectors.task_vectors",
     "tlens_icl.analyses.icv": "tlens_icl.analyses.vectors.icv",
     "tlens_icl.analyses.soft_injection": "tlens_icl.analyses.vectors.soft_injection",
-    "tlens_icl.analyses.compare": "tlens_icl.analyses.vectors.compare",
+    "tlens_icl.analyses.compare": "tlens_icl.workflows.compare",
     "tlens_icl.analyses.decodability": "tlens_icl.analyses.representations.decodability",
     "tlens_icl.analyses.rsa": "tlens_icl.analyses.representations.rsa",
     "tlens_icl.analyses.probing": "tlens_icl.analyses.representations.probing",

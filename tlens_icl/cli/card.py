@@ -23,7 +23,7 @@ def measure(name: str = "icl-tiny", *, n: int = 48, seed: int = 0) -> dict[str, 
     from tlens_icl.analyses.representations.activations import task_activations
     from tlens_icl.analyses.representations.decodability import concept_decodability
     from tlens_icl.models import heldout_task, load_model, model_tasks
-    from tlens_icl.pipeline import run_pipeline
+    from tlens_icl.workflows.pipeline import run_pipeline
 
     torch.set_num_threads(1)
     model = load_model(name)
@@ -52,7 +52,7 @@ def _block(df: Any, **kwargs: Any) -> str:
 
 
 def render(name: str, m: dict[str, Any]) -> str:
-    from tlens_icl.pipeline import fv_display_table
+    from tlens_icl.workflows.pipeline import fv_display_table
 
     main = m["main"]
     acc = main["accuracy"]

@@ -31,7 +31,7 @@ def add_cli(subparsers: Any) -> None:
 def _cmd_forming(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
 
-    from tlens_icl.study.forming import forming_study, load_forming, seeds_figure
+    from tlens_icl.workflows.forming import forming_study, load_forming, seeds_figure
 
     out = Path(args.out)
     t0 = time.time()

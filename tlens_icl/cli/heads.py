@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
 from tlens_icl.cli.common import (
@@ -76,49 +75,20 @@ def _k(text: str) -> int | float:
 
 
 def _cmd_heads(args: argparse.Namespace) -> int:
-    from tlens_icl.analyses.causal.mediation import indirect_effect
-    from tlens_icl.analyses.heads.ablation import head_ablation
-    from tlens_icl.analyses.heads.overlap import head_overlap
-    from tlens_icl.analyses.heads.scores import head_scores
     from tlens_icl.models import model_tasks
-
     from tlens_icl.results.report import export_section
+    from tlens_icl.workflows.heads import heads_study
 
     out = check_out(args)
     tasks = tasks_of(args)
     model = load_model_for(args, tasks)
     tasks = tasks or model_tasks(model)
-    timings: dict[str, float] = {}
-
-    def timed(name: str, fn: Any) -> Any:
-        t = time.perf_counter()
-        res = fn()
-        timings[name] = round(time.perf_counter() - t, 1)
-        print(f"[{name}] {timings[name]} s: {res.summary()}", flush=True)
-        return res
-
-    scores = timed("head scores", lambda: head_scores(model, seed=args.seed))
-    aie = timed("FV score (AIE)", lambda: indirect_effect(
-        model, tasks, n_mean=args.n_mean, n_corrupted=args.n_corrupted, n_shots=args.shots, corruption=args.corruption,
-        seed=args.seed, template=args.template, progress=args.progress))
-    rankings: dict[str, Any] = {"FV": aie, "induction": scores}
-    abl = timed("ablation", lambda: head_ablation(
-        model, tasks, rankings, ks=args.ks, exclude=args.exclude, n_random=args.seeds, n=args.n, n_shots=args.shots,
-        seed=args.seed, positions=args.positions, loss=not args.no_loss, loss_n=args.loss_n,
-        loss_length=args.loss_length, template=args.template, progress=args.progress))
-    maps: dict[str, Any] = {"FV": aie.mean(), "induction": scores.induction(), "previous_token": scores.previous_token()}
-    if args.rsa:
-        from tlens_icl.analyses.representations.activations import task_activations
-        from tlens_icl.analyses.representations.rsa import rsa
-
-        res = timed("RSA heads", lambda: rsa(task_activations(model, tasks, n_shots=(args.shots,), n=args.n,
-                                                              seed=args.seed, template=args.template,
-                                                              sites=["head_out"]), site="head_out",
-                                             n_permutations=0))
-        maps["RSA"] = res.head_scores()
-    n_total = model.cfg.n_layers * model.cfg.n_heads
-    ov = timed("overlap", lambda: head_overlap(maps, ks=[k for k in args.overlap_ks if k <= n_total], model=model))
-
+    study = heads_study(model, tasks, n=args.n, n_shots=args.shots, n_mean=args.n_mean, n_corrupted=args.n_corrupted,
+                        corruption=args.corruption, seed=args.seed, template=args.template, ks=args.ks,
+                        exclude=args.exclude, n_random=args.seeds, positions=args.positions, loss=not args.no_loss,
+                        loss_n=args.loss_n, loss_length=args.loss_length, rsa=args.rsa, overlap_ks=args.overlap_ks,
+                        progress=args.progress, log=lambda line: print(line, flush=True))
+    scores, aie, abl, ov, timings = study.scores, study.aie, study.ablation, study.overlap, study.timings
     if out is None:
         return 0
     sections = [export_section(res, out, name, name) for name, res in
@@ -144,7 +114,7 @@ def _block(df: Any) -> str:
 
 
 def _cmd_dynamics(args: argparse.Namespace) -> int:
-    from tlens_icl.analyses.heads.dynamics import head_dynamics
+    from tlens_icl.workflows.dynamics import head_dynamics
     from tlens_icl.results.report import export_section
 
     out = check_out(args)

@@ -110,7 +110,7 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from tlens_icl.pipeline import run_pipeline, summarize
+    from tlens_icl.workflows.pipeline import run_pipeline, summarize
 
     out = check_out(args)
     tasks = tasks_of(args)

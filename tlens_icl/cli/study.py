@@ -48,8 +48,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
     if out.is_dir() and any(out.iterdir()) and not args.resume:
         raise TlensICLError(f"--out {out} is not empty; pass --resume to continue the study there, or choose a new folder.")
     from tlens_icl.models import load_model
-    from tlens_icl.study import run_study
-    from tlens_icl.study.summary import write_study_report
+    from tlens_icl.workflows import run_study
+    from tlens_icl.workflows.summary import write_study_report
 
     t0 = time.time()
     model = load_model(args.model)
@@ -65,7 +65,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from tlens_icl.study import (
+    from tlens_icl.workflows import (
         cross_model_figures,
         cross_model_table,
         provenance_markdown,

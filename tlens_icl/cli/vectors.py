@@ -18,7 +18,7 @@ from tlens_icl.cli.common import (
     tasks_of,
 )
 
-#: ``tlens_icl.analyses.vectors.compare.METHODS``, spelled here so that ``--help`` imports no torch
+#: ``tlens_icl.workflows.compare.METHODS``, spelled here so that ``--help`` imports no torch
 #: (tests/test_cli.py checks that the two agree).
 METHOD_NAMES = ("function_vector", "task_vector", "icv", "soft_injection")
 
@@ -43,7 +43,7 @@ def add_cli(subparsers: Any) -> None:
 
 
 def _cmd_vectors(args: argparse.Namespace) -> int:
-    from tlens_icl.analyses.vectors.compare import compare_methods
+    from tlens_icl.workflows.compare import compare_methods
     from tlens_icl.errors import TlensICLError
     from tlens_icl.results.report import export_section
 

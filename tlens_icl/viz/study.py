@@ -2,7 +2,7 @@
 
 Each function takes ``{model label: numbers}`` in the order the models should appear (smallest first) and
 returns a matplotlib figure with a title, a subtitle naming the sizes, labelled axes and a legend; intervals
-are 95 % (see :mod:`tlens_icl.study.summary`).
+are 95 % (see :mod:`tlens_icl.workflows.summary`).
 """
 
 from __future__ import annotations

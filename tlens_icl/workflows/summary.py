@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from tlens_icl.errors import TlensICLError
-from tlens_icl.study.run import StudySizes, chosen_layer, first_argmax, load_study
+from tlens_icl.workflows.run import StudySizes, chosen_layer, first_argmax, load_study
 
 #: Display names of the library's real models (others show their own name).
 LABELS = {"smollm2-135m": "SmolLM2-135M", "gemma-3-270m": "Gemma-3-270M", "qwen2.5-coder-0.5b": "Qwen2.5-Coder-0.5B",
@@ -66,7 +66,7 @@ def _heads(ranked: Sequence[Any], values: Tensor, n_layers: int) -> list[dict[st
 
 
 def study_summary(study: str | Path | Mapping[str, Any], *, partial: bool = False) -> dict[str, Any]:
-    """The headline numbers of one stored study (a folder, or :func:`~tlens_icl.study.load_study`'s dict).
+    """The headline numbers of one stored study (a folder, or :func:`~tlens_icl.workflows.load_study`'s dict).
 
     An unfinished study raises unless ``partial=True``: then only the sections whose steps have finished are
     summarized (``"complete"`` is False, ``"missing"`` names the others) and the cross-model table shows
@@ -614,7 +614,7 @@ def write_study_report(folder: str | Path, out: str | Path | None = None) -> Pat
     settings = {"model": s["model"], "sizes": s["size_name"], "seed": s["seed"],
                 "tlens_icl": s["tlens_icl"], **{k: v for k, v in (s["model_source"] or {}).items() if k != "packages"}}
     return write_index(out, title=f"tlens-icl study: {s['label']}", sections=sections, settings=settings,
-                       subtitle="the papers' measurements at their sizes (tlens_icl.study)")
+                       subtitle="the papers' measurements at their sizes (tlens_icl.workflows)")
 
 
 def provenance_markdown(summaries: Sequence[dict[str, Any]]) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tlens_icl.analyses.heads.dynamics import HeadDynamicsResult, head_dynamics
+from tlens_icl.workflows.dynamics import HeadDynamicsResult, head_dynamics
 from tlens_icl.models.embedded import EMBEDDED_MODELS, checkpoint_steps, read_card
 
 MODEL = "icl-forming"
