@@ -347,6 +347,12 @@ def check_task_name(name: str) -> str:
     raise UnknownTaskError(f"Unknown task {name!r}.{hint}")
 
 
+def is_user_task(name: str) -> bool:
+    """Whether ``name`` was registered with :func:`register_task` in this process (it then shadows a shipped task
+    of the same name)."""
+    return name in _USER_TASKS
+
+
 def register_task(task: Task | str | Path, *, overwrite: bool = False) -> Task:
     """Make a task loadable by name. Accepts a :class:`Task` or a path to a JSON file."""
     if not isinstance(task, Task):

@@ -58,7 +58,7 @@ def run_info(model: ModelLike | None = None, **extra: Any) -> dict[str, Any]:
         if isinstance(source, dict):  # a converted GGUF: which file, from which packages, quantized how, under which licence
             info["model_source"] = {k: source[k] for k in ("file", "sha256", "packages", "quantization", "license")
                                     if k in source}
-    info.update({k: _jsonable(v) for k, v in extra.items()})
+    info.update({k: jsonable(v) for k, v in extra.items()})
     return info
 
 
@@ -94,13 +94,13 @@ def default_mode(path: str | Path) -> Path:
     return Path(path)
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        return {str(k): jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     if isinstance(v, Tensor) and v.numel() == 1:
         return v.item()
     return str(v)
@@ -180,7 +180,7 @@ class Result:
             if isinstance(v, Tensor):
                 tensors[f.name] = v.detach().cpu().contiguous()
             else:
-                meta[f.name] = _jsonable(v)
+                meta[f.name] = jsonable(v)
         save_file(tensors, str(path / "tensors.safetensors"))
         default_mode(path / "tensors.safetensors")
         meta = json.loads(json.dumps(meta))  # as it will read back
@@ -481,9 +481,9 @@ def _check_values(cls: type, kwargs: dict[str, Any], path: Path, *, strict: bool
                     raise ResultFileError(f"{path}: {name}.{f} holds layer {layer}, outside the model's {n_layers} "
                                           "layers (info).")
     for f in getattr(cls, "same_as_info", ()):
-        if f in info and f in kwargs and _jsonable(kwargs[f]) != _jsonable(info[f]):
-            raise ResultFileError(f"{path}: {name}.{f} is {_jsonable(kwargs[f])!r} but info records "
-                                  f"{_jsonable(info[f])!r}; the file's fields disagree with each other.")
+        if f in info and f in kwargs and jsonable(kwargs[f]) != jsonable(info[f]):
+            raise ResultFileError(f"{path}: {name}.{f} is {jsonable(kwargs[f])!r} but info records "
+                                  f"{jsonable(info[f])!r}; the file's fields disagree with each other.")
 
 
 def _bind_dims(label: str, dims: list[str], shape: tuple[int, ...], sizes: dict[str, int], path: Path) -> None:
@@ -527,6 +527,6 @@ def tensors_equal(a: Result, b: Result) -> bool:
         if isinstance(x, Tensor):
             if not (isinstance(y, Tensor) and x.dtype == y.dtype and _equal_nan(x, y)):
                 return False
-        elif _jsonable(x) != _jsonable(y):
+        elif jsonable(x) != jsonable(y):
             return False
     return True

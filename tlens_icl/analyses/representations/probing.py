@@ -115,9 +115,9 @@ class ProbeResult(Result):
 
     def plot(self, ax: Any = None) -> Any:
         """Probe score per unit and shot count (solid), the control task (dashed, same colour) and chance."""
-        from tlens_icl.viz.plots import _ax, integer_ticks, set_titles
+        from tlens_icl.viz.plots import figure_axes, integer_ticks, set_titles
 
-        fig, ax = _ax(ax, (max(5.6, 2.2 + 0.22 * len(self.units)), 3.7))
+        fig, ax = figure_axes(ax, (max(5.6, 2.2 + 0.22 * len(self.units)), 3.7))
         x = list(range(len(self.units)))
         for s, shots in enumerate(self.n_shots):
             (line,) = ax.plot(x, self.score[s].tolist(), marker="o", ms=4, lw=1.6, label=f"{shots} shots")
