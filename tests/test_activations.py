@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import tlens_icl as ti
+from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.analyses.representations.activations import (
     ActivationSet,
     collect_activations,
@@ -18,7 +19,7 @@ from tlens_icl.results.base import tensors_equal
 
 @pytest.fixture(scope="module")
 def prompts_by_arch():
-    cache: dict[int, ti.PromptBatch] = {}
+    cache: dict[int, PromptBatch] = {}
 
     def get(model, task):
         if id(model) not in cache:

@@ -20,7 +20,7 @@ PKG = Path(__file__).resolve().parent.parent / "tlens_icl"
 
 #: lowest first; the first path component below tlens_icl decides a module's layer.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_typing", "_compat", "_validate", "_ties"),
+    ("errors", "_typing", "_validate", "_ties"),
     ("tasks",),
     ("models",),
     ("prompts",),
@@ -142,26 +142,6 @@ def test_the_layer_test_sees_a_planted_upward_import(tmp_path):
     runs = copy / "engine" / "runs.py"
     runs.write_text(runs.read_text() + "\n\ndef _planted():\n    from tlens_icl.analyses import accuracy\n")
     assert upward_imports(copy) == ["tlens_icl.engine.runs -> tlens_icl.analyses", "tlens_icl.engine.runs -> tlens_icl.analyses.accuracy"]
-
-
-def test_old_module_paths_still_import_with_a_deprecation_warning():
-    import importlib
-    import sys
-    import warnings
-
-    import tlens_icl
-    from tlens_icl._compat import MOVED
-
-    for old, new in MOVED.items():
-        sys.modules.pop(old, None)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            mod = importlib.import_module(old)
-        assert mod is importlib.import_module(new) and mod.__spec__.name == new
-        assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught), old
-    with warnings.catch_warnings(record=True):
-        warnings.simplefilter("always")
-        assert tlens_icl.pairs.make_prompts is tlens_icl.make_prompts
 
 
 # ---- private names stay in their module ------------------------------------------------------------

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import tlens_icl as ti
+from tlens_icl.tasks import TaskItem
 from tlens_icl.analyses.representations.attention_ratio import (
     AttentionRatioResult,
     attention_mass,
@@ -70,8 +71,8 @@ def _sliding(model, layer):
 
 def reading_task():
     items = [
-        ti.TaskItem(f"in{i} in{i + 1} in{i + 2} in{i + 3}", f"a{i}",
-                    meta={"relevant": f"in{i + 1} in{i + 2}", "distractors": [f"in{i + 3}"]})
+        TaskItem(f"in{i} in{i + 1} in{i + 2} in{i + 3}", f"a{i}",
+                 meta={"relevant": f"in{i + 1} in{i + 2}", "distractors": [f"in{i + 3}"]})
         for i in range(0, 20, 4)
     ]
     return ti.Task("toy_reading", tuple(items))

@@ -9,15 +9,9 @@ import pytest
 import torch
 from conftest import INPUTS, OUTPUTS_A, build_model
 
-from tlens_icl import (
-    Head,
-    Task,
-    head_ablation,
-    head_overlap,
-    head_scores,
-    make_prompts,
-    select_heads,
-)
+from tlens_icl import Head, Task, head_ablation, head_scores, make_prompts
+from tlens_icl.analyses.heads.ablation import select_heads
+from tlens_icl.analyses.heads.overlap import head_overlap
 from tlens_icl.analyses.heads.scores import detection_targets, repeated_random_tokens
 from tlens_icl.engine.ablation import (
     ablated_query_logits,

@@ -11,7 +11,8 @@ import math
 import pytest
 import torch
 
-from tlens_icl import HookNotFiredError, TlensICLError, make_prompt_pairs, make_prompts
+from tlens_icl import TlensICLError, make_prompt_pairs, make_prompts
+from tlens_icl.errors import HookNotFiredError
 from tlens_icl.analyses.vectors.common import (
     LayerSweepResult,
     add_vector,

@@ -301,6 +301,23 @@ class Result:
         return "\n".join(parts)
 
 
+def _result_class(name: str) -> type[Result] | None:
+    """The :class:`Result` subclass called ``name``, or ``None``. A class registers itself when its module is
+    imported; a class not yet registered is looked for in ``tlens_icl.analyses``, where every result class is
+    defined: its modules are imported by name, in order, until the class has registered (the one place this
+    layer reaches the analyses, and only when a saved result of an unloaded class is read)."""
+    if name not in _CLASSES:
+        import importlib
+        import pkgutil
+
+        analyses = importlib.import_module("tlens_icl.analyses")
+        for info in pkgutil.walk_packages(analyses.__path__, "tlens_icl.analyses."):
+            importlib.import_module(info.name)
+            if name in _CLASSES:
+                break
+    return _CLASSES.get(name)
+
+
 def load(path: str | Path) -> Result:
     """Load any result written by ``.save()``/``.export()``: ``meta.json`` names its class, whose ``load`` then
     reads and validates the folder (``tlens_icl.load(path)``; ``Cls.load(path)`` does the same for one class)."""
@@ -313,12 +330,7 @@ def load(path: str | Path) -> Result:
         name = json.loads(meta.read_text()).get("class")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
         raise ResultFileError(f"{meta}: not a result's meta.json ({e}).") from e
-    cls = _CLASSES.get(name) if isinstance(name, str) else None
-    if cls is None and isinstance(name, str):
-        import tlens_icl  # the facade knows where every public result class lives
-
-        found = getattr(tlens_icl, name, None) if name in tlens_icl.__all__ else None
-        cls = found if isinstance(found, type) and issubclass(found, Result) else None
+    cls = _result_class(name) if isinstance(name, str) else None
     if cls is None:
         raise ResultFileError(f"{path} holds a {name!r}, which is not a tlens_icl result class.")
     return cls.load(path)
