@@ -88,8 +88,8 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Run the main job; return (and optionally write to ``out``) every result.
 
-    Returns a dict with ``splits`` (task -> fit/val/test :class:`Task`), ``accuracy`` (:class:`AccuracyResult` on
-    the test items, ``n`` queries per task and shot count), ``mediation`` (family -> ``IndirectEffectResult`` on
+    Returns a dict with ``splits`` (task -> fit/val/test :class:`Task`), ``accuracy``
+    (:class:`~tlens_icl.analyses.accuracy.AccuracyResult` on the test items, ``n`` queries per task and shot count), ``mediation`` (family -> ``IndirectEffectResult`` on
     the fit items), ``fv_val`` and ``fv_sweeps`` (task -> ``LayerSweepResult``: zero-shot accuracy with the
     task's function vector added after each block, on validation and on test prompts), ``fv_layer`` (the block
     with the best mean validation accuracy over tasks; ties: the earlier block), ``fv_val_by_layer`` and

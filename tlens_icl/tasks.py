@@ -1,7 +1,7 @@
 """Task definitions: named lists of (input, output) items loaded from ``tasks/*.json`` or built by users.
 
 A :class:`Task` is data only (which items, what answers are accepted); how items are rendered into
-prompts lives in :mod:`tlens_icl.templates` and :mod:`tlens_icl.pairs`.
+prompts lives in :mod:`tlens_icl.prompts.templates` and :mod:`tlens_icl.prompts.pairs`.
 """
 
 from __future__ import annotations

@@ -173,7 +173,7 @@ REF_STYLES: tuple[dict[str, Any], ...] = (
 
 def ci_legend_handle(colors: Sequence[str], alpha: float = 0.25) -> Any:
     """A legend swatch for shaded CI bands: one patch per band colour, side by side (use with
-    :data:`LEGEND_HANDLERS`)."""
+    :func:`legend_handlers`)."""
     import matplotlib.patches as mpatches
 
     return tuple(mpatches.Patch(color=c, alpha=alpha, lw=0) for c in dict.fromkeys(colors))

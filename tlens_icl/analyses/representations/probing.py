@@ -151,7 +151,7 @@ def probe(
     """Linear probes for ``target`` at every unit of ``site``, per shot count, with a control task.
 
     Args:
-        acts: from :func:`~tlens_icl.activations.task_activations` / ``collect_activations``.
+        acts: from :func:`~tlens_icl.analyses.representations.activations.task_activations` / ``collect_activations``.
         target: ``"task"``, ``"meta.<key>"`` (e.g. ``"meta.slope"``) or one value per row.
         kind: ``"classification"`` (LogisticRegression, accuracy), ``"regression"`` (RidgeCV, R^2) or
             ``"auto"`` (regression when every value is a number and there are more than 10 distinct values).
