@@ -142,7 +142,6 @@ def layout_problems(fig: Any) -> list[str]:
 def figures(n_layers: int, n_heads: int, seed: int = 0) -> dict[str, Callable[[], Any]]:
     """name -> a function that returns one figure, for a model of ``n_layers`` x ``n_heads`` (random data shaped
     like real results: a few dominant heads, CIs, NaN where a result has them)."""
-    import tlens_icl as ti
     from tlens_icl.analyses.accuracy import AccuracyResult
     from tlens_icl.analyses.causal.mediation import IndirectEffectResult
     from tlens_icl.analyses.causal.patching import ActivationPatchingResult, HeadPatchingResult

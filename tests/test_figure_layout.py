@@ -16,7 +16,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import tlens_icl as ti  # noqa: E402
 from tlens_icl.analyses.causal.mediation import IndirectEffectResult  # noqa: E402
 from tlens_icl.analyses.heads.token_loss import TokenLossResult  # noqa: E402
 from figures_at_depth import figures, layout_problems  # noqa: E402

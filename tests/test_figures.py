@@ -12,7 +12,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import tlens_icl as ti  # noqa: E402
 from tlens_icl.analyses.accuracy import AccuracyResult  # noqa: E402
 from tlens_icl.analyses.causal.mediation import IndirectEffectResult  # noqa: E402
 from tlens_icl.analyses.representations.decodability import DecodabilityResult  # noqa: E402
