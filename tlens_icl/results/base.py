@@ -95,6 +95,8 @@ def default_mode(path: str | Path) -> Path:
 
 
 def jsonable(v: Any) -> Any:
+    """``v`` as plain JSON values: dicts (string keys) and sequences element by element, a one-element tensor as
+    its number, anything else as its ``str``."""
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     if isinstance(v, dict):
