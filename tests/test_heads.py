@@ -328,7 +328,9 @@ def test_overlap_against_hypergeometric_chance():
 
 # ---- results round trip and the token-loss score -------------------------------------------------------
 def test_results_round_trip_and_token_loss(tmp_path, native_model, var_task):
-    from tlens_icl import HeadAblationResult, HeadScoresResult, token_loss_score
+    from tlens_icl import token_loss_score
+    from tlens_icl.analyses.heads.ablation import HeadAblationResult
+    from tlens_icl.analyses.heads.scores import HeadScoresResult
     from tlens_icl.results import tensors_equal
 
     hs = head_scores(native_model, n=4, length=8)
