@@ -155,12 +155,12 @@ def figures(n_layers: int, n_heads: int, seed: int = 0) -> dict[str, Callable[[]
     from tlens_icl.analyses.representations.decodability import DecodabilityResult
     from tlens_icl.analyses.representations.probing import ProbeResult
     from tlens_icl.analyses.representations.rsa import RSAResult
+    from tlens_icl.analyses.vectors.common import LayerSweepResult
     from tlens_icl.analyses.vectors.compare import ComparisonResult
     from tlens_icl.analyses.vectors.function_vectors import FunctionVector
     from tlens_icl.analyses.vectors.icv import InContextVector
     from tlens_icl.analyses.vectors.soft_injection import SoftInjection
     from tlens_icl.analyses.vectors.task_vectors import TaskVector
-    from tlens_icl.analyses.vectors.common import LayerSweepResult
 
     g = torch.Generator().manual_seed(seed)
     L, H = n_layers, n_heads

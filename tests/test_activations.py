@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import tlens_icl as ti
-from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.analyses.representations.activations import (
     ActivationSet,
     collect_activations,
@@ -14,6 +13,7 @@ from tlens_icl.analyses.representations.activations import (
     task_activations,
 )
 from tlens_icl.errors import ModelStateError, TlensICLError
+from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.results.base import tensors_equal
 
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import tlens_icl as ti
-from tlens_icl.tasks import TaskItem
 from tlens_icl.analyses.representations.attention_ratio import (
     AttentionRatioResult,
     attention_mass,
@@ -17,6 +16,7 @@ from tlens_icl.analyses.representations.attention_ratio import (
 from tlens_icl.errors import PromptError, TlensICLError
 from tlens_icl.prompts.batch import ROLE_ID, query_char_span, span_mask
 from tlens_icl.results.base import tensors_equal
+from tlens_icl.tasks import TaskItem
 
 
 def test_masses_and_share_from_a_hand_made_pattern():

@@ -6,8 +6,8 @@ import torch
 
 import tlens_icl as ti
 from tlens_icl.analyses.accuracy import AccuracyResult
-from tlens_icl.tasks import TaskItem
 from tlens_icl.results.base import tensors_equal
+from tlens_icl.tasks import TaskItem
 
 
 def test_accuracy_matches_hand_computation(any_model, task_a):

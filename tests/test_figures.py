@@ -15,8 +15,8 @@ import torch  # noqa: E402
 from tlens_icl.analyses.accuracy import AccuracyResult  # noqa: E402
 from tlens_icl.analyses.causal.mediation import IndirectEffectResult  # noqa: E402
 from tlens_icl.analyses.representations.decodability import DecodabilityResult  # noqa: E402
-from tlens_icl.analyses.vectors.compare import ComparisonResult  # noqa: E402
 from tlens_icl.analyses.vectors.common import LayerSweepResult  # noqa: E402
+from tlens_icl.analyses.vectors.compare import ComparisonResult  # noqa: E402
 
 INFO = {"model": "toy-model", "n": 20, "n_fit": 8}
 gen = torch.Generator().manual_seed(0)

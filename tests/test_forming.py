@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import tlens_icl
-from tlens_icl.models.loading import model_tasks
 from tlens_icl.analyses.heads.dynamics import phase_change
 from tlens_icl.models.embedded import EMBEDDED_MODELS, checkpoint_index, checkpoint_steps, embedded_model_path
 from tlens_icl.models.embedded import forming as F
+from tlens_icl.models.loading import model_tasks
 
 SHIPPED = "icl-forming" in EMBEDDED_MODELS
 needs_shipped = pytest.mark.skipif(not SHIPPED, reason="icl-forming is not in this checkout")

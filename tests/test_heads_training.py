@@ -11,8 +11,8 @@ import torch
 import tlens_icl
 from tlens_icl.analyses.heads.dynamics import HeadDynamicsResult
 from tlens_icl.errors import ModelStateError
-from tlens_icl.models.loading import model_tasks
 from tlens_icl.models.embedded import checkpoint_index, checkpoint_steps
+from tlens_icl.models.loading import model_tasks
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,11 @@ import torch
 import tlens_icl as ti
 from tlens_icl.analyses.vectors.function_vectors import function_vector_sweep
 from tlens_icl.analyses.vectors.task_vectors import task_vector_sweep
-from tlens_icl.errors import ModelStateError
 from tlens_icl.engine import hooks, runs
 from tlens_icl.engine.capture import query_z
 from tlens_icl.engine.runs import answer_scores, logit_cut, logit_rows, query_logits, rows_per_forward
 from tlens_icl.engine.scoring import teacher_forced
+from tlens_icl.errors import ModelStateError
 
 TOL = 1e-5
 #: The variants beyond conftest's zoo: an untied unembedding with a bias; a softcap that bends every logit.

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import tlens_icl as ti
-from tlens_icl.prompts.pairs import PromptPairBatch, usable_task
 from tlens_icl.errors import EmptyTaskError, ModelStateError, PairMismatchError, PromptError, TlensICLError
 from tlens_icl.prompts.batch import ROLE_ID, PromptBatch
+from tlens_icl.prompts.pairs import PromptPairBatch, usable_task
 
 
 def demo_outputs(batch: PromptBatch, model, row: int, role: str = "demo_output") -> list[str]:

@@ -10,10 +10,10 @@ import transformer_lens.patching as tl_patching
 
 import tlens_icl as ti
 from tlens_icl.analyses.causal.patching import ActivationPatchingResult, HeadPatchingResult
-from tlens_icl.prompts.batch import PromptBatch
-from tlens_icl.prompts.pairs import PromptPairBatch
 from tlens_icl.engine import query as _engine
 from tlens_icl.errors import ModelStateError, PairMismatchError, TlensICLError
+from tlens_icl.prompts.batch import PromptBatch
+from tlens_icl.prompts.pairs import PromptPairBatch
 from tlens_icl.results.base import tensors_equal
 
 TOL = 1e-5

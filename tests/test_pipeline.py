@@ -13,9 +13,9 @@ import torch
 
 import tlens_icl as ti
 from tlens_icl.analyses.accuracy import AccuracyResult
-from tlens_icl.models.loading import model_tasks
 from tlens_icl.analyses.causal.mediation import IndirectEffectResult
 from tlens_icl.cli.main import main
+from tlens_icl.models.loading import model_tasks
 from tlens_icl.viz.html import BUNDLE_MARK
 
 
@@ -127,7 +127,7 @@ def test_report_tables_format_numbers_one_way_and_right_align_them(run_dir):
 def test_run_report_renders_in_headless_chromium(run_dir, tmp_path):
     """index.html in a real browser: every figure decodes, one attention view per task renders (named), the page
     is not blank."""
-    from browser import inspect_page, ink_fraction
+    from browser import ink_fraction, inspect_page
 
     page = run_dir / "index.html"
     html = page.read_text(encoding="utf-8")

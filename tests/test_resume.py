@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import tlens_icl as ti
-from tlens_icl.models.loading import model_tasks
 from tlens_icl.errors import CheckpointMismatchError, ResultFileError, TlensICLError
+from tlens_icl.models.loading import model_tasks
 from tlens_icl.results.checkpoint import Checkpoint, NoCheckpoint, open_checkpoint
 
 

@@ -17,6 +17,8 @@ from tlens_icl import _validate
 from tlens_icl.analyses.accuracy import AccuracyResult
 from tlens_icl.analyses.causal.mediation import IndirectEffectResult, head_attention_html
 from tlens_icl.analyses.heads.overlap import head_overlap
+from tlens_icl.analyses.representations.activations import from_arrays
+from tlens_icl.analyses.vectors.common import add_vector, generate_with_vector
 from tlens_icl.analyses.vectors.function_vectors import (
     FunctionVector,
     function_vector_from_heads,
@@ -26,8 +28,6 @@ from tlens_icl.analyses.vectors.icv import apply_icv
 from tlens_icl.analyses.vectors.soft_injection import soft_inject
 from tlens_icl.analyses.vectors.steering import SteeringVector
 from tlens_icl.analyses.vectors.task_vectors import patch_task_vector
-from tlens_icl.analyses.representations.activations import from_arrays
-from tlens_icl.analyses.vectors.common import add_vector, generate_with_vector
 from tlens_icl.errors import (
     HookNotFiredError,
     ModelStateError,
