@@ -20,7 +20,8 @@ FROM_IMPORT = re.compile(r"^\s*from\s+(tlens_icl[\w.]*)\s+import\s+(\([^)]*\)|[^
 
 
 def is_public_module(mod: str) -> bool:
-    """A module of the package whose path has no private part (``tlens_icl.prompts.pairs``, not ``tlens_icl._typing``)."""
+    """A module of the package whose path has no private part (``tlens_icl.prompts.pairs``, not
+    ``tlens_icl._typing``)."""
     import importlib.util
 
     return not any(part.startswith("_") for part in mod.split(".")) and importlib.util.find_spec(mod) is not None
@@ -111,10 +112,12 @@ def test_code_uses_only_public_names(path):
             items = re.sub(r"#[^\n]*", "", names).strip().strip("()").split(",")
             for name in (item.split()[0] for item in items if item.strip()):  # "name" or "name as alias"
                 assert not name.startswith("_"), f"{path.name} code cell {i}: imports {name}"
-                if mod == "tlens_icl":
-                    assert name in tlens_icl.__all__ or name in ("viz", "study"), f"{path.name} code cell {i}: {name} is not public"
+                where = f"{path.name} code cell {i}"
+                if mod == "tlens_icl":  # a top-level name or a public subpackage (viz, study)
+                    public = name in tlens_icl.__all__ or is_public_module(f"tlens_icl.{name}")
+                    assert public, f"{where}: {name} is not public"
                 else:
-                    assert hasattr(importlib.import_module(mod), name), f"{path.name} code cell {i}: {mod} has no {name}"
+                    assert hasattr(importlib.import_module(mod), name), f"{where}: {mod} has no {name}"
         for mod in re.findall(r"^\s*import\s+(tlens_icl[\w.]*)", src, flags=re.M):
             assert is_public_module(mod), f"{path.name} code cell {i}: imports {mod}"
         for name in re.findall(r"\b(?:ti|tlens_icl)\.(\w+)", src):

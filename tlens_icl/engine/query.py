@@ -740,5 +740,5 @@ def patch_query_heads(
 
 
 __all__ = ["Edit", "FastPathUnsupported", "Interventions", "QueryRun", "Reduce", "Scorer", "all_heads",
-           "blend_heads", "check_control", "control_tolerance", "head_grid", "patch_query_heads", "plan_groups", "query_interventions",
-           "resid_edits", "resolve_heads", "set_head_means", "set_heads"]
+           "blend_heads", "check_control", "control_tolerance", "head_grid", "patch_query_heads", "plan_groups",
+           "query_interventions", "resid_edits", "resolve_heads", "set_head_means", "set_heads"]
