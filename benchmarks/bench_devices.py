@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # con
 import torch  # noqa: E402
 
 import tlens_icl as ti  # noqa: E402
+from tlens_icl.analyses.vectors.function_vectors import function_vector_sweep  # noqa: E402
 
 CONFIGS = {
     "tiny": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
@@ -94,7 +95,7 @@ def run_analyses(model: Any, args: argparse.Namespace, *, local: bool = True) ->
     timed("task_activations", lambda: ti.task_activations(model, ts, n_shots=(args.shots,), n=args.n,
                                                           batch_size=args.batch_size).resid_post)
     fv = torch.ones(model.cfg.d_model) * 0.1
-    timed("function_vector_sweep", lambda: ti.function_vector_sweep(
+    timed("function_vector_sweep", lambda: function_vector_sweep(
         model, fv, ts[0], layers=list(range(0, model.cfg.n_layers, max(1, model.cfg.n_layers // 4))),
         settings=("zero_shot",), n=args.n, batch_size=args.batch_size, **kw).answer_prob)
     if local:

@@ -25,13 +25,8 @@ from pathlib import Path
 import torch
 
 import tlens_icl
-from tlens_icl import (
-    head_ablation,
-    head_overlap,
-    head_scores,
-    icl_accuracy,
-    indirect_effect,
-)
+from tlens_icl import head_ablation, head_scores, icl_accuracy, indirect_effect
+from tlens_icl.analyses.heads.overlap import head_overlap
 from tlens_icl.analyses.representations.activations import task_activations
 from tlens_icl.analyses.representations.rsa import rsa
 

@@ -44,6 +44,7 @@ def main() -> None:
     from conftest import WORD_INPUTS as INPUTS, WORD_OUTPUTS_A as OUTPUTS_A, build_model, make_tokenizer
 
     import tlens_icl as ti
+    from tlens_icl.analyses.causal.attribution import patching_fidelity
     from tlens_icl.engine import query as _engine
     from tlens_icl.engine.runs import query_logits
 
@@ -76,7 +77,7 @@ def main() -> None:
                                                       batch_size=args.batch_size))[1]
 
     diff = float((fast.effects - naive.effects).abs().max())
-    fid = ti.patching_fidelity(attr, naive, k=10)
+    fid = patching_fidelity(attr, naive, k=10)
     print(f"one forward of the {len(pairs)} corrupted prompts: {one_forward:.2f} s")
     print(f"indirect_effect exact, fast path : {t_fast:7.2f} s   (patching step {patch['fast']:.2f} s)")
     print(f"indirect_effect exact, naive loop: {t_naive:7.2f} s   (patching step {patch['naive']:.2f} s, "

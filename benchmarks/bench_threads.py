@@ -35,10 +35,11 @@ def main() -> None:
     args = p.parse_args()
     default = torch.get_num_threads()
     import tlens_icl as ti
+    from tlens_icl.models.loading import model_tasks
     from conftest import build_model, make_tokenizer
 
     model = ti.load_model("icl-tiny")
-    bitwise = ti.model_tasks(model, "bitwise")
+    bitwise = model_tasks(model, "bitwise")
     mediation = lambda: ti.indirect_effect(model, bitwise, n_mean=32, n_corrupted=16, n_shots=8,  # noqa: E731
                                            progress=False)
     tok = make_tokenizer()

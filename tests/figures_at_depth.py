@@ -142,8 +142,25 @@ def layout_problems(fig: Any) -> list[str]:
 def figures(n_layers: int, n_heads: int, seed: int = 0) -> dict[str, Callable[[], Any]]:
     """name -> a function that returns one figure, for a model of ``n_layers`` x ``n_heads`` (random data shaped
     like real results: a few dominant heads, CIs, NaN where a result has them)."""
-    import tlens_icl as ti
+    from tlens_icl.analyses.accuracy import AccuracyResult
+    from tlens_icl.analyses.causal.mediation import IndirectEffectResult
+    from tlens_icl.analyses.causal.patching import ActivationPatchingResult, HeadPatchingResult
+    from tlens_icl.analyses.heads.ablation import HeadAblationResult
+    from tlens_icl.analyses.heads.overlap import HeadOverlapResult
+    from tlens_icl.analyses.heads.scores import HeadScoresResult
+    from tlens_icl.analyses.heads.token_loss import TokenLossResult
+    from tlens_icl.analyses.representations.activations import ActivationSet
+    from tlens_icl.analyses.representations.attention_ratio import AttentionRatioResult
+    from tlens_icl.analyses.representations.compare_heads import HeadComparisonResult
+    from tlens_icl.analyses.representations.decodability import DecodabilityResult
+    from tlens_icl.analyses.representations.probing import ProbeResult
+    from tlens_icl.analyses.representations.rsa import RSAResult
     from tlens_icl.analyses.vectors.common import LayerSweepResult
+    from tlens_icl.workflows.compare import ComparisonResult
+    from tlens_icl.analyses.vectors.function_vectors import FunctionVector
+    from tlens_icl.analyses.vectors.icv import InContextVector
+    from tlens_icl.analyses.vectors.soft_injection import SoftInjection
+    from tlens_icl.analyses.vectors.task_vectors import TaskVector
 
     g = torch.Generator().manual_seed(seed)
     L, H = n_layers, n_heads
@@ -165,18 +182,18 @@ def figures(n_layers: int, n_heads: int, seed: int = 0) -> dict[str, Callable[[]
     tasks = ("bitwise_and", "bitwise_or", "uppercase")
 
     def accuracy(k: int) -> Any:
-        return ti.AccuracyResult(coin(k, 5, 20), rand(k, 5, 20), tuple(f"task_{i}" for i in range(k)), (0, 1, 2, 4, 8),
-                                 info)
+        return AccuracyResult(coin(k, 5, 20), rand(k, 5, 20), tuple(f"task_{i}" for i in range(k)), (0, 1, 2, 4, 8),
+                              info)
 
     def mediation() -> Any:
-        return ti.IndirectEffectResult(effects(len(tasks)), torch.zeros(len(tasks), L, H, 4), rand(len(tasks), 6),
-                                       rand(len(tasks), 6), tasks, "prob", "shuffled_labels", 5, "fast", info)
+        return IndirectEffectResult(effects(len(tasks)), torch.zeros(len(tasks), L, H, 4), rand(len(tasks), 6),
+                                    rand(len(tasks), 6), tasks, "prob", "shuffled_labels", 5, "fast", info)
 
     def head_scores() -> Any:
         s = rand(3, L, H, 8) * 0.2
         s[0, (2 * L) // 3, H // 2] = 0.95
-        return ti.HeadScoresResult(s, torch.zeros(8, 20, dtype=torch.long), ("induction", "previous_token",
-                                                                             "duplicate_token"), "targets", info)
+        return HeadScoresResult(s, torch.zeros(8, 20, dtype=torch.long), ("induction", "previous_token",
+                                                                          "duplicate_token"), "targets", info)
 
     def sweep() -> Any:
         return LayerSweepResult(coin(2, L, 20), rand(2, L, 20), coin(2, 20, p=0.2), rand(2, 20),
@@ -187,8 +204,8 @@ def figures(n_layers: int, n_heads: int, seed: int = 0) -> dict[str, Callable[[]
         labels = tuple(tuple(["a", "b", "c"][i % 3] for i in range(30)) for _ in range(3))
         correct = torch.stack([coin(L, 30, p=p) for p in (0.33, 0.6, 0.9)])
         shuffled = torch.full((3, L), 1 / 3) + torch.randn(3, L, generator=g) * 0.01
-        return ti.DecodabilityResult(correct, shuffled, torch.full((3,), 1 / 3), (0, 2, 8),
-                                     tuple((i,) for i in range(L)), labels, "resid_post", 10, "cosine", info)
+        return DecodabilityResult(correct, shuffled, torch.full((3,), 1 / 3), (0, 2, 8),
+                                  tuple((i,) for i in range(L)), labels, "resid_post", 10, "cosine", info)
 
     def comparison() -> Any:
         methods = ("zero_shot", "icl", "function_vector", "task_vector", "icv", "soft_injection")
@@ -196,22 +213,22 @@ def figures(n_layers: int, n_heads: int, seed: int = 0) -> dict[str, Callable[[]
         correct[0] = 0.0  # zero-shot accuracy 0: a bar of height 0 must still show
         chosen = {t: {"function_vector": {"layer": L // 3}, "task_vector": {"layer": L // 2 + i}}
                   for i, t in enumerate(("a", "b"))}
-        return ti.ComparisonResult(correct, rand(6, 2, 20), rand(2, 2, L), methods, ("a", "b"), chosen, info)
+        return ComparisonResult(correct, rand(6, 2, 20), rand(2, 2, L), methods, ("a", "b"), chosen, info)
 
     def rsa(head: bool) -> Any:
         units = tuple((i, h) for i in range(L) for h in range(H)) if head else tuple((i,) for i in range(L))
-        return ti.RSAResult(torch.randn(2, 1, len(units), generator=g) * 0.2, rand(2, 1, len(units)), (0, 8), ("task",),
-                            units, "head_out" if head else "resid_post", "cosine", 100, info)
+        return RSAResult(torch.randn(2, 1, len(units), generator=g) * 0.2, rand(2, 1, len(units)), (0, 8), ("task",),
+                         units, "head_out" if head else "resid_post", "cosine", 100, info)
 
     def probe() -> Any:
-        return ti.ProbeResult(rand(2, L), rand(2, L) * 0.5, torch.full((2,), 0.33), (0, 8), tuple((i,) for i in range(L)),
-                              "task", "classification", "resid_post", 5, info)
+        return ProbeResult(rand(2, L), rand(2, L) * 0.5, torch.full((2,), 0.33), (0, 8), tuple((i,) for i in range(L)),
+                           "task", "classification", "resid_post", 5, info)
 
     def attention_ratio() -> Any:
         n = 6
-        return ti.AttentionRatioResult(rand(2 * n, L, H), rand(2 * n, L, H), torch.ones(2 * n, dtype=torch.long),
-                                       torch.ones(2 * n, dtype=torch.long), ("0-shot",) * n + ("4-shot",) * n,
-                                       ("0-shot", "4-shot"), tuple(range(L)), "demo_output", "demo_input", info)
+        return AttentionRatioResult(rand(2 * n, L, H), rand(2 * n, L, H), torch.ones(2 * n, dtype=torch.long),
+                                    torch.ones(2 * n, dtype=torch.long), ("0-shot",) * n + ("4-shot",) * n,
+                                    ("0-shot", "4-shot"), tuple(range(L)), "demo_output", "demo_input", info)
 
     def compare_heads() -> Any:
         causal, rep = torch.randn(L, H, generator=g) * 0.01, torch.randn(L, H, generator=g) * 0.1
@@ -219,51 +236,51 @@ def figures(n_layers: int, n_heads: int, seed: int = 0) -> dict[str, Callable[[]
         for h in range(4):  # a cluster of heads close together: their labels must not collide
             causal[L // 2, h] = 0.05 + 0.001 * h
             rep[L // 2, h] = 0.3 + 0.002 * h
-        return ti.HeadComparisonResult(causal, rep, (3, 5), (1, 2), (0.1, 0.3), 0.12, 0.4, "AIE", "RSA", info)
+        return HeadComparisonResult(causal, rep, (3, 5), (1, 2), (0.1, 0.3), 0.12, 0.4, "AIE", "RSA", info)
 
     def token_loss() -> Any:
         losses = 3.0 + torch.randn(8, 120, generator=g) - torch.linspace(0, 1.2, 120)
-        return ti.TokenLossResult(losses, 10, 110, "text", "token position", info)
+        return TokenLossResult(losses, 10, 110, "text", "token position", info)
 
     def ablation() -> Any:
         methods, ks = ("FV", "induction", "random"), (0, 1, 2, 4, 8)
-        return ti.HeadAblationResult(coin(3, 5, 2, 2, 10), torch.randn(3, 5, 2, 6, generator=g), methods, ks,
-                                     ("a", "b"), {}, 4, 0.0, "all", info)
+        return HeadAblationResult(coin(3, 5, 2, 2, 10), torch.randn(3, 5, 2, 6, generator=g), methods, ks,
+                                  ("a", "b"), {}, 4, 0.0, "all", info)
 
     def overlap() -> Any:
         ks = (1, 3, 5, 10)
-        return ti.HeadOverlapResult(torch.randn(2, L, H, generator=g), ("FV", "induction"), (("FV", "induction"),), ks,
-                                    torch.tensor([[0.0, 1, 1, 3]]), torch.tensor([k * k / (L * H) for k in ks]),
-                                    rand(1, 4), 5, info)
+        return HeadOverlapResult(torch.randn(2, L, H, generator=g), ("FV", "induction"), (("FV", "induction"),), ks,
+                                 torch.tensor([[0.0, 1, 1, 3]]), torch.tensor([k * k / (L * H) for k in ks]),
+                                 rand(1, 4), 5, info)
 
     def activation_set() -> Any:
         n = 12
-        return ti.ActivationSet(("a",) * 6 + ("b",) * 6, torch.tensor([0, 4] * 6), ("",) * n, ("q",) * n, ({},) * n,
-                                tuple(range(L)), "query", info, resid_post=torch.randn(n, L, 32, generator=g))
+        return ActivationSet(("a",) * 6 + ("b",) * 6, torch.tensor([0, 4] * 6), ("",) * n, ("q",) * n, ({},) * n,
+                             tuple(range(L)), "query", info, resid_post=torch.randn(n, L, 32, generator=g))
 
     def activation_patching() -> Any:
         toks = tuple(["<bos>", "0011", " 0101", " ->", " 0001", "\n"] * 4 + ["0110", " 1100", " ->"])
-        return ti.ActivationPatchingResult(torch.randn(L, len(toks), 6, generator=g) * 0.1, rand(6), rand(6),
-                                           "resid_pre", "prob", "denoise", "bitwise_and", "shuffled_labels", toks, info)
+        return ActivationPatchingResult(torch.randn(L, len(toks), 6, generator=g) * 0.1, rand(6), rand(6),
+                                        "resid_pre", "prob", "denoise", "bitwise_and", "shuffled_labels", toks, info)
 
     def head_patching() -> Any:
-        return ti.HeadPatchingResult(effects(n=8), rand(8), rand(8), "prob", "denoise", "query", "fast", "bitwise_and",
-                                     "shuffled_labels", info)
+        return HeadPatchingResult(effects(n=8), rand(8), rand(8), "prob", "denoise", "query", "fast", "bitwise_and",
+                                  "shuffled_labels", info)
 
     def function_vector() -> Any:
         heads = tuple(((L // 3 + i // 3) % L, (i % 3 + 1) % H) for i in range(10))
-        return ti.FunctionVector(torch.randn(32, generator=g), heads, "bitwise_and", L // 3, info)
+        return FunctionVector(torch.randn(32, generator=g), heads, "bitwise_and", L // 3, info)
 
     def soft_injection() -> Any:
-        return ti.SoftInjection(torch.randn(L, H, 4, generator=g), torch.randn(L, H, generator=g) * 2,
-                                torch.linspace(1, 0.1, 20), "bitwise_and", info)
+        return SoftInjection(torch.randn(L, H, 4, generator=g), torch.randn(L, H, generator=g) * 2,
+                             torch.linspace(1, 0.1, 20), "bitwise_and", info)
 
     def task_vector() -> Any:
-        return ti.TaskVector(torch.randn(L, 32, generator=g), "bitwise_and", 5, L // 2, info)
+        return TaskVector(torch.randn(L, 32, generator=g), "bitwise_and", 5, L // 2, info)
 
     def icv() -> Any:
-        return ti.InContextVector(torch.randn(L, 32, generator=g), torch.randn(L, 32, generator=g), 0.4, "bitwise_and",
-                                  "pair", "pc1", info)
+        return InContextVector(torch.randn(L, 32, generator=g), torch.randn(L, 32, generator=g), 0.4, "bitwise_and",
+                               "pair", "pc1", info)
 
     def into_ax(make: Callable[[], Any], **kw: Any) -> Callable[[], Any]:
         def draw() -> Any:  # a user's own half-width axes in a figure without a layout engine
@@ -278,7 +295,7 @@ def figures(n_layers: int, n_heads: int, seed: int = 0) -> dict[str, Callable[[]
 
         fams = {"word": ["uppercase", "capitalize"], "bitwise": ["bitwise_and", "bitwise_or"]}
         sweeps = {t: sweep() for names in fams.values() for t in names}
-        acc = ti.AccuracyResult(coin(4, 5, 20), rand(4, 5, 20), tuple(sweeps), (0, 1, 2, 4, 8), info)
+        acc = AccuracyResult(coin(4, 5, 20), rand(4, 5, 20), tuple(sweeps), (0, 1, 2, 4, 8), info)
         return plot_fv_sweep({"fv_sweeps": sweeps, "fv_val": sweeps, "accuracy": acc, "families": fams,
                               "fv_layer": L // 3, "mediation": {"word": mediation()}, "settings": {"k (FV heads)": 10}})
 

@@ -13,12 +13,13 @@ from tlens_icl.analyses.representations.activations import (
     task_activations,
 )
 from tlens_icl.errors import ModelStateError, TlensICLError
+from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.results.base import tensors_equal
 
 
 @pytest.fixture(scope="module")
 def prompts_by_arch():
-    cache: dict[int, ti.PromptBatch] = {}
+    cache: dict[int, PromptBatch] = {}
 
     def get(model, task):
         if id(model) not in cache:

@@ -1,8 +1,14 @@
-"""The package's layering (docs/ARCHITECTURE.md): no import runs upward, and there are no import cycles.
+"""The package's layering (docs/ARCHITECTURE.md): no import runs upward, there are no import cycles, and no
+module uses another module's private names.
 
 Every ``import``/``from ... import`` of a ``tlens_icl`` module anywhere in a file (module level or inside a
 function) is an edge. A module may import its own layer or a lower one; ``tlens_icl/__init__.py`` (the
 public facade) and ``__main__`` may import anything.
+
+Private names (docs/ARCHITECTURE.md, "Public API"): a ``_name`` defined in a module is used only by that module
+(``from X import _name`` and ``X._name`` are refused elsewhere); a private module ``pkg/_mod.py`` is imported only
+by modules inside ``pkg``, so the root's ``_typing``, ``_validate`` and ``_ties`` are shared by the whole package.
+Aliasing a public name as private (``from tlens_icl.engine import query as _engine``) is fine.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ PKG = Path(__file__).resolve().parent.parent / "tlens_icl"
 
 #: lowest first; the first path component below tlens_icl decides a module's layer.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_typing", "_compat", "_validate", "_ties"),
+    ("errors", "_typing", "_validate", "_ties"),
     ("tasks",),
     ("models",),
     ("prompts",),
@@ -138,21 +144,113 @@ def test_the_layer_test_sees_a_planted_upward_import(tmp_path):
     assert upward_imports(copy) == ["tlens_icl.engine.runs -> tlens_icl.analyses", "tlens_icl.engine.runs -> tlens_icl.analyses.accuracy"]
 
 
-def test_old_module_paths_still_import_with_a_deprecation_warning():
-    import importlib
-    import sys
-    import warnings
+# ---- private names stay in their module ------------------------------------------------------------
+#: Known uses, each to be removed by the change that fixes it (an entry that no longer occurs fails the test).
+#: ``analyses/vectors/*`` is being rewritten on branch api-steer (one steering object); ``_as_vector`` goes with it.
+KNOWN_PRIVATE_USES = {
+    "tlens_icl.analyses.vectors.function_vectors: from tlens_icl.analyses.vectors.common import _as_vector",
+}
 
-    import tlens_icl
-    from tlens_icl._compat import MOVED
 
-    for old, new in MOVED.items():
-        sys.modules.pop(old, None)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            mod = importlib.import_module(old)
-        assert mod is importlib.import_module(new) and mod.__spec__.name == new
-        assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught), old
-    with warnings.catch_warnings(record=True):
-        warnings.simplefilter("always")
-        assert tlens_icl.pairs.make_prompts is tlens_icl.make_prompts
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _is_module(name: str, pkg: Path) -> bool:
+    path = pkg.parent / name.replace(".", "/")
+    return path.is_dir() or path.with_suffix(".py").exists()
+
+
+def _private_module_refused(target: str, importer: str) -> bool:
+    """``target`` (a module path) passes through a private module that ``importer`` may not use: one whose
+    package is neither the root nor a package holding ``importer``."""
+    parts = target.split(".")
+    for i, part in enumerate(parts[1:], start=1):
+        package = ".".join(parts[:i])
+        if _private(part) and package != "tlens_icl" and not importer.startswith(package + "."):
+            return True
+    return False
+
+
+def private_uses(path: Path, pkg: Path = PKG) -> list[str]:
+    """``from X import _name``, ``X._name`` and imports of another package's private module in one file."""
+    mod = module_name(path, pkg)
+    is_pkg = path.name == "__init__.py"
+    tree = ast.parse(path.read_text(), str(path))
+    bound: dict[str, str] = {}  # a local name -> the tlens_icl module or module.name it is bound to
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("tlens_icl"):
+                    bound[a.asname or "tlens_icl"] = a.name if a.asname else "tlens_icl"
+                    if _private_module_refused(a.name, mod):
+                        found.append(f"{mod}: import {a.name}")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                target = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("tlens_icl"):
+                continue
+            if _private_module_refused(target, mod):
+                found.append(f"{mod}: from {target} import ...")
+            for a in node.names:
+                full = f"{target}.{a.name}"
+                bound[a.asname or a.name] = full
+                if _is_module(full, pkg):
+                    if _private_module_refused(full, mod):
+                        found.append(f"{mod}: from {target} import {a.name}")
+                elif _private(a.name) and target != mod:
+                    found.append(f"{mod}: from {target} import {a.name}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            chain, value = [], node.value
+            while isinstance(value, ast.Attribute):
+                chain.append(value.attr)
+                value = value.value
+            if isinstance(value, ast.Name) and value.id in bound:
+                owner = ".".join([bound[value.id], *reversed(chain)])
+                if owner != mod:
+                    found.append(f"{mod}: {owner}.{node.attr}")
+    return found
+
+
+def all_private_uses(pkg: Path = PKG) -> set[str]:
+    return {use for path in sorted(pkg.rglob("*.py")) for use in private_uses(path, pkg)}
+
+
+def test_no_module_uses_another_modules_private_names():
+    found = all_private_uses()
+    new = sorted(found - KNOWN_PRIVATE_USES)
+    assert not new, "private names used outside their module (make them public in their home module):\n" + \
+        "\n".join(new)
+    stale = sorted(KNOWN_PRIVATE_USES - found)
+    assert not stale, f"fixed: remove from KNOWN_PRIVATE_USES: {stale}"
+
+
+def test_the_private_name_test_sees_planted_uses(tmp_path):
+    """A copy of the package with four planted uses: a private function imported from another module, a private
+    attribute of an imported module, a private name of a module imported by alias, and another package's private
+    module. An alias of a public name as private, and a private module used inside its own package, pass."""
+    import shutil
+
+    copy = tmp_path / "tlens_icl"
+    shutil.copytree(PKG, copy, ignore=shutil.ignore_patterns("__pycache__", "*.safetensors", "*.json"))
+    plots = copy / "viz" / "plots.py"
+    plots.write_text(plots.read_text() + (
+        "\n\ndef _planted(model):\n"
+        "    from tlens_icl.engine.runs import _forced_rows\n"
+        "    from tlens_icl.engine import runs\n"
+        "    import tlens_icl.engine.query as Q\n"
+        "    from tlens_icl.models.embedded._data import TaskData\n"
+        "    from tlens_icl.engine import query as _engine\n"
+        "    return _forced_rows, runs._device(model), Q._check_gone, TaskData, _engine.query_interventions\n"))
+    planted = all_private_uses(copy) - all_private_uses()
+    assert planted == {
+        "tlens_icl.viz.plots: from tlens_icl.engine.runs import _forced_rows",
+        "tlens_icl.viz.plots: tlens_icl.engine.runs._device",
+        "tlens_icl.viz.plots: tlens_icl.engine.query._check_gone",
+        "tlens_icl.viz.plots: from tlens_icl.models.embedded._data import ...",
+    }, planted

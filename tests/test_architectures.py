@@ -27,8 +27,12 @@ from test_engine import _pair, batch, interventions, logprobs
 
 import tlens_icl as ti
 from tlens_icl.analyses.vectors.common import add_vector_hooks, evaluate_intervention
-from tlens_icl.analyses.vectors.function_vectors import fv_settings_batches
-from tlens_icl.analyses.vectors.task_vectors import patch_task_vector_hooks
+from tlens_icl.analyses.vectors.function_vectors import (
+    function_vector_from_heads,
+    function_vector_sweep,
+    fv_settings_batches,
+)
+from tlens_icl.analyses.vectors.task_vectors import patch_task_vector_hooks, task_vector_sweep
 from tlens_icl.engine import positions as P
 from tlens_icl.engine import query as Q
 from tlens_icl.models import adapter
@@ -146,8 +150,8 @@ def test_vector_sweeps_equal_one_forward_per_layer(model, task_a):
     settings = ("zero_shot", "shuffled_labels")
     tv = ti.task_vector(model, task_a, n=4, n_shots=3)
     with library_warnings(model) as caught:
-        fsweep = ti.function_vector_sweep(model, fv, task_a, settings=settings, n=6, n_shots=3, coeff=2.0)
-        tsweep = ti.task_vector_sweep(model, tv, task_a, n=6)
+        fsweep = function_vector_sweep(model, fv, task_a, settings=settings, n=6, n_shots=3, coeff=2.0)
+        tsweep = task_vector_sweep(model, tv, task_a, n=6)
     assert not no_fallback(caught)
     batches = fv_settings_batches(model, task_a, settings, n=6, n_shots=3, seed=0)
     for s, setting in enumerate(settings):
@@ -225,7 +229,7 @@ def test_function_vector_is_what_its_heads_write_to_the_residual_stream(model, t
     for layer in range(cfg.n_layers):
         every = write(layer, [])
         for heads in ([(layer, 0)], [(layer, j) for j in range(cfg.n_heads)]):
-            fv = ti.function_vector_from_heads(model, mean_z, heads, include_bias=True)
+            fv = function_vector_from_heads(model, mean_z, heads, include_bias=True)
             expected = every - write(layer, [j for _, j in heads])  # identical rows: the write does not vary
             torch.testing.assert_close(fv.vector.expand_as(expected), expected, atol=1e-4, rtol=1e-4)
         raw = sum(mean_z[layer, j] @ adapter.head_output_weights(model, layer)[j] for j in range(cfg.n_heads))

@@ -16,6 +16,7 @@ from tlens_icl.analyses.representations.attention_ratio import (
 from tlens_icl.errors import PromptError, TlensICLError
 from tlens_icl.prompts.batch import ROLE_ID, query_char_span, span_mask
 from tlens_icl.results.base import tensors_equal
+from tlens_icl.tasks import TaskItem
 
 
 def test_masses_and_share_from_a_hand_made_pattern():
@@ -70,8 +71,8 @@ def _sliding(model, layer):
 
 def reading_task():
     items = [
-        ti.TaskItem(f"in{i} in{i + 1} in{i + 2} in{i + 3}", f"a{i}",
-                    meta={"relevant": f"in{i + 1} in{i + 2}", "distractors": [f"in{i + 3}"]})
+        TaskItem(f"in{i} in{i + 1} in{i + 2} in{i + 3}", f"a{i}",
+                 meta={"relevant": f"in{i + 1} in{i + 2}", "distractors": [f"in{i + 3}"]})
         for i in range(0, 20, 4)
     ]
     return ti.Task("toy_reading", tuple(items))

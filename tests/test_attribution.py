@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import tlens_icl as ti
+from tlens_icl.analyses.causal.attribution import patching_fidelity
 from tlens_icl.analyses.causal.patching import scorer
 from tlens_icl.engine import query as _engine
 from tlens_icl.engine.capture import query_z
@@ -74,16 +75,16 @@ def test_first_order_limit_of_exact_patching(native_model, task_a):
 
 def test_fidelity_report():
     a = torch.arange(12.0).reshape(3, 4)
-    same = ti.patching_fidelity(a, a, k=3)
+    same = patching_fidelity(a, a, k=3)
     assert (same.spearman, same.pearson, same.top_k_overlap, same.max_abs_error) == (1.0, 1.0, 1.0, 0.0)
-    rev = ti.patching_fidelity(a, -a, k=3)
+    rev = patching_fidelity(a, -a, k=3)
     assert rev.spearman == pytest.approx(-1.0) and rev.top_k_overlap == 0.0
     assert "Spearman" in str(rev)
     with pytest.raises(TlensICLError, match="shape"):
-        ti.patching_fidelity(a, a.T)
+        patching_fidelity(a, a.T)
     subset = a.clone()
     subset[0] = float("nan")  # heads not patched (heads=...) are left out of the comparison
-    part = ti.patching_fidelity(subset, a, k=3)
+    part = patching_fidelity(subset, a, k=3)
     assert part.n_heads == 8 and part.spearman == 1.0 and part.max_abs_error == 0.0 and part.top_k_overlap == 1.0
 
 

@@ -16,6 +16,7 @@ import torch
 from conftest import build_hf_model
 
 import tlens_icl as ti
+from tlens_icl.analyses.vectors.function_vectors import function_vector_sweep
 from tlens_icl.errors import ModelStateError
 from tlens_icl.models.adapter import attn_output_bias, device_of, head_output_weights
 from tlens_icl.results.base import tensors_equal
@@ -72,8 +73,8 @@ def test_indirect_effects_function_vectors_and_sweeps_equal_the_whole_model(whol
     assert torch.equal(fv_whole.vector, fv_split.vector) and fv_split.vector.abs().sum() > 0
     assert fv_whole.decode(whole, k=5) == fv_split.decode(split, k=5)
     sweep = dict(layers=[0, 2], settings=("zero_shot",), n=6, n_shots=3, seed=2, batch_size=4)
-    assert tensors_equal(ti.function_vector_sweep(whole, fv_whole, task_a, **sweep),
-                         ti.function_vector_sweep(split, fv_split, task_a, **sweep))
+    assert tensors_equal(function_vector_sweep(whole, fv_whole, task_a, **sweep),
+                         function_vector_sweep(split, fv_split, task_a, **sweep))
 
 
 def test_decodability_equals_the_whole_model(whole_and_split, task_a, task_b):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 import tlens_icl as ti
+from tlens_icl.analyses.accuracy import AccuracyResult
 from tlens_icl.results.base import tensors_equal
+from tlens_icl.tasks import TaskItem
 
 
 def test_accuracy_matches_hand_computation(any_model, task_a):
@@ -25,7 +27,7 @@ def test_accuracy_matches_hand_computation(any_model, task_a):
 def test_accuracy_counts_alternatives(native_model):
     # every item accepts every output: a random model is then "right" whenever it predicts any output token
     outs = [f"a{i}" for i in range(6)]
-    items = tuple(ti.TaskItem(f"in{i}", outs[i], tuple(o for o in outs if o != outs[i])) for i in range(6))
+    items = tuple(TaskItem(f"in{i}", outs[i], tuple(o for o in outs if o != outs[i])) for i in range(6))
     task = ti.Task("alts", items)
     res = ti.icl_accuracy(native_model, task, n_shots=[2], n=6)
     batch = ti.make_prompts(task, native_model, n=6, n_shots=2)
@@ -37,7 +39,7 @@ def test_accuracy_counts_alternatives(native_model):
 
 def test_result_save_load_roundtrip(native_model, task_a, tmp_path):
     res = ti.icl_accuracy(native_model, [task_a], n_shots=[0, 1], n=4)
-    back = ti.AccuracyResult.load(res.save(tmp_path / "acc"))
+    back = AccuracyResult.load(res.save(tmp_path / "acc"))
     assert tensors_equal(res, back)
     assert "<img" in res._repr_html_()
 

@@ -16,7 +16,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import tlens_icl as ti  # noqa: E402
+from tlens_icl.analyses.causal.mediation import IndirectEffectResult  # noqa: E402
+from tlens_icl.analyses.heads.token_loss import TokenLossResult  # noqa: E402
 from figures_at_depth import figures, layout_problems  # noqa: E402
 
 
@@ -33,13 +34,13 @@ def test_every_figure_reads_at_any_depth(depth):
     assert not failures, failures
 
 
-def _mediation(L: int, H: int, dominant: float = 0.15) -> ti.IndirectEffectResult:
+def _mediation(L: int, H: int, dominant: float = 0.15) -> IndirectEffectResult:
     g = torch.Generator().manual_seed(0)
     e = torch.randn(1, L, H, 6, generator=g) * 0.005 + 0.01
     e[0, L - 3, 1] = 0.03 if dominant else 0.02
     e[0, (2 * L) // 3, H // 2] += dominant
-    return ti.IndirectEffectResult(e, torch.zeros(1, L, H, 2), torch.rand(1, 6), torch.rand(1, 6), ("a",), "prob",
-                                   "zero_shot", 5, "fast", {"model": "toy"})
+    return IndirectEffectResult(e, torch.zeros(1, L, H, 2), torch.rand(1, 6), torch.rand(1, 6), ("a",), "prob",
+                                "zero_shot", 5, "fast", {"model": "toy"})
 
 
 def test_one_dominant_head_cannot_flatten_the_colour_scale_and_is_named():
@@ -118,7 +119,7 @@ def test_token_loss_title_states_no_undecided_value():
     flat = 3.0 + torch.randn(6, 40, generator=g)
     falls = 3.0 + 0.01 * torch.randn(6, 40, generator=g) - torch.linspace(0, 1, 40)
     for losses, word in ((flat, "undecided"), (falls, "loss falls")):
-        res = ti.TokenLossResult(losses, 3, 36, "text", "token position", {"model": "toy"})
+        res = TokenLossResult(losses, 3, 36, "text", "token position", {"model": "toy"})
         lo, hi = res.ci()
         assert (lo <= 0 <= hi) == (word == "undecided")
         fig = res.plot()

@@ -12,8 +12,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import tlens_icl as ti  # noqa: E402
+from tlens_icl.analyses.accuracy import AccuracyResult  # noqa: E402
+from tlens_icl.analyses.causal.mediation import IndirectEffectResult  # noqa: E402
+from tlens_icl.analyses.representations.decodability import DecodabilityResult  # noqa: E402
 from tlens_icl.analyses.vectors.common import LayerSweepResult  # noqa: E402
+from tlens_icl.workflows.compare import ComparisonResult  # noqa: E402
 
 INFO = {"model": "toy-model", "n": 20, "n_fit": 8}
 gen = torch.Generator().manual_seed(0)
@@ -23,15 +26,15 @@ def coin(*shape: int, p: float = 0.6) -> torch.Tensor:
     return (torch.rand(*shape, generator=gen) < p).float()
 
 
-def accuracy(n_tasks: int) -> ti.AccuracyResult:
-    return ti.AccuracyResult(coin(n_tasks, 5, 20), torch.rand(n_tasks, 5, 20, generator=gen),
-                             tuple(f"task_{i}" for i in range(n_tasks)), (0, 1, 2, 4, 8), INFO)
+def accuracy(n_tasks: int) -> AccuracyResult:
+    return AccuracyResult(coin(n_tasks, 5, 20), torch.rand(n_tasks, 5, 20, generator=gen),
+                          tuple(f"task_{i}" for i in range(n_tasks)), (0, 1, 2, 4, 8), INFO)
 
 
-def mediation() -> ti.IndirectEffectResult:
-    return ti.IndirectEffectResult(torch.randn(2, 4, 8, 6, generator=gen) * 0.05, torch.zeros(2, 4, 8, 4),
-                                   torch.rand(2, 6, generator=gen), torch.rand(2, 6, generator=gen), ("a", "b"), "prob",
-                                   "shuffled_labels", 8, "fast", INFO)
+def mediation() -> IndirectEffectResult:
+    return IndirectEffectResult(torch.randn(2, 4, 8, 6, generator=gen) * 0.05, torch.zeros(2, 4, 8, 4),
+                                torch.rand(2, 6, generator=gen), torch.rand(2, 6, generator=gen), ("a", "b"), "prob",
+                                "shuffled_labels", 8, "fast", INFO)
 
 
 def sweep() -> LayerSweepResult:
@@ -40,16 +43,16 @@ def sweep() -> LayerSweepResult:
                             "function_vector", "a", INFO)
 
 
-def decodability() -> ti.DecodabilityResult:
+def decodability() -> DecodabilityResult:
     labels = tuple(tuple(["x", "y", "z"][i % 3] for i in range(30)) for _ in range(3))
-    return ti.DecodabilityResult(coin(3, 4, 30), torch.full((3, 4), 0.33), torch.full((3,), 1 / 3), (0, 2, 8),
-                                 ((0,), (1,), (2,), (3,)), labels, "resid_post", 10, "cosine", INFO)
+    return DecodabilityResult(coin(3, 4, 30), torch.full((3, 4), 0.33), torch.full((3,), 1 / 3), (0, 2, 8),
+                              ((0,), (1,), (2,), (3,)), labels, "resid_post", 10, "cosine", INFO)
 
 
-def comparison() -> ti.ComparisonResult:
+def comparison() -> ComparisonResult:
     methods = ("zero_shot", "icl", "function_vector", "task_vector", "icv", "soft_injection")
-    return ti.ComparisonResult(coin(6, 2, 20), torch.rand(6, 2, 20, generator=gen), torch.rand(2, 2, 4, generator=gen),
-                               methods, ("a", "b"), {}, INFO)
+    return ComparisonResult(coin(6, 2, 20), torch.rand(6, 2, 20, generator=gen), torch.rand(2, 2, 4, generator=gen),
+                            methods, ("a", "b"), {}, INFO)
 
 
 RESULTS = {"accuracy_3": lambda: accuracy(3), "accuracy_16": lambda: accuracy(16), "mediation": mediation,

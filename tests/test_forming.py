@@ -15,6 +15,7 @@ import tlens_icl
 from tlens_icl.workflows.dynamics import phase_change
 from tlens_icl.models.embedded import EMBEDDED_MODELS, checkpoint_index, checkpoint_steps, embedded_model_path
 from tlens_icl.models.embedded import forming as F
+from tlens_icl.models.loading import model_tasks
 
 SHIPPED = "icl-forming" in EMBEDDED_MODELS
 needs_shipped = pytest.mark.skipif(not SHIPPED, reason="icl-forming is not in this checkout")
@@ -160,7 +161,7 @@ def test_head_dynamics_measures_each_checkpoint_not_the_final_model(run):
     res = tlens_icl.head_dynamics(str(run), k=2, n_shots=3, n=6, n_mean=6, n_corrupted=4, n_random=4, length=8, lags=(1, 2, 3))
     assert res.steps == (10, 20, 30)
     assert list(res.train_steps) == list(range(1, 31)) and res.train_columns[0] == "loss"
-    tasks = tlens_icl.model_tasks(tlens_icl.load_model(str(run)))
+    tasks = model_tasks(tlens_icl.load_model(str(run)))
     for s, step in enumerate(res.steps):
         m = tlens_icl.load_model(str(run), step=step)
         acc = tlens_icl.icl_accuracy(m, tasks, n_shots=(0, 3), n=6, seed=0, batch_size=16).accuracy().mean(0)

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import tlens_icl as ti
+from tlens_icl.errors import ModelNotAvailableError
 from tlens_icl.models import gguf as G
 
 CORPUS = ["Q: cat\nA: CAT", "dog -> DOG", "house houses", "the quick brown fox jumps over the lazy dog", "in1 a1 a2"] * 20
@@ -152,11 +153,11 @@ def test_gguf_bos_flag_and_changed_file_rebuilds(tmp_path, cache):
 
 
 def test_missing_gguf_and_broken_file(tmp_path, cache):
-    with pytest.raises(ti.ModelNotAvailableError, match="No GGUF file"):
+    with pytest.raises(ModelNotAvailableError, match="No GGUF file"):
         ti.load_model(str(tmp_path / "nope.gguf"))
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a gguf file at all")
-    with pytest.raises(ti.ModelNotAvailableError, match="could not dequantize"):
+    with pytest.raises(ModelNotAvailableError, match="could not dequantize"):
         ti.load_model(str(bad))
     assert not [p for p in cache.iterdir() if not p.name.endswith(".lock")]  # nothing half-written was kept
 

@@ -9,15 +9,9 @@ import pytest
 import torch
 from conftest import INPUTS, OUTPUTS_A, build_model
 
-from tlens_icl import (
-    Head,
-    Task,
-    head_ablation,
-    head_overlap,
-    head_scores,
-    make_prompts,
-    select_heads,
-)
+from tlens_icl import Head, Task, head_ablation, head_scores, make_prompts
+from tlens_icl.analyses.heads.ablation import select_heads
+from tlens_icl.analyses.heads.overlap import head_overlap
 from tlens_icl.analyses.heads.scores import detection_targets, repeated_random_tokens
 from tlens_icl.engine.ablation import (
     ablated_query_logits,
@@ -334,7 +328,9 @@ def test_overlap_against_hypergeometric_chance():
 
 # ---- results round trip and the token-loss score -------------------------------------------------------
 def test_results_round_trip_and_token_loss(tmp_path, native_model, var_task):
-    from tlens_icl import HeadAblationResult, HeadScoresResult, token_loss_score
+    from tlens_icl import token_loss_score
+    from tlens_icl.analyses.heads.ablation import HeadAblationResult
+    from tlens_icl.analyses.heads.scores import HeadScoresResult
     from tlens_icl.results import tensors_equal
 
     hs = head_scores(native_model, n=4, length=8)

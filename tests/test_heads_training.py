@@ -9,7 +9,10 @@ import pytest
 import torch
 
 import tlens_icl
+from tlens_icl.workflows.dynamics import HeadDynamicsResult
+from tlens_icl.errors import ModelStateError
 from tlens_icl.models.embedded import checkpoint_index, checkpoint_steps
+from tlens_icl.models.loading import model_tasks
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +81,13 @@ def test_checkpoint_round_trip_reproduces_logged_accuracy(trained):
     assert not torch.equal(weights[0], weights[1])  # different steps are different weights
     final = tlens_icl.load_model(str(trained))
     assert torch.equal(final.state_dict()["blocks.0.attn.q.weight"], weights[-1])
-    assert tlens_icl.model_tasks(final) == ["uppercase", "first_letter", "bitwise_and", "bitwise_xor"]
+    assert model_tasks(final) == ["uppercase", "first_letter", "bitwise_and", "bitwise_xor"]
 
 
 def test_step_errors(trained):
     with pytest.raises(KeyError, match="available steps"):
         tlens_icl.load_model(str(trained), step=15)
-    with pytest.raises(tlens_icl.ModelStateError):
+    with pytest.raises(ModelStateError):
         tlens_icl.load_model("icl-tiny@abc")
     if not checkpoint_steps("icl-tiny"):
         with pytest.raises(FileNotFoundError, match="no training checkpoints"):
@@ -101,7 +104,7 @@ def test_head_dynamics_on_checkpoints(trained, tmp_path):
     tracked = {str(h) for h in res.top_fv + res.top_induction + res.top_previous}
     measured = {f"L{int(i) // 8}H{int(i) % 8}" for i in (~res.aie[0].flatten().isnan()).nonzero().flatten()}
     assert measured == tracked
-    back = tlens_icl.HeadDynamicsResult.load(res.save(tmp_path / "dyn"))
+    back = HeadDynamicsResult.load(res.save(tmp_path / "dyn"))
     from tlens_icl.results import tensors_equal
 
     assert tensors_equal(res, back)

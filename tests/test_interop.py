@@ -12,6 +12,11 @@ import torch
 from conftest import rounding_tol
 
 import tlens_icl as ti
+from tlens_icl.analyses.representations.activations import ActivationSet
+from tlens_icl.analyses.vectors.common import add_vector, mean_head_activations
+from tlens_icl.analyses.vectors.function_vectors import function_vector_from_heads
+from tlens_icl.analyses.vectors.steering import SteeringVector, steering_vector
+from tlens_icl.analyses.vectors.task_vectors import patch_task_vector, task_vector_from_prompts
 from tlens_icl.prompts.spec import stream_seed
 from tlens_icl.engine import hooks
 from tlens_icl.engine.query import max_sequence_length
@@ -123,7 +128,7 @@ def test_a_cache_feeds_decodability_rsa_and_probing(native_model, task_a, task_b
         with torch.no_grad():
             _, cache = native_model.run_with_cache(batch.tokens, names_filter=lambda n: n.endswith("hook_resid_post"))
         sets.append(ti.collect_activations(native_model, batch, cache=cache, task=task.name, condition="clean"))
-    from_cache = ti.ActivationSet.concat(sets)
+    from_cache = ActivationSet.concat(sets)
     own = ti.task_activations(native_model, [task_a, task_b], n_shots=[3], n=6, seed=5)
     torch.testing.assert_close(from_cache.resid_post, own.resid_post, atol=TOL, rtol=0)
     assert ti.concept_decodability(from_cache).correct.shape == ti.concept_decodability(own).correct.shape
@@ -138,7 +143,7 @@ def test_mediation_means_from_a_cache_equal_the_computed_ones(native_model, task
     mean_batch = ti.make_prompts(task_a, native_model, n=5, n_shots=3, seed=stream_seed(0, "mean"))  # the mean stream
     with torch.no_grad():
         _, cache = native_model.run_with_cache(mean_batch.tokens, names_filter=lambda n: n.endswith("hook_z"))
-    mean_z = ti.mean_head_activations(native_model, mean_batch, cache=cache)
+    mean_z = mean_head_activations(native_model, mean_batch, cache=cache)
     torch.testing.assert_close(mean_z, computed.mean_z[0], atol=TOL, rtol=0)
     given = ti.indirect_effect(native_model, task_a, n_corrupted=3, n_shots=3, mean_z=mean_z)
     torch.testing.assert_close(given.effects, computed.effects, atol=TOL, rtol=0)
@@ -176,34 +181,34 @@ def test_a_wrong_cache_is_refused(native_model, embedded_model, task_a):
 # ---- steering vectors --------------------------------------------------------------------------------------
 def test_function_vector_round_trips_as_a_plain_steering_vector(native_model, task_a, tmp_path):
     batch = ti.make_prompts(task_a, native_model, n=4, n_shots=3, seed=1)
-    fv = ti.function_vector_from_heads(native_model, ti.mean_head_activations(native_model, batch), [(0, 1), (1, 2)],
-                                       task="toy_a").with_layer(0)
+    fv = function_vector_from_heads(native_model, mean_head_activations(native_model, batch), [(0, 1), (1, 2)],
+                                    task="toy_a").with_layer(0)
     sv = fv.to_steering_vector(coeff=2.0)
     hook_name, vector = sv  # a plain pair
     assert hook_name == "blocks.0.hook_resid_post" and torch.equal(vector, fv.vector) and sv.operation == "add"
     path = sv.save(tmp_path / "fv")
-    loaded = ti.SteeringVector.load(path, model=native_model)
+    loaded = SteeringVector.load(path, model=native_model)
     assert loaded.hook_name == hook_name and torch.equal(loaded.vector, vector) and loaded.coeff == 2.0
     assert loaded.metadata["task"] == "toy_a" and loaded.metadata["heads"] == [[0, 1], [1, 2]]
     zero = ti.make_prompts(task_a, native_model, n=3, n_shots=0, seed=2)
     toks = zero.tokens[:1, : int(zero.query_pos[0]) + 1]  # one unpadded prompt: the query is the last token
     with torch.no_grad():
         plain_tl = native_model.run_with_hooks(toks, fwd_hooks=[loaded.as_hook()])
-        with ti.add_vector(native_model, fv, coeff=2.0):
+        with add_vector(native_model, fv, coeff=2.0):
             ours = native_model(toks)
     torch.testing.assert_close(plain_tl, ours, atol=0, rtol=0)
 
 
 def test_task_vector_exports_as_a_replacement(native_model, task_a, tmp_path):
     batch = ti.make_prompts(task_a, native_model, n=3, n_shots=3, seed=0)
-    tv = ti.task_vector_from_prompts(native_model, batch.select([0])).with_layer(1)
-    sv = ti.SteeringVector.load(tv.to_steering_vector().save(tmp_path / "tv.safetensors"))
+    tv = task_vector_from_prompts(native_model, batch.select([0])).with_layer(1)
+    sv = SteeringVector.load(tv.to_steering_vector().save(tmp_path / "tv.safetensors"))
     assert sv.operation == "replace" and sv.hook_name == "blocks.1.hook_resid_post" and torch.equal(sv.vector, tv.at(1))
     zero = ti.make_prompts(task_a, native_model, n=1, n_shots=0, seed=3)
     toks = zero.tokens[:, : int(zero.query_pos[0]) + 1]
     with torch.no_grad():
         tl = native_model.run_with_hooks(toks, fwd_hooks=[sv.as_hook()])
-        with ti.patch_task_vector(native_model, tv):
+        with patch_task_vector(native_model, tv):
             ours = native_model(toks)
     torch.testing.assert_close(tl, ours, atol=0, rtol=0)
 
@@ -211,14 +216,14 @@ def test_task_vector_exports_as_a_replacement(native_model, task_a, tmp_path):
 def test_a_bad_steering_file_is_refused(native_model, tmp_path):
     from safetensors.torch import save_file
 
-    good = ti.steering_vector(torch.ones(native_model.cfg.d_model), layer=1)
+    good = steering_vector(torch.ones(native_model.cfg.d_model), layer=1)
     path = good.save(tmp_path / "good")
     with pytest.raises(TlensICLError, match="not a tlens_icl steering vector"):
         save_file({"vector": torch.ones(3)}, str(tmp_path / "plain.safetensors"))
-        ti.SteeringVector.load(tmp_path / "plain.safetensors")
+        SteeringVector.load(tmp_path / "plain.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a file")
     with pytest.raises(TlensICLError, match="not a readable"):
-        ti.SteeringVector.load(tmp_path / "junk.safetensors")
+        SteeringVector.load(tmp_path / "junk.safetensors")
     import json
 
     from safetensors import safe_open
@@ -230,13 +235,13 @@ def test_a_bad_steering_file_is_refused(native_model, tmp_path):
         save_file({"vector": torch.ones(native_model.cfg.d_model)}, str(tmp_path / "bad.safetensors"),
                   metadata={"tlens_icl_steering": json.dumps({**doc, **change})})
         with pytest.raises(TlensICLError, match=match):
-            ti.SteeringVector.load(tmp_path / "bad.safetensors")
+            SteeringVector.load(tmp_path / "bad.safetensors")
     with pytest.raises(TlensICLError, match="NaN"):
-        ti.steering_vector(torch.full((4,), float("nan")), layer=0)
+        steering_vector(torch.full((4,), float("nan")), layer=0)
     with pytest.raises(TlensICLError, match="d_model"):
-        ti.steering_vector(torch.ones(3), layer=0).check_model(native_model)
+        steering_vector(torch.ones(3), layer=0).check_model(native_model)
     with pytest.raises(TlensICLError, match="past the model"):
-        ti.steering_vector(torch.ones(native_model.cfg.d_model), layer=7).check_model(native_model)
+        steering_vector(torch.ones(native_model.cfg.d_model), layer=7).check_model(native_model)
 
 
 # ---- README -------------------------------------------------------------------------------------------------

@@ -17,10 +17,13 @@ import pytest
 import torch
 
 import tlens_icl as ti
+from tlens_icl.analyses.vectors.function_vectors import function_vector_sweep
+from tlens_icl.analyses.vectors.task_vectors import task_vector_sweep
 from tlens_icl.engine import hooks, runs
 from tlens_icl.engine.capture import query_z
 from tlens_icl.engine.runs import answer_scores, logit_cut, logit_rows, query_logits, rows_per_forward
 from tlens_icl.engine.scoring import teacher_forced
+from tlens_icl.errors import ModelStateError
 
 TOL = 1e-5
 #: The variants beyond conftest's zoo: an untied unembedding with a bias; a softcap that bends every logit.
@@ -202,8 +205,8 @@ def test_vector_sweeps_and_patching_equal_the_full_logits_path(core_model, task_
 
     def run():
         tv = ti.task_vector(model, task_a, n=4, n_shots=2)
-        return [ti.function_vector_sweep(model, fv, task_a, n=4, n_shots=2, settings=("zero_shot", "shuffled_labels")),
-                tv, ti.task_vector_sweep(model, tv, task_a, n=4),
+        return [function_vector_sweep(model, fv, task_a, n=4, n_shots=2, settings=("zero_shot", "shuffled_labels")),
+                tv, task_vector_sweep(model, tv, task_a, n=4),
                 ti.activation_patching(model, pairs, site="resid_pre"),  # suffix replay; the loop on native
                 ti.head_patching(model, pairs, position="all"),
                 ti.icl_accuracy(model, task_a, n_shots=[0, 2], n=4)]
@@ -264,7 +267,7 @@ def test_a_cut_that_is_not_exact_falls_back_with_a_warning(tokenizer, task_a, mo
 def test_read_refuses_logits_that_were_not_cut(native_model):
     at = logit_rows(native_model, torch.tensor([1, 2]))
     assert at.name is not None
-    with pytest.raises(ti.ModelStateError, match="did not reach the unembedding"):
+    with pytest.raises(ModelStateError, match="did not reach the unembedding"):
         at.read(torch.zeros(2, 5, native_model.cfg.d_vocab))
 
 

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 import tlens_icl as ti
+from tlens_icl.analyses.causal.attribution import patching_fidelity
+from tlens_icl.analyses.causal.mediation import IndirectEffectResult, head_attention_html
 from tlens_icl.engine.capture import query_z
 from tlens_icl.errors import EmptyTaskError, TlensICLError
 from tlens_icl.prompts.spec import STREAMS, PromptSpec, stream_seed
@@ -120,12 +122,12 @@ def test_attribution_estimates_the_same_quantity(native_model, task_a):
     pairs = ti.make_prompt_pairs(task_a, native_model, n=3, n_shots=3, seed=0)
     direct = ti.attribution_patching(native_model, pairs, values=exact.mean_z[0])
     torch.testing.assert_close(approx.effects[0], direct.effects, atol=1e-7, rtol=0)
-    assert ti.patching_fidelity(approx, exact, k=4).n_heads == 8
+    assert patching_fidelity(approx, exact, k=4).n_heads == 8
 
 
 def test_result_views_round_trip_and_html(native_model, task_a, tmp_path):
     res = ti.indirect_effect(native_model, task_a, **SMALL)
-    assert tensors_equal(res, ti.IndirectEffectResult.load(res.save(tmp_path / "ie")))
+    assert tensors_equal(res, IndirectEffectResult.load(res.save(tmp_path / "ie")))
     assert res.info["model"] and res.info["transformer_lens"] and res.info["seed"] == 0
     df = res.to_dataframe()
     assert len(df) == 8 and {"task", "layer", "head", "AIE", "ci_low", "ci_high"} <= set(df.columns)
@@ -139,7 +141,7 @@ def test_result_views_round_trip_and_html(native_model, task_a, tmp_path):
 
 def test_head_attention_html_is_offline_and_shows_roles(native_model, task_a, tmp_path):
     prompts = ti.make_prompts(task_a, native_model, n=1, n_shots=2)
-    view = ti.head_attention_html(native_model, prompts, [ti.Head(1, 2), ti.Head(0, 0)], path=tmp_path / "a.html")
+    view = head_attention_html(native_model, prompts, [ti.Head(1, 2), ti.Head(0, 0)], path=tmp_path / "a.html")
     page = view.page()
     assert "unpkg.com" not in page and "L1H2" in page and "|y" in page and "|qx" in page
     assert page.count(".render(") == 1 and page.count(BUNDLE_MARK) == 1  # bundle inlined once
@@ -176,7 +178,7 @@ def test_cli_mediate_writes_heatmap_top_heads_and_result(tokenizer, task_a, tmp_
                      "--n-mean", "3", "--n-corrupted", "2", "--top-k", "3", "--out", str(out)])
     assert code == 0
     assert {"aie.png", "aie.csv", "top_heads.csv", "attention.html", "index.html"} <= {p.name for p in out.iterdir()}
-    res = ti.IndirectEffectResult.load(out)
+    res = IndirectEffectResult.load(out)
     assert res.tasks == ("toy_cli",) and res.effects.shape[-1] == 2
     assert "top heads" in capsys.readouterr().out
 
@@ -274,7 +276,7 @@ def test_cli_mediate_heads_and_filter_correct(word_tokenizer, tmp_path, capsys, 
                      "--corruption", "random_labels",
                      "--out", str(out)])
     assert code == 0
-    res = ti.IndirectEffectResult.load(out)
+    res = IndirectEffectResult.load(out)
     assert res.info["heads"] == ["L1H3", "L0H2"] and res.info["filter_correct"] is True
     assert set(res.top_heads(8)) == {ti.Head(1, 3), ti.Head(0, 2)}
     assert "kept" in capsys.readouterr().out

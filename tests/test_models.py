@@ -6,10 +6,11 @@ import pytest
 import torch
 
 import tlens_icl as ti
+from tlens_icl.errors import ModelNotAvailableError, ModelStateError
 
 
 def test_hub_unreachable_is_one_clear_error():
-    with pytest.raises(ti.ModelNotAvailableError, match="hub is unreachable.*icl-tiny"):
+    with pytest.raises(ModelNotAvailableError, match="hub is unreachable.*icl-tiny"):
         ti.load_model("some-org/definitely-not-cached-model")
 
 
@@ -17,7 +18,7 @@ def test_bridge_passed_through_and_train_mode_rejected(native_model):
     assert ti.load_model(native_model) is native_model
     native_model.train()
     try:
-        with pytest.raises(ti.ModelStateError, match="eval"):
+        with pytest.raises(ModelStateError, match="eval"):
             ti.load_model(native_model)
     finally:
         native_model.eval()
@@ -47,16 +48,16 @@ def test_embedded_model_listed_and_loads(embedded_model):
 
 def test_missing_local_paths_are_not_reported_as_hub_problems(tmp_path):
     for name in (str(tmp_path / "no_such_folder"), "./no_such_folder", "~/no/such/folder", "a/b/c"):
-        with pytest.raises(ti.ModelNotAvailableError, match="No such model folder") as err:
+        with pytest.raises(ModelNotAvailableError, match="No such model folder") as err:
             ti.load_model(name)
         assert "hub" not in str(err.value)
-    with pytest.raises(ti.ModelNotAvailableError, match="No GGUF file"):
+    with pytest.raises(ModelNotAvailableError, match="No GGUF file"):
         ti.load_model(str(tmp_path / "model.gguf"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ti.ModelNotAvailableError, match="no config.json"):
+    with pytest.raises(ModelNotAvailableError, match="no config.json"):
         ti.load_model(str(tmp_path / "empty"))
     # an org/name string could be either: the message says both
-    with pytest.raises(ti.ModelNotAvailableError, match="no local folder of that name.*hub is unreachable"):
+    with pytest.raises(ModelNotAvailableError, match="no local folder of that name.*hub is unreachable"):
         ti.load_model("some-org/not-here")
 
 

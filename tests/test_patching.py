@@ -9,8 +9,11 @@ import torch
 import transformer_lens.patching as tl_patching
 
 import tlens_icl as ti
+from tlens_icl.analyses.causal.patching import ActivationPatchingResult, HeadPatchingResult
 from tlens_icl.engine import query as _engine
 from tlens_icl.errors import ModelStateError, PairMismatchError, TlensICLError
+from tlens_icl.prompts.batch import PromptBatch
+from tlens_icl.prompts.pairs import PromptPairBatch
 from tlens_icl.results.base import tensors_equal
 
 TOL = 1e-5
@@ -18,7 +21,7 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def pairs_by_arch():
-    cache: dict[int, ti.PromptPairBatch] = {}
+    cache: dict[int, PromptPairBatch] = {}
 
     def get(model, task, corruption="shuffled_labels", n=3, n_shots=3, single_token="ignore"):
         key = (id(model), task.name, corruption, n, n_shots, single_token)
@@ -30,7 +33,7 @@ def pairs_by_arch():
     return get
 
 
-def tl_metric(pairs: ti.PromptPairBatch):
+def tl_metric(pairs: PromptPairBatch):
     """TransformerLens-style metric: mean P(clean answer) at each row's query position."""
     rows = torch.arange(len(pairs))
     q, ans = pairs.corrupted.query_pos, pairs.clean.answer_tokens
@@ -100,7 +103,7 @@ def test_identity_corruption_gives_exactly_zero(any_model, task_a, pairs_by_arch
     assert torch.equal(res.effects, torch.zeros_like(res.effects))
 
 
-def patched_prob(model, base: ti.PromptBatch, layer: int, head: int, positions, value) -> torch.Tensor:
+def patched_prob(model, base: PromptBatch, layer: int, head: int, positions, value) -> torch.Tensor:
     """P(answer) with ``z[:, positions, head]`` set to ``value`` by a hand-written hook."""
     def hook(z, hook):
         z = z.clone()
@@ -263,7 +266,7 @@ def test_result_views_and_round_trip(native_model, task_a, pairs_by_arch, tmp_pa
     assert len(df) == n_layers * n_heads and {"layer", "head", "effect", "ci_low", "ci_high"} <= set(df.columns)
     assert len(res.to_dataframe(per_example=True)) == n_layers * n_heads * len(pairs)
     assert "Head patching" in res._repr_html_()
-    loaded = ti.HeadPatchingResult.load(res.save(tmp_path / "hp"))
+    loaded = HeadPatchingResult.load(res.save(tmp_path / "hp"))
     assert tensors_equal(res, loaded)
     with pytest.raises(dataclasses_frozen_error()):
         res.metric = "x"  # type: ignore[misc]
@@ -278,7 +281,7 @@ def test_activation_patching_view(native_model, task_a, pairs_by_arch, tmp_path)
     assert bool(same.any()) and not bool(same.all())
     assert torch.equal(res.effects[0, same], torch.zeros_like(res.effects[0, same]))
     assert len(res.tokens) == pairs.corrupted.tokens.shape[1]
-    assert tensors_equal(res, ti.ActivationPatchingResult.load(res.save(tmp_path / "ap")))
+    assert tensors_equal(res, ActivationPatchingResult.load(res.save(tmp_path / "ap")))
     assert res.plot() is not None and len(res.to_dataframe()) == res.effects.shape[0] * res.effects.shape[1]
 
 
@@ -328,7 +331,7 @@ def test_head_subset_at_demo_positions_and_round_trip(native_model, task_a, pair
     full = ti.head_patching(native_model, pairs, position="demo_output")
     part = ti.head_patching(native_model, pairs, position="demo_output", heads=heads)
     assert torch.equal(part.effects[mask], full.effects[mask]) and bool(part.effects[~mask].isnan().all())
-    assert tensors_equal(part, ti.HeadPatchingResult.load(part.save(tmp_path / "sub")))
+    assert tensors_equal(part, HeadPatchingResult.load(part.save(tmp_path / "sub")))
     assert "L1H3" in part.summary() and part.plot() is not None
     att_full = ti.attribution_patching(native_model, pairs)
     att = ti.attribution_patching(native_model, pairs, heads=heads)

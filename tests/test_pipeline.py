@@ -12,8 +12,10 @@ import pytest
 import torch
 
 import tlens_icl as ti
+from tlens_icl.analyses.accuracy import AccuracyResult
 from tlens_icl.analyses.causal.mediation import IndirectEffectResult
 from tlens_icl.cli.main import main
+from tlens_icl.models.loading import model_tasks
 from tlens_icl.viz.html import BUNDLE_MARK
 
 
@@ -29,7 +31,7 @@ def test_main_job_writes_results_and_fv_restores_zero_shot(run_dir):
     assert "mean zero-shot accuracy" in (tmp_path / "index.html").read_text().lower()
     acc = pd.read_csv(tmp_path / "accuracy.csv")
     model = ti.load_model("icl-tiny")
-    assert set(acc["task"]) == set(ti.model_tasks(model))
+    assert set(acc["task"]) == set(model_tasks(model))
     mean_by_shots = acc.groupby("n_shots")["accuracy"].mean()
     assert mean_by_shots[8] > mean_by_shots[0] + 0.5          # the shipped model learns in context
     fv = pd.read_csv(tmp_path / "function_vectors.csv")
@@ -44,7 +46,7 @@ def test_main_job_writes_results_and_fv_restores_zero_shot(run_dir):
 def test_fv_table_and_accuracy_table_share_their_zero_shot_prompts(run_dir):
     """One prompt set per headline: the FV table's zero-shot column is first-token top-1 on the accuracy table's
     0-shot prompts (icl-tiny's answers are one token, so it equals the exact-match column too)."""
-    acc = ti.AccuracyResult.load(run_dir / "accuracy")
+    acc = AccuracyResult.load(run_dir / "accuracy")
     fv = pd.read_csv(run_dir / "function_vectors.csv").set_index("task")
     s0 = acc.n_shots.index(0)
     for t in acc.tasks:
@@ -125,7 +127,7 @@ def test_report_tables_format_numbers_one_way_and_right_align_them(run_dir):
 def test_run_report_renders_in_headless_chromium(run_dir, tmp_path):
     """index.html in a real browser: every figure decodes, one attention view per task renders (named), the page
     is not blank."""
-    from browser import inspect_page, ink_fraction
+    from browser import ink_fraction, inspect_page
 
     page = run_dir / "index.html"
     html = page.read_text(encoding="utf-8")
@@ -134,13 +136,13 @@ def test_run_report_renders_in_headless_chromium(run_dir, tmp_path):
     for name in ("function_vectors.csv", "accuracy/accuracy.csv", "mediation_word/attention.html"):
         assert f'href="{name}"' in html and (run_dir / name).exists()
     model = ti.load_model("icl-tiny")
-    for t in ti.model_tasks(model):
+    for t in model_tasks(model):
         assert f"Attention of the top heads on one {t} prompt" in html
     found, shot = inspect_page(page, tmp_path)
     n_figures = len([p for p in run_dir.rglob("*.png") if "checkpoint" not in p.parts])
     assert found["images"] == found["loaded"] == n_figures == 4, found
     assert all(w > 300 and h > 200 for w, h in found["sizes"]), found
-    assert found["views"] == found["rendered"] == len(ti.model_tasks(model)), found
+    assert found["views"] == found["rendered"] == len(model_tasks(model)), found
     assert ink_fraction(shot) > 0.03
 
 

@@ -11,6 +11,15 @@ import pytest
 import torch
 
 import tlens_icl as ti
+from tlens_icl.analyses.causal.mediation import IndirectEffectResult
+from tlens_icl.analyses.vectors.function_vectors import (
+    FunctionVector,
+    function_vector_from_heads,
+    function_vector_from_task,
+    function_vector_sweep,
+)
+from tlens_icl.analyses.vectors.task_vectors import patch_task_vector
+from tlens_icl.tasks import TaskItem
 from tlens_icl.models import adapter
 from tlens_icl.analyses.vectors.common import add_vector, mean_head_activations
 from tlens_icl.engine import hooks as H
@@ -90,8 +99,8 @@ def test_function_vector_bias_once_per_layer_on_every_architecture(any_model, ta
     """Bug: ``b_O`` added once per head double-counts it for two heads of one layer (all archs have biases)."""
     heads = [(0, 0), (1, 1), (1, 3)]  # two heads in layer 1
     mean_z = mean_head_activations(any_model, ti.make_prompts(task_a, any_model, n=3, n_shots=2))
-    plain = ti.function_vector_from_heads(any_model, mean_z, heads)
-    biased = ti.function_vector_from_heads(any_model, mean_z, heads, include_bias=True)
+    plain = function_vector_from_heads(any_model, mean_z, heads)
+    biased = function_vector_from_heads(any_model, mean_z, heads, include_bias=True)
     b_O = attn_output_bias(any_model)
     if b_O is None:  # Gemma 3 and Qwen2 have no attention output bias (Qwen2's biases are on q/k/v only)
         assert type(any_model.original_model).__name__ in ("Gemma3ForCausalLM", "Qwen2ForCausalLM")
@@ -116,7 +125,7 @@ def test_alternatives_count_when_the_model_predicts_them(word_model, word_task_a
     vocab = {i: t for t, i in word_model.tokenizer.get_vocab().items()}
     predicted = {q.input: vocab[int(p)] for q, p in zip(batch.queries, pred)}
     usable = lambda w: w is not None and not w.startswith("<") and w.strip() == w and w  # noqa: E731 - a plain word
-    items = tuple(ti.TaskItem(it.input, it.output, (predicted[it.input],))
+    items = tuple(TaskItem(it.input, it.output, (predicted[it.input],))
                   if usable(predicted.get(it.input)) and predicted[it.input] != it.output else it
                   for it in word_task_a.items)
     task = ti.Task(word_task_a.name, items)  # same name, same seed: the same prompts
@@ -231,9 +240,9 @@ def test_vector_at_layer_l_enters_the_residual_after_block_l(any_model, task_a):
 
 def test_layer_sweep_column_l_is_the_vector_at_layer_l(native_model, task_a):
     """Bug: a sweep that injects at ``layers[j] + 1`` (or reports layer j's score under another layer)."""
-    fv = ti.function_vector_from_task(native_model, task_a, [(0, 1), (1, 2)], n=3, n_shots=2)
-    fv = ti.FunctionVector(3.0 * fv.vector, fv.heads, fv.task, None, fv.info)
-    sweep = ti.function_vector_sweep(native_model, fv, task_a, settings=("zero_shot",), n=4, seed=0)
+    fv = function_vector_from_task(native_model, task_a, [(0, 1), (1, 2)], n=3, n_shots=2)
+    fv = FunctionVector(3.0 * fv.vector, fv.heads, fv.task, None, fv.info)
+    sweep = function_vector_sweep(native_model, fv, task_a, settings=("zero_shot",), n=4, seed=0)
     batch = ti.make_prompts(task_a, native_model, n=4, n_shots=0, seed=0)
     for j, layer in enumerate(sweep.layers):
         with add_vector(native_model, fv, layer=layer, query_pos=batch.query_pos):
@@ -247,7 +256,7 @@ def test_task_vector_replaces_the_residual_after_block_l(native_model, task_a):
     tv = ti.task_vector(native_model, task_a, n=3, n_shots=2)
     batch = ti.make_prompts(task_a, native_model, n=3, n_shots=0, seed=1)
     rows = torch.arange(3)
-    with torch.no_grad(), ti.patch_task_vector(native_model, tv, layer=0, query_pos=batch.query_pos):
+    with torch.no_grad(), patch_task_vector(native_model, tv, layer=0, query_pos=batch.query_pos):
         _, cache = native_model.run_with_cache(batch.tokens, names_filter=lambda n: n == H.resid_pre(1))
     torch.testing.assert_close(cache[H.resid_pre(1)][rows, batch.query_pos], tv.at(0).expand(3, -1))
 
@@ -418,8 +427,8 @@ def test_loading_checks_the_recorded_model_against_the_tensors(native_model, tas
     from tlens_icl.errors import ResultFileError
 
     aie = ti.indirect_effect(native_model, task_a, n_mean=2, n_corrupted=2, n_shots=2)
-    assert ti.IndirectEffectResult.load(aie.save(tmp_path / "ok")).info == aie.info
+    assert IndirectEffectResult.load(aie.save(tmp_path / "ok")).info == aie.info
     for key, value, dim in (("n_heads", 3, "head"), ("d_head", 8, "d_head"), ("n_layers", 5, "layer")):
         bad = replace(aie, info={**aie.info, key: value}).save(tmp_path / key)  # saved (digest valid), inconsistent
         with pytest.raises(ResultFileError, match=f"'{dim}' dimension is .*, but the result was made on a model"):
-            ti.IndirectEffectResult.load(bad)
+            IndirectEffectResult.load(bad)

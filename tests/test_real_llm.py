@@ -12,6 +12,9 @@ import pytest
 import torch
 
 import tlens_icl as ti
+from tlens_icl.analyses.accuracy import AccuracyResult
+from tlens_icl.analyses.vectors.common import generate_with_vector
+from tlens_icl.analyses.vectors.function_vectors import FunctionVector, function_vector_sweep
 from tlens_icl.models.gguf import DownloadError
 
 NAME = "smollm2-135m"
@@ -65,12 +68,12 @@ def test_generation_matches_the_unwrapped_hf_model(smol):
     with torch.no_grad():
         ref = hf.generate(ids, max_new_tokens=6, do_sample=False)[0, ids.shape[1]:]
         out = smol.generate(ids, max_new_tokens=6, do_sample=False, verbose=False)[0, ids.shape[1]:]
-        zero = ti.generate_with_vector(smol, ids, torch.zeros(smol.cfg.d_model), layer=10, max_new_tokens=6,
-                                       do_sample=False)[0, ids.shape[1]:]
+        zero = generate_with_vector(smol, ids, torch.zeros(smol.cfg.d_model), layer=10, max_new_tokens=6,
+                                    do_sample=False)[0, ids.shape[1]:]
         v = 4.0 * torch.randn(smol.cfg.d_model, generator=torch.Generator().manual_seed(0))
-        steered = ti.generate_with_vector(smol, ids, v, layer=10, max_new_tokens=6, do_sample=False)
-        recomputed = ti.generate_with_vector(smol, ids, v, layer=10, max_new_tokens=6, do_sample=False,
-                                             use_past_kv_cache=False)
+        steered = generate_with_vector(smol, ids, v, layer=10, max_new_tokens=6, do_sample=False)
+        recomputed = generate_with_vector(smol, ids, v, layer=10, max_new_tokens=6, do_sample=False,
+                                          use_past_kv_cache=False)
     assert smol.tokenizer.decode(out).startswith(" BIG\n")
     assert torch.equal(out, ref) and torch.equal(zero, ref)
     assert torch.equal(steered, recomputed)
@@ -118,19 +121,19 @@ def test_function_vector_lifts_shuffled_label_accuracy(smol, tmp_path):
     med = ti.indirect_effect(smol, valid, n_mean=8, n_corrupted=4, n_shots=5, seed=0,
                              heads=[(l, h) for l in range(14, 23) for h in range(9)], batch_size=8)
     fv = ti.function_vector(smol, med, k=6)
-    choose = ti.function_vector_sweep(smol, fv, valid, layers=[6, 9, 12], settings=("shuffled_labels",), n=6,
-                                      n_shots=5, seed=2, batch_size=8)
+    choose = function_vector_sweep(smol, fv, valid, layers=[6, 9, 12], settings=("shuffled_labels",), n=6,
+                                   n_shots=5, seed=2, batch_size=8)
     layer = choose.best_layer("shuffled_labels")
-    test = ti.function_vector_sweep(smol, fv, test_items, layers=[layer], settings=("shuffled_labels",), n=12,
-                                    n_shots=5, seed=3, batch_size=12)
+    test = function_vector_sweep(smol, fv, test_items, layers=[layer], settings=("shuffled_labels",), n=12,
+                                 n_shots=5, seed=3, batch_size=12)
     gain = float(test.accuracy()[0, 0] - test.baseline_accuracy()[0])
     assert gain >= 0.25, test.to_dataframe()
-    back = ti.FunctionVector.load(fv.with_layer(layer).save(tmp_path / "fv"))
+    back = FunctionVector.load(fv.with_layer(layer).save(tmp_path / "fv"))
     assert torch.equal(back.vector, fv.vector) and back.layer == layer and back.heads == fv.heads
 
 
 def test_results_round_trip(icl, tmp_path):
-    back = ti.AccuracyResult.load(icl.save(tmp_path / "acc"))
+    back = AccuracyResult.load(icl.save(tmp_path / "acc"))
     for f in ("correct", "exact_match", "first_token_correct", "answer_logprob", "answer_prob", "n_answer_tokens"):
         assert torch.equal(getattr(back, f), getattr(icl, f))
     assert back.tasks == icl.tasks and back.n_shots == icl.n_shots and back.info == icl.info

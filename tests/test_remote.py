@@ -15,6 +15,10 @@ pytest.importorskip("transformer_lens.model_bridge.driver_protocol", reason="Rem
 from remote_fake import remote_bridge  # noqa: E402
 
 import tlens_icl as ti  # noqa: E402
+from tlens_icl.analyses.vectors.common import mean_head_activations  # noqa: E402
+from tlens_icl.analyses.vectors.function_vectors import function_vector_sweep  # noqa: E402
+from tlens_icl.analyses.vectors.icv import apply_icv  # noqa: E402
+from tlens_icl.analyses.vectors.task_vectors import task_vector_sweep  # noqa: E402
 from tlens_icl.errors import UnsupportedOnBackendError  # noqa: E402
 from tlens_icl.models.adapter import family  # noqa: E402
 
@@ -111,7 +115,7 @@ def test_a_function_vector_sweep_sends_add_specs_at_each_query(local, remote, ta
     model, driver = remote
     fv = torch.randn(local.cfg.d_model, generator=torch.Generator().manual_seed(0))
     kw = dict(layers=[0, 2], settings=("zero_shot",), n=4, n_shots=2, seed=1, coeff=2.0, batch_size=4)
-    got, ref = ti.function_vector_sweep(model, fv, task_a, **kw), ti.function_vector_sweep(local, fv, task_a, **kw)
+    got, ref = function_vector_sweep(model, fv, task_a, **kw), function_vector_sweep(local, fv, task_a, **kw)
     assert torch.equal(got.correct, ref.correct) and _close(got.answer_prob, ref.answer_prob)
     assert not torch.equal(got.answer_prob[0, 0], got.baseline_prob[0]), "the vector changed nothing"
     edited = [c for c in driver.calls if c.intervene]
@@ -131,7 +135,7 @@ def test_a_task_vector_is_set_at_the_query(local, remote, task_a):
     tv_local = ti.task_vector(local, task_a, n=4, n_shots=2, seed=2)
     assert _close(tv_remote.vectors, tv_local.vectors)
     kw = dict(layers=[1], n=4, seed=5, batch_size=4)
-    got, ref = ti.task_vector_sweep(model, tv_remote, task_a, **kw), ti.task_vector_sweep(local, tv_local, task_a, **kw)
+    got, ref = task_vector_sweep(model, tv_remote, task_a, **kw), task_vector_sweep(local, tv_local, task_a, **kw)
     assert torch.equal(got.correct, ref.correct) and _close(got.answer_prob, ref.answer_prob)
     sets = [c.intervene["blocks.1.hook_out"] for c in driver.calls if c.intervene]
     assert sets and all(s["op"] == "set" and isinstance(s["pos"], int) for s in sets)
@@ -139,7 +143,7 @@ def test_a_task_vector_is_set_at_the_query(local, remote, task_a):
 
 @pytest.mark.parametrize("call", [
     lambda m, t: ti.indirect_effect(m, t, n_mean=2, n_corrupted=2, n_shots=2),
-    lambda m, t: ti.mean_head_activations(m, ti.make_prompts(t, m, n=2, n_shots=1)),
+    lambda m, t: mean_head_activations(m, ti.make_prompts(t, m, n=2, n_shots=1)),
     lambda m, t: ti.task_activations(m, t, n_shots=(1,), n=2, sites=["z"]),
     lambda m, t: ti.task_activations(m, t, n_shots=(1,), n=2, sites=["resid_pre"]),
     lambda m, t: ti.head_patching(m, ti.make_prompt_pairs(t, m, n=2, n_shots=2)),
@@ -158,7 +162,7 @@ def test_an_edit_without_a_spec_form_raises_instead_of_being_ignored(local, remo
     icv = ti.in_context_vector(local, task_a, n=4, n_shots=2)
     batch = ti.make_prompts(task_a, local, n=1, n_shots=0)
     with pytest.raises(UnsupportedOnBackendError, match="cannot apply"):
-        with ti.apply_icv(model, icv):
+        with apply_icv(model, icv):
             from tlens_icl.models.adapter import forward
             forward(model, batch.tokens)
 
@@ -166,7 +170,7 @@ def test_an_edit_without_a_spec_form_raises_instead_of_being_ignored(local, remo
 def test_position_edits_need_the_position_buffers(local, task_a):
     model, _ = remote_bridge(local, enable_position_interventions=False)
     with pytest.raises(NotImplementedError, match="enable_position_interventions=True"):
-        ti.function_vector_sweep(model, torch.ones(local.cfg.d_model), task_a, layers=[0], settings=("zero_shot",), n=2)
+        function_vector_sweep(model, torch.ones(local.cfg.d_model), task_a, layers=[0], settings=("zero_shot",), n=2)
 
 
 def test_the_query_intervention_engine_refuses_a_remote_model_before_any_forward(local, remote, task_a):

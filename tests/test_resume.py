@@ -12,6 +12,7 @@ import torch
 
 import tlens_icl as ti
 from tlens_icl.errors import CheckpointMismatchError, ResultFileError, TlensICLError
+from tlens_icl.models.loading import model_tasks
 from tlens_icl.results.checkpoint import Checkpoint, NoCheckpoint, open_checkpoint
 
 
@@ -155,7 +156,7 @@ def test_the_main_job_resumes_after_an_interruption(tmp_path, monkeypatch):
     from tlens_icl.results.base import tensors_equal
 
     model = ti.load_model("icl-tiny")
-    tasks = ti.model_tasks(model, "bitwise")[:2] + ti.model_tasks(model, "word")[:2]
+    tasks = model_tasks(model, "bitwise")[:2] + model_tasks(model, "word")[:2]
     kw = dict(tasks=tasks, n=6, n_mean=3, n_corrupted=3, n_shots=5, k=3, seed=1)
     whole = pipeline.run_pipeline(model, checkpoint=tmp_path / "a", **kw)
     n_tasks = len(whole["fv_sweeps"])

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import tlens_icl as ti
+from tlens_icl.analyses.accuracy import AccuracyResult
 from tlens_icl.engine.runs import answer_scores
 
 MIXED = ti.Task.from_pairs(
@@ -95,7 +96,7 @@ def test_icl_accuracy_reports_every_metric_and_names_the_chosen_one(native_model
     assert res.info["prepend_bos"] is True and res.info["items"]["mixed_lengths"]["usable"] == 20
     df = res.to_dataframe()
     assert {"metric", "exact_match", "first_token_accuracy", "mean_answer_logprob"} <= set(df.columns)
-    back = ti.AccuracyResult.load(res.save(tmp_path / "acc"))
+    back = AccuracyResult.load(res.save(tmp_path / "acc"))
     for f in ("correct", "exact_match", "first_token_correct", "answer_logprob", "n_answer_tokens", "answer_prob"):
         assert torch.equal(getattr(back, f), getattr(res, f))
     assert back.metric == "exact_match" and back.info == res.info

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import tlens_icl as ti
-from tlens_icl.errors import ItemsDroppedWarning, PromptError, TlensICLError
+from tlens_icl.analyses.vectors.common import generate_with_vector
+from tlens_icl.errors import ItemsDroppedWarning, PromptError, ResultFileError, TlensICLError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +66,7 @@ def test_load_dispatches_on_the_saved_class_in_a_fresh_process(tmp_path):
     assert run.stdout.split() == ["DecodabilityResult", str(res.k)]
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "meta.json").write_text('{"schema": 1, "class": "Path", "fields": {}}')
-    with pytest.raises(ti.ResultFileError, match="'Path', which is not a tlens_icl result class"):
+    with pytest.raises(ResultFileError, match="'Path', which is not a tlens_icl result class"):
         ti.load(tmp_path / "other")
 
 
@@ -113,17 +114,17 @@ def test_generate_with_vector_on_a_padded_batch_equals_each_row_alone(arch, toke
     lengths = batch.attention_mask.sum(1).tolist()
     assert len(set(lengths)) > 1  # rows of different lengths: the batch is padded
     v = 3 * torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(1))
-    out = ti.generate_with_vector(model, batch, v, layer=1, max_new_tokens=3, do_sample=False, stop_at_eos=False)
+    out = generate_with_vector(model, batch, v, layer=1, max_new_tokens=3, do_sample=False, stop_at_eos=False)
     assert out.shape[0] == 4
     for i, n in enumerate(lengths):
-        alone = ti.generate_with_vector(model, batch.tokens[i : i + 1, :n], v, layer=1, max_new_tokens=3,
-                                        do_sample=False, stop_at_eos=False)
+        alone = generate_with_vector(model, batch.tokens[i : i + 1, :n], v, layer=1, max_new_tokens=3,
+                                     do_sample=False, stop_at_eos=False)
         assert out[i, : n + 3].tolist() == alone[0].tolist(), f"row {i}"
-    same = ti.generate_with_vector(model, batch.tokens, v, layer=1, attention_mask=batch.attention_mask,
-                                   max_new_tokens=3, do_sample=False, stop_at_eos=False)
+    same = generate_with_vector(model, batch.tokens, v, layer=1, attention_mask=batch.attention_mask,
+                                max_new_tokens=3, do_sample=False, stop_at_eos=False)
     assert torch.equal(same, out)
     with pytest.raises(TlensICLError, match="right padding"):
-        ti.generate_with_vector(model, batch.tokens, v, layer=1, attention_mask=batch.attention_mask.flip(1))
+        generate_with_vector(model, batch.tokens, v, layer=1, attention_mask=batch.attention_mask.flip(1))
 
 
 def test_decodability_says_when_k_exceeds_the_prompts(native_model, task_a, task_b):

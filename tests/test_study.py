@@ -17,6 +17,7 @@ import torch
 import tlens_icl as ti
 from tlens_icl import workflows as S
 from tlens_icl.workflows import summary as SM
+from tlens_icl.errors import CheckpointMismatchError
 
 ROOT = Path(__file__).resolve().parent.parent
 STORED = ROOT / "studies" / "cross_model"
@@ -64,9 +65,9 @@ def test_a_rerun_loads_every_step_and_another_protocol_is_refused(tiny_study, mo
         monkeypatch.setattr(S.run, name, lambda *a, **k: pytest.fail("a finished step was recomputed"))
     again = S.run_study(model, out=out, sizes=TINY, seed=0)
     assert torch.equal(again["accuracy"].correct, res["accuracy"].correct)
-    with pytest.raises(ti.CheckpointMismatchError, match="seed"):
+    with pytest.raises(CheckpointMismatchError, match="seed"):
         S.run_study(model, out=out, sizes=TINY, seed=1)
-    with pytest.raises(ti.CheckpointMismatchError, match="sizes"):
+    with pytest.raises(CheckpointMismatchError, match="sizes"):
         S.run_study(model, out=out, sizes=dataclasses.replace(TINY, n_icl=5), seed=0)
 
 

@@ -9,6 +9,7 @@ import jsonschema
 import pytest
 
 import tlens_icl as ti
+from tlens_icl.errors import EmptyTaskError, UnknownTaskError
 from tlens_icl.tasks import task_dir
 
 SHIPPED = sorted(p.stem for p in task_dir().glob("*.json") if p.stem != "schema")
@@ -50,19 +51,19 @@ def test_bitwise_answers_are_correct():
 
 
 def test_unknown_task_suggests_close_names():
-    with pytest.raises(ti.UnknownTaskError, match="Did you mean 'bitwise_xor'"):
+    with pytest.raises(UnknownTaskError, match="Did you mean 'bitwise_xor'"):
         ti.load_task("bitwise_xorr")
     with pytest.raises(KeyError):  # also a KeyError for dict-style callers
         ti.load_task("no_such_task_at_all")
 
 
 def test_empty_task_rejected():
-    with pytest.raises(ti.EmptyTaskError):
+    with pytest.raises(EmptyTaskError):
         ti.Task.from_pairs("empty", [])
-    with pytest.raises(ti.EmptyTaskError):
+    with pytest.raises(EmptyTaskError):
         ti.Task.from_dataset({"input": [], "output": []}, "empty")
     t = ti.Task.from_pairs("t", [("x", "y")])
-    with pytest.raises(ti.EmptyTaskError):
+    with pytest.raises(EmptyTaskError):
         t.filter(lambda it: False)
 
 

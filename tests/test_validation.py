@@ -14,8 +14,20 @@ from hypothesis import strategies as st
 
 import tlens_icl as ti
 from tlens_icl import _validate
+from tlens_icl.analyses.accuracy import AccuracyResult
+from tlens_icl.analyses.causal.mediation import IndirectEffectResult, head_attention_html
+from tlens_icl.analyses.heads.overlap import head_overlap
 from tlens_icl.analyses.representations.activations import from_arrays
 from tlens_icl.analyses.vectors.common import add_vector, generate_with_vector
+from tlens_icl.analyses.vectors.function_vectors import (
+    FunctionVector,
+    function_vector_from_heads,
+    function_vector_sweep,
+)
+from tlens_icl.analyses.vectors.icv import apply_icv
+from tlens_icl.analyses.vectors.soft_injection import soft_inject
+from tlens_icl.analyses.vectors.steering import SteeringVector
+from tlens_icl.analyses.vectors.task_vectors import patch_task_vector
 from tlens_icl.errors import (
     HookNotFiredError,
     ModelStateError,
@@ -60,19 +72,19 @@ def test_probes_fail_before_any_forward_pass(native_model, task_a, acts, tmp_pat
             (lambda: ti.icl_accuracy(native_model, task_a, n_shots=[]), "n_shots is empty"),
             (lambda: ti.icl_accuracy(native_model, task_a, n=2.5), "n must be an int"),
             (lambda: ti.icl_accuracy(native_model, task_a, batch_size=0), "batch_size must be an int >= 1"),
-            (lambda: ti.function_vector_from_heads(native_model, torch.zeros(2, 4, 16), [(1.7, 2)]), "int pairs"),
+            (lambda: function_vector_from_heads(native_model, torch.zeros(2, 4, 16), [(1.7, 2)]), "int pairs"),
             (lambda: ti.head_patching(native_model, pairs, heads=[(1.7, 2)]), "int pairs"),
             (lambda: task_a.split(test_size=-0.2), "test_size"),
             (lambda: task_a.split(test_size=1.0), "test_size"),
             (lambda: ti.head_patching(native_model, pairs, method="fastest"), "method"),
             (lambda: ti.head_patching(native_model, pairs, method="fastest", position="all"), "method"),
             (lambda: add_vector(native_model, v, layer=True), "layer must be an int"),
-            (lambda: ti.function_vector_sweep(native_model, v, task_a, layers=[True]), "layers"),
+            (lambda: function_vector_sweep(native_model, v, task_a, layers=[True]), "layers"),
             (lambda: add_vector(native_model, v * float("nan"), layer=0), "NaN"),
-            (lambda: ti.patch_task_vector(native_model, v * float("inf"), layer=0), "NaN/inf"),
+            (lambda: patch_task_vector(native_model, v * float("inf"), layer=0), "NaN/inf"),
             (lambda: generate_with_vector(native_model, torch.tensor([[1, 5, 6]]), v * float("nan"), layer=0), "NaN"),
             (lambda: add_vector(native_model, v, layer=0, position=-1), "position must be >= 0"),
-            (lambda: ti.function_vector_sweep(native_model, v, task_a, n=2, n_shots=2, position=500), "position"),
+            (lambda: function_vector_sweep(native_model, v, task_a, n=2, n_shots=2, position=500), "position"),
             (lambda: run_pipeline(native_model, tasks=["x"], out=tmp_path / "f.txt" / "sub"), "under the file"),
             (lambda: ti.concept_decodability(acts, k=0), "k must be"),
             (lambda: ti.soft_injection(native_model, task_a, lr=0), "lr"),
@@ -145,7 +157,7 @@ def test_task_json_errors_name_the_file_and_the_field(tmp_path):
 @pytest.fixture(scope="module")
 def saved(native_model, task_a, tmp_path_factory):
     res = ti.icl_accuracy(native_model, task_a, n_shots=[0, 1], n=3)
-    fv = ti.function_vector_from_heads(native_model, torch.randn(2, 4, 16), [(0, 1)])
+    fv = function_vector_from_heads(native_model, torch.randn(2, 4, 16), [(0, 1)])
     root = tmp_path_factory.mktemp("results")
     return res, res.save(root / "acc"), fv, fv.save(root / "fv")
 
@@ -171,7 +183,7 @@ def test_result_load_validates_the_file(saved, tmp_path):
     res, path, fv, fv_path = saved
     from tlens_icl.results.base import tensors_equal
 
-    assert tensors_equal(res, ti.AccuracyResult.load(path))
+    assert tensors_equal(res, AccuracyResult.load(path))
     cases = [
         (_rewrite(path, tmp_path / "future", meta=lambda d: d.update(schema=99)), "newer than this tlens_icl"),
         (_rewrite(path, tmp_path / "noschema", meta=lambda d: d.pop("schema")), "schema version"),
@@ -186,20 +198,20 @@ def test_result_load_validates_the_file(saved, tmp_path):
     ]
     for folder, match in cases:
         with pytest.raises(ResultFileError, match=match):
-            ti.AccuracyResult.load(folder)
+            AccuracyResult.load(folder)
     with pytest.raises(ResultFileError, match="not a FunctionVector"):
-        ti.FunctionVector.load(path)
+        FunctionVector.load(path)
     wrong = _rewrite(fv_path, tmp_path / "fvsize", tensors=lambda t: t.update(vector=t["vector"][:10]))
     with pytest.raises(ResultFileError, match="'d_model' dimension is 10, but the result was made on a model with 64"):
-        ti.FunctionVector.load(wrong)
+        FunctionVector.load(wrong)
     trunc = _rewrite(path, tmp_path / "trunc")
     data = (trunc / "tensors.safetensors").read_bytes()
     (trunc / "tensors.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ResultFileError, match="truncated or corrupt"):
-        ti.AccuracyResult.load(trunc)
+        AccuracyResult.load(trunc)
     (trunc / "meta.json").unlink()
     with pytest.raises(ResultFileError, match="no meta.json"):
-        ti.AccuracyResult.load(trunc)
+        AccuracyResult.load(trunc)
 
 
 # ---- property-based: bad values for every validated argument ------------------------------------------
@@ -224,7 +236,7 @@ def _calls(model, task, pairs, acts):
         "head_patching": (lambda **kw: ti.head_patching(model, pairs, **kw), ["heads", "batch_size"]),
         "add_vector": (lambda **kw: add_vector(model, kw.pop("vector", v), **{"layer": 0, **kw}),
                        ["layer", "coeff", "position", "vector"]),
-        "function_vector_sweep": (lambda **kw: ti.function_vector_sweep(model, v, task, **{"n": 2, "n_shots": 1, **kw}),
+        "function_vector_sweep": (lambda **kw: function_vector_sweep(model, v, task, **{"n": 2, "n_shots": 1, **kw}),
                                   ["layers", "coeff", "n", "position"]),
         "soft_injection": (lambda **kw: ti.soft_injection(model, task, **{"n_embed": 2, "n_train": 2, **kw}),
                            ["steps", "lr"]),
@@ -329,7 +341,7 @@ def test_a_saved_result_is_validated_against_itself(aie_saved, tmp_path):
 
     aie, path = aie_saved
     assert aie.info["model_fingerprint"] and aie.info["d_head"] == 16
-    assert tensors_equal(aie, ti.IndirectEffectResult.load(path))
+    assert tensors_equal(aie, IndirectEffectResult.load(path))
     nan = lambda t: t.update(effects=torch.full_like(t["effects"], math.nan))  # noqa: E731
     edits = {
         "renamed": ({"info.model": "other"}, None), "nan": ({}, nan), "metric": ({"metric": "bogus", "info.metric": "bogus"}, None),
@@ -338,18 +350,18 @@ def test_a_saved_result_is_validated_against_itself(aie_saved, tmp_path):
     }
     for name, (fields, tensors) in edits.items():  # a file saved by this version: any edit breaks its digest
         with pytest.raises(ResultFileError, match="changed after it was saved|'d_head' dimension"):
-            ti.IndirectEffectResult.load(_edit(path, tmp_path / name, fields, tensors))
+            IndirectEffectResult.load(_edit(path, tmp_path / name, fields, tensors))
     legacy = {"nan": "NaN everywhere", "shots": "shot count is an int >= 0",
               "swapped": "tasks is .* but info records", "dhead": "'d_head' dimension is 8"}
     for name, match in legacy.items():  # without a digest, the file is checked against itself
         fields, tensors = edits[name]
         with pytest.raises(ResultFileError, match=match):
-            ti.IndirectEffectResult.load(_edit(path, tmp_path / f"legacy_{name}", fields, tensors, legacy=True))
+            IndirectEffectResult.load(_edit(path, tmp_path / f"legacy_{name}", fields, tensors, legacy=True))
     with pytest.warns(UserWarning, match="metric = 'bogus' is not one of"):
-        ti.IndirectEffectResult.load(_edit(path, tmp_path / "legacy_metric", *edits["metric"], legacy=True))
-    fv = ti.FunctionVector(torch.ones(64), ((0, 1),), "t", None, dict(aie.info))
+        IndirectEffectResult.load(_edit(path, tmp_path / "legacy_metric", *edits["metric"], legacy=True))
+    fv = FunctionVector(torch.ones(64), ((0, 1),), "t", None, dict(aie.info))
     with pytest.raises(ResultFileError, match="L0H9, outside the model's 2 layers x 4 heads"):
-        ti.FunctionVector.load(_edit(fv.save(tmp_path / "fv"), tmp_path / "fv9", {"heads": [[0, 9]]}, legacy=True))
+        FunctionVector.load(_edit(fv.save(tmp_path / "fv"), tmp_path / "fv9", {"heads": [[0, 9]]}, legacy=True))
 
 
 def test_a_file_saved_before_digests_and_fingerprints_still_loads(aie_saved, tmp_path):
@@ -363,7 +375,7 @@ def test_a_file_saved_before_digests_and_fingerprints_still_loads(aie_saved, tmp
         for key in ("model_fingerprint", "d_head"):
             doc["fields"]["info"].pop(key)
 
-    back = ti.IndirectEffectResult.load(_rewrite(path, tmp_path / "old", meta=old))
+    back = IndirectEffectResult.load(_rewrite(path, tmp_path / "old", meta=old))
     assert "model_fingerprint" not in back.info and tensors_equal(
         back, type(aie)(**{**aie.__dict__, "info": back.info}))
 
@@ -381,16 +393,16 @@ def test_results_of_another_model_are_refused(native_model, task_a, tokenizer, a
     with pytest.raises(ModelMismatchError, match="computed on model"):
         ti.function_vector(other, aie, k=2)
     with no_forward(other), pytest.raises(ModelMismatchError, match="the vector was computed on model"):
-        ti.function_vector_sweep(other, fv, task_a, settings=("zero_shot",), n=2)
+        function_vector_sweep(other, fv, task_a, settings=("zero_shot",), n=2)
     with pytest.raises(ModelMismatchError):
         ti.head_ablation(other, task_a, {"FV": aie}, ks=(1,), n=2, n_shots=1, loss=False)
     with pytest.raises(ModelMismatchError):
-        ti.head_overlap({"FV": aie, "x": torch.rand(2, 4)}, model=other)
+        head_overlap({"FV": aie, "x": torch.rand(2, 4)}, model=other)
     # the same weights in another dtype are the same model; a tensor carries no identity and is taken as given
     from tlens_icl.models.fingerprint import model_fingerprint
 
     assert model_fingerprint(build_model("native", tokenizer).to(torch.float16)) == aie.info["model_fingerprint"]
-    ti.function_vector_sweep(other, fv.vector, task_a, settings=("zero_shot",), n=2, layers=[0])
+    function_vector_sweep(other, fv.vector, task_a, settings=("zero_shot",), n=2, layers=[0])
 
 
 def test_heads_family_and_other_probes_are_refused_by_name(native_model, task_a, aie_saved):
@@ -408,10 +420,10 @@ def test_heads_family_and_other_probes_are_refused_by_name(native_model, task_a,
         (lambda: ti.head_ablation(m, task_a, {"a": aie}, ks=(1.0,), n=2, loss=False), "float k is a fraction"),
         (lambda: ti.head_ablation(m, task_a, {"a": aie}, ks=(1,), n_random=-1, n=2, loss=False), "n_random must be"),
         (lambda: ti.head_ablation(m, task_a, {}, ks=(1,), n=2, loss=False), "rankings must be a non-empty"),
-        (lambda: ti.head_overlap({"a": aie, "b": other}, ks=(1.7,)), r"ks\[0\] must be an int"),
-        *[(lambda kd=kd: ti.head_overlap({"a": aie, "b": other}, ks=(1,), k_depth=kd), "k_depth must be an int")
+        (lambda: head_overlap({"a": aie, "b": other}, ks=(1.7,)), r"ks\[0\] must be an int"),
+        *[(lambda kd=kd: head_overlap({"a": aie, "b": other}, ks=(1,), k_depth=kd), "k_depth must be an int")
           for kd in (-1, 0, 1000)],
-        (lambda: ti.head_overlap({"a": aie, "b": torch.full((2, 4), math.nan)}, ks=(1,)), "scores 0 of 8 heads"),
+        (lambda: head_overlap({"a": aie, "b": torch.full((2, 4), math.nan)}, ks=(1,)), "scores 0 of 8 heads"),
         (lambda: ti.head_dynamics("icl-tiny", n=0), r"head_dynamics\(\): n must be"),
         (lambda: ti.make_prompts("uppercase", m, n=2, n_shots=1, demos_from="bitwise_xor"), "another task"),
         (lambda: ti.head_patching(m, PromptPairBatch(pa.clean, pb.corrupted, pa.task, 2, "shuffled_labels", 0,
@@ -423,20 +435,20 @@ def test_heads_family_and_other_probes_are_refused_by_name(native_model, task_a,
         (lambda: ti.function_vector(m, two_heads, k=10), "measured only 2"),
         (lambda: ti.function_vector(m, "aie"), "mediation must be an IndirectEffectResult"),
         (lambda: random_heads(4, 8, 40, 0), "k must be an int in"),
-        (lambda: ti.function_vector_sweep(m, torch.ones(64), task_a, settings=()), "settings must be a non-empty"),
+        (lambda: function_vector_sweep(m, torch.ones(64), task_a, settings=()), "settings must be a non-empty"),
         (lambda: ti.token_loss_score(m, "text", texts=["a b c " * 40], length=1), "length must be an int >= 4"),
-        (lambda: ti.IndirectEffectResult.load(None), r"load\(\): path must be"),
+        (lambda: IndirectEffectResult.load(None), r"load\(\): path must be"),
         (lambda: aie.save(None), r"save\(\): path must be"),
         (lambda: ti.Task.from_json(123), "path must be"),
         (lambda: ti.Task.from_pairs("p", [("a",)]), r"pair 0 must be an \(input, output\)"),
         (lambda: ti.indirect_effect(m, task_a, n_mean=2, n_corrupted=2, n_shots=2, mean_z="x"), "mean_z must be"),
-        (lambda: ti.head_attention_html(m, pa.clean, [(0, 1)], row=99), "row must be an int"),
+        (lambda: head_attention_html(m, pa.clean, [(0, 1)], row=99), "row must be an int"),
         (lambda: ti.rsa(from_arrays(torch.randn(6, 1, 4), ["a", "b"] * 3), 123), "hypotheses must be a dict"),
         (lambda: ti.token_loss_score(m, "episodes", tasks=[], n=2, n_shots=2), "non-empty list of tasks"),
         (lambda: ti.attention_ratio(m, "x"), "prompts must be a PromptBatch"),
-        (lambda: ti.SteeringVector.load(None), "path must be"),
-        (lambda: ti.soft_inject(m, "x").__enter__(), "si must be a tensor or a vector result"),
-        (lambda: ti.apply_icv(m, "x").__enter__(), "icv must be a tensor or a vector result"),
+        (lambda: SteeringVector.load(None), "path must be"),
+        (lambda: soft_inject(m, "x").__enter__(), "si must be a tensor or a vector result"),
+        (lambda: apply_icv(m, "x").__enter__(), "icv must be a tensor or a vector result"),
         (lambda: ti.compare_methods(m, [task_a], methods=()), "methods must be a non-empty"),
         (lambda: ti.function_vector(m, aie, k=2).with_layer(99), "layer must be an int >= 0 and <= 1"),
     ]
@@ -448,8 +460,8 @@ def test_heads_family_and_other_probes_are_refused_by_name(native_model, task_a,
 
 def test_overlap_summary_averages_the_depth_of_the_heads_ranked():
     """The summary's mean depth is ``depth_table()``'s, whatever ``k_depth`` is."""
-    ov = ti.head_overlap({"a": torch.arange(8.0).reshape(2, 4), "b": -torch.arange(8.0).reshape(2, 4)}, ks=(1, 3),
-                         k_depth=3)
+    ov = head_overlap({"a": torch.arange(8.0).reshape(2, 4), "b": -torch.arange(8.0).reshape(2, 4)}, ks=(1, 3),
+                      k_depth=3)
     table = ov.depth_table().set_index("set").mean_depth
     assert f"a {table['a']:.2f}" in ov.summary() and f"b {table['b']:.2f}" in ov.summary()
     assert table["a"] == 1.0 and table["b"] == 0.0

@@ -11,7 +11,8 @@ import math
 import pytest
 import torch
 
-from tlens_icl import HookNotFiredError, TlensICLError, make_prompt_pairs, make_prompts
+from tlens_icl import TlensICLError, make_prompt_pairs, make_prompts
+from tlens_icl.errors import HookNotFiredError
 from tlens_icl.analyses.vectors.common import (
     LayerSweepResult,
     add_vector,
@@ -119,7 +120,7 @@ def test_function_vector_arithmetic(native_model, task_a, task_b):
 
 
 def test_vector_default_layer_and_training_mode(native_model, task_a):
-    from tlens_icl import ModelStateError
+    from tlens_icl.errors import ModelStateError
 
     fv = function_vector_from_task(native_model, task_a, HEADS, n=4, n_shots=3).with_layer(1)
     batch = _batch(native_model, task_a)
@@ -458,7 +459,8 @@ def test_vectors_cli_writes_table_and_plots(tokenizer, task_a, task_b, tmp_path,
 
 
 def test_function_vector_restores_zero_shot_accuracy_on_embedded_model(embedded_model):
-    from tlens_icl import indirect_effect, usable_task
+    from tlens_icl import indirect_effect
+    from tlens_icl.prompts.pairs import usable_task
 
     train, test = usable_task("uppercase", embedded_model).split(0.3, seed=0)
     med = indirect_effect(embedded_model, train, n_mean=16, n_corrupted=8, n_shots=8, corruption="zero_shot")

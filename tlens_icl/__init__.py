@@ -3,7 +3,10 @@
 Pipeline, as the folders read: tasks -> prompts -> models -> engine -> analyses/{causal, vectors,
 representations} -> results -> viz, with cli/ on top (docs/ARCHITECTURE.md).
 
-Every public name is importable as ``tlens_icl.<name>``. The names are loaded on first use (PEP 562),
+The top level holds the names a user needs day to day (``tlens_icl.__all__``; the rule is in docs/ARCHITECTURE.md,
+"Public API"): loading a model and tasks, building prompts, one entry point per analysis, ``load`` for any saved
+result and ``TlensICLError``. Everything else (result classes, constants, helpers, variants of an entry point,
+the other errors) is imported from the module that defines it. The names are loaded on first use (PEP 562),
 so ``import tlens_icl`` and ``tlens-icl --help`` do not pay for importing torch and TransformerLens.
 """
 
@@ -14,58 +17,37 @@ from typing import Any
 
 __version__ = "0.2.0"
 
-from tlens_icl import _compat
-
-_compat.install()
-
-#: module -> the public names it provides. Add a new public name here (and nowhere else).
+#: module -> the top-level names it provides (docs/ARCHITECTURE.md, "Public API": which names are here and why).
+#: Everything else stays importable from the module that defines it, and only from there.
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "tlens_icl._typing": ("Head", "ModelLike",),
-    "tlens_icl.analyses.accuracy": ("AccuracyResult", "icl_accuracy",),
-    "tlens_icl.analyses.causal.attribution": ("Fidelity", "attribution_patching", "patching_fidelity",),
-    "tlens_icl.analyses.causal.mediation": ("IndirectEffectResult", "head_attention_html", "indirect_effect",),
-    "tlens_icl.analyses.causal.patching": (
-        "ActivationPatchingResult", "HeadPatchingResult", "activation_patching", "head_patching",
-    ),
-    "tlens_icl.analyses.heads.ablation": ("HeadAblationResult", "head_ablation", "random_heads", "select_heads",),
-    "tlens_icl.workflows.dynamics": ("HeadDynamicsResult", "head_dynamics",),
-    "tlens_icl.analyses.heads.overlap": ("HeadOverlapResult", "head_overlap",),
-    "tlens_icl.analyses.heads.scores": ("HeadScoresResult", "head_scores", "lag_scores", "repeated_random_tokens",),
-    "tlens_icl.analyses.heads.token_loss": ("TokenLossResult", "token_loss_score",),
-    "tlens_icl.analyses.representations.activations": ("ActivationSet", "collect_activations", "task_activations",),
-    "tlens_icl.analyses.representations.attention_ratio": ("AttentionRatioResult", "attention_ratio",),
-    "tlens_icl.analyses.representations.compare_heads": ("HeadComparisonResult", "compare_heads",),
-    "tlens_icl.analyses.representations.decodability": ("DecodabilityResult", "concept_decodability",),
-    "tlens_icl.analyses.representations.probing": ("ProbeResult", "probe",),
-    "tlens_icl.analyses.representations.rsa": ("RSAResult", "hypothesis_rdm", "rdm", "rsa",),
-    "tlens_icl.analyses.vectors.common": (
-        "LayerSweepResult", "add_vector", "generate_with_vector", "mean_head_activations",
-    ),
-    "tlens_icl.workflows.compare": ("ComparisonResult", "compare_methods",),
-    "tlens_icl.analyses.vectors.function_vectors": (
-        "FunctionVector", "function_vector", "function_vector_from_heads", "function_vector_from_task",
-        "function_vector_sweep",
-    ),
-    "tlens_icl.analyses.vectors.icv": ("InContextVector", "apply_icv", "in_context_vector",),
-    "tlens_icl.analyses.vectors.soft_injection": ("SoftInjection", "soft_inject", "soft_injection",),
-    "tlens_icl.analyses.vectors.steering": ("SteeringVector", "steering_vector",),
-    "tlens_icl.analyses.vectors.task_vectors": (
-        "TaskVector", "patch_task_vector", "task_vector", "task_vector_from_prompts", "task_vector_sweep",
-    ),
-    "tlens_icl.engine.scoring": ("METRICS",),
-    "tlens_icl.errors": (
-        "CheckpointMismatchError", "EmptyTaskError", "HookNotFiredError", "ModelNotAvailableError", "ModelStateError",
-        "ItemsDroppedWarning", "PairMismatchError", "PromptError", "ResultFileError", "TlensICLError",
-        "UnknownTaskError", "UnsupportedOnBackendError",
-    ),
-    "tlens_icl.models.loading": ("heldout_task", "list_models", "load_model", "model_tasks",),
-    "tlens_icl.prompts.batch": ("ROLES", "PromptBatch",),
-    "tlens_icl.prompts.pairs": (
-        "CORRUPTIONS", "PromptPairBatch", "make_prompt_pairs", "make_prompts", "usable_task",
-    ),
-    "tlens_icl.prompts.templates": ("ARROW", "QA", "PromptTemplate", "register_template",),
+    # the data path: a model, tasks, prompts, and the types a user writes in their own code
+    "tlens_icl._typing": ("Head", "ModelLike"),
+    "tlens_icl.models.loading": ("list_models", "load_model"),
+    "tlens_icl.tasks": ("Task", "list_tasks", "load_task", "register_task"),
+    "tlens_icl.prompts.templates": ("PromptTemplate",),
+    "tlens_icl.prompts.pairs": ("make_prompt_pairs", "make_prompts"),
+    # one entry point per analysis: takes a model, returns that analysis's result
+    "tlens_icl.analyses.accuracy": ("icl_accuracy",),
+    "tlens_icl.analyses.causal.mediation": ("indirect_effect",),
+    "tlens_icl.analyses.causal.patching": ("activation_patching", "head_patching"),
+    "tlens_icl.analyses.causal.attribution": ("attribution_patching",),
+    "tlens_icl.analyses.heads.scores": ("head_scores",),
+    "tlens_icl.analyses.heads.token_loss": ("token_loss_score",),
+    "tlens_icl.analyses.heads.ablation": ("head_ablation",),
+    "tlens_icl.workflows.dynamics": ("head_dynamics",),
+    "tlens_icl.analyses.vectors.function_vectors": ("function_vector",),
+    "tlens_icl.analyses.vectors.task_vectors": ("task_vector",),
+    "tlens_icl.analyses.vectors.icv": ("in_context_vector",),
+    "tlens_icl.analyses.vectors.soft_injection": ("soft_injection",),
+    "tlens_icl.workflows.compare": ("compare_methods",),
+    "tlens_icl.analyses.representations.activations": ("collect_activations", "task_activations"),
+    "tlens_icl.analyses.representations.decodability": ("concept_decodability",),
+    "tlens_icl.analyses.representations.rsa": ("rsa",),
+    "tlens_icl.analyses.representations.probing": ("probe",),
+    "tlens_icl.analyses.representations.attention_ratio": ("attention_ratio",),
+    # any saved result, and the error every bad input raises
     "tlens_icl.results.base": ("load",),
-    "tlens_icl.tasks": ("Task", "TaskItem", "list_tasks", "load_task", "register_task",),
+    "tlens_icl.errors": ("TlensICLError",),
 }
 _WHERE: dict[str, str] = {name: mod for mod, names in _EXPORTS.items() for name in names}
 
@@ -73,14 +55,11 @@ __all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:
-    """Load a public name on first use; ``tlens_icl.pairs`` and the other pre-0.2 submodule attributes
-    resolve with a DeprecationWarning."""
+    """Load a top-level name on first use; a subpackage (``tlens_icl.analyses``) is imported on first use too."""
     if name in _WHERE:
         value = getattr(importlib.import_module(_WHERE[name]), name)
         globals()[name] = value
         return value
-    if f"tlens_icl.{name}" in _compat.MOVED:
-        return importlib.import_module(f"tlens_icl.{name}")
     try:
         return importlib.import_module(f"tlens_icl.{name}")  # a subpackage: tlens_icl.analyses, ...
     except ModuleNotFoundError as e:

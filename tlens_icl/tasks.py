@@ -1,7 +1,7 @@
 """Task definitions: named lists of (input, output) items loaded from ``tasks/*.json`` or built by users.
 
 A :class:`Task` is data only (which items, what answers are accepted); how items are rendered into
-prompts lives in :mod:`tlens_icl.templates` and :mod:`tlens_icl.pairs`.
+prompts lives in :mod:`tlens_icl.prompts.templates` and :mod:`tlens_icl.prompts.pairs`.
 """
 
 from __future__ import annotations
@@ -345,6 +345,12 @@ def check_task_name(name: str) -> str:
     close = difflib.get_close_matches(name, list_tasks(), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else " See tlens_icl.list_tasks()."
     raise UnknownTaskError(f"Unknown task {name!r}.{hint}")
+
+
+def is_user_task(name: str) -> bool:
+    """Whether ``name`` was registered with :func:`register_task` in this process (it then shadows a shipped task
+    of the same name)."""
+    return name in _USER_TASKS
 
 
 def register_task(task: Task | str | Path, *, overwrite: bool = False) -> Task:

@@ -12,6 +12,21 @@ import pytest
 import torch
 
 import tlens_icl as ti
+from tlens_icl.analyses.accuracy import AccuracyResult
+from tlens_icl.analyses.causal.attribution import Fidelity, patching_fidelity
+from tlens_icl.analyses.causal.mediation import head_attention_html
+from tlens_icl.analyses.causal.patching import ActivationPatchingResult, HeadPatchingResult
+from tlens_icl.analyses.heads.overlap import HeadOverlapResult, head_overlap
+from tlens_icl.analyses.representations.attention_ratio import AttentionRatioResult
+from tlens_icl.analyses.representations.compare_heads import HeadComparisonResult, compare_heads
+from tlens_icl.analyses.representations.decodability import DecodabilityResult
+from tlens_icl.analyses.representations.probing import ProbeResult
+from tlens_icl.analyses.vectors.common import LayerSweepResult
+from tlens_icl.workflows.compare import ComparisonResult
+from tlens_icl.analyses.vectors.function_vectors import function_vector_from_task, function_vector_sweep
+from tlens_icl.analyses.vectors.icv import apply_icv
+from tlens_icl.analyses.vectors.soft_injection import soft_inject
+from tlens_icl.analyses.vectors.task_vectors import task_vector_sweep
 
 
 @pytest.fixture(scope="module")
@@ -27,50 +42,50 @@ def test_causal_entry_points(model, task_a, tmp_path):
         hp = ti.head_patching(model, pairs)
         aie = ti.indirect_effect(model, task_a, n_mean=2, n_corrupted=2, n_shots=2)
     attr = ti.attribution_patching(model, pairs)
-    assert isinstance(hp, ti.HeadPatchingResult) and isinstance(attr, ti.HeadPatchingResult)
-    assert isinstance(ti.patching_fidelity(attr, hp, k=3), ti.Fidelity)
-    assert isinstance(ti.activation_patching(model, pairs, site="attn_out"), ti.ActivationPatchingResult)
-    ti.head_attention_html(model, pairs.clean, aie.top_heads(2), path=tmp_path / "a.html")
+    assert isinstance(hp, HeadPatchingResult) and isinstance(attr, HeadPatchingResult)
+    assert isinstance(patching_fidelity(attr, hp, k=3), Fidelity)
+    assert isinstance(ti.activation_patching(model, pairs, site="attn_out"), ActivationPatchingResult)
+    head_attention_html(model, pairs.clean, aie.top_heads(2), path=tmp_path / "a.html")
     assert "<html" in (tmp_path / "a.html").read_text().lower()
-    assert isinstance(ti.icl_accuracy(model, [task_a], n_shots=[0, 2], n=4), ti.AccuracyResult)
+    assert isinstance(ti.icl_accuracy(model, [task_a], n_shots=[0, 2], n=4), AccuracyResult)
 
 
 def test_vector_entry_points(model, task_a, task_b):
-    fv = ti.function_vector_from_task(model, task_a, [(0, 1), (1, 0)], n=4, n_shots=2)
-    assert isinstance(ti.function_vector_sweep(model, fv, task_a, n=4, n_shots=2), ti.LayerSweepResult)
+    fv = function_vector_from_task(model, task_a, [(0, 1), (1, 0)], n=4, n_shots=2)
+    assert isinstance(function_vector_sweep(model, fv, task_a, n=4, n_shots=2), LayerSweepResult)
     tv = ti.task_vector(model, task_a, n=4, n_shots=2)
-    assert isinstance(ti.task_vector_sweep(model, tv, task_a, n=4), ti.LayerSweepResult)
+    assert isinstance(task_vector_sweep(model, tv, task_a, n=4), LayerSweepResult)
     icv = ti.in_context_vector(model, task_a, n=4, n_shots=2)
     si = ti.soft_injection(model, task_a, n_embed=4, n_shots=2, n_train=4, steps=2)
     zero = ti.make_prompts(task_a, model, n=2, n_shots=0, seed=1)
     with torch.no_grad():
         plain = model(zero.tokens)
-        with ti.apply_icv(model, icv, strength=0.0):  # renormalised: equal up to rounding
+        with apply_icv(model, icv, strength=0.0):  # renormalised: equal up to rounding
             torch.testing.assert_close(model(zero.tokens), plain, atol=1e-4, rtol=1e-4)
-        with ti.soft_inject(model, si, query_pos=zero.query_pos):
+        with soft_inject(model, si, query_pos=zero.query_pos):
             model(zero.tokens)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         res = ti.compare_methods(model, [task_a], n_test=4, n_fit=4, n_shots=2, methods=("function_vector", "task_vector"),
                                  fv_k=2)
-    assert isinstance(res, ti.ComparisonResult)
+    assert isinstance(res, ComparisonResult)
 
 
 def test_representation_entry_points(model, task_a, task_b):
     acts = ti.task_activations(model, [task_a, task_b], n_shots=[2], n=6, sites=["resid_post", "head_out"])
-    assert isinstance(ti.concept_decodability(acts), ti.DecodabilityResult)
+    assert isinstance(ti.concept_decodability(acts), DecodabilityResult)
     rsa = ti.rsa(acts, site="head_out", n_permutations=5)
-    assert isinstance(ti.probe(acts, "task", folds=2), ti.ProbeResult)
+    assert isinstance(ti.probe(acts, "task", folds=2), ProbeResult)
     batch = ti.make_prompts(task_a, model, n=3, n_shots=2, seed=2)
     ratio = ti.attention_ratio(model, batch, relevant="demo_output", irrelevant="demo_input")
-    assert isinstance(ratio, ti.AttentionRatioResult)
-    assert isinstance(ti.compare_heads(torch.randn(2, 4), rsa.head_scores(n_shots=2), ks=(1, 3)), ti.HeadComparisonResult)
+    assert isinstance(ratio, AttentionRatioResult)
+    assert isinstance(compare_heads(torch.randn(2, 4), rsa.head_scores(n_shots=2), ks=(1, 3)), HeadComparisonResult)
 
 
 def test_heads_entry_points(model, task_a):
     scores = ti.head_scores(model, n=4, length=6)
-    assert isinstance(ti.head_overlap({"induction": scores, "random": torch.randn(2, 4)}, ks=(1, 2), model=model),
-                      ti.HeadOverlapResult)
+    assert isinstance(head_overlap({"induction": scores, "random": torch.randn(2, 4)}, ks=(1, 2), model=model),
+                      HeadOverlapResult)
     assert ti.token_loss_score(model, "episodes", tasks=[task_a], n=2, n_shots=4) is not None
     abl = ti.head_ablation(model, [task_a], {"induction": scores}, ks=(0, 1), n_random=1, n=4, n_shots=2, loss=False)
     assert abl is not None

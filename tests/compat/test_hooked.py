@@ -10,6 +10,9 @@ import torch
 import transformer_lens.patching as tl_patching
 
 import tlens_icl as ti
+from tlens_icl.analyses.vectors.common import add_vector, generate_with_vector, mean_head_activations
+from tlens_icl.analyses.vectors.function_vectors import function_vector_from_heads
+from tlens_icl.analyses.vectors.task_vectors import patch_task_vector, task_vector_from_prompts
 from tlens_icl.errors import ModelStateError
 from tlens_icl.models import adapter
 
@@ -174,29 +177,29 @@ def test_head_patching_equals_transformer_lens_patching(hooked_model, task_a):
 # ---- vectors and decodability ---------------------------------------------------------------------------
 def test_function_vector_is_the_hand_computed_sum_and_steers(hooked_model, task_a):
     batch = ti.make_prompts(task_a, hooked_model, n=4, n_shots=3, seed=1)
-    mean_z = ti.mean_head_activations(hooked_model, batch)
+    mean_z = mean_head_activations(hooked_model, batch)
     heads = [(0, 1), (1, 2)]
-    fv = ti.function_vector_from_heads(hooked_model, mean_z, heads)
+    fv = function_vector_from_heads(hooked_model, mean_z, heads)
     expected = sum(mean_z[layer, head] @ hooked_model.W_O[layer, head].detach() for layer, head in heads)
     torch.testing.assert_close(fv.vector, expected, atol=1e-6, rtol=0)
-    with_bias = ti.function_vector_from_heads(hooked_model, mean_z, heads, include_bias=True)
+    with_bias = function_vector_from_heads(hooked_model, mean_z, heads, include_bias=True)
     torch.testing.assert_close(with_bias.vector - fv.vector, hooked_model.b_O[[0, 1]].detach().sum(0), atol=1e-6, rtol=0)
     zero = ti.make_prompts(task_a, hooked_model, n=4, n_shots=0, seed=2)
     with torch.no_grad():
         plain = hooked_model(zero.tokens)
-        with ti.add_vector(hooked_model, fv, layer=0, coeff=0.0, query_pos=zero.query_pos):
+        with add_vector(hooked_model, fv, layer=0, coeff=0.0, query_pos=zero.query_pos):
             same = hooked_model(zero.tokens)
-        with ti.add_vector(hooked_model, fv, layer=0, coeff=5.0, query_pos=zero.query_pos):
+        with add_vector(hooked_model, fv, layer=0, coeff=5.0, query_pos=zero.query_pos):
             moved = hooked_model(zero.tokens)
     assert torch.equal(plain, same) and not torch.equal(plain, moved)
 
 
 def test_task_vector_patched_back_is_a_no_op(hooked_model, task_a):
     batch = ti.make_prompts(task_a, hooked_model, n=3, n_shots=3, seed=0)
-    tv = ti.task_vector_from_prompts(hooked_model, batch.select([0]))
+    tv = task_vector_from_prompts(hooked_model, batch.select([0]))
     with torch.no_grad():
         plain = hooked_model(batch.tokens[:1])
-        with ti.patch_task_vector(hooked_model, tv, layer=1, query_pos=batch.query_pos[:1]):
+        with patch_task_vector(hooked_model, tv, layer=1, query_pos=batch.query_pos[:1]):
             patched = hooked_model(batch.tokens[:1])
     torch.testing.assert_close(patched, plain, atol=TOL, rtol=0)
 
@@ -213,7 +216,7 @@ def test_generate_with_vector_on_a_hooked_transformer(ht_llama, task_a):
     v = torch.zeros(ht_llama.cfg.d_model)
     with torch.no_grad():
         plain = ht_llama.generate(toks, max_new_tokens=3, do_sample=False, verbose=False)
-        same = ti.generate_with_vector(ht_llama, toks, v, layer=0, max_new_tokens=3, do_sample=False)
+        same = generate_with_vector(ht_llama, toks, v, layer=0, max_new_tokens=3, do_sample=False)
     assert torch.equal(plain, same)
 
 
@@ -224,5 +227,5 @@ def test_function_vector_bias_on_a_bias_free_tl3_bridge(tokenizer):
     llama = build_model("llama", tokenizer, biases=False)
     assert adapter.family(llama) == "tl3_bridge" and adapter.attn_output_bias(llama) is None
     mean_z = torch.randn(llama.cfg.n_layers, llama.cfg.n_heads, llama.cfg.d_head)
-    with_bias = ti.function_vector_from_heads(llama, mean_z, [(0, 1)], include_bias=True)
-    assert torch.equal(with_bias.vector, ti.function_vector_from_heads(llama, mean_z, [(0, 1)]).vector)
+    with_bias = function_vector_from_heads(llama, mean_z, [(0, 1)], include_bias=True)
+    assert torch.equal(with_bias.vector, function_vector_from_heads(llama, mean_z, [(0, 1)]).vector)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import tlens_icl as ti
+from tlens_icl.analyses.causal.mediation import IndirectEffectResult
 from tlens_icl.errors import ModelStateError
 from tlens_icl.models import adapter
 
@@ -39,7 +40,7 @@ def tl4_reference(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-3000:]
     from tlens_icl.analyses.representations.activations import ActivationSet
 
-    return ti.IndirectEffectResult.load(out / "ie"), ActivationSet.load(out / "acts")
+    return IndirectEffectResult.load(out / "ie"), ActivationSet.load(out / "acts")
 
 
 def test_icl_tiny_loads_as_bridge_and_hooked_transformer_with_the_same_function(embedded_model, icl_tiny_hooked):

@@ -49,12 +49,12 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     import json
 
     from tlens_icl.errors import TlensICLError
-    from tlens_icl.tasks import _USER_TASKS, CATEGORIES, list_tasks, load_task, task_dir
+    from tlens_icl.tasks import CATEGORIES, is_user_task, list_tasks, load_task, task_dir
 
     if args.category is not None and args.category not in CATEGORIES:
         raise TlensICLError(f"Unknown category {args.category!r}; use one of {CATEGORIES}.")
     for name in list_tasks():
-        if name in _USER_TASKS:
+        if is_user_task(name):
             t = load_task(name)
             category, n, ex = t.category, len(t), (t.items[0].input, t.items[0].output)
         else:  # the raw JSON: listing does not need 20 000 validated items (keeps `tlens-icl tasks` instant)

@@ -41,7 +41,7 @@ from tlens_icl.engine.capture import Summed, capture
 from tlens_icl.engine.query import (
     QueryRun,
     Reduce,
-    _check_control,
+    check_control,
     device_of,
     query_interventions,
     set_head_means,
@@ -226,7 +226,7 @@ def ablation_sweep(
         kinds = [kind_of.get(i, False) for i in range(n_layers)]
         if skip and entries:  # the control: entering at the deepest layer without an edit is the clean run
             try:
-                _check_control(run(toks, rows, [], entries[-1], got, kinds), base, adapter.dtype_of(model))
+                check_control(run(toks, rows, [], entries[-1], got, kinds), base, adapter.dtype_of(model))
             except Exception as e:  # noqa: BLE001 - any failure of the shortcut: warn once, run in full
                 if memory.is_oom(e):
                     raise

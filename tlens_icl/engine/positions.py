@@ -29,7 +29,7 @@ from tlens_icl.engine import hooks
 from tlens_icl.engine.query import (
     FastPathUnsupported,
     Reduce,
-    _check_control,
+    check_control,
     progress_bar,
 )
 from tlens_icl.engine.memory import in_plan, memory_budget
@@ -153,7 +153,7 @@ def _suffix_replay(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, si
             if cells:  # one unpatched replay from the first patched position proves skip, masks and prefix
                 p0, r0 = cells[0][0], torch.arange(len(rows))
                 lg = _replay(model, prefix, toks, acts, [(p0, r0)], layer, q[rows], None)
-                _check_control(lg, base_logits, dtype)
+                check_control(lg, base_logits, dtype)
             for group in replay_groups(cells, q[rows], fits):
                 patch = (name, torch.cat([src_acts[name][r.to(dev), p] for p, r in group]))
                 lg = _replay(model, prefix, toks, acts, group, layer, q[rows], patch)

@@ -265,7 +265,7 @@ class QueryRun:
     control_error: float
 
 
-def _check_control(control: Tensor, base: Tensor, dtype: torch.dtype) -> float:
+def check_control(control: Tensor, base: Tensor, dtype: torch.dtype) -> float:
     err = float((control.float() - base.float()).abs().max()) if control.numel() else 0.0
     tol = control_tolerance(dtype, float(base.float().abs().max()) if base.numel() else 0.0)
     if not err <= tol:
@@ -461,7 +461,7 @@ def _run_copies(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, 
             for g0 in range(0, len(active), per):
                 group = active[g0:g0 + per]
                 logits = _copies_forward(model, toks[sub], qd[sub], rows[sub], iv, group, dtype)
-                out.err = max(out.err, _check_control(logits[:, -1], base[sub], dtype))
+                out.err = max(out.err, check_control(logits[:, -1], base[sub], dtype))
                 out.put(group, rows[sub], _reduce_copies(reduce, logits[:, :-1], rows[sub]))
         bar.update()
 
@@ -593,7 +593,7 @@ def _run_kv(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, redu
                 group = members[g0:g0 + per]
                 entry_resid = got.get(hooks.resid_pre(s) + "#entry")
                 lg = _kv_copies(model, prefix, rowmask, toks[ar, qd], qd, rows, iv, group, s, entry_resid)
-                out.err = max(out.err, _check_control(lg[:, -1], base, dtype))
+                out.err = max(out.err, check_control(lg[:, -1], base, dtype))
                 out.put(group, rows, _reduce_copies(reduce, lg[:, :-1], rows))
         bar.update()
 
@@ -692,7 +692,7 @@ def _run_kv_hooked(model: ModelLike, tokens: Tensor, q: Tensor, iv: Intervention
                     with hooks.checked_hooks(model, fwd):
                         lg = adapter.query_forward(model, adapter.expand_cache(cache, n_copies), query,
                                                    start_at_layer=s if s > 0 else None)
-                    out.err = max(out.err, _check_control(lg[-1:], base[i:i + 1], dtype))
+                    out.err = max(out.err, check_control(lg[-1:], base[i:i + 1], dtype))
                     out.put(group, row, _reduce_copies(reduce, lg[None, :-1], row))
         bar.update()
 
@@ -738,5 +738,5 @@ def patch_query_heads(
 
 
 __all__ = ["Edit", "FastPathUnsupported", "Interventions", "QueryRun", "Reduce", "Scorer", "all_heads",
-           "blend_heads", "control_tolerance", "head_grid", "patch_query_heads", "plan_groups", "query_interventions",
-           "resid_edits", "resolve_heads", "set_head_means", "set_heads"]
+           "blend_heads", "check_control", "control_tolerance", "head_grid", "patch_query_heads", "plan_groups",
+           "query_interventions", "resid_edits", "resolve_heads", "set_head_means", "set_heads"]

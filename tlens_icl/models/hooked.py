@@ -101,14 +101,14 @@ def load_hooked(path: str | Path, device: Any = None, step: int | None = None) -
     from transformer_lens import HookedTransformer
     from transformers import AutoTokenizer
 
-    from tlens_icl.models.embedded import _weights_file
+    from tlens_icl.models.embedded import weights_file
 
     path = Path(path)
     with open(path / "config.json", encoding="utf-8") as f:
         cfg = hooked_config(json.load(f))
     tokenizer = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
     model = HookedTransformer(cfg, tokenizer=tokenizer)
-    missing, unexpected = model.load_state_dict(hooked_state_dict(load_file(str(_weights_file(path, step))), cfg),
+    missing, unexpected = model.load_state_dict(hooked_state_dict(load_file(str(weights_file(path, step))), cfg),
                                                 strict=False)
     missing = [k for k in missing if not k.endswith((".mask", ".IGNORE", ".rotary_sin", ".rotary_cos"))]
     if missing or unexpected:

@@ -109,9 +109,9 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
     name = str(name_or_path)
     from tlens_icl.models.embedded import (
         EMBEDDED_MODELS,
-        _load_dir,
         embedded_model_path,
         is_model_dir,
+        load_dir,
         load_embedded,
         read_card,
     )
@@ -142,7 +142,7 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
                               **{k: v for k, v in EMBEDDED_MODELS[name].items() if k != "path"}}
         return _cast(model, dtype)
     if is_model_dir(name):
-        model = load_hooked(name, device=device, step=step) if hooked else _load_dir(name, name=name, device=device, step=step)
+        model = load_hooked(name, device=device, step=step) if hooked else load_dir(name, name=name, device=device, step=step)
         _MODEL_META[model] = {**read_card(name), "name": name, "path": name, "step": step}
         return _cast(model, dtype)
     if step is not None:

@@ -58,7 +58,7 @@ def run_info(model: ModelLike | None = None, **extra: Any) -> dict[str, Any]:
         if isinstance(source, dict):  # a converted GGUF: which file, from which packages, quantized how, under which licence
             info["model_source"] = {k: source[k] for k in ("file", "sha256", "packages", "quantization", "license")
                                     if k in source}
-    info.update({k: _jsonable(v) for k, v in extra.items()})
+    info.update({k: jsonable(v) for k, v in extra.items()})
     return info
 
 
@@ -94,13 +94,15 @@ def default_mode(path: str | Path) -> Path:
     return Path(path)
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
+    """``v`` as plain JSON values: dicts (string keys) and sequences element by element, a one-element tensor as
+    its number, anything else as its ``str``."""
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        return {str(k): jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     if isinstance(v, Tensor) and v.numel() == 1:
         return v.item()
     return str(v)
@@ -180,7 +182,7 @@ class Result:
             if isinstance(v, Tensor):
                 tensors[f.name] = v.detach().cpu().contiguous()
             else:
-                meta[f.name] = _jsonable(v)
+                meta[f.name] = jsonable(v)
         save_file(tensors, str(path / "tensors.safetensors"))
         default_mode(path / "tensors.safetensors")
         meta = json.loads(json.dumps(meta))  # as it will read back
@@ -301,6 +303,24 @@ class Result:
         return "\n".join(parts)
 
 
+def _result_class(name: str) -> type[Result] | None:
+    """The :class:`Result` subclass called ``name``, or ``None``. A class registers itself when its module is
+    imported; a class not yet registered is looked for in ``tlens_icl.analyses`` and ``tlens_icl.workflows``, where
+    every result class is defined: their modules are imported by name, in order, until the class has registered
+    (the one place this layer reaches upward, and only when a saved result of an unloaded class is read)."""
+    if name not in _CLASSES:
+        import importlib
+        import pkgutil
+
+        for package in ("tlens_icl.analyses", "tlens_icl.workflows"):
+            pkg = importlib.import_module(package)
+            for info in pkgutil.walk_packages(pkg.__path__, package + "."):
+                importlib.import_module(info.name)
+                if name in _CLASSES:
+                    return _CLASSES[name]
+    return _CLASSES.get(name)
+
+
 def load(path: str | Path) -> Result:
     """Load any result written by ``.save()``/``.export()``: ``meta.json`` names its class, whose ``load`` then
     reads and validates the folder (``tlens_icl.load(path)``; ``Cls.load(path)`` does the same for one class)."""
@@ -313,12 +333,7 @@ def load(path: str | Path) -> Result:
         name = json.loads(meta.read_text()).get("class")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
         raise ResultFileError(f"{meta}: not a result's meta.json ({e}).") from e
-    cls = _CLASSES.get(name) if isinstance(name, str) else None
-    if cls is None and isinstance(name, str):
-        import tlens_icl  # the facade knows where every public result class lives
-
-        found = getattr(tlens_icl, name, None) if name in tlens_icl.__all__ else None
-        cls = found if isinstance(found, type) and issubclass(found, Result) else None
+    cls = _result_class(name) if isinstance(name, str) else None
     if cls is None:
         raise ResultFileError(f"{path} holds a {name!r}, which is not a tlens_icl result class.")
     return cls.load(path)
@@ -481,9 +496,9 @@ def _check_values(cls: type, kwargs: dict[str, Any], path: Path, *, strict: bool
                     raise ResultFileError(f"{path}: {name}.{f} holds layer {layer}, outside the model's {n_layers} "
                                           "layers (info).")
     for f in getattr(cls, "same_as_info", ()):
-        if f in info and f in kwargs and _jsonable(kwargs[f]) != _jsonable(info[f]):
-            raise ResultFileError(f"{path}: {name}.{f} is {_jsonable(kwargs[f])!r} but info records "
-                                  f"{_jsonable(info[f])!r}; the file's fields disagree with each other.")
+        if f in info and f in kwargs and jsonable(kwargs[f]) != jsonable(info[f]):
+            raise ResultFileError(f"{path}: {name}.{f} is {jsonable(kwargs[f])!r} but info records "
+                                  f"{jsonable(info[f])!r}; the file's fields disagree with each other.")
 
 
 def _bind_dims(label: str, dims: list[str], shape: tuple[int, ...], sizes: dict[str, int], path: Path) -> None:
@@ -527,6 +542,6 @@ def tensors_equal(a: Result, b: Result) -> bool:
         if isinstance(x, Tensor):
             if not (isinstance(y, Tensor) and x.dtype == y.dtype and _equal_nan(x, y)):
                 return False
-        elif _jsonable(x) != _jsonable(y):
+        elif jsonable(x) != jsonable(y):
             return False
     return True

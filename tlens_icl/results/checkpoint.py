@@ -41,7 +41,7 @@ from torch import Tensor
 
 from tlens_icl._typing import ModelLike
 from tlens_icl.errors import CheckpointMismatchError, ResultFileError, TlensICLError
-from tlens_icl.results.base import Result, _jsonable, default_mode, run_info
+from tlens_icl.results.base import Result, default_mode, jsonable, run_info
 
 V = TypeVar("V")
 RUN_FILE = "run.json"
@@ -60,7 +60,7 @@ class Checkpoint:
 
     def __init__(self, folder: str | Path, run: Mapping[str, Any]) -> None:
         self.folder = Path(folder)
-        self.run = json.loads(json.dumps(_jsonable({**dict(run), "format": FORMAT})))
+        self.run = json.loads(json.dumps(jsonable({**dict(run), "format": FORMAT})))
         self.run_id = run_digest(self.run)
         self.loaded = 0  # units read from the folder in this call
         self.computed = 0  # units computed (and written) in this call

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tlens_icl.results.base import Result, _table_html
-from tlens_icl.viz.html import HTMLView
+from tlens_icl.results.base import Result
+from tlens_icl.viz.html import HTMLView, table_html
 from tlens_icl.viz.report import ReportFigure, ReportSection, render_report
 
 
@@ -28,13 +28,13 @@ def export_section(result: Result, out: str | Path, folder: str, name: str, *, h
     files = [rel(f) for f in ("meta.json", "tensors.safetensors", f"{name}.csv") if (target / f).exists()]
     summary = _html.escape(result.summary())
     return ReportSection(heading or result.title, (text + " " if text else "") + summary,
-                         tables=[("", _table_html(result.display_table()))], figures=figures, files=files)
+                         tables=[("", table_html(result.display_table()))], figures=figures, files=files)
 
 
 def table_section(heading: str, tables: Mapping[str, Any], *, text: str = "", figures: Sequence[ReportFigure] = (),
                   files: Sequence[str] = (), views: Sequence[HTMLView] = ()) -> ReportSection:
     """A section of DataFrames (caption -> DataFrame), figures and HTML views."""
-    return ReportSection(heading, text, [(c, _table_html(df)) for c, df in tables.items()], list(figures),
+    return ReportSection(heading, text, [(c, table_html(df)) for c, df in tables.items()], list(figures),
                          list(views), list(files))
 
 

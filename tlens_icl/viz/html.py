@@ -150,7 +150,7 @@ def _column_format(values: Sequence[float]) -> Callable[[float], str]:
     return lambda v: f"{v:.3f}"
 
 
-def _cell(value: Any, fmt: Callable[[float], str] | None) -> tuple[str, bool]:
+def cell_text(value: Any, fmt: Callable[[float], str] | None) -> tuple[str, bool]:
     """``(text, is_number)`` of one table cell: floats by the column's format, NaN as n/a, lists joined."""
     import math
     from numbers import Integral, Real
@@ -167,7 +167,7 @@ def _cell(value: Any, fmt: Callable[[float], str] | None) -> tuple[str, bool]:
     if value is None:
         return "", False
     if isinstance(value, (list, tuple, set, frozenset)):
-        return ", ".join(_cell(x, None)[0] for x in value), False
+        return ", ".join(cell_text(x, None)[0] for x in value), False
     text = str(value)
     return text, bool(_NUMERIC_TEXT.match(text))
 
@@ -193,7 +193,7 @@ def table_html(df: Any, max_rows: int = 40) -> str:
     body, numeric = [], [True] * len(cols)
     columns = [shown.iloc[:, j].tolist() for j in range(len(cols))]  # by column: iterrows would make ints floats
     for row in zip(*columns):
-        cells = [_cell(v, formats.get(j)) for j, v in enumerate(row)]
+        cells = [cell_text(v, formats.get(j)) for j, v in enumerate(row)]
         for j, (text, is_num) in enumerate(cells):
             numeric[j] = numeric[j] and (is_num or not text)
         body.append(cells)
@@ -262,6 +262,6 @@ def to_json(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-__all__ = ["BUNDLE_MARK", "Component", "HTMLView", "ROLE_COLORS", "SCOPE", "STYLE", "attention_heads", "circuitsvis_bundle",
-           "circuitsvis_loader", "page",
+__all__ = ["BUNDLE_MARK", "Component", "HTMLView", "ROLE_COLORS", "SCOPE", "STYLE", "attention_heads", "cell_text",
+           "circuitsvis_bundle", "circuitsvis_loader", "page",
            "role_legend", "role_tokens", "table_html", "write_html"]

@@ -74,7 +74,7 @@ def _FIGURE() -> Any:  # noqa: N802 - one class per process (pickling and isinst
     return _FIGURE_CLASS[0]
 
 
-def _ax(ax: Any, figsize: tuple[Num, Num] = (5.6, 3.6)) -> tuple[Any, Any]:
+def figure_axes(ax: Any, figsize: tuple[Num, Num] = (5.6, 3.6)) -> tuple[Any, Any]:
     """``(figure, axes)``: the caller's axes, or a new constrained-layout figure."""
     if ax is None:
         return new_figure(figsize)
@@ -151,7 +151,7 @@ def _label_step(ax: Any, axis: str, values: Sequence[int], labels: Sequence[str]
     return step
 
 
-def _legend(ax: Any, n_entries: int, **kwargs: Any) -> None:
+def place_legend(ax: Any, n_entries: int, **kwargs: Any) -> None:
     """The axes' legend: inside for up to 3 entries, else beside the axes (it never hides the data)."""
     if n_entries == 0:
         return
@@ -173,7 +173,7 @@ REF_STYLES: tuple[dict[str, Any], ...] = (
 
 def ci_legend_handle(colors: Sequence[str], alpha: float = 0.25) -> Any:
     """A legend swatch for shaded CI bands: one patch per band colour, side by side (use with
-    :data:`LEGEND_HANDLERS`)."""
+    :func:`legend_handlers`)."""
     import matplotlib.patches as mpatches
 
     return tuple(mpatches.Patch(color=c, alpha=alpha, lw=0) for c in dict.fromkeys(colors))
@@ -196,7 +196,7 @@ def line_plot(
     colour); labelled horizontal ``refs`` ``(y, label)`` in :data:`REF_STYLES` (drawn so that references at the
     same height all stay visible) or ``(y, label, style)``; labelled vertical ``marks`` ``(x, label)`` (e.g. a chosen layer). ``x`` values
     are integer ticks (thinned when they would collide) unless ``integer_x=False``."""
-    fig, ax = _ax(ax)
+    fig, ax = figure_axes(ax)
     xs = list(x)
     handles: list[tuple[Any, str]] = []
     bands: list[str] = []
@@ -227,8 +227,8 @@ def line_plot(
     ax.grid(alpha=0.25, lw=0.5)
     set_titles(ax, title, subtitle)
     if len(handles) > 1 or refs or hline_label or marks:
-        _legend(ax, len(handles), handles=[h for h, _ in handles], labels=[t for _, t in handles],
-                handler_map=legend_handlers())
+        place_legend(ax, len(handles), handles=[h for h, _ in handles], labels=[t for _, t in handles],
+                     handler_map=legend_handlers())
     return fig
 
 
@@ -340,7 +340,7 @@ def head_heatmap(
 
     n_layers, n_heads = values.shape
     across = layers_across(n_layers, n_heads) if across is None else across
-    fig, ax = _ax(ax, heatmap_size(n_layers, n_heads, colorbar=colorbar))
+    fig, ax = figure_axes(ax, heatmap_size(n_layers, n_heads, colorbar=colorbar))
     data = values.detach().float().cpu().numpy()
     symmetric = vmin is None and vmax is None
     lo, hi, clipped = colour_scale(data, vmin=vmin, vmax=vmax)
@@ -458,7 +458,7 @@ def curves(
     hi_ = None if hi is None else hi.detach().float().cpu().numpy()
     xs = [int(v) for v in x]
     if len(names) <= max_lines:
-        fig, ax = _ax(ax, (5.8, 3.7))
+        fig, ax = figure_axes(ax, (5.8, 3.7))
         span = (max(xs) - min(xs)) or 1
         for i, name in enumerate(names):
             err = None if lo_ is None else np.stack([np.clip(vals[i] - lo_[i], 0, None), np.clip(hi_[i] - vals[i], 0, None)])
@@ -473,7 +473,7 @@ def curves(
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.25, lw=0.5)
         set_titles(ax, title, subtitle + (f"; error bars: {CI_LABEL}" if lo_ is not None else ""))
-        _legend(ax, len(names) + (reference is not None))
+        place_legend(ax, len(names) + (reference is not None))
         return fig
     ncols = min(ncols, len(names))
     nrows = -(-len(names) // ncols)
@@ -557,7 +557,7 @@ def grouped_bars(
     has an outline of its own colour, so a bar of height 0 still shows as a line at 0."""
     import numpy as np
 
-    fig, ax = _ax(ax, (min(14.0, max(6.0, 2.4 + 0.3 * len(series) * len(groups))), 3.9))
+    fig, ax = figure_axes(ax, (min(14.0, max(6.0, 2.4 + 0.3 * len(series) * len(groups))), 3.9))
     m = means.detach().float().cpu().numpy()
     width = 0.8 / len(series)
     for i, name in enumerate(series):
@@ -591,7 +591,7 @@ def position_heatmap(values: Tensor, tokens: Sequence[str], *, title: str, subti
     """A layer x position heatmap centred at zero with every token labelled (newlines shown as \\n); the colour
     range is :func:`colour_scale`'s (the colour bar names any cell beyond it)."""
     n_rows, n_pos = values.shape
-    fig, ax = _ax(ax, (max(5.0, 2.6 + 0.2 * n_pos), max(2.6, 1.9 + (0.32 if n_rows <= 12 else 0.2) * n_rows)))
+    fig, ax = figure_axes(ax, (max(5.0, 2.6 + 0.2 * n_pos), max(2.6, 1.9 + (0.32 if n_rows <= 12 else 0.2) * n_rows)))
     data = values.detach().float().cpu().numpy()
     lo, hi, clipped = colour_scale(data)
     im = ax.imshow(data, cmap="RdBu_r", vmin=lo, vmax=hi, aspect="auto", interpolation="nearest")
@@ -613,7 +613,7 @@ def scatter_labelled(x: Tensor, y: Tensor, labels: Sequence[str], highlight: Seq
                      ylabel: str, title: str, subtitle: str = "", ax: Any = None, highlight_label: str = "") -> Any:
     """One point per item; ``highlight`` indices are drawn in colour and labelled, each label placed where it
     overlaps no other label (with a leader line when it has to move away from its point)."""
-    fig, ax = _ax(ax, (5.2, 4.4))
+    fig, ax = figure_axes(ax, (5.2, 4.4))
     xs, ys = x.detach().float().cpu().numpy(), y.detach().float().cpu().numpy()
     ax.scatter(xs, ys, s=16, color="0.55", alpha=0.7, label="all heads")
     hl = list(highlight)
@@ -693,6 +693,6 @@ def figure_png(fig: Any, *, dpi: int = 110, close: bool = True) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["CI_LABEL", "curves", "figure_png", "grouped_bars", "head_heatmap", "heatmap_panels", "in_jupyter",
-           "integer_ticks", "line_plot", "new_figure", "position_heatmap", "scatter_labelled", "set_titles",
-           "sweep_panels"]
+__all__ = ["CI_LABEL", "curves", "figure_axes", "figure_png", "grouped_bars", "head_heatmap", "heatmap_panels",
+           "in_jupyter", "integer_ticks", "line_plot", "new_figure", "place_legend", "position_heatmap",
+           "scatter_labelled", "set_titles", "sweep_panels"]

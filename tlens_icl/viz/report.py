@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tlens_icl.viz.html import HTMLView, _cell, circuitsvis_loader, page, role_legend
+from tlens_icl.viz.html import HTMLView, cell_text, circuitsvis_loader, page, role_legend
 
 
 @dataclass
@@ -61,7 +61,7 @@ def _figure_html(f: ReportFigure) -> str:
 def _settings_html(settings: Mapping[str, Any]) -> str:
     rows, num = [], ' class="num"'
     for k, v in settings.items():
-        text, is_num = _cell(v, None)
+        text, is_num = cell_text(v, None)
         rows.append(f"<tr><th>{_html.escape(str(k))}</th><td{num if is_num else ''}>"
                     f"{_html.escape(text)}</td></tr>")
     return f"<table class='settings'>{''.join(rows)}</table>"

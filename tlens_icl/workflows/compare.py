@@ -140,7 +140,7 @@ class ComparisonResult(Result):
 
         from collections import Counter
 
-        from tlens_icl.viz.plots import _legend
+        from tlens_icl.viz.plots import place_legend as _legend
 
         acc = self.layer_accuracy.nanmean(1)
         ys = {s: acc[i].tolist() for i, s in enumerate(SWEPT) if not bool(acc[i].isnan().all())}

@@ -88,13 +88,14 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Run the main job; return (and optionally write to ``out``) every result.
 
-    Returns a dict with ``splits`` (task -> fit/val/test :class:`Task`), ``accuracy`` (:class:`AccuracyResult` on
-    the test items, ``n`` queries per task and shot count), ``mediation`` (family -> ``IndirectEffectResult`` on
-    the fit items), ``fv_val`` and ``fv_sweeps`` (task -> ``LayerSweepResult``: zero-shot accuracy with the
-    task's function vector added after each block, on validation and on test prompts), ``fv_layer`` (the block
-    with the best mean validation accuracy over tasks; ties: the earlier block), ``fv_val_by_layer`` and
-    ``fv_mean_by_layer`` (mean accuracy by block on validation / test prompts) and ``fv_table`` (per task, on the
-    test prompts: zero-shot accuracy without and with the FV at that block, 95% Clopper-Pearson intervals, n).
+    Returns a dict with ``splits`` (task -> fit/val/test :class:`Task`), ``accuracy``
+    (:class:`~tlens_icl.analyses.accuracy.AccuracyResult` on the test items, ``n`` queries per task and shot
+    count), ``mediation`` (family -> ``IndirectEffectResult`` on the fit items), ``fv_val`` and ``fv_sweeps``
+    (task -> ``LayerSweepResult``: zero-shot accuracy with the task's function vector added after each block, on
+    validation and on test prompts), ``fv_layer`` (the block with the best mean validation accuracy over tasks;
+    ties: the earlier block), ``fv_val_by_layer`` and ``fv_mean_by_layer`` (mean accuracy by block on validation /
+    test prompts) and ``fv_table`` (per task, on the test prompts: zero-shot accuracy without and with the FV at
+    that block, 95% Clopper-Pearson intervals, n).
 
     ``checkpoint``: a folder that makes the run resumable (``tlens-icl run --out DIR`` uses ``DIR/checkpoint``):
     accuracy per task and shot count, mediation per task and chunk of prompts, and each task's function-vector

@@ -24,8 +24,9 @@ step                      what (sizes of :data:`PAPER`; the papers' protocol)
 ========================  ====================================================================================
 
 ``study.json`` records the protocol, the model (name, provenance), the library version, the machine and each
-step's seconds. :func:`study_summary` reads a study folder and computes every headline number with its
-interval (recomputing nothing); :func:`cross_model_table` puts several models beside the papers.
+step's seconds. :func:`~tlens_icl.workflows.summary.study_summary` reads a study folder and computes every headline
+number with its interval (recomputing nothing); :func:`~tlens_icl.workflows.summary.cross_model_table` puts several
+models beside the papers.
 """
 
 from __future__ import annotations

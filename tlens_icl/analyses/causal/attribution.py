@@ -3,7 +3,7 @@
 For head ``(l, h)`` and example ``i`` the effect of setting ``z := z_source`` in the base run is
 approximated by ``(z_source - z_base) . d metric / d z_base`` (summed over the patched positions), with
 the gradient taken once in the base run (Nanda's attribution patching). Same sign convention as
-:func:`~tlens_icl.analyses.patching.head_patching`; the result is a :class:`HeadPatchingResult` with
+:func:`~tlens_icl.analyses.causal.patching.head_patching`; the result is a :class:`HeadPatchingResult` with
 ``method="attribution"``. Cost: one forward and one backward per row chunk (about 3 forward-pass
 equivalents) plus the source run, instead of one forward per head. :func:`patching_fidelity` reports
 how well it ranks heads compared with exact patching.
@@ -46,14 +46,14 @@ def attribution_patching(
     position: str = "query", values: Float[Tensor, "layer head d_head"] | None = None,
     heads: Sequence[Head | tuple[int, int]] | None = None, batch_size: int = 16, progress: bool | None = None,
 ) -> HeadPatchingResult:
-    """Gradient estimate of :func:`head_patching` for all heads at once.
+    """Gradient estimate of :func:`~tlens_icl.analyses.causal.patching.head_patching` for all heads at once.
 
     Args:
         values: patch this activation (e.g. a task-mean ``IndirectEffectResult.mean_z[t]``) instead of the
             source run's; only with ``position="query"``. This estimates Todd et al.'s indirect effect.
         heads: report only these heads (the others are NaN, as in ``head_patching``); no cheaper, since one
             backward pass yields every head's gradient.
-        Other arguments as in :func:`~tlens_icl.analyses.patching.head_patching`; ``metric`` must be
+        Other arguments as in :func:`~tlens_icl.analyses.causal.patching.head_patching`; ``metric`` must be
             differentiable (``prob``, ``logprob``, ``logit_diff`` or a callable).
 
     Returns:

@@ -196,7 +196,7 @@ class ActivationPatchingResult(Result):
     """Per-example effect of patching a whole activation at one (layer, position).
 
     ``effects[layer, pos, i] = metric(patched) - metric(unpatched)`` for pair ``i`` (signs as in
-    :mod:`tlens_icl.analyses.patching`); ``tokens`` labels the positions of row 0.
+    :mod:`tlens_icl.analyses.causal.patching`); ``tokens`` labels the positions of row 0.
     """
 
     effects: Float[Tensor, "layer pos example"]

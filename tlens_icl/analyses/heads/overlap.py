@@ -2,10 +2,10 @@
 
 For two rankings of the same ``N`` heads, the overlap of their top-``k`` sets is compared with chance:
 two independent random ``k``-subsets share ``X ~ Hypergeometric(N, k, k)`` heads, with mean
-``k^2 / N`` (the chance level of :func:`~tlens_icl.compare_heads`); ``p = P(X >= observed)``
-(scipy). Depth is ``layer / (n_layers - 1)`` (0 = first layer, 1 = last). Yin & Steinhardt find FV and
-induction heads barely overlap and induction heads sit earlier; Opiełka et al. find ~0 overlap of AIE
-and concept-RSA heads in large models.
+``k^2 / N`` (the chance level of :func:`~tlens_icl.analyses.representations.compare_heads.compare_heads`);
+``p = P(X >= observed)`` (scipy). Depth is ``layer / (n_layers - 1)`` (0 = first layer, 1 = last). Yin &
+Steinhardt find FV and induction heads barely overlap and induction heads sit earlier; Opiełka et al. find ~0
+overlap of AIE and concept-RSA heads in large models.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ requested points (``sites`` x ``layers``), reduces each row to one vector per un
 position inside the hook, and keeps nothing else, chunk by chunk, so memory is ``rows x units x d``
 whatever the prompt length. The result is a frozen :class:`ActivationSet`
 with ``save``/``load``; every row remembers its task, shot count, condition (e.g. ``clean`` /
-``corrupted`` for a :class:`~tlens_icl.pairs.PromptPairBatch`), query input and query-item ``meta``, so
+``corrupted`` for a :class:`~tlens_icl.prompts.pairs.PromptPairBatch`), query input and query-item ``meta``, so
 the causal analyses and the representational ones can run on the very same prompts.
 
 Sites: ``resid_pre``, ``resid_post``, ``attn_out``, ``mlp_out`` give ``[example, layer, d_model]``;
@@ -262,7 +262,7 @@ def collect_activations(
 ) -> ActivationSet:
     """Activations of ``prompts`` at ``sites`` x ``layers``, one vector per row and unit, in one chunked pass.
 
-    A :class:`~tlens_icl.pairs.PromptPairBatch` gives its clean rows (condition ``"clean"``) followed by its
+    A :class:`~tlens_icl.prompts.pairs.PromptPairBatch` gives its clean rows (condition ``"clean"``) followed by its
     corrupted rows (``"corrupted"``), labelled with the pair's task. A :class:`PromptBatch` is labelled
     ``task`` (default: the batch's own task, else ``"prompts"``) and ``condition`` (default ``""``). The shot count of each row is read
     from its demonstration indices. Activations are float32 on the CPU.

@@ -175,7 +175,7 @@ class DecodabilityResult(Result):
     def correlate(self, accuracy: Any, *, method: Literal["spearman", "pearson"] = "spearman") -> Any:
         """Correlation, per unit, between per-task CD and ICL accuracy over (task, shot count) cells.
 
-        ``accuracy`` is an :class:`~tlens_icl.evaluate.AccuracyResult` (``icl_accuracy``) covering the same
+        ``accuracy`` is an :class:`~tlens_icl.analyses.accuracy.AccuracyResult` (``icl_accuracy``) covering the same
         tasks and shot counts. Returns a DataFrame unit -> (r, p, n_cells).
         """
         import pandas as pd
@@ -247,7 +247,7 @@ def concept_decodability(
     number of rows (``task_activations`` guarantees it). Higher = more decodable; see the module docstring.
 
     Args:
-        acts: from :func:`~tlens_icl.activations.task_activations` / ``collect_activations``.
+        acts: from :func:`~tlens_icl.analyses.representations.activations.task_activations` / ``collect_activations``.
         site: a collected site; head sites (``z``, ``head_out``) score every head.
         label: ``"task"``, ``"condition"``, ``"meta.<key>"`` or one label per row.
         k: neighbours (Han et al.: 10); metric: ``"cosine"`` or ``"euclidean"``.

@@ -115,9 +115,9 @@ class ProbeResult(Result):
 
     def plot(self, ax: Any = None) -> Any:
         """Probe score per unit and shot count (solid), the control task (dashed, same colour) and chance."""
-        from tlens_icl.viz.plots import _ax, integer_ticks, set_titles
+        from tlens_icl.viz.plots import figure_axes, integer_ticks, set_titles
 
-        fig, ax = _ax(ax, (max(5.6, 2.2 + 0.22 * len(self.units)), 3.7))
+        fig, ax = figure_axes(ax, (max(5.6, 2.2 + 0.22 * len(self.units)), 3.7))
         x = list(range(len(self.units)))
         for s, shots in enumerate(self.n_shots):
             (line,) = ax.plot(x, self.score[s].tolist(), marker="o", ms=4, lw=1.6, label=f"{shots} shots")
@@ -151,7 +151,7 @@ def probe(
     """Linear probes for ``target`` at every unit of ``site``, per shot count, with a control task.
 
     Args:
-        acts: from :func:`~tlens_icl.activations.task_activations` / ``collect_activations``.
+        acts: from :func:`~tlens_icl.analyses.representations.activations.task_activations` / ``collect_activations``.
         target: ``"task"``, ``"meta.<key>"`` (e.g. ``"meta.slope"``) or one value per row.
         kind: ``"classification"`` (LogisticRegression, accuracy), ``"regression"`` (RidgeCV, R^2) or
             ``"auto"`` (regression when every value is a number and there are more than 10 distinct values).

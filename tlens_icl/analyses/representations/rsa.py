@@ -133,7 +133,8 @@ class RSAResult(Result):
         return self.rho[s, k]
 
     def head_scores(self, hypothesis: str | None = None, n_shots: int | None = None) -> Float[Tensor, "layer head"]:
-        """rho as a ``[layer, head]`` map (head sites only), e.g. for :func:`compare_heads`."""
+        """rho as a ``[layer, head]`` map (head sites only), e.g. for
+        :func:`~tlens_icl.analyses.representations.compare_heads.compare_heads`."""
         if len(self.units[0]) != 2:
             raise TlensICLError(f"Site {self.site!r} is a layer site; collect 'z' or 'head_out' for per-head RSA.")
         n_layers = len({u[0] for u in self.units})
@@ -206,7 +207,7 @@ def rsa(
     """RSA of every unit at ``site`` with each hypothesis, separately for each shot count.
 
     Args:
-        acts: from :func:`~tlens_icl.activations.task_activations` / ``collect_activations``.
+        acts: from :func:`~tlens_icl.analyses.representations.activations.task_activations` / ``collect_activations``.
         hypotheses: name -> ``"task"`` / ``"condition"`` / ``"meta.<key>"`` (same label = similar), one label
             per row, or an ``[example, example]`` dissimilarity tensor. Default ``{"task": "task"}``.
         site: a collected site; head sites give Opiełka et al.'s per-head RSA.

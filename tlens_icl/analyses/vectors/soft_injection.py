@@ -32,8 +32,9 @@ from tlens_icl.analyses.vectors.common import (
 )
 from tlens_icl.engine import hooks
 from tlens_icl.engine.hooks import checked_hooks
-from tlens_icl.engine.runs import _device, logit_rows
+from tlens_icl.engine.runs import logit_rows
 from tlens_icl.errors import TlensICLError
+from tlens_icl.models.adapter import device_of as _device
 from tlens_icl.prompts.pairs import make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
 from tlens_icl.results.base import Result, require_same_model, run_info

@@ -54,7 +54,7 @@ def load_embedded(name: str = DEFAULT_MODEL, device: Any = None, step: int | Non
 
     ``step``: a training checkpoint (see :func:`checkpoint_steps`) instead of the final weights.
     """
-    return _load_dir(embedded_model_path(name), name=name, device=device, step=step)
+    return load_dir(embedded_model_path(name), name=name, device=device, step=step)
 
 
 def is_model_dir(path: Any) -> bool:
@@ -92,7 +92,7 @@ def checkpoint_steps(name_or_path: Any = DEFAULT_MODEL) -> list[int]:
         return []
 
 
-def _weights_file(path: Path, step: int | None) -> Path:
+def weights_file(path: Path, step: int | None) -> Path:
     if step is None:
         return path / "model.safetensors"
     entries = {int(c["step"]): c["file"] for c in checkpoint_index(path)["checkpoints"]}
@@ -101,7 +101,7 @@ def _weights_file(path: Path, step: int | None) -> Path:
     return path / entries[int(step)]
 
 
-def _load_dir(path: Any, name: str = "embedded", device: Any = None, step: int | None = None):
+def load_dir(path: Any, name: str = "embedded", device: Any = None, step: int | None = None):
     """Load a model directory written by ``python -m tlens_icl.models.embedded.train`` (final or ``step``)."""
     import os
 
@@ -120,7 +120,7 @@ def _load_dir(path: Any, name: str = "embedded", device: Any = None, step: int |
     cfg.positional_embedding_type = pos  # not a constructor argument in TransformerLens 4.3
     tokenizer = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
     model = TransformerBridge.boot_native(cfg, tokenizer=tokenizer, model_name=name)
-    state = {k: v.to(torch.float32) for k, v in load_file(str(_weights_file(path, step))).items()}
+    state = {k: v.to(torch.float32) for k, v in load_file(str(weights_file(path, step))).items()}
     model.load_state_dict(state, strict=True)
     if device is not None:
         model = model.to(device)
@@ -138,4 +138,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["DEFAULT_MODEL", "EMBEDDED_MODELS", "checkpoint_index", "checkpoint_steps", "embedded_model_path",
-           "is_model_dir", "load_embedded", "load_heldout", "read_card", "train_model"]
+           "is_model_dir", "load_dir", "load_embedded", "load_heldout", "read_card", "train_model", "weights_file"]

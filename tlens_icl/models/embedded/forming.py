@@ -52,8 +52,8 @@ from tlens_icl.models.embedded.train import (
     EVAL_SEED,
     HELDOUT_POLICY,
     EpisodeSampler,
-    _command_line,
     adamw,
+    command_line,
     config_from_dict,
     cosine_lr,
     heldout_accuracy,
@@ -435,7 +435,7 @@ def _train(args: argparse.Namespace, argv, log: bool) -> None:
         "final_losses": final["loss"],
         "weights_dtype": "float16", "model_config": cfg_dict, "n_parameters": n_params,
         "training": {
-            "command": _command_line(argv, MODULE), "seed": args.seed, "steps": args.steps, "threads": args.threads,
+            "command": command_line(argv, MODULE), "seed": args.seed, "steps": args.steps, "threads": args.threads,
             "optimizer": {"name": "AdamW", "lr": args.lr, "betas": [0.9, 0.98], "weight_decay": args.weight_decay,
                           "warmup_steps": args.warmup, "schedule": "linear warm-up then cosine to 5% of lr",
                           "grad_clip": 1.0},

@@ -127,7 +127,7 @@ def _is_bitwise_step(step: int, frac: float) -> bool:
     return math.floor((step + 1) * frac + 1e-9) > math.floor(step * frac + 1e-9)
 
 
-def _command_line(argv, module: str = "tlens_icl.models.embedded.train") -> str:
+def command_line(argv, module: str = "tlens_icl.models.embedded.train") -> str:
     """The training command without the output directory (which does not change the model)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     keep, skip = [], False
@@ -584,7 +584,7 @@ def _train(args: argparse.Namespace, argv, log: bool) -> None:
         "model_config": cfg_dict,
         "n_parameters": n_params,
         "training": {
-            "command": _command_line(argv),
+            "command": command_line(argv),
             "seed": args.seed, "steps": args.steps, "threads": args.threads,
             "optimizer": {"name": "AdamW", "lr": args.lr, "betas": [0.9, 0.98], "weight_decay": args.weight_decay,
                           "warmup_steps": args.warmup, "schedule": "linear warm-up then cosine to 5% of lr",
