@@ -237,6 +237,15 @@ def word_model(word_tokenizer):
     return build_model("native", word_tokenizer)
 
 
+@pytest.fixture()
+def forward_counter(native_model):
+    """A list that grows by one per forward pass of ``native_model`` (bad input must be refused before any)."""
+    calls = []
+    native_model.add_hook("hook_embed", lambda x, hook: calls.append(1))
+    yield calls
+    native_model.reset_hooks()
+
+
 @pytest.fixture(scope="session")
 def task_a():
     from tlens_icl import Task

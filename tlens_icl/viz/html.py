@@ -186,7 +186,7 @@ def table_html(df: Any, max_rows: int = 40) -> str:
     cols = list(shown.columns)
     label = lambda c: " ".join(map(str, c)) if isinstance(c, tuple) else str(c)  # noqa: E731
     formats: dict[int, Any] = {}
-    for j, c in enumerate(cols):
+    for j in range(len(cols)):
         col = shown.iloc[:, j]
         if pd.api.types.is_float_dtype(col.dtype):
             formats[j] = _column_format([float(x) for x in col])
