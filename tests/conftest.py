@@ -34,6 +34,62 @@ if int(version("transformer-lens").split(".")[0]) < 4:
     collect_ignore = sorted(p.name for p in Path(__file__).resolve().parent.iterdir()
                             if p.name.startswith("test_") and p.name not in TL3_TIER)
 
+#: Test tiers (markers registered in pyproject.toml; README, Development). Given here: ``tl3`` to everything in
+#: tests/compat, and ``slow`` by :data:`SLOW`; ``real_llm`` and ``notebook`` are given in the test modules.
+COMPAT_DIR = Path(__file__).resolve().parent / "compat"
+#: Tests over ~20 s on 2 busy cores (``--durations``), by module: test functions by name (every parameter), and
+#: ``fixture:NAME`` for every test using a module fixture whose setup is the cost (a training run, the main job).
+#: tests/test_tiers.py checks that each name still exists.
+SLOW = {
+    "test_readme.py": {"test_every_python_block_runs", "test_every_cli_line_runs"},  # ~300 s, ~80 s
+    "test_notebooks.py": {"test_notebook_runs"},  # 15-200 s per notebook
+    "test_figure_layout.py": {"test_every_figure_reads_at_any_depth"},  # ~35 s per depth
+    "test_pipeline.py": {"fixture:run_dir", "test_model_card_script_measures_with_the_library"},  # ~35 s, ~40 s
+    "test_forming.py": {"fixture:run"},  # a training run, ~50 s
+    "test_heads_training.py": {"fixture:trained"},  # a training run, ~40 s
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if COMPAT_DIR in item.path.resolve().parents:
+            item.add_marker(pytest.mark.tl3)
+        slow = SLOW.get(item.path.name, ())
+        name = getattr(item, "originalname", item.name)
+        if name in slow or any(f"fixture:{f}" in slow for f in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+#: The test running now (set before its fixtures), for the real-LLM guard below.
+_RUNNING: list = [None]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _RUNNING[0] = item
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _real_llm_guard():
+    """A test that loads a named real LLM (``tlens_icl.models.gguf.DOWNLOADS``) must carry the ``real_llm`` marker:
+    the load fails the test otherwise, before any download, so ``-m "not real_llm"`` never fetches a model."""
+    from tlens_icl.models import gguf
+
+    real, original = frozenset(gguf.DOWNLOADS), gguf.download_folder
+
+    def guarded(name, *args, **kwargs):
+        item = _RUNNING[0]
+        if name in real and item is not None and item.get_closest_marker("real_llm") is None:
+            pytest.fail(f"{item.nodeid} loads the real LLM {name!r} but is not marked real_llm "
+                        "(pytestmark = pytest.mark.real_llm, or marks= on its parameter)", pytrace=False)
+        return original(name, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gguf, "download_folder", guarded)
+        yield
+
+
 # Word-level vocabulary (``word_tokenizer``): every word one token.
 N_WORDS = 24
 WORD_INPUTS = [f"in{i}" for i in range(N_WORDS)]

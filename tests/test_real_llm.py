@@ -14,6 +14,8 @@ import torch
 import tlens_icl as ti
 from tlens_icl.models.gguf import DownloadError
 
+pytestmark = pytest.mark.real_llm
+
 NAME = "smollm2-135m"
 SINGLE_TOKEN_TASKS = ["capitalize", "present_past", "singular_plural"]
 
