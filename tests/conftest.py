@@ -36,10 +36,11 @@ if int(version("transformer-lens").split(".")[0]) < 4:
 
 #: Test tiers (markers registered in pyproject.toml; README, Development). Given here: ``tl3`` to everything in
 #: tests/compat, and ``slow`` by :data:`SLOW`; ``real_llm`` and ``notebook`` are given in the test modules.
-COMPAT_DIR = Path(__file__).resolve().parent / "compat"
-#: Tests over ~20 s on 2 busy cores (``--durations``), by module: test functions by name (every parameter), and
-#: ``fixture:NAME`` for every test using a module fixture whose setup is the cost (a training run, the main job).
-#: tests/test_tiers.py checks that each name still exists.
+TESTS_DIR = Path(__file__).resolve().parent
+COMPAT_DIR = TESTS_DIR / "compat"
+#: Tests over ~20 s on 2 busy cores (``--durations``), by module (its path under tests/): test functions by name
+#: (every parameter), and ``fixture:NAME`` for every test using a module fixture whose setup is the cost (a
+#: training run, the main job). tests/test_tiers.py checks that each name still exists.
 SLOW = {
     "test_readme.py": {"test_every_python_block_runs", "test_every_cli_line_runs"},  # ~300 s, ~80 s
     "test_notebooks.py": {"test_notebook_runs"},  # 15-200 s per notebook
@@ -47,15 +48,18 @@ SLOW = {
     "test_pipeline.py": {"fixture:run_dir", "test_model_card_script_measures_with_the_library"},  # ~35 s, ~40 s
     "test_forming.py": {"fixture:run"},  # a training run, ~50 s
     "test_heads_training.py": {"fixture:trained"},  # a training run, ~40 s
+    "compat/test_saelens.py": {"test_sae_notebook_runs_small"},  # ~40 s (TransformerLens 3 only)
+    "compat/test_icl_tiny.py": {"fixture:tl4_reference"},  # the TL 4 reference run in .venv, ~25 s
 }
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if COMPAT_DIR in item.path.resolve().parents:
+        path = item.path.resolve()
+        if COMPAT_DIR in path.parents:
             item.add_marker(pytest.mark.tl3)
-        slow = SLOW.get(item.path.name, ())
+        slow = SLOW.get(path.relative_to(TESTS_DIR).as_posix() if TESTS_DIR in path.parents else "", ())
         name = getattr(item, "originalname", item.name)
         if name in slow or any(f"fixture:{f}" in slow for f in getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
