@@ -751,7 +751,7 @@ def build_german(vocab) -> None:
         if not (score(best)[0] and score(best)[1]) or zipf(best[0], "de") < 3.0:
             continue
         alts = []
-        for g, dpos, ei, _gi, _n in ranked[1:]:
+        for g, dpos, _ei, _gi, _n in ranked[1:]:
             if g != best[0] and g not in alts and zipf(g, "de") >= 3.0 and dpos & set(pos):
                 alts.append(g)
         items.append({"input": w, "output": best[0], "alternatives": alts[:5]})

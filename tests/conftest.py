@@ -29,10 +29,70 @@ torch.set_num_threads(1)
 #: Under TransformerLens 3.x (the test command's second venv, ``.venv-tl3``) only this subset of the core
 #: suite runs, on TL3 bridges, plus ``tests/compat`` (HookedTransformer, SAELens, the cross-major check).
 TL3_TIER = {"compat", "test_architecture.py", "test_architectures.py", "test_interop.py", "test_mediation.py",
-            "test_patching.py", "test_vectors.py", "test_decodability.py", "test_activations.py"}
+            "test_patching.py", "test_vectors.py", "test_decodability.py", "test_activations.py", "test_doctests.py"}
 if int(version("transformer-lens").split(".")[0]) < 4:
     collect_ignore = sorted(p.name for p in Path(__file__).resolve().parent.iterdir()
                             if p.name.startswith("test_") and p.name not in TL3_TIER)
+
+#: Test tiers (markers registered in pyproject.toml; README, Development). Given here: ``tl3`` to everything in
+#: tests/compat, and ``slow`` by :data:`SLOW`; ``real_llm`` and ``notebook`` are given in the test modules.
+TESTS_DIR = Path(__file__).resolve().parent
+COMPAT_DIR = TESTS_DIR / "compat"
+#: Tests over ~20 s on 2 busy cores (``--durations``), by module (its path under tests/): test functions by name
+#: (every parameter), and ``fixture:NAME`` for every test using a module fixture whose setup is the cost (a
+#: training run, the main job). tests/test_tiers.py checks that each name still exists.
+SLOW = {
+    "test_readme.py": {"test_every_python_block_runs", "test_every_cli_line_runs"},  # ~300 s, ~80 s
+    "test_notebooks.py": {"test_notebook_runs"},  # 15-200 s per notebook
+    "test_figure_layout.py": {"test_every_figure_reads_at_any_depth"},  # ~35 s per depth
+    "test_pipeline.py": {"fixture:run_dir", "test_model_card_script_measures_with_the_library"},  # ~35 s, ~40 s
+    "test_forming.py": {"fixture:run"},  # a training run, ~50 s
+    "test_heads_training.py": {"fixture:trained"},  # a training run, ~40 s
+    "compat/test_saelens.py": {"test_sae_notebook_runs_small"},  # ~40 s (TransformerLens 3 only)
+    "compat/test_icl_tiny.py": {"fixture:tl4_reference"},  # the TL 4 reference run in .venv, ~25 s
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = item.path.resolve()
+        if COMPAT_DIR in path.parents:
+            item.add_marker(pytest.mark.tl3)
+        slow = SLOW.get(path.relative_to(TESTS_DIR).as_posix() if TESTS_DIR in path.parents else "", ())
+        name = getattr(item, "originalname", item.name)
+        if name in slow or any(f"fixture:{f}" in slow for f in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+#: The test running now (set before its fixtures), for the real-LLM guard below.
+_RUNNING: list = [None]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _RUNNING[0] = item
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _real_llm_guard():
+    """A test that loads a named real LLM (``tlens_icl.models.gguf.DOWNLOADS``) must carry the ``real_llm`` marker:
+    the load fails the test otherwise, before any download, so ``-m "not real_llm"`` never fetches a model."""
+    from tlens_icl.models import gguf
+
+    real, original = frozenset(gguf.DOWNLOADS), gguf.download_folder
+
+    def guarded(name, *args, **kwargs):
+        item = _RUNNING[0]
+        if name in real and item is not None and item.get_closest_marker("real_llm") is None:
+            pytest.fail(f"{item.nodeid} loads the real LLM {name!r} but is not marked real_llm "
+                        "(pytestmark = pytest.mark.real_llm, or marks= on its parameter)", pytrace=False)
+        return original(name, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gguf, "download_folder", guarded)
+        yield
+
 
 # Word-level vocabulary (``word_tokenizer``): every word one token.
 N_WORDS = 24
@@ -235,6 +295,15 @@ def native_model(tokenizer):
 def word_model(word_tokenizer):
     """A native model with the word-level tokenizer."""
     return build_model("native", word_tokenizer)
+
+
+@pytest.fixture()
+def forward_counter(native_model):
+    """A list that grows by one per forward pass of ``native_model`` (bad input must be refused before any)."""
+    calls = []
+    native_model.add_hook("hook_embed", lambda x, hook: calls.append(1))
+    yield calls
+    native_model.reset_hooks()
 
 
 @pytest.fixture(scope="session")

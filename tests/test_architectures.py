@@ -88,6 +88,7 @@ def test_the_tiny_models_carry_the_real_configurations(tokenizer, task_a):
     assert attn.o_proj.bias is None
 
 
+@pytest.mark.tl3
 @pytest.mark.skipif(tl_major() >= 4, reason="tests/test_engine.py checks every route on these models under TL 4")
 def test_key_value_reuse_and_suffix_replay_on_transformer_lens_3_bridges(model):
     """TransformerLens 3.9's bridges share 4.x's attention code: the kv route and suffix replay run there too
@@ -115,6 +116,7 @@ SAME = ("model_type", "query_pre_attn_scalar", "attn_logit_softcapping", "final_
         "rope_parameters", "use_bidirectional_attention")
 
 
+@pytest.mark.real_llm  # reads the converted real model's config.json (no load)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_tiny_configurations_agree_with_the_converted_real_models(arch, tokenizer):
     """Where the real model is cached (``load_model`` converted it), its config differs from the tiny one in sizes only."""

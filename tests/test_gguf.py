@@ -350,7 +350,6 @@ def test_named_split_download_loads_with_provenance_and_licence(tmp_path, tiny_g
 
 
 def test_the_four_real_models_are_pinned_and_listed():
-    from tlens_icl import cli
 
     expect = {"smollm2-135m": 1, "gemma-3-270m": 4, "qwen2.5-coder-0.5b": 6, "qwen2.5-coder-1.5b": 22}
     assert {n: len(s["parts"]) for n, s in G.DOWNLOADS.items()} == expect

@@ -25,10 +25,12 @@ def required_model(path: Path) -> str | None:
 
 
 NOTEBOOKS = [p for p in sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb")) if not needs_tl3(p)]
+#: The notebooks, those on a real LLM in the real_llm tier.
+RUNS = [pytest.param(p, id=p.stem, marks=[pytest.mark.real_llm] if required_model(p) else []) for p in NOTEBOOKS]
 
 
 @pytest.mark.notebook
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", RUNS)
 def test_notebook_runs(path, tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient

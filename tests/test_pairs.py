@@ -112,15 +112,7 @@ def test_prompt_batch_select_trims_padding(native_model):
     assert sub.prompts == (b.prompts[short[0]],)
 
 
-# ---- bad input: each raises a clear error before any forward pass -----------------------------------
-@pytest.fixture()
-def forward_counter(native_model):
-    calls = []
-    native_model.add_hook("hook_embed", lambda x, hook: calls.append(1))
-    yield calls
-    native_model.reset_hooks()
-
-
+# ---- bad input: each raises a clear error before any forward pass (``forward_counter``: conftest.py) ---
 @pytest.fixture()
 def word_forward_counter(word_model):
     calls = []

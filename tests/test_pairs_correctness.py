@@ -14,7 +14,6 @@ from tlens_icl.prompts.pairs import usable_task
 from tlens_icl.tasks import TaskItem
 from tlens_icl.errors import PromptError, TlensICLError
 from tlens_icl.prompts.batch import ROLE_ID
-from test_pairs import forward_counter  # noqa: F401 - the fixture counting forward passes
 
 # labels of 1 and 2 tokens (word-level test tokenizer: one token per word)
 MIXED_LABELS = ti.Task.from_pairs("mixed_labels", [(f"in{i}", f"a{i}" if i % 3 else f"b{i} a{i}") for i in range(24)])

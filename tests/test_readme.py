@@ -2,7 +2,8 @@
 
 Python blocks run in one shared namespace (like a notebook). A block whose first line is
 ``# needs: <model>`` runs only where ``tlens_icl.load_model(<model>)`` succeeds, and is reported as skipped
-otherwise. In bash blocks every ``tlens-icl ...`` line runs through the CLI's ``main`` (exit code 0; a line
+otherwise; a block that needs a real LLM (SmolLM2, Gemma 3, Qwen2.5) runs in the ``real_llm`` tier instead, on
+its own (``ti`` imported), so the rest of the README is checked without downloading a model. In bash blocks every ``tlens-icl ...`` line runs through the CLI's ``main`` (exit code 0; a line
 whose comment says ``needs: <model>`` likewise only where that model loads); the
 two install commands at the top are CI itself (``.ci/run`` runs the test command verbatim, checked in
 tests/test_notebooks.py) and the main job they start is ``tests/test_pipeline.py``. Everything runs in a
@@ -27,6 +28,12 @@ def blocks(language: str) -> list[tuple[int, str]]:
     """``(line number, code)`` of every fenced block in ``language``."""
     text = README.read_text(encoding="utf-8")
     return [(text[: m.start()].count("\n") + 1, m.group(2)) for m in FENCE.finditer(text) if m.group(1) == language]
+
+
+def _real_llm(name: str) -> bool:
+    from tlens_icl.models.gguf import DOWNLOADS
+
+    return name in DOWNLOADS
 
 
 def _model_loads(name: str) -> bool:
@@ -54,6 +61,8 @@ def test_every_python_block_runs(tmp_path, monkeypatch):
     skipped = []
     for line, code in blocks("python"):
         need = NEEDS.match(code.lstrip())
+        if need and _real_llm(need.group(1)):
+            continue  # test_real_llm_blocks_run
         if need and not _model_loads(need.group(1)):
             skipped.append(f"README.md:{line} needs {need.group(1)}")
             continue
@@ -68,6 +77,35 @@ def test_every_python_block_runs(tmp_path, monkeypatch):
     if skipped:
         warnings.warn("README blocks not run here: " + "; ".join(skipped), stacklevel=1)
     check_readme_claims(namespace)
+
+
+@pytest.mark.real_llm
+def test_real_llm_blocks_run(tmp_path, monkeypatch):
+    """The README blocks on a real LLM (``# needs: smollm2-135m``, ...), each on its own with ``ti`` imported."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    monkeypatch.chdir(tmp_path)
+    needing = [(line, code, m.group(1)) for line, code in blocks("python")
+               if (m := NEEDS.match(code.lstrip())) and _real_llm(m.group(1))]
+    assert needing, "the README has no block on a real LLM"
+    ran = 0
+    for line, code, name in needing:
+        if not _model_loads(name):
+            continue
+        namespace: dict = {"__name__": "__readme__"}
+        exec("import tlens_icl as ti", namespace)
+        try:
+            exec(compile(code, f"README.md:{line}", "exec"), namespace)
+        except Exception as e:  # noqa: BLE001 - report which block failed
+            pytest.fail(f"the README block at line {line} failed: {type(e).__name__}: {e}")
+        finally:
+            plt.close("all")
+        ran += 1
+    if not ran:
+        pytest.skip(f"none of {sorted({n for _, _, n in needing})} can be loaded here")
 
 
 def check_readme_claims(ns: dict) -> None:

@@ -17,6 +17,8 @@ from tlens_icl.analyses.vectors.common import generate_with_vector
 from tlens_icl.analyses.vectors.function_vectors import FunctionVector, function_vector_sweep
 from tlens_icl.models.gguf import DownloadError
 
+pytestmark = pytest.mark.real_llm
+
 NAME = "smollm2-135m"
 SINGLE_TOKEN_TASKS = ["capitalize", "present_past", "singular_plural"]
 

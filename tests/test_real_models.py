@@ -40,7 +40,8 @@ def _chosen() -> list[str]:
     return names
 
 
-pytestmark = pytest.mark.skipif(not _chosen(), reason=f"opt-in: set {OPT_IN}=all (or a comma-separated list)")
+pytestmark = [pytest.mark.real_llm,
+              pytest.mark.skipif(not _chosen(), reason=f"opt-in: set {OPT_IN}=all (or a comma-separated list)")]
 
 _LOADED: dict[str, object] = {}
 

@@ -48,6 +48,13 @@ def ranked(values: Tensor, *, descending: bool = True, rtol: float = RTOL, tol: 
     """Indices of the finite entries of a 1-D ``values``, best first; near-ties (:func:`tie_groups`) in index order.
 
     NaN entries are left out (not measured). ``tol`` overrides ``rtol`` x the largest magnitude.
+
+    >>> import torch
+    >>> from tlens_icl._ties import ranked
+    >>> ranked(torch.tensor([0.5, 2.0, 2.000001, float("nan"), 1.0])).tolist()   # 1 and 2 tie: index order
+    [1, 2, 4, 0]
+    >>> ranked(torch.tensor([0.5, 2.0, 2.000001, float("nan"), 1.0]), descending=False).tolist()
+    [0, 4, 1, 2]
     """
     flat = values.detach().double().cpu().flatten()
     ok = (~flat.isnan()).nonzero().flatten().numpy()
@@ -68,6 +75,14 @@ def argbest(values: Tensor, dim: int = -1, *, largest: bool = True, rtol: float 
 
     The tolerance is ``rtol`` x the largest finite magnitude of each slice; NaN is never chosen (an all-NaN
     slice gives index 0).
+
+    >>> import torch
+    >>> from tlens_icl._ties import argbest
+    >>> scores = torch.tensor([[1.0, 3.0, 3.000001], [float("nan"), 0.0, -2.0]])
+    >>> scores.argmax(-1).tolist(), argbest(scores).tolist()   # neither rounding noise nor NaN decides
+    ([2, 0], [1, 1])
+    >>> argbest(scores, largest=False).tolist()
+    [0, 2]
     """
     v = values.detach()
     v = v.double() if v.dtype == torch.float64 else v.float()  # logits of a big vocabulary: no float64 copy
@@ -83,7 +98,15 @@ def argbest(values: Tensor, dim: int = -1, *, largest: bool = True, rtol: float 
 
 def argbest_lex(*keys: Tensor, rtol: float = RTOL) -> int:
     """The index that is best by ``keys[0]``, near-ties (within its tolerance) decided by ``keys[1]``, and so on;
-    remaining ties go to the lowest index. Every key is a 1-D tensor over the same candidates; higher is better."""
+    remaining ties go to the lowest index. Every key is a 1-D tensor over the same candidates; higher is better.
+
+    >>> import torch
+    >>> from tlens_icl._ties import argbest_lex
+    >>> accuracy = torch.tensor([0.9, 1.0, 1.0])
+    >>> margin = torch.tensor([5.0, 0.2, 0.7])
+    >>> argbest_lex(accuracy, margin)   # candidates 1 and 2 tie on accuracy; 2 has the larger margin
+    2
+    """
     alive = torch.ones(len(keys[0]), dtype=torch.bool)
     for key in keys:
         v = key.detach().double().cpu()

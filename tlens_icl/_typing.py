@@ -30,7 +30,19 @@ ModelLike = TransformerLensModel
 
 
 class Head(NamedTuple):
-    """An attention head, labelled ``L{layer}H{head}`` as in TransformerLens."""
+    """An attention head, labelled ``L{layer}H{head}`` as in TransformerLens.
+
+    >>> import torch
+    >>> from tlens_icl import Head
+    >>> h = Head(layer=3, head=1)
+    >>> str(h), h.layer, h.head
+    ('L3H1', 3, 1)
+    >>> h == (3, 1)                                 # a plain tuple underneath,
+    True
+    >>> effects = torch.arange(8.0).reshape(4, 2)   # so it indexes a [layer, head] tensor
+    >>> float(effects[h])
+    7.0
+    """
 
     layer: int
     head: int

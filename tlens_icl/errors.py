@@ -2,7 +2,19 @@
 
 
 class TlensICLError(ValueError):
-    """Base class for every error tlens_icl raises on bad input."""
+    """Base class for every error tlens_icl raises on bad input.
+
+    Every one is a ``ValueError`` too, so one ``except`` catches them all:
+
+    >>> import tlens_icl as ti
+    >>> try:
+    ...     ti.Task.from_pairs("nothing", [])
+    ... except ValueError as e:
+    ...     print(type(e).__name__, "-", e)
+    EmptyTaskError - Task 'nothing' has no items.
+    >>> issubclass(ti.EmptyTaskError, ti.TlensICLError) and issubclass(ti.UnknownTaskError, KeyError)
+    True
+    """
 
 
 class UnknownTaskError(TlensICLError, KeyError):

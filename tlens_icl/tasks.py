@@ -25,7 +25,16 @@ CATEGORIES = ("knowledge", "procedural", "bitwise", "regression", "reading", "po
 @dataclass(frozen=True)
 class TaskItem:
     """One input/output example. ``alternatives`` are other accepted answers; items sharing a ``group``
-    are drawn together into one prompt (e.g. points of one latent linear function)."""
+    are drawn together into one prompt (e.g. points of one latent linear function).
+
+    >>> from tlens_icl import TaskItem
+    >>> TaskItem("big", "small", alternatives=("little",)).answers
+    ('small', 'little')
+    >>> TaskItem("big", " small")
+    Traceback (most recent call last):
+    ...
+    tlens_icl.errors.TlensICLError: Task item output ' small' has surrounding whitespace or a newline.
+    """
 
     input: str
     output: str
@@ -91,7 +100,15 @@ def _alternatives(value: Any, where: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Task:
-    """A named ICL task: items plus provenance. Immutable; ``filter``/``split`` return new tasks."""
+    """A named ICL task: items plus provenance. Immutable; ``filter``/``split`` return new tasks.
+
+    >>> from tlens_icl import Task
+    >>> pets = Task.from_pairs("pets", [("cat", "CAT"), ("dog", "DOG"), ("owl", "OWL"), ("cow", "COW")])
+    >>> pets
+    Task('pets', category='custom', n=4, e.g. 'cat' -> 'CAT')
+    >>> pets.filter(lambda item: item.input.startswith("c")).outputs
+    ('CAT', 'COW')
+    """
 
     name: str
     items: tuple[TaskItem, ...]
@@ -145,6 +162,14 @@ class Task:
         (``"duplicates"``); items that give the same input different outputs are merged into the first,
         whose alternatives gain the other outputs (``"conflicts"``: items merged away), so a prompt never
         shows one input with two labels and every stated answer is accepted.
+
+        >>> from tlens_icl import Task
+        >>> task = Task.from_pairs("pets", [("cat", "CAT"), ("dog", "DOG"), ("dog", "DOG"), ("cat", "Cat")])
+        >>> clean, removed = task.deduplicated()
+        >>> removed
+        {'duplicates': 1, 'conflicts': 1}
+        >>> [item.answers for item in clean.items]
+        [('CAT', 'Cat'), ('DOG',)]
         """
         merged: dict[tuple[Any, str], TaskItem] = {}
         dups = conflicts = 0
@@ -171,6 +196,15 @@ class Task:
         """Deterministic (train, test) split of the items (by group when the task has groups).
 
         ``test_size`` is the fraction of items (or groups) in the test split, in (0, 1).
+
+        >>> from tlens_icl import Task
+        >>> pets = Task.from_pairs("pets", [("cat", "CAT"), ("dog", "DOG"), ("owl", "OWL"), ("cow", "COW"),
+        ...                                 ("ant", "ANT")])
+        >>> train, test = pets.split(test_size=0.4, seed=0)
+        >>> [item.input for item in train.items], [item.input for item in test.items]
+        (['cat', 'cow', 'ant'], ['dog', 'owl'])
+        >>> pets.split(test_size=0.4, seed=0) == (train, test)   # the same seed, the same split
+        True
         """
         rng = random.Random(seed)
         if set(self.groups) == {None}:  # ungrouped: split items
@@ -313,7 +347,14 @@ def _shipped_names() -> list[str]:
 
 
 def list_tasks(category: str | None = None) -> list[str]:
-    """Names of all available tasks (shipped and user-registered), optionally of one category."""
+    """Names of all available tasks (shipped and user-registered), optionally of one category.
+
+    >>> from tlens_icl import list_tasks
+    >>> list_tasks("bitwise")
+    ['bitwise_and', 'bitwise_nand', 'bitwise_nor', 'bitwise_or', 'bitwise_xnor', 'bitwise_xor']
+    >>> len(list_tasks()) >= 45 and "antonym" in list_tasks()
+    True
+    """
     names = sorted(set(_shipped_names()) | set(_USER_TASKS))
     if category is None:
         return names
@@ -327,6 +368,26 @@ def load_task(name: str | Task) -> Task:
 
     Raises:
         UnknownTaskError: with the closest names, e.g. ``'antonyms'`` suggests ``'antonym'``.
+
+    >>> import tlens_icl as ti
+    >>> task = ti.load_task("bitwise_xor")
+    >>> task
+    Task('bitwise_xor', category='bitwise', n=256, e.g. '0000 0000' -> '0000')
+    >>> ti.load_task("antonyms")
+    Traceback (most recent call last):
+    ...
+    tlens_icl.errors.UnknownTaskError: Unknown task 'antonyms'. Did you mean 'antonym', 'synonym'?
+
+    A task becomes prompts for a model (here the embedded one, loaded offline):
+
+    >>> model = ti.load_model("icl-tiny")
+    >>> batch = ti.make_prompts(task, model, n=2, n_shots=2, seed=0)
+    >>> print(batch.prompts[0])
+    1001 1101 -> 0100
+    1100 0100 -> 1000
+    0010 1111 ->
+    >>> batch.answers[0]
+    ' 1101'
     """
     if isinstance(name, Task):
         return name

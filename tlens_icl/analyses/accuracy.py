@@ -142,6 +142,18 @@ def icl_accuracy(
         progress: a progress bar (``None``: only when interactive; see :mod:`tlens_icl.engine.progress`).
         checkpoint: a folder that makes the call resumable, one unit per task and shot count holding
             every metric of that cell (:mod:`tlens_icl.results.checkpoint`).
+
+    On the embedded model (loaded offline), two tasks at 0 and 4 shots:
+
+    >>> import tlens_icl as ti
+    >>> model = ti.load_model("icl-tiny")
+    >>> acc = ti.icl_accuracy(model, ["bitwise_xor", "uppercase"], n_shots=[0, 4], n=16, seed=0)
+    >>> acc.tasks, acc.n_shots, acc.metric, tuple(acc.correct.shape)   # [task, shots, example]
+    (('bitwise_xor', 'uppercase'), (0, 4), 'exact_match', (2, 2, 16))
+    >>> acc.accuracy()[:, 1].tolist()                                  # with 4 demonstrations, every answer
+    [1.0, 1.0]
+    >>> bool((acc.accuracy()[:, 0] < 1).all())                         # without, not
+    True
     """
     if metric not in METRICS:
         raise TlensICLError(f"metric must be one of {METRICS}, got {metric!r}.")

@@ -67,7 +67,7 @@ def _k(text: str) -> int | float:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a head count or a fraction, got {text!r}") from None
         if not 0.0 < value < 1.0:
-            raise argparse.ArgumentTypeError(f"a fraction of the heads must be in (0, 1), got {value}")
+            raise argparse.ArgumentTypeError(f"a fraction of the heads must be in (0, 1), got {value}") from None
         return value
     if value < 0:
         raise argparse.ArgumentTypeError(f"a head count must be >= 0, got {value}")

@@ -111,7 +111,7 @@ class LogitRows:
     it unembeds every position and :meth:`read` picks them. Make one with :func:`logit_rows`.
     """
 
-    positions: Int[Tensor, "batch *k"]
+    positions: Int[Tensor, "batch *k"]  # noqa: F821 - a jaxtyping shape, not the expression batch * k
     name: str | None
 
     @property
@@ -139,7 +139,7 @@ class LogitRows:
         return logits[:, 0] if p.dim() == 1 else logits
 
 
-def logit_rows(model: ModelLike, positions: Int[Tensor, "batch *k"],
+def logit_rows(model: ModelLike, positions: Int[Tensor, "batch *k"],  # noqa: F821 - a jaxtyping shape
                fwd_hooks: Sequence[tuple[str, Any]] = ()) -> LogitRows:
     """How to read logits at ``positions`` of a forward that also carries ``fwd_hooks`` (cut when exact).
 

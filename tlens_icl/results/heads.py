@@ -20,6 +20,14 @@ def derive_generator(seed: int, *labels: object) -> torch.Generator:
 
     The same derivation as TransformerLens 4's ``utilities.statistics.derive_generator`` (absent in
     TransformerLens 3), so bootstrap intervals are identical under both.
+
+    >>> import torch
+    >>> from tlens_icl.results.heads import derive_generator
+    >>> derive_generator(0, "tlens_icl.bootstrap").initial_seed()   # the first 8 bytes of sha256(b"0:tlens_icl.bootstrap")
+    5270662816247769745
+    >>> draw = lambda *key: torch.rand(3, generator=derive_generator(*key)).tolist()
+    >>> draw(0, "a") == draw(0, "a"), draw(0, "a") == draw(0, "b"), draw(0, "a") == draw(1, "a")
+    (True, False, False)
     """
     key = ":".join([str(seed), *(str(label) for label in labels)]).encode()
     derived = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & 0x7FFFFFFFFFFFFFFF
@@ -32,6 +40,16 @@ def bootstrap_ci(
     """Percentile bootstrap CI of the task-averaged mean over examples, resampling examples within each task.
 
     An example slot that is NaN in every cell (padding after ``filter_correct``) is not resampled.
+
+    >>> import torch
+    >>> from tlens_icl.results.heads import bootstrap_ci
+    >>> effects = torch.tensor([[[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]])   # [task, head, example]: mean 3.5
+    >>> lo, hi = bootstrap_ci(effects, confidence=0.95, seed=0)
+    >>> lo.shape, round(float(lo), 2), round(float(hi), 2)
+    (torch.Size([1]), 2.17, 4.83)
+    >>> padded = torch.tensor([[[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, float("nan")]]])   # one padding slot
+    >>> torch.equal(bootstrap_ci(padded, seed=0)[0], lo)
+    True
     """
     if not 0.0 < confidence < 1.0:
         raise TlensICLError(f"confidence must be in (0, 1), got {confidence}.")

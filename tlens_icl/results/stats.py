@@ -8,7 +8,14 @@ from torch import Tensor
 
 def clopper_pearson(successes: Tensor, n: Tensor | int, confidence: float = 0.95) -> tuple[Tensor, Tensor]:
     """Exact (Clopper-Pearson) interval of a binomial proportion, elementwise; equals scipy's
-    ``binomtest(k, n).proportion_ci(confidence, method="exact")``."""
+    ``binomtest(k, n).proportion_ci(confidence, method="exact")``.
+
+    >>> import torch
+    >>> from tlens_icl.results.stats import clopper_pearson
+    >>> lo, hi = clopper_pearson(torch.tensor([0.0, 5.0, 10.0]), 10)   # 0, 5 and 10 right out of 10
+    >>> [round(x, 3) for x in lo.tolist()], [round(x, 3) for x in hi.tolist()]
+    ([0.0, 0.187, 0.692], [0.308, 0.813, 1.0])
+    """
     from scipy.stats import beta
 
     k = successes.double().round()

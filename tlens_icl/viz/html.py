@@ -175,7 +175,19 @@ def cell_text(value: Any, fmt: Callable[[float], str] | None) -> tuple[str, bool
 def table_html(df: Any, max_rows: int = 40) -> str:
     """A DataFrame as an HTML table: every float column in one format (:func:`_column_format`), NaN as ``n/a``,
     lists as comma-separated text, numbers right-aligned (``class="num"``) and text left-aligned; the index is
-    shown unless it is a plain range; longer tables are cut to ``max_rows`` with a note."""
+    shown unless it is a plain range; longer tables are cut to ``max_rows`` with a note.
+
+    >>> import pandas as pd
+    >>> from tlens_icl.viz.html import table_html
+    >>> df = pd.DataFrame({"head": ["L1H2", "L0H3"], "effect": [0.25, float("nan")], "n": [16, 16]})
+    >>> print(table_html(df).replace("<tr>", "\\n<tr>"))
+    <table><thead>
+    <tr><th>head</th><th class="num">effect</th><th class="num">n</th></tr></thead><tbody>
+    <tr><td>L1H2</td><td class="num">0.250</td><td class="num">16</td></tr>
+    <tr><td>L0H3</td><td class="num">n/a</td><td class="num">16</td></tr></tbody></table>
+    >>> table_html(pd.DataFrame({"x": range(5)}), max_rows=2).split("</table>")[1]   # the note after a cut table
+    "<div class='muted'>... 3 more rows (see the CSV)</div>"
+    """
     import pandas as pd
 
     more = len(df) - max_rows
@@ -186,7 +198,7 @@ def table_html(df: Any, max_rows: int = 40) -> str:
     cols = list(shown.columns)
     label = lambda c: " ".join(map(str, c)) if isinstance(c, tuple) else str(c)  # noqa: E731
     formats: dict[int, Any] = {}
-    for j, c in enumerate(cols):
+    for j in range(len(cols)):
         col = shown.iloc[:, j]
         if pd.api.types.is_float_dtype(col.dtype):
             formats[j] = _column_format([float(x) for x in col])

@@ -215,7 +215,7 @@ def line_plot(
         h = ax.axhline(y, label=label or None, **(style[0] if style else REF_STYLES[j % len(REF_STYLES)]))
         if label:
             handles.append((h, label))
-    for j, (xv, label) in enumerate(marks):
+    for xv, label in marks:
         h = ax.axvline(xv, color="C1", ls=(0, (2, 2)), lw=1.3, zorder=1.5, label=label)
         handles.append((h, label))
     ax.set_xlabel(xlabel)

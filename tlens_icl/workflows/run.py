@@ -47,12 +47,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tlens_icl._typing import Head, ModelLike
+from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.analyses.accuracy import AccuracyResult, icl_accuracy
 from tlens_icl.analyses.causal.mediation import IndirectEffectResult, indirect_effect
 from tlens_icl.analyses.heads.ablation import HeadAblationResult, head_ablation
-from tlens_icl.analyses.heads.scores import HeadScoresResult, head_scores, top_heads_of
+from tlens_icl.analyses.heads.scores import HeadScoresResult, head_scores
 from tlens_icl.analyses.representations.activations import task_activations
 from tlens_icl.analyses.representations.attention_ratio import AttentionRatioResult, attention_ratio
 from tlens_icl.analyses.representations.decodability import DecodabilityResult, concept_decodability
@@ -64,7 +64,6 @@ from tlens_icl.errors import CheckpointMismatchError, ResultFileError, TlensICLE
 from tlens_icl.models.loading import model_meta
 from tlens_icl.prompts.pairs import make_prompts, usable_task
 from tlens_icl.results.base import Result, run_info
-from tlens_icl.results.heads import bootstrap_ci
 
 STUDY_FILE = "study.json"
 PARTIAL = ".partial"
@@ -338,7 +337,7 @@ def run_study(model: ModelLike, *, out: str | Path, sizes: StudySizes | str = "p
         acts, k=10, metric="cosine", n_shuffles=5, seed=seed, progress=progress), say)
     res["rsa"] = steps.run("rsa", lambda: rsa(acts, {"task": "task"}, n_permutations=S.rsa_permutations, seed=seed,
                                               progress=progress), say)
-    del acts
+    acts = None  # free the activations before the head analyses (a del would leave the lambdas above a dangling name)
     hs = res["head_scores"] = steps.run("head_scores", lambda: head_scores(
         model, n=S.n_head_seqs, length=S.head_seq_length, seed=seed), say)
     res["ablation"] = steps.run("ablation", lambda: head_ablation(
