@@ -61,7 +61,6 @@ from tlens_icl.analyses.vectors.common import LayerSweepResult
 from tlens_icl.analyses.vectors.function_vectors import function_vector_from_heads, function_vector_sweep
 from tlens_icl.analyses.vectors.task_vectors import task_vector, task_vector_sweep
 from tlens_icl.errors import CheckpointMismatchError, ResultFileError, TlensICLError
-from tlens_icl.models.loading import model_meta
 from tlens_icl.prompts.pairs import make_prompts, usable_task
 from tlens_icl.results.base import Result, run_info
 
