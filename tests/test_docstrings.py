@@ -23,11 +23,7 @@ ROLE = re.compile(r":(func|class|meth|attr|mod|data|exc|obj|const):`([^`]+)`")
 #: test, so the list only shrinks. ``analyses/vectors/*``: branch api-steer (one steering object replaces the
 #: six ways to apply a vector); ``analyses/causal/mediation.py``: main.
 KNOWN_UNRESOLVED = {
-    "tlens_icl/analyses/causal/mediation.py: :func:`head_patching`",
-    "tlens_icl/analyses/causal/mediation.py: :data:`~tlens_icl.pairs.CORRUPTIONS`",
     "tlens_icl/analyses/vectors/common.py: :class:`FunctionVector`",
-    "tlens_icl/workflows/compare.py: :func:`~tlens_icl.analyses.mediation.indirect_effect`",
-    "tlens_icl/workflows/compare.py: :func:`~tlens_icl.analyses.icv.in_context_vector`",
     "tlens_icl/analyses/vectors/function_vectors.py: :func:`tlens_icl.analyses.mediation.indirect_effect`",
     "tlens_icl/analyses/vectors/function_vectors.py: :func:`add_vector`",
     "tlens_icl/analyses/vectors/function_vectors.py: :class:`~tlens_icl.SteeringVector`",

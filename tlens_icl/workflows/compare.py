@@ -235,12 +235,12 @@ def compare_methods(
         n_test: test items per task (capped at the test split's size; every item at most once).
         n_fit: prompts per task used to build each vector / train soft injection / choose parameters.
         n_shots: demonstrations in ICL prompts (the ``icl`` baseline and every vector's source prompts).
-        fv_heads: the FV heads: ``None`` runs :func:`~tlens_icl.analyses.mediation.indirect_effect` on the
+        fv_heads: the FV heads: ``None`` runs :func:`~tlens_icl.analyses.causal.mediation.indirect_effect` on the
             train split with ``fv_corruption`` (``other_task_labels`` takes labels from the next task in
             ``tasks``; a ``{task: corruption}`` dict sets it per task); or an ``IndirectEffectResult``, a
             head list, or ``{task: heads}``.
         icv_strengths: the ICV strength is chosen among these on train queries.
-        icv_contrast, icv_direction: see :func:`~tlens_icl.analyses.icv.in_context_vector` (defaults: the paper).
+        icv_contrast, icv_direction: see :func:`~tlens_icl.analyses.vectors.icv.in_context_vector` (defaults: the paper).
         soft_steps, soft_lr: Adam steps and learning rate for soft injection.
 
     Returns:
