@@ -158,7 +158,7 @@ def test_an_edit_without_a_spec_form_raises_instead_of_being_ignored(local, remo
     icv = ti.in_context_vector(local, task_a, n=4, n_shots=2)
     batch = ti.make_prompts(task_a, local, n=1, n_shots=0)
     with pytest.raises(UnsupportedOnBackendError, match="cannot apply"):
-        with ti.apply_icv(model, icv):
+        with ti.steer(model, icv.to_steering_vector()):
             from tlens_icl.models.adapter import forward
             forward(model, batch.tokens)
 

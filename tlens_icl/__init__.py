@@ -38,19 +38,17 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "tlens_icl.analyses.representations.decodability": ("DecodabilityResult", "concept_decodability",),
     "tlens_icl.analyses.representations.probing": ("ProbeResult", "probe",),
     "tlens_icl.analyses.representations.rsa": ("RSAResult", "hypothesis_rdm", "rdm", "rsa",),
-    "tlens_icl.analyses.vectors.common": (
-        "LayerSweepResult", "add_vector", "generate_with_vector", "mean_head_activations",
-    ),
+    "tlens_icl.analyses.vectors.common": ("LayerSweepResult", "mean_head_activations",),
     "tlens_icl.analyses.vectors.compare": ("ComparisonResult", "compare_methods",),
     "tlens_icl.analyses.vectors.function_vectors": (
         "FunctionVector", "function_vector", "function_vector_from_heads", "function_vector_from_task",
         "function_vector_sweep",
     ),
-    "tlens_icl.analyses.vectors.icv": ("InContextVector", "apply_icv", "in_context_vector",),
-    "tlens_icl.analyses.vectors.soft_injection": ("SoftInjection", "soft_inject", "soft_injection",),
-    "tlens_icl.analyses.vectors.steering": ("SteeringVector", "steering_vector",),
+    "tlens_icl.analyses.vectors.icv": ("InContextVector", "in_context_vector",),
+    "tlens_icl.analyses.vectors.soft_injection": ("SoftInjection", "soft_injection",),
+    "tlens_icl.analyses.vectors.steering": ("SteeringVector", "evaluate_steering", "generate", "steer",),
     "tlens_icl.analyses.vectors.task_vectors": (
-        "TaskVector", "patch_task_vector", "task_vector", "task_vector_from_prompts", "task_vector_sweep",
+        "TaskVector", "task_vector", "task_vector_from_prompts", "task_vector_sweep",
     ),
     "tlens_icl.engine.scoring": ("METRICS",),
     "tlens_icl.errors": (

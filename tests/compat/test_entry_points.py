@@ -45,10 +45,11 @@ def test_vector_entry_points(model, task_a, task_b):
     zero = ti.make_prompts(task_a, model, n=2, n_shots=0, seed=1)
     with torch.no_grad():
         plain = model(zero.tokens)
-        with ti.apply_icv(model, icv, strength=0.0):  # renormalised: equal up to rounding
+        with ti.steer(model, icv.to_steering_vector(coeff=0.0)):  # renormalised: equal up to rounding
             torch.testing.assert_close(model(zero.tokens), plain, atol=1e-4, rtol=1e-4)
-        with ti.soft_inject(model, si, query_pos=zero.query_pos):
+        with ti.steer(model, si.to_steering_vector(), query_pos=zero.query_pos):
             model(zero.tokens)
+    assert ti.generate(model, zero, steering=fv.to_steering_vector(layer=1), max_new_tokens=2).shape[0] == 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         res = ti.compare_methods(model, [task_a], n_test=4, n_fit=4, n_shots=2, methods=("function_vector", "task_vector"),
