@@ -217,15 +217,15 @@ def test_evaluate_steering_scores_as_the_hooks_and_the_query_route_do(native_mod
     fv = vectors[0]
     zero = evaluate_steering(native_model, batch, fv.to_steering_vector(coeff=0.0))
     assert torch.equal(zero.answer_prob, base.answer_prob)
-    for x in vectors:
-        sv = x.to_steering_vector()
+    for x, coeff in [(x, c) for x in vectors for c in (1.0, -2.5)]:
+        sv = x.to_steering_vector(coeff=coeff)
         got = evaluate_steering(native_model, batch, sv)
         edits = sv.query_edits()
-        if x is vectors[2]:  # every position, norm-preserving: no query-only engine form
-            assert edits is None
+        if x is vectors[2] or (x is vectors[1] and coeff != 1.0):  # no query-only engine form
+            assert edits is None  # (every position, norm-preserving; a partial replacement)
             continue
         c, pr, c0, p0 = evaluate_query_interventions(native_model, batch, edits)
-        assert torch.equal(c[0], got.correct), type(x).__name__
+        assert torch.equal(c[0], got.correct), (type(x).__name__, coeff)
         torch.testing.assert_close(pr[0], got.answer_prob, atol=1e-5, rtol=1e-5)
         assert torch.equal(p0, base.answer_prob)
     assert SteeringVector(torch.ones(native_model.cfg.d_model), 0, mode="replace", coeff=0.5).query_edits() is None

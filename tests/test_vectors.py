@@ -369,6 +369,19 @@ def test_soft_injection_trains_only_theta(native_model, task_a):
     assert torch.equal(zero.alpha, torch.full_like(zero.alpha, 0.5))
 
 
+def test_soft_injection_trains_the_blend_it_applies(native_model, task_a):
+    """Step 2's training loss is the loss of the steering vector made from step 1's theta (the same blend)."""
+    from tlens_icl.analyses.vectors.steering import evaluate_steering
+
+    kw = dict(n_embed=4, n_shots=3, n_train=6, train_batch_size=6, lr=0.5)  # every train prompt in each step
+    one = soft_injection(native_model, task_a, steps=1, **kw)
+    two = soft_injection(native_model, task_a, steps=2, **kw)
+    assert torch.equal(one.losses[0], two.losses[0]) and float((one.alpha - 0.5).abs().min()) > 0.05
+    train = make_prompts(task_a, native_model, n=6, n_shots=0, seed=1)  # soft_injection's train prompts (seed + 1)
+    p = evaluate_steering(native_model, train, one.to_steering_vector()).answer_prob
+    torch.testing.assert_close(two.losses[1], -p.log().mean(), atol=1e-4, rtol=1e-4)
+
+
 # ---- results ------------------------------------------------------------------------------------------------------
 def test_vector_results_round_trip(native_model, task_a, tmp_path):
     fv = function_vector_from_task(native_model, task_a, HEADS, n=4, n_shots=3).with_layer(1)

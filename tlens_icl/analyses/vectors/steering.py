@@ -81,7 +81,7 @@ def norm_preserving(x: Tensor, v: Tensor, coeff: float) -> Tensor:
     return x.norm(dim=-1, keepdim=True) * unit(xn + coeff * gate * vn)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SteeringVector:
     """What is written where: ``vector`` at ``site`` of each of ``layers``, at ``position``, by ``mode``.
 
@@ -193,6 +193,15 @@ class SteeringVector:
                    _provenance(si))
 
     # ---- what it is ------------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        where = self.hook_names[0] if len(self.layers) == 1 else f"{self.site} of layers {list(self.layers)}"
+        src = self.metadata.get("source")
+        task = self.metadata.get("task")
+        made = f", from {src}" + (f" {task!r}" if task else "") if src else ""
+        heads = ", per-head weights" if self.head_weights is not None else ""
+        return (f"SteeringVector({self.mode} at {where}, position={self.position!r}, coeff={self.coeff:g}, "
+                f"shape {list(self.vector.shape)}{heads}{made})")
+
     @property
     def layer(self) -> int:
         """The layer of a one-layer vector."""
