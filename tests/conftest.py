@@ -29,7 +29,8 @@ torch.set_num_threads(1)
 #: Under TransformerLens 3.x (the test command's second venv, ``.venv-tl3``) only this subset of the core
 #: suite runs, on TL3 bridges, plus ``tests/compat`` (HookedTransformer, SAELens, the cross-major check).
 TL3_TIER = {"compat", "test_architecture.py", "test_architectures.py", "test_interop.py", "test_mediation.py",
-            "test_patching.py", "test_vectors.py", "test_decodability.py", "test_activations.py", "test_doctests.py"}
+            "test_patching.py", "test_vectors.py", "test_steering.py", "test_decodability.py", "test_activations.py",
+            "test_doctests.py"}
 if int(version("transformer-lens").split(".")[0]) < 4:
     collect_ignore = sorted(p.name for p in Path(__file__).resolve().parent.iterdir()
                             if p.name.startswith("test_") and p.name not in TL3_TIER)

@@ -26,13 +26,14 @@ from conftest import GEMMA3_WINDOW, build_model, rounding_tol
 from test_engine import _pair, batch, interventions, logprobs
 
 import tlens_icl as ti
-from tlens_icl.analyses.vectors.common import add_vector_hooks, evaluate_intervention
+from tlens_icl.analyses.vectors.common import evaluate_intervention
 from tlens_icl.analyses.vectors.function_vectors import (
     function_vector_from_heads,
     function_vector_sweep,
     fv_settings_batches,
 )
-from tlens_icl.analyses.vectors.task_vectors import patch_task_vector_hooks, task_vector_sweep
+from tlens_icl.analyses.vectors.steering import SteeringVector
+from tlens_icl.analyses.vectors.task_vectors import task_vector_sweep
 from tlens_icl.engine import positions as P
 from tlens_icl.engine import query as Q
 from tlens_icl.models import adapter
@@ -158,14 +159,14 @@ def test_vector_sweeps_equal_one_forward_per_layer(model, task_a):
     batches = fv_settings_batches(model, task_a, settings, n=6, n_shots=3, seed=0)
     for s, setting in enumerate(settings):
         for L in range(n_layers):
-            correct, p = evaluate_intervention(model, batches[setting], lambda sub, L=L: add_vector_hooks(
-                model, fv, layer=L, coeff=2.0, query_pos=sub.query_pos))
+            correct, p = evaluate_intervention(model, batches[setting], lambda sub, L=L: SteeringVector(
+                fv, L, coeff=2.0).as_hooks(model, query_pos=sub.query_pos))
             torch.testing.assert_close(fsweep.answer_prob[s, L], p, atol=0, rtol=RTOL)
             assert torch.equal(fsweep.correct[s, L], correct)
     batch = ti.make_prompts(task_a, model, n=6, n_shots=0, seed=0)
     for L in range(n_layers):
-        correct, p = evaluate_intervention(model, batch, lambda sub, L=L: patch_task_vector_hooks(
-            model, tv, layer=L, query_pos=sub.query_pos))
+        correct, p = evaluate_intervention(model, batch, lambda sub, L=L: tv.to_steering_vector(
+            layer=L).as_hooks(model, query_pos=sub.query_pos))
         torch.testing.assert_close(tsweep.answer_prob[0, L], p, atol=0, rtol=RTOL)
         assert torch.equal(tsweep.correct[0, L], correct)
     for sweep in (fsweep, tsweep):  # the vectors move P(answer) by far more than the tolerance

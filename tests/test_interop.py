@@ -12,11 +12,11 @@ import torch
 from conftest import rounding_tol
 
 import tlens_icl as ti
+from tlens_icl.analyses.vectors.task_vectors import task_vector_from_prompts
 from tlens_icl.analyses.representations.activations import ActivationSet
-from tlens_icl.analyses.vectors.common import add_vector, mean_head_activations
+from tlens_icl.analyses.vectors.common import mean_head_activations
 from tlens_icl.analyses.vectors.function_vectors import function_vector_from_heads
-from tlens_icl.analyses.vectors.steering import SteeringVector, steering_vector
-from tlens_icl.analyses.vectors.task_vectors import patch_task_vector, task_vector_from_prompts
+from tlens_icl.analyses.vectors.steering import SteeringVector
 from tlens_icl.prompts.spec import stream_seed
 from tlens_icl.engine import hooks
 from tlens_icl.engine.query import max_sequence_length
@@ -185,7 +185,7 @@ def test_function_vector_round_trips_as_a_plain_steering_vector(native_model, ta
                                     task="toy_a").with_layer(0)
     sv = fv.to_steering_vector(coeff=2.0)
     hook_name, vector = sv  # a plain pair
-    assert hook_name == "blocks.0.hook_resid_post" and torch.equal(vector, fv.vector) and sv.operation == "add"
+    assert hook_name == "blocks.0.hook_resid_post" and torch.equal(vector, fv.vector) and sv.mode == "add"
     path = sv.save(tmp_path / "fv")
     loaded = SteeringVector.load(path, model=native_model)
     assert loaded.hook_name == hook_name and torch.equal(loaded.vector, vector) and loaded.coeff == 2.0
@@ -194,21 +194,30 @@ def test_function_vector_round_trips_as_a_plain_steering_vector(native_model, ta
     toks = zero.tokens[:1, : int(zero.query_pos[0]) + 1]  # one unpadded prompt: the query is the last token
     with torch.no_grad():
         plain_tl = native_model.run_with_hooks(toks, fwd_hooks=[loaded.as_hook()])
-        with add_vector(native_model, fv, coeff=2.0):
+        with ti.steer(native_model, fv.to_steering_vector(coeff=2.0)):
             ours = native_model(toks)
     torch.testing.assert_close(plain_tl, ours, atol=0, rtol=0)
+
+    def by_hand(act, hook):  # what another project writes from the plain pair
+        act = act.clone()
+        act[:, -1] += loaded.coeff * vector
+        return act
+
+    with torch.no_grad():
+        torch.testing.assert_close(native_model.run_with_hooks(toks, fwd_hooks=[(hook_name, by_hand)]), ours,
+                                   atol=0, rtol=0)
 
 
 def test_task_vector_exports_as_a_replacement(native_model, task_a, tmp_path):
     batch = ti.make_prompts(task_a, native_model, n=3, n_shots=3, seed=0)
     tv = task_vector_from_prompts(native_model, batch.select([0])).with_layer(1)
-    sv = SteeringVector.load(tv.to_steering_vector().save(tmp_path / "tv.safetensors"))
-    assert sv.operation == "replace" and sv.hook_name == "blocks.1.hook_resid_post" and torch.equal(sv.vector, tv.at(1))
+    sv = ti.SteeringVector.load(tv.to_steering_vector().save(tmp_path / "tv.safetensors"))
+    assert sv.mode == "replace" and sv.hook_name == "blocks.1.hook_resid_post" and torch.equal(sv.vector, tv.at(1))
     zero = ti.make_prompts(task_a, native_model, n=1, n_shots=0, seed=3)
     toks = zero.tokens[:, : int(zero.query_pos[0]) + 1]
     with torch.no_grad():
         tl = native_model.run_with_hooks(toks, fwd_hooks=[sv.as_hook()])
-        with patch_task_vector(native_model, tv):
+        with ti.steer(native_model, ti.SteeringVector.from_task_vector(tv)):
             ours = native_model(toks)
     torch.testing.assert_close(tl, ours, atol=0, rtol=0)
 
@@ -216,7 +225,7 @@ def test_task_vector_exports_as_a_replacement(native_model, task_a, tmp_path):
 def test_a_bad_steering_file_is_refused(native_model, tmp_path):
     from safetensors.torch import save_file
 
-    good = steering_vector(torch.ones(native_model.cfg.d_model), layer=1)
+    good = ti.SteeringVector(torch.ones(native_model.cfg.d_model), 1)
     path = good.save(tmp_path / "good")
     with pytest.raises(TlensICLError, match="not a tlens_icl steering vector"):
         save_file({"vector": torch.ones(3)}, str(tmp_path / "plain.safetensors"))
@@ -230,18 +239,19 @@ def test_a_bad_steering_file_is_refused(native_model, tmp_path):
 
     with safe_open(str(path), framework="pt") as f:
         doc = json.loads(f.metadata()["tlens_icl_steering"])
-    for change, match in (({"hook_name": "blocks.1.attn.hook_z"}, "hook_name"), ({"operation": "scale"}, "operation"),
-                          ({"d_model": 3}, "d_model"), ({"version": 99}, "version")):
+    for change, match in (({"hook_names": ["blocks.1.attn.hook_z"]}, "hook_names"), ({"mode": "scale"}, "mode"),
+                          ({"site": "resid_mid"}, "site"), ({"layers": [1, 1]}, "repeat"), ({"shape": [3]}, "shape"),
+                          ({"version": 99}, "version")):
         save_file({"vector": torch.ones(native_model.cfg.d_model)}, str(tmp_path / "bad.safetensors"),
                   metadata={"tlens_icl_steering": json.dumps({**doc, **change})})
         with pytest.raises(TlensICLError, match=match):
             SteeringVector.load(tmp_path / "bad.safetensors")
     with pytest.raises(TlensICLError, match="NaN"):
-        steering_vector(torch.full((4,), float("nan")), layer=0)
+        ti.SteeringVector(torch.full((4,), float("nan")), 0)
     with pytest.raises(TlensICLError, match="d_model"):
-        steering_vector(torch.ones(3), layer=0).check_model(native_model)
+        ti.SteeringVector(torch.ones(3), 0).check_model(native_model)
     with pytest.raises(TlensICLError, match="past the model"):
-        steering_vector(torch.ones(native_model.cfg.d_model), layer=7).check_model(native_model)
+        ti.SteeringVector(torch.ones(native_model.cfg.d_model), 7).check_model(native_model)
 
 
 # ---- README -------------------------------------------------------------------------------------------------

@@ -18,10 +18,10 @@ from tlens_icl.analyses.vectors.function_vectors import (
     function_vector_from_task,
     function_vector_sweep,
 )
-from tlens_icl.analyses.vectors.task_vectors import patch_task_vector
 from tlens_icl.tasks import TaskItem
 from tlens_icl.models import adapter
-from tlens_icl.analyses.vectors.common import add_vector, mean_head_activations
+from tlens_icl.analyses.vectors.common import mean_head_activations
+from tlens_icl.analyses.vectors.steering import SteeringVector, steer
 from tlens_icl.engine import hooks as H
 from tlens_icl.engine.capture import query_z
 from tlens_icl.engine.runs import query_logits
@@ -82,12 +82,12 @@ def test_vector_added_at_each_rows_query_position(native_model, task_a):
     batch = variable_batch(native_model, task_a)
     v = torch.randn(native_model.cfg.d_model, generator=torch.Generator().manual_seed(0))
     base = query_logits(native_model, batch)
-    with add_vector(native_model, v, layer=0, query_pos=batch.query_pos.clone()):
+    with steer(native_model, SteeringVector(v, 0), query_pos=batch.query_pos.clone()):
         with torch.no_grad():
             got = native_model(batch.tokens)[torch.arange(len(batch)), batch.query_pos]
     for i in range(len(batch)):
         n = int(batch.query_pos[i]) + 1
-        with add_vector(native_model, v, layer=0):  # alone and unpadded, "query" = the last position
+        with steer(native_model, SteeringVector(v, 0)):  # alone and unpadded, "query" = the last position
             with torch.no_grad():
                 ref = native_model(batch.tokens[i: i + 1, :n])[0, -1]
         torch.testing.assert_close(got[i], ref, atol=1e-4, rtol=0)
@@ -232,7 +232,7 @@ def test_vector_at_layer_l_enters_the_residual_after_block_l(any_model, task_a):
     names = [H.resid_pre(0), H.resid_post(0), H.resid_pre(1)]
     with torch.no_grad():
         _, clean = any_model.run_with_cache(batch.tokens, names_filter=lambda n: n in names)
-        with add_vector(any_model, v, layer=0, position="all"):
+        with steer(any_model, SteeringVector(v, 0, position="all")):
             _, steered = any_model.run_with_cache(batch.tokens, names_filter=lambda n: n in names)
     torch.testing.assert_close(steered[H.resid_pre(0)], clean[H.resid_pre(0)])
     torch.testing.assert_close(steered[H.resid_pre(1)], clean[H.resid_post(0)] + v, atol=1e-5, rtol=0)
@@ -245,7 +245,7 @@ def test_layer_sweep_column_l_is_the_vector_at_layer_l(native_model, task_a):
     sweep = function_vector_sweep(native_model, fv, task_a, settings=("zero_shot",), n=4, seed=0)
     batch = ti.make_prompts(task_a, native_model, n=4, n_shots=0, seed=0)
     for j, layer in enumerate(sweep.layers):
-        with add_vector(native_model, fv, layer=layer, query_pos=batch.query_pos):
+        with steer(native_model, fv.to_steering_vector(layer=layer), query_pos=batch.query_pos):
             logits = query_logits(native_model, batch, batch_size=len(batch))
         p = logits.softmax(-1)[torch.arange(4), batch.answer_tokens]
         torch.testing.assert_close(sweep.answer_prob[0, j], p, atol=1e-6, rtol=0)
@@ -256,7 +256,7 @@ def test_task_vector_replaces_the_residual_after_block_l(native_model, task_a):
     tv = ti.task_vector(native_model, task_a, n=3, n_shots=2)
     batch = ti.make_prompts(task_a, native_model, n=3, n_shots=0, seed=1)
     rows = torch.arange(3)
-    with torch.no_grad(), patch_task_vector(native_model, tv, layer=0, query_pos=batch.query_pos):
+    with torch.no_grad(), ti.steer(native_model, tv.to_steering_vector(layer=0), query_pos=batch.query_pos):
         _, cache = native_model.run_with_cache(batch.tokens, names_filter=lambda n: n == H.resid_pre(1))
     torch.testing.assert_close(cache[H.resid_pre(1)][rows, batch.query_pos], tv.at(0).expand(3, -1))
 

@@ -13,7 +13,6 @@ import torch
 
 import tlens_icl as ti
 from tlens_icl.analyses.accuracy import AccuracyResult
-from tlens_icl.analyses.vectors.common import generate_with_vector
 from tlens_icl.analyses.vectors.function_vectors import FunctionVector, function_vector_sweep
 from tlens_icl.models.gguf import DownloadError
 
@@ -70,15 +69,16 @@ def test_generation_matches_the_unwrapped_hf_model(smol):
     with torch.no_grad():
         ref = hf.generate(ids, max_new_tokens=6, do_sample=False)[0, ids.shape[1]:]
         out = smol.generate(ids, max_new_tokens=6, do_sample=False, verbose=False)[0, ids.shape[1]:]
-        zero = generate_with_vector(smol, ids, torch.zeros(smol.cfg.d_model), layer=10, max_new_tokens=6,
-                                    do_sample=False)[0, ids.shape[1]:]
         v = 4.0 * torch.randn(smol.cfg.d_model, generator=torch.Generator().manual_seed(0))
-        steered = generate_with_vector(smol, ids, v, layer=10, max_new_tokens=6, do_sample=False)
-        recomputed = generate_with_vector(smol, ids, v, layer=10, max_new_tokens=6, do_sample=False,
-                                          use_past_kv_cache=False)
+        sv = ti.SteeringVector(v, 10)
+        with ti.steer(smol, sv):  # KV-cached: the last position of every forward = the query, then each new token
+            cached = smol.generate(ids, max_new_tokens=6, do_sample=False, verbose=False)
+    zero = ti.generate(smol, ids, steering=ti.SteeringVector(torch.zeros(smol.cfg.d_model), 10),
+                       max_new_tokens=6)[0, ids.shape[1]:]
+    steered = ti.generate(smol, ids, steering=sv, max_new_tokens=6)  # one full forward per step, no cache
     assert smol.tokenizer.decode(out).startswith(" BIG\n")
     assert torch.equal(out, ref) and torch.equal(zero, ref)
-    assert torch.equal(steered, recomputed)
+    assert torch.equal(steered, cached)
 
 
 def test_icl_rises_with_shots(icl):

@@ -17,7 +17,6 @@ from remote_fake import remote_bridge  # noqa: E402
 import tlens_icl as ti  # noqa: E402
 from tlens_icl.analyses.vectors.common import mean_head_activations  # noqa: E402
 from tlens_icl.analyses.vectors.function_vectors import function_vector_sweep  # noqa: E402
-from tlens_icl.analyses.vectors.icv import apply_icv  # noqa: E402
 from tlens_icl.analyses.vectors.task_vectors import task_vector_sweep  # noqa: E402
 from tlens_icl.errors import UnsupportedOnBackendError  # noqa: E402
 from tlens_icl.models.adapter import family  # noqa: E402
@@ -162,7 +161,7 @@ def test_an_edit_without_a_spec_form_raises_instead_of_being_ignored(local, remo
     icv = ti.in_context_vector(local, task_a, n=4, n_shots=2)
     batch = ti.make_prompts(task_a, local, n=1, n_shots=0)
     with pytest.raises(UnsupportedOnBackendError, match="cannot apply"):
-        with apply_icv(model, icv):
+        with ti.steer(model, icv.to_steering_vector()):
             from tlens_icl.models.adapter import forward
             forward(model, batch.tokens)
 

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 import tlens_icl as ti
-from tlens_icl.analyses.vectors.common import generate_with_vector
 from tlens_icl.errors import ItemsDroppedWarning, PromptError, ResultFileError, TlensICLError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,7 +105,7 @@ def test_activations_from_a_cache_carry_the_batchs_task(native_model, task_a):
 
 
 @pytest.mark.parametrize("arch", ["native", "gpt2"])  # native generates without a KV cache, GPT-2 with one
-def test_generate_with_vector_on_a_padded_batch_equals_each_row_alone(arch, tokenizer, task_a):
+def test_generate_on_a_padded_batch_equals_each_row_alone(arch, tokenizer, task_a):
     from conftest import build_model
 
     model = build_model(arch, tokenizer)
@@ -114,17 +113,17 @@ def test_generate_with_vector_on_a_padded_batch_equals_each_row_alone(arch, toke
     lengths = batch.attention_mask.sum(1).tolist()
     assert len(set(lengths)) > 1  # rows of different lengths: the batch is padded
     v = 3 * torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(1))
-    out = generate_with_vector(model, batch, v, layer=1, max_new_tokens=3, do_sample=False, stop_at_eos=False)
+    sv = ti.SteeringVector(v, 1)
+    out = ti.generate(model, batch, steering=sv, max_new_tokens=3, stop_at_eos=False)
     assert out.shape[0] == 4
     for i, n in enumerate(lengths):
-        alone = generate_with_vector(model, batch.tokens[i : i + 1, :n], v, layer=1, max_new_tokens=3,
-                                     do_sample=False, stop_at_eos=False)
+        alone = ti.generate(model, batch.tokens[i : i + 1, :n], steering=sv, max_new_tokens=3, stop_at_eos=False)
         assert out[i, : n + 3].tolist() == alone[0].tolist(), f"row {i}"
-    same = generate_with_vector(model, batch.tokens, v, layer=1, attention_mask=batch.attention_mask,
-                                max_new_tokens=3, do_sample=False, stop_at_eos=False)
+    same = ti.generate(model, batch.tokens, steering=sv, attention_mask=batch.attention_mask, max_new_tokens=3,
+                       stop_at_eos=False)
     assert torch.equal(same, out)
     with pytest.raises(TlensICLError, match="right padding"):
-        generate_with_vector(model, batch.tokens, v, layer=1, attention_mask=batch.attention_mask.flip(1))
+        ti.generate(model, batch.tokens, steering=sv, attention_mask=batch.attention_mask.flip(1))
 
 
 def test_decodability_says_when_k_exceeds_the_prompts(native_model, task_a, task_b):

@@ -18,16 +18,12 @@ from tlens_icl.analyses.accuracy import AccuracyResult
 from tlens_icl.analyses.causal.mediation import IndirectEffectResult, head_attention_html
 from tlens_icl.analyses.heads.overlap import head_overlap
 from tlens_icl.analyses.representations.activations import from_arrays
-from tlens_icl.analyses.vectors.common import add_vector, generate_with_vector
 from tlens_icl.analyses.vectors.function_vectors import (
     FunctionVector,
     function_vector_from_heads,
     function_vector_sweep,
 )
-from tlens_icl.analyses.vectors.icv import apply_icv
-from tlens_icl.analyses.vectors.soft_injection import soft_inject
-from tlens_icl.analyses.vectors.steering import SteeringVector
-from tlens_icl.analyses.vectors.task_vectors import patch_task_vector
+from tlens_icl.analyses.vectors.steering import SteeringVector, generate, steer
 from tlens_icl.errors import (
     HookNotFiredError,
     ModelStateError,
@@ -78,12 +74,12 @@ def test_probes_fail_before_any_forward_pass(native_model, task_a, acts, tmp_pat
             (lambda: task_a.split(test_size=1.0), "test_size"),
             (lambda: ti.head_patching(native_model, pairs, method="fastest"), "method"),
             (lambda: ti.head_patching(native_model, pairs, method="fastest", position="all"), "method"),
-            (lambda: add_vector(native_model, v, layer=True), "layer must be an int"),
+            (lambda: SteeringVector.from_function_vector(v, layer=True), "layer must be an int"),
             (lambda: function_vector_sweep(native_model, v, task_a, layers=[True]), "layers"),
-            (lambda: add_vector(native_model, v * float("nan"), layer=0), "NaN"),
-            (lambda: patch_task_vector(native_model, v * float("inf"), layer=0), "NaN/inf"),
-            (lambda: generate_with_vector(native_model, torch.tensor([[1, 5, 6]]), v * float("nan"), layer=0), "NaN"),
-            (lambda: add_vector(native_model, v, layer=0, position=-1), "position must be >= 0"),
+            (lambda: SteeringVector.from_function_vector(v * float("nan"), layer=0), "NaN"),
+            (lambda: SteeringVector.from_task_vector(v * float("inf"), layer=0), "NaN/inf"),
+            (lambda: SteeringVector(v * float("nan"), 0), "NaN"),
+            (lambda: SteeringVector.from_function_vector(v, layer=0, position=-1), "position must be >= 0"),
             (lambda: function_vector_sweep(native_model, v, task_a, n=2, n_shots=2, position=500), "position"),
             (lambda: run_pipeline(native_model, tasks=["x"], out=tmp_path / "f.txt" / "sub"), "under the file"),
             (lambda: ti.concept_decodability(acts, k=0), "k must be"),
@@ -103,22 +99,24 @@ def test_eval_mode_and_padding_are_checked_by_every_injection(tokenizer):
     model.train()
     with no_forward(model):
         with pytest.raises(ModelStateError, match="eval"):
-            add_vector(model, v, layer=0)
+            steer(model, SteeringVector(v, 0))
         with pytest.raises(ModelStateError, match="eval"):
-            generate_with_vector(model, torch.tensor([[1, 5, 6]]), v, layer=0)
+            ti.evaluate_steering(model, ti.make_prompts("uppercase", model, n=2, n_shots=0), SteeringVector(v, 0))
+        with pytest.raises(ModelStateError, match="eval"):
+            generate(model, torch.tensor([[1, 5, 6]]), steering=SteeringVector(v, 0))
     model.eval()
     pad = tokenizer.pad_token_id
     with no_forward(model):
         with pytest.raises(TlensICLError, match="right-padded"):
-            generate_with_vector(model, torch.tensor([[1, 5, 6], [1, 5, pad]]), v, layer=0)
+            generate(model, torch.tensor([[1, 5, 6], [1, 5, pad]]), steering=SteeringVector(v, 0))
         with pytest.raises(TlensICLError, match="left-padded"):
-            generate_with_vector(model, torch.tensor([[1, 5, 6], [pad, 1, 5]]), v, layer=0)
+            generate(model, torch.tensor([[1, 5, 6], [pad, 1, 5]]), steering=SteeringVector(v, 0))
 
 
 def test_position_beyond_the_sequence_is_a_clear_error(native_model, task_a):
     batch = ti.make_prompts(task_a, native_model, n=2, n_shots=1)
     with pytest.raises(TlensICLError, match="position=500 is outside"):
-        with add_vector(native_model, torch.ones(native_model.cfg.d_model), layer=0, position=500):
+        with steer(native_model, SteeringVector(torch.ones(native_model.cfg.d_model), 0, position=500)):
             native_model(batch.tokens)
 
 
@@ -133,10 +131,10 @@ def test_cli_refuses_an_output_folder_under_a_file_before_running(tmp_path, caps
 def test_a_with_block_without_a_forward_pass_says_so(native_model):
     v = torch.ones(native_model.cfg.d_model)
     with pytest.raises(HookNotFiredError, match="No forward pass ran inside the `with` block"):
-        with add_vector(native_model, v, layer=0):
+        with steer(native_model, SteeringVector(v, 0)):
             pass
     with pytest.raises(HookNotFiredError, match="although the model ran"):  # stopped before the hooked layer
-        with add_vector(native_model, v, layer=1):
+        with steer(native_model, SteeringVector(v, 1)):
             native_model(torch.tensor([[1, 5, 6]]), stop_at_layer=1)
 
 
@@ -234,8 +232,9 @@ def _calls(model, task, pairs, acts):
         "indirect_effect": (lambda **kw: ti.indirect_effect(model, task, **{"n_mean": 2, "n_corrupted": 2, "n_shots": 1,
                                                                           **kw}), ["n_mean", "heads", "batch_size"]),
         "head_patching": (lambda **kw: ti.head_patching(model, pairs, **kw), ["heads", "batch_size"]),
-        "add_vector": (lambda **kw: add_vector(model, kw.pop("vector", v), **{"layer": 0, **kw}),
-                       ["layer", "coeff", "position", "vector"]),
+        "steer": (lambda **kw: steer(model, SteeringVector.from_function_vector(kw.pop("vector", v),
+                                                                               **{"layer": 0, **kw})).__enter__(),
+                  ["layer", "coeff", "position", "vector"]),
         "function_vector_sweep": (lambda **kw: function_vector_sweep(model, v, task, **{"n": 2, "n_shots": 1, **kw}),
                                   ["layers", "coeff", "n", "position"]),
         "soft_injection": (lambda **kw: ti.soft_injection(model, task, **{"n_embed": 2, "n_train": 2, **kw}),
@@ -255,7 +254,7 @@ def entry_points(native_model, task_a, acts):
 
 NAMES = {"icl_accuracy": ["n", "batch_size", "seed", "n_shots"], "make_prompts": ["n", "seed", "n_shots"],
          "indirect_effect": ["n_mean", "heads", "batch_size"], "head_patching": ["heads", "batch_size"],
-         "add_vector": ["layer", "coeff", "position", "vector"],
+         "steer": ["layer", "coeff", "position", "vector"],
          "function_vector_sweep": ["layers", "coeff", "n", "position"], "soft_injection": ["steps", "lr"],
          "rsa": ["n_permutations", "seed"], "concept_decodability": ["k", "seed"], "probe": ["folds", "seed"],
          "split": ["test_size", "seed"]}
@@ -392,7 +391,7 @@ def test_results_of_another_model_are_refused(native_model, task_a, tokenizer, a
     assert fv.info["model_fingerprint"] == aie.info["model_fingerprint"]
     with pytest.raises(ModelMismatchError, match="computed on model"):
         ti.function_vector(other, aie, k=2)
-    with no_forward(other), pytest.raises(ModelMismatchError, match="the vector was computed on model"):
+    with no_forward(other), pytest.raises(ModelMismatchError, match="vector was computed on model"):
         function_vector_sweep(other, fv, task_a, settings=("zero_shot",), n=2)
     with pytest.raises(ModelMismatchError):
         ti.head_ablation(other, task_a, {"FV": aie}, ks=(1,), n=2, n_shots=1, loss=False)
@@ -446,9 +445,11 @@ def test_heads_family_and_other_probes_are_refused_by_name(native_model, task_a,
         (lambda: ti.rsa(from_arrays(torch.randn(6, 1, 4), ["a", "b"] * 3), 123), "hypotheses must be a dict"),
         (lambda: ti.token_loss_score(m, "episodes", tasks=[], n=2, n_shots=2), "non-empty list of tasks"),
         (lambda: ti.attention_ratio(m, "x"), "prompts must be a PromptBatch"),
-        (lambda: SteeringVector.load(None), "path must be"),
-        (lambda: soft_inject(m, "x").__enter__(), "si must be a tensor or a vector result"),
-        (lambda: apply_icv(m, "x").__enter__(), "icv must be a tensor or a vector result"),
+        (lambda: ti.SteeringVector.load(None), "path must be"),
+        (lambda: ti.SteeringVector.from_soft_injection("x"), "si must be a tensor or a vector result"),
+        (lambda: ti.SteeringVector.from_in_context_vector("x"), "icv must be a tensor or a vector result"),
+        (lambda: ti.steer(m, "x").__enter__(), "steering must be a SteeringVector"),
+        (lambda: ti.generate(m, "x", steering=ti.function_vector(m, aie, k=2)), "steering must be a SteeringVector"),
         (lambda: ti.compare_methods(m, [task_a], methods=()), "methods must be a non-empty"),
         (lambda: ti.function_vector(m, aie, k=2).with_layer(99), "layer must be an int >= 0 and <= 1"),
     ]

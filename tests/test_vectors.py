@@ -15,8 +15,6 @@ from tlens_icl import TlensICLError, make_prompt_pairs, make_prompts
 from tlens_icl.errors import HookNotFiredError
 from tlens_icl.analyses.vectors.common import (
     LayerSweepResult,
-    add_vector,
-    generate_with_vector,
     mean_head_activations,
 )
 from tlens_icl.workflows.compare import (
@@ -34,21 +32,19 @@ from tlens_icl.analyses.vectors.function_vectors import (
 from tlens_icl.analyses.vectors.icv import (
     InContextVector,
     _with_answers,
-    apply_icv,
     in_context_vector,
 )
 from tlens_icl.analyses.vectors.soft_injection import (
     SoftInjection,
-    soft_inject,
     soft_injection,
 )
 from tlens_icl.analyses.vectors.task_vectors import (
     TaskVector,
-    patch_task_vector,
     task_vector,
     task_vector_from_prompts,
     task_vector_sweep,
 )
+from tlens_icl.analyses.vectors.steering import SteeringVector, generate, steer
 from tlens_icl.engine import hooks as H
 from tlens_icl.results.base import tensors_equal
 
@@ -125,7 +121,7 @@ def test_vector_default_layer_and_training_mode(native_model, task_a):
     fv = function_vector_from_task(native_model, task_a, HEADS, n=4, n_shots=3).with_layer(1)
     batch = _batch(native_model, task_a)
     ref = _cache(native_model, batch, [H.resid_post(1)])[H.resid_post(1)]
-    with add_vector(native_model, fv, position="all"):  # layer taken from the vector
+    with steer(native_model, fv.to_steering_vector(position="all")):  # layer taken from the vector
         got = _cache(native_model, batch, [H.resid_post(1)])[H.resid_post(1)]
     torch.testing.assert_close(got, ref + fv.vector)
     native_model.train()
@@ -146,24 +142,24 @@ def test_function_vector_rejects_bad_heads(native_model):
         function_vector_from_heads(native_model, torch.zeros(2, 4, 8), [(0, 0)])
 
 
-# ---- add_vector -------------------------------------------------------------------------------------------
-def test_add_vector_zero_coefficient_is_bit_identical(any_model, task_a):
+# ---- adding a vector (mode "add") -------------------------------------------------------------------------
+def test_add_zero_coefficient_is_bit_identical(any_model, task_a):
     batch = _batch(any_model, task_a)
     v = torch.randn(any_model.cfg.d_model)
     ref = _logits(any_model, batch)
     for position in ("query", "all"):
-        with add_vector(any_model, v, layer=0, coeff=0.0, position=position, query_pos=batch.query_pos):
+        with steer(any_model, SteeringVector(v, 0, coeff=0.0, position=position), query_pos=batch.query_pos):
             out = _logits(any_model, batch)
         assert torch.equal(out, ref)
 
 
-def test_add_vector_leaves_earlier_layers_unchanged(any_model, task_a):
+def test_add_leaves_earlier_layers_unchanged(any_model, task_a):
     batch = _batch(any_model, task_a)
     v = torch.randn(any_model.cfg.d_model)  # random, so LayerNorm centring cannot remove it
     earlier = [H.resid_pre(0), H.resid_post(0), H.resid_pre(1), H.z(1)]
     names = earlier + [H.resid_post(1)]
     ref = _cache(any_model, batch, names)
-    with add_vector(any_model, v, layer=1, query_pos=batch.query_pos):
+    with steer(any_model, SteeringVector(v, 1), query_pos=batch.query_pos):
         got = _cache(any_model, batch, names)
     for n in earlier:
         assert torch.equal(got[n], ref[n]), n
@@ -171,15 +167,15 @@ def test_add_vector_leaves_earlier_layers_unchanged(any_model, task_a):
     expected[torch.arange(len(batch)), batch.query_pos] += v
     torch.testing.assert_close(got[H.resid_post(1)], expected)
     ref_logits = _logits(any_model, batch)
-    with add_vector(any_model, v, layer=1, query_pos=batch.query_pos):
+    with steer(any_model, SteeringVector(v, 1), query_pos=batch.query_pos):
         assert not torch.allclose(_logits(any_model, batch), ref_logits)
 
 
-def test_add_vector_all_positions_and_resid_pre(native_model, task_a):
+def test_add_all_positions_and_resid_pre(native_model, task_a):
     batch = _batch(native_model, task_a)
     v = torch.randn(native_model.cfg.d_model)
     ref = _cache(native_model, batch, [H.resid_pre(1)])[H.resid_pre(1)]
-    with add_vector(native_model, v, layer=1, position="all", site="resid_pre"):
+    with steer(native_model, SteeringVector(v, 1, position="all", site="resid_pre")):
         got = _cache(native_model, batch, [H.resid_pre(1)])[H.resid_pre(1)]
     torch.testing.assert_close(got, ref + v)
 
@@ -188,9 +184,10 @@ def test_every_intervention_raises_when_its_hooks_never_fire(native_model, task_
     cfg = native_model.cfg
     si = _si(native_model, torch.zeros(cfg.n_layers, cfg.n_heads))
     icv = in_context_vector(native_model, task_a, n=4)
-    managers = [lambda: add_vector(native_model, torch.randn(cfg.d_model), layer=1),
-                lambda: patch_task_vector(native_model, torch.randn(cfg.d_model), layer=1),
-                lambda: apply_icv(native_model, icv), lambda: soft_inject(native_model, si)]
+    vectors = [SteeringVector(torch.randn(cfg.d_model), 1),
+               SteeringVector.from_task_vector(torch.randn(cfg.d_model), layer=1),
+               icv.to_steering_vector(), si.to_steering_vector()]
+    managers = [lambda sv=sv: steer(native_model, sv) for sv in vectors] + [lambda: steer(native_model, *vectors)]
     for make in managers:
         with pytest.raises(HookNotFiredError):
             with make():
@@ -202,10 +199,10 @@ def test_vector_options_are_validated_before_running(native_model):
 
     v = torch.randn(native_model.cfg.d_model)
     with pytest.raises(TlensICLError, match="layer"):
-        with add_vector(native_model, v, layer=7):
+        with steer(native_model, SteeringVector(v, 7)):
             pass
     with pytest.raises(TlensICLError, match="d_model"):
-        with add_vector(native_model, torch.randn(3), layer=0):
+        with steer(native_model, SteeringVector(torch.randn(3), 0)):
             pass
     with pytest.raises(TlensICLError, match="position"):
         check_position("middle")
@@ -214,13 +211,13 @@ def test_vector_options_are_validated_before_running(native_model):
 
 
 @pytest.mark.parametrize("arch", ["native", "gpt2"])  # native generates without a KV cache, GPT-2 with one
-def test_generate_with_vector_adds_at_every_generated_token(arch, tokenizer):
+def test_generate_adds_at_the_query_and_every_generated_token(arch, tokenizer):
     from conftest import build_model
 
     model = build_model(arch, tokenizer)
     tokens = model.to_tokens("in1 -> a1 \n in2 ->")
     v = 3 * torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(1))
-    out = generate_with_vector(model, tokens, v, layer=1, max_new_tokens=4, do_sample=False)
+    out = generate(model, tokens, steering=SteeringVector(v, 1), max_new_tokens=4, stop_at_eos=False)
     q = tokens.shape[1] - 1
 
     def hook(act, hook):
@@ -275,11 +272,11 @@ def test_own_task_vector_patched_back_is_a_no_op(any_model, task_a):
     tv = task_vector_from_prompts(any_model, batch)
     ref = _logits(any_model, batch)
     for layer in range(any_model.cfg.n_layers):
-        with patch_task_vector(any_model, tv, layer=layer, query_pos=batch.query_pos):
+        with steer(any_model, tv.to_steering_vector(layer=layer), query_pos=batch.query_pos):
             out = _logits(any_model, batch)
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     other = task_vector_from_prompts(any_model, _batch(any_model, task_a, n=1, seed=5))
-    with patch_task_vector(any_model, other, layer=0, query_pos=batch.query_pos):
+    with steer(any_model, other.to_steering_vector(layer=0), query_pos=batch.query_pos):
         assert not torch.allclose(_logits(any_model, batch), ref)
 
 
@@ -302,17 +299,17 @@ def test_icv_strength_zero_is_a_no_op_and_positive_strength_steers(any_model, ta
     assert icv.directions.shape == (any_model.cfg.n_layers, any_model.cfg.d_model)
     batch = _batch(any_model, task_a, n_shots=0)
     ref = _logits(any_model, batch)
-    with apply_icv(any_model, icv, strength=0.0):
+    with steer(any_model, icv.to_steering_vector(coeff=0.0)):
         torch.testing.assert_close(_logits(any_model, batch), ref, atol=1e-4, rtol=1e-4)
-    with apply_icv(any_model, icv, strength=1.0):
+    with steer(any_model, icv.to_steering_vector(coeff=1.0)):
         assert not torch.allclose(_logits(any_model, batch), ref, atol=1e-3)
 
 
 def test_icv_preserves_norms_and_is_pc1(native_model, task_a):
-    from tlens_icl.analyses.vectors.icv import steer
+    from tlens_icl.analyses.vectors.steering import norm_preserving
 
     x, v = torch.randn(5, 7, 64), torch.randn(64)
-    torch.testing.assert_close(steer(x, v, 0.7).norm(dim=-1), x.norm(dim=-1))
+    torch.testing.assert_close(norm_preserving(x, v, 0.7).norm(dim=-1), x.norm(dim=-1))
     icv = in_context_vector(native_model, task_a, n=8, contrast="icl", n_shots=3)
     flat = icv.directions.flatten()
     torch.testing.assert_close(flat.norm(), torch.tensor(1.0))  # a unit principal axis
@@ -340,7 +337,7 @@ def test_soft_injection_weight_zero_is_a_no_op(any_model, task_a):
     si = _si(any_model, torch.full((any_model.cfg.n_layers, any_model.cfg.n_heads), float("-inf")))
     assert torch.equal(si.alpha, torch.zeros_like(si.alpha))
     ref = _logits(any_model, batch)
-    with soft_inject(any_model, si, query_pos=batch.query_pos):
+    with steer(any_model, si.to_steering_vector(), query_pos=batch.query_pos):
         assert torch.equal(_logits(any_model, batch), ref)
 
 
@@ -358,7 +355,7 @@ def test_soft_injection_weight_one_is_hard_replacement(any_model, task_a):
 
     with torch.no_grad(), any_model.hooks([(H.z(1), replace_head)]):
         ref = any_model(batch.tokens)
-    with soft_inject(any_model, si, query_pos=batch.query_pos):
+    with steer(any_model, si.to_steering_vector(), query_pos=batch.query_pos):
         out = _logits(any_model, batch)
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
     assert not torch.allclose(out, _logits(any_model, batch))
@@ -371,6 +368,19 @@ def test_soft_injection_trains_only_theta(native_model, task_a):
     torch.testing.assert_close(si.embeddings, mean_head_activations(native_model, _batch(native_model, task_a, n=6)))
     zero = soft_injection(native_model, task_a, n_embed=6, n_shots=3, n_train=8, steps=0)
     assert torch.equal(zero.alpha, torch.full_like(zero.alpha, 0.5))
+
+
+def test_soft_injection_trains_the_blend_it_applies(native_model, task_a):
+    """Step 2's training loss is the loss of the steering vector made from step 1's theta (the same blend)."""
+    from tlens_icl.analyses.vectors.steering import evaluate_steering
+
+    kw = dict(n_embed=4, n_shots=3, n_train=6, train_batch_size=6, lr=0.5)  # every train prompt in each step
+    one = soft_injection(native_model, task_a, steps=1, **kw)
+    two = soft_injection(native_model, task_a, steps=2, **kw)
+    assert torch.equal(one.losses[0], two.losses[0]) and float((one.alpha - 0.5).abs().min()) > 0.05
+    train = make_prompts(task_a, native_model, n=6, n_shots=0, seed=1)  # soft_injection's train prompts (seed + 1)
+    p = evaluate_steering(native_model, train, one.to_steering_vector()).answer_prob
+    torch.testing.assert_close(two.losses[1], -p.log().mean(), atol=1e-4, rtol=1e-4)
 
 
 # ---- results ------------------------------------------------------------------------------------------------------

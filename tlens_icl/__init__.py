@@ -39,6 +39,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "tlens_icl.analyses.vectors.task_vectors": ("task_vector",),
     "tlens_icl.analyses.vectors.icv": ("in_context_vector",),
     "tlens_icl.analyses.vectors.soft_injection": ("soft_injection",),
+    "tlens_icl.analyses.vectors.steering": ("SteeringVector", "evaluate_steering", "generate", "steer"),
     "tlens_icl.workflows.compare": ("compare_methods",),
     "tlens_icl.analyses.representations.activations": ("collect_activations", "task_activations"),
     "tlens_icl.analyses.representations.decodability": ("concept_decodability",),

@@ -24,8 +24,6 @@ from tlens_icl.analyses.representations.probing import ProbeResult
 from tlens_icl.analyses.vectors.common import LayerSweepResult
 from tlens_icl.workflows.compare import ComparisonResult
 from tlens_icl.analyses.vectors.function_vectors import function_vector_from_task, function_vector_sweep
-from tlens_icl.analyses.vectors.icv import apply_icv
-from tlens_icl.analyses.vectors.soft_injection import soft_inject
 from tlens_icl.analyses.vectors.task_vectors import task_vector_sweep
 
 
@@ -60,10 +58,11 @@ def test_vector_entry_points(model, task_a, task_b):
     zero = ti.make_prompts(task_a, model, n=2, n_shots=0, seed=1)
     with torch.no_grad():
         plain = model(zero.tokens)
-        with apply_icv(model, icv, strength=0.0):  # renormalised: equal up to rounding
+        with ti.steer(model, icv.to_steering_vector(coeff=0.0)):  # renormalised: equal up to rounding
             torch.testing.assert_close(model(zero.tokens), plain, atol=1e-4, rtol=1e-4)
-        with soft_inject(model, si, query_pos=zero.query_pos):
+        with ti.steer(model, si.to_steering_vector(), query_pos=zero.query_pos):
             model(zero.tokens)
+    assert ti.generate(model, zero, steering=fv.to_steering_vector(layer=1), max_new_tokens=2).shape[0] == 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         res = ti.compare_methods(model, [task_a], n_test=4, n_fit=4, n_shots=2, methods=("function_vector", "task_vector"),

@@ -10,9 +10,9 @@ import torch
 import transformer_lens.patching as tl_patching
 
 import tlens_icl as ti
-from tlens_icl.analyses.vectors.common import add_vector, generate_with_vector, mean_head_activations
+from tlens_icl.analyses.vectors.common import mean_head_activations
 from tlens_icl.analyses.vectors.function_vectors import function_vector_from_heads
-from tlens_icl.analyses.vectors.task_vectors import patch_task_vector, task_vector_from_prompts
+from tlens_icl.analyses.vectors.task_vectors import task_vector_from_prompts
 from tlens_icl.errors import ModelStateError
 from tlens_icl.models import adapter
 
@@ -187,9 +187,9 @@ def test_function_vector_is_the_hand_computed_sum_and_steers(hooked_model, task_
     zero = ti.make_prompts(task_a, hooked_model, n=4, n_shots=0, seed=2)
     with torch.no_grad():
         plain = hooked_model(zero.tokens)
-        with add_vector(hooked_model, fv, layer=0, coeff=0.0, query_pos=zero.query_pos):
+        with ti.steer(hooked_model, fv.to_steering_vector(layer=0, coeff=0.0), query_pos=zero.query_pos):
             same = hooked_model(zero.tokens)
-        with add_vector(hooked_model, fv, layer=0, coeff=5.0, query_pos=zero.query_pos):
+        with ti.steer(hooked_model, fv.to_steering_vector(layer=0, coeff=5.0), query_pos=zero.query_pos):
             moved = hooked_model(zero.tokens)
     assert torch.equal(plain, same) and not torch.equal(plain, moved)
 
@@ -199,7 +199,7 @@ def test_task_vector_patched_back_is_a_no_op(hooked_model, task_a):
     tv = task_vector_from_prompts(hooked_model, batch.select([0]))
     with torch.no_grad():
         plain = hooked_model(batch.tokens[:1])
-        with patch_task_vector(hooked_model, tv, layer=1, query_pos=batch.query_pos[:1]):
+        with ti.steer(hooked_model, tv.to_steering_vector(layer=1), query_pos=batch.query_pos[:1]):
             patched = hooked_model(batch.tokens[:1])
     torch.testing.assert_close(patched, plain, atol=TOL, rtol=0)
 
@@ -210,14 +210,19 @@ def test_decodability_runs_on_a_hooked_transformer(hooked_model, task_a, task_b)
     assert res.correct.shape == (2, 1, 16) and 0.0 <= float(res.correct.mean()) <= 1.0
 
 
-def test_generate_with_vector_on_a_hooked_transformer(ht_llama, task_a):
-    zero = ti.make_prompts(task_a, ht_llama, n=1, n_shots=0, seed=0)
-    toks = zero.tokens[:, : int(zero.query_pos[0]) + 1]
+def test_generate_on_a_hooked_transformer(ht_llama, task_a):
+    zero = ti.make_prompts(task_a, ht_llama, n=3, n_shots=1, seed=0)
+    toks = zero.tokens[:1, : int(zero.query_pos[0]) + 1]
     v = torch.zeros(ht_llama.cfg.d_model)
     with torch.no_grad():
-        plain = ht_llama.generate(toks, max_new_tokens=3, do_sample=False, verbose=False)
-        same = generate_with_vector(ht_llama, toks, v, layer=0, max_new_tokens=3, do_sample=False)
+        plain = ht_llama.generate(toks, max_new_tokens=3, do_sample=False, verbose=False, stop_at_eos=False)
+    same = ti.generate(ht_llama, toks, steering=ti.SteeringVector(v, 0), max_new_tokens=3, stop_at_eos=False)
     assert torch.equal(plain, same)
+    batched = ti.generate(ht_llama, zero, max_new_tokens=3, stop_at_eos=False)  # padded rows, each as alone
+    for i in range(3):
+        n = int(zero.query_pos[i]) + 1
+        alone = ti.generate(ht_llama, zero.tokens[i:i + 1, :n], max_new_tokens=3, stop_at_eos=False)
+        assert batched[i, : n + 3].tolist() == alone[0].tolist()
 
 
 def test_function_vector_bias_on_a_bias_free_tl3_bridge(tokenizer):

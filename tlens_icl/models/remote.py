@@ -51,13 +51,15 @@ Op = Literal["add", "set", "scale", "suppress"]
 RUNS_ON_REMOTE = (
     "icl_accuracy", "task_activations / collect_activations (sites resid_post, attn_out, mlp_out)",
     "concept_decodability", "rsa", "probe", "task_vector / task_vector_sweep", "function_vector_sweep (a given FV)",
-    "add_vector / patch_task_vector", "in_context_vector (computing it)",
+    "steer / evaluate_steering with function or task vectors (add; replace with coeff 1)",
+    "in_context_vector (computing it)",
 )
 #: Public entry points that need a local model (per-head outputs, attention patterns or gradients).
 NEEDS_LOCAL = (
     "indirect_effect", "head_patching", "activation_patching", "attribution_patching", "mean_head_activations",
     "function_vector_from_task", "soft_injection", "head scores / ablation", "attention_ratio",
-    "collect_activations with z / head_out / resid_pre", "apply_icv (its norm-preserving steering is no add/set edit)",
+    "collect_activations with z / head_out / resid_pre", "steer with an in-context vector or a soft injection (norm-preserving or per-head edits are no add/set edits)",
+    "generate (its per-row edits are no driver specs)",
 )
 ALTERNATIVE = ("load the same checkpoint through accelerate instead - tlens_icl.load_model(name, n_devices=N) or "
                "load_model(name, device_map='auto', max_memory={...}) - which runs every analysis; a function "

@@ -34,10 +34,11 @@ from tlens_icl.analyses.vectors.function_vectors import (
     function_vector_from_heads,
     function_vector_sweep,
 )
-from tlens_icl.analyses.vectors.icv import icv_hooks, in_context_vector
+from tlens_icl.analyses.vectors.icv import in_context_vector
 from tlens_icl.analyses.vectors.soft_injection import soft_injection
+from tlens_icl.analyses.vectors.steering import SteeringVector
 from tlens_icl.analyses.vectors.task_vectors import task_vector, task_vector_sweep
-from tlens_icl.engine.query import Interventions, blend_heads, resid_edits
+from tlens_icl.engine.query import Interventions
 from tlens_icl.errors import TlensICLError
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.pairs import usable_task
@@ -343,7 +344,7 @@ def _function_vector(*, model: ModelLike, train: Task, heads: list[tuple[int, in
     sweep = function_vector_sweep(model, fv, train, settings=("zero_shot",), n=min(n_fit, len(train)),
                                   seed=spec.seed_of("validation"), template=template, batch_size=batch_size)
     layer = sweep.best_layer("zero_shot")
-    builder = resid_edits([layer], fv.vector, mode="add")  # == add_vector_hooks(model, fv, layer=layer) at the query
+    builder = SteeringVector.from_function_vector(fv, layer=layer).query_edits()  # at the query: engine route
     return builder, sweep.accuracy()[0], {"layer": layer, "heads": [list(h) for h in heads]}
 
 
@@ -354,7 +355,7 @@ def _task_vector(*, model: ModelLike, train: Task, n_fit: int, n_shots: int, spe
     sweep = task_vector_sweep(model, tv, train, n=min(n_fit, len(train)), seed=spec.seed_of("validation"), template=template,
                               batch_size=batch_size)
     layer = sweep.best_layer("zero_shot")
-    builder = resid_edits([layer], tv.at(layer), mode="set")  # == patch_task_vector_hooks(model, tv, layer=layer)
+    builder = SteeringVector.from_task_vector(tv, layer=layer).query_edits()
     return builder, sweep.accuracy()[0], {"layer": layer}
 
 
@@ -365,16 +366,17 @@ def _icv(*, model: ModelLike, train: Task, strengths: Sequence[float], contrast:
     icv = in_context_vector(model, train, n=n_fit, contrast=contrast, direction=direction, n_shots=n_shots,
                             seed=spec.seed_of("fit"), template=template, batch_size=batch_size)
     sel = _selection_prompts(train, model, n_fit, spec)
-    scores = [evaluate_intervention(model, sel, lambda sub, s=s: icv_hooks(model, icv, strength=s),
-                                    batch_size=batch_size)[0].mean() for s in strengths]
-    best = float(strengths[int(argbest(torch.stack(scores)))])  # near-ties: the first strength listed
-    return (lambda sub: icv_hooks(model, icv, strength=best)), None, {"strength": best}
+    steering = [SteeringVector.from_in_context_vector(icv, coeff=s).check_model(model) for s in strengths]
+    scores = [evaluate_intervention(model, sel, lambda sub, sv=sv: sv.as_hooks(),
+                                    batch_size=batch_size)[0].mean() for sv in steering]
+    i = int(argbest(torch.stack(scores)))  # near-ties: the first strength listed
+    return (lambda sub: steering[i].as_hooks()), None, {"strength": float(strengths[i])}
 
 
 def _soft(*, model: ModelLike, train: Task, steps: int, lr: float, n_fit: int, n_shots: int,
           spec: PromptSpec, template: Any, batch_size: int) -> tuple[Any, Any, dict[str, Any]]:
     si = soft_injection(model, train, n_embed=n_fit, n_shots=n_shots, n_train=n_fit, steps=steps, lr=lr,
                         seed=spec.seed_of("fit"), template=template, batch_size=batch_size)
-    builder = blend_heads(si.embeddings, si.alpha)  # == soft_injection_hooks(model, si) at the query
+    builder = SteeringVector.from_soft_injection(si).query_edits()
     final = float(si.losses[-1]) if si.losses.numel() else math.nan
     return builder, None, {"final_loss": final, "mean_alpha": float(si.alpha.mean())}

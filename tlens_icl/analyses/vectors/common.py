@@ -7,24 +7,23 @@ Four methods compress a task into a vector and inject it into a prompt without d
 * in-context vectors (Liu et al.) steer every layer's residual stream;
 * soft injection (Park & Rhee) blends per-head task embeddings into ``hook_z``.
 
-This module holds what they share: :func:`add_vector` (the additive intervention, a context manager),
-position indexing, the residual stream and head means at the query position (through the engine's one
-capture path), per-example evaluation of an intervention (query-position interventions through the
-engine's key/value-reuse routes, others by hooked forwards), vocabulary decoding, and :class:`LayerSweepResult`.
+This module holds what they share: position indexing, the residual stream and head means at the query
+position (through the engine's one capture path), per-example evaluation of an intervention (query-position
+interventions through the engine's key/value-reuse routes, others by hooked forwards), vocabulary decoding,
+and :class:`LayerSweepResult`. Applying a vector is :mod:`tlens_icl.analyses.vectors.steering`'s job
+(:class:`~tlens_icl.SteeringVector`, :func:`~tlens_icl.steer`, :func:`~tlens_icl.generate`).
 
-Sign convention: a vector is *added* (``resid += coeff * v``), so ``coeff=0`` is exactly a no-op and a
-negative coefficient subtracts. Accuracy is top-1 of the first answer token (any accepted answer).
+Accuracy is top-1 of the first answer token (any accepted answer).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, Union
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
 from tlens_icl import _validate
@@ -33,15 +32,14 @@ from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.engine import hooks
 from tlens_icl.engine.capture import capture_at_query, query_z
-from tlens_icl.engine.hooks import checked_hooks
 from tlens_icl.engine.query import Interventions, Reduce, query_interventions
 from tlens_icl.engine.runs import query_logits
 from tlens_icl.engine.scoring import accepted_top1, prob
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.adapter import readable_weights
-from tlens_icl.models.remote import SpecHook, is_remote
+from tlens_icl.models.remote import is_remote
 from tlens_icl.prompts.batch import PromptBatch
-from tlens_icl.results.base import Result, require_same_model
+from tlens_icl.results.base import Result
 
 #: Where a residual intervention acts: ``"query"`` (each row's query position; the last position of
 #: every forward when no ``query_pos`` is given, which during KV-cached generation is every new token),
@@ -86,162 +84,6 @@ def position_index(act: Tensor, position: Position, query_pos: Tensor | None) ->
     if int(position) >= act.shape[1]:
         raise TlensICLError(f"position={position} is outside this {act.shape[1]}-token forward pass.")
     return rows, torch.full((b,), int(position), device=act.device)
-
-
-# ---- the additive intervention ------------------------------------------------------------------
-def _as_vector(vector: Any) -> Tensor:
-    v = getattr(vector, "vector", vector)
-    if not isinstance(v, Tensor) or v.dim() != 1:
-        raise TlensICLError("vector must be a 1-D [d_model] tensor or an object with a .vector field.")
-    return v
-
-
-def add_vector_hooks(
-    model: ModelLike, vector: Any, *, layer: int, position: Position = "query", coeff: float = 1.0,
-    query_pos: Int[Tensor, " batch"] | None = None, site: ResidSite = "resid_post",
-) -> list[tuple[str, Callable[..., Any]]]:
-    """The hook list behind :func:`add_vector` (validated, including that a vector result was made on ``model``;
-    nothing installed)."""
-    v = _as_vector(vector)
-    require_same_model(model, vector, "the vector")
-    if v.shape[0] != model.cfg.d_model:
-        raise TlensICLError(f"vector has {v.shape[0]} dims but the model's d_model is {model.cfg.d_model}.")
-    name = resid_hook_name(site, check_layer(model, layer))
-    return [(name, SpecHook("add", value=coeff * v.detach().float(), pos=spec_position(position, query_pos)))]
-
-
-def spec_position(position: Position, query_pos: Int[Tensor, " batch"] | None) -> Any:
-    """``position`` as a :class:`~tlens_icl.models.remote.SpecHook` position (None: all; ``"last"``: the last)."""
-    check_position(position)
-    if position == "all":
-        return None
-    if position == "query":
-        return "last" if query_pos is None else query_pos.long().cpu()
-    return int(position)
-
-
-@checked
-@contextmanager
-def add_vector(
-    model: ModelLike, vector: Any, *, layer: int | None = None, position: Position = "query", coeff: float = 1.0,
-    query_pos: Int[Tensor, " batch"] | None = None, site: ResidSite = "resid_post",
-) -> Iterator[None]:
-    """Inside the ``with`` block, add ``coeff * vector`` to the residual stream after block ``layer``.
-
-    ``resid_post[layer][:, position] += coeff * vector`` (``site="resid_pre"``: before the block);
-    ``coeff=0`` leaves every activation bit-identical, a negative ``coeff`` subtracts.
-
-    ``vector`` is a ``[d_model]`` tensor or a vector result (:class:`FunctionVector`, ...); ``layer``
-    defaults to the vector's own ``layer``. With ``position="query"`` and no ``query_pos`` the last
-    position of every forward pass is edited; pass ``query_pos`` for right-padded batches. To add the
-    vector at every generated token (Todd et al.) use :func:`generate_with_vector`.
-
-    Raises:
-        HookNotFiredError: on exit, if no forward pass ran the hook inside the block.
-    """
-    layer = layer if layer is not None else getattr(vector, "layer", None)
-    if layer is None:
-        raise TlensICLError("add_vector needs layer=... (the vector has no default layer).")
-    fwd = add_vector_hooks(model, vector, layer=layer, position=position, coeff=coeff, query_pos=query_pos, site=site)
-    with checked_hooks(model, fwd):
-        yield
-
-
-@checked
-def generate_with_vector(
-    model: ModelLike, tokens: Int[Tensor, "batch pos"] | PromptBatch, vector: Any, *, layer: int | None = None,
-    coeff: float = 1.0, max_new_tokens: int = 10, site: ResidSite = "resid_post",
-    attention_mask: Int[Tensor, "batch pos"] | None = None, **generate_kwargs: Any,
-) -> Int[Tensor, "batch pos_out"]:
-    """``model.generate`` with ``coeff * vector`` added at the query and at every generated token.
-
-    ``tokens``: prompts of equal length without padding (the last token is the query position), or a
-    right-padded batch: a :class:`~tlens_icl.prompts.PromptBatch` or token ids with ``attention_mask``. Rows
-    of one length are generated together (each row's vector goes on its own query and the tokens after it);
-    the output is then right-padded with the pad token, and row ``i``'s new tokens start at its prompt length
-    (``batch.query_pos[i] + 1``). A padded tensor without ``attention_mask`` is refused (the pads would be
-    read as the query). Works with and without a KV cache: a full-sequence forward is edited from the query
-    position on, a cached step at all of its (new) positions. Returns the token ids, prompt included.
-    """
-    layer = layer if layer is not None else getattr(vector, "layer", None)
-    if layer is None:
-        raise TlensICLError("generate_with_vector needs layer=... (the vector has no default layer).")
-    if isinstance(tokens, PromptBatch):
-        tokens, attention_mask = tokens.tokens, tokens.attention_mask
-    if attention_mask is None:
-        _check_unpadded(model, tokens)
-        lengths = None
-    else:
-        lengths = _right_padded_lengths(tokens, attention_mask)
-    v = _as_vector(vector)
-    if v.shape[0] != model.cfg.d_model:
-        raise TlensICLError(f"vector has {v.shape[0]} dims but the model's d_model is {model.cfg.d_model}.")
-    name = resid_hook_name(site, check_layer(model, layer))
-    generate_kwargs.setdefault("verbose", False)
-    if lengths is None or len(set(lengths)) == 1:
-        rows = tokens if lengths is None else tokens[:, : lengths[0]]
-        return _generate_added(model, rows, v, name, coeff, max_new_tokens, generate_kwargs)
-    pad = getattr(getattr(model, "tokenizer", None), "pad_token_id", None)
-    parts = {}
-    for n in sorted(set(lengths)):  # one generate call per prompt length: no row ever sees a pad
-        idx = [i for i, m in enumerate(lengths) if m == n]
-        parts[n] = (idx, _generate_added(model, tokens[idx, :n], v, name, coeff, max_new_tokens, generate_kwargs))
-    width = max(out.shape[1] for _, out in parts.values())
-    result = torch.full((len(lengths), width), 0 if pad is None else int(pad), dtype=tokens.dtype)
-    for idx, out in parts.values():
-        result[idx, : out.shape[1]] = out.to(result.device, result.dtype)
-    return result
-
-
-def _generate_added(model: ModelLike, tokens: Tensor, v: Tensor, name: str, coeff: float, max_new_tokens: int,
-                    generate_kwargs: dict[str, Any]) -> Tensor:
-    """``model.generate`` on unpadded prompts of one length with ``coeff * v`` added from the query on."""
-    prompt_len = tokens.shape[1]
-
-    def hook(act: Tensor, hook: Any) -> Tensor:
-        start = prompt_len - 1 if act.shape[1] >= prompt_len else 0  # full sequence vs a KV-cached step
-        out = act.clone()
-        out[:, start:] = out[:, start:] + coeff * v.to(device=act.device, dtype=act.dtype)
-        return out
-
-    with checked_hooks(model, [(name, hook)]):
-        return model.generate(tokens, max_new_tokens=max_new_tokens, **generate_kwargs)
-
-
-def _right_padded_lengths(tokens: Any, mask: Any) -> list[int]:
-    """Each row's prompt length from a right-padding ``mask`` (ones, then zeros), checked."""
-    if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.is_floating_point() or tokens.shape[1] == 0:
-        raise TlensICLError(f"tokens must be a non-empty [batch, pos] tensor of token ids, got "
-                            f"{type(tokens).__name__} {tuple(getattr(tokens, 'shape', ()))}.")
-    if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(tokens.shape):
-        raise TlensICLError(f"attention_mask must be a tensor of the tokens' shape {tuple(tokens.shape)}, got "
-                            f"{tuple(getattr(mask, 'shape', ()))}.")
-    m = mask.long().cpu()
-    lengths = m.sum(1).tolist()
-    for i, n in enumerate(lengths):
-        if n == 0 or bool(m[i, :n].eq(0).any()) or bool(m[i, n:].ne(0).any()):
-            raise TlensICLError(f"attention_mask row {i} is not right padding (ones, then zeros): "
-                                f"{m[i].tolist()[:12]}{'...' if m.shape[1] > 12 else ''}.")
-    return [int(n) for n in lengths]
-
-
-def _check_unpadded(model: ModelLike, tokens: Any) -> None:
-    """Refuse a token batch that is not ``[batch, pos]`` ints or whose rows start or end with the pad token."""
-    if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.is_floating_point() or tokens.shape[1] == 0:
-        raise TlensICLError(f"tokens must be a non-empty [batch, pos] tensor of token ids, got "
-                            f"{type(tokens).__name__} {tuple(getattr(tokens, 'shape', ()))}.")
-    tok = getattr(model, "tokenizer", None)
-    pad = getattr(tok, "pad_token_id", None)
-    if pad is None or pad == getattr(tok, "bos_token_id", None):
-        return
-    rows = ((tokens[:, -1] == pad) | (tokens[:, 0] == pad)).nonzero().flatten().tolist()
-    if rows:
-        r = rows[0]
-        side = "right" if bool(tokens[r, -1] == pad) else "left"
-        raise TlensICLError(
-            f"tokens row {r} holds the pad token ({side}-padded); generate_with_vector adds the vector at the last "
-            "position of each row, so pass the PromptBatch (or attention_mask= for right padding) to generate "
-            "padded rows, or prompts of equal length without padding.")
 
 
 # ---- capture and evaluation ---------------------------------------------------------------------

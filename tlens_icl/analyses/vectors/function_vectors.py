@@ -9,8 +9,9 @@ attention output before the residual stream (Gemma 2/3), a layer's heads contrib
 ``norm(sum of every head's mean output) - norm(the same without them)`` instead: the raw sum would be on the
 wrong scale (on Gemma-3-270M ~100x smaller than what the block writes).
 
-Injection: ``resid_post[layer] += coeff * FV`` at the query position (:func:`add_vector`). Positive
-coefficient = push toward the task.
+Injection: ``resid_post[layer] += coeff * FV`` at the query position
+(``SteeringVector.from_function_vector(fv)``, applied with :func:`~tlens_icl.steer`). Positive coefficient =
+push toward the task.
 """
 
 from __future__ import annotations
@@ -30,13 +31,12 @@ from tlens_icl.analyses.vectors.common import (
     LayerSweepResult,
     Position,
     VectorOps,
-    _as_vector,
-    add_vector_hooks,
     decode_vector,
     mean_head_activations,
     resolve_layers,
     sweep_layers,
 )
+from tlens_icl.analyses.vectors.steering import SteeringVector
 from tlens_icl.engine.query import resid_edits
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.adapter import attn_output_bias, attn_post_norm, head_output_weights
@@ -72,11 +72,9 @@ class FunctionVector(VectorOps, InjectionLayer, Result):
         """Top-``k`` tokens of the vector through the final norm and unembedding."""
         return decode_vector(model, self.vector, k)
 
-    def to_steering_vector(self, **kwargs: Any) -> Any:
-        """This vector as a plain ``(hook_name, tensor)`` :class:`~tlens_icl.SteeringVector` (``operation="add"``)."""
-        from tlens_icl.analyses.vectors.steering import steering_vector
-
-        return steering_vector(self, **kwargs)
+    def to_steering_vector(self, **kwargs: Any) -> SteeringVector:
+        """:meth:`SteeringVector.from_function_vector` of this vector (``mode="add"`` at ``resid_post``)."""
+        return SteeringVector.from_function_vector(self, **kwargs)
 
     def _combine(self, other: "FunctionVector", sign: float, op: str) -> "FunctionVector":
         heads = tuple(dict.fromkeys(self.heads + other.heads))
@@ -272,12 +270,16 @@ def function_vector_sweep(
         raise TlensICLError(f"position={position} lies after the query position ({first_query}) of some prompts, "
                             "where an added vector cannot change the answer; use position='query'.")
 
-    def make_hooks(layer: int, sub: PromptBatch) -> list[Any]:
-        return add_vector_hooks(model, fv, layer=layer, position=position, coeff=coeff, query_pos=sub.query_pos)
+    def steering(layer: int) -> SteeringVector:
+        return SteeringVector.from_function_vector(fv, layer=layer, coeff=coeff, position=position)
 
-    add_vector_hooks(model, fv, layer=layer_list[0], position=position, coeff=coeff)  # validates before any forward
+    def make_hooks(layer: int, sub: PromptBatch) -> list[Any]:
+        return steering(layer).as_hooks(query_pos=sub.query_pos)
+
+    steering(layer_list[0]).check_model(model)  # validates before any forward
     # At the query, every layer comes from one base run per batch (the engine's key/value reuse).
-    edits = resid_edits(layer_list, _as_vector(fv), mode="add", coeff=coeff) if position == "query" else None
+    vec = steering(layer_list[0]).vector
+    edits = resid_edits(layer_list, vec, mode="add", coeff=coeff) if position == "query" else None
     name = task if isinstance(task, str) else task.name
     info = run_info(model, method="function_vector", coeff=coeff, n=n, n_shots=n_shots, seed=seed,
                     vector_task=getattr(fv, "task", "tensor"))

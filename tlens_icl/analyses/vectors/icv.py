@@ -9,15 +9,15 @@ actually injects: the unit PC1 plus the mean difference (dominated by the mean).
 * ``contrast="pair"`` (the paper): negative = ``x ->``, positive = ``x -> y`` (the demo with its answer).
 * ``contrast="icl"``: negative = the zero-shot prompt, positive = the same query after demonstrations.
 
-Injection (:func:`apply_icv`) at every layer's ``resid_post`` and every position, norm-preserving:
-``x' = |x| * normalize(normalize(x) + strength * (1 + relu(cos(x, -v))) * normalize(v))``.
-``strength=0`` leaves the activations unchanged; larger strength = further toward the positive side.
+Injection (``SteeringVector.from_in_context_vector(icv, coeff=0.1)``, applied with :func:`~tlens_icl.steer`) at
+every layer's ``resid_post`` and every position, norm-preserving (mode ``"norm_preserving"``):
+``x' = |x| * normalize(normalize(x) + coeff * (1 + relu(cos(x, -v))) * normalize(v))``.
+``coeff=0`` leaves the activations unchanged; a larger coefficient (the paper's strength) = further toward the
+positive side.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -28,13 +28,12 @@ from torch import Tensor
 from tlens_icl._typing import ModelLike
 from tlens_icl._validate import checked
 from tlens_icl.analyses.vectors.common import VectorOps, decode_vector, query_residuals
-from tlens_icl.engine import hooks
-from tlens_icl.engine.hooks import checked_hooks
+from tlens_icl.analyses.vectors.steering import SteeringVector
 from tlens_icl.errors import TlensICLError
 from tlens_icl.prompts.batch import ROLE_ID, PromptBatch
 from tlens_icl.prompts.pairs import make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
-from tlens_icl.results.base import Result, require_same_model, run_info
+from tlens_icl.results.base import Result, run_info
 from tlens_icl.tasks import Task
 
 Contrast = Literal["pair", "icl"]
@@ -63,6 +62,10 @@ class InContextVector(VectorOps, Result):
         """Top-``k`` tokens of the direction at ``layer`` (default: last) through the unembedding."""
         d = self.directions[layer]
         return decode_vector(model, d / d.norm().clamp_min(1e-12) * self.mean_difference[layer].norm(), k)
+
+    def to_steering_vector(self, **kwargs: Any) -> SteeringVector:
+        """:meth:`SteeringVector.from_in_context_vector` of this vector (every layer and position, norm-preserving)."""
+        return SteeringVector.from_in_context_vector(self, **kwargs)
 
     def to_dataframe(self) -> Any:
         import pandas as pd
@@ -143,35 +146,3 @@ def _principal_direction(diff: Float[Tensor, "n layer d_model"]) -> tuple[Tensor
     if float(pc1 @ diff.reshape(diff.shape[0], -1).mean(0)) < 0:  # PCA's sign is arbitrary
         pc1 = -pc1
     return pc1.reshape(diff.shape[1:]), float(pca.explained_variance_ratio_[0])
-
-
-def steer(x: Tensor, v: Tensor, strength: float) -> Tensor:
-    """The norm-preserving ICV update of ``x [..., d]`` toward ``v [d]``."""
-    unit = lambda t: t / t.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # noqa: E731
-    xn, vn = unit(x), unit(v)
-    gate = 1.0 + torch.relu(-(xn * vn).sum(-1, keepdim=True))
-    return x.norm(dim=-1, keepdim=True) * unit(xn + strength * gate * vn)
-
-
-def icv_hooks(model: ModelLike, icv: InContextVector, *, strength: float = 0.1) -> list[tuple[str, Any]]:
-    """One hook per layer applying :func:`steer` at ``resid_post`` (validated; nothing installed)."""
-    require_same_model(model, icv, "the in-context vector")
-    if icv.directions.shape != (model.cfg.n_layers, model.cfg.d_model):
-        raise TlensICLError(f"ICV has shape {tuple(icv.directions.shape)}, model needs "
-                            f"{(model.cfg.n_layers, model.cfg.d_model)}.")
-
-    def make(layer: int) -> Any:
-        def hook(act: Tensor, hook: Any) -> Tensor:
-            v = icv.directions[layer].to(device=act.device, dtype=act.dtype)
-            return steer(act, v, strength)
-        return hook
-
-    return [(hooks.resid_post(L), make(L)) for L in range(model.cfg.n_layers)]
-
-
-@checked
-@contextmanager
-def apply_icv(model: ModelLike, icv: InContextVector, *, strength: float = 0.1) -> Iterator[None]:
-    """Steer every layer and position with the in-context vector inside the ``with`` block (hooks checked)."""
-    with checked_hooks(model, icv_hooks(model, icv, strength=strength)):
-        yield

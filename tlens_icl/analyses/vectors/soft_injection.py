@@ -8,13 +8,12 @@
    cross-entropy of the first answer token; the model stays frozen.
 
 ``alpha = 0`` everywhere is exactly a no-op; ``alpha = 1`` on a head replaces that head's output by the
-task embedding (mean-activation patching).
+task embedding (mean-activation patching). Applying it: ``SteeringVector.from_soft_injection(si)`` (mode
+``"replace"`` at site ``"z"`` with ``head_weights = alpha``) with :func:`~tlens_icl.steer`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +29,7 @@ from tlens_icl.analyses.vectors.common import (
     mean_head_activations,
     position_index,
 )
+from tlens_icl.analyses.vectors.steering import SteeringVector
 from tlens_icl.engine import hooks
 from tlens_icl.engine.hooks import checked_hooks
 from tlens_icl.engine.runs import logit_rows
@@ -37,7 +37,7 @@ from tlens_icl.errors import TlensICLError
 from tlens_icl.models.adapter import device_of as _device
 from tlens_icl.prompts.pairs import make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
-from tlens_icl.results.base import Result, require_same_model, run_info
+from tlens_icl.results.base import Result, run_info
 from tlens_icl.tasks import Task
 
 
@@ -56,6 +56,10 @@ class SoftInjection(VectorOps, Result):
     @property
     def alpha(self) -> Float[Tensor, "layer head"]:
         return torch.sigmoid(self.theta)
+
+    def to_steering_vector(self, **kwargs: Any) -> SteeringVector:
+        """:meth:`SteeringVector.from_soft_injection` of this injection (every head's ``hook_z`` at the query)."""
+        return SteeringVector.from_soft_injection(self, **kwargs)
 
     def to_dataframe(self) -> Any:
         import pandas as pd
@@ -83,40 +87,27 @@ class SoftInjection(VectorOps, Result):
                             subtitle=self._subtitle(f"{steps} training steps{loss}"))
 
 
-def soft_injection_hooks(
-    model: ModelLike, si: SoftInjection, *, position: Position = "query",
-    query_pos: Int[Tensor, " batch"] | None = None, theta: Tensor | None = None,
+def _training_hooks(
+    model: ModelLike, embeddings: Tensor, theta: Tensor, *, position: Position = "query",
+    query_pos: Int[Tensor, " batch"] | None = None,
 ) -> list[tuple[str, Any]]:
-    """Hooks blending every head's ``hook_z`` at ``position``; ``theta`` overrides ``si.theta`` (training)."""
+    """Hooks blending every head's ``hook_z`` at ``position`` with ``alpha = sigmoid(theta)`` (a training step: the
+    gradient reaches ``theta`` through the hooks). Applying a trained injection is ``SteeringVector.from_soft_injection``."""
     shape = (model.cfg.n_layers, model.cfg.n_heads)
-    if tuple(si.theta.shape) != shape or tuple(si.embeddings.shape) != (*shape, model.cfg.d_head):
-        raise TlensICLError(f"Soft injection shapes {tuple(si.embeddings.shape)} do not fit the model {shape}.")
-    if theta is None:  # applying a trained injection (not a training step)
-        require_same_model(model, si, "the soft injection")
-    th = si.theta if theta is None else theta
+    if tuple(theta.shape) != shape or tuple(embeddings.shape) != (*shape, model.cfg.d_head):
+        raise TlensICLError(f"Soft injection shapes {tuple(embeddings.shape)} do not fit the model {shape}.")
 
     def make(layer: int) -> Any:
         def hook(z: Tensor, hook: Any) -> Tensor:
             rows, cols = position_index(z, position, query_pos)
-            a = torch.sigmoid(th[layer]).to(device=z.device, dtype=z.dtype)[:, None]
-            e = si.embeddings[layer].to(device=z.device, dtype=z.dtype)
+            a = torch.sigmoid(theta[layer]).to(device=z.device, dtype=z.dtype)[:, None]
+            e = embeddings[layer].to(device=z.device, dtype=z.dtype)
             out = z.clone()
             out[rows, cols] = (1 - a) * z[rows, cols] + a * e
             return out
         return hook
 
     return [(hooks.z(L), make(L)) for L in range(model.cfg.n_layers)]
-
-
-@checked
-@contextmanager
-def soft_inject(
-    model: ModelLike, si: SoftInjection, *, position: Position = "query",
-    query_pos: Int[Tensor, " batch"] | None = None,
-) -> Iterator[None]:
-    """Blend the task embeddings into every head at ``position`` inside the ``with`` block (hooks checked)."""
-    with checked_hooks(model, soft_injection_hooks(model, si, position=position, query_pos=query_pos)):
-        yield
 
 
 @checked
@@ -138,14 +129,13 @@ def soft_injection(
     icl = make_prompts(task, model, n=n_embed, n_shots=n_shots, seed=seed, template=template, demos_from=demos_from)
     train = make_prompts(task, model, n=n_train, n_shots=0, seed=seed + 1, template=template)
     emb = mean_head_activations(model, icl, batch_size=batch_size)
-    si = SoftInjection(emb, torch.zeros(model.cfg.n_layers, model.cfg.n_heads), torch.zeros(0), "", {})
     theta = torch.zeros(model.cfg.n_layers, model.cfg.n_heads, requires_grad=True)
     opt = torch.optim.Adam([theta], lr=lr)
     gen = torch.Generator().manual_seed(seed)
     losses = []
     for _ in progress_bar(range(steps), enabled=progress, desc="soft injection"):
         sub = train.select(torch.randperm(len(train), generator=gen)[:train_batch_size])
-        fwd = soft_injection_hooks(model, si, query_pos=sub.query_pos, theta=theta)
+        fwd = _training_hooks(model, emb, theta, query_pos=sub.query_pos)
         at = logit_rows(model, sub.query_pos, fwd)  # the query row only is unembedded
         with torch.enable_grad(), checked_hooks(model, fwd + at.hooks):
             logits = at.read(model(sub.tokens.to(_device(model)))).float()

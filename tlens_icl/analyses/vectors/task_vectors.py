@@ -2,20 +2,20 @@
 
 ``theta_l = mean over prompts of resid_post[l]`` at the last token of ``demonstrations + dummy query``
 (the query of each prompt is another item of the task, not the test input). At inference the residual
-after block ``l`` of a zero-shot prompt is *replaced* by ``theta_l`` at the query position; ``l`` is
-chosen by a sweep on held-out items. Here ``theta`` is averaged over ``n`` demonstration sets (Hendel
+after block ``l`` of a zero-shot prompt is *replaced* by ``theta_l`` at the query position
+(``SteeringVector.from_task_vector(tv)``, applied with :func:`~tlens_icl.steer`); ``l`` is chosen by a sweep on
+held-out items. Here ``theta`` is averaged over ``n`` demonstration sets (Hendel
 et al. average over 2 dummy queries of one set); ``task_vector_from_prompts`` gives a single prompt's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
@@ -23,24 +23,19 @@ from tlens_icl._validate import checked
 from tlens_icl.analyses.vectors.common import (
     InjectionLayer,
     LayerSweepResult,
-    Position,
     VectorOps,
-    check_layer,
     decode_vector,
     query_residuals,
-    resid_hook_name,
     resolve_layers,
-    spec_position,
     sweep_layers,
 )
-from tlens_icl.engine.hooks import checked_hooks
+from tlens_icl.analyses.vectors.steering import SteeringVector
 from tlens_icl.engine.query import resid_edits
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models.remote import SpecHook
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.pairs import make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
-from tlens_icl.results.base import Result, require_same_model, run_info
+from tlens_icl.results.base import Result, run_info
 from tlens_icl.tasks import Task
 
 
@@ -73,11 +68,9 @@ class TaskVector(VectorOps, InjectionLayer, Result):
     def at(self, layer: int) -> Float[Tensor, " d_model"]:
         return self.vectors[layer]
 
-    def to_steering_vector(self, **kwargs: Any) -> Any:
-        """The vector at the chosen layer as a :class:`~tlens_icl.SteeringVector` (``operation="replace"``)."""
-        from tlens_icl.analyses.vectors.steering import steering_vector
-
-        return steering_vector(self, **kwargs)
+    def to_steering_vector(self, **kwargs: Any) -> SteeringVector:
+        """:meth:`SteeringVector.from_task_vector` of this vector (``mode="replace"`` at the chosen layer)."""
+        return SteeringVector.from_task_vector(self, **kwargs)
 
     def decode(self, model: ModelLike, k: int = 10, *, layer: int | None = None) -> list[tuple[str, float]]:
         """Top-``k`` tokens of the vector at ``layer`` (default: the chosen layer) through the unembedding."""
@@ -127,33 +120,6 @@ def task_vector(
                       run_info(model, method="task_vector", n=n, n_shots=n_shots, seed=seed))
 
 
-def patch_task_vector_hooks(
-    model: ModelLike, tv: TaskVector | Tensor, *, layer: int, position: Position = "query",
-    query_pos: Int[Tensor, " batch"] | None = None,
-) -> list[tuple[str, Any]]:
-    """Hooks *replacing* ``resid_post[layer]`` at ``position`` by the task vector (validated)."""
-    check_layer(model, layer)
-    require_same_model(model, tv, "the task vector")
-    v = tv.at(layer) if isinstance(tv, TaskVector) else tv
-    if v.dim() != 1 or v.shape[0] != model.cfg.d_model:
-        raise TlensICLError(f"Task vector must be [d_model={model.cfg.d_model}], got {tuple(v.shape)}.")
-    return [(resid_hook_name("resid_post", layer), SpecHook("set", value=v.detach(), pos=spec_position(position, query_pos)))]
-
-
-@checked
-@contextmanager
-def patch_task_vector(
-    model: ModelLike, tv: TaskVector | Tensor, *, layer: int | None = None, position: Position = "query",
-    query_pos: Int[Tensor, " batch"] | None = None,
-) -> Iterator[None]:
-    """Replace the residual after block ``layer`` (default: ``tv.layer``) by the task vector at ``position``."""
-    layer = layer if layer is not None else getattr(tv, "layer", None)
-    if layer is None:
-        raise TlensICLError("patch_task_vector needs layer=... (the task vector has no chosen layer).")
-    with checked_hooks(model, patch_task_vector_hooks(model, tv, layer=layer, position=position, query_pos=query_pos)):
-        yield
-
-
 @checked
 def task_vector_sweep(
     model: ModelLike, tv: TaskVector, task: Task | str, *, layers: Sequence[int] | None = None, n: int = 64,
@@ -166,12 +132,13 @@ def task_vector_sweep(
     layer_list = resolve_layers(model, layers)
     batches = {"zero_shot": make_prompts(task, model, n=n, n_shots=0, seed=seed, template=template)}
 
-    def make_hooks(layer: int, sub: PromptBatch) -> list[Any]:
-        return patch_task_vector_hooks(model, tv, layer=layer, query_pos=sub.query_pos)
+    steering = {layer: SteeringVector.from_task_vector(tv, layer=layer).check_model(model)  # before any forward
+                for layer in layer_list}
 
-    for layer in layer_list:
-        patch_task_vector_hooks(model, tv, layer=layer)  # validates before any forward
-    vectors = torch.stack([tv.at(layer) if isinstance(tv, TaskVector) else tv for layer in layer_list])
+    def make_hooks(layer: int, sub: PromptBatch) -> list[Any]:
+        return steering[layer].as_hooks(query_pos=sub.query_pos)
+
+    vectors = torch.stack([steering[layer].vector for layer in layer_list])
     name = task if isinstance(task, str) else task.name
     return sweep_layers(model, batches, make_hooks, layer_list, method="task_vector", task=name,
                         info=run_info(model, method="task_vector", n=n, seed=seed), batch_size=batch_size,
