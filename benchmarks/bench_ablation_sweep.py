@@ -29,7 +29,7 @@ def main() -> None:
     torch.set_num_threads(1)
     model = ti.load_model("smollm2-135m")
     hs = ti.head_scores(model, n=8, length=25)
-    batch = ti.make_prompts("country_capital", model, n=a.n, n_shots=5, seed=0)
+    batch = ti.make_prompts(model, "country_capital", n=a.n, n_shots=5, seed=0)
     # The sweep's saving depends on each set's first ablated layer only: the FV sets take SmolLM2's top-10 FV
     # heads by AIE (bench_heads.py, 6 tasks), then heads in random order (no AIE run here)
     fv = torch.zeros(30, 9)

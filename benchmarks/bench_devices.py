@@ -90,16 +90,16 @@ def run_analyses(model: Any, args: argparse.Namespace, *, local: bool = True) ->
         print(f"    {name}: {out[name][0]:.2f} s", flush=True)
 
     ts = tasks()
-    timed("icl_accuracy", lambda: ti.icl_accuracy(model, ts, n_shots=[0, args.shots], n=args.n,
+    timed("icl_accuracy", lambda: ti.icl_accuracy(model, ts, shots=[0, args.shots], n=args.n,
                                                   batch_size=args.batch_size).answer_prob)
-    timed("task_activations", lambda: ti.task_activations(model, ts, n_shots=(args.shots,), n=args.n,
+    timed("task_activations", lambda: ti.task_activations(model, ts, shots=(args.shots,), n=args.n,
                                                           batch_size=args.batch_size).resid_post)
     fv = torch.ones(model.cfg.d_model) * 0.1
     timed("function_vector_sweep", lambda: function_vector_sweep(
         model, fv, ts[0], layers=list(range(0, model.cfg.n_layers, max(1, model.cfg.n_layers // 4))),
         settings=("zero_shot",), n=args.n, batch_size=args.batch_size, **kw).answer_prob)
     if local:
-        timed("indirect_effect", lambda: ti.indirect_effect(model, ts[0], n_mean=args.n, n_corrupted=args.n,
+        timed("indirect_effect", lambda: ti.indirect_effect(model, ts[0], n_mean=args.n, n=args.n,
                                                             batch_size=args.batch_size, **kw).effects)
     return out
 

@@ -182,7 +182,7 @@ def bench_patch(args) -> None:
         if args.only and shape not in args.only:
             continue
         model = build_model("gpt2", make_tokenizer(), n_ctx=1024, **SHAPES[shape])
-        pairs = ti.make_prompt_pairs(task, model, n=8, n_shots=5, template="qa")
+        pairs = ti.make_prompt_pairs(model, task, n=8, n_shots=5, template="qa")
         clean, corr = pairs.clean.tokens, pairs.corrupted.tokens
         q = pairs.corrupted.query_pos
         rows = torch.arange(len(q))

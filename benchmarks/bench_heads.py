@@ -68,7 +68,7 @@ def main() -> None:
         print(f"[{name}] {times[name]:.1f} s  {r.summary() if hasattr(r, 'summary') else ''}", flush=True)
         return r
 
-    base = stage("baseline: one few-shot evaluation", lambda: icl_accuracy(model, TASKS, n_shots=(shots,), n=size["n"]))
+    base = stage("baseline: one few-shot evaluation", lambda: icl_accuracy(model, TASKS, shots=(shots,), n=size["n"]))
     hs = stage("head scores", lambda: head_scores(model, n=size["n_random_seq"], length=25))
     from transformer_lens.head_detector import detect_head
 
@@ -80,9 +80,9 @@ def main() -> None:
     head_scores(model, hs.tokens[:4])
     t_ours = time.perf_counter() - t
     print(f"head scores of 4 sequences: ours {t_ours:.2f} s vs head_detector {t_det:.2f} s (x{t_det / t_ours:.1f})")
-    aie = stage("FV score (AIE)", lambda: indirect_effect(model, TASKS, n_mean=size["n_mean"], n_corrupted=size["n_corrupted"],
+    aie = stage("FV score (AIE)", lambda: indirect_effect(model, TASKS, n_mean=size["n_mean"], n=size["n_corrupted"],
                                                           n_shots=shots, corruption="zero_shot"))
-    rs = stage("RSA heads", lambda: rsa(task_activations(model, TASKS, n_shots=(shots,), n=size["n"], sites=["head_out"]),
+    rs = stage("RSA heads", lambda: rsa(task_activations(model, TASKS, shots=(shots,), n=size["n"], sites=["head_out"]),
                                         site="head_out", n_permutations=0))
     abs_ = {}
     for method in a.ablation_methods:

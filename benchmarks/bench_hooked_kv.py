@@ -55,7 +55,7 @@ def main() -> None:
     model = build_hooked(args.arch, make_tokenizer(), n_layers=args.layers, d_model=args.d_model,
                          n_heads=args.heads, n_ctx=1024)
     task = ti.Task.from_pairs("toy_a", list(zip(INPUTS, OUTPUTS_A)), category="custom")
-    batch = ti.make_prompts(task, model, n=args.rows, n_shots=args.shots, template="qa", seed=0)
+    batch = ti.make_prompts(model, task, n=args.rows, n_shots=args.shots, template="qa", seed=0)
     toks, q = batch.tokens, batch.query_pos
     L, H, B = model.cfg.n_layers, model.cfg.n_heads, len(batch)
     rows = torch.arange(B)

@@ -51,7 +51,7 @@ def main() -> None:
     model = build_model(args.arch, make_tokenizer(), n_layers=args.layers, d_model=args.d_model,
                         n_heads=args.heads, n_ctx=1024)
     task = ti.Task.from_pairs("toy_a", list(zip(INPUTS, OUTPUTS_A)), category="custom")
-    pairs = ti.make_prompt_pairs(task, model, n=args.n_corrupted, n_shots=args.shots, template="qa")
+    pairs = ti.make_prompt_pairs(model, task, n=args.n_corrupted, n_shots=args.shots, template="qa")
     print(f"model: {args.arch}, {args.layers} layers x {args.heads} heads, d_model {args.d_model}, "
           f"vocabulary {model.cfg.d_vocab}; {len(pairs)} corrupted {args.shots}-shot prompts of "
           f"{pairs.corrupted.tokens.shape[1]} tokens; torch threads {torch.get_num_threads()}")

@@ -40,7 +40,7 @@ def main() -> None:
 
     model = ti.load_model("icl-tiny")
     bitwise = model_tasks(model, "bitwise")
-    mediation = lambda: ti.indirect_effect(model, bitwise, n_mean=32, n_corrupted=16, n_shots=8,  # noqa: E731
+    mediation = lambda: ti.indirect_effect(model, bitwise, n_mean=32, n=16, n_shots=8,  # noqa: E731
                                            progress=False)
     tok = make_tokenizer()
     big = build_model("gpt2", tok, n_layers=12, d_model=768, n_heads=12, n_ctx=256)

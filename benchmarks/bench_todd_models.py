@@ -115,8 +115,8 @@ def main() -> None:
           f"{torch.get_num_threads()} thread(s); TLENS_ICL_FULL_LOGITS={os.environ.get('TLENS_ICL_FULL_LOGITS', '')!r}",
           flush=True)
     # exactly the prompts indirect_effect builds (same seeds and defaults)
-    mean = [ti.make_prompts(t, model, n=args.n_mean, n_shots=args.n_shots, seed=1) for t in tasks]
-    pairs = [ti.make_prompt_pairs(t, model, n=args.n_corrupted, n_shots=args.n_shots, seed=0) for t in tasks]
+    mean = [ti.make_prompts(model, t, n=args.n_mean, n_shots=args.n_shots, seed=1) for t in tasks]
+    pairs = [ti.make_prompt_pairs(model, t, n=args.n_corrupted, n_shots=args.n_shots, seed=0) for t in tasks]
     clean, corrupted = [p.clean for p in pairs], [p.corrupted for p in pairs]
     every = mean + clean + corrupted
     n_prompts = sum(len(b) for b in every)
@@ -151,7 +151,7 @@ def main() -> None:
     query.patch_query_heads = timed
     try:
         with phase("whole scan (indirect_effect)", rows, base_rss):
-            res = ti.indirect_effect(model, tasks, n_mean=args.n_mean, n_corrupted=args.n_corrupted,
+            res = ti.indirect_effect(model, tasks, n_mean=args.n_mean, n=args.n_corrupted,
                                      n_shots=args.n_shots, batch_size=bs)
     finally:
         query.patch_query_heads = original

@@ -47,7 +47,7 @@ def main() -> None:
     model = load(args.folder)
     print(f"SmolLM2: {model.cfg.n_layers} layers x {model.cfg.n_heads} heads; torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.1f}", flush=True)
-    pairs = [ti.make_prompt_pairs(t, model, n=args.n_corrupted, n_shots=10, seed=0) for t in TASKS]
+    pairs = [ti.make_prompt_pairs(model, t, n=args.n_corrupted, n_shots=10, seed=0) for t in TASKS]
     w0, c0 = time.perf_counter(), time.process_time()
     for p in pairs:
         ti.runs.query_logits(model, p.corrupted, batch_size=args.batch_size)
@@ -55,7 +55,7 @@ def main() -> None:
     print(f"one plain forward of the {len(TASKS)} x {args.n_corrupted} corrupted prompts: {fwd_wall:.1f} s wall, "
           f"{fwd_cpu:.1f} s CPU", flush=True)
     w0, c0 = time.perf_counter(), time.process_time()
-    res = ti.indirect_effect(model, list(TASKS), n_mean=args.n_mean, n_corrupted=args.n_corrupted, n_shots=10,
+    res = ti.indirect_effect(model, list(TASKS), n_mean=args.n_mean, n=args.n_corrupted, n_shots=10,
                              batch_size=args.batch_size)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     print(f"indirect_effect over {len(TASKS)} tasks (n_mean={args.n_mean}, n_corrupted={args.n_corrupted}): "

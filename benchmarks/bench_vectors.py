@@ -25,11 +25,11 @@ def main() -> None:
     word, bitwise = card["families"]["word"], card["families"]["bitwise"]
     tasks = word + bitwise
     corruption = {t: "zero_shot" for t in word} | {t: "shuffled_labels" for t in bitwise}
-    kw = dict(n_test=64, n_fit=32, n_shots=8, seed=0, fv_corruption=corruption, soft_steps=100)
+    kw = dict(n=64, n_fit=32, n_shots=8, seed=0, fv_corruption=corruption, soft_steps=100)
     t0 = time.perf_counter()
     compare_methods(model, tasks, methods=[], **kw)
     base = time.perf_counter() - t0
-    print(f"{len(tasks)} tasks, n_test=64, n_fit=32, 8 shots; baselines only: {base:.1f} s")
+    print(f"{len(tasks)} tasks, n=64, n_fit=32, 8 shots; baselines only: {base:.1f} s")
     print("| method | time (s, incl. baselines) | mean accuracy | mean P(answer) |")
     print("|---|---|---|---|")
     for m in METHODS:

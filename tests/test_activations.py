@@ -23,7 +23,7 @@ def prompts_by_arch():
 
     def get(model, task):
         if id(model) not in cache:
-            cache[id(model)] = ti.make_prompts(task, model, n=5, n_shots=2, seed=0)
+            cache[id(model)] = ti.make_prompts(model, task, n=5, n_shots=2, seed=0)
         return cache[id(model)]
 
     return get
@@ -51,7 +51,7 @@ def test_collected_values_equal_run_with_cache(any_model, task_a, prompts_by_arc
 
 
 def test_role_position_is_the_mean_over_the_role(native_model, task_a):
-    batch = ti.make_prompts(task_a, native_model, n=4, n_shots=3, seed=1)
+    batch = ti.make_prompts(native_model, task_a, n=4, n_shots=3, seed=1)
     acts = collect_activations(native_model, batch, sites=["resid_post"], position="demo_output", layers=[1])
     ref = _reference(native_model, batch, "blocks.1.hook_resid_post")
     mask = batch.mask("demo_output")
@@ -61,7 +61,7 @@ def test_role_position_is_the_mean_over_the_role(native_model, task_a):
 
 
 def test_pairs_give_clean_then_corrupted_rows(native_model, task_a):
-    pairs = ti.make_prompt_pairs(task_a, native_model, n=3, n_shots=2, corruption="shuffled_labels")
+    pairs = ti.make_prompt_pairs(native_model, task_a, n=3, n_shots=2, corruption="shuffled_labels")
     acts = collect_activations(native_model, pairs, sites=["resid_post"])
     assert acts.conditions == ("clean",) * 3 + ("corrupted",) * 3
     assert set(acts.tasks) == {"toy_a"}
@@ -70,7 +70,7 @@ def test_pairs_give_clean_then_corrupted_rows(native_model, task_a):
 
 
 def test_task_activations_labels_and_round_trip(native_model, task_a, task_b, tmp_path):
-    acts = task_activations(native_model, [task_a, task_b], n_shots=(0, 2), n=3, sites=["resid_post", "z"])
+    acts = task_activations(native_model, [task_a, task_b], shots=(0, 2), n=3, sites=["resid_post", "z"])
     assert len(acts) == 12
     assert acts.tasks == ("toy_a",) * 6 + ("toy_b",) * 6
     assert acts.n_shots.tolist() == [0, 0, 0, 2, 2, 2] * 2
@@ -83,7 +83,7 @@ def test_task_activations_labels_and_round_trip(native_model, task_a, task_b, tm
 
 
 def test_bad_input_raises_before_any_forward(native_model, task_a):
-    zero = ti.make_prompts(task_a, native_model, n=2, n_shots=0)
+    zero = ti.make_prompts(native_model, task_a, n=2, n_shots=0)
     calls = []
     handle = native_model.register_forward_hook(lambda *a: calls.append(1))
     try:

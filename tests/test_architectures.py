@@ -77,7 +77,7 @@ def test_the_tiny_models_carry_the_real_configurations(tokenizer, task_a):
     assert attn.q_norm is not None and attn.k_norm is not None  # QK-norm
     assert gemma.lm_head.weight is gemma.model.embed_tokens.weight  # tied
     assert float(gemma.model.embed_tokens.embed_scale) == pytest.approx(math.sqrt(c.hidden_size))
-    shortest = int(ti.make_prompts(task_a, gemma_bridge, n=8, n_shots=2).attention_mask.sum(1).min())
+    shortest = int(ti.make_prompts(gemma_bridge, task_a, n=8, n_shots=2).attention_mask.sum(1).min())
     assert c.sliding_window == GEMMA3_WINDOW < shortest // 2  # the window matters on every test prompt
 
     qwen = build_model("qwen2", tokenizer, n_layers=3).original_model
@@ -137,7 +137,7 @@ def test_tiny_configurations_agree_with_the_converted_real_models(arch, tokenize
 
 
 def test_indirect_effect_takes_the_key_value_route_without_fallback(model, task_a):
-    kw = dict(n_mean=3, n_corrupted=3, n_shots=3, metric="logprob")  # P(answer) of a random model is ~1e-6
+    kw = dict(n_mean=3, n=3, n_shots=3, metric="logprob")  # P(answer) of a random model is ~1e-6
     with library_warnings(model) as caught:
         fast = ti.indirect_effect(model, task_a, method="fast", **kw)
     assert not no_fallback(caught)
@@ -163,7 +163,7 @@ def test_vector_sweeps_equal_one_forward_per_layer(model, task_a):
                 fv, L, coeff=2.0).as_hooks(model, query_pos=sub.query_pos))
             torch.testing.assert_close(fsweep.answer_prob[s, L], p, atol=0, rtol=RTOL)
             assert torch.equal(fsweep.correct[s, L], correct)
-    batch = ti.make_prompts(task_a, model, n=6, n_shots=0, seed=0)
+    batch = ti.make_prompts(model, task_a, n=6, n_shots=0, seed=0)
     for L in range(n_layers):
         correct, p = evaluate_intervention(model, batch, lambda sub, L=L: tv.to_steering_vector(
             layer=L).as_hooks(model, query_pos=sub.query_pos))
@@ -198,7 +198,7 @@ def test_function_vector_is_what_its_heads_write_to_the_residual_stream(model, t
     norm), so there the raw sum of ``mean_z @ W_O`` is on another scale; Qwen2 adds it as it is."""
     from tlens_icl.engine import hooks
 
-    batch = ti.make_prompts(task_a, model, n=3, n_shots=2, seed=0)
+    batch = ti.make_prompts(model, task_a, n=3, n_shots=2, seed=0)
     gen = torch.Generator().manual_seed(5)
     cfg = model.cfg
     mean_z = torch.randn(cfg.n_layers, cfg.n_heads, cfg.d_head, generator=gen)

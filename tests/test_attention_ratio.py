@@ -41,8 +41,8 @@ def test_masses_and_share_from_a_hand_made_pattern():
 
 
 def test_masses_equal_transformer_lens_patterns(any_model, task_a):
-    b0 = ti.make_prompts(task_a, any_model, n=3, n_shots=0, seed=0, prepend_bos=True)  # "bos" is a region here
-    b3 = ti.make_prompts(task_a, any_model, n=3, n_shots=3, seed=0, prepend_bos=True)
+    b0 = ti.make_prompts(any_model, task_a, n=3, n_shots=0, seed=0, prepend_bos=True)  # "bos" is a region here
+    b3 = ti.make_prompts(any_model, task_a, n=3, n_shots=3, seed=0, prepend_bos=True)
     res = attention_ratio(any_model, {"0-shot": b0, "3-shot": b3}, relevant="demo_output", irrelevant="bos", batch_size=2)
     assert res.condition_names == ("0-shot", "3-shot")
     assert res.relevant_mass.shape == (6, 2, any_model.cfg.n_heads)
@@ -79,7 +79,7 @@ def reading_task():
 
 
 def test_meta_spans_map_to_the_query_tokens(native_model, tokenizer):
-    batch = ti.make_prompts(reading_task(), native_model, n=3, n_shots=2, seed=0)
+    batch = ti.make_prompts(native_model, reading_task(), n=3, n_shots=2, seed=0)
     rel = region_mask(native_model, batch, "meta:relevant")
     irr = region_mask(native_model, batch, "meta:distractors")
     for row in range(3):
@@ -99,7 +99,7 @@ def test_meta_spans_map_to_the_query_tokens(native_model, tokenizer):
 
 
 def test_bad_regions_raise_before_any_forward(native_model, task_a):
-    batch = ti.make_prompts(task_a, native_model, n=2, n_shots=1)
+    batch = ti.make_prompts(native_model, task_a, n=2, n_shots=1)
     calls = []
     handle = native_model.register_forward_hook(lambda *a: calls.append(1))
     try:
@@ -117,7 +117,7 @@ def test_bad_regions_raise_before_any_forward(native_model, task_a):
 
 
 def test_round_trip_and_views(native_model, task_a, tmp_path):
-    batch = ti.make_prompts(task_a, native_model, n=2, n_shots=2)
+    batch = ti.make_prompts(native_model, task_a, n=2, n_shots=2)
     last = lambda b: torch.nn.functional.one_hot(b.query_pos, b.tokens.shape[1]).bool()  # noqa: E731
     res = attention_ratio(native_model, batch, relevant="demo_output", irrelevant=last)
     assert res.irrelevant == "<lambda>"
@@ -133,7 +133,7 @@ def test_shipped_reading_comprehension_spans_map_to_tokens():
     task = ti.load_task("reading_comprehension")
     words = sorted({w for it in task.items for w in (it.input + " " + it.output).split()} | {"Q:", "A:", "\n"})
     model = build_model("native", make_tokenizer(words), n_layers=1, n_ctx=256)
-    batch = ti.make_prompts(task, model, n=16, n_shots=1, seed=0)
+    batch = ti.make_prompts(model, task, n=16, n_shots=1, seed=0)
     rel = region_mask(model, batch, "meta:relevant")
     irr = region_mask(model, batch, "meta:distractors")
     assert not bool((rel & irr).any())
@@ -144,5 +144,5 @@ def test_shipped_reading_comprehension_spans_map_to_tokens():
         assert " ".join(t for t, m in zip(toks, rel[row]) if m) == item.meta["relevant"]
         assert int(irr[row].sum()) == sum(len(d.split()) for d in item.meta["distractors"])
         assert bool(query[row][rel[row] | irr[row]].all())
-    res = attention_ratio(model, {"0-shot": ti.make_prompts(task, model, n=4, n_shots=0), "1-shot": batch.select(slice(0, 4))})
+    res = attention_ratio(model, {"0-shot": ti.make_prompts(model, task, n=4, n_shots=0), "1-shot": batch.select(slice(0, 4))})
     assert res.relevant_mass.shape == (8, 1, 4)

@@ -42,7 +42,7 @@ def hand_attribution(model, pairs, position: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("position", ["query", "all"])
 def test_matches_hand_computed_gradient(any_model, task_a, position):
-    pairs = ti.make_prompt_pairs(task_a, any_model, n=3, n_shots=3)
+    pairs = ti.make_prompt_pairs(any_model, task_a, n=3, n_shots=3)
     res = ti.attribution_patching(any_model, pairs, position=position)
     assert res.method == "attribution"
     torch.testing.assert_close(res.effects, hand_attribution(any_model, pairs, position), atol=1e-6, rtol=1e-4)
@@ -50,7 +50,7 @@ def test_matches_hand_computed_gradient(any_model, task_a, position):
 
 
 def test_identity_gives_exactly_zero(any_model, task_a):
-    pairs = ti.make_prompt_pairs(task_a, any_model, n=2, n_shots=2, corruption="identity")
+    pairs = ti.make_prompt_pairs(any_model, task_a, n=2, n_shots=2, corruption="identity")
     for position in ("query", "all", "demo_input"):
         res = ti.attribution_patching(any_model, pairs, position=position)
         assert torch.equal(res.effects, torch.zeros_like(res.effects)), position
@@ -58,7 +58,7 @@ def test_identity_gives_exactly_zero(any_model, task_a):
 
 def test_first_order_limit_of_exact_patching(native_model, task_a):
     """For a small patch z := z + eps * d, attribution / exact effect -> 1 as eps -> 0."""
-    pairs = ti.make_prompt_pairs(task_a, native_model, n=1, n_shots=3)
+    pairs = ti.make_prompt_pairs(native_model, task_a, n=1, n_shots=3)
     base = pairs.corrupted
     z_base, _ = query_z(native_model, base.tokens, base.query_pos, batch_size=1)
     direction = torch.randn(z_base.shape[1:], generator=torch.Generator().manual_seed(0))
@@ -89,7 +89,7 @@ def test_fidelity_report():
 
 
 def test_bad_input_raises_before_any_forward(native_model, task_a, monkeypatch):
-    pairs = ti.make_prompt_pairs(task_a, native_model, n=2, n_shots=2)
+    pairs = ti.make_prompt_pairs(native_model, task_a, n=2, n_shots=2)
     monkeypatch.setattr(type(native_model), "forward", lambda *a, **k: pytest.fail("forward ran"))
     with pytest.raises(TlensICLError, match="gradient"):
         ti.attribution_patching(native_model, pairs, metric="rank")

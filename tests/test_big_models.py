@@ -64,7 +64,7 @@ def test_the_split_model_really_is_offloaded(whole_and_split):
 
 def test_indirect_effects_function_vectors_and_sweeps_equal_the_whole_model(whole_and_split, task_a):
     _, whole, split = whole_and_split
-    kw = dict(n_mean=6, n_corrupted=5, n_shots=3, seed=1, batch_size=4)
+    kw = dict(n_mean=6, n=5, n_shots=3, seed=1, batch_size=4)
     med_whole, med_split = ti.indirect_effect(whole, task_a, **kw), ti.indirect_effect(split, task_a, **kw)
     assert tensors_equal(med_whole, med_split)
     assert torch.isfinite(med_split.effects).all() and med_split.effects.abs().sum() > 0
@@ -79,7 +79,7 @@ def test_indirect_effects_function_vectors_and_sweeps_equal_the_whole_model(whol
 
 def test_decodability_equals_the_whole_model(whole_and_split, task_a, task_b):
     _, whole, split = whole_and_split
-    kw = dict(n_shots=(0, 2), n=6, seed=3, sites=["resid_post", "head_out"], batch_size=4)
+    kw = dict(shots=(0, 2), n=6, seed=3, sites=["resid_post", "head_out"], batch_size=4)
     acts_whole, acts_split = ti.task_activations(whole, [task_a, task_b], **kw), ti.task_activations(split, [task_a, task_b], **kw)
     for site in ("resid_post", "head_out"):
         assert torch.equal(getattr(acts_whole, site), getattr(acts_split, site))

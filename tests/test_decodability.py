@@ -116,7 +116,7 @@ def test_correlate_with_accuracy():
 
 
 def test_end_to_end_on_a_model(native_model, task_a, task_b, tmp_path):
-    acts = task_activations(native_model, [task_a, task_b], n_shots=(3, 1), n=6, sites=["resid_post", "z"])
+    acts = task_activations(native_model, [task_a, task_b], shots=(3, 1), n=6, sites=["resid_post", "z"])
     res = concept_decodability(acts, site="z", k=3)
     assert res.units[0] == (0, 0) and res.correct.shape == (2, 8, 12)
     assert ((res.scores() >= 0) & (res.scores() <= 1)).all()

@@ -11,9 +11,9 @@ from tlens_icl.tasks import TaskItem
 
 
 def test_accuracy_matches_hand_computation(any_model, task_a):
-    res = ti.icl_accuracy(any_model, task_a, n_shots=[0, 3], n=6, seed=1)
+    res = ti.icl_accuracy(any_model, task_a, shots=[0, 3], n=6, seed=1)
     for j, shots in enumerate((0, 3)):
-        batch = ti.make_prompts(task_a, any_model, n=6, n_shots=shots, seed=1)
+        batch = ti.make_prompts(any_model, task_a, n=6, n_shots=shots, seed=1)
         with torch.no_grad():
             logits = any_model(batch.tokens)
         rows = torch.arange(6)
@@ -29,8 +29,8 @@ def test_accuracy_counts_alternatives(native_model):
     outs = [f"a{i}" for i in range(6)]
     items = tuple(TaskItem(f"in{i}", outs[i], tuple(o for o in outs if o != outs[i])) for i in range(6))
     task = ti.Task("alts", items)
-    res = ti.icl_accuracy(native_model, task, n_shots=[2], n=6)
-    batch = ti.make_prompts(task, native_model, n=6, n_shots=2)
+    res = ti.icl_accuracy(native_model, task, shots=[2], n=6)
+    batch = ti.make_prompts(native_model, task, n=6, n_shots=2)
     with torch.no_grad():
         pred = native_model(batch.tokens)[torch.arange(6), batch.query_pos].argmax(-1)
     allowed = set(native_model.tokenizer.convert_tokens_to_ids(outs))
@@ -38,7 +38,7 @@ def test_accuracy_counts_alternatives(native_model):
 
 
 def test_result_save_load_roundtrip(native_model, task_a, tmp_path):
-    res = ti.icl_accuracy(native_model, [task_a], n_shots=[0, 1], n=4)
+    res = ti.icl_accuracy(native_model, [task_a], shots=[0, 1], n=4)
     back = AccuracyResult.load(res.save(tmp_path / "acc"))
     assert tensors_equal(res, back)
     assert "<img" in res._repr_html_()

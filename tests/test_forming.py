@@ -164,7 +164,7 @@ def test_head_dynamics_measures_each_checkpoint_not_the_final_model(run):
     tasks = model_tasks(tlens_icl.load_model(str(run)))
     for s, step in enumerate(res.steps):
         m = tlens_icl.load_model(str(run), step=step)
-        acc = tlens_icl.icl_accuracy(m, tasks, n_shots=(0, 3), n=6, seed=0, batch_size=16).accuracy().mean(0)
+        acc = tlens_icl.icl_accuracy(m, tasks, shots=(0, 3), n=6, seed=0, batch_size=16).accuracy().mean(0)
         torch.testing.assert_close(res.accuracy[s], acc)
         icl = tlens_icl.token_loss_score(m, "episodes", tasks=tasks, n=6 * len(tasks), n_shots=3, seed=0)
         assert float(res.icl_score[s]) == pytest.approx(icl.score(), abs=1e-5)

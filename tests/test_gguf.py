@@ -146,7 +146,7 @@ def test_gguf_bos_flag_and_changed_file_rebuilds(tmp_path, cache):
     key = G.gguf_key(path)
     model = ti.load_model(str(path))
     assert model.cfg.default_prepend_bos is True
-    batch = ti.make_prompts(ti.Task.from_pairs("t", [("cat", "CAT"), ("dog", "DOG"), ("fox", "FOX")]), model, n=2, n_shots=1)
+    batch = ti.make_prompts(model, ti.Task.from_pairs("t", [("cat", "CAT"), ("dog", "DOG"), ("fox", "FOX")]), n=2, n_shots=1)
     assert batch.prepend_bos and (batch.tokens[:, 0] == model.tokenizer.bos_token_id).all()
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # a new file at the same path: a new cache entry
     assert G.gguf_key(path) != key

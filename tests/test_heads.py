@@ -151,7 +151,7 @@ def _nonzero_biases(model):
 
 def test_mean_ablation_equals_hand_written_hook(ab_model, var_task):
     model = _nonzero_biases(ab_model)
-    batch = make_prompts(var_task, model, n=7, n_shots=3, seed=2)
+    batch = make_prompts(model, var_task, n=7, n_shots=3, seed=2)
     assert len(set(batch.attention_mask.sum(1).tolist())) > 1
     heads = [Head(0, 1), Head(1, 0), Head(1, 3)]
     where = ablation_positions(batch, "all")
@@ -205,7 +205,7 @@ def test_sweep_starts_each_set_at_its_first_layer_exactly(arch, tokenizer, var_t
     import warnings
 
     model = _nonzero_biases(build_model(arch, tokenizer, n_layers=4, seed=7))
-    batch = make_prompts(var_task, model, n=7, n_shots=3, seed=5)
+    batch = make_prompts(model, var_task, n=7, n_shots=3, seed=5)
     where = ablation_positions(batch, "all")
     means = mean_head_z(model, batch.tokens, where, batch_size=3)
     sets = [[], [Head(2, 1)], [Head(1, 0), Head(3, 2)], [Head(3, 3)], [Head(0, 2), Head(2, 0)]]
@@ -246,7 +246,7 @@ def test_sweep_starts_each_set_at_its_first_layer_exactly(arch, tokenizer, var_t
 
 
 def test_ablating_zero_heads_equals_the_unablated_run(native_model, var_task):
-    batch = make_prompts(var_task, native_model, n=6, n_shots=3, seed=4)
+    batch = make_prompts(native_model, var_task, n=6, n_shots=3, seed=4)
     means = torch.randn(native_model.cfg.n_layers, native_model.cfg.n_heads, native_model.cfg.d_head)
     assert torch.equal(ablated_query_logits(native_model, batch, [], means), query_logits(native_model, batch))
     losses = ablated_token_losses(native_model, batch.tokens, batch.attention_mask, [], means)
@@ -267,7 +267,7 @@ def test_ablating_zero_heads_equals_the_unablated_run(native_model, var_task):
 
 
 def test_ablation_hooks_are_checked(native_model, var_task):
-    batch = make_prompts(var_task, native_model, n=2, n_shots=2)
+    batch = make_prompts(native_model, var_task, n=2, n_shots=2)
     means = torch.zeros(2, 4, native_model.cfg.d_head)
     with pytest.raises(TlensICLError):
         ablated_query_logits(native_model, batch, [Head(5, 0)], means)

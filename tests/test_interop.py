@@ -83,7 +83,7 @@ def test_warn_once_per_model_and_key(native_model):
 
 def test_a_pattern_edit_the_model_would_ignore_raises(native_model, task_a, monkeypatch):
     """Planted: pretend the model ignores pattern edits (as TL3 native bridges do); editing must raise."""
-    batch = ti.make_prompts(task_a, native_model, n=2, n_shots=2, seed=0)
+    batch = ti.make_prompts(native_model, task_a, n=2, n_shots=2, seed=0)
     edit = [(hooks.pattern(0), lambda p, hook: p * 0.5)]
     if not adapter.pattern_edits_ignored(native_model):  # TL4: honoured, no error (TL3 native: tests/compat)
         with hooks.checked_hooks(native_model, edit):
@@ -98,17 +98,17 @@ def test_a_pattern_edit_the_model_would_ignore_raises(native_model, task_a, monk
 
 def test_fast_path_routes_through_the_mask_when_pattern_edits_are_ignored(native_model, task_a, monkeypatch):
     """With pattern edits unavailable the fast path uses the 4-D mask, and still equals the loop."""
-    naive = ti.indirect_effect(native_model, task_a, method="naive", n_mean=4, n_corrupted=3, n_shots=3)
+    naive = ti.indirect_effect(native_model, task_a, method="naive", n_mean=4, n=3, n_shots=3)
     caps = adapter.capabilities(native_model)
     monkeypatch.setitem(adapter._CAPS, native_model, adapter.Capabilities(**{**caps.__dict__, "pattern_edit": False}))
-    fast = ti.indirect_effect(native_model, task_a, method="fast", n_mean=4, n_corrupted=3, n_shots=3)
+    fast = ti.indirect_effect(native_model, task_a, method="fast", n_mean=4, n=3, n_shots=3)
     assert fast.method == "fast"
     torch.testing.assert_close(fast.effects, naive.effects, atol=TOL, rtol=0)
 
 
 # ---- ActivationCache inputs ------------------------------------------------------------------------------
 def test_collect_activations_from_a_cache_equals_the_library_pass(any_model, task_a):
-    batch = ti.make_prompts(task_a, any_model, n=5, n_shots=3, seed=4)
+    batch = ti.make_prompts(any_model, task_a, n=5, n_shots=3, seed=4)
     with torch.no_grad():
         _, cache = any_model.run_with_cache(batch.tokens)
     for position in ("query", "demo_output"):
@@ -124,12 +124,12 @@ def test_collect_activations_from_a_cache_equals_the_library_pass(any_model, tas
 def test_a_cache_feeds_decodability_rsa_and_probing(native_model, task_a, task_b):
     sets = []
     for task in (task_a, task_b):
-        batch = ti.make_prompts(task, native_model, n=6, n_shots=3, seed=5)
+        batch = ti.make_prompts(native_model, task, n=6, n_shots=3, seed=5)
         with torch.no_grad():
             _, cache = native_model.run_with_cache(batch.tokens, names_filter=lambda n: n.endswith("hook_resid_post"))
         sets.append(ti.collect_activations(native_model, batch, cache=cache, task=task.name, condition="clean"))
     from_cache = ActivationSet.concat(sets)
-    own = ti.task_activations(native_model, [task_a, task_b], n_shots=[3], n=6, seed=5)
+    own = ti.task_activations(native_model, [task_a, task_b], shots=[3], n=6, seed=5)
     torch.testing.assert_close(from_cache.resid_post, own.resid_post, atol=TOL, rtol=0)
     assert ti.concept_decodability(from_cache).correct.shape == ti.concept_decodability(own).correct.shape
     torch.testing.assert_close(ti.rsa(from_cache, n_permutations=10).rho, ti.rsa(own, n_permutations=10).rho,
@@ -139,23 +139,23 @@ def test_a_cache_feeds_decodability_rsa_and_probing(native_model, task_a, task_b
 
 
 def test_mediation_means_from_a_cache_equal_the_computed_ones(native_model, task_a):
-    computed = ti.indirect_effect(native_model, task_a, n_mean=5, n_corrupted=3, n_shots=3)
-    mean_batch = ti.make_prompts(task_a, native_model, n=5, n_shots=3, seed=stream_seed(0, "mean"))  # the mean stream
+    computed = ti.indirect_effect(native_model, task_a, n_mean=5, n=3, n_shots=3)
+    mean_batch = ti.make_prompts(native_model, task_a, n=5, n_shots=3, seed=stream_seed(0, "mean"))  # the mean stream
     with torch.no_grad():
         _, cache = native_model.run_with_cache(mean_batch.tokens, names_filter=lambda n: n.endswith("hook_z"))
     mean_z = mean_head_activations(native_model, mean_batch, cache=cache)
     torch.testing.assert_close(mean_z, computed.mean_z[0], atol=TOL, rtol=0)
-    given = ti.indirect_effect(native_model, task_a, n_corrupted=3, n_shots=3, mean_z=mean_z)
+    given = ti.indirect_effect(native_model, task_a, n=3, n_shots=3, mean_z=mean_z)
     torch.testing.assert_close(given.effects, computed.effects, atol=TOL, rtol=0)
     assert given.info["mean_z"] == "given"
     with pytest.raises(TlensICLError, match="mean_z must be"):
-        ti.indirect_effect(native_model, task_a, n_corrupted=3, n_shots=3, mean_z=mean_z.expand(2, -1, -1, -1))
+        ti.indirect_effect(native_model, task_a, n=3, n_shots=3, mean_z=mean_z.expand(2, -1, -1, -1))
     with pytest.raises(TlensICLError, match="filter_correct"):
-        ti.indirect_effect(native_model, task_a, n_corrupted=3, n_shots=3, mean_z=mean_z, filter_correct=True)
+        ti.indirect_effect(native_model, task_a, n=3, n_shots=3, mean_z=mean_z, filter_correct=True)
 
 
 def test_a_wrong_cache_is_refused(native_model, embedded_model, task_a):
-    batch = ti.make_prompts(task_a, native_model, n=4, n_shots=3, seed=4)
+    batch = ti.make_prompts(native_model, task_a, n=4, n_shots=3, seed=4)
     other = batch.select([1, 0, 3, 2])  # the same prompts in another order: same shape, other tokens per row
     with torch.no_grad():
         _, cache = native_model.run_with_cache(batch.tokens)
@@ -175,12 +175,12 @@ def test_a_wrong_cache_is_refused(native_model, embedded_model, task_a):
     with pytest.raises(TlensICLError, match="ActivationCache"):
         ti.collect_activations(native_model, batch, cache={"blocks.0.hook_resid_post": torch.zeros(1)}.items())
     with pytest.raises(TlensICLError, match="PromptBatch"):
-        ti.collect_activations(native_model, ti.make_prompt_pairs(task_a, native_model, n=2, n_shots=2), cache=cache)
+        ti.collect_activations(native_model, ti.make_prompt_pairs(native_model, task_a, n=2, n_shots=2), cache=cache)
 
 
 # ---- steering vectors --------------------------------------------------------------------------------------
 def test_function_vector_round_trips_as_a_plain_steering_vector(native_model, task_a, tmp_path):
-    batch = ti.make_prompts(task_a, native_model, n=4, n_shots=3, seed=1)
+    batch = ti.make_prompts(native_model, task_a, n=4, n_shots=3, seed=1)
     fv = function_vector_from_heads(native_model, mean_head_activations(native_model, batch), [(0, 1), (1, 2)],
                                     task="toy_a").with_layer(0)
     sv = fv.to_steering_vector(coeff=2.0)
@@ -190,7 +190,7 @@ def test_function_vector_round_trips_as_a_plain_steering_vector(native_model, ta
     loaded = SteeringVector.load(path, model=native_model)
     assert loaded.hook_name == hook_name and torch.equal(loaded.vector, vector) and loaded.coeff == 2.0
     assert loaded.metadata["task"] == "toy_a" and loaded.metadata["heads"] == [[0, 1], [1, 2]]
-    zero = ti.make_prompts(task_a, native_model, n=3, n_shots=0, seed=2)
+    zero = ti.make_prompts(native_model, task_a, n=3, n_shots=0, seed=2)
     toks = zero.tokens[:1, : int(zero.query_pos[0]) + 1]  # one unpadded prompt: the query is the last token
     with torch.no_grad():
         plain_tl = native_model.run_with_hooks(toks, fwd_hooks=[loaded.as_hook()])
@@ -209,11 +209,11 @@ def test_function_vector_round_trips_as_a_plain_steering_vector(native_model, ta
 
 
 def test_task_vector_exports_as_a_replacement(native_model, task_a, tmp_path):
-    batch = ti.make_prompts(task_a, native_model, n=3, n_shots=3, seed=0)
+    batch = ti.make_prompts(native_model, task_a, n=3, n_shots=3, seed=0)
     tv = task_vector_from_prompts(native_model, batch.select([0])).with_layer(1)
     sv = ti.SteeringVector.load(tv.to_steering_vector().save(tmp_path / "tv.safetensors"))
     assert sv.mode == "replace" and sv.hook_name == "blocks.1.hook_resid_post" and torch.equal(sv.vector, tv.at(1))
-    zero = ti.make_prompts(task_a, native_model, n=1, n_shots=0, seed=3)
+    zero = ti.make_prompts(native_model, task_a, n=1, n_shots=0, seed=3)
     toks = zero.tokens[:, : int(zero.query_pos[0]) + 1]
     with torch.no_grad():
         tl = native_model.run_with_hooks(toks, fwd_hooks=[sv.as_hook()])

@@ -110,7 +110,7 @@ def assert_same_result(a, b):
 
 def test_cut_logits_equal_the_full_forward_at_every_read_position(model, task_a):
     assert logit_cut(model) == hooks.unembed_in()  # proven on this model (a failed proof returns None)
-    batch = ti.make_prompts(task_a, model, n=6, n_shots=3, seed=2)
+    batch = ti.make_prompts(model, task_a, n=6, n_shots=3, seed=2)
     lengths = batch.attention_mask.sum(1)
     assert len(set(lengths.tolist())) > 1
     gen = torch.Generator().manual_seed(0)
@@ -133,7 +133,7 @@ def test_the_softcap_and_the_bias_are_applied_to_the_cut_rows(tokenizer, task_a)
     """The extra models are not trivially equal to their plain twins: the cap and the bias move every logit."""
     plain, biased = built("llama", tokenizer), built("llama_lm_bias", tokenizer)
     capped, uncapped = built("gemma2_softcap", tokenizer), build("gemma2", tokenizer)
-    batch = ti.make_prompts(task_a, plain, n=3, n_shots=2, seed=0)
+    batch = ti.make_prompts(plain, task_a, n=3, n_shots=2, seed=0)
     uncapped.original_model.config.final_logit_softcapping = None
     for with_it, without in ((biased, plain), (capped, uncapped)):
         a, b = query_logits(with_it, batch), query_logits(without, batch)
@@ -142,7 +142,7 @@ def test_the_softcap_and_the_bias_are_applied_to_the_cut_rows(tokenizer, task_a)
 
 
 def test_a_callers_hook_on_the_logits_sees_every_position(native_model, task_a):
-    batch = ti.make_prompts(task_a, native_model, n=4, n_shots=2, seed=0)
+    batch = ti.make_prompts(native_model, task_a, n=4, n_shots=2, seed=0)
     widths = []
 
     def on_logits(act, hook):
@@ -156,7 +156,7 @@ def test_a_callers_hook_on_the_logits_sees_every_position(native_model, task_a):
 # ---- every reading path equals the full-logits path, and unembeds fewer positions -----------------------------
 def test_engine_reads_equal_the_full_forward(model, task_a, full_logits):
     """query logits, whole-answer scores and capture's logits against ``model(tokens)`` read by hand."""
-    batch = ti.make_prompts(task_a, model, n=6, n_shots=3, seed=1)
+    batch = ti.make_prompts(model, task_a, n=6, n_shots=3, seed=1)
     answers = [tuple(a) for a in batch.answer_ids]
     ar = torch.arange(len(batch))
     with torch.no_grad():
@@ -184,14 +184,14 @@ def test_engine_reads_equal_the_full_forward(model, task_a, full_logits):
 @pytest.mark.parametrize("method", ["fast", "naive"])
 def test_mediation_equals_the_full_logits_path(core_model, task_a, full_logits, method):
     model = core_model
-    kw = dict(n_mean=5, n_corrupted=3, n_shots=3, method=method)
+    kw = dict(n_mean=5, n=3, n_shots=3, method=method)
     cut, n_cut = unembedded(model, lambda: ti.indirect_effect(model, task_a, **kw))
     with full_logits():
         ref, n_full = unembedded(model, lambda: ti.indirect_effect(model, task_a, **kw))
     assert cut.method == ref.method
     assert_same_result(cut, ref)
     assert n_cut < n_full / 2
-    pairs = ti.make_prompt_pairs(task_a, model, n=3, n_shots=3, seed=0)  # the prompts indirect_effect builds
+    pairs = ti.make_prompt_pairs(model, task_a, n=3, n_shots=3, seed=0)  # the prompts indirect_effect builds
     for batch, metric in ((pairs.clean, cut.clean_metric[0]), (pairs.corrupted, cut.corrupted_metric[0])):
         with torch.no_grad():
             p = model(batch.tokens)[torch.arange(3), batch.query_pos].softmax(-1)
@@ -200,7 +200,7 @@ def test_mediation_equals_the_full_logits_path(core_model, task_a, full_logits, 
 
 def test_vector_sweeps_and_patching_equal_the_full_logits_path(core_model, task_a, full_logits):
     model = core_model
-    pairs = ti.make_prompt_pairs(task_a, model, n=2, n_shots=2, seed=0, single_token="filter")  # aligned positions
+    pairs = ti.make_prompt_pairs(model, task_a, n=2, n_shots=2, seed=0, single_token="filter")  # aligned positions
     fv = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(3))
 
     def run():
@@ -209,7 +209,7 @@ def test_vector_sweeps_and_patching_equal_the_full_logits_path(core_model, task_
                 tv, task_vector_sweep(model, tv, task_a, n=4),
                 ti.activation_patching(model, pairs, site="resid_pre"),  # suffix replay; the loop on native
                 ti.head_patching(model, pairs, position="all"),
-                ti.icl_accuracy(model, task_a, n_shots=[0, 2], n=4)]
+                ti.icl_accuracy(model, task_a, shots=[0, 2], n=4)]
 
     cut, n_cut = unembedded(model, run)
     with full_logits():
@@ -236,7 +236,7 @@ def test_ablation_sweep_at_the_query_equals_a_hooked_forward(core_model, task_a)
     from tlens_icl.engine.ablation import ablation_positions, ablation_sweep, mean_ablation_hooks, query_reduce
 
     model = core_model
-    batch = ti.make_prompts(task_a, model, n=5, n_shots=3, seed=3)
+    batch = ti.make_prompts(model, task_a, n=5, n_shots=3, seed=3)
     gen = torch.Generator().manual_seed(2)
     means = torch.randn(model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head, generator=gen)
     sets = [[ti.Head(0, 1)], [ti.Head(1, 0), ti.Head(1, 2)], []]
@@ -252,7 +252,7 @@ def test_ablation_sweep_at_the_query_equals_a_hooked_forward(core_model, task_a)
 # ---- the proof, the fallback and the planner --------------------------------------------------------------------
 def test_a_cut_that_is_not_exact_falls_back_with_a_warning(tokenizer, task_a, monkeypatch):
     model = build("llama", tokenizer)
-    batch = ti.make_prompts(task_a, model, n=4, n_shots=2, seed=0)
+    batch = ti.make_prompts(model, task_a, n=4, n_shots=2, seed=0)
     ref = query_logits(model, batch)
     # cutting before the last block: its attention would see only the cut rows
     monkeypatch.setattr(hooks, "logits_input", lambda m: hooks.resid_pre(m.cfg.n_layers - 1))
@@ -289,7 +289,7 @@ def test_row_planner_counts_logits_only_where_read(model, full_logits):
 
 def test_the_proof_runs_no_hook_of_the_caller(tokenizer, task_a):
     model = build("gpt2", tokenizer)  # fresh: the proof has not run yet
-    batch = ti.make_prompts(task_a, model, n=3, n_shots=2, seed=0)
+    batch = ti.make_prompts(model, task_a, n=3, n_shots=2, seed=0)
     fired = []
     with model.hooks(fwd_hooks=[(hooks.z(0), lambda act, hook: fired.append(act.shape[0]))]):
         query_logits(model, batch)  # proves the cut first, then one forward of the 3 rows

@@ -15,7 +15,7 @@ from tlens_icl.results.base import tensors_equal
 from tlens_icl.viz.html import BUNDLE_MARK
 
 TOL = 1e-5
-SMALL = dict(n_mean=4, n_corrupted=3, n_shots=3)
+SMALL = dict(n_mean=4, n=3, n_shots=3)
 
 
 def test_fast_equals_one_forward_per_head(any_model, task_a):
@@ -46,7 +46,7 @@ def test_streams_are_independent(native_model, task_a):
 def test_spec_and_data_level_agree(native_model, task_a):
     """indirect_effect(tasks) == indirect_effect(spec) == indirect_effect(pairs, mean_prompts=...)."""
     spec = PromptSpec((task_a,), n=3, n_shots=3, seed=2)
-    by_task = ti.indirect_effect(native_model, task_a, n_mean=4, n_corrupted=3, n_shots=3, seed=2, method="naive")
+    by_task = ti.indirect_effect(native_model, task_a, n_mean=4, n=3, n_shots=3, seed=2, method="naive")
     by_spec = ti.indirect_effect(native_model, spec, n_mean=4, method="naive")
     by_data = ti.indirect_effect(native_model, spec.pairs(native_model), method="naive",
                                  mean_prompts=spec.prompts(native_model, "mean", n=4))
@@ -69,13 +69,13 @@ def test_mean_z_and_one_cie_by_hand(native_model, task_a):
     res = ti.indirect_effect(native_model, task_a, **SMALL)
     layer, head = 1, 3
     # mean hook_z at the query position over the clean mean prompts (the spec's "mean" stream)
-    prompts = ti.make_prompts(task_a, native_model, n=4, n_shots=3, seed=stream_seed(0, "mean"))
+    prompts = ti.make_prompts(native_model, task_a, n=4, n_shots=3, seed=stream_seed(0, "mean"))
     _, cache = native_model.run_with_cache(prompts.tokens, names_filter=f"blocks.{layer}.attn.hook_z")
     rows = torch.arange(len(prompts))
     z = cache[f"blocks.{layer}.attn.hook_z"][rows, prompts.query_pos]
     torch.testing.assert_close(res.mean_z[0, layer], z.mean(0), atol=1e-6, rtol=0)
     # CIE = P(answer | corrupted, z_head := mean) - P(answer | corrupted), per corrupted prompt
-    pairs = ti.make_prompt_pairs(task_a, native_model, n=3, n_shots=3, seed=0)
+    pairs = ti.make_prompt_pairs(native_model, task_a, n=3, n_shots=3, seed=0)
     base = pairs.corrupted
     r = torch.arange(len(base))
 
@@ -119,7 +119,7 @@ def test_attribution_estimates_the_same_quantity(native_model, task_a):
     assert torch.equal(approx.mean_z, exact.mean_z)
     torch.testing.assert_close(approx.corrupted_metric, exact.corrupted_metric, atol=TOL, rtol=0)
     # the same corrupted prompts as the exact run, patched with the same task mean
-    pairs = ti.make_prompt_pairs(task_a, native_model, n=3, n_shots=3, seed=0)
+    pairs = ti.make_prompt_pairs(native_model, task_a, n=3, n_shots=3, seed=0)
     direct = ti.attribution_patching(native_model, pairs, values=exact.mean_z[0])
     torch.testing.assert_close(approx.effects[0], direct.effects, atol=1e-7, rtol=0)
     assert patching_fidelity(approx, exact, k=4).n_heads == 8
@@ -140,7 +140,7 @@ def test_result_views_round_trip_and_html(native_model, task_a, tmp_path):
 
 
 def test_head_attention_html_is_offline_and_shows_roles(native_model, task_a, tmp_path):
-    prompts = ti.make_prompts(task_a, native_model, n=1, n_shots=2)
+    prompts = ti.make_prompts(native_model, task_a, n=1, n_shots=2)
     view = head_attention_html(native_model, prompts, [ti.Head(1, 2), ti.Head(0, 0)], path=tmp_path / "a.html")
     page = view.page()
     assert "unpkg.com" not in page and "L1H2" in page and "|y" in page and "|qx" in page
@@ -226,13 +226,13 @@ def test_filter_correct_keeps_exactly_the_correctly_answered_prompts(word_tokeni
     model = biased_model(tokenizer, "a0")  # correct exactly where the answer is a0
     task, other = two_label_task("toy_even", "a0", "a1"), two_label_task("toy_even3", "a0", "a3")
     # two labels and 2 shots: shuffling cannot change a prompt whose demos agree, random labels always can
-    kw = dict(n_mean=8, n_corrupted=8, n_shots=2, seed=0, metric="top1", corruption="random_labels")
+    kw = dict(n_mean=8, n=8, n_shots=2, seed=0, metric="top1", corruption="random_labels")
     res = ti.indirect_effect(model, [task, other], filter_correct=True, method="naive", **kw)
     assert res.info["filter_correct"] is True
     a0 = tokenizer.convert_tokens_to_ids("a0")
     for t, name in enumerate(res.tasks):
-        pairs = ti.make_prompt_pairs([task, other][t], model, n=8, n_shots=2, seed=0, corruption="random_labels")
-        prompts = ti.make_prompts([task, other][t], model, n=8, n_shots=2, seed=stream_seed(0, "mean"))
+        pairs = ti.make_prompt_pairs(model, [task, other][t], n=8, n_shots=2, seed=0, corruption="random_labels")
+        prompts = ti.make_prompts(model, [task, other][t], n=8, n_shots=2, seed=stream_seed(0, "mean"))
         rows = torch.arange(8)
         with torch.no_grad():  # by hand: top-1 of the clean prompt == first answer token
             ok = model(pairs.clean.tokens)[rows, pairs.clean.query_pos].argmax(-1) == pairs.clean.answer_tokens

@@ -61,7 +61,7 @@ def test_icl_accuracy_backs_off_and_equals_the_unbounded_run(fresh_model, task_a
 
 
 def test_activations_back_off_mid_run_without_losing_rows(fresh_model, task_a, task_b):
-    kw = dict(n_shots=(2,), n=7, seed=1, sites=["resid_post", "z"], batch_size=4)
+    kw = dict(shots=(2,), n=7, seed=1, sites=["resid_post", "z"], batch_size=4)
     ref = ti.task_activations(fresh_model, [task_a, task_b], **kw)
     fake = FakeAllocator(room=2, after=1)
     handle = fake.install(fresh_model)
@@ -78,7 +78,7 @@ def test_query_logits_back_off_in_the_engine_row_plan(fresh_model, task_a):
     """Rows sorted by query position and cut after it: a chunk that fails is split, each row once, in the caller's order."""
     from tlens_icl.engine.runs import query_logits
 
-    batch = ti.make_prompts(task_a, fresh_model, n=9, n_shots=2, seed=4)
+    batch = ti.make_prompts(fresh_model, task_a, n=9, n_shots=2, seed=4)
     ref = query_logits(fresh_model, batch, batch_size=4)
     fake = FakeAllocator(room=3, after=1)
     handle = fake.install(fresh_model)
@@ -129,7 +129,7 @@ def test_query_engine_backs_off_mid_run_on_every_route(tokenizer, task_a, arch, 
     from conftest import build_model
 
     model = build_model(arch, tokenizer)  # a model of its own: the warning is shown once per model
-    pairs = ti.make_prompt_pairs(task_a, model, n=9, n_shots=2, seed=2)
+    pairs = ti.make_prompt_pairs(model, task_a, n=9, n_shots=2, seed=2)
     heads = [(0, 1), (1, 0), (1, 3)]
     ref = ti.head_patching(model, pairs, heads=heads, method=method, batch_size=4)
     assert ref.info["engine"] == route

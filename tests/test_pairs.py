@@ -23,24 +23,24 @@ def demo_outputs(batch: PromptBatch, model, row: int, role: str = "demo_output")
 
 
 def test_same_seed_same_prompts_different_seed_different(native_model, task_a):
-    a = ti.make_prompt_pairs(task_a, native_model, n=6, n_shots=4, seed=3)
-    b = ti.make_prompt_pairs(task_a, native_model, n=6, n_shots=4, seed=3)
-    c = ti.make_prompt_pairs(task_a, native_model, n=6, n_shots=4, seed=4)
+    a = ti.make_prompt_pairs(native_model, task_a, n=6, n_shots=4, seed=3)
+    b = ti.make_prompt_pairs(native_model, task_a, n=6, n_shots=4, seed=3)
+    c = ti.make_prompt_pairs(native_model, task_a, n=6, n_shots=4, seed=4)
     assert a.clean.prompts == b.clean.prompts and a.corrupted.prompts == b.corrupted.prompts
     assert torch.equal(a.clean.tokens, b.clean.tokens)
     assert a.clean.prompts != c.clean.prompts
 
 
 def test_queries_do_not_depend_on_shots(native_model, task_a):
-    p0 = ti.make_prompts(task_a, native_model, n=8, n_shots=0, seed=1)
-    p5 = ti.make_prompts(task_a, native_model, n=8, n_shots=5, seed=1)
+    p0 = ti.make_prompts(native_model, task_a, n=8, n_shots=0, seed=1)
+    p5 = ti.make_prompts(native_model, task_a, n=8, n_shots=5, seed=1)
     assert [q.input for q in p0.queries] == [q.input for q in p5.queries]
 
 
 # Corruption semantics on single-token labels (word-level model); labels of different BPE lengths are issue 9's.
 def test_shuffled_labels_permute_demo_outputs(word_model, word_task_a):
     native_model, task_a = word_model, word_task_a
-    pairs = ti.make_prompt_pairs(task_a, native_model, n=8, n_shots=5, corruption="shuffled_labels", seed=0)
+    pairs = ti.make_prompt_pairs(native_model, task_a, n=8, n_shots=5, corruption="shuffled_labels", seed=0)
     assert pairs.aligned
     for i in range(len(pairs)):
         clean, corr = demo_outputs(pairs.clean, native_model, i), demo_outputs(pairs.corrupted, native_model, i)
@@ -53,37 +53,37 @@ def test_shuffled_labels_permute_demo_outputs(word_model, word_task_a):
 def test_random_and_other_task_labels(word_model, word_task_a, word_task_b):
     native_model, task_a, task_b = word_model, word_task_a, word_task_b
     truth = {it.input: it.output for it in task_a.items}
-    pairs = ti.make_prompt_pairs(task_a, native_model, n=6, n_shots=4, corruption="random_labels", seed=0)
+    pairs = ti.make_prompt_pairs(native_model, task_a, n=6, n_shots=4, corruption="random_labels", seed=0)
     assert pairs.aligned
     for i in range(len(pairs)):
         for y in demo_outputs(pairs.corrupted, native_model, i):
             assert y in task_a.outputs
         inputs = demo_outputs(pairs.corrupted, native_model, i, role="demo_input")
         assert all(truth[x] != y for x, y in zip(inputs, demo_outputs(pairs.corrupted, native_model, i)))
-    other = ti.make_prompt_pairs(task_a, native_model, n=4, n_shots=3, corruption="other_task_labels", other_task=task_b)
+    other = ti.make_prompt_pairs(native_model, task_a, n=4, n_shots=3, corruption="other_task_labels", other_task=task_b)
     for i in range(len(other)):
         assert all(y.startswith("b") for y in demo_outputs(other.corrupted, native_model, i))
     with pytest.raises(TlensICLError, match="other_task"):
-        ti.make_prompt_pairs(task_a, native_model, n=2, n_shots=2, corruption="other_task_labels")
+        ti.make_prompt_pairs(native_model, task_a, n=2, n_shots=2, corruption="other_task_labels")
 
 
 def test_identity_zero_shot_and_corrupted_query(word_model, word_task_a):
     native_model, task_a = word_model, word_task_a
-    same = ti.make_prompt_pairs(task_a, native_model, n=4, n_shots=3, corruption="identity")
+    same = ti.make_prompt_pairs(native_model, task_a, n=4, n_shots=3, corruption="identity")
     assert torch.equal(same.clean.tokens, same.corrupted.tokens) and same.aligned
-    zs = ti.make_prompt_pairs(task_a, native_model, n=4, n_shots=3, corruption="zero_shot")
+    zs = ti.make_prompt_pairs(native_model, task_a, n=4, n_shots=3, corruption="zero_shot")
     assert not zs.aligned
     assert (zs.corrupted.mask("demo_output").sum() == 0) and torch.equal(zs.clean.answer_tokens, zs.corrupted.answer_tokens)
     with pytest.raises(PairMismatchError, match="position='query'"):
         zs.require_aligned("patching every position")
-    cq = ti.make_prompt_pairs(task_a, native_model, n=4, n_shots=3, corruption="corrupted_query")
+    cq = ti.make_prompt_pairs(native_model, task_a, n=4, n_shots=3, corruption="corrupted_query")
     assert cq.aligned and (cq.clean.answer_tokens != cq.corrupted.answer_tokens).all()
 
 
 @pytest.mark.parametrize("template", ["qa", "arrow"])
 def test_roles_and_query_position(any_model, task_a, template):
     n_shots = 3
-    pairs = ti.make_prompt_pairs(task_a, any_model, n=5, n_shots=n_shots, template=template, seed=2)
+    pairs = ti.make_prompt_pairs(any_model, task_a, n=5, n_shots=n_shots, template=template, seed=2)
     b = pairs.clean
     lengths = b.attention_mask.sum(1)
     assert torch.equal(b.query_pos, lengths - 1)
@@ -104,7 +104,7 @@ def test_roles_and_query_position(any_model, task_a, template):
 
 def test_prompt_batch_select_trims_padding(native_model):
     task = ti.Task.from_pairs("mixed", [("in1", "a1"), ("in2 in3", "a2"), ("in4", "a4"), ("in5", "a5")])
-    b = ti.make_prompts(task, native_model, n=4, n_shots=1, seed=0)
+    b = ti.make_prompts(native_model, task, n=4, n_shots=1, seed=0)
     short = [i for i in range(4) if int(b.attention_mask[i].sum()) < b.tokens.shape[1]]
     assert short, "expected right padding"
     sub = b.select([short[0]])
@@ -124,7 +124,7 @@ def word_forward_counter(word_model):
 def test_more_shots_than_items(native_model, forward_counter):
     tiny = ti.Task.from_pairs("tiny", [("in1", "a1"), ("in2", "a2"), ("in3", "a3")])
     with pytest.raises(TlensICLError, match="cannot supply 5 demonstrations"):
-        ti.icl_accuracy(native_model, tiny, n_shots=[0, 5], n=2)
+        ti.icl_accuracy(native_model, tiny, shots=[0, 5], n=2)
     assert not forward_counter
 
 
@@ -132,8 +132,8 @@ def test_multi_token_answer_required(word_model, word_forward_counter):
     native_model, forward_counter = word_model, word_forward_counter
     task = ti.Task.from_pairs("multi", [("in1", "two words"), ("in2", "a2"), ("in3", "a3"), ("in4", "a4")])
     with pytest.raises(PromptError, match="several tokens"):
-        ti.make_prompt_pairs(task, native_model, n=2, n_shots=1, single_token="require")
-    kept = usable_task(task, native_model, single_token="filter")
+        ti.make_prompt_pairs(native_model, task, n=2, n_shots=1, single_token="require")
+    kept = usable_task(native_model, task, single_token="filter")
     assert [it.output for it in kept.items] == ["a2", "a3", "a4"]
     assert not forward_counter
 
@@ -145,7 +145,7 @@ def test_prompt_longer_than_context(tokenizer, task_a):
     calls = []
     short.add_hook("hook_embed", lambda x, hook: calls.append(1))
     with pytest.raises(PromptError, match="exceeds the model's context of 16"):
-        ti.icl_accuracy(short, task_a, n_shots=[8], n=2)
+        ti.icl_accuracy(short, task_a, shots=[8], n=2)
     assert not calls
 
 
@@ -153,7 +153,7 @@ def test_training_mode_rejected(native_model, task_a, forward_counter):
     native_model.train()
     try:
         with pytest.raises(ModelStateError, match=r"model.eval\(\)"):
-            ti.icl_accuracy(native_model, task_a, n_shots=[1], n=2)
+            ti.icl_accuracy(native_model, task_a, shots=[1], n=2)
     finally:
         native_model.eval()
     assert not forward_counter
@@ -171,14 +171,14 @@ def test_unknown_tokens_and_padding_text(word_model):
     native_model = word_model
     unknown = ti.Task.from_pairs("unk", [("zzzz", "a1"), ("qqqq", "a2")])
     with pytest.raises(EmptyTaskError, match="representable"):
-        ti.make_prompts(unknown, native_model, n=1, n_shots=1)
+        ti.make_prompts(native_model, unknown, n=1, n_shots=1)
     pad = ti.Task.from_pairs("pad", [("in1 <pad>", "a1"), ("in2", "a2"), ("in3", "a3")])
     with pytest.raises(PromptError, match="pad/BOS"):
-        ti.make_prompts(pad, native_model, n=3, n_shots=1)
+        ti.make_prompts(native_model, pad, n=3, n_shots=1)
 
 
 def test_unknown_corruption_and_template(native_model, task_a):
     with pytest.raises(TlensICLError, match="shuffled_labels"):
-        ti.make_prompt_pairs(task_a, native_model, corruption="shuffle")
+        ti.make_prompt_pairs(native_model, task_a, corruption="shuffle")
     with pytest.raises(TlensICLError, match="arrow"):
-        ti.make_prompt_pairs(task_a, native_model, template="todd")
+        ti.make_prompt_pairs(native_model, task_a, template="todd")

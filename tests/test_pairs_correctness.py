@@ -30,8 +30,8 @@ def test_shuffled_labels_always_change_the_prompt(native_model):
 
     for seed in range(6):
         for shots in (2, 3, 5):
-            pp = ti.make_prompt_pairs(MIXED_LABELS, native_model, n=6, n_shots=shots, seed=seed)
-            clean = P.sample_episodes(P.usable_task(MIXED_LABELS, native_model), 6, shots, seed)
+            pp = ti.make_prompt_pairs(native_model, MIXED_LABELS, n=6, n_shots=shots, seed=seed)
+            clean = P.sample_episodes(P.usable_task(native_model, MIXED_LABELS), 6, shots, seed)
             for i, ep in enumerate(clean):
                 assert pp.clean.prompts[i] != pp.corrupted.prompts[i]
                 shown = [line.split("\nA: ")[1] for line in pp.corrupted.prompts[i].split("\n\n")[:-1]]
@@ -70,17 +70,17 @@ def test_shuffled_labels_derange_within_token_lengths():
 
 def test_shuffled_labels_keep_alignment_when_possible(word_model):
     same_len = ti.Task.from_pairs("same_len", [(f"in{i}", f"a{i}") for i in range(24)])  # one token each
-    assert ti.make_prompt_pairs(same_len, word_model, n=8, n_shots=4, seed=0).aligned
+    assert ti.make_prompt_pairs(word_model, same_len, n=8, n_shots=4, seed=0).aligned
 
 
 def test_shuffled_labels_raise_when_nothing_can_change(native_model, forward_counter):
     with pytest.raises(PromptError, match="at least 2 demonstrations"):
-        ti.make_prompt_pairs(MIXED_LABELS, native_model, n=4, n_shots=1)
+        ti.make_prompt_pairs(native_model, MIXED_LABELS, n=4, n_shots=1)
     one_label = ti.Task.from_pairs("one_label", [(f"in{i}", "a1") for i in range(10)])
     with pytest.raises(PromptError, match="one label"):
-        ti.make_prompt_pairs(one_label, native_model, n=4, n_shots=3)
+        ti.make_prompt_pairs(native_model, one_label, n=4, n_shots=3)
     with pytest.raises(PromptError, match="unchanged"):  # random labels: no other output exists
-        ti.make_prompt_pairs(one_label, native_model, n=4, n_shots=3, corruption="random_labels")
+        ti.make_prompt_pairs(native_model, one_label, n=4, n_shots=3, corruption="random_labels")
     assert not forward_counter
 
 
@@ -101,24 +101,24 @@ def test_majority_label_still_changes_the_prompt():
 
 def test_queries_are_distinct_and_never_repeat(native_model, forward_counter):
     task = ti.Task.from_pairs("small", [(f"in{i}", f"a{i}") for i in range(12)])
-    batch = ti.make_prompts(task, native_model, n=12, n_shots=2)
+    batch = ti.make_prompts(native_model, task, n=12, n_shots=2)
     assert batch.distinct_queries == 12 == len(batch)
     with pytest.raises(TlensICLError, match="queries would repeat"):
-        ti.make_prompts(task, native_model, n=13, n_shots=2)
+        ti.make_prompts(native_model, task, n=13, n_shots=2)
     with pytest.raises(TlensICLError, match="queries would repeat"):
-        ti.icl_accuracy(native_model, task, n_shots=[0, 2], n=20)
+        ti.icl_accuracy(native_model, task, shots=[0, 2], n=20)
     assert not forward_counter
 
 
 def test_duplicate_and_contradictory_items_are_never_both_shown(native_model):
     items = [(f"in{i}", f"a{i}") for i in range(10)] + [("in1", "a1"), ("in1", "a1"), ("in2", "b2")]
     task = ti.Task.from_pairs("messy", items)
-    clean, counts = usable_task(task, native_model, report=True)
+    clean, counts = usable_task(native_model, task, report=True)
     assert counts == {"task": "messy", "total": 13, "duplicates": 2, "conflicts": 1, "unknown_tokens": 0,
                       "multi_token": 0, "usable": 10}
     merged = next(it for it in clean.items if it.input == "in2")
     assert merged.output == "a2" and merged.alternatives == ("b2",)  # both stated answers are accepted
-    batch = ti.make_prompts(task, native_model, n=10, n_shots=8, seed=0)
+    batch = ti.make_prompts(native_model, task, n=10, n_shots=8, seed=0)
     assert batch.item_counts == counts
     for i in range(len(batch)):
         demo_inputs = [ln.split(" ->")[0] for ln in batch.prompts[i].split("\n")[:-1]] if "->" in batch.prompts[i] else \
@@ -129,26 +129,26 @@ def test_duplicate_and_contradictory_items_are_never_both_shown(native_model):
 
 def test_item_counts_report_filtering(word_model):
     task = ti.Task.from_pairs("filt", [(f"in{i}", f"a{i}" if i % 2 else f"b{i} a{i}") for i in range(10)] + [("zzz", "a1")])
-    _, counts = usable_task(task, word_model, single_token="filter", report=True)
+    _, counts = usable_task(word_model, task, single_token="filter", report=True)
     assert counts["unknown_tokens"] == 1 and counts["multi_token"] == 5 and counts["usable"] == 5
-    pairs = ti.make_prompt_pairs(task, word_model, n=4, n_shots=2, single_token="filter")
+    pairs = ti.make_prompt_pairs(word_model, task, n=4, n_shots=2, single_token="filter")
     assert pairs.item_counts == counts and pairs.clean.item_counts == pairs.corrupted.item_counts
 
 
 def test_prepend_bos_option(native_model, task_a):
     bos = native_model.tokenizer.bos_token_id
-    default = ti.make_prompts(task_a, native_model, n=4, n_shots=2)
-    off = ti.make_prompts(task_a, native_model, n=4, n_shots=2, prepend_bos=False)
-    on = ti.make_prompts(task_a, native_model, n=4, n_shots=2, prepend_bos=True)
+    default = ti.make_prompts(native_model, task_a, n=4, n_shots=2)
+    off = ti.make_prompts(native_model, task_a, n=4, n_shots=2, prepend_bos=False)
+    on = ti.make_prompts(native_model, task_a, n=4, n_shots=2, prepend_bos=True)
     assert default.prepend_bos is True and on.prepend_bos is True and off.prepend_bos is False
     assert torch.equal(on.tokens, default.tokens) and (on.tokens[:, 0] == bos).all()
     assert not (off.tokens == bos).any() and (off.roles != ROLE_ID["bos"]).all()
     assert torch.equal(on.tokens[:, 1:], off.tokens[:, : on.tokens.shape[1] - 1])
     assert torch.equal(on.query_pos, off.query_pos + 1)
     assert off.select([0, 2]).prepend_bos is False
-    pairs = ti.make_prompt_pairs(task_a, native_model, n=4, n_shots=2, prepend_bos=False)
+    pairs = ti.make_prompt_pairs(native_model, task_a, n=4, n_shots=2, prepend_bos=False)
     assert pairs.prepend_bos is False and pairs.corrupted.prepend_bos is False
-    acc = ti.icl_accuracy(native_model, task_a, n_shots=[1], n=4, prepend_bos=False)
+    acc = ti.icl_accuracy(native_model, task_a, shots=[1], n=4, prepend_bos=False)
     assert acc.info["prepend_bos"] is False
 
 
@@ -157,7 +157,7 @@ def test_model_default_bos_is_followed(task_a):
 
     model = build_model("native")
     model.cfg.default_prepend_bos = False  # what load_model sets for a GGUF whose tokenizer adds no BOS
-    batch = ti.make_prompts(task_a, model, n=3, n_shots=1)
+    batch = ti.make_prompts(model, task_a, n=3, n_shots=1)
     assert batch.prepend_bos is False and not (batch.roles == ROLE_ID["bos"]).any()
 
 

@@ -26,7 +26,7 @@ def pairs_by_arch():
     def get(model, task, corruption="shuffled_labels", n=3, n_shots=3, single_token="ignore"):
         key = (id(model), task.name, corruption, n, n_shots, single_token)
         if key not in cache:
-            cache[key] = ti.make_prompt_pairs(task, model, n=n, n_shots=n_shots, corruption=corruption, seed=0,
+            cache[key] = ti.make_prompt_pairs(model, task, n=n, n_shots=n_shots, corruption=corruption, seed=0,
                                               single_token=single_token)
         return cache[key]
 
@@ -153,7 +153,7 @@ def test_fast_path_is_exact_in_compatibility_mode(tokenizer, task_a):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.enable_compatibility_mode(disable_warnings=True)
-    pairs = ti.make_prompt_pairs(task_a, model, n=3, n_shots=3)
+    pairs = ti.make_prompt_pairs(model, task_a, n=3, n_shots=3)
     fast = ti.head_patching(model, pairs, method="fast")
     assert fast.info["compatibility_mode"] is True
     torch.testing.assert_close(fast.effects, ti.head_patching(model, pairs, method="naive").effects, atol=TOL, rtol=0)
@@ -181,7 +181,7 @@ def rotary_native(tokenizer):
 
 def test_fast_path_is_exact_on_rotary_native(tokenizer, task_a):
     model = rotary_native(tokenizer)
-    pairs = ti.make_prompt_pairs(task_a, model, n=3, n_shots=3)
+    pairs = ti.make_prompt_pairs(model, task_a, n=3, n_shots=3)
     fast = ti.head_patching(model, pairs, method="fast")
     naive = ti.head_patching(model, pairs, method="naive")
     torch.testing.assert_close(fast.effects, naive.effects, atol=TOL, rtol=0)
@@ -191,9 +191,9 @@ def test_fast_path_without_room_falls_back_with_warning(tokenizer, task_a):
     from conftest import build_model
 
     kw = dict(n=2, n_shots=2, single_token="filter")  # one-token labels: the shuffled pair stays aligned
-    width = ti.make_prompt_pairs(task_a, build_model("native", tokenizer), **kw).corrupted.tokens.shape[1]
+    width = ti.make_prompt_pairs(build_model("native", tokenizer), task_a, **kw).corrupted.tokens.shape[1]
     pairs_model = build_model("native", tokenizer, n_ctx=width)
-    pairs = ti.make_prompt_pairs(task_a, pairs_model, **kw)
+    pairs = ti.make_prompt_pairs(pairs_model, task_a, **kw)
     assert pairs.corrupted.tokens.shape[1] == width  # no position left for a query copy
     with pytest.warns(UserWarning, match="falling back"):
         res = ti.head_patching(pairs_model, pairs)
@@ -237,7 +237,7 @@ def test_training_mode_is_refused(tokenizer, task_a):
     from conftest import build_model
 
     model = build_model("native", tokenizer).train()
-    pairs = ti.make_prompt_pairs(task_a, model, n=2, n_shots=2)
+    pairs = ti.make_prompt_pairs(model, task_a, n=2, n_shots=2)
     with pytest.raises(ModelStateError, match="eval"):
         ti.head_patching(model, pairs)
 
@@ -273,7 +273,7 @@ def test_result_views_and_round_trip(native_model, task_a, pairs_by_arch, tmp_pa
 
 
 def test_activation_patching_view(native_model, task_a, pairs_by_arch, tmp_path):
-    pairs = ti.make_prompt_pairs(task_a, native_model, n=2, n_shots=2, corruption="random_labels", seed=0,
+    pairs = ti.make_prompt_pairs(native_model, task_a, n=2, n_shots=2, corruption="random_labels", seed=0,
                                  single_token="filter")
     res = ti.activation_patching(native_model, pairs, site="resid_pre")
     # At layer 0, a position holding the same token in both prompts has the same residual: zero effect.
@@ -348,6 +348,6 @@ def test_bad_heads_raise_before_any_forward(native_model, task_a, pairs_by_arch,
         with pytest.raises(TlensICLError, match=match):
             ti.head_patching(native_model, pairs, method=method, heads=bad)
         with pytest.raises(TlensICLError, match=match):
-            ti.indirect_effect(native_model, task_a, method=method, heads=bad, n_mean=2, n_corrupted=2, n_shots=2)
+            ti.indirect_effect(native_model, task_a, method=method, heads=bad, n_mean=2, n=2, n_shots=2)
     with pytest.raises(TlensICLError, match=match):
         ti.attribution_patching(native_model, pairs, heads=bad)

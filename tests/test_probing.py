@@ -71,7 +71,7 @@ def test_regression_probe_recovers_a_linear_parameter(tmp_path):
 
 
 def test_end_to_end_on_a_model(native_model, task_a, task_b):
-    acts = task_activations(native_model, [task_a, task_b], n_shots=(2,), n=10, sites=["resid_post"])
+    acts = task_activations(native_model, [task_a, task_b], shots=(2,), n=10, sites=["resid_post"])
     res = probe(acts, "task", folds=3)
     assert res.score.shape == (1, 2) and float(res.chance[0]) == 0.5
     assert ((res.score >= 0) & (res.score <= 1)).all()

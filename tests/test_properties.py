@@ -31,7 +31,7 @@ from tlens_icl.results.heads import bootstrap_ci
 
 
 def variable_batch(model, task, n=5, n_shots=2, seed=0):
-    batch = ti.make_prompts(task, model, n=n, n_shots=n_shots, seed=seed)
+    batch = ti.make_prompts(model, task, n=n, n_shots=n_shots, seed=seed)
     assert len(set(batch.query_pos.tolist())) > 1, "the fixture must give rows of different lengths"
     return batch
 
@@ -57,7 +57,7 @@ def test_logits_and_hook_z_are_read_at_each_rows_query_position(any_model, task_
         torch.testing.assert_close(fast_logits[i], ref_logits.float(), atol=1e-4, rtol=0)
         for layer in range(any_model.cfg.n_layers):
             torch.testing.assert_close(got_z[i, layer], cache[H.z(layer)][-1].float(), atol=1e-5, rtol=0)
-    acc = ti.icl_accuracy(any_model, task_a, n_shots=[2], n=5, seed=0, batch_size=2)
+    acc = ti.icl_accuracy(any_model, task_a, shots=[2], n=5, seed=0, batch_size=2)
     torch.testing.assert_close(acc.answer_prob[0, 0], got_logits.softmax(-1)[torch.arange(5), batch.answer_tokens])
 
 
@@ -98,7 +98,7 @@ def test_vector_added_at_each_rows_query_position(native_model, task_a):
 def test_function_vector_bias_once_per_layer_on_every_architecture(any_model, task_a):
     """Bug: ``b_O`` added once per head double-counts it for two heads of one layer (all archs have biases)."""
     heads = [(0, 0), (1, 1), (1, 3)]  # two heads in layer 1
-    mean_z = mean_head_activations(any_model, ti.make_prompts(task_a, any_model, n=3, n_shots=2))
+    mean_z = mean_head_activations(any_model, ti.make_prompts(any_model, task_a, n=3, n_shots=2))
     plain = function_vector_from_heads(any_model, mean_z, heads)
     biased = function_vector_from_heads(any_model, mean_z, heads, include_bias=True)
     b_O = attn_output_bias(any_model)
@@ -120,7 +120,7 @@ def test_function_vector_bias_once_per_layer_on_every_architecture(any_model, ta
 # ---- accepted alternatives with non-zero expected values ------------------------------------------------
 def test_alternatives_count_when_the_model_predicts_them(word_model, word_task_a):
     """Bug: scoring only ``answer_tokens`` ignores alternatives; here every counted hit comes from one."""
-    batch = ti.make_prompts(word_task_a, word_model, n=8, n_shots=2, seed=0)
+    batch = ti.make_prompts(word_model, word_task_a, n=8, n_shots=2, seed=0)
     pred = query_logits(word_model, batch).argmax(-1)
     vocab = {i: t for t, i in word_model.tokenizer.get_vocab().items()}
     predicted = {q.input: vocab[int(p)] for q, p in zip(batch.queries, pred)}
@@ -129,8 +129,8 @@ def test_alternatives_count_when_the_model_predicts_them(word_model, word_task_a
                   if usable(predicted.get(it.input)) and predicted[it.input] != it.output else it
                   for it in word_task_a.items)
     task = ti.Task(word_task_a.name, items)  # same name, same seed: the same prompts
-    res = ti.icl_accuracy(word_model, task, n_shots=[2], n=8, seed=0)
-    again = ti.make_prompts(task, word_model, n=8, n_shots=2, seed=0)
+    res = ti.icl_accuracy(word_model, task, shots=[2], n=8, seed=0)
+    again = ti.make_prompts(word_model, task, n=8, n_shots=2, seed=0)
     assert again.prompts == batch.prompts  # alternatives do not change the prompts
     # a one-token alternative is a whole answer (accepted holds full token sequences)
     expected = torch.tensor([float((int(p),) in acc) for p, acc in zip(pred, again.accepted)])
@@ -212,7 +212,7 @@ def test_knn_ties_go_to_the_nearest_tied_neighbour_and_k_used_is_recorded():
 # ---- a function vector from a multi-task mediation result -------------------------------------------------
 def test_function_vector_of_each_task_of_a_multi_task_mediation(native_model, task_a, task_b):
     """Bug: using ``mean_z[0]`` (or the universal ranking) for every task of a multi-task result."""
-    med = ti.indirect_effect(native_model, [task_a, task_b], n_mean=4, n_corrupted=3, n_shots=2)
+    med = ti.indirect_effect(native_model, [task_a, task_b], n_mean=4, n=3, n_shots=2)
     assert not torch.allclose(med.mean_z[0], med.mean_z[1])
     for t, name in enumerate(med.tasks):
         fv = ti.function_vector(native_model, med, task=name, k=3)
@@ -227,7 +227,7 @@ def test_function_vector_of_each_task_of_a_multi_task_mediation(native_model, ta
 # ---- a vector added one layer too late ----------------------------------------------------------------
 def test_vector_at_layer_l_enters_the_residual_after_block_l(any_model, task_a):
     """Bug: hooking ``resid_post[L + 1]`` (or ``resid_pre[L + 1]`` of the wrong block) for layer ``L``."""
-    batch = ti.make_prompts(task_a, any_model, n=2, n_shots=1)
+    batch = ti.make_prompts(any_model, task_a, n=2, n_shots=1)
     v = torch.randn(any_model.cfg.d_model, generator=torch.Generator().manual_seed(1))
     names = [H.resid_pre(0), H.resid_post(0), H.resid_pre(1)]
     with torch.no_grad():
@@ -243,7 +243,7 @@ def test_layer_sweep_column_l_is_the_vector_at_layer_l(native_model, task_a):
     fv = function_vector_from_task(native_model, task_a, [(0, 1), (1, 2)], n=3, n_shots=2)
     fv = FunctionVector(3.0 * fv.vector, fv.heads, fv.task, None, fv.info)
     sweep = function_vector_sweep(native_model, fv, task_a, settings=("zero_shot",), n=4, seed=0)
-    batch = ti.make_prompts(task_a, native_model, n=4, n_shots=0, seed=0)
+    batch = ti.make_prompts(native_model, task_a, n=4, n_shots=0, seed=0)
     for j, layer in enumerate(sweep.layers):
         with steer(native_model, fv.to_steering_vector(layer=layer), query_pos=batch.query_pos):
             logits = query_logits(native_model, batch, batch_size=len(batch))
@@ -254,7 +254,7 @@ def test_layer_sweep_column_l_is_the_vector_at_layer_l(native_model, task_a):
 
 def test_task_vector_replaces_the_residual_after_block_l(native_model, task_a):
     tv = ti.task_vector(native_model, task_a, n=3, n_shots=2)
-    batch = ti.make_prompts(task_a, native_model, n=3, n_shots=0, seed=1)
+    batch = ti.make_prompts(native_model, task_a, n=3, n_shots=0, seed=1)
     rows = torch.arange(3)
     with torch.no_grad(), ti.steer(native_model, tv.to_steering_vector(layer=0), query_pos=batch.query_pos):
         _, cache = native_model.run_with_cache(batch.tokens, names_filter=lambda n: n == H.resid_pre(1))
@@ -336,8 +336,8 @@ def test_pooled_means_weight_every_position_of_tasks_of_different_sizes(native_m
     from tlens_icl.analyses.heads.ablation import _pooled_means
     from tlens_icl.engine.ablation import ablation_positions
 
-    small = ti.make_prompts(task_a, native_model, n=2, n_shots=1, seed=1)
-    big = ti.make_prompts(var_task, native_model, n=6, n_shots=3, seed=2)
+    small = ti.make_prompts(native_model, task_a, n=2, n_shots=1, seed=1)
+    big = ti.make_prompts(native_model, var_task, n=6, n_shots=3, seed=2)
     w_small, w_big = ablation_positions(small, "all"), ablation_positions(big, "all")
     assert int(w_big.sum()) > 3 * int(w_small.sum())
     got = _pooled_means(native_model, [small, big], "all", batch_size=4)
@@ -372,7 +372,7 @@ def test_token_loss_is_read_where_each_slot_predicts_its_token(native_model, var
     from tlens_icl.analyses.heads.token_loss import episode_data, text_data
     from tlens_icl.prompts.batch import ROLE_ID
 
-    batch = ti.make_prompts(var_task, native_model, n=3, n_shots=2, seed=4)
+    batch = ti.make_prompts(native_model, var_task, n=3, n_shots=2, seed=4)
     data = episode_data(native_model, [var_task], n=3, n_shots=2, seed=4)
     text = text_data(native_model, [" ".join(["the cat sat on the mat and then it ran"] * 8)], n=2, length=12, seed=1)
     for d in (data, text):
@@ -408,7 +408,7 @@ def test_a_unit_of_another_run_is_never_reused(native_model, task_a, tmp_path):
 
     from tlens_icl.errors import CheckpointMismatchError
 
-    kw = dict(n_mean=3, n_corrupted=2, n_shots=2, batch_size=2)
+    kw = dict(n_mean=3, n=2, n_shots=2, batch_size=2)
     ti.indirect_effect(native_model, task_a, seed=0, checkpoint=tmp_path / "s0", **kw)
     ti.indirect_effect(native_model, task_a, seed=1, checkpoint=tmp_path / "s1", **kw)
     with pytest.raises(CheckpointMismatchError, match="seed"):  # another seed in the same folder
@@ -426,7 +426,7 @@ def test_loading_checks_the_recorded_model_against_the_tensors(native_model, tas
 
     from tlens_icl.errors import ResultFileError
 
-    aie = ti.indirect_effect(native_model, task_a, n_mean=2, n_corrupted=2, n_shots=2)
+    aie = ti.indirect_effect(native_model, task_a, n_mean=2, n=2, n_shots=2)
     assert IndirectEffectResult.load(aie.save(tmp_path / "ok")).info == aie.info
     for key, value, dim in (("n_heads", 3, "head"), ("d_head", 8, "d_head"), ("n_layers", 5, "layer")):
         bad = replace(aie, info={**aie.info, key: value}).save(tmp_path / key)  # saved (digest valid), inconsistent

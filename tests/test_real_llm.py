@@ -32,7 +32,7 @@ def smol():
 
 @pytest.fixture(scope="session")
 def icl(smol):
-    return ti.icl_accuracy(smol, SINGLE_TOKEN_TASKS, n_shots=[0, 5], n=12, seed=0, single_token="filter")
+    return ti.icl_accuracy(smol, SINGLE_TOKEN_TASKS, shots=[0, 5], n=12, seed=0, single_token="filter")
 
 
 def test_load_describes_the_model(smol):
@@ -51,8 +51,8 @@ def test_load_describes_the_model(smol):
 
 def test_bos_is_a_recorded_choice(smol):
     task = ti.load_task("capitalize")
-    off = ti.make_prompts(task, smol, n=2, n_shots=1)
-    on = ti.make_prompts(task, smol, n=2, n_shots=1, prepend_bos=True)
+    off = ti.make_prompts(smol, task, n=2, n_shots=1)
+    on = ti.make_prompts(smol, task, n=2, n_shots=1, prepend_bos=True)
     bos = smol.tokenizer.bos_token_id
     assert not off.prepend_bos and not (off.tokens == bos).any()
     assert on.prepend_bos and (on.tokens[:, 0] == bos).all() and torch.equal(on.query_pos, off.query_pos + 1)
@@ -91,7 +91,7 @@ def test_icl_rises_with_shots(icl):
 
 def test_exact_match_is_greedy_generation_on_bpe(smol):
     """Teacher-forced exact match equals generating the answer's length greedily, on multi-token answers."""
-    batch = ti.make_prompts("next_item", smol, n=6, n_shots=5, seed=0)
+    batch = ti.make_prompts(smol, "next_item", n=6, n_shots=5, seed=0)
     assert max(len(a) for a in batch.answer_ids) > 1 and len(set(batch.query_pos.tolist())) > 1
     scores = ti.engine.runs.answer_scores(smol, batch, batch_size=4)
     with torch.no_grad():
@@ -105,10 +105,10 @@ def test_exact_match_is_greedy_generation_on_bpe(smol):
 
 def test_fast_mediation_equals_the_loop_on_variable_length_prompts(smol):
     heads = [(20, 5), (15, 3), (9, 0)]
-    kw = dict(n_mean=4, n_corrupted=4, n_shots=3, seed=0, heads=heads, batch_size=4)
+    kw = dict(n_mean=4, n=4, n_shots=3, seed=0, heads=heads, batch_size=4)
     fast = ti.indirect_effect(smol, "antonym", method="fast", **kw)
     loop = ti.indirect_effect(smol, "antonym", method="naive", **kw)
-    pairs = ti.make_prompt_pairs("antonym", smol, n=4, n_shots=3, seed=0)
+    pairs = ti.make_prompt_pairs(smol, "antonym", n=4, n_shots=3, seed=0)
     assert len(set(pairs.corrupted.query_pos.tolist())) > 1  # rows of different lengths, right-padded
     assert fast.method == "fast" and loop.method == "naive"
     sel = fast.effects[0][[h for h, _ in heads], [j for _, j in heads]]
@@ -120,7 +120,7 @@ def test_function_vector_lifts_shuffled_label_accuracy(smol, tmp_path):
     """Todd et al.'s recipe at small scale: top heads by indirect effect (middle layers), their mean outputs
     summed; the layer is chosen on one set of queries and the gain measured on another."""
     valid, test_items = ti.load_task("present_past").split(0.5, seed=0)
-    med = ti.indirect_effect(smol, valid, n_mean=8, n_corrupted=4, n_shots=5, seed=0,
+    med = ti.indirect_effect(smol, valid, n_mean=8, n=4, n_shots=5, seed=0,
                              heads=[(l, h) for l in range(14, 23) for h in range(9)], batch_size=8)
     fv = ti.function_vector(smol, med, k=6)
     choose = function_vector_sweep(smol, fv, valid, layers=[6, 9, 12], settings=("shuffled_labels",), n=6,

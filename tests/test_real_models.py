@@ -77,7 +77,7 @@ def test_architecture_and_provenance(model):
     info = ti.results.base.run_info(m)
     assert info["model"] == name and info["model_source"]["sha256"] == spec["sha256"]
     # the tokenizer's own BOS rule is followed and recorded
-    batch = ti.make_prompts("capitalize", m, n=2, n_shots=1)
+    batch = ti.make_prompts(m, "capitalize", n=2, n_shots=1)
     bos = m.tokenizer.bos_token_id
     assert batch.prepend_bos == meta["prepend_bos"] == m.cfg.default_prepend_bos
     assert bool((batch.tokens[:, 0] == bos).all()) == batch.prepend_bos
@@ -99,7 +99,7 @@ def test_generation_matches_the_unwrapped_hf_model(model):
 
 def test_icl_rises_with_shots(model):
     _, m = model
-    acc = ti.icl_accuracy(m, ["capitalize", "present_past"], n_shots=[0, 5], n=12, seed=0)
+    acc = ti.icl_accuracy(m, ["capitalize", "present_past"], shots=[0, 5], n=12, seed=0)
     a = acc.accuracy()
     assert bool((a[:, 1] - a[:, 0] >= 0.4).all()), acc.table()
 
@@ -108,9 +108,9 @@ def test_fast_mediation_equals_the_loop_without_fallback(model):
     _, m = model
     L, H = m.cfg.n_layers, m.cfg.n_heads
     heads = [(L // 2, 0), (L - 2, H - 1), (1, H // 2)]
-    kw = dict(n_mean=3, n_corrupted=4, n_shots=3, seed=0, heads=heads, batch_size=4)
+    kw = dict(n_mean=3, n=4, n_shots=3, seed=0, heads=heads, batch_size=4)
     task = next(t for t in ("english_french", "country_capital", "person_occupation", "antonym")  # rows of different
-                if len(set(ti.make_prompt_pairs(t, m, n=4, n_shots=3, seed=0).corrupted.query_pos.tolist())) > 1)
+                if len(set(ti.make_prompt_pairs(m, t, n=4, n_shots=3, seed=0).corrupted.query_pos.tolist())) > 1)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="tlens_icl")  # a fallback to a slower route warns: here it fails
         fast = ti.indirect_effect(m, task, method="fast", **kw)

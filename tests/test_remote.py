@@ -82,7 +82,7 @@ def test_icl_accuracy_runs_one_prompt_per_call_and_matches_the_local_model(local
 
 def test_the_batched_vllm_path_takes_several_prompts_per_call_for_captures(local, task_a):
     model, driver = remote_bridge(local, enable_batching=True)
-    kw = dict(n_shots=(2,), n=6, seed=4, sites=["resid_post"], batch_size=4)
+    kw = dict(shots=(2,), n=6, seed=4, sites=["resid_post"], batch_size=4)
     got, ref = ti.task_activations(model, task_a, **kw), ti.task_activations(local, task_a, **kw)
     assert _close(got.resid_post, ref.resid_post)
     assert [c.input_ids.shape[0] for c in driver.calls] == [4, 2]
@@ -90,7 +90,7 @@ def test_the_batched_vllm_path_takes_several_prompts_per_call_for_captures(local
 
 def test_residual_activations_decodability_and_rsa_match_the_local_model(local, remote, task_a, task_b):
     model, driver = remote
-    kw = dict(n_shots=(0, 2), n=6, seed=3, sites=["resid_post", "attn_out", "mlp_out"], batch_size=4)
+    kw = dict(shots=(0, 2), n=6, seed=3, sites=["resid_post", "attn_out", "mlp_out"], batch_size=4)
     got, ref = ti.task_activations(model, [task_a, task_b], **kw), ti.task_activations(local, [task_a, task_b], **kw)
     for site in ("resid_post", "attn_out", "mlp_out"):
         assert _close(getattr(got, site), getattr(ref, site))
@@ -119,7 +119,7 @@ def test_a_function_vector_sweep_sends_add_specs_at_each_query(local, remote, ta
     assert not torch.equal(got.answer_prob[0, 0], got.baseline_prob[0]), "the vector changed nothing"
     edited = [c for c in driver.calls if c.intervene]
     assert len(edited) == 2 * 4  # one forward per layer and prompt
-    batch = ti.make_prompts(task_a, local, n=4, n_shots=0, seed=1)
+    batch = ti.make_prompts(local, task_a, n=4, n_shots=0, seed=1)
     for c in edited:
         (name, spec), = c.intervene.items()
         assert name in ("blocks.0.hook_out", "blocks.2.hook_out") and spec["op"] == "add"
@@ -141,12 +141,12 @@ def test_a_task_vector_is_set_at_the_query(local, remote, task_a):
 
 
 @pytest.mark.parametrize("call", [
-    lambda m, t: ti.indirect_effect(m, t, n_mean=2, n_corrupted=2, n_shots=2),
-    lambda m, t: mean_head_activations(m, ti.make_prompts(t, m, n=2, n_shots=1)),
-    lambda m, t: ti.task_activations(m, t, n_shots=(1,), n=2, sites=["z"]),
-    lambda m, t: ti.task_activations(m, t, n_shots=(1,), n=2, sites=["resid_pre"]),
-    lambda m, t: ti.head_patching(m, ti.make_prompt_pairs(t, m, n=2, n_shots=2)),
-    lambda m, t: ti.attribution_patching(m, ti.make_prompt_pairs(t, m, n=2, n_shots=2)),
+    lambda m, t: ti.indirect_effect(m, t, n_mean=2, n=2, n_shots=2),
+    lambda m, t: mean_head_activations(m, ti.make_prompts(m, t, n=2, n_shots=1)),
+    lambda m, t: ti.task_activations(m, t, shots=(1,), n=2, sites=["z"]),
+    lambda m, t: ti.task_activations(m, t, shots=(1,), n=2, sites=["resid_pre"]),
+    lambda m, t: ti.head_patching(m, ti.make_prompt_pairs(m, t, n=2, n_shots=2)),
+    lambda m, t: ti.attribution_patching(m, ti.make_prompt_pairs(m, t, n=2, n_shots=2)),
 ], ids=["indirect_effect", "mean_head_activations", "z", "resid_pre", "head_patching", "attribution"])
 def test_analyses_needing_heads_or_gradients_refuse_before_any_forward(remote, task_a, call):
     model, driver = remote
@@ -159,7 +159,7 @@ def test_analyses_needing_heads_or_gradients_refuse_before_any_forward(remote, t
 def test_an_edit_without_a_spec_form_raises_instead_of_being_ignored(local, remote, task_a):
     model, _ = remote
     icv = ti.in_context_vector(local, task_a, n=4, n_shots=2)
-    batch = ti.make_prompts(task_a, local, n=1, n_shots=0)
+    batch = ti.make_prompts(local, task_a, n=1, n_shots=0)
     with pytest.raises(UnsupportedOnBackendError, match="cannot apply"):
         with ti.steer(model, icv.to_steering_vector()):
             from tlens_icl.models.adapter import forward
@@ -177,7 +177,7 @@ def test_the_query_intervention_engine_refuses_a_remote_model_before_any_forward
     from tlens_icl.engine.query import query_interventions, resid_edits
 
     model, driver = remote
-    batch = ti.make_prompts(task_a, local, n=2, n_shots=1)
+    batch = ti.make_prompts(local, task_a, n=2, n_shots=1)
     edits = resid_edits([0, 1], torch.ones(2, local.cfg.d_model), mode="add")
     with pytest.raises(UnsupportedOnBackendError, match="query_interventions"):
         query_interventions(model, batch.tokens, batch.query_pos, edits, lambda logits, rows: logits[:, :1])

@@ -120,7 +120,7 @@ def test_an_interrupted_scan_resumes_to_the_bit_identical_result(native_model, t
     from tlens_icl.analyses.causal import mediation
     from tlens_icl.results.base import tensors_equal
 
-    kw = dict(n_mean=4, n_corrupted=5, n_shots=2, seed=3, batch_size=2, corruption="shuffled_labels")
+    kw = dict(n_mean=4, n=5, n_shots=2, seed=3, batch_size=2, corruption="shuffled_labels")
     tasks = [task_a, task_b]
     uninterrupted = ti.indirect_effect(native_model, tasks, checkpoint=tmp_path / "a", **kw)
     # Units: per task one mean/clean unit and ceil(5 / 2) = 3 patch chunks -> 8 units.
@@ -144,7 +144,7 @@ def test_an_interrupted_scan_resumes_to_the_bit_identical_result(native_model, t
 
 
 def test_resuming_with_other_arguments_is_refused(native_model, task_a, tmp_path):
-    kw = dict(n_mean=2, n_corrupted=2, n_shots=2, batch_size=2)
+    kw = dict(n_mean=2, n=2, n_shots=2, batch_size=2)
     ti.indirect_effect(native_model, task_a, checkpoint=tmp_path, seed=0, **kw)
     with pytest.raises(CheckpointMismatchError, match="prompts"):
         ti.indirect_effect(native_model, task_a, checkpoint=tmp_path, seed=1, **kw)

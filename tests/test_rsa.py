@@ -85,7 +85,7 @@ def test_planted_structure_is_significant_and_a_tensor_hypothesis_matches_labels
 
 
 def test_head_site_scores_and_before_after(native_model, task_a, task_b):
-    acts = task_activations(native_model, [task_a, task_b], n_shots=(0, 2), n=5, sites=["head_out"])
+    acts = task_activations(native_model, [task_a, task_b], shots=(0, 2), n=5, sites=["head_out"])
     res = rsa(acts, site="head_out", n_permutations=20)
     assert res.rho.shape == (2, 1, 8) and res.n_shots == (0, 2)
     assert res.head_scores(n_shots=2).shape == (2, 4)

@@ -64,7 +64,7 @@ def rig(model, batch):
 
 
 def test_exact_match_and_logprob_equal_greedy_decoding(any_model):
-    batch = ti.make_prompts(MIXED, any_model, n=10, n_shots=2, seed=3)
+    batch = ti.make_prompts(any_model, MIXED, n=10, n_shots=2, seed=3)
     assert len(set(batch.query_pos.tolist())) > 1  # prompts of different lengths in one batch
     rigged, exact, first, g = rig(any_model, batch)
     s = answer_scores(any_model, rigged, batch_size=3, keep_query_logits=True)
@@ -83,15 +83,15 @@ def test_exact_match_and_logprob_equal_greedy_decoding(any_model):
 
 
 def test_icl_accuracy_reports_every_metric_and_names_the_chosen_one(native_model, tmp_path):
-    res = ti.icl_accuracy(native_model, MIXED, n_shots=[0, 2], n=8, seed=1, batch_size=3)
+    res = ti.icl_accuracy(native_model, MIXED, shots=[0, 2], n=8, seed=1, batch_size=3)
     assert res.metric == "exact_match" and res.info["metric"] == "exact_match"
     assert torch.equal(res.correct, res.exact_match)
     assert bool((res.exact_match <= res.first_token_correct).all())  # no alternatives: a match starts right
     assert len(set(res.n_answer_tokens.unique().tolist())) > 1  # answers of several token lengths
-    batch = ti.make_prompts(MIXED, native_model, n=8, n_shots=2, seed=1)
+    batch = ti.make_prompts(native_model, MIXED, n=8, n_shots=2, seed=1)
     s = answer_scores(native_model, batch)
     assert torch.equal(res.exact_match[0, 1], s.exact_match) and torch.equal(res.answer_logprob[0, 1], s.answer_logprob)
-    ft = ti.icl_accuracy(native_model, MIXED, n_shots=[0, 2], n=8, seed=1, metric="first_token")
+    ft = ti.icl_accuracy(native_model, MIXED, shots=[0, 2], n=8, seed=1, metric="first_token")
     assert ft.metric == "first_token" and torch.equal(ft.correct, res.first_token_correct)
     assert res.info["prepend_bos"] is True and res.info["items"]["mixed_lengths"]["usable"] == 20
     df = res.to_dataframe()
@@ -101,9 +101,9 @@ def test_icl_accuracy_reports_every_metric_and_names_the_chosen_one(native_model
         assert torch.equal(getattr(back, f), getattr(res, f))
     assert back.metric == "exact_match" and back.info == res.info
     with pytest.raises(ti.TlensICLError, match="metric"):
-        ti.icl_accuracy(native_model, MIXED, n_shots=[0], n=2, metric="first")
+        ti.icl_accuracy(native_model, MIXED, shots=[0], n=2, metric="first")
     with pytest.raises(ti.TlensICLError, match="shot"):
-        ti.icl_accuracy(native_model, MIXED, n_shots=[], n=2)
+        ti.icl_accuracy(native_model, MIXED, shots=[], n=2)
 
 
 def test_first_token_accuracy_overstates_multi_token_answers(word_tokenizer):
@@ -114,18 +114,18 @@ def test_first_token_accuracy_overstates_multi_token_answers(word_tokenizer):
     with torch.no_grad():
         model.b_U[word_tokenizer.convert_tokens_to_ids("a0")] += 1e4
     task = ti.Task.from_pairs("a0_model", [(f"in{i}", ["a0", f"a0 b{i}", f"b{i}"][i % 3]) for i in range(24)])
-    res = ti.icl_accuracy(model, task, n_shots=[0, 2], n=24, seed=0)
-    kind = torch.tensor([[int(q.input[2:]) % 3 for q in ti.make_prompts(task, model, n=24, n_shots=0).queries]] * 2)
+    res = ti.icl_accuracy(model, task, shots=[0, 2], n=24, seed=0)
+    kind = torch.tensor([[int(q.input[2:]) % 3 for q in ti.make_prompts(model, task, n=24, n_shots=0).queries]] * 2)
     assert torch.equal(res.correct[0], (kind == 0).float()) and torch.equal(res.exact_match[0], res.correct[0])
     assert torch.equal(res.first_token_correct[0], (kind < 2).float())
-    ft = ti.icl_accuracy(model, task, n_shots=[0, 2], n=24, seed=0, metric="first_token")
+    ft = ti.icl_accuracy(model, task, shots=[0, 2], n=24, seed=0, metric="first_token")
     assert torch.equal(ft.correct[0], (kind < 2).float()) and ft.metric == "first_token"
     assert float(ft.accuracy().mean()) > float(res.accuracy().mean())
 
 
 def test_alternatives_count_on_full_sequences_only(native_model):
     """A multi-token alternative whose first token is the model's argmax is not an answer (english_french)."""
-    batch = ti.make_prompts(MIXED, native_model, n=6, n_shots=1, seed=0)
+    batch = ti.make_prompts(native_model, MIXED, n=6, n_shots=1, seed=0)
     with torch.no_grad():
         logits = native_model(batch.tokens)[torch.arange(6), batch.query_pos]
     top = logits.argmax(-1).tolist()

@@ -25,11 +25,11 @@ def test_dropped_items_are_announced_with_count_and_example(word_model):
     pairs = list(zip(WORD_INPUTS[:14], WORD_OUTPUTS_A[:14])) + [(f"zq{i}", WORD_OUTPUTS_A[i]) for i in range(6)]
     task = ti.Task.from_pairs("twenty", pairs)
     with pytest.warns(ItemsDroppedWarning, match=r"'twenty': 6 of 20 items left out: 6 contain tokens unknown .*'zq0'"):
-        batch = ti.make_prompts(task, word_model, n=4, n_shots=2)
+        batch = ti.make_prompts(word_model, task, n=4, n_shots=2)
     assert batch.item_counts["usable"] == 14
     with warnings.catch_warnings():  # every item usable: silent
         warnings.simplefilter("error", ItemsDroppedWarning)
-        ti.make_prompts(ti.Task.from_pairs("fourteen", pairs[:14]), word_model, n=4, n_shots=2)
+        ti.make_prompts(word_model, ti.Task.from_pairs("fourteen", pairs[:14]), n=4, n_shots=2)
 
 
 def test_the_embedded_models_own_word_pool_is_not_a_surprise(embedded_model):
@@ -37,17 +37,17 @@ def test_the_embedded_models_own_word_pool_is_not_a_surprise(embedded_model):
     was never trained on."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", ItemsDroppedWarning)
-        ti.make_prompts("uppercase", embedded_model, n=2, n_shots=1)
+        ti.make_prompts(embedded_model, "uppercase", n=2, n_shots=1)
     with pytest.warns(ItemsDroppedWarning, match="'antonym'"):
-        ti.make_prompts("antonym", embedded_model, n=2, n_shots=1)
+        ti.make_prompts(embedded_model, "antonym", n=2, n_shots=1)
 
 
 def test_a_template_the_tokenizer_cannot_write_is_named(word_model, word_task_a, embedded_model):
     tpl = ti.PromptTemplate("query_words", input_prefix="Query: ", input_suffix=" =>")
     with pytest.raises(PromptError, match=r"Template 'query_words'.*input_prefix 'Query: '.*input_suffix ' =>'"):
-        ti.make_prompts(word_task_a, word_model, n=2, n_shots=1, template=tpl)
+        ti.make_prompts(word_model, word_task_a, n=2, n_shots=1, template=tpl)
     with pytest.raises(PromptError, match=r"Template 'qa'.*own template is 'arrow'"):
-        ti.make_prompts("bitwise_xor", embedded_model, n=2, n_shots=1, template="qa")
+        ti.make_prompts(embedded_model, "bitwise_xor", n=2, n_shots=1, template="qa")
 
 
 def _small_result():
@@ -87,7 +87,7 @@ def test_save_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
 
 
 def test_batch_prompts_go_into_run_with_cache(native_model, task_a):
-    batch = ti.make_prompts(task_a, native_model, n=3, n_shots=2)
+    batch = ti.make_prompts(native_model, task_a, n=3, n_shots=2)
     logits, cache = native_model.run_with_cache(batch.prompts)
     assert logits.shape[0] == 3 and torch.equal(logits, native_model(list(batch.prompts)))
     assert batch.prompts == tuple(batch.prompts) and batch.prompts == list(batch.prompts)
@@ -97,7 +97,7 @@ def test_batch_prompts_go_into_run_with_cache(native_model, task_a):
 
 
 def test_activations_from_a_cache_carry_the_batchs_task(native_model, task_a):
-    batch = ti.make_prompts(task_a, native_model, n=3, n_shots=2)
+    batch = ti.make_prompts(native_model, task_a, n=3, n_shots=2)
     _, cache = native_model.run_with_cache(batch.tokens)
     acts = ti.collect_activations(native_model, batch, cache=cache)
     assert batch.task == "toy_a" and set(acts.labels("task")) == {"toy_a"}
@@ -109,7 +109,7 @@ def test_generate_on_a_padded_batch_equals_each_row_alone(arch, tokenizer, task_
     from conftest import build_model
 
     model = build_model(arch, tokenizer)
-    batch = ti.make_prompts(task_a, model, n=4, n_shots=2, seed=1)
+    batch = ti.make_prompts(model, task_a, n=4, n_shots=2, seed=1)
     lengths = batch.attention_mask.sum(1).tolist()
     assert len(set(lengths)) > 1  # rows of different lengths: the batch is padded
     v = 3 * torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(1))
@@ -127,7 +127,7 @@ def test_generate_on_a_padded_batch_equals_each_row_alone(arch, tokenizer, task_
 
 
 def test_decodability_says_when_k_exceeds_the_prompts(native_model, task_a, task_b):
-    acts = ti.task_activations(native_model, [task_a, task_b], n_shots=(0, 2), n=4)
+    acts = ti.task_activations(native_model, [task_a, task_b], shots=(0, 2), n=4)
     with pytest.warns(UserWarning, match=r"k=1000 neighbours asked, but each shot count has only 8 prompts: k=7"):
         res = ti.concept_decodability(acts, k=1000)
     assert res.k == 7 and "k=1000 asked; capped" in res.summary()

@@ -115,7 +115,7 @@ def test_each_method_writes_its_papers_formula_bit_for_bit(arch, tokenizer, task
     from conftest import build_model
 
     model = build_model(arch, tokenizer)
-    batch = make_prompts(task_a, model, n=4, n_shots=2, seed=1)  # right-padded rows of different lengths
+    batch = make_prompts(model, task_a, n=4, n_shots=2, seed=1)  # right-padded rows of different lengths
     rows, q = torch.arange(len(batch)), batch.query_pos
     fv = function_vector_from_task(model, task_a, HEADS, n=4, n_shots=2).with_layer(1)
     tv = ti.task_vector(model, task_a, n=4, n_shots=2, seed=3)
@@ -164,7 +164,7 @@ def test_each_method_writes_its_papers_formula_bit_for_bit(arch, tokenizer, task
 
 
 def test_replace_interpolates_and_coefficient_one_writes_the_vector(native_model, task_a):
-    batch = make_prompts(task_a, native_model, n=3, n_shots=2)
+    batch = make_prompts(native_model, task_a, n=3, n_shots=2)
     v = torch.randn(native_model.cfg.d_model)
     rows, q = torch.arange(3), batch.query_pos
     name = H.resid_post(1)
@@ -184,7 +184,7 @@ def test_replace_interpolates_and_coefficient_one_writes_the_vector(native_model
 
 
 def test_several_vectors_at_once_equal_nested_blocks(native_model, task_a, vectors):
-    batch = make_prompts(task_a, native_model, n=3, n_shots=0)
+    batch = make_prompts(native_model, task_a, n=3, n_shots=0)
     svs = [x.to_steering_vector() for x in vectors]
     with torch.no_grad(), steer(native_model, *svs, query_pos=batch.query_pos):
         together = native_model(batch.tokens)
@@ -211,7 +211,7 @@ def test_a_vector_of_another_model_is_refused(tokenizer, native_model, vectors):
 
 # ---- evaluation --------------------------------------------------------------------------------------------------
 def test_evaluate_steering_scores_as_the_hooks_and_the_query_route_do(native_model, task_a, vectors):
-    batch = make_prompts(task_a, native_model, n=6, n_shots=0, seed=2)
+    batch = make_prompts(native_model, task_a, n=6, n_shots=0, seed=2)
     base = evaluate_steering(native_model, batch)
     correct, p = evaluate_intervention(native_model, batch)
     assert torch.equal(base.correct, correct) and torch.equal(base.answer_prob, p)
@@ -236,7 +236,7 @@ def test_evaluate_steering_scores_as_the_hooks_and_the_query_route_do(native_mod
 
 # ---- files -----------------------------------------------------------------------------------------------------------
 def test_every_kind_round_trips_through_a_file_and_applies_the_same(native_model, task_a, vectors, tmp_path):
-    batch = make_prompts(task_a, native_model, n=3, n_shots=0)
+    batch = make_prompts(native_model, task_a, n=3, n_shots=0)
     for i, x in enumerate(vectors):
         sv = x.to_steering_vector()
         loaded = SteeringVector.load(sv.save(tmp_path / f"v{i}"), model=native_model)
@@ -261,7 +261,7 @@ def test_generate_on_a_padded_batch_equals_each_row_alone(arch, tokenizer, task_
     from conftest import build_model
 
     model = build_model(arch, tokenizer)
-    batch = make_prompts(task_a, model, n=5, n_shots=2, seed=1)
+    batch = make_prompts(model, task_a, n=5, n_shots=2, seed=1)
     lengths = batch.attention_mask.sum(1).tolist()
     assert len(set(lengths)) > 1  # rows of different lengths: the batch is padded
     v = 3 * torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(1))
@@ -280,7 +280,7 @@ def test_generate_on_a_padded_batch_equals_each_row_alone(arch, tokenizer, task_
 def test_generate_on_the_embedded_model_equals_each_row_alone(embedded_model, task_a):
     model = embedded_model
     prompts = ["cat ->", "a b c -> A B C\nelephant ->", "dog -> DOG\nbutterfly -> BUTTERFLY\nowl ->"]
-    train, _ = usable_task("uppercase", model).split(0.3, seed=0)
+    train, _ = usable_task(model, "uppercase").split(0.3, seed=0)
     fv = function_vector_from_task(model, train, [(1, 0), (1, 3), (2, 1)], n=8, n_shots=4).with_layer(1)
     for steering in (None, fv.to_steering_vector(), fv.to_steering_vector(coeff=-1.0)):
         out = generate(model, prompts, steering=steering, max_new_tokens=5, stop_at_eos=False)
@@ -294,7 +294,7 @@ def test_generate_on_the_embedded_model_equals_each_row_alone(embedded_model, ta
 
 def test_generate_equals_a_hand_written_loop_for_every_kind(native_model, task_a, vectors):
     """Each step one full forward; "query" edits the query and every generated token, "all" every position."""
-    prompt = make_prompts(task_a, native_model, n=1, n_shots=1, seed=6)
+    prompt = make_prompts(native_model, task_a, n=1, n_shots=1, seed=6)
     tokens = prompt.tokens[:, : int(prompt.query_pos[0]) + 1]
     q = tokens.shape[1] - 1
     for x in vectors:
@@ -328,7 +328,7 @@ def test_generate_equals_a_hand_written_loop_for_every_kind(native_model, task_a
 
 
 def test_generate_stops_rows_at_eos_and_samples_reproducibly(native_model, task_a):
-    batch = make_prompts(task_a, native_model, n=3, n_shots=1, seed=2)
+    batch = make_prompts(native_model, task_a, n=3, n_shots=1, seed=2)
     greedy = generate(native_model, batch, max_new_tokens=3, stop_at_eos=False)
     eos = native_model.tokenizer.eos_token_id
     first = batch.query_pos + 1
@@ -368,7 +368,7 @@ def test_generate_equals_kv_cached_transformerlens_generation_under_steer(tokeni
     from conftest import build_model
 
     model = build_model("gpt2", tokenizer)
-    batch = make_prompts(task_a, model, n=3, n_shots=1, seed=5)
+    batch = make_prompts(model, task_a, n=3, n_shots=1, seed=5)
     v = 3 * torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(2))
     for sv in (SteeringVector(v, 1), SteeringVector(v, 0, mode="replace", coeff=0.5)):
         for i in range(3):

@@ -58,14 +58,14 @@ def acts():
 def test_probes_fail_before_any_forward_pass(native_model, task_a, acts, tmp_path):
     from tlens_icl.workflows.pipeline import run_pipeline
 
-    pairs = ti.make_prompt_pairs(task_a, native_model, n=2, n_shots=2, single_token="filter")  # 1 shot cannot shuffle
+    pairs = ti.make_prompt_pairs(native_model, task_a, n=2, n_shots=2, single_token="filter")  # 1 shot cannot shuffle
     v = torch.ones(native_model.cfg.d_model)
     with no_forward(native_model):
         cases = [
             (lambda: ti.rsa(acts, n_permutations=-5), "n_permutations"),
             (lambda: ti.icl_accuracy("icl-tiny", task_a), r"load_model\('icl-tiny'\)"),
             (lambda: ti.head_patching("gpt2", pairs), "load_model"),
-            (lambda: ti.icl_accuracy(native_model, task_a, n_shots=[]), "n_shots is empty"),
+            (lambda: ti.icl_accuracy(native_model, task_a, shots=[]), "n_shots is empty"),
             (lambda: ti.icl_accuracy(native_model, task_a, n=2.5), "n must be an int"),
             (lambda: ti.icl_accuracy(native_model, task_a, batch_size=0), "batch_size must be an int >= 1"),
             (lambda: function_vector_from_heads(native_model, torch.zeros(2, 4, 16), [(1.7, 2)]), "int pairs"),
@@ -101,7 +101,7 @@ def test_eval_mode_and_padding_are_checked_by_every_injection(tokenizer):
         with pytest.raises(ModelStateError, match="eval"):
             steer(model, SteeringVector(v, 0))
         with pytest.raises(ModelStateError, match="eval"):
-            ti.evaluate_steering(model, ti.make_prompts("uppercase", model, n=2, n_shots=0), SteeringVector(v, 0))
+            ti.evaluate_steering(model, ti.make_prompts(model, "uppercase", n=2, n_shots=0), SteeringVector(v, 0))
         with pytest.raises(ModelStateError, match="eval"):
             generate(model, torch.tensor([[1, 5, 6]]), steering=SteeringVector(v, 0))
     model.eval()
@@ -114,7 +114,7 @@ def test_eval_mode_and_padding_are_checked_by_every_injection(tokenizer):
 
 
 def test_position_beyond_the_sequence_is_a_clear_error(native_model, task_a):
-    batch = ti.make_prompts(task_a, native_model, n=2, n_shots=1)
+    batch = ti.make_prompts(native_model, task_a, n=2, n_shots=1)
     with pytest.raises(TlensICLError, match="position=500 is outside"):
         with steer(native_model, SteeringVector(torch.ones(native_model.cfg.d_model), 0, position=500)):
             native_model(batch.tokens)
@@ -154,7 +154,7 @@ def test_task_json_errors_name_the_file_and_the_field(tmp_path):
 # ---- loaded files ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def saved(native_model, task_a, tmp_path_factory):
-    res = ti.icl_accuracy(native_model, task_a, n_shots=[0, 1], n=3)
+    res = ti.icl_accuracy(native_model, task_a, shots=[0, 1], n=3)
     fv = function_vector_from_heads(native_model, torch.randn(2, 4, 16), [(0, 1)])
     root = tmp_path_factory.mktemp("results")
     return res, res.save(root / "acc"), fv, fv.save(root / "fv")
@@ -228,7 +228,7 @@ def _calls(model, task, pairs, acts):
     return {
         "icl_accuracy": (lambda **kw: ti.icl_accuracy(model, task, **{"n_shots": [0], "n": 2, **kw}),
                          ["n", "batch_size", "seed", "n_shots"]),
-        "make_prompts": (lambda **kw: ti.make_prompts(task, model, **{"n": 2, "n_shots": 1, **kw}), ["n", "seed", "n_shots"]),
+        "make_prompts": (lambda **kw: ti.make_prompts(model, task, **{"n": 2, "n_shots": 1, **kw}), ["n", "seed", "n_shots"]),
         "indirect_effect": (lambda **kw: ti.indirect_effect(model, task, **{"n_mean": 2, "n_corrupted": 2, "n_shots": 1,
                                                                           **kw}), ["n_mean", "heads", "batch_size"]),
         "head_patching": (lambda **kw: ti.head_patching(model, pairs, **kw), ["heads", "batch_size"]),
@@ -248,7 +248,7 @@ def _calls(model, task, pairs, acts):
 
 @pytest.fixture(scope="module")
 def entry_points(native_model, task_a, acts):
-    pairs = ti.make_prompt_pairs(task_a, native_model, n=2, n_shots=2, single_token="filter")  # 1 shot cannot shuffle
+    pairs = ti.make_prompt_pairs(native_model, task_a, n=2, n_shots=2, single_token="filter")  # 1 shot cannot shuffle
     return _calls(native_model, task_a, pairs, acts)
 
 
@@ -316,7 +316,7 @@ def without_typechecker():
 
 @pytest.fixture(scope="module")
 def aie_saved(native_model, task_a, task_b, tmp_path_factory):
-    aie = ti.indirect_effect(native_model, [task_a, task_b], n_mean=3, n_corrupted=3, n_shots=2)
+    aie = ti.indirect_effect(native_model, [task_a, task_b], n_mean=3, n=3, n_shots=2)
     return aie, aie.save(tmp_path_factory.mktemp("aie") / "aie")
 
 
@@ -412,9 +412,9 @@ def test_heads_family_and_other_probes_are_refused_by_name(native_model, task_a,
     aie, _ = aie_saved
     m = native_model
     other = torch.rand(2, 4, generator=torch.Generator().manual_seed(0))
-    pa = ti.make_prompt_pairs(task_a, m, n=3, n_shots=2, seed=0)
-    pb = ti.make_prompt_pairs(task_a, m, n=3, n_shots=2, seed=7)
-    two_heads = ti.indirect_effect(m, task_a, n_mean=2, n_corrupted=2, n_shots=2, heads=[(0, 0), (1, 2)])
+    pa = ti.make_prompt_pairs(m, task_a, n=3, n_shots=2, seed=0)
+    pb = ti.make_prompt_pairs(m, task_a, n=3, n_shots=2, seed=7)
+    two_heads = ti.indirect_effect(m, task_a, n_mean=2, n=2, n_shots=2, heads=[(0, 0), (1, 2)])
     probes = [
         (lambda: ti.head_ablation(m, task_a, {"a": aie}, ks=(1.0,), n=2, loss=False), "float k is a fraction"),
         (lambda: ti.head_ablation(m, task_a, {"a": aie}, ks=(1,), n_random=-1, n=2, loss=False), "n_random must be"),
@@ -424,7 +424,7 @@ def test_heads_family_and_other_probes_are_refused_by_name(native_model, task_a,
           for kd in (-1, 0, 1000)],
         (lambda: head_overlap({"a": aie, "b": torch.full((2, 4), math.nan)}, ks=(1,)), "scores 0 of 8 heads"),
         (lambda: ti.head_dynamics("icl-tiny", n=0), r"head_dynamics\(\): n must be"),
-        (lambda: ti.make_prompts("uppercase", m, n=2, n_shots=1, demos_from="bitwise_xor"), "another task"),
+        (lambda: ti.make_prompts(m, "uppercase", n=2, n_shots=1, demos_from="bitwise_xor"), "another task"),
         (lambda: ti.head_patching(m, PromptPairBatch(pa.clean, pb.corrupted, pa.task, 2, "shuffled_labels", 0,
                                                      pa.template)), "unrelated"),
         (lambda: ti.head_scores(m, torch.arange(2, 22).reshape(2, 10)), "repeats an earlier one"),
@@ -440,7 +440,7 @@ def test_heads_family_and_other_probes_are_refused_by_name(native_model, task_a,
         (lambda: aie.save(None), r"save\(\): path must be"),
         (lambda: ti.Task.from_json(123), "path must be"),
         (lambda: ti.Task.from_pairs("p", [("a",)]), r"pair 0 must be an \(input, output\)"),
-        (lambda: ti.indirect_effect(m, task_a, n_mean=2, n_corrupted=2, n_shots=2, mean_z="x"), "mean_z must be"),
+        (lambda: ti.indirect_effect(m, task_a, n_mean=2, n=2, n_shots=2, mean_z="x"), "mean_z must be"),
         (lambda: head_attention_html(m, pa.clean, [(0, 1)], row=99), "row must be an int"),
         (lambda: ti.rsa(from_arrays(torch.randn(6, 1, 4), ["a", "b"] * 3), 123), "hypotheses must be a dict"),
         (lambda: ti.token_loss_score(m, "episodes", tasks=[], n=2, n_shots=2), "non-empty list of tasks"),

@@ -52,7 +52,7 @@ HEADS = [(0, 1), (1, 2), (1, 0)]
 
 
 def _batch(model, task, n=4, n_shots=3, seed=0):
-    return make_prompts(task, model, n=n, n_shots=n_shots, seed=seed)
+    return make_prompts(model, task, n=n, n_shots=n_shots, seed=seed)
 
 
 def _logits(model, batch):
@@ -95,7 +95,7 @@ def test_function_vector_bias_counted_once_per_layer(native_model, task_a):
 def test_function_vector_from_mediation_result(native_model, task_a):
     from tlens_icl.analyses.causal.mediation import indirect_effect
 
-    med = indirect_effect(native_model, task_a, n_mean=6, n_corrupted=4, n_shots=3)
+    med = indirect_effect(native_model, task_a, n_mean=6, n=4, n_shots=3)
     fv = function_vector(native_model, med, task="toy_a", k=3)
     ref = function_vector_from_heads(native_model, med.mean_z[0], med.top_heads(3))
     assert fv.heads == tuple(tuple(h) for h in med.top_heads(3))
@@ -242,8 +242,8 @@ def test_function_vector_sweep_coeff_zero_equals_baseline(native_model, task_a):
     for s in range(3):
         for layer in range(2):
             assert torch.equal(sweep.answer_prob[s, layer], sweep.baseline_prob[s])
-    zs = make_prompts(task_a, native_model, n=6, n_shots=0, seed=0)
-    shuffled = make_prompt_pairs(task_a, native_model, n=6, n_shots=3, seed=0).corrupted
+    zs = make_prompts(native_model, task_a, n=6, n_shots=0, seed=0)
+    shuffled = make_prompt_pairs(native_model, task_a, n=6, n_shots=3, seed=0).corrupted
     assert zs.queries == shuffled.queries  # the same query items in every setting
     assert sweep.best_layer("zero_shot") in (0, 1)
     df = sweep.to_dataframe()
@@ -282,7 +282,7 @@ def test_own_task_vector_patched_back_is_a_no_op(any_model, task_a):
 
 def test_task_vector_is_mean_query_residual(native_model, task_a):
     tv = task_vector(native_model, task_a, n=5, n_shots=3, seed=2)
-    batch = make_prompts(task_a, native_model, n=5, n_shots=3, seed=2)
+    batch = make_prompts(native_model, task_a, n=5, n_shots=3, seed=2)
     cache = _cache(native_model, batch, [H.resid_post(1)])[H.resid_post(1)]
     torch.testing.assert_close(tv.at(1), cache[torch.arange(5), batch.query_pos].mean(0))
     assert tv.n_shots == 3 and tv.layer is None
@@ -318,7 +318,7 @@ def test_icv_preserves_norms_and_is_pc1(native_model, task_a):
 
 
 def test_icv_pair_prompts_append_the_answer(native_model, task_a):
-    zs = make_prompts(task_a, native_model, n=3, n_shots=0)
+    zs = make_prompts(native_model, task_a, n=3, n_shots=0)
     pos = _with_answers(zs)
     for i in range(3):
         text = native_model.tokenizer.decode(pos.tokens[i, 1:int(pos.query_pos[i]) + 1])
@@ -378,7 +378,7 @@ def test_soft_injection_trains_the_blend_it_applies(native_model, task_a):
     one = soft_injection(native_model, task_a, steps=1, **kw)
     two = soft_injection(native_model, task_a, steps=2, **kw)
     assert torch.equal(one.losses[0], two.losses[0]) and float((one.alpha - 0.5).abs().min()) > 0.05
-    train = make_prompts(task_a, native_model, n=6, n_shots=0, seed=1)  # soft_injection's train prompts (seed + 1)
+    train = make_prompts(native_model, task_a, n=6, n_shots=0, seed=1)  # soft_injection's train prompts (seed + 1)
     p = evaluate_steering(native_model, train, one.to_steering_vector()).answer_prob
     torch.testing.assert_close(two.losses[1], -p.log().mean(), atol=1e-4, rtol=1e-4)
 
@@ -402,7 +402,7 @@ def test_vector_results_round_trip(native_model, task_a, tmp_path):
 
 # ---- the one-protocol comparison ----------------------------------------------------------------------------------
 def test_compare_methods_one_protocol(native_model, task_a, task_b, tmp_path):
-    res = compare_methods(native_model, [task_a, task_b], n_test=6, n_fit=6, n_shots=3, soft_steps=2,
+    res = compare_methods(native_model, [task_a, task_b], n=6, n_fit=6, n_shots=3, soft_steps=2,
                           fv_heads=HEADS, icv_strengths=(0.0, 0.1))
     assert res.methods == ("zero_shot", "icl", "function_vector", "task_vector", "icv", "soft_injection")
     assert res.correct.shape == (6, 2, 6)
@@ -410,9 +410,9 @@ def test_compare_methods_one_protocol(native_model, task_a, task_b, tmp_path):
     from tlens_icl.analyses.vectors.common import evaluate_intervention
 
     train, test = task_a.split(0.3, seed=0)
-    correct, p = evaluate_intervention(native_model, make_prompts(test, native_model, n=6, n_shots=0))
+    correct, p = evaluate_intervention(native_model, make_prompts(native_model, test, n=6, n_shots=0))
     assert torch.equal(res.correct[0, 0], correct) and torch.equal(res.answer_prob[0, 0], p)
-    assert {q.input for q in make_prompts(test, native_model, n=6, n_shots=0).queries}.isdisjoint(
+    assert {q.input for q in make_prompts(native_model, test, n=6, n_shots=0).queries}.isdisjoint(
         {it.input for it in train.items})
     # Filtering keeps exactly the ICL-correct items.
     table = res.table(filtered=True)
@@ -472,8 +472,8 @@ def test_function_vector_restores_zero_shot_accuracy_on_embedded_model(embedded_
     from tlens_icl import indirect_effect
     from tlens_icl.prompts.pairs import usable_task
 
-    train, test = usable_task("uppercase", embedded_model).split(0.3, seed=0)
-    med = indirect_effect(embedded_model, train, n_mean=16, n_corrupted=8, n_shots=8, corruption="zero_shot")
+    train, test = usable_task(embedded_model, "uppercase").split(0.3, seed=0)
+    med = indirect_effect(embedded_model, train, n_mean=16, n=8, n_shots=8, corruption="zero_shot")
     fv = function_vector(embedded_model, med, task="uppercase", k=10)
     sweep = function_vector_sweep(embedded_model, fv, test, settings=("zero_shot",), n=32, layers=[0, 1])
     gain = float(sweep.accuracy().max() - sweep.baseline_accuracy()[0])

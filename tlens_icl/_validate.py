@@ -286,6 +286,7 @@ RULES: dict[str, Callable[..., Any]] = {
     **{n: _count(0) for n in ("steps", "n_permutations", "n_shuffles", "n_random")},
     "folds": _count(2),
     "n_shots": _shots,
+    "shots": _shots,
     "seed": _seed,
     "layer": _layer,
     "layers": _layers,

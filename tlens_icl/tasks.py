@@ -381,7 +381,7 @@ def load_task(name: str | Task) -> Task:
     A task becomes prompts for a model (here the embedded one, loaded offline):
 
     >>> model = ti.load_model("icl-tiny")
-    >>> batch = ti.make_prompts(task, model, n=2, n_shots=2, seed=0)
+    >>> batch = ti.make_prompts(model, task, n=2, n_shots=2, seed=0)
     >>> print(batch.prompts[0])
     1001 1101 -> 0100
     1100 0100 -> 1000

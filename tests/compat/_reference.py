@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
-SETUP = dict(task="bitwise_xor", n_mean=8, n_corrupted=6, n_shots=4, seed=0)
+SETUP = dict(task="bitwise_xor", n_mean=8, n=6, n_shots=4, seed=0)
 
 
 def compute(model):
@@ -22,7 +22,7 @@ def compute(model):
 
     kw = {k: v for k, v in SETUP.items() if k != "task"}
     ie = ti.indirect_effect(model, SETUP["task"], **kw)
-    batch = ti.make_prompts(SETUP["task"], model, n=8, n_shots=4, seed=3)
+    batch = ti.make_prompts(model, SETUP["task"], n=8, n_shots=4, seed=3)
     acts = ti.collect_activations(model, batch, sites=["resid_post", "z"])
     return ie, acts
 

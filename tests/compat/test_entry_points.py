@@ -34,18 +34,18 @@ def model(ht_llama):
 
 def test_causal_entry_points(model, task_a, tmp_path):
     # one-token labels keep the shuffled pairs aligned, as activation_patching (every position) needs
-    pairs = ti.make_prompt_pairs(task_a, model, n=2, n_shots=2, seed=0, single_token="filter")
+    pairs = ti.make_prompt_pairs(model, task_a, n=2, n_shots=2, seed=0, single_token="filter")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # a route fallback on a model without reusable keys/values
         hp = ti.head_patching(model, pairs)
-        aie = ti.indirect_effect(model, task_a, n_mean=2, n_corrupted=2, n_shots=2)
+        aie = ti.indirect_effect(model, task_a, n_mean=2, n=2, n_shots=2)
     attr = ti.attribution_patching(model, pairs)
     assert isinstance(hp, HeadPatchingResult) and isinstance(attr, HeadPatchingResult)
     assert isinstance(patching_fidelity(attr, hp, k=3), Fidelity)
     assert isinstance(ti.activation_patching(model, pairs, site="attn_out"), ActivationPatchingResult)
     head_attention_html(model, pairs.clean, aie.top_heads(2), path=tmp_path / "a.html")
     assert "<html" in (tmp_path / "a.html").read_text().lower()
-    assert isinstance(ti.icl_accuracy(model, [task_a], n_shots=[0, 2], n=4), AccuracyResult)
+    assert isinstance(ti.icl_accuracy(model, [task_a], shots=[0, 2], n=4), AccuracyResult)
 
 
 def test_vector_entry_points(model, task_a, task_b):
@@ -55,7 +55,7 @@ def test_vector_entry_points(model, task_a, task_b):
     assert isinstance(task_vector_sweep(model, tv, task_a, n=4), LayerSweepResult)
     icv = ti.in_context_vector(model, task_a, n=4, n_shots=2)
     si = ti.soft_injection(model, task_a, n_embed=4, n_shots=2, n_train=4, steps=2)
-    zero = ti.make_prompts(task_a, model, n=2, n_shots=0, seed=1)
+    zero = ti.make_prompts(model, task_a, n=2, n_shots=0, seed=1)
     with torch.no_grad():
         plain = model(zero.tokens)
         with ti.steer(model, icv.to_steering_vector(coeff=0.0)):  # renormalised: equal up to rounding
@@ -65,17 +65,17 @@ def test_vector_entry_points(model, task_a, task_b):
     assert ti.generate(model, zero, steering=fv.to_steering_vector(layer=1), max_new_tokens=2).shape[0] == 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        res = ti.compare_methods(model, [task_a], n_test=4, n_fit=4, n_shots=2, methods=("function_vector", "task_vector"),
+        res = ti.compare_methods(model, [task_a], n=4, n_fit=4, n_shots=2, methods=("function_vector", "task_vector"),
                                  fv_k=2)
     assert isinstance(res, ComparisonResult)
 
 
 def test_representation_entry_points(model, task_a, task_b):
-    acts = ti.task_activations(model, [task_a, task_b], n_shots=[2], n=6, sites=["resid_post", "head_out"])
+    acts = ti.task_activations(model, [task_a, task_b], shots=[2], n=6, sites=["resid_post", "head_out"])
     assert isinstance(ti.concept_decodability(acts), DecodabilityResult)
     rsa = ti.rsa(acts, site="head_out", n_permutations=5)
     assert isinstance(ti.probe(acts, "task", folds=2), ProbeResult)
-    batch = ti.make_prompts(task_a, model, n=3, n_shots=2, seed=2)
+    batch = ti.make_prompts(model, task_a, n=3, n_shots=2, seed=2)
     ratio = ti.attention_ratio(model, batch, relevant="demo_output", irrelevant="demo_input")
     assert isinstance(ratio, AttentionRatioResult)
     assert isinstance(compare_heads(torch.randn(2, 4), rsa.head_scores(n_shots=2), ks=(1, 3)), HeadComparisonResult)

@@ -17,7 +17,7 @@ from tlens_icl.errors import ModelStateError
 from tlens_icl.models import adapter
 
 TOL = 1e-5
-SMALL = dict(n_mean=4, n_corrupted=3, n_shots=3)
+SMALL = dict(n_mean=4, n=3, n_shots=3)
 
 
 def ragged_tokens(model, n_rows=4, width=19, seed=0):
@@ -122,7 +122,7 @@ def test_mediation_takes_the_kv_route_without_a_warning(hooked_model, task_a):
 
 def test_mediation_equals_a_hand_written_loop(hooked_model, task_a):
     res = ti.indirect_effect(hooked_model, task_a, method="naive", **SMALL)
-    pairs = ti.make_prompt_pairs(task_a, hooked_model, n=3, n_shots=3, corruption="shuffled_labels", seed=0)
+    pairs = ti.make_prompt_pairs(hooked_model, task_a, n=3, n_shots=3, corruption="shuffled_labels", seed=0)
     base, rows = pairs.corrupted, torch.arange(3)
     with torch.no_grad():
         probs = lambda logits: logits[rows, base.query_pos].softmax(-1)[rows, base.answer_tokens]  # noqa: E731
@@ -142,7 +142,7 @@ def test_head_patching_equals_transformer_lens_patching(hooked_model, task_a):
     """Rows of different lengths (BPE): TL's by-pos sweep per row at its own query; all_pos and resid_pre batched."""
     import pandas as pd
 
-    pairs = ti.make_prompt_pairs(task_a, hooked_model, n=3, n_shots=3, corruption="shuffled_labels", seed=0)
+    pairs = ti.make_prompt_pairs(hooked_model, task_a, n=3, n_shots=3, corruption="shuffled_labels", seed=0)
     q = pairs.corrupted.query_pos
     assert len(set(q.tolist())) > 1
     n_layers, n_heads = hooked_model.cfg.n_layers, hooked_model.cfg.n_heads
@@ -176,7 +176,7 @@ def test_head_patching_equals_transformer_lens_patching(hooked_model, task_a):
 
 # ---- vectors and decodability ---------------------------------------------------------------------------
 def test_function_vector_is_the_hand_computed_sum_and_steers(hooked_model, task_a):
-    batch = ti.make_prompts(task_a, hooked_model, n=4, n_shots=3, seed=1)
+    batch = ti.make_prompts(hooked_model, task_a, n=4, n_shots=3, seed=1)
     mean_z = mean_head_activations(hooked_model, batch)
     heads = [(0, 1), (1, 2)]
     fv = function_vector_from_heads(hooked_model, mean_z, heads)
@@ -184,7 +184,7 @@ def test_function_vector_is_the_hand_computed_sum_and_steers(hooked_model, task_
     torch.testing.assert_close(fv.vector, expected, atol=1e-6, rtol=0)
     with_bias = function_vector_from_heads(hooked_model, mean_z, heads, include_bias=True)
     torch.testing.assert_close(with_bias.vector - fv.vector, hooked_model.b_O[[0, 1]].detach().sum(0), atol=1e-6, rtol=0)
-    zero = ti.make_prompts(task_a, hooked_model, n=4, n_shots=0, seed=2)
+    zero = ti.make_prompts(hooked_model, task_a, n=4, n_shots=0, seed=2)
     with torch.no_grad():
         plain = hooked_model(zero.tokens)
         with ti.steer(hooked_model, fv.to_steering_vector(layer=0, coeff=0.0), query_pos=zero.query_pos):
@@ -195,7 +195,7 @@ def test_function_vector_is_the_hand_computed_sum_and_steers(hooked_model, task_
 
 
 def test_task_vector_patched_back_is_a_no_op(hooked_model, task_a):
-    batch = ti.make_prompts(task_a, hooked_model, n=3, n_shots=3, seed=0)
+    batch = ti.make_prompts(hooked_model, task_a, n=3, n_shots=3, seed=0)
     tv = task_vector_from_prompts(hooked_model, batch.select([0]))
     with torch.no_grad():
         plain = hooked_model(batch.tokens[:1])
@@ -205,13 +205,13 @@ def test_task_vector_patched_back_is_a_no_op(hooked_model, task_a):
 
 
 def test_decodability_runs_on_a_hooked_transformer(hooked_model, task_a, task_b):
-    acts = ti.task_activations(hooked_model, [task_a, task_b], n_shots=[0, 3], n=8, layers=[1])
+    acts = ti.task_activations(hooked_model, [task_a, task_b], shots=[0, 3], n=8, layers=[1])
     res = ti.concept_decodability(acts)
     assert res.correct.shape == (2, 1, 16) and 0.0 <= float(res.correct.mean()) <= 1.0
 
 
 def test_generate_on_a_hooked_transformer(ht_llama, task_a):
-    zero = ti.make_prompts(task_a, ht_llama, n=3, n_shots=1, seed=0)
+    zero = ti.make_prompts(ht_llama, task_a, n=3, n_shots=1, seed=0)
     toks = zero.tokens[:1, : int(zero.query_pos[0]) + 1]
     v = torch.zeros(ht_llama.cfg.d_model)
     with torch.no_grad():

@@ -45,8 +45,8 @@ def tl4_reference(tmp_path_factory):
 
 def test_icl_tiny_loads_as_bridge_and_hooked_transformer_with_the_same_function(embedded_model, icl_tiny_hooked):
     assert adapter.family(embedded_model) == "tl3_bridge" and adapter.family(icl_tiny_hooked) == "tl3_hooked"
-    batch = ti.make_prompts("bitwise_xor", embedded_model, n=6, n_shots=3, seed=0)
-    assert torch.equal(batch.tokens, ti.make_prompts("bitwise_xor", icl_tiny_hooked, n=6, n_shots=3, seed=0).tokens)
+    batch = ti.make_prompts(embedded_model, "bitwise_xor", n=6, n_shots=3, seed=0)
+    assert torch.equal(batch.tokens, ti.make_prompts(icl_tiny_hooked, "bitwise_xor", n=6, n_shots=3, seed=0).tokens)
     with torch.no_grad():
         a, b = embedded_model(batch.tokens), icl_tiny_hooked(batch.tokens)
     assert float((a - b).abs().max()) < 1e-4 * float(a.abs().max())
@@ -55,7 +55,7 @@ def test_icl_tiny_loads_as_bridge_and_hooked_transformer_with_the_same_function(
 
 
 def test_fast_path_on_a_tl3_native_bridge_uses_the_mask_and_equals_the_loop(embedded_model):
-    kw = dict(n_mean=4, n_corrupted=4, n_shots=3, heads=[(0, 1), (2, 3), (3, 0), (3, 5)])
+    kw = dict(n_mean=4, n=4, n_shots=3, heads=[(0, 1), (2, 3), (3, 0), (3, 5)])
     fast = ti.indirect_effect(embedded_model, "bitwise_xor", method="fast", **kw)
     naive = ti.indirect_effect(embedded_model, "bitwise_xor", method="naive", **kw)
     assert fast.method == "fast"
@@ -66,7 +66,7 @@ def test_fast_path_on_a_tl3_native_bridge_uses_the_mask_and_equals_the_loop(embe
 def test_a_pattern_edit_on_a_tl3_native_bridge_raises_instead_of_doing_nothing(embedded_model):
     from tlens_icl.engine import hooks
 
-    batch = ti.make_prompts("bitwise_xor", embedded_model, n=2, n_shots=2, seed=0)
+    batch = ti.make_prompts(embedded_model, "bitwise_xor", n=2, n_shots=2, seed=0)
     zero = [(hooks.pattern(layer), lambda p, hook: torch.zeros_like(p)) for layer in range(4)]
     with torch.no_grad():
         plain = embedded_model(batch.tokens)

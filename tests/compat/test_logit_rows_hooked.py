@@ -33,7 +33,7 @@ def test_cut_reads_equal_the_full_forward_and_mediation_is_unchanged(tokenizer, 
     assert logit_cut(model) == hooks.unembed_in()
     if arch.startswith("ht_"):
         assert float(model.unembed.b_U.detach().abs().max()) > 0
-    batch = ti.make_prompts(task_a, model, n=5, n_shots=3, seed=1)
+    batch = ti.make_prompts(model, task_a, n=5, n_shots=3, seed=1)
     answers = [tuple(a) for a in batch.answer_ids]
     ar = torch.arange(len(batch))
     with torch.no_grad():
@@ -48,7 +48,7 @@ def test_cut_reads_equal_the_full_forward_and_mediation_is_unchanged(tokenizer, 
         scores = answer_scores(model, batch, batch_size=2)
     assert max(seen[:3]) == 1  # the query logits' forwards unembedded one position per row
     torch.testing.assert_close(scores.answer_logprob, ref_logprob, atol=TOL, rtol=0)
-    kw = dict(n_mean=3, n_corrupted=2, n_shots=2)
+    kw = dict(n_mean=3, n=2, n_shots=2)
     cut = ti.indirect_effect(model, task_a, **kw)
     monkeypatch.setenv(runs.FULL_LOGITS_ENV, "1")
     ref = ti.indirect_effect(model, task_a, **kw)

@@ -123,7 +123,7 @@ class AccuracyResult(Result):
 
 @checked
 def icl_accuracy(
-    model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_shots: Sequence[int] = (0, 1, 5, 10),
+    model: ModelLike, tasks: Task | str | Sequence[Task | str], *, shots: Sequence[int] = (0, 1, 5, 10),
     n: int = 64, seed: int = 0, template: PromptTemplate | str | None = None, batch_size: int = 32,
     demos_from: Task | str | None = None, metric: str = "exact_match", prepend_bos: bool | None = None,
     single_token: SingleToken = "ignore", progress: bool | None = None, checkpoint: str | Path | None = None,
@@ -135,6 +135,7 @@ def icl_accuracy(
     count (same seed), so the curve compares like with like; ``n`` may not exceed a task's usable items.
 
     Args:
+        shots: the shot counts swept (a list; each prompt of one cell has one count of demonstrations).
         metric: ``"exact_match"`` (greedy decoding produces the whole answer or an accepted alternative)
             or ``"first_token"`` (argmax = the answer's first token; right only for one-token answers).
         prepend_bos: start prompts with BOS; None follows the model (``model.cfg.default_prepend_bos``).
@@ -147,7 +148,7 @@ def icl_accuracy(
 
     >>> import tlens_icl as ti
     >>> model = ti.load_model("icl-tiny")
-    >>> acc = ti.icl_accuracy(model, ["bitwise_xor", "uppercase"], n_shots=[0, 4], n=16, seed=0)
+    >>> acc = ti.icl_accuracy(model, ["bitwise_xor", "uppercase"], shots=[0, 4], n=16, seed=0)
     >>> acc.tasks, acc.n_shots, acc.metric, tuple(acc.correct.shape)   # [task, shots, example]
     (('bitwise_xor', 'uppercase'), (0, 4), 'exact_match', (2, 2, 16))
     >>> acc.accuracy()[:, 1].tolist()                                  # with 4 demonstrations, every answer
@@ -158,11 +159,11 @@ def icl_accuracy(
     if metric not in METRICS:
         raise TlensICLError(f"metric must be one of {METRICS}, got {metric!r}.")
     task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
-    shots = tuple(int(s) for s in n_shots)
+    shots = tuple(int(s) for s in shots)
     if not task_list or not shots:
         raise TlensICLError("icl_accuracy needs at least one task and one shot count.")
     # Validate every prompt set before the first forward pass.
-    batches = [[make_prompts(t, model, n=n, n_shots=s, seed=seed, template=template, demos_from=demos_from,
+    batches = [[make_prompts(model, t, n=n, n_shots=s, seed=seed, template=template, demos_from=demos_from,
                              prepend_bos=prepend_bos, single_token=single_token)
                 for s in shots] for t in task_list]
     ck = open_checkpoint(checkpoint, "icl_accuracy", dict(

@@ -31,7 +31,7 @@ def measure(name: str = "icl-tiny", *, n: int = 48, seed: int = 0) -> dict[str, 
     decodability, shared = {}, {}
     for family in model_meta_families(model):
         tasks = [heldout_task(model, t) for t in model_tasks(model, family)]
-        acts = task_activations(model, tasks, n_shots=SHOTS, n=min(n, 40), seed=seed, sites=["resid_post"])
+        acts = task_activations(model, tasks, shots=SHOTS, n=min(n, 40), seed=seed, sites=["resid_post"])
         decodability[family] = concept_decodability(acts, site="resid_post", k=10, metric="cosine", seed=seed)
         zero = [i for i, s in enumerate(acts.n_shots.tolist()) if s == 0]
         tasks_of: dict[str, set[str]] = {}

@@ -60,7 +60,7 @@ def _cmd_mediate(args: argparse.Namespace) -> int:
         raise TlensICLError("--corruption other_task_labels needs --other-task TASK (the label source), and "
                             "--other-task is used only with it.")
     model = load_model_for(args, tasks)
-    res = indirect_effect(model, tasks, n_mean=args.n_mean, n_corrupted=args.n_corrupted, n_shots=args.shots,
+    res = indirect_effect(model, tasks, n_mean=args.n_mean, n=args.n_corrupted, n_shots=args.shots,
                           corruption=args.corruption, seed=args.seed, metric=args.metric, method=args.method,
                           heads=args.heads, filter_correct=args.filter_correct, other_task=args.other_task,
                           template=args.template, progress=args.progress, checkpoint=checkpoint_of(args, out))
@@ -72,7 +72,7 @@ def _cmd_mediate(args: argparse.Namespace) -> int:
     if out is not None:
         section = export_section(res, out, "", "aie", k=args.top_k)
         table.to_csv(out / "top_heads.csv", index=False)
-        prompt = make_prompts(res.tasks[0], model, n=1, n_shots=args.shots, seed=args.seed, template=args.template)
+        prompt = make_prompts(model, res.tasks[0], n=1, n_shots=args.shots, seed=args.seed, template=args.template)
         section.views.append(head_attention_html(model, prompt, res.top_heads(min(args.top_k, 4)),
                                                  path=out / "attention.html"))
         section.files += ["top_heads.csv", "attention.html"]

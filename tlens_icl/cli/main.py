@@ -81,7 +81,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
     (task,) = tasks_of(args)
     model = load_model_for(args, [task])
-    pairs = make_prompt_pairs(task, model, n=args.n, n_shots=args.shots, corruption=args.corruption,
+    pairs = make_prompt_pairs(model, task, n=args.n, n_shots=args.shots, corruption=args.corruption,
                               seed=args.seed, template=args.template)
     for i in range(len(pairs)):
         for side, b in (("clean", pairs.clean), ("corrupted", pairs.corrupted)):
@@ -100,7 +100,7 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
     out = check_out(args)
     tasks = tasks_of(args)
     model = load_model_for(args, tasks)
-    res = icl_accuracy(model, tasks, n_shots=args.shots, n=args.n, seed=args.seed, template=args.template,
+    res = icl_accuracy(model, tasks, shots=args.shots, n=args.n, seed=args.seed, template=args.template,
                        progress=args.progress, metric=args.metric, prepend_bos=args.prepend_bos)
     print(res.summary())
     print(res.table().to_string(float_format=lambda x: f"{x:.3f}"))

@@ -38,7 +38,7 @@ def activations_from_args(args: Any) -> tuple[Any, Any]:
 
     tasks = tasks_of(args)
     model = load_model_for(args, tasks)
-    acts = task_activations(model, tasks, n_shots=args.shots, n=args.n, seed=args.seed, template=args.template,
+    acts = task_activations(model, tasks, shots=args.shots, n=args.n, seed=args.seed, template=args.template,
                             sites=[args.site], progress=args.progress)
     return model, acts
 
@@ -73,7 +73,7 @@ def _cmd_decodability(args: argparse.Namespace) -> int:
     print(res.summary())
     print(res.table().to_string(float_format=lambda x: f"{x:.3f}"))
     if args.accuracy:
-        acc = icl_accuracy(model, tasks_of(args), n_shots=args.shots, n=args.n, seed=args.seed, template=args.template)
+        acc = icl_accuracy(model, tasks_of(args), shots=args.shots, n=args.n, seed=args.seed, template=args.template)
         corr = res.correlate(acc)
         print(corr.to_string(float_format=lambda x: f"{x:.3g}"))
         if out is not None:
@@ -161,7 +161,7 @@ def _cmd_attention_ratio(args: argparse.Namespace) -> int:
     out = check_out(args)
     (task,) = tasks_of(args)
     model = load_model_for(args, [task])
-    prompts = {f"{k}-shot": make_prompts(task, model, n=args.n, n_shots=k, seed=args.seed, template=args.template)
+    prompts = {f"{k}-shot": make_prompts(model, task, n=args.n, n_shots=k, seed=args.seed, template=args.template)
                for k in args.shots}
     res = attention_ratio(model, prompts, relevant=args.relevant, irrelevant=args.irrelevant, progress=args.progress)
     print(res.summary())

@@ -63,7 +63,7 @@ def _cmd_vectors(args: argparse.Namespace) -> int:
     if unknown:
         raise TlensICLError(f"--fv-corruption: unknown corruption(s) {unknown}; choose from {list(CORRUPTION_NAMES)}.")
     model = load_model_for(args, tasks)
-    res = compare_methods(model, tasks, methods=args.methods, n_test=args.n, n_fit=args.n_fit,
+    res = compare_methods(model, tasks, methods=args.methods, n=args.n, n_fit=args.n_fit,
                           n_shots=args.shots, seed=args.seed, fv_k=args.fv_k, fv_corruption=corruption,
                           soft_steps=args.soft_steps, template=args.template, progress=args.progress)
     fmt = lambda x: f"{x:.3f}"  # noqa: E731

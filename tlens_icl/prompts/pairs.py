@@ -75,7 +75,7 @@ def _token_lengths(model: ModelLike, texts: Sequence[str]) -> list[int | None]:
 
 @checked(eval_mode=False)
 def usable_task(
-    task: Task | str, model: ModelLike, *, template: PromptTemplate | str | None = None,
+    model: ModelLike, task: Task | str, *, template: PromptTemplate | str | None = None,
     single_token: SingleToken = "ignore", report: bool = False,
 ) -> Task | tuple[Task, dict[str, Any]]:
     """The task restricted to items this model's tokenizer can represent.
@@ -348,7 +348,7 @@ def _prepare(task: Task | str, model: ModelLike, template: PromptTemplate | str 
     if getattr(model, "tokenizer", None) is None:
         raise PromptError("The model has no tokenizer; prompts cannot be built.")
     tpl = get_template(template) if template is not None else default_template(model)
-    task, counts = usable_task(task, model, template=tpl, single_token=single_token, report=True)
+    task, counts = usable_task(model, task, template=tpl, single_token=single_token, report=True)
     pool = None
     if demos_from is not None:
         other = demos_from if isinstance(demos_from, str) else getattr(demos_from, "name", None)
@@ -357,14 +357,14 @@ def _prepare(task: Task | str, model: ModelLike, template: PromptTemplate | str 
                               "before a query of another would be scored as this task's ICL. demos_from takes a split "
                               "of the same task (task.split(...)[0]); to show another task's labels use "
                               "make_prompt_pairs(..., corruption='other_task_labels', other_task=...).")
-        pool, pool_counts = usable_task(demos_from, model, template=tpl, report=True)
+        pool, pool_counts = usable_task(model, demos_from, template=tpl, report=True)
         counts = {**counts, "demo_pool": pool_counts}
     return task, tpl, pool, counts
 
 
 @checked(eval_mode=False)
 def make_prompts(
-    task: Task | str, model: ModelLike, *, n: int = 32, n_shots: int = 10, seed: int = 0,
+    model: ModelLike, task: Task | str, *, n: int = 32, n_shots: int = 10, seed: int = 0,
     template: PromptTemplate | str | None = None, single_token: SingleToken = "ignore",
     demos_from: Task | str | None = None, prepend_bos: bool | None = None,
 ) -> PromptBatch:
@@ -502,7 +502,7 @@ def _raw_render(prompt: str, answer: str):
 
 @checked(eval_mode=False)
 def make_prompt_pairs(
-    task: Task | str, model: ModelLike, *, n: int = 32, n_shots: int = 10,
+    model: ModelLike, task: Task | str, *, n: int = 32, n_shots: int = 10,
     corruption: str = "shuffled_labels", seed: int = 0, template: PromptTemplate | str | None = None,
     single_token: SingleToken = "ignore", other_task: Task | str | None = None,
     demos_from: Task | str | None = None, prepend_bos: bool | None = None,
@@ -526,7 +526,7 @@ def make_prompt_pairs(
     if corruption not in CORRUPTIONS:
         raise TlensICLError(f"Unknown corruption {corruption!r}; choose one of {sorted(CORRUPTIONS)}.")
     task, tpl, pool, counts = _prepare(task, model, template, single_token, demos_from)
-    other = usable_task(other_task, model, template=tpl) if other_task is not None else None
+    other = usable_task(model, other_task, template=tpl) if other_task is not None else None
     clean_eps = sample_episodes(task, n, n_shots, seed, demo_pool=pool)
     lengths: dict[str, int | None] = {}
 

@@ -121,13 +121,13 @@ class PromptSpec:
                 n: int | None = None, n_shots: int | None = None,
                 demos_from: Task | str | None = None) -> PromptBatch:
         """``n`` (default ``spec.n``) clean prompts of ``task`` (default: the spec's only task) from ``stream``."""
-        return make_prompts(self._task(task), model, n=self.n if n is None else n,
+        return make_prompts(model, self._task(task), n=self.n if n is None else n,
                             n_shots=self.n_shots if n_shots is None else n_shots, seed=self.seed_of(stream),
                             template=self.template, demos_from=demos_from)
 
     def pairs(self, model: ModelLike, *, task: Task | str | None = None, n: int | None = None) -> PromptPairBatch:
         """The clean/corrupted pairs of ``task`` (the ``clean`` stream; its corruption drawn inside)."""
-        return make_prompt_pairs(self._task(task), model, n=self.n if n is None else n, n_shots=self.n_shots,
+        return make_prompt_pairs(model, self._task(task), n=self.n if n is None else n, n_shots=self.n_shots,
                                  corruption=self.corruption, seed=self.seed_of("clean"), template=self.template,
                                  other_task=self.other_task)
 

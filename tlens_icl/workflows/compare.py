@@ -212,13 +212,13 @@ def _fv_heads(model: ModelLike, fv_heads: Any, train: Task, task_name: str, *, k
 
 
 #: compare_methods' protocol arguments -> (PromptSpec field, default).
-COMPARE_PROTOCOL = {"n_test": ("n", 64), "n_shots": ("n_shots", 8), "seed": ("seed", 0), "template": ("template", None)}
+COMPARE_PROTOCOL = {"n": ("n", 64), "n_shots": ("n_shots", 8), "seed": ("seed", 0), "template": ("template", None)}
 
 
 @checked
 def compare_methods(
     model: ModelLike, tasks: PromptSpec | Task | str | Sequence[Task | str], *, methods: Sequence[str] = METHODS,
-    n_test: int = 64, n_fit: int = 32, n_shots: int = 8, test_size: float = 0.3, seed: int = 0,
+    n: int = 64, n_fit: int = 32, n_shots: int = 8, test_size: float = 0.3, seed: int = 0,
     fv_heads: Any = None, fv_k: int = 10, fv_corruption: str | dict[str, str] = "shuffled_labels",
     icv_strengths: Sequence[float] = (0.05, 0.1, 0.2, 0.5), icv_contrast: str = "pair", icv_direction: str = "pc1",
     soft_steps: int = 100, soft_lr: float = 0.2, template: PromptTemplate | str | None = None,
@@ -227,13 +227,13 @@ def compare_methods(
     """Zero-shot, ICL, function vector, task vector, ICV and soft injection on the same held-out items.
 
     Args:
-        tasks: one or several tasks, or a :class:`~tlens_icl.prompts.spec.PromptSpec` (its ``n`` is ``n_test``);
+        tasks: one or several tasks, or a :class:`~tlens_icl.prompts.spec.PromptSpec` (its ``n`` is ``n``);
             each task is split ``test_size`` (test) / rest (train) with ``seed``. Streams: the test prompts are
             the spec's ``clean`` stream, the prompts that build each vector its ``fit`` stream, those that choose a
             layer or strength its ``validation`` stream, and the FV heads' mediation runs on the train split with
             a spec derived from the label ``"fv_heads"`` (every stream independent of the others).
         methods: any of :data:`METHODS`.
-        n_test: test items per task (capped at the test split's size; every item at most once).
+        n: test items per task (capped at the test split's size; every item at most once).
         n_fit: prompts per task used to build each vector / train soft injection / choose parameters.
         n_shots: demonstrations in ICL prompts (the ``icl`` baseline and every vector's source prompts).
         fv_heads: the FV heads: ``None`` runs :func:`~tlens_icl.analyses.causal.mediation.indirect_effect` on the
@@ -249,11 +249,11 @@ def compare_methods(
     """
     from tlens_icl.engine.progress import progress_bar
 
-    _validate(methods, fv_corruption, icv_contrast, icv_direction, n_test, n_fit)
-    spec = spec_of(tasks, "compare_methods", COMPARE_PROTOCOL, n=n_test, n_shots=n_shots, seed=seed, template=template)
+    _validate(methods, fv_corruption, icv_contrast, icv_direction, n, n_fit)
+    spec = spec_of(tasks, "compare_methods", COMPARE_PROTOCOL, n=n, n_shots=n_shots, seed=seed, template=template)
     n_test, n_shots, seed, template = spec.n, spec.n_shots, spec.seed, spec.template
     task_list = [load_task(t) for t in spec.tasks]
-    usable = [usable_task(t, model, template=template) for t in task_list]
+    usable = [usable_task(model, t, template=template) for t in task_list]
     splits = [t.split(test_size, seed=seed) for t in usable]
     n = min([n_test] + [len(test) for _, test in splits])
     # Build (and validate) all evaluation prompts before the first forward pass.
@@ -328,7 +328,7 @@ def _validate(methods: Sequence[str], fv_corruption: Any, icv_contrast: str, icv
     if icv_contrast not in ("pair", "icl") or icv_direction not in ("pc1", "pc1+mean"):
         raise TlensICLError("icv_contrast must be 'pair' or 'icl' and icv_direction 'pc1' or 'pc1+mean'.")
     if n_test < 1 or n_fit < 2:
-        raise TlensICLError(f"n_test must be >= 1 and n_fit >= 2, got {n_test} and {n_fit}.")
+        raise TlensICLError(f"n must be >= 1 and n_fit >= 2, got {n_test} and {n_fit}.")
 
 
 # ---- per-method fitting on the train split: (hook builder for test prompts, layer accuracies, params) ----

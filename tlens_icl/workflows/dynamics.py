@@ -297,9 +297,9 @@ def head_dynamics(
             hs = head_scores(m, n=n_random, length=length, seed=seed, batch_size=batch_size)
             ind, prev = hs.induction(), hs.previous_token()
         if aie is None:
-            aie = indirect_effect(m, task_list, n_mean=n_mean, n_corrupted=n_corrupted, n_shots=n_shots,
+            aie = indirect_effect(m, task_list, n_mean=n_mean, n=n_corrupted, n_shots=n_shots,
                                   corruption=corruption, seed=seed, heads=heads, batch_size=batch_size).mean()
-        acc = icl_accuracy(m, task_list, n_shots=(0, n_shots), n=n, seed=seed, batch_size=batch_size)
+        acc = icl_accuracy(m, task_list, shots=(0, n_shots), n=n, seed=seed, batch_size=batch_size)
         icl = token_loss_score(m, "episodes", tasks=task_list, n=n * len(task_list), n_shots=n_shots, seed=seed,
                                batch_size=batch_size)
         abl = torch.full((len(ABLATED),), float("nan"))
@@ -311,7 +311,7 @@ def head_dynamics(
         return ind, prev, aie, acc.accuracy().mean(0), abl, torch.tensor(icl.score()), lag_ind, lag_prev
 
     lag_ind_f, lag_prev_f = lag_scores(final, lags=lags, n=n_random, length=length, seed=seed, batch_size=batch_size)
-    aie_all = indirect_effect(final, task_list, n_mean=n_mean, n_corrupted=n_corrupted, n_shots=n_shots,
+    aie_all = indirect_effect(final, task_list, n_mean=n_mean, n=n_corrupted, n_shots=n_shots,
                               corruption=corruption, seed=seed, batch_size=batch_size).mean()
     top_fv = top_heads_of(aie_all, k)
     top_ind, top_prev = top_heads_of(lag_ind_f.max(0).values, k), top_heads_of(lag_prev_f.max(0).values, k)

@@ -68,7 +68,7 @@ def heads_study(
         from tlens_icl.analyses.representations.activations import task_activations
         from tlens_icl.analyses.representations.rsa import rsa as rsa_of
 
-        res = timed("RSA heads", lambda: rsa_of(task_activations(model, tasks, n_shots=(n_shots,), n=n, seed=seed,
+        res = timed("RSA heads", lambda: rsa_of(task_activations(model, tasks, shots=(n_shots,), n=n, seed=seed,
                                                                  template=template, sites=["head_out"]),
                                                 site="head_out", n_permutations=0))
         maps["RSA"] = res.head_scores()

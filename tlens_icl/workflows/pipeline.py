@@ -63,7 +63,7 @@ def task_splits(model: ModelLike, name: str, *, seed: int = 0) -> dict[str, Task
     never seen in training: bitwise operand pairs on ``icl-tiny``; its word tasks' "held-out" pool is the whole
     vocabulary), else a seeded ``TEST_SHARE`` of the usable items; ``val`` is ``VAL_SHARE`` of the rest.
     """
-    pool = usable_task(name, model)
+    pool = usable_task(model, name)
     held = None
     if model_meta(model).get("families"):
         try:
@@ -113,10 +113,10 @@ def run_pipeline(
                                                           n_shots=n_shots, k=k, seed=seed, protocol=PROTOCOL), model)
     part = (lambda name: None) if ck.folder is None else (lambda name: ck.folder / name)  # type: ignore[operator]
     results: dict[str, Any] = {"splits": splits}
-    results["accuracy"] = icl_accuracy(model, [splits[t]["test"] for t in all_tasks], n_shots=_shot_list(n_shots), n=n,
+    results["accuracy"] = icl_accuracy(model, [splits[t]["test"] for t in all_tasks], shots=_shot_list(n_shots), n=n,
                                        seed=seed, progress=progress, checkpoint=part("accuracy"))
     results["mediation"] = {
-        fam: indirect_effect(model, [splits[t]["fit"] for t in names], n_mean=n_mean, n_corrupted=n_corrupted,
+        fam: indirect_effect(model, [splits[t]["fit"] for t in names], n_mean=n_mean, n=n_corrupted,
                              n_shots=n_shots, seed=seed, corruption=FAMILY_CORRUPTION.get(fam, "shuffled_labels"),
                              progress=progress, checkpoint=part(f"mediation_{fam}"))
         for fam, names in families.items()
@@ -326,7 +326,7 @@ def _write(results: dict[str, Any], out: Path, model: ModelLike | None = None) -
             heads = med.top_heads(4)
             views = []
             for t in results["families"][fam]:
-                prompt = make_prompts(results["splits"][t]["test"], model, n=1, n_shots=med.n_shots,
+                prompt = make_prompts(model, results["splits"][t]["test"], n=1, n_shots=med.n_shots,
                                       seed=results["settings"]["seed"])
                 view = head_attention_html(model, prompt, heads)
                 views.append(HTMLView(view.parts, title=f"Attention of the top heads on one {t} prompt",

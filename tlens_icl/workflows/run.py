@@ -242,7 +242,7 @@ def splits(model: ModelLike, sizes: StudySizes, seed: int) -> dict[str, dict[str
     """Each FV task's single-token items split into train / validation / test (deterministic, disjoint)."""
     out = {}
     for t in sizes.fv_tasks:
-        task = usable_task(t, model, single_token="filter")
+        task = usable_task(model, t, single_token="filter")
         train, rest = task.split(1 - sizes.train_fraction, seed=seed)
         test, val = rest.split(sizes.val_fraction / (1 - sizes.train_fraction), seed=seed)
         out[t] = {"train": train, "val": val, "test": test}
@@ -294,10 +294,10 @@ def run_study(model: ModelLike, *, out: str | Path, sizes: StudySizes | str = "p
                                 + ", ".join(f"{k} {have} < {want}" for k, (have, want) in short.items()))
 
     res["accuracy"] = steps.run("accuracy", lambda: icl_accuracy(
-        model, list(S.icl_tasks), n_shots=list(S.icl_shots), n=S.n_icl, seed=seed, progress=progress,
+        model, list(S.icl_tasks), shots=list(S.icl_shots), n=S.n_icl, seed=seed, progress=progress,
         checkpoint=steps.partial("accuracy")), say)
     med = res["mediation"] = steps.run("mediation", lambda: indirect_effect(
-        model, [parts[t]["train"] for t in S.fv_tasks], n_mean=S.n_mean, n_corrupted=S.n_corrupted, n_shots=S.n_shots,
+        model, [parts[t]["train"] for t in S.fv_tasks], n_mean=S.n_mean, n=S.n_corrupted, n_shots=S.n_shots,
         corruption="shuffled_labels", seed=seed, progress=progress, checkpoint=steps.partial("mediation")), say)
     top = med.top_heads(S.k)
     fvs = {t: function_vector_from_heads(model, med.mean_z[i], top, task=t) for i, t in enumerate(med.tasks)}
@@ -324,11 +324,11 @@ def run_study(model: ModelLike, *, out: str | Path, sizes: StudySizes | str = "p
         res[f"tv_test/{t}"] = steps.run(f"tv_test/{t}", lambda t=t: task_vector_sweep(
             model, tv_of(t), parts[t]["test"], layers=[tv_layer], n=S.n_test, seed=seed + 6, progress=progress), say)
     res["tv_icl"] = steps.run("tv_icl", lambda: icl_accuracy(
-        model, [parts[t]["test"] for t in S.fv_tasks], n_shots=[0, S.tv_shots], n=S.n_test, seed=seed + 6,
+        model, [parts[t]["test"] for t in S.fv_tasks], shots=[0, S.tv_shots], n=S.n_test, seed=seed + 6,
         demos_from=None, metric="first_token", progress=progress), say)
 
     if not all((steps.out / s / "meta.json").is_file() for s in ("decodability", "rsa")):
-        acts = task_activations(model, list(S.cd_tasks), n_shots=list(S.icl_shots), n=S.n_icl, seed=seed,
+        acts = task_activations(model, list(S.cd_tasks), shots=list(S.icl_shots), n=S.n_icl, seed=seed,
                                 sites=["resid_post"], progress=progress)
     else:
         acts = None
@@ -344,11 +344,11 @@ def run_study(model: ModelLike, *, out: str | Path, sizes: StudySizes | str = "p
         exclude=S.ablation_exclude, n_random=S.n_random, n=S.n_ablation, n_shots=S.n_shots, seed=seed + 7,
         positions="query", loss=False, progress=progress), say)
     if S.attention_task is not None:
-        rc = {f"{k}-shot": make_prompts(S.attention_task, model, n=S.n_rc, n_shots=k, seed=seed + 8)
+        rc = {f"{k}-shot": make_prompts(model, S.attention_task, n=S.n_rc, n_shots=k, seed=seed + 8)
               for k in (0, S.rc_shots)}
         res["attention"] = steps.run("attention", lambda: attention_ratio(model, rc, progress=progress), say)
         res["attention_accuracy"] = steps.run("attention_accuracy", lambda: icl_accuracy(
-            model, S.attention_task, n_shots=[0, S.rc_shots], n=S.n_rc, seed=seed + 8, progress=progress), say)
+            model, S.attention_task, shots=[0, S.rc_shots], n=S.n_rc, seed=seed + 8, progress=progress), say)
     shutil.rmtree(steps.out / PARTIAL, ignore_errors=True)
     steps.doc["complete"] = True
     steps.doc["fv_layer"], steps.doc["tv_layer"] = fv_layer, tv_layer

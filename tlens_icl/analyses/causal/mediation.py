@@ -107,7 +107,7 @@ class IndirectEffectResult(HeadEffectViews, Result):
 @checked
 def indirect_effect(
     model: ModelLike, tasks: PromptSpec | Task | str | Sequence[Task | str] | PromptPairBatch | Sequence[PromptPairBatch],
-    *, n_mean: int = 100, n_corrupted: int = 25, n_shots: int = 10, corruption: str = "shuffled_labels",
+    *, n: int = 25, n_mean: int = 100, n_shots: int = 10, corruption: str = "shuffled_labels",
     seed: int = 0, metric: str | Metric = "prob", method: Method = "auto",
     heads: Sequence[Head | tuple[int, int]] | None = None, filter_correct: bool = False,
     other_task: Task | str | None = None, template: PromptTemplate | str | None = None, batch_size: int = 16,
@@ -119,13 +119,13 @@ def indirect_effect(
     Args:
         tasks: what to measure, at one of two levels. *Task level*: a task (name), several (their AIE mean is
             the "universal" heads), or a :class:`~tlens_icl.prompts.spec.PromptSpec`; the pairs are the spec's
-            ``clean`` stream (``make_prompt_pairs(task, model, n=n_corrupted, n_shots=n_shots,
+            ``clean`` stream (``make_prompt_pairs(task, model, n=n, n_shots=n_shots,
             corruption=corruption, seed=seed)``) and the mean prompts its ``mean`` stream (``n_mean`` prompts,
             a seed derived from ``(seed, "mean")``, independent of every other stream). *Data level*: a
             :class:`~tlens_icl.prompts.pairs.PromptPairBatch` (or one per task) with ``mean_prompts=`` (one
             batch per task) or ``mean_z=``; the protocol arguments are then unused and must stay at their defaults.
+        n: clean/corrupted pairs per task (the ``clean`` stream): the corrupted prompts patched.
         n_mean: clean prompts averaged for the mean activation (the ``mean`` stream).
-        n_corrupted: corrupted prompts (pairs) per task (the ``clean`` stream).
         corruption: see :data:`~tlens_icl.prompts.pairs.CORRUPTIONS`; ``zero_shot`` works (query position only).
         metric: ``prob`` (Todd et al.), ``logprob``, ``rank`` or ``top1`` of the first answer token.
         method: ``auto``/``fast``/``naive`` are exact (see :func:`~tlens_icl.analyses.causal.patching.head_patching`);
@@ -152,7 +152,7 @@ def indirect_effect(
     """
     if isinstance(tasks, PromptPairBatch) or (isinstance(tasks, Sequence) and not isinstance(tasks, str)
                                               and tasks and all(isinstance(t, PromptPairBatch) for t in tasks)):
-        protocol_defaults("indirect_effect", INDIRECT_EFFECT_PROTOCOL, n_mean=n_mean, n_corrupted=n_corrupted,
+        protocol_defaults("indirect_effect", INDIRECT_EFFECT_PROTOCOL, n_mean=n_mean, n=n,
                           n_shots=n_shots, corruption=corruption, seed=seed, other_task=other_task, template=template)
         pair_sets = [tasks] if isinstance(tasks, PromptPairBatch) else list(tasks)
         means = [mean_prompts] if isinstance(mean_prompts, PromptBatch) else mean_prompts
@@ -162,7 +162,7 @@ def indirect_effect(
     if mean_prompts is not None:
         raise TlensICLError("indirect_effect(): mean_prompts=... goes with pairs (the data level); with tasks or a "
                             "PromptSpec the mean prompts are the spec's 'mean' stream.")
-    spec = spec_of(tasks, "indirect_effect", INDIRECT_EFFECT_PROTOCOL, n=n_corrupted, n_shots=n_shots,
+    spec = spec_of(tasks, "indirect_effect", INDIRECT_EFFECT_PROTOCOL, n=n, n_shots=n_shots,
                    corruption=corruption, seed=seed, other_task=other_task, template=template)
     given = mean_z is not None
     # Build (and so validate) every prompt before the first forward pass.
@@ -174,7 +174,7 @@ def indirect_effect(
 
 
 #: indirect_effect's protocol arguments -> their PromptSpec field (None: no field) and default.
-INDIRECT_EFFECT_PROTOCOL = {"n_corrupted": ("n", 25), "n_mean": (None, 100), "n_shots": ("n_shots", 10),
+INDIRECT_EFFECT_PROTOCOL = {"n": ("n", 25), "n_mean": (None, 100), "n_shots": ("n_shots", 10),
                             "corruption": ("corruption", "shuffled_labels"), "seed": ("seed", 0),
                             "other_task": ("other_task", None), "template": ("template", None)}
 

@@ -232,7 +232,7 @@ def head_ablation(
     Args:
         tasks: the few-shot tasks (accuracy is averaged over them) or a
             :class:`~tlens_icl.prompts.spec.PromptSpec`: each task's ``n`` prompts are the spec's ``clean``
-            stream (``make_prompts(task, model, n=n, n_shots=n_shots, seed=seed)``). At the data level: the
+            stream (``make_prompts(model, task, n=n, n_shots=n_shots, seed=seed)``). At the data level: the
             prompt batches themselves (one per task; ``n``, ``n_shots``, ``seed`` and ``template`` then stay at
             their defaults, and ``loss`` needs ``loss_data_kind`` to be a ``LossData`` or ``"text"``).
         rankings: name -> ``[layer, head]`` score (higher = ablate first), e.g.

@@ -112,7 +112,7 @@ def episode_data(model: ModelLike, tasks: Sequence[Task | str], *, n: int = 16, 
     """ICL prompts of every task with the answer appended; read the first output token of each demonstration."""
     rows, reads = [], []
     for task in tasks:
-        batch = make_prompts(task, model, n=n, n_shots=n_shots, seed=seed, template=template)
+        batch = make_prompts(model, task, n=n, n_shots=n_shots, seed=seed, template=template)
         for i in range(len(batch)):
             q = int(batch.query_pos[i])
             row = batch.tokens[i, : q + 1].tolist() + [batch.answer_ids[i][0]]

@@ -297,11 +297,12 @@ def collect_activations(
 
 @checked
 def task_activations(
-    model: ModelLike, tasks: Task | str | Sequence[Task | str], *, n_shots: Sequence[int] = (0, 1, 2, 4, 8),
+    model: ModelLike, tasks: Task | str | Sequence[Task | str], *, shots: Sequence[int] = (0, 1, 2, 4, 8),
     n: int = 50, seed: int = 0, template: PromptTemplate | str | None = None, sites: Sequence[str] = ("resid_post",),
     position: str = "query", layers: Sequence[int] | None = None, batch_size: int = 32, progress: bool | None = None,
 ) -> ActivationSet:
-    """:func:`collect_activations` over ``n`` clean prompts of every task x shot count (``make_prompts``, same seed).
+    """:func:`collect_activations` over ``n`` clean prompts of every task x shot count in ``shots`` (``make_prompts``,
+    same seed).
 
     The same query items are used at every shot count of a task, so shot counts compare like with like.
     """
@@ -309,14 +310,14 @@ def task_activations(
     task_list = [tasks] if isinstance(tasks, (str, Task)) else list(tasks)
     if not task_list:
         raise TlensICLError("task_activations needs at least one task.")
-    batches = [(t if isinstance(t, str) else t.name, make_prompts(t, model, n=n, n_shots=s, seed=seed, template=template))
-               for t in task_list for s in n_shots]
+    batches = [(t if isinstance(t, str) else t.name, make_prompts(model, t, n=n, n_shots=s, seed=seed, template=template))
+               for t in task_list for s in shots]
     for _, b in batches:
         _position_weights(b, position)
     sets = [collect_activations(model, b, sites=sites, position=position, layers=layer_tuple, task=name,
                                 condition="clean", batch_size=batch_size, progress=progress) for name, b in batches]
     out = ActivationSet.concat(sets)
-    return replace(out, info=run_info(model, sites=list(sites), n=n, seed=seed, n_shots=list(n_shots)))
+    return replace(out, info=run_info(model, sites=list(sites), n=n, seed=seed, n_shots=list(shots)))
 
 
 def from_arrays(

@@ -219,7 +219,7 @@ def function_vector_from_task(
     include_bias: bool = False, batch_size: int = 32,
 ) -> FunctionVector:
     """Function vector from ``n`` clean ``n_shots`` prompts of ``task`` and an explicit head list."""
-    batch = make_prompts(task, model, n=n, n_shots=n_shots, seed=seed, template=template, demos_from=demos_from)
+    batch = make_prompts(model, task, n=n, n_shots=n_shots, seed=seed, template=template, demos_from=demos_from)
     mean_z = mean_head_activations(model, batch, batch_size=batch_size)
     name = task if isinstance(task, str) else task.name
     return function_vector_from_heads(model, mean_z, heads, task=name, include_bias=include_bias,
@@ -237,12 +237,12 @@ def fv_settings_batches(
     out = {}
     for s in settings:
         if s == "zero_shot":
-            out[s] = make_prompts(task, model, n=n, n_shots=0, seed=seed, template=template)
+            out[s] = make_prompts(model, task, n=n, n_shots=0, seed=seed, template=template)
         elif s == "icl":
-            out[s] = make_prompts(task, model, n=n, n_shots=n_shots, seed=seed, template=template,
+            out[s] = make_prompts(model, task, n=n, n_shots=n_shots, seed=seed, template=template,
                                   demos_from=demos_from)
         else:
-            out[s] = make_prompt_pairs(task, model, n=n, n_shots=n_shots, corruption="shuffled_labels", seed=seed,
+            out[s] = make_prompt_pairs(model, task, n=n, n_shots=n_shots, corruption="shuffled_labels", seed=seed,
                                        template=template, demos_from=demos_from).corrupted
     return out
 

@@ -121,11 +121,11 @@ def in_context_vector(
         raise TlensICLError(f"contrast must be 'pair' or 'icl', got {contrast!r}.")
     if direction not in ("pc1", "pc1+mean"):
         raise TlensICLError(f"direction must be 'pc1' or 'pc1+mean', got {direction!r}.")
-    negative = make_prompts(task, model, n=n, n_shots=0, seed=seed, template=template)
+    negative = make_prompts(model, task, n=n, n_shots=0, seed=seed, template=template)
     if contrast == "pair":
         positive = _with_answers(negative)
     else:
-        positive = make_prompts(task, model, n=n, n_shots=n_shots, seed=seed, template=template, demos_from=demos_from)
+        positive = make_prompts(model, task, n=n, n_shots=n_shots, seed=seed, template=template, demos_from=demos_from)
     if n < 2:
         raise TlensICLError("in_context_vector needs n >= 2 pairs for a principal direction.")
     diff = (query_residuals(model, positive, batch_size=batch_size)

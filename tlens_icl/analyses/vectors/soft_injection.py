@@ -126,8 +126,8 @@ def soft_injection(
 
     if steps < 0 or train_batch_size < 1:
         raise TlensICLError("steps must be >= 0 and train_batch_size >= 1.")
-    icl = make_prompts(task, model, n=n_embed, n_shots=n_shots, seed=seed, template=template, demos_from=demos_from)
-    train = make_prompts(task, model, n=n_train, n_shots=0, seed=seed + 1, template=template)
+    icl = make_prompts(model, task, n=n_embed, n_shots=n_shots, seed=seed, template=template, demos_from=demos_from)
+    train = make_prompts(model, task, n=n_train, n_shots=0, seed=seed + 1, template=template)
     emb = mean_head_activations(model, icl, batch_size=batch_size)
     theta = torch.zeros(model.cfg.n_layers, model.cfg.n_heads, requires_grad=True)
     opt = torch.optim.Adam([theta], lr=lr)

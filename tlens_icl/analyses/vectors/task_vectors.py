@@ -113,7 +113,7 @@ def task_vector(
     template: PromptTemplate | str | None = None, demos_from: Task | str | None = None, batch_size: int = 32,
 ) -> TaskVector:
     """Hendel et al.'s task vector of ``task`` from ``n`` prompts of ``n_shots`` demos + a dummy query."""
-    batch = make_prompts(task, model, n=n, n_shots=n_shots, seed=seed, template=template, demos_from=demos_from)
+    batch = make_prompts(model, task, n=n, n_shots=n_shots, seed=seed, template=template, demos_from=demos_from)
     name = task if isinstance(task, str) else task.name
     res = query_residuals(model, batch, site="resid_post", batch_size=batch_size)
     return TaskVector(res.mean(0), name, n_shots, None,
@@ -130,7 +130,7 @@ def task_vector_sweep(
     Use items held out from the ones ``tv`` was computed from (e.g. ``Task.split``) to choose the layer.
     """
     layer_list = resolve_layers(model, layers)
-    batches = {"zero_shot": make_prompts(task, model, n=n, n_shots=0, seed=seed, template=template)}
+    batches = {"zero_shot": make_prompts(model, task, n=n, n_shots=0, seed=seed, template=template)}
 
     steering = {layer: SteeringVector.from_task_vector(tv, layer=layer).check_model(model)  # before any forward
                 for layer in layer_list}
