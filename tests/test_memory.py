@@ -43,7 +43,7 @@ def fresh_model(tokenizer):
 
 @pytest.mark.parametrize("after", [0, 3])
 def test_icl_accuracy_backs_off_and_equals_the_unbounded_run(fresh_model, task_a, after):
-    kw = dict(n_shots=[0, 2], n=9, seed=0, batch_size=4)
+    kw = dict(shots=[0, 2], n=9, seed=0, batch_size=4)
     ref = ti.icl_accuracy(fresh_model, task_a, **kw)
     fake = FakeAllocator(room=1, after=after)
     handle = fake.install(fresh_model)

@@ -73,7 +73,7 @@ def test_the_fake_is_a_remote_bridge_with_vllm_hook_points(remote):
 
 def test_icl_accuracy_runs_one_prompt_per_call_and_matches_the_local_model(local, remote, task_a):
     model, driver = remote
-    kw = dict(n_shots=[0, 2], n=5, seed=0, batch_size=4)
+    kw = dict(shots=[0, 2], n=5, seed=0, batch_size=4)
     got, ref = ti.icl_accuracy(model, task_a, **kw), ti.icl_accuracy(local, task_a, **kw)
     assert torch.equal(got.correct, ref.correct) and _close(got.answer_prob, ref.answer_prob)
     assert len(driver.calls) == 2 * 5 and all(c.input_ids.shape[0] == 1 and not c.intervene for c in driver.calls)

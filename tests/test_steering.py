@@ -17,7 +17,8 @@ import torch
 import tlens_icl as ti
 from tlens_icl.analyses.vectors.function_vectors import function_vector_from_task
 from tlens_icl.prompts.pairs import usable_task
-from tlens_icl import HookNotFiredError, ModelStateError, TlensICLError, make_prompts
+from tlens_icl import TlensICLError, make_prompts
+from tlens_icl.errors import HookNotFiredError, ModelStateError
 from tlens_icl.analyses.vectors.common import evaluate_intervention, evaluate_query_interventions
 from tlens_icl.analyses.vectors.steering import MODES, SteeringVector, evaluate_steering, generate, steer
 from tlens_icl.engine import hooks as H

@@ -65,7 +65,7 @@ def test_probes_fail_before_any_forward_pass(native_model, task_a, acts, tmp_pat
             (lambda: ti.rsa(acts, n_permutations=-5), "n_permutations"),
             (lambda: ti.icl_accuracy("icl-tiny", task_a), r"load_model\('icl-tiny'\)"),
             (lambda: ti.head_patching("gpt2", pairs), "load_model"),
-            (lambda: ti.icl_accuracy(native_model, task_a, shots=[]), "n_shots is empty"),
+            (lambda: ti.icl_accuracy(native_model, task_a, shots=[]), "shots is empty"),
             (lambda: ti.icl_accuracy(native_model, task_a, n=2.5), "n must be an int"),
             (lambda: ti.icl_accuracy(native_model, task_a, batch_size=0), "batch_size must be an int >= 1"),
             (lambda: function_vector_from_heads(native_model, torch.zeros(2, 4, 16), [(1.7, 2)]), "int pairs"),
@@ -216,7 +216,7 @@ def test_result_load_validates_the_file(saved, tmp_path):
 BAD_COUNTS = [-5, -1, 2.5, True, "3", None, math.nan]
 BAD = {
     "n": BAD_COUNTS + [0], "batch_size": BAD_COUNTS + [0], "n_mean": BAD_COUNTS + [0], "seed": [1.5, "0", None, False],
-    "n_shots": [-1, 1.5, "2", None], "heads": [[(1.7, 2)], [(0, 99)], [(True, 0)], "L0H1", [(0,)], []],
+    "n_shots": [-1, 1.5, "2", None], "shots": [[-1], [1.5], "2", None, []], "heads": [[(1.7, 2)], [(0, 99)], [(True, 0)], "L0H1", [(0,)], []],
     "layer": [-1, 99, True, 1.0, "0"], "layers": [[], [-1], [0, 0], [5], "0"], "coeff": [math.nan, math.inf, "1", None],
     "position": [-1, 2.5, True], "n_permutations": [-5, 1.5], "k": [0, -2, 1.5], "test_size": [0.0, 1.0, -0.2, 2, "x"],
     "steps": [-1, 0.5], "lr": [0, -0.1, math.nan], "folds": [1, 0, 2.5], "vector": [torch.full((64,), math.nan)],
@@ -226,10 +226,10 @@ BAD = {
 def _calls(model, task, pairs, acts):
     v = torch.ones(model.cfg.d_model)
     return {
-        "icl_accuracy": (lambda **kw: ti.icl_accuracy(model, task, **{"n_shots": [0], "n": 2, **kw}),
-                         ["n", "batch_size", "seed", "n_shots"]),
+        "icl_accuracy": (lambda **kw: ti.icl_accuracy(model, task, **{"shots": [0], "n": 2, **kw}),
+                         ["n", "batch_size", "seed", "shots"]),
         "make_prompts": (lambda **kw: ti.make_prompts(model, task, **{"n": 2, "n_shots": 1, **kw}), ["n", "seed", "n_shots"]),
-        "indirect_effect": (lambda **kw: ti.indirect_effect(model, task, **{"n_mean": 2, "n_corrupted": 2, "n_shots": 1,
+        "indirect_effect": (lambda **kw: ti.indirect_effect(model, task, **{"n_mean": 2, "n": 2, "n_shots": 1,
                                                                           **kw}), ["n_mean", "heads", "batch_size"]),
         "head_patching": (lambda **kw: ti.head_patching(model, pairs, **kw), ["heads", "batch_size"]),
         "steer": (lambda **kw: steer(model, SteeringVector.from_function_vector(kw.pop("vector", v),
@@ -252,7 +252,7 @@ def entry_points(native_model, task_a, acts):
     return _calls(native_model, task_a, pairs, acts)
 
 
-NAMES = {"icl_accuracy": ["n", "batch_size", "seed", "n_shots"], "make_prompts": ["n", "seed", "n_shots"],
+NAMES = {"icl_accuracy": ["n", "batch_size", "seed", "shots"], "make_prompts": ["n", "seed", "n_shots"],
          "indirect_effect": ["n_mean", "heads", "batch_size"], "head_patching": ["heads", "batch_size"],
          "steer": ["layer", "coeff", "position", "vector"],
          "function_vector_sweep": ["layers", "coeff", "n", "position"], "soft_injection": ["steps", "lr"],

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 #: module -> the top-level names it provides (docs/ARCHITECTURE.md, "Public API": which names are here and why).
 #: Everything else stays importable from the module that defines it, and only from there.

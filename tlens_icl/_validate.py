@@ -29,7 +29,7 @@ from tlens_icl.errors import ModelStateError, TlensICLError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _got(value: Any) -> str:
+def describe(value: Any) -> str:
     text = repr(value)
     return f"{text[:60]}{'...' if len(text) > 60 else ''} ({type(value).__name__})"
 
@@ -45,7 +45,7 @@ def integer(value: Any, name: str, *, minimum: int | None = None, maximum: int |
     lo = "" if minimum is None else f" >= {minimum}"
     hi = "" if maximum is None else f" <= {maximum}"
     if not is_int(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise TlensICLError(f"{where}{name} must be an int{lo}{hi and (' and' if lo else '') + hi}, got {_got(value)}.")
+        raise TlensICLError(f"{where}{name} must be an int{lo}{hi and (' and' if lo else '') + hi}, got {describe(value)}.")
     return int(value)
 
 
@@ -61,7 +61,7 @@ def number(value: Any, name: str, *, minimum: float | None = None, maximum: floa
         a, b = ("(", ")") if open_interval else ("[", "]")
         rng = f" in {a}{minimum if minimum is not None else '-inf'}, {maximum if maximum is not None else 'inf'}{b}"
         raise TlensICLError(f"{where}{name} must be a finite number{rng if (minimum, maximum) != (None, None) else ''}, "
-                            f"got {_got(value)}.")
+                            f"got {describe(value)}.")
     return float(value)
 
 
@@ -70,7 +70,7 @@ def int_sequence(value: Any, name: str, *, minimum: int | None = None, where: st
     if hasattr(value, "tolist") and getattr(value, "ndim", 0) == 1:
         value = value.tolist()
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or is_int(value):
-        raise TlensICLError(f"{where}{name} must be a non-empty list of ints, got {_got(value)}.")
+        raise TlensICLError(f"{where}{name} must be a non-empty list of ints, got {describe(value)}.")
     out = tuple(integer(v, f"{name}[{i}]", minimum=minimum, where=where) for i, v in enumerate(value))
     if not out:
         raise TlensICLError(f"{where}{name} is empty; give at least one value.")
@@ -81,7 +81,7 @@ def int_sequence(value: Any, name: str, *, minimum: int | None = None, where: st
 
 def choice(value: Any, name: str, options: Sequence[Any], *, where: str = "") -> Any:
     if not isinstance(value, (str, int, float, type(None))) or value not in options:
-        raise TlensICLError(f"{where}{name} must be one of {tuple(options)}, got {_got(value)}.")
+        raise TlensICLError(f"{where}{name} must be one of {tuple(options)}, got {describe(value)}.")
     return value
 
 
@@ -94,7 +94,7 @@ def model(obj: Any, operation: str = "this function", *, eval_mode: bool = True)
     cfg = getattr(obj, "cfg", None)
     runs = callable(obj) or callable(getattr(obj, "forward", None))  # a RemoteBridge is not callable itself
     if cfg is None or not all(is_int(getattr(cfg, a, None)) for a in ("n_layers", "n_heads", "d_model")) or not runs:
-        raise TlensICLError(f"{operation} needs a TransformerLens model (e.g. a TransformerBridge), got {_got(obj)}.")
+        raise TlensICLError(f"{operation} needs a TransformerLens model (e.g. a TransformerBridge), got {describe(obj)}.")
     if eval_mode and getattr(obj, "training", False):
         raise ModelStateError(
             f"{operation} needs the model in evaluation mode, but it is in training mode (TransformerLens "
@@ -119,13 +119,13 @@ def layers(model_obj: Any, value: Any, name: str = "layers", *, where: str = "")
 def heads(model_obj: Any, value: Any, name: str = "heads", *, where: str = "") -> tuple[tuple[int, int], ...]:
     """A non-empty list of ``(layer, head)`` int pairs inside ``model_obj`` (``Head`` is such a pair)."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TlensICLError(f"{where}{name} must be a list of (layer, head) int pairs, got {_got(value)}.")
+        raise TlensICLError(f"{where}{name} must be a list of (layer, head) int pairs, got {describe(value)}.")
     n_layers, n_heads = int(model_obj.cfg.n_layers), int(model_obj.cfg.n_heads)
     out = []
     for h in value:
         if isinstance(h, (str, bytes)) or not isinstance(h, Sequence) or len(h) != 2 or not all(is_int(i) for i in h):
             raise TlensICLError(f"{where}{name} must be Head(layer, head) or (layer, head) int pairs, "
-                                f"got {_got(h)}.")
+                                f"got {describe(h)}.")
         if not (0 <= h[0] < n_layers and 0 <= h[1] < n_heads):
             raise TlensICLError(f"{where}{name}: head {tuple(h)} is out of range, outside the model's {n_layers} "
                                 f"layers x {n_heads} heads.")
@@ -164,7 +164,7 @@ def finite(value: Any, name: str, *, where: str = "") -> Any:
 def path_arg(value: Any, name: str = "path", *, where: str = "") -> Path:
     """A ``str``/``os.PathLike`` path (not None, not a number), as a :class:`~pathlib.Path`."""
     if not isinstance(value, (str, os.PathLike)) or not str(value):
-        raise TlensICLError(f"{where}{name} must be a file or folder path (str or pathlib.Path), got {_got(value)}.")
+        raise TlensICLError(f"{where}{name} must be a file or folder path (str or pathlib.Path), got {describe(value)}.")
     return Path(value).expanduser()
 
 
@@ -238,7 +238,7 @@ def _vector(v: Any, name: str, where: str, m: Any) -> Any:
     if not (isinstance(v, torch.Tensor) or dataclasses.is_dataclass(v)
             or any(isinstance(getattr(v, f, None), torch.Tensor) for f in _VECTOR_FIELDS)):
         raise TlensICLError(f"{where}{name} must be a tensor or a vector result (FunctionVector, TaskVector, "
-                            f"InContextVector, SoftInjection), got {_got(v)}.")
+                            f"InContextVector, SoftInjection), got {describe(v)}.")
     return finite(v, name, where=where)
 
 
@@ -248,19 +248,19 @@ def _out(v: Any, name: str, where: str, m: Any) -> Any:
 
 def _progress(v: Any, name: str, where: str, m: Any) -> Any:
     if v is not None and not isinstance(v, bool):  # None: automatic (tlens_icl.engine.progress)
-        raise TlensICLError(f"{where}{name} must be True, False or None (automatic), got {_got(v)}.")
+        raise TlensICLError(f"{where}{name} must be True, False or None (automatic), got {describe(v)}.")
     return v
 
 
 def _flag(v: Any, name: str, where: str, m: Any) -> Any:
     if not isinstance(v, bool):
-        raise TlensICLError(f"{where}{name} must be True or False, got {_got(v)}.")
+        raise TlensICLError(f"{where}{name} must be True or False, got {describe(v)}.")
     return v
 
 
 def _position(v: Any, name: str, where: str, m: Any) -> Any:
     if isinstance(v, bool) or (isinstance(v, Real) and not is_int(v)):
-        raise TlensICLError(f"{where}{name} must be a name such as 'query' or an int position >= 0, got {_got(v)}.")
+        raise TlensICLError(f"{where}{name} must be a name such as 'query' or an int position >= 0, got {describe(v)}.")
     if is_int(v) and v < 0:
         raise TlensICLError(f"{where}{name} must be >= 0 (a negative index reads padding on right-padded rows), "
                             f"got {v}.")
@@ -269,13 +269,13 @@ def _position(v: Any, name: str, where: str, m: Any) -> Any:
 
 def _pairs(v: Any, name: str, where: str, m: Any) -> Any:
     if not (hasattr(v, "clean") and hasattr(v, "corrupted")):
-        raise TlensICLError(f"{where}{name} must be a PromptPairBatch (tlens_icl.make_prompt_pairs), got {_got(v)}.")
+        raise TlensICLError(f"{where}{name} must be a PromptPairBatch (tlens_icl.make_prompt_pairs), got {describe(v)}.")
     return v
 
 
 def _batch(v: Any, name: str, where: str, m: Any) -> Any:
     if not (hasattr(v, "tokens") and hasattr(v, "query_pos")):
-        raise TlensICLError(f"{where}{name} must be a PromptBatch (tlens_icl.make_prompts), got {_got(v)}.")
+        raise TlensICLError(f"{where}{name} must be a PromptBatch (tlens_icl.make_prompts), got {describe(v)}.")
     return v
 
 
@@ -366,7 +366,7 @@ def mode(value: Any, name: str, options: Sequence[Any], *, where: str = "") -> A
     the union admits one, a callable metric, ...) is left to the other rules."""
     if isinstance(value, str) and value not in options:
         raise TlensICLError(f"{where}{name} must be one of {tuple(o for o in options if isinstance(o, str))}, "
-                            f"got {_got(value)}.")
+                            f"got {describe(value)}.")
     return value
 
 
@@ -394,7 +394,7 @@ def checked(fn: F | None = None, *, eval_mode: bool = True, model_name: bool = F
             if model_name:
                 if not isinstance(m, (str, os.PathLike)) or not str(m):
                     raise TlensICLError(f"{name}(): model must be a model name or folder (it loads the training "
-                                        f"checkpoints itself), got {_got(m)}.")
+                                        f"checkpoints itself), got {describe(m)}.")
                 m = None
             elif "model" in sig.parameters and not (m is None and sig.parameters["model"].default is None):
                 model(m, f"{name}()", eval_mode=eval_mode)

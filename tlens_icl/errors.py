@@ -12,7 +12,8 @@ class TlensICLError(ValueError):
     ... except ValueError as e:
     ...     print(type(e).__name__, "-", e)
     EmptyTaskError - Task 'nothing' has no items.
-    >>> issubclass(ti.EmptyTaskError, ti.TlensICLError) and issubclass(ti.UnknownTaskError, KeyError)
+    >>> from tlens_icl.errors import EmptyTaskError, UnknownTaskError
+    >>> issubclass(EmptyTaskError, ti.TlensICLError) and issubclass(UnknownTaskError, KeyError)
     True
     """
 

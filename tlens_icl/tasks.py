@@ -27,7 +27,7 @@ class TaskItem:
     """One input/output example. ``alternatives`` are other accepted answers; items sharing a ``group``
     are drawn together into one prompt (e.g. points of one latent linear function).
 
-    >>> from tlens_icl import TaskItem
+    >>> from tlens_icl.tasks import TaskItem
     >>> TaskItem("big", "small", alternatives=("little",)).answers
     ('small', 'little')
     >>> TaskItem("big", " small")

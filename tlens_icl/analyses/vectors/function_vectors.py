@@ -2,7 +2,7 @@
 
 ``FV = sum over heads (l, j) in A of  mean_z[l, j] @ W_O[l, j]`` where ``mean_z`` is the mean
 ``hook_z`` at the query position over clean ICL prompts and ``A`` the top-k heads by average indirect
-effect (:func:`tlens_icl.analyses.mediation.indirect_effect`). The output bias ``b_O`` is not part of a
+effect (:func:`tlens_icl.analyses.causal.mediation.indirect_effect`). The output bias ``b_O`` is not part of a
 head's output; with ``include_bias=True`` it is added once per layer that contributes a head (the
 reference code adds it once per *head* on GPT-2/NeoX, which double-counts). Where a block normalizes its
 attention output before the residual stream (Gemma 2/3), a layer's heads contribute

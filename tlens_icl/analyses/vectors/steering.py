@@ -144,7 +144,7 @@ class SteeringVector:
                              position: Position = "query", site: Site = "resid_post") -> "SteeringVector":
         """Todd et al.: ``resid_post[layer] += coeff * fv`` at the query (``layer``: default ``fv.layer``).
 
-        ``fv``: a :class:`~tlens_icl.FunctionVector` or a ``[d_model]`` tensor (then ``layer=`` is needed).
+        ``fv``: a :class:`~tlens_icl.analyses.vectors.function_vectors.FunctionVector` or a ``[d_model]`` tensor (then ``layer=`` is needed).
         """
         layer = _layer_of(fv, layer, "from_function_vector")
         return cls(_tensor(fv, "vector").detach(), (layer,), site, "add", coeff, position, None, _provenance(fv))
@@ -155,7 +155,7 @@ class SteeringVector:
                          position: Position = "query") -> "SteeringVector":
         """Hendel et al.: the residual after block ``layer`` (default ``tv.layer``) *replaced* by the task vector.
 
-        ``tv``: a :class:`~tlens_icl.TaskVector` (its vector at ``layer``) or a ``[d_model]`` tensor.
+        ``tv``: a :class:`~tlens_icl.analyses.vectors.task_vectors.TaskVector` (its vector at ``layer``) or a ``[d_model]`` tensor.
         """
         layer = _layer_of(tv, layer, "from_task_vector")
         vec = _tensor(tv, "vector") if isinstance(tv, Tensor) else _tensor(tv, "vectors")
@@ -461,7 +461,7 @@ def _as_list(steering: Any) -> list[SteeringVector]:
     if isinstance(items, (str, bytes)) or not isinstance(items, Sequence) or \
             not all(isinstance(s, SteeringVector) for s in items):
         raise TlensICLError(f"steering must be a SteeringVector or a list of them (SteeringVector.from_function_vector"
-                            f"(fv), ...), got {_validate._got(steering)}.")
+                            f"(fv), ...), got {_validate.describe(steering)}.")
     return list(items)
 
 
@@ -543,9 +543,6 @@ def generate(
     the tokenizer's EOS. Returns token ids, prompt included, right-padded with the pad token: row ``i``'s new
     tokens start at its prompt length.
     """
-    from tlens_icl.models.loading import require_eval_mode
-
-    require_eval_mode(model, "generate")
     rows = _prompt_rows(model, prompts, attention_mask)
     items = _as_list(steering)
     for sv in items:
@@ -632,7 +629,7 @@ def _prompt_rows(model: ModelLike, prompts: Any, mask: Any) -> list[Tensor]:
         prompts = prompts[None]
     if not isinstance(prompts, Tensor) or prompts.dim() != 2 or prompts.is_floating_point() or prompts.shape[1] == 0:
         raise TlensICLError(f"generate(): prompts must be a PromptBatch, a string or list of strings, or a non-empty "
-                            f"[batch, pos] tensor of token ids, got {_validate._got(prompts)}.")
+                            f"[batch, pos] tensor of token ids, got {_validate.describe(prompts)}.")
     tokens = prompts.cpu()
     if mask is None:
         _check_unpadded(model, tokens)
