@@ -153,16 +153,23 @@ def logit_rows(model: ModelLike, positions: Int[Tensor, "batch *k"],  # noqa: F8
 
 def logit_bytes(model: ModelLike) -> int:
     """Bytes of one position's logits (in the model's dtype, plus a float32 copy and its softmax)."""
-    return (torch.finfo(dtype_of(model)).bits // 8 + 8) * model.cfg.d_vocab
+    return _logit_bytes(model.cfg, torch.finfo(dtype_of(model)).bits // 8)
 
 
 def bytes_per_token(model: ModelLike, keys: int, *, logits: bool = True) -> int:
     """Rough activation bytes of one token in a forward attending to ``keys`` positions (``logits``: with its
     logits, incl. a float32 copy)."""
-    cfg = model.cfg
-    d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
     elem = torch.finfo(dtype_of(model)).bits // 8
-    return elem * (2 * d_mlp + 12 * cfg.d_model + 3 * cfg.n_heads * keys) + (logit_bytes(model) if logits else 0)
+    return _activation_bytes(model.cfg, elem, keys) + (_logit_bytes(model.cfg, elem) if logits else 0)
+
+
+def _logit_bytes(cfg: Any, elem: int) -> int:
+    return (elem + 8) * cfg.d_vocab
+
+
+def _activation_bytes(cfg: Any, elem: int, keys: int) -> int:
+    d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
+    return elem * (2 * d_mlp + 12 * cfg.d_model + 3 * cfg.n_heads * keys)
 
 
 def rows_per_forward(model: ModelLike, seq: int, batch_size: int, budget: int | None = None, *,
@@ -179,7 +186,8 @@ def rows_per_forward(model: ModelLike, seq: int, batch_size: int, budget: int | 
     k = seq
     if logit_positions is not None and (logit_positions == 0 or logit_cut(model) is not None):
         k = min(seq, logit_positions)
-    row = bytes_per_token(model, seq, logits=False) * seq + logit_bytes(model) * k
+    elem = torch.finfo(dtype_of(model)).bits // 8
+    row = _activation_bytes(model.cfg, elem, seq) * seq + _logit_bytes(model.cfg, elem) * k
     fit = (budget or memory_budget(model)) // max(row, 1)
     return max(1, min(driver_rows(model, batch_size, edits=edits), fit))
 

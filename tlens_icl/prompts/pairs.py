@@ -89,10 +89,11 @@ def usable_task(
     ``duplicates``, ``conflicts`` (merged), ``unknown_tokens``, ``multi_token`` (dropped) and ``usable``.
     """
     task = load_task(task)
-    tpl = get_template(template) if template is not None else default_template(model)
+    meta = model_meta(model)
+    tpl = get_template(template if template is not None else meta.get("default_template", "qa"))
     if single_token not in ("ignore", "filter", "require"):
         raise TlensICLError(f"single_token must be 'ignore', 'filter' or 'require', got {single_token!r}.")
-    _check_template(model, tpl)
+    _check_template(model.tokenizer, tpl, meta)
     total = len(task)
     task, counts = task.deduplicated()
     in_len = _token_lengths(model, [tpl.input_prefix + it.input for it in task.items])
@@ -119,15 +120,15 @@ def usable_task(
         )
     if len(keep) != len(task.items):
         task = Task(**{**task.__dict__, "items": tuple(keep)})
-    if unknown_items and not _documented_pool(model, task.name, counts):  # a loss nobody asked for: say so
+    if unknown_items and not _documented_pool(meta, task.name):  # a loss nobody asked for: say so
         _warn_dropped(task.name, counts, unknown_items, multi if single_token == "filter" else [])
     return (task, counts) if report else task
 
 
-def _check_template(model: ModelLike, tpl: PromptTemplate) -> None:
-    """Raise, naming the template, when its own text holds tokens unknown to the tokenizer (then every item
-    would be dropped as "unknown", which points at the items rather than at the template)."""
-    tok = model.tokenizer
+def _check_template(tok: Any, tpl: PromptTemplate, meta: dict[str, Any]) -> None:
+    """Raise, naming the template, when its own text holds tokens unknown to the tokenizer ``tok`` (then every item
+    would be dropped as "unknown", which points at the items rather than at the template); ``meta``: the model's
+    :func:`~tlens_icl.models.loading.model_meta`."""
     unk = getattr(tok, "unk_token_id", None)
     if unk is None:
         return
@@ -135,17 +136,18 @@ def _check_template(model: ModelLike, tpl: PromptTemplate) -> None:
              "separator": tpl.separator}
     bad = {k: v for k, v in parts.items() if v.strip() and unk in tok(v, add_special_tokens=False)["input_ids"]}
     if bad:
-        name = model_meta(model).get("default_template")
+        name = meta.get("default_template")
         hint = f"; this model's own template is {name!r}" if name and name != tpl.name else ""
         raise PromptError(f"Template {tpl.name!r}: its {', '.join(f'{k} {v!r}' for k, v in bad.items())} "
                           f"contain{'s' if len(bad) == 1 else ''} tokens unknown to the model's tokenizer, so no "
                           f"prompt can be written with it. Pass another template (template=...){hint}.")
 
 
-def _documented_pool(model: ModelLike, name: str, counts: dict[str, Any]) -> bool:
-    """True when an embedded model drops, by design, the words of a task it was trained on that its word-level
-    vocabulary lacks (its card defines the task's pool as the words it knows): no warning then."""
-    trained = {t for names in (model_meta(model).get("families") or {}).values() for t in names}
+def _documented_pool(meta: dict[str, Any], name: str) -> bool:
+    """True when an embedded model (``meta``: its :func:`~tlens_icl.models.loading.model_meta`) drops, by design, the
+    words of a task it was trained on that its word-level vocabulary lacks (its card defines the task's pool as the
+    words it knows): no warning then."""
+    trained = {t for names in (meta.get("families") or {}).values() for t in names}
     return name in trained
 
 
