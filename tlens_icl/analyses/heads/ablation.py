@@ -233,8 +233,9 @@ def head_ablation(
         tasks: the few-shot tasks (accuracy is averaged over them) or a
             :class:`~tlens_icl.prompts.spec.PromptSpec`: each task's ``n`` prompts are the spec's ``clean``
             stream (``make_prompts(model, task, n=n, n_shots=n_shots, seed=seed)``). At the data level: the
-            prompt batches themselves (one per task; ``n``, ``n_shots``, ``seed`` and ``template`` then stay at
-            their defaults, and ``loss`` needs ``loss_data_kind`` to be a ``LossData`` or ``"text"``).
+            prompt batches themselves (one per task, of one size; ``n``, ``n_shots`` and ``template`` then stay at
+            their defaults, ``seed`` draws only the random-heads control and the loss rows, and ``loss`` needs
+            ``loss_data_kind`` to be a ``LossData`` or ``"text"``).
         rankings: name -> ``[layer, head]`` score (higher = ablate first), e.g.
             ``{"FV": indirect_effect(...), "induction": head_scores(model)}``.
         ks: head counts (int) or fractions of all heads (float in (0, 1)); 0 = the unablated run.
@@ -250,7 +251,8 @@ def head_ablation(
     given = isinstance(tasks, PromptBatch) or (isinstance(tasks, Sequence) and not isinstance(tasks, str) and tasks
                                                 and all(isinstance(t, PromptBatch) for t in tasks))
     if given:
-        protocol_defaults("head_ablation", HEAD_ABLATION_PROTOCOL, n=n, n_shots=n_shots, seed=seed, template=template)
+        # seed still draws the random-heads control and the loss rows; n, n_shots, template are the prompts'
+        protocol_defaults("head_ablation", HEAD_ABLATION_PROTOCOL, n=n, n_shots=n_shots, template=template)
         batches = [tasks] if isinstance(tasks, PromptBatch) else list(tasks)
         task_list: list[Any] = [b.task or f"batch {i}" for i, b in enumerate(batches)]
         spec = None
