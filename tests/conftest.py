@@ -14,6 +14,8 @@ fast). TransformerLens is imported inside fixtures, not at module level.
 """
 from __future__ import annotations
 
+import contextlib
+
 import os
 from importlib.metadata import version
 from pathlib import Path
@@ -369,3 +371,17 @@ def hand_function_vector(model, mean_z, heads, include_bias=False):
                        torch.zeros(model.cfg.d_model)) + (0 if include_bias else b)
             vec += norm(rest + mine) - norm(rest)
     return vec
+
+
+@contextlib.contextmanager
+def without_typechecker():
+    """What a user sees: turn off the test suite's runtime type checker (``--jaxtyping-packages``), which users do
+    not run and which would otherwise answer a wrongly typed argument before the library's own check."""
+    from jaxtyping import config
+
+    before = config.jaxtyping_disable
+    config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        config.update("jaxtyping_disable", before)

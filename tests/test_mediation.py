@@ -59,7 +59,7 @@ def test_spec_and_data_level_agree(native_model, task_a):
                            mean_prompts=spec.prompts(native_model, "mean", n=4))
     with pytest.raises(TlensICLError, match="mean_prompts"):
         ti.indirect_effect(native_model, spec.pairs(native_model))
-    from tests.test_validation import without_typechecker
+    from conftest import without_typechecker
 
     with without_typechecker(), pytest.raises(TlensICLError, match="method must be one of"):  # what a user sees
         ti.indirect_effect(native_model, spec, method="fastest")

@@ -9,10 +9,11 @@ hand-written full-forward loop.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 
 import pytest
 import torch
+
+from conftest import without_typechecker
 
 import tlens_icl as ti
 from tlens_icl.analyses.vectors.function_vectors import function_vector_from_task
@@ -41,19 +42,6 @@ def _unit(t):
     return t / t.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-@contextmanager
-def unchecked_types():
-    """What a user sees: the suite's runtime type checker (``--jaxtyping-packages``) would answer first."""
-    from jaxtyping import config
-
-    before = config.jaxtyping_disable
-    config.update("jaxtyping_disable", True)
-    try:
-        yield
-    finally:
-        config.update("jaxtyping_disable", before)
-
-
 @pytest.fixture(scope="module")
 def vectors(native_model, task_a):
     fv = function_vector_from_task(native_model, task_a, HEADS, n=4, n_shots=3).with_layer(1)
@@ -77,7 +65,7 @@ def test_modes_come_from_one_table_and_every_field_is_validated(native_model):
         (dict(site="z"), "site 'z'"), (dict(head_weights=torch.ones(1, 4)), "site 'z'"),
     ]:
         args = {"vector": v, "layers": 0, **kwargs}
-        with pytest.raises(TlensICLError, match=match), unchecked_types():
+        with pytest.raises(TlensICLError, match=match), without_typechecker():
             SteeringVector(**args)
     with pytest.raises(TlensICLError, match="norm_preserving"):
         SteeringVector(torch.ones(1, 4, 16), 0, site="z", mode="norm_preserving")
@@ -90,7 +78,7 @@ def test_modes_come_from_one_table_and_every_field_is_validated(native_model):
         SteeringVector(v, 7).check_model(native_model)
     with pytest.raises(TlensICLError, match="d_model"):
         SteeringVector(torch.ones(3), 0).check_model(native_model)
-    with pytest.raises(TlensICLError, match="steering must be a SteeringVector"), unchecked_types():
+    with pytest.raises(TlensICLError, match="steering must be a SteeringVector"), without_typechecker():
         steer(native_model, v)
 
 

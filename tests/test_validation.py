@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tlens_icl as ti
+from conftest import without_typechecker
 from tlens_icl import _validate
 from tlens_icl.analyses.accuracy import AccuracyResult
 from tlens_icl.analyses.causal.mediation import IndirectEffectResult, head_attention_html
@@ -301,19 +302,6 @@ def test_fraction_rule_accepts_exactly_the_open_unit_interval(value):
 
 
 # ---- issue 21: saved results validated against themselves, results of another model refused -------------
-@contextlib.contextmanager
-def without_typechecker():
-    """Turn off the test suite's runtime type checker (``--jaxtyping-packages``), which users do not run."""
-    from jaxtyping import config
-
-    before = config.jaxtyping_disable
-    config.update("jaxtyping_disable", True)
-    try:
-        yield
-    finally:
-        config.update("jaxtyping_disable", before)
-
-
 @pytest.fixture(scope="module")
 def aie_saved(native_model, task_a, task_b, tmp_path_factory):
     aie = ti.indirect_effect(native_model, [task_a, task_b], n_mean=3, n=3, n_shots=2)

@@ -93,7 +93,7 @@ def test_every_mode_is_a_literal_checked_at_the_boundary():
 
 
 def test_a_wrong_mode_is_refused_with_the_allowed_values(native_model):
-    from tests.test_validation import without_typechecker
+    from conftest import without_typechecker
 
     with without_typechecker(), pytest.raises(tlens_icl.TlensICLError, match=r"positions must be one of \('all', "
                                                                              r"'query'\)"):
