@@ -47,7 +47,7 @@ def vectors(native_model, task_a):
     fv = function_vector_from_task(native_model, task_a, HEADS, n=4, n_shots=3).with_layer(1)
     tv = ti.task_vector(native_model, task_a, n=4, n_shots=3, seed=4).with_layer(0)
     icv = ti.in_context_vector(native_model, task_a, n=6)
-    si = ti.soft_injection(native_model, task_a, n_embed=4, n_shots=3, n_train=4, steps=2)
+    si = ti.soft_injection(native_model, task_a, n_mean=4, n_shots=3, n_fit=4, steps=2)
     return fv, tv, icv, si
 
 
@@ -109,7 +109,7 @@ def test_each_method_writes_its_papers_formula_bit_for_bit(arch, tokenizer, task
     fv = function_vector_from_task(model, task_a, HEADS, n=4, n_shots=2).with_layer(1)
     tv = ti.task_vector(model, task_a, n=4, n_shots=2, seed=3)
     icv = ti.in_context_vector(model, task_a, n=5)
-    si = ti.soft_injection(model, task_a, n_embed=4, n_shots=2, n_train=4, steps=2)
+    si = ti.soft_injection(model, task_a, n_mean=4, n_shots=2, n_fit=4, steps=2)
 
     def add_fv(act, hook):  # Todd et al.: resid_post[1][query] += 2 * FV
         act = act.clone()

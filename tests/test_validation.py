@@ -238,7 +238,7 @@ def _calls(model, task, pairs, acts):
                   ["layer", "coeff", "position", "vector"]),
         "function_vector_sweep": (lambda **kw: function_vector_sweep(model, v, task, **{"n": 2, "n_shots": 1, **kw}),
                                   ["layers", "coeff", "n", "position"]),
-        "soft_injection": (lambda **kw: ti.soft_injection(model, task, **{"n_embed": 2, "n_train": 2, **kw}),
+        "soft_injection": (lambda **kw: ti.soft_injection(model, task, **{"n_mean": 2, "n_fit": 2, **kw}),
                            ["steps", "lr"]),
         "rsa": (lambda **kw: ti.rsa(acts, **kw), ["n_permutations", "seed"]),
         "concept_decodability": (lambda **kw: ti.concept_decodability(acts, **kw), ["k", "seed"]),

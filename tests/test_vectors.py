@@ -7,6 +7,8 @@ no-op; soft weight 1 == hard replacement; decoding equals the model's own unembe
 
 from __future__ import annotations
 
+from tlens_icl.prompts.spec import stream_seed
+
 import math
 import pytest
 import torch
@@ -362,11 +364,12 @@ def test_soft_injection_weight_one_is_hard_replacement(any_model, task_a):
 
 
 def test_soft_injection_trains_only_theta(native_model, task_a):
-    si = soft_injection(native_model, task_a, n_embed=6, n_shots=3, n_train=8, steps=3, train_batch_size=4)
+    si = soft_injection(native_model, task_a, n_mean=6, n_shots=3, n_fit=8, steps=3, train_batch_size=4)
     assert all(p.grad is None for p in native_model.parameters())
     assert si.losses.shape == (3,) and not torch.equal(si.theta, torch.zeros_like(si.theta))
-    torch.testing.assert_close(si.embeddings, mean_head_activations(native_model, _batch(native_model, task_a, n=6)))
-    zero = soft_injection(native_model, task_a, n_embed=6, n_shots=3, n_train=8, steps=0)
+    mean_prompts = make_prompts(native_model, task_a, n=6, n_shots=3, seed=stream_seed(0, "mean"))  # the mean stream
+    torch.testing.assert_close(si.embeddings, mean_head_activations(native_model, mean_prompts))
+    zero = soft_injection(native_model, task_a, n_mean=6, n_shots=3, n_fit=8, steps=0)
     assert torch.equal(zero.alpha, torch.full_like(zero.alpha, 0.5))
 
 
@@ -374,11 +377,11 @@ def test_soft_injection_trains_the_blend_it_applies(native_model, task_a):
     """Step 2's training loss is the loss of the steering vector made from step 1's theta (the same blend)."""
     from tlens_icl.analyses.vectors.steering import evaluate_steering
 
-    kw = dict(n_embed=4, n_shots=3, n_train=6, train_batch_size=6, lr=0.5)  # every train prompt in each step
+    kw = dict(n_mean=4, n_shots=3, n_fit=6, train_batch_size=6, lr=0.5)  # every train prompt in each step
     one = soft_injection(native_model, task_a, steps=1, **kw)
     two = soft_injection(native_model, task_a, steps=2, **kw)
     assert torch.equal(one.losses[0], two.losses[0]) and float((one.alpha - 0.5).abs().min()) > 0.05
-    train = make_prompts(native_model, task_a, n=6, n_shots=0, seed=1)  # soft_injection's train prompts (seed + 1)
+    train = make_prompts(native_model, task_a, n=6, n_shots=0, seed=stream_seed(0, "fit"))  # its fit stream
     p = evaluate_steering(native_model, train, one.to_steering_vector()).answer_prob
     torch.testing.assert_close(two.losses[1], -p.log().mean(), atol=1e-4, rtol=1e-4)
 
@@ -388,7 +391,7 @@ def test_vector_results_round_trip(native_model, task_a, tmp_path):
     fv = function_vector_from_task(native_model, task_a, HEADS, n=4, n_shots=3).with_layer(1)
     tv = task_vector(native_model, task_a, n=4, n_shots=3)
     icv = in_context_vector(native_model, task_a, n=4)
-    si = soft_injection(native_model, task_a, n_embed=4, n_shots=3, n_train=4, steps=1)
+    si = soft_injection(native_model, task_a, n_mean=4, n_shots=3, n_fit=4, steps=1)
     sweep = function_vector_sweep(native_model, fv, task_a, n=4, n_shots=3)
     for i, (res, cls) in enumerate([(fv, FunctionVector), (tv, TaskVector), (icv, InContextVector),
                                     (si, SoftInjection), (sweep, LayerSweepResult)]):

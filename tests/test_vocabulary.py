@@ -17,7 +17,7 @@ from tlens_icl._validate import literal_options
 from tlens_icl.prompts.spec import STREAMS
 
 #: prompt counts named otherwise than ``n`` / ``n_<stream>`` (function -> parameter), still open.
-OTHER_COUNTS = {("soft_injection", "n_embed"), ("soft_injection", "n_train"), ("head_ablation", "loss_n"),
+OTHER_COUNTS = {("head_ablation", "loss_n"),
                 ("head_dynamics", "n_corrupted")}
 #: public functions taking a model that are not first-argument ``model`` yet.
 MODEL_NOT_FIRST: set[str] = set()

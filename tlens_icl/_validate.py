@@ -281,7 +281,7 @@ def _batch(v: Any, name: str, where: str, m: Any) -> Any:
 
 #: argument name -> rule ``(value, name, where, model) -> value`` (raises TlensICLError).
 RULES: dict[str, Callable[..., Any]] = {
-    **{n: _count(1) for n in ("n", "n_mean", "n_corrupted", "n_test", "n_fit", "n_embed", "n_train", "batch_size",
+    **{n: _count(1) for n in ("n", "n_mean", "n_corrupted", "n_test", "n_fit", "batch_size",
                               "train_batch_size", "max_new_tokens", "k", "fv_k", "n_resamples")},
     **{n: _count(0) for n in ("steps", "n_permutations", "n_shuffles", "n_random")},
     "folds": _count(2),

@@ -54,7 +54,7 @@ def test_vector_entry_points(model, task_a, task_b):
     tv = ti.task_vector(model, task_a, n=4, n_shots=2)
     assert isinstance(task_vector_sweep(model, tv, task_a, n=4), LayerSweepResult)
     icv = ti.in_context_vector(model, task_a, n=4, n_shots=2)
-    si = ti.soft_injection(model, task_a, n_embed=4, n_shots=2, n_train=4, steps=2)
+    si = ti.soft_injection(model, task_a, n_mean=4, n_shots=2, n_fit=4, steps=2)
     zero = ti.make_prompts(model, task_a, n=2, n_shots=0, seed=1)
     with torch.no_grad():
         plain = model(zero.tokens)

@@ -375,7 +375,7 @@ def _icv(*, model: ModelLike, train: Task, strengths: Sequence[float], contrast:
 
 def _soft(*, model: ModelLike, train: Task, steps: int, lr: float, n_fit: int, n_shots: int,
           spec: PromptSpec, template: Any, batch_size: int) -> tuple[Any, Any, dict[str, Any]]:
-    si = soft_injection(model, train, n_embed=n_fit, n_shots=n_shots, n_train=n_fit, steps=steps, lr=lr,
+    si = soft_injection(model, train, n_mean=n_fit, n_shots=n_shots, n_fit=n_fit, steps=steps, lr=lr,
                         seed=spec.seed_of("fit"), template=template, batch_size=batch_size)
     builder = SteeringVector.from_soft_injection(si).query_edits()
     final = float(si.losses[-1]) if si.losses.numel() else math.nan

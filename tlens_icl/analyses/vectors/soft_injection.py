@@ -35,7 +35,7 @@ from tlens_icl.engine.hooks import checked_hooks
 from tlens_icl.engine.runs import logit_rows
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.adapter import device_of as _device
-from tlens_icl.prompts.pairs import make_prompts
+from tlens_icl.prompts.spec import PromptSpec
 from tlens_icl.prompts.templates import PromptTemplate
 from tlens_icl.results.base import Result, run_info
 from tlens_icl.tasks import Task
@@ -112,12 +112,15 @@ def _training_hooks(
 
 @checked
 def soft_injection(
-    model: ModelLike, task: Task | str, *, n_embed: int = 32, n_shots: int = 10, n_train: int = 64,
+    model: ModelLike, task: Task | str, *, n_mean: int = 32, n_shots: int = 10, n_fit: int = 64,
     steps: int = 100, lr: float = 0.2, train_batch_size: int = 8, seed: int = 0,
     template: PromptTemplate | str | None = None, demos_from: Task | str | None = None, batch_size: int = 32,
     progress: bool | None = None,
 ) -> SoftInjection:
-    """Task embeddings from ``n_embed`` ICL prompts; ``theta`` trained on ``n_train`` zero-shot prompts.
+    """Task embeddings: the mean head outputs of ``n_mean`` ICL prompts; ``theta`` fit on ``n_fit`` zero-shot prompts.
+
+    The two sets are the ``mean`` and ``fit`` streams of ``PromptSpec((task,), seed=seed)``
+    (:mod:`tlens_icl.prompts.spec`): independent of each other and of any run's measured (``clean``) prompts.
 
     Train on items disjoint from the evaluation items (``Task.split``). Adam, ``lr`` and ``steps`` as in
     the paper (0.2, 400 steps of batch 1); here minibatches of ``train_batch_size`` prompts.
@@ -126,8 +129,9 @@ def soft_injection(
 
     if steps < 0 or train_batch_size < 1:
         raise TlensICLError("steps must be >= 0 and train_batch_size >= 1.")
-    icl = make_prompts(model, task, n=n_embed, n_shots=n_shots, seed=seed, template=template, demos_from=demos_from)
-    train = make_prompts(model, task, n=n_train, n_shots=0, seed=seed + 1, template=template)
+    spec = PromptSpec((task,), n=n_fit, n_shots=n_shots, seed=seed, template=template)
+    icl = spec.prompts(model, "mean", n=n_mean, demos_from=demos_from)
+    train = spec.prompts(model, "fit", n_shots=0)
     emb = mean_head_activations(model, icl, batch_size=batch_size)
     theta = torch.zeros(model.cfg.n_layers, model.cfg.n_heads, requires_grad=True)
     opt = torch.optim.Adam([theta], lr=lr)
@@ -145,6 +149,6 @@ def soft_injection(
         opt.step()
         losses.append(float(loss.detach()))
     name = task if isinstance(task, str) else task.name
-    info = run_info(model, method="soft_injection", n_embed=n_embed, n_shots=n_shots, n_train=n_train, steps=steps,
-                    lr=lr, seed=seed)
+    info = run_info(model, method="soft_injection", n_mean=n_mean, n_shots=n_shots, n_fit=n_fit, steps=steps,
+                    lr=lr, seed=seed, spec=spec.info(mean=n_mean, fit=n_fit))
     return SoftInjection(emb, theta.detach().clone(), torch.tensor(losses), name, info)
