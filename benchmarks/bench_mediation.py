@@ -56,7 +56,7 @@ def main() -> None:
           f"vocabulary {model.cfg.d_vocab}; {len(pairs)} corrupted {args.shots}-shot prompts of "
           f"{pairs.corrupted.tokens.shape[1]} tokens; torch threads {torch.get_num_threads()}")
 
-    kw = dict(n_mean=args.n_mean, n_corrupted=args.n_corrupted, n_shots=args.shots, template="qa",
+    kw = dict(n_mean=args.n_mean, n=args.n_corrupted, n_shots=args.shots, template="qa",
               batch_size=args.batch_size)
     one_forward = timed(lambda: query_logits(model, pairs.corrupted, batch_size=args.batch_size))[1]
     fast, t_fast = timed(lambda: ti.indirect_effect(model, task, method="fast", **kw))

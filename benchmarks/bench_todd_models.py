@@ -103,6 +103,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import tlens_icl as ti
+    from tlens_icl.prompts.spec import stream_seed
     from tlens_icl.engine import query
 
     tasks = args.tasks.split(",")
@@ -115,7 +116,7 @@ def main() -> None:
           f"{torch.get_num_threads()} thread(s); TLENS_ICL_FULL_LOGITS={os.environ.get('TLENS_ICL_FULL_LOGITS', '')!r}",
           flush=True)
     # exactly the prompts indirect_effect builds (same seeds and defaults)
-    mean = [ti.make_prompts(model, t, n=args.n_mean, n_shots=args.n_shots, seed=1) for t in tasks]
+    mean = [ti.make_prompts(model, t, n=args.n_mean, n_shots=args.n_shots, seed=stream_seed(0, "mean")) for t in tasks]
     pairs = [ti.make_prompt_pairs(model, t, n=args.n_corrupted, n_shots=args.n_shots, seed=0) for t in tasks]
     clean, corrupted = [p.clean for p in pairs], [p.corrupted for p in pairs]
     every = mean + clean + corrupted

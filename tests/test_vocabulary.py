@@ -13,7 +13,7 @@ import typing
 import pytest
 
 import tlens_icl
-from tlens_icl._validate import literal_options
+from tlens_icl._validate import annotations, literal_options
 from tlens_icl.prompts.spec import STREAMS
 
 #: prompt counts named otherwise than ``n`` / ``n_<stream>`` (function -> parameter), still open.
@@ -35,18 +35,7 @@ def public_functions() -> dict[str, typing.Callable]:
     return out
 
 
-def hints(fn: typing.Callable) -> dict[str, typing.Any]:
-    scope = inspect.unwrap(fn).__globals__
-    out = {}
-    for name, p in inspect.signature(fn).parameters.items():
-        ann = p.annotation
-        if isinstance(ann, str):
-            try:
-                ann = eval(ann, scope)  # noqa: S307 - the function's own annotation
-            except Exception:  # noqa: BLE001 - a name imported for type checking only
-                continue
-        out[name] = ann
-    return out
+hints = annotations  # the same reader @checked uses
 
 
 def test_there_are_public_functions_to_check():
@@ -88,7 +77,7 @@ def test_every_mode_is_a_literal_checked_at_the_boundary():
         for p, ann in hints(fn).items():
             if literal_options(ann) is not None:
                 modes += 1
-                assert hasattr(fn, "__wrapped__"), f"{name} takes the mode {p!r} but is not @checked"
+                assert getattr(fn, "__checked__", False), f"{name} takes the mode {p!r} but is not @checked"
     assert modes >= 5
 
 

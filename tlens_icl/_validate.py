@@ -343,22 +343,26 @@ def literal_options(annotation: Any) -> tuple[Any, ...] | None:
     return None
 
 
-def _mode_rules(f: Callable[..., Any], sig: inspect.Signature) -> dict[str, tuple[Any, ...]]:
-    """Parameter name -> allowed values, for every parameter of ``f`` annotated with a ``Literal`` (the one place
-    where modes are checked: the annotation is the table)."""
+def annotations(f: Callable[..., Any]) -> dict[str, Any]:
+    """``f``'s parameter annotations, evaluated in the module that wrote them (not a type checker's wrapper); a name
+    imported only for type checking is left out."""
+    scope = inspect.unwrap(f).__globals__
     out = {}
-    scope = inspect.unwrap(f).__globals__  # the module that wrote the annotations (not a type checker's wrapper)
-    for name, p in sig.parameters.items():
+    for name, p in inspect.signature(f).parameters.items():
         ann = p.annotation
         if isinstance(ann, str):
             try:
                 ann = eval(ann, scope)  # noqa: S307 - the function's own annotation, in its own module
             except Exception:  # noqa: BLE001 - a name only imported for type checking: not a mode
                 continue
-        options = literal_options(ann)
-        if options is not None:
-            out[name] = options
+        out[name] = ann
     return out
+
+
+def _mode_rules(f: Callable[..., Any]) -> dict[str, tuple[Any, ...]]:
+    """Parameter name -> allowed values, for every parameter of ``f`` annotated with a ``Literal`` (the one place
+    where modes are checked: the annotation is the table)."""
+    return {name: opts for name, ann in annotations(f).items() if (opts := literal_options(ann)) is not None}
 
 
 def mode(value: Any, name: str, options: Sequence[Any], *, where: str = "") -> Any:
@@ -399,7 +403,7 @@ def checked(fn: F | None = None, *, eval_mode: bool = True, model_name: bool = F
             elif "model" in sig.parameters and not (m is None and sig.parameters["model"].default is None):
                 model(m, f"{name}()", eval_mode=eval_mode)
             if not resolved:  # annotations are read on the first call (their names exist by then)
-                modes.update(_mode_rules(f, sig))
+                modes.update(_mode_rules(f))
                 resolved.append(True)
             for k, options in modes.items():
                 mode(values.get(k), k, options, where=f"{name}(): ")
@@ -410,6 +414,7 @@ def checked(fn: F | None = None, *, eval_mode: bool = True, model_name: bool = F
             return f(*args, **kwargs)
 
         wrapper.__signature__ = sig  # type: ignore[attr-defined]
+        wrapper.__checked__ = True  # type: ignore[attr-defined]  # read by tests/test_vocabulary.py
         return wrapper  # type: ignore[return-value]
 
     return wrap(fn) if fn is not None else wrap

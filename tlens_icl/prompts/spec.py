@@ -23,7 +23,8 @@ recorded in every result's ``info["spec"]`` (:meth:`PromptSpec.info`), stream se
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
@@ -113,10 +114,6 @@ class PromptSpec:
         digest = hashlib.sha256(f"{self.seed}:derive:{label}".encode()).digest()
         return replace(self, seed=int.from_bytes(digest[:8], "little") & 0x7FFFFFFFFFFFFFFF)
 
-    def with_tasks(self, tasks: "Task | str | Sequence[Task | str]") -> "PromptSpec":
-        """The same protocol on other tasks (e.g. a train split)."""
-        return replace(self, tasks=(tasks,) if isinstance(tasks, (str, Task)) else tuple(tasks))
-
     def prompts(self, model: ModelLike, stream: Stream = "clean", *, task: Task | str | None = None,
                 n: int | None = None, n_shots: int | None = None,
                 demos_from: Task | str | None = None) -> PromptBatch:
@@ -152,35 +149,32 @@ class PromptSpec:
                 "stream_seeds": {s: self.seed_of(s) for s in STREAMS}, **({"sizes": sizes} if sizes else {})}
 
 
-#: an entry point's protocol arguments: argument name -> (its PromptSpec field or None, its default).
-Protocol = dict[str, tuple[str | None, Any]]
+def _changed(entry: Callable[..., Any], values: dict[str, Any]) -> list[str]:
+    """The arguments in ``values`` (by name) that differ from ``entry``'s defaults, read from its signature."""
+    params = inspect.signature(entry).parameters
+    return [k for k, v in values.items() if not (v is params[k].default or v == params[k].default)]
 
 
-def _changed(values: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
-    return [k for k, v in values.items() if k in defaults and not (v is defaults[k] or v == defaults[k])]
-
-
-def spec_of(tasks: "PromptSpec | Task | str | Sequence[Task | str]", operation: str, protocol: Protocol,
+def spec_of(tasks: "PromptSpec | Task | str | Sequence[Task | str]", entry: Callable[..., Any],
             **fields: Any) -> PromptSpec:
-    """The spec an entry point runs on: ``tasks`` if it is one (then the protocol arguments, given here by their
-    spec field names, must be at their defaults: a spec fixes them), else a spec built from ``fields``."""
+    """The spec the entry point ``entry`` runs on: ``tasks`` if it is one (then ``fields``, ``entry``'s protocol
+    arguments, named as the spec's fields, must be at their defaults: a spec fixes them), else a spec built from
+    ``fields``."""
     if isinstance(tasks, PromptSpec):
-        defaults = {f: d for f, d in protocol.values() if f is not None}
-        changed = _changed(fields, defaults)
+        changed = _changed(entry, fields)
         if changed:
-            names = [a for a, (f, _) in protocol.items() if f in changed]
-            raise TlensICLError(f"{operation}(): {names} are fixed by the PromptSpec given; set them on the spec "
-                                "(dataclasses.replace(spec, ...)) instead.")
+            raise TlensICLError(f"{entry.__name__}(): {changed} are fixed by the PromptSpec given; set them on the "
+                                "spec (dataclasses.replace(spec, ...)) instead.")
         return tasks
     return PromptSpec.of(tasks, **fields)
 
 
-def protocol_defaults(operation: str, protocol: Protocol, **arguments: Any) -> None:
-    """Raise if a data-level call (prompts given) sets a protocol argument, which the prompts already fix."""
-    changed = _changed(arguments, {a: d for a, (_, d) in protocol.items()})
+def protocol_defaults(entry: Callable[..., Any], **arguments: Any) -> None:
+    """Raise if a data-level call of ``entry`` (prompts given) sets a protocol argument, which the prompts fix."""
+    changed = _changed(entry, arguments)
     if changed:
-        raise TlensICLError(f"{operation}(): {changed} choose prompts, but the prompts were given; leave them out "
-                            "(or pass tasks / a PromptSpec instead of prompts).")
+        raise TlensICLError(f"{entry.__name__}(): {changed} choose prompts, but the prompts were given; leave them "
+                            "out (or pass tasks / a PromptSpec instead of prompts).")
 
 
-__all__ = ["STREAMS", "Protocol", "PromptSpec", "Stream", "protocol_defaults", "spec_of", "stream_seed"]
+__all__ = ["STREAMS", "PromptSpec", "Stream", "protocol_defaults", "spec_of", "stream_seed"]

@@ -211,10 +211,6 @@ def _fv_heads(model: ModelLike, fv_heads: Any, train: Task, task_name: str, *, k
     return [tuple(h) for h in fv_heads]
 
 
-#: compare_methods' protocol arguments -> (PromptSpec field, default).
-COMPARE_PROTOCOL = {"n": ("n", 64), "n_shots": ("n_shots", 8), "seed": ("seed", 0), "template": ("template", None)}
-
-
 @checked
 def compare_methods(
     model: ModelLike, tasks: PromptSpec | Task | str | Sequence[Task | str], *, methods: Sequence[str] = METHODS,
@@ -250,7 +246,7 @@ def compare_methods(
     from tlens_icl.engine.progress import progress_bar
 
     _validate(methods, fv_corruption, icv_contrast, icv_direction, n, n_fit)
-    spec = spec_of(tasks, "compare_methods", COMPARE_PROTOCOL, n=n, n_shots=n_shots, seed=seed, template=template)
+    spec = spec_of(tasks, compare_methods, n=n, n_shots=n_shots, seed=seed, template=template)
     n_test, n_shots, seed, template = spec.n, spec.n_shots, spec.seed, spec.template
     task_list = [load_task(t) for t in spec.tasks]
     usable = [usable_task(model, t, template=template) for t in task_list]

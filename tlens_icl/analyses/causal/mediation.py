@@ -152,7 +152,7 @@ def indirect_effect(
     """
     if isinstance(tasks, PromptPairBatch) or (isinstance(tasks, Sequence) and not isinstance(tasks, str)
                                               and tasks and all(isinstance(t, PromptPairBatch) for t in tasks)):
-        protocol_defaults("indirect_effect", INDIRECT_EFFECT_PROTOCOL, n_mean=n_mean, n=n,
+        protocol_defaults(indirect_effect, n_mean=n_mean, n=n,
                           n_shots=n_shots, corruption=corruption, seed=seed, other_task=other_task, template=template)
         pair_sets = [tasks] if isinstance(tasks, PromptPairBatch) else list(tasks)
         means = [mean_prompts] if isinstance(mean_prompts, PromptBatch) else mean_prompts
@@ -162,7 +162,7 @@ def indirect_effect(
     if mean_prompts is not None:
         raise TlensICLError("indirect_effect(): mean_prompts=... goes with pairs (the data level); with tasks or a "
                             "PromptSpec the mean prompts are the spec's 'mean' stream.")
-    spec = spec_of(tasks, "indirect_effect", INDIRECT_EFFECT_PROTOCOL, n=n, n_shots=n_shots,
+    spec = spec_of(tasks, indirect_effect, n=n, n_shots=n_shots,
                    corruption=corruption, seed=seed, other_task=other_task, template=template)
     given = mean_z is not None
     # Build (and so validate) every prompt before the first forward pass.
@@ -171,12 +171,6 @@ def indirect_effect(
     return _indirect_effect(model, pair_sets, means, mean_z, metric=metric, method=method, heads=heads,
                             filter_correct=filter_correct, batch_size=batch_size, progress=progress,
                             checkpoint=checkpoint, info={"spec": spec.info(**({} if given else {"mean": n_mean}))})
-
-
-#: indirect_effect's protocol arguments -> their PromptSpec field (None: no field) and default.
-INDIRECT_EFFECT_PROTOCOL = {"n": ("n", 25), "n_mean": (None, 100), "n_shots": ("n_shots", 10),
-                            "corruption": ("corruption", "shuffled_labels"), "seed": ("seed", 0),
-                            "other_task": ("other_task", None), "template": ("template", None)}
 
 
 def _indirect_effect(model: ModelLike, pair_sets: Sequence[PromptPairBatch], mean_prompts: Sequence[PromptBatch] | None,

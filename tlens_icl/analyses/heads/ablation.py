@@ -213,10 +213,6 @@ def _pooled_means(model: ModelLike, batches: Sequence[Any], positions: Positions
     return (total / count).float()
 
 
-#: head_ablation's protocol arguments -> (PromptSpec field, default).
-HEAD_ABLATION_PROTOCOL = {"n": ("n", 32), "n_shots": ("n_shots", 5), "seed": ("seed", 0), "template": ("template", None)}
-
-
 @checked
 def head_ablation(
     model: ModelLike, tasks: PromptSpec | Task | str | Sequence[Task | str] | PromptBatch | Sequence[PromptBatch],
@@ -252,12 +248,12 @@ def head_ablation(
                                                 and all(isinstance(t, PromptBatch) for t in tasks))
     if given:
         # seed still draws the random-heads control and the loss rows; n, n_shots, template are the prompts'
-        protocol_defaults("head_ablation", HEAD_ABLATION_PROTOCOL, n=n, n_shots=n_shots, template=template)
+        protocol_defaults(head_ablation, n=n, n_shots=n_shots, template=template)
         batches = [tasks] if isinstance(tasks, PromptBatch) else list(tasks)
         task_list: list[Any] = [b.task or f"batch {i}" for i, b in enumerate(batches)]
         spec = None
     else:
-        spec = spec_of(tasks, "head_ablation", HEAD_ABLATION_PROTOCOL, n=n, n_shots=n_shots, seed=seed,
+        spec = spec_of(tasks, head_ablation, n=n, n_shots=n_shots, seed=seed,
                        template=template)
         task_list = list(spec.tasks)
         n, n_shots, seed, template = spec.n, spec.n_shots, spec.seed, spec.template
