@@ -80,10 +80,10 @@ MUTATIONS = [
              "return act[ar, p][:, None] if p.dim() == 1 else act[ar[:, None], p]",
              "return act[ar, (p - 1).clamp(min=0)][:, None] if p.dim() == 1 else act[ar[:, None], p]",
              (L + "test_engine_reads_equal_the_full_forward[llama_lm_bias]",),
-             ("    name = hooks.logits_input(model)\n    if name is not None:\n",
-              "    name = hooks.logits_input(model)\n    if False:\n")),
+             ("    name = logits_input(model)\n    if name is not None:\n",
+              "    name = logits_input(model)\n    if False:\n")),
     Mutation("clean run read before the query", "logits", "tlens_icl/engine/runs.py",
-             "at = logit_rows(model, sub.query_pos, fwd)", "at = logit_rows(model, (sub.query_pos - 1).clamp(min=0), fwd)",
+             "logit_rows(model, sub.query_pos, fwd)", "logit_rows(model, (sub.query_pos - 1).clamp(min=0), fwd)",
              (L + "test_engine_reads_equal_the_full_forward[gpt2]", L + "test_mediation_equals_the_full_logits_path[gpt2-fast]")),
     Mutation("answer scored one position late", "logits", "tlens_icl/engine/runs.py",
              "at = logit_rows(model, answer_positions(sub.query_pos, [len(a) + 1 for a in answers[sl]])[1], fwd)",
@@ -97,8 +97,8 @@ MUTATIONS = [
              "with torch.inference_mode(), hooks_set_aside(model):", "with torch.inference_mode():",
              (L + "test_the_proof_runs_no_hook_of_the_caller",)),
     Mutation("planner counts logits nowhere", "logits", "tlens_icl/engine/runs.py",
-             "row = bytes_per_token(model, seq, logits=False) * seq + logit_bytes(model) * k",
-             "row = bytes_per_token(model, seq, logits=False) * seq",
+             "row = _activation_bytes(model.cfg, elem, seq) * seq + _logit_bytes(model.cfg, elem) * k",
+             "row = _activation_bytes(model.cfg, elem, seq) * seq",
              (L + "test_row_planner_counts_logits_only_where_read[native]",)),
     # ---- sign
     Mutation("patch effect sign", "sign", "tlens_icl/engine/query.py",
@@ -262,19 +262,19 @@ MUTATIONS = [
              ("tests/test_validation.py::test_results_of_another_model_are_refused",)),
     # ---- issue 21 (from issue 19): the query engine's own loop backs off on out-of-memory
     Mutation("copies route without back-off", "memory", "tlens_icl/engine/query.py",
-             '        memory.in_plan(plan, work, model=model, what="query_interventions")\n    bar.close()\n'
+             '        in_plan(plan, work, model=model, what="query_interventions")\n    bar.close()\n'
              '    _fill_unedited(out, iv, n_layers)\n    return out.done("copies")',
              '        for rows, width in plan:\n            work(rows, width)\n    bar.close()\n'
              '    _fill_unedited(out, iv, n_layers)\n    return out.done("copies")',
              ("tests/test_memory.py::test_query_engine_backs_off_mid_run_on_every_route[native-fast-copies]",)),
     Mutation("kv route without back-off", "memory", "tlens_icl/engine/query.py",
-             '        memory.in_plan(plan, work, model=model, what="query_interventions")\n    bar.close()\n'
+             '        in_plan(plan, work, model=model, what="query_interventions")\n    bar.close()\n'
              '    _fill_unedited(out, iv, n_layers)\n    return out.done("kv")\n\n\ndef _query_rows',
              '        for rows, width in plan:\n            work(rows, width)\n    bar.close()\n'
              '    _fill_unedited(out, iv, n_layers)\n    return out.done("kv")\n\n\ndef _query_rows',
              ("tests/test_memory.py::test_query_engine_backs_off_mid_run_on_every_route[llama-fast-kv]",)),
     Mutation("ablation sweep without back-off", "memory", "tlens_icl/engine/ablation.py",
-             'memory.in_plan(plan, work, model=model, what="ablation_sweep")',
+             'in_plan(plan, work, model=model, what="ablation_sweep")',
              "[work(rows, width) for rows, width in plan]",
              ("tests/test_memory.py::test_head_ablation_sweep_backs_off_mid_run",)),
     # ---- one way to apply a vector (API 0.3): SteeringVector, steer, evaluate_steering, generate

@@ -62,7 +62,7 @@ def test_first_order_limit_of_exact_patching(native_model, task_a):
     base = pairs.corrupted
     z_base, _ = query_z(native_model, base.tokens, base.query_pos, batch_size=1)
     direction = torch.randn(z_base.shape[1:], generator=torch.Generator().manual_seed(0))
-    _, score = scorer(native_model, "logprob", pairs)
+    _, score = scorer("logprob", pairs, native_model.cfg.d_vocab)
     for eps in (1e-2, 1e-3):
         values = z_base[0] + eps * direction
         approx = ti.attribution_patching(native_model, pairs, metric="logprob", values=values)

@@ -88,7 +88,7 @@ def test_a_pattern_edit_the_model_would_ignore_raises(native_model, task_a, monk
     if not adapter.pattern_edits_ignored(native_model):  # TL4: honoured, no error (TL3 native: tests/compat)
         with hooks.checked_hooks(native_model, edit):
             native_model(batch.tokens)
-    monkeypatch.setattr(adapter, "pattern_edits_ignored", lambda model: True)
+    monkeypatch.setattr(adapter.ModelHandle, "pattern_edits_ignored", property(lambda self: True))
     with pytest.raises(ModelStateError, match="ignores hook_pattern edits"):
         with hooks.checked_hooks(native_model, edit):
             native_model(batch.tokens)

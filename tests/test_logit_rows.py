@@ -255,7 +255,7 @@ def test_a_cut_that_is_not_exact_falls_back_with_a_warning(tokenizer, task_a, mo
     batch = ti.make_prompts(model, task_a, n=4, n_shots=2, seed=0)
     ref = query_logits(model, batch)
     # cutting before the last block: its attention would see only the cut rows
-    monkeypatch.setattr(hooks, "logits_input", lambda m: hooks.resid_pre(m.cfg.n_layers - 1))
+    monkeypatch.setattr(runs, "logits_input", lambda m: hooks.resid_pre(m.cfg.n_layers - 1))
     model = build("llama", tokenizer)  # a fresh object: nothing cached
     with pytest.warns(UserWarning, match="not exact for this model"):
         assert logit_cut(model) is None

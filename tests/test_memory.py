@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import tlens_icl as ti
-from tlens_icl.engine.memory import BUDGET_ENV, in_chunks, memory_budget, parse_bytes
+from tlens_icl.engine.runs import in_chunks
+from tlens_icl.models.adapter import BUDGET_ENV, memory_budget, parse_bytes
 
 
 class FakeAllocator:

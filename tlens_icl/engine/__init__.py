@@ -7,7 +7,8 @@ itself. The modules, bottom up:
   installs hooks and raises when one did not fire.
 * ``runs`` - plain forwards: :func:`~tlens_icl.engine.runs.query_logits`, and the row plan every
   forward shares (:func:`~tlens_icl.engine.runs.query_plan`: rows sorted by query position, cut after
-  it, capped by :func:`~tlens_icl.engine.memory.memory_budget`); :func:`~tlens_icl.engine.runs.logit_rows`:
+  it, capped by the model's memory budget, with back-off on out-of-memory: :func:`~tlens_icl.engine.runs.in_plan`);
+  :func:`~tlens_icl.engine.runs.logit_rows`:
   logits only at the positions read (the forward cut before the unembedding, proven once per model).
 * ``scoring`` - metrics of the logits at the query.
 * ``capture`` - **the one capture path**: :func:`~tlens_icl.engine.capture.capture` hands each hooked

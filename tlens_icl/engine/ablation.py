@@ -36,20 +36,20 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
-from tlens_icl.engine import hooks, memory
+from tlens_icl.engine import hooks
 from tlens_icl.engine.capture import Summed, capture
 from tlens_icl.engine.query import (
     QueryRun,
     Reduce,
     check_control,
-    device_of,
     query_interventions,
     set_head_means,
 )
-from tlens_icl.engine.runs import length_chunks, logit_rows, query_logits, rows_per_forward
+from tlens_icl.engine.runs import in_plan, is_oom, length_chunks, logit_rows, query_logits, rows_per_forward
 from tlens_icl.engine.scoring import at_query
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models import adapter, kv
+from tlens_icl.models import kv
+from tlens_icl.models.adapter import ModelHandle, resolved
 from tlens_icl.prompts.batch import ROLE_ID, PromptBatch
 
 Positions = Literal["all", "query"]
@@ -75,8 +75,9 @@ def token_positions(tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch p
     return sel
 
 
+@resolved
 def mean_head_z(
-    model: ModelLike, tokens: Int[Tensor, "batch pos"], where: Bool[Tensor, "batch pos"], *, batch_size: int = 16,
+    model: ModelLike | ModelHandle, tokens: Int[Tensor, "batch pos"], where: Bool[Tensor, "batch pos"], *, batch_size: int = 16,
 ) -> Float[Tensor, "layer head d_head"]:
     """Mean ``hook_z`` of every head over the selected positions of every row (one capture pass, float32 sums)."""
     if tokens.shape != where.shape:
@@ -156,8 +157,9 @@ class QueryReduce:
         return self.reduce(at_query(logits, self.query_pos[rows]), rows)
 
 
+@resolved
 def ablation_sweep(
-    model: ModelLike, tokens: Int[Tensor, "batch pos"], reach: Int[Tensor, " batch"], where: Bool[Tensor, "batch pos"],
+    model: ModelLike | ModelHandle, tokens: Int[Tensor, "batch pos"], reach: Int[Tensor, " batch"], where: Bool[Tensor, "batch pos"],
     head_sets: Sequence[Sequence[Head]], means: Float[Tensor, "layer head d_head"], reduce: SweepReduce, *,
     batch_size: int = 16, method: Literal["auto", "naive"] = "auto",
 ) -> list[Tensor]:
@@ -178,7 +180,7 @@ def ablation_sweep(
     skip = method == "auto"
     entries = sorted({s for s in starts if 0 < s < n_layers}) if skip else []
     out: list[Tensor | None] = [None] * len(head_sets)
-    dev = device_of(model)
+    dev = model.device
     reach = reach.long().cpu()
     at_query_only = isinstance(reduce, QueryReduce)
     plan = length_chunks(reach, rows_per_forward(model, int(reach.max()) + 1 if len(reach) else 1, batch_size,
@@ -211,8 +213,8 @@ def ablation_sweep(
         if start == 0 or start >= n_layers or not skip:
             with hooks.checked_hooks(model, fwd + cut):
                 return read(model(toks))
-        with kv.skipping(model, start, kinds), \
-                hooks.checked_hooks(model, [(hooks.resid_pre(start), inject(got[start]))] + fwd + cut):
+        with hooks.checked_hooks(model, [(hooks.resid_pre(start), inject(got[start]))] + fwd + cut), \
+                kv.skipping(model, start, kinds):
             return read(model(toks))
 
     def work(rows: Tensor, width: int) -> None:
@@ -221,16 +223,16 @@ def ablation_sweep(
         got: dict[int, Tensor] = {}
         fwd = [(hooks.resid_pre(s), grab(got, s)) for s in entries]
         cut, read = logits(rows, fwd)
-        with kv.block_kinds(model) as kind_of, hooks.checked_hooks(model, fwd + cut):
+        with hooks.checked_hooks(model, fwd + cut), kv.block_kinds(model) as kind_of:
             base = read(model(toks))
         kinds = [kind_of.get(i, False) for i in range(n_layers)]
         if skip and entries:  # the control: entering at the deepest layer without an edit is the clean run
             try:
-                check_control(run(toks, rows, [], entries[-1], got, kinds), base, adapter.dtype_of(model))
+                check_control(run(toks, rows, [], entries[-1], got, kinds), base, model.dtype)
             except Exception as e:  # noqa: BLE001 - any failure of the shortcut: warn once, run in full
-                if memory.is_oom(e):
+                if is_oom(e):
                     raise
-                adapter.warn_once(model, f"ablation_sweep:{type(e).__name__}",
+                model.warn_once(f"ablation_sweep:{type(e).__name__}",
                                   f"tlens_icl: starting an ablated forward at its first ablated layer is not exact "
                                   f"for this model ({e}); every head set runs in full (exact, slower).")
                 skip = False
@@ -245,12 +247,13 @@ def ablation_sweep(
             put(i, rows, score(run(toks, rows, fwd, starts[i], got, kinds), rows))
 
     with torch.inference_mode():  # a chunk that runs out of memory is re-run with half the rows (finished ones kept)
-        memory.in_plan(plan, work, model=model, what="ablation_sweep")
+        in_plan(plan, work, model=model, what="ablation_sweep")
     return [o if o is not None else torch.empty(0) for o in out]
 
 
+@resolved
 def ablated_query_logits(
-    model: ModelLike, batch: PromptBatch, heads: Sequence[Head], means: Float[Tensor, "layer head d_head"], *,
+    model: ModelLike | ModelHandle, batch: PromptBatch, heads: Sequence[Head], means: Float[Tensor, "layer head d_head"], *,
     positions: Positions = "all", batch_size: int = 16,
 ) -> Float[Tensor, "batch d_vocab"]:
     """Logits at each row's query position with ``heads`` mean-ablated at ``positions``."""
@@ -282,8 +285,9 @@ def token_loss_reduce(tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch
     return fn
 
 
+@resolved
 def ablated_query_scores(
-    model: ModelLike, batch: PromptBatch, head_sets: Sequence[Sequence[Head]], means: Float[Tensor, "layer head d_head"],
+    model: ModelLike | ModelHandle, batch: PromptBatch, head_sets: Sequence[Sequence[Head]], means: Float[Tensor, "layer head d_head"],
     reduce: Reduce, *, batch_size: int = 16, method: str = "auto",
 ) -> QueryRun:
     """``reduce`` of the query logits with each head set mean-ablated at the query position only.
@@ -296,8 +300,9 @@ def ablated_query_scores(
                                method=method, batch_size=batch_size, operation="ablated_query_scores")
 
 
+@resolved
 def ablated_token_losses(
-    model: ModelLike, tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"], heads: Sequence[Head],
+    model: ModelLike | ModelHandle, tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"], heads: Sequence[Head],
     means: Float[Tensor, "layer head d_head"], *, batch_size: int = 8,
 ) -> Float[Tensor, "batch pos_minus_1"]:
     """Next-token cross-entropy at every position (``[:, i]`` = loss of predicting token ``i + 1``) with
@@ -305,8 +310,9 @@ def ablated_token_losses(
     return ablated_token_loss_sweep(model, tokens, mask, [heads], means, batch_size=batch_size)[0]
 
 
+@resolved
 def ablated_token_loss_sweep(
-    model: ModelLike, tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"], head_sets: Sequence[Sequence[Head]],
+    model: ModelLike | ModelHandle, tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"], head_sets: Sequence[Sequence[Head]],
     means: Float[Tensor, "layer head d_head"], *, batch_size: int = 8, method: Literal["auto", "naive"] = "auto",
 ) -> list[Float[Tensor, "batch pos_minus_1"]]:
     """:func:`ablated_token_losses` for many head sets, sharing each chunk's clean run (:func:`ablation_sweep`)."""

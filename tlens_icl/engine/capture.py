@@ -13,7 +13,7 @@ is cut right after that position (right padding and anything after the query nev
 ``logits_at`` positions are unembedded (:func:`tlens_icl.engine.runs.logit_rows`). Runs under
 ``torch.inference_mode``. Every hook is checked to have fired.
 
-Memory: rows per forward are capped by the memory budget (:mod:`tlens_icl.engine.memory`); a chunk that
+Memory: rows per forward are capped by the memory budget (:mod:`tlens_icl.engine.runs`); a chunk that
 runs out of memory is run again with fewer rows, keeping the chunks already done. A remote model
 (:mod:`tlens_icl.models.remote`) is run through its driver, whose capture hooks fire as usual.
 
@@ -33,10 +33,10 @@ from torch import Tensor
 
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine import hooks
-from tlens_icl.engine.memory import in_plan
-from tlens_icl.engine.runs import length_chunks, logit_rows, rows_per_forward
+from tlens_icl.engine.progress import progress_bar
+from tlens_icl.engine.runs import in_plan, length_chunks, logit_rows, rows_per_forward
 from tlens_icl.errors import TlensICLError
-from tlens_icl.models.adapter import device_of, forward
+from tlens_icl.models.adapter import ModelHandle, resolved
 
 
 def acc_dtype(t: Tensor) -> torch.dtype:
@@ -119,8 +119,9 @@ def last_position(mask: Tensor) -> Tensor:
     return torch.where(mask.cpu(), pos, -1).max(1).values
 
 
+@resolved
 def capture(
-    model: ModelLike, tokens: Int[Tensor, "batch pos"], reducers: Mapping[str, Reducer], *,
+    model: ModelLike | ModelHandle, tokens: Int[Tensor, "batch pos"], reducers: Mapping[str, Reducer], *,
     logits_at: Int[Tensor, " batch"] | None = None, batch_size: int = 32, progress: bool | None = None,
     operation: str = "capture",
 ) -> dict[str, Tensor]:
@@ -139,8 +140,7 @@ def capture(
         reach = torch.stack([p.cpu().long() for p in parts]).max(0).values.clamp(min=0)  # type: ignore[union-attr]
     out: dict[str, list[Tensor]] = {name: [] for name in [*names, *(["logits"] if logits_at is not None else [])]}
     order: list[Tensor] = []
-    dev = device_of(model)
-    from tlens_icl.engine.progress import progress_bar
+    dev = model.device
 
     plan = length_chunks(reach, rows_per_forward(model, int(reach.max()) + 1 if n else 1, batch_size,
                                                  logit_positions=0 if logits_at is None else 1))
@@ -160,7 +160,7 @@ def capture(
         at = logit_rows(model, logits_at[rows], fwd) if logits_at is not None else None
         with hooks.checked_hooks(model, fwd + (at.hooks if at is not None else [])):
             try:
-                logits = forward(model, tokens[rows, :w].to(dev))
+                logits = model.forward(tokens[rows, :w].to(dev))
             except _Captured:
                 pass
         if at is not None:
@@ -180,8 +180,9 @@ def capture(
     return {name: torch.cat(parts)[inverse] for name, parts in out.items()}
 
 
+@resolved
 def capture_at_query(
-    model: ModelLike, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"], names: Sequence[str], *,
+    model: ModelLike | ModelHandle, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"], names: Sequence[str], *,
     logits: bool = False, batch_size: int = 32, progress: bool | None = None, operation: str = "capture_at_query",
 ) -> dict[str, Tensor]:
     """Activations of ``names`` at each row's query position (``[batch, ...]`` each), plus ``"logits"`` if asked."""
@@ -190,8 +191,9 @@ def capture_at_query(
                    batch_size=batch_size, progress=progress, operation=operation)
 
 
+@resolved
 def query_z(
-    model: ModelLike, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"], *, batch_size: int = 32,
+    model: ModelLike | ModelHandle, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"], *, batch_size: int = 32,
     progress: bool | None = None, logits: bool = True,
 ) -> tuple[Float[Tensor, "batch layer head d_head"], Float[Tensor, "batch d_vocab"] | None]:
     """``hook_z`` of every head at each row's query position, and the logits there (None if ``logits=False``:

@@ -17,6 +17,7 @@ from typing import Any
 
 from tlens_icl.errors import HookNotFiredError, ModelStateError
 from tlens_icl.models import remote
+from tlens_icl.models.adapter import ModelHandle, pending_edits, resolved
 
 HookFn = Callable[..., Any]
 
@@ -76,18 +77,6 @@ def unembed_out() -> str:
     return "unembed.hook_out"
 
 
-def logits_input(model: Any) -> str | None:
-    """The hook whose output only the unembedding reads (cut it to some positions: logits there only), or None.
-
-    Which one is a model-family fact (:attr:`tlens_icl.models.adapter.Capabilities.logits_input`).
-    """
-    from tlens_icl.models.adapter import capabilities
-
-    name = {"unembed_in": unembed_in()}.get(capabilities(model).logits_input or "")
-    hook_dict = getattr(model, "hook_dict", None)
-    return name if name is not None and hook_dict is not None and name in hook_dict else None
-
-
 #: Names accepted by ``site=`` arguments, mapped to the hook-name function for a layer.
 SITES: dict[str, Callable[[int], str]] = {
     "resid_pre": resid_pre,
@@ -105,10 +94,13 @@ def site_name(site: str, layer: int) -> str:
     return SITES[site](layer)
 
 
-def require_hooks(model: Any, names: Sequence[str]) -> None:
+@resolved
+def require_hooks(model: ModelHandle, names: Sequence[str]) -> None:
     """Raise before any forward pass if the model lacks one of ``names`` (or, remote, cannot fire it)."""
-    if remote.is_remote(model):
-        remote.require_fireable(model, names)
+    if model.fireable is not None:  # a remote driver: only the hook points it declares
+        missing = [n for n in names if n not in model.fireable]
+        if missing:
+            raise remote.unsupported(missing[0])
         return
     hook_dict = getattr(model, "hook_dict", None)
     if hook_dict is None:
@@ -122,15 +114,10 @@ def require_hooks(model: Any, names: Sequence[str]) -> None:
         )
 
 
-def _pattern_edits_ignored(model: Any) -> bool:
-    from tlens_icl.models.adapter import pattern_edits_ignored
-
-    return pattern_edits_ignored(model)
-
-
 @contextmanager
+@resolved
 def checked_hooks(
-    model: Any,
+    model: ModelHandle,
     fwd_hooks: Sequence[tuple[str, HookFn]] = (),
     bwd_hooks: Sequence[tuple[str, HookFn]] = (),
 ) -> Iterator[None]:
@@ -145,8 +132,8 @@ def checked_hooks(
     one that returns a tensor raises, since the remote engine would ignore the edit.
     """
     counts = [0] * (len(fwd_hooks) + len(bwd_hooks))
-    is_remote = remote.is_remote(model)
-    edits_ignored = any(n.endswith(".attn.hook_pattern") for n, _ in fwd_hooks) and _pattern_edits_ignored(model)
+    is_remote = model.remote
+    edits_ignored = model.pattern_edits_ignored and any(n.endswith(".attn.hook_pattern") for n, _ in fwd_hooks)
 
     def counted(i: int, fn: HookFn) -> HookFn:
         def wrapper(act: Any, hook: Any) -> Any:
@@ -201,9 +188,9 @@ def checked_hooks(
 
 
 @contextmanager
-def _remote_hooks(model: Any, fwd_hooks: Sequence[tuple[str, HookFn]], counts: list[int],
+def _remote_hooks(model: ModelHandle, fwd_hooks: Sequence[tuple[str, HookFn]], counts: list[int],
                   counted: Callable[[int, HookFn], HookFn]) -> Iterator[None]:
-    """Edits to the driver (:func:`tlens_icl.models.remote.pending_edits`), the other hooks as captures."""
+    """Edits to the driver (:func:`tlens_icl.models.adapter.pending_edits`), the other hooks as captures."""
     edits, captures = [], []
     for i, (name, fn) in enumerate(fwd_hooks):
         if isinstance(fn, remote.SpecHook):
@@ -211,7 +198,7 @@ def _remote_hooks(model: Any, fwd_hooks: Sequence[tuple[str, HookFn]], counts: l
             edits.append((name, fn, counter, i))
         else:
             captures.append((name, counted(i, fn)))
-    with remote.pending_edits(model, [(n, fn, c) for n, fn, c, _ in edits]), model.hooks(fwd_hooks=captures):
+    with pending_edits(model, [(n, fn, c) for n, fn, c, _ in edits]), model.hooks(fwd_hooks=captures):
         try:
             yield
         finally:

@@ -32,13 +32,12 @@ from tlens_icl.engine.query import (
     check_control,
     progress_bar,
 )
-from tlens_icl.engine.memory import in_plan, memory_budget
-from tlens_icl.engine.runs import bytes_per_token, chunks, logit_rows, query_plan
+from tlens_icl.engine.runs import bytes_per_token, chunks, in_plan, logit_rows, query_plan
 from tlens_icl.errors import HookNotFiredError, ModelStateError, TlensICLError
-from tlens_icl.models import adapter, kv
+from tlens_icl.models import kv
+from tlens_icl.models.adapter import ModelHandle, resolved
 from tlens_icl.prompts.batch import PromptBatch
 
-device_of = adapter.device_of
 #: Most tokens one suffix-replay forward runs (larger groups of cells gain nothing on a CPU).
 GROUP_TOKENS = 2048
 
@@ -57,8 +56,9 @@ class LayerPositionRun:
     forwards: int
 
 
+@resolved
 def patch_layer_positions(
-    model: ModelLike, base: Int[Tensor, "batch pos"], source: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"],
+    model: ModelLike | ModelHandle, base: Int[Tensor, "batch pos"], source: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"],
     site: str, reduce: Reduce, *, method: str = "auto", batch_size: int = 16, progress: bool | None = None,
 ) -> LayerPositionRun:
     """Patch ``site`` (``resid_pre``, ``resid_post``, ``attn_out``, ``mlp_out``) of ``source`` into ``base``
@@ -82,14 +82,14 @@ def patch_layer_positions(
             except (FastPathUnsupported, kv.KVUnsupported) as e:
                 if method == "kv":
                     raise ModelStateError(f"Suffix replay is not exact for this model: {e}") from e
-                adapter.warn_once(model, f"suffix:{type(e).__name__}", f"tlens_icl: suffix replay is not exact for "
+                model.warn_once(f"suffix:{type(e).__name__}", f"tlens_icl: suffix replay is not exact for "
                                   f"this model ({e}); falling back to one forward per cell (exact, slower).", stacklevel=3)
         elif method == "kv":
-            raise ModelStateError(f"This model ({adapter.family(model)}, its attention) exposes no reusable keys/values.")
+            raise ModelStateError(f"This model ({model.family}, its attention) exposes no reusable keys/values.")
     return _loop(model, base, source, q, site, reduce, batch_size, progress)
 
 
-def _site_acts(model: ModelLike, toks: Tensor, qd: Tensor, names: Sequence[str], *,
+def _site_acts(model: ModelHandle, toks: Tensor, qd: Tensor, names: Sequence[str], *,
                record: bool = False) -> tuple[Tensor, dict[str, Tensor], Any]:
     """Logits at each row's query ``qd``, full-sequence activations at ``names`` and (``record``) the recorded
     prefix of one forward."""
@@ -117,7 +117,7 @@ def _todo(base_act: Tensor, source_act: Tensor, q: Tensor, p: int) -> Tensor:
     return torch.nonzero(differs & (q >= p)).flatten()
 
 
-def _suffix_replay(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, site: str, reduce: Reduce,
+def _suffix_replay(model: ModelHandle, base: Tensor, source: Tensor, q: Tensor, site: str, reduce: Reduce,
                    batch_size: int, progress: bool | None) -> LayerPositionRun:
     n, width_all = base.shape
     n_layers = model.cfg.n_layers
@@ -125,13 +125,13 @@ def _suffix_replay(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, si
     entries = [hooks.resid_pre(layer) for layer in range(n_layers)]
     effects = torch.zeros(n_layers, width_all, n)
     base_score, source_score = torch.zeros(n), torch.zeros(n)
-    dev, dtype = device_of(model), adapter.dtype_of(model)
+    dev, dtype = model.device, model.dtype
     forwards = 0
     plan = query_plan(model, q, batch_size)
     # a group of cells replayed in one forward: its activations plus its rows' copies of the prefix keys/values
     token_bytes = bytes_per_token(model, width_all)
     key_bytes = 4 * n_layers * model.cfg.n_heads * model.cfg.d_head * torch.finfo(dtype).bits // 8
-    budget = memory_budget(model)
+    budget = model.budget
 
     def fits(n_rows: int, span: int, p0: int) -> bool:
         return n_rows * span <= GROUP_TOKENS and n_rows * (span * token_bytes + p0 * key_bytes) <= budget
@@ -191,7 +191,7 @@ def replay_groups(cells: Sequence[tuple[int, Tensor]], q: Tensor, fits: Callable
     return groups
 
 
-def _replay(model: ModelLike, prefix: kv.Prefix, toks: Tensor, acts: dict[str, Tensor],
+def _replay(model: ModelHandle, prefix: kv.Prefix, toks: Tensor, acts: dict[str, Tensor],
             group: Sequence[tuple[int, Tensor]], layer: int, q: Tensor, patch: tuple[str, Tensor] | None) -> Tensor:
     """Logits at the query of every cell's rows (``group``: ``(position, chunk row indices)``, stacked in that
     order) replaying positions ``p0 .. query`` from block ``layer``, ``p0`` the group's first position;
@@ -231,12 +231,12 @@ def _replay(model: ModelLike, prefix: kv.Prefix, toks: Tensor, acts: dict[str, T
     try:
         with kv.replaying(model, keys, values, masks, skip=layer, tuple_blocks=prefix.tuple_blocks), \
                 hooks.checked_hooks(model, fwd + at.hooks):
-            return at.read(adapter.forward(model, toks[rd, p:end], position_ids=pos))
+            return at.read(model.forward(toks[rd, p:end], position_ids=pos))
     except HookNotFiredError as e:
         raise FastPathUnsupported(str(e)) from e
 
 
-def _loop(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, site: str, reduce: Reduce, batch_size: int,
+def _loop(model: ModelHandle, base: Tensor, source: Tensor, q: Tensor, site: str, reduce: Reduce, batch_size: int,
           progress: bool | None) -> LayerPositionRun:
     """One full forward per (layer, position) and row chunk, skipping cells that are exactly the base run."""
     n, width_all = base.shape
@@ -244,7 +244,7 @@ def _loop(model: ModelLike, base: Tensor, source: Tensor, q: Tensor, site: str, 
     names = [hooks.site_name(site, layer) for layer in range(n_layers)]
     effects = torch.zeros(n_layers, width_all, n)
     base_score, source_score = torch.zeros(n), torch.zeros(n)
-    dev = device_of(model)
+    dev = model.device
     forwards = 0
     plan = query_plan(model, q, batch_size)
     bar = progress_bar(len(plan) * n_layers, progress, "activation patching (one forward per cell)")
@@ -291,8 +291,9 @@ class Cell:
     pos: int | None = None
 
 
+@resolved
 def patch_positions(
-    model: ModelLike, base: PromptBatch, source: PromptBatch, cells: Sequence[Cell], score: Reduce, *,
+    model: ModelLike | ModelHandle, base: PromptBatch, source: PromptBatch, cells: Sequence[Cell], score: Reduce, *,
     mask: Bool[Tensor, "batch pos"] | None, batch_size: int, progress: bool | None = None,
 ) -> tuple[Float[Tensor, "cell batch"], Float[Tensor, " batch"], Float[Tensor, " batch"]]:
     """Effects of patching ``source`` activations into the ``base`` run, one forward per cell and chunk.
@@ -301,7 +302,7 @@ def patch_positions(
     """
     n = len(base)
     effects, base_score, source_score = torch.zeros(len(cells), n), torch.zeros(n), torch.zeros(n)
-    dev = device_of(model)
+    dev = model.device
     bar = progress_bar(len(cells) * -(-n // batch_size), progress, "patching")
     with torch.inference_mode():
         for sl in chunks(n, batch_size):

@@ -28,8 +28,8 @@ no Python loop over heads or rows). Builders: :func:`set_heads` (head patching /
 metric, never the logits of every variant - as float32 on the CPU.
 
 Memory: row chunks are sorted by query position and cut after it; rows and copies per forward are capped
-by :func:`tlens_icl.engine.memory.memory_budget` (bytes of activations one forward may use). A chunk that
-still runs out of memory is re-run with half the rows (:func:`tlens_icl.engine.memory.in_plan`: finished
+by :func:`tlens_icl.models.adapter.memory_budget` (bytes of activations one forward may use). A chunk that
+still runs out of memory is re-run with half the rows (:func:`tlens_icl.engine.runs.in_plan`: finished
 chunks kept, one warning), copies per forward staying at the size planned for the full chunk, so a retry
 needs less memory; every route's result is the same as without the back-off.
 """
@@ -47,10 +47,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
-from tlens_icl.engine import hooks, memory
-from tlens_icl.engine.runs import bytes_per_token, control_tolerance, logit_rows, query_plan, rows_per_forward
+from tlens_icl.engine import hooks
+from tlens_icl.engine.runs import bytes_per_token, control_tolerance, in_plan, logit_rows, query_plan, rows_per_forward
 from tlens_icl.errors import HookNotFiredError, ModelStateError, TlensICLError
 from tlens_icl.models import adapter, kv
+from tlens_icl.models.adapter import ModelHandle, resolved
 
 #: Per-layer cost of one forward in token units (weights read, hooks, Python), for grouping copies.
 FORWARD_OVERHEAD_TOKENS = 64
@@ -66,7 +67,6 @@ class FastPathUnsupported(RuntimeError):
     """An exact fast route cannot reproduce this model's forward pass (the caller falls back)."""
 
 
-device_of = adapter.device_of
 
 
 def progress_bar(total: int, enabled: bool | None, desc: str) -> Any:
@@ -274,8 +274,9 @@ def check_control(control: Tensor, base: Tensor, dtype: torch.dtype) -> float:
 
 
 # ---- the engine ---------------------------------------------------------------------------------------
+@resolved
 def query_interventions(
-    model: ModelLike, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"], interventions: Interventions,
+    model: ModelLike | ModelHandle, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"], interventions: Interventions,
     reduce: Reduce, *, method: str = "auto", capture: Sequence[str] = (), batch_size: int = 16,
     memory_budget: int | None = None, progress: bool | None = None, operation: str = "query_interventions",
 ) -> QueryRun:
@@ -285,7 +286,7 @@ def query_interventions(
     ``copies``, raising rather than looping), ``"kv"``, ``"copies"`` or ``"naive"``. ``capture``: hook
     names whose unpatched query-position activation to return (free: read in the base run).
     """
-    if adapter.family(model) == "remote":
+    if model.remote:
         from tlens_icl.models import remote
 
         raise remote.unsupported("", f"{operation} patches activations at the query with the engine's own forwards "
@@ -298,7 +299,7 @@ def query_interventions(
     if tokens.shape[0] and (int(query_pos.min()) < 0 or int(query_pos.max()) >= tokens.shape[1]):
         raise TlensICLError("query_pos outside the token batch.")
     route = _routes(model, method)
-    budget = memory_budget or memory.memory_budget(model)
+    budget = memory_budget or model.budget
     for i, name in enumerate(route):
         try:
             return _RUNNERS[name](model, tokens, query_pos.long().cpu(), interventions, reduce, list(capture),
@@ -307,14 +308,14 @@ def query_interventions(
             if i == len(route) - 1:
                 raise ModelStateError(f"The {name!r} query-intervention route is not exact for this model: {e}") from e
             nxt = route[i + 1]
-            adapter.warn_once(model, f"query:{name}:{type(e).__name__}:{str(e)[:40]}",
+            model.warn_once(f"query:{name}:{type(e).__name__}:{str(e)[:40]}",
                               f"tlens_icl: the {name!r} route for query interventions is not exact for this model "
                               f"({e}); falling back to {nxt!r} (exact, slower).", stacklevel=4)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _routes(model: ModelLike, method: str) -> list[str]:
-    caps = adapter.capabilities(model)
+def _routes(model: ModelHandle, method: str) -> list[str]:
+    caps = model.caps
     fast = (["kv"] if kv.kv_reuse_possible(model) or caps.past_kv == "tl" else []) + ["copies"]
     return {"auto": fast + ["naive"], "fast": fast, "kv": ["kv"], "copies": ["copies"], "naive": ["naive"]}[method]
 
@@ -394,10 +395,10 @@ def _grab_at(pos: Tensor, store: dict[str, Tensor], name: str) -> Callable[..., 
 
 
 # ---- route: one full forward per variant ---------------------------------------------------------------
-def _run_naive(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, reduce: Reduce, capture: list[str],
+def _run_naive(model: ModelHandle, tokens: Tensor, q: Tensor, iv: Interventions, reduce: Reduce, capture: list[str],
                batch_size: int, budget: int, progress: bool | None) -> QueryRun:
     out = _Out(iv.n, len(q))
-    dev = device_of(model)
+    dev = model.device
     n_layers = model.cfg.n_layers
     active = [v for v, s in enumerate(iv.start_layers(n_layers)) if s < n_layers]
     plan = query_plan(model, q, batch_size, budget)
@@ -416,7 +417,7 @@ def _run_naive(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, r
         bar.update(1 + len(active))
 
     with torch.inference_mode():
-        memory.in_plan(plan, work, model=model, what="query_interventions")
+        in_plan(plan, work, model=model, what="query_interventions")
     bar.close()
     _fill_unedited(out, iv, n_layers)
     return out.done("naive")
@@ -433,15 +434,15 @@ def _at_query(fn: Callable[..., Tensor], qd: Tensor) -> Callable[..., Tensor]:
 
 
 # ---- route: query copies appended to the prompt (4-D mask + position_ids) ---------------------------
-def _run_copies(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, reduce: Reduce, capture: list[str],
+def _run_copies(model: ModelHandle, tokens: Tensor, q: Tensor, iv: Interventions, reduce: Reduce, capture: list[str],
                 batch_size: int, budget: int, progress: bool | None) -> QueryRun:
-    caps = adapter.capabilities(model)
+    caps = model.caps
     if not caps.position_ids or not caps.mask_4d:
         raise FastPathUnsupported(f"a {caps.family} model takes no position_ids or no 4-D attention mask")
     n_layers = model.cfg.n_layers
     active = [v for v, s in enumerate(iv.start_layers(n_layers)) if s < n_layers]
     out = _Out(iv.n, len(q))
-    dev, dtype = device_of(model), adapter.dtype_of(model)
+    dev, dtype = model.device, model.dtype
     limit = max_sequence_length(model)
     plan = query_plan(model, q, batch_size, budget)
     bar = progress_bar(len(plan), progress, "query interventions (copies)")
@@ -466,13 +467,13 @@ def _run_copies(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, 
         bar.update()
 
     with torch.inference_mode():
-        memory.in_plan(plan, work, model=model, what="query_interventions")
+        in_plan(plan, work, model=model, what="query_interventions")
     bar.close()
     _fill_unedited(out, iv, n_layers)
     return out.done("copies")
 
 
-def _window_note(model: ModelLike, limit: int) -> str:
+def _window_note(model: ModelHandle, limit: int) -> str:
     window = adapter.sliding_window(model)
     if window is None or window != limit:
         return ""
@@ -480,7 +481,7 @@ def _window_note(model: ModelLike, limit: int) -> str:
             "key/value reuse keeps the model's own window masks, on TransformerLens 4 bridges)")
 
 
-def _plain_base(model: ModelLike, toks: Tensor, qd: Tensor, capture: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
+def _plain_base(model: ModelHandle, toks: Tensor, qd: Tensor, capture: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
     """The unpatched forward: logits and ``capture`` activations at each row's query."""
     got: dict[str, Tensor] = {}
     fwd = [(n, _grab_at(qd, got, n)) for n in capture]
@@ -496,7 +497,7 @@ def _fill_unedited(out: _Out, iv: Interventions, n_layers: int) -> None:
             out.put([v], torch.arange(out.n), out.baseline[:, None])  # type: ignore[index]
 
 
-def _copies_forward(model: ModelLike, toks: Tensor, qd: Tensor, rows: Tensor, iv: Interventions, group: list[int],
+def _copies_forward(model: ModelHandle, toks: Tensor, qd: Tensor, rows: Tensor, iv: Interventions, group: list[int],
                     dtype: torch.dtype) -> Tensor:
     """Logits ``[b, len(group) + 1, d_vocab]``: ``toks`` + a query copy per variant of ``group`` + a control copy."""
     dev = toks.device
@@ -515,7 +516,7 @@ def _copies_forward(model: ModelLike, toks: Tensor, qd: Tensor, rows: Tensor, iv
     at = logit_rows(model, torch.arange(width, total, device=dev).expand(b, -1), fwd)  # the copies only
     try:
         with hooks.checked_hooks(model, fwd + at.hooks):
-            return at.read(adapter.forward(model, ext, position_ids=pos, attention_mask=mask))
+            return at.read(model.forward(ext, position_ids=pos, attention_mask=mask))
     except (TypeError, ModelStateError, HookNotFiredError) as e:
         raise FastPathUnsupported(str(e)) from e
 
@@ -559,15 +560,15 @@ def plan_groups(start: Sequence[int], n_layers: int, rows: int, width: int, d_mo
     return groups[::-1]
 
 
-def _run_kv(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, reduce: Reduce, capture: list[str],
+def _run_kv(model: ModelHandle, tokens: Tensor, q: Tensor, iv: Interventions, reduce: Reduce, capture: list[str],
             batch_size: int, budget: int, progress: bool | None) -> QueryRun:
-    if adapter.capabilities(model).past_kv == "tl":
+    if model.caps.past_kv == "tl":
         return _run_kv_hooked(model, tokens, q, iv, reduce, capture, batch_size, budget, progress)
     cfg = model.cfg
     n_layers = cfg.n_layers
     start = iv.start_layers(n_layers)
     out = _Out(iv.n, len(q))
-    dev, dtype = device_of(model), adapter.dtype_of(model)
+    dev, dtype = model.device, model.dtype
     plan = query_plan(model, q, batch_size, budget)
     planned = max((len(r) for r, _ in plan), default=1)  # copies per forward are sized for the planned chunk
     bar = progress_bar(len(plan), progress, "query interventions (kv)")
@@ -598,7 +599,7 @@ def _run_kv(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, redu
         bar.update()
 
     with torch.inference_mode():
-        memory.in_plan(plan, work, model=model, what="query_interventions")
+        in_plan(plan, work, model=model, what="query_interventions")
     bar.close()
     _fill_unedited(out, iv, n_layers)
     return out.done("kv")
@@ -618,7 +619,7 @@ def _query_rows(masks: dict[int, Tensor], qd: Tensor, b: int, width: int) -> dic
     return out
 
 
-def _kv_copies(model: ModelLike, prefix: kv.Prefix, rowmask: dict[int, Tensor], qtok: Tensor, qd: Tensor, rows: Tensor,
+def _kv_copies(model: ModelHandle, prefix: kv.Prefix, rowmask: dict[int, Tensor], qtok: Tensor, qd: Tensor, rows: Tensor,
                iv: Interventions, group: list[int], start: int, entry: Tensor | None) -> Tensor:
     """Logits ``[b, len(group) + 1, d_vocab]`` of one copy per variant of ``group`` and a control copy (last)."""
     b = qtok.shape[0]
@@ -644,12 +645,12 @@ def _kv_copies(model: ModelLike, prefix: kv.Prefix, rowmask: dict[int, Tensor], 
     try:
         with kv.replaying(model, prefix.keys, prefix.values, masks, skip=start, tuple_blocks=prefix.tuple_blocks), \
                 hooks.checked_hooks(model, fwd):
-            return adapter.forward(model, toks, position_ids=pos)
+            return model.forward(toks, position_ids=pos)
     except HookNotFiredError as e:
         raise FastPathUnsupported(str(e)) from e
 
 
-def _run_kv_hooked(model: ModelLike, tokens: Tensor, q: Tensor, iv: Interventions, reduce: Reduce, capture: list[str],
+def _run_kv_hooked(model: ModelHandle, tokens: Tensor, q: Tensor, iv: Interventions, reduce: Reduce, capture: list[str],
                    batch_size: int, budget: int, progress: bool | None) -> QueryRun:
     """The ``kv`` route on a TransformerLens 3 ``HookedTransformer``: its own frozen KV cache and ``start_at_layer``.
 
@@ -661,7 +662,7 @@ def _run_kv_hooked(model: ModelLike, tokens: Tensor, q: Tensor, iv: Intervention
     n_layers = cfg.n_layers
     start = iv.start_layers(n_layers)
     out = _Out(iv.n, len(q))
-    dev, dtype = device_of(model), adapter.dtype_of(model)
+    dev, dtype = model.device, model.dtype
     if len(q) and int(q.min()) < 1:
         raise FastPathUnsupported("a query at position 0 has no prefix to reuse")
     plan = query_plan(model, q, batch_size, budget)
@@ -697,7 +698,7 @@ def _run_kv_hooked(model: ModelLike, tokens: Tensor, q: Tensor, iv: Intervention
         bar.update()
 
     with torch.inference_mode():
-        memory.in_plan(plan, work, model=model, what="query_interventions")
+        in_plan(plan, work, model=model, what="query_interventions")
     bar.close()
     _fill_unedited(out, iv, n_layers)
     return out.done("kv")
@@ -714,8 +715,9 @@ _RUNNERS: dict[str, Callable[..., QueryRun]] = {"kv": _run_kv, "copies": _run_co
 
 
 # ---- head patching at the query (mediation, head_patching) ---------------------------------------------
+@resolved
 def patch_query_heads(
-    model: ModelLike, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"],
+    model: ModelLike | ModelHandle, tokens: Int[Tensor, "batch pos"], query_pos: Int[Tensor, " batch"],
     values: Float[Tensor, "batch layer head d_head"], cells: Sequence[Head], score: Reduce, *, method: str = "auto",
     batch_size: int = 16, progress: bool | None = None,
 ) -> tuple[Float[Tensor, "cell batch"], Float[Tensor, " batch"], str]:

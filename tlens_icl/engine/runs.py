@@ -3,17 +3,31 @@ scoring whole answers by teacher forcing (:func:`answer_scores`).
 
 Logits only where they are read: with a 150k-260k vocabulary, unembedding every position of every
 prompt is a large share of a forward's time and memory. :func:`logit_rows` cuts the forward before the
-unembedding (at :func:`tlens_icl.engine.hooks.logits_input`) to the positions a caller reads, so the
+unembedding (at :func:`logits_input`) to the positions a caller reads, so the
 model's own unembedding (bias, final logit softcapping included) runs on those rows alone; the row plan
 (:func:`rows_per_forward`) counts logits only there. :func:`logit_cut` proves the cut once per model
 against the full forward and falls back to unembedding every position (one warning) where it differs;
 ``TLENS_ICL_FULL_LOGITS=1`` turns the cut off.
+
+Memory: rows per forward come from the model's memory budget (:func:`~tlens_icl.models.adapter.memory_budget`,
+resolved once into its :class:`~tlens_icl.models.adapter.ModelHandle`: on CUDA half the free memory of the
+fullest device the model uses, elsewhere :data:`~tlens_icl.models.adapter.DEFAULT_BUDGET`;
+``TLENS_ICL_MEMORY_BUDGET`` overrides it) and the rows a remote driver takes per call (:func:`rows_per_forward`,
+counting logits only where a forward unembeds). The estimate can be wrong (fragmentation, another process on
+the GPU), so every chunk loop of the engine (capture, query logits, answer scores, query interventions,
+ablation sweep, activation patching) runs through :func:`in_plan`: a chunk that raises
+``torch.OutOfMemoryError`` is retried with half the rows, down to one, and every later chunk keeps the smaller
+size; finished chunks are kept, so no work is lost and the result is the one an unbounded run gives (rows are
+independent). One warning per model says what happened.
 """
 
 from __future__ import annotations
 
+import gc
 import os
+import warnings
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +39,6 @@ from torch import Tensor
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine import hooks
 from tlens_icl.engine.hooks import checked_hooks
-from tlens_icl.engine.memory import in_plan, memory_budget
 from tlens_icl.engine.scoring import (
     accepted_top1,
     answer_positions,
@@ -33,8 +46,8 @@ from tlens_icl.engine.scoring import (
     match_answers,
     prob,
 )
-from tlens_icl.errors import HookNotFiredError, ModelStateError
-from tlens_icl.models.adapter import device_of, driver_rows, dtype_of, forward, hooks_set_aside, warn_once
+from tlens_icl.errors import HookNotFiredError, ModelStateError, TlensICLError
+from tlens_icl.models.adapter import BUDGET_ENV, ModelHandle, hooks_set_aside, resolved, warn_once
 from tlens_icl.prompts.batch import PromptBatch
 
 #: Set to 1 to unembed every position of every forward (the cut is then never used).
@@ -54,7 +67,8 @@ def control_tolerance(dtype: torch.dtype, scale: float) -> float:
     return rel * (1.0 + scale)
 
 
-def logit_cut(model: ModelLike) -> str | None:
+@resolved
+def logit_cut(model: ModelLike | ModelHandle) -> str | None:
     """The hook where a forward is cut to the positions read before the unembedding, or None (unembed all).
 
     Proven once per model (cached): a 2-row forward cut at two positions per row (in different orders)
@@ -64,41 +78,48 @@ def logit_cut(model: ModelLike) -> str | None:
     if os.environ.get(FULL_LOGITS_ENV, "").strip() not in ("", "0"):
         return None
     try:
-        if model in _CUT:
-            return _CUT[model]
+        if model.model in _CUT:
+            return _CUT[model.model]
     except TypeError:
         pass
-    name = hooks.logits_input(model)
+    name = logits_input(model)
     if name is not None:
         why = _cut_differs(model, name)
-        if why:
-            warn_once(model, "logit_cut", f"tlens_icl: cutting the forward before the unembedding at {name} is not "
-                      f"exact for this model ({why}); every position is unembedded (exact, slower).")
+        if why:  # once per model: the answer is cached below
+            warnings.warn(f"tlens_icl: cutting the forward before the unembedding at {name} is not exact for this "
+                          f"model ({why}); every position is unembedded (exact, slower).", stacklevel=3)
             name = None
     try:
-        _CUT[model] = name
+        _CUT[model.model] = name
     except TypeError:
         pass
     return name
 
 
-def _cut_differs(model: ModelLike, name: str) -> str:
+def logits_input(model: ModelHandle) -> str | None:
+    """The hook whose output only the unembedding reads (cut it to some positions: logits there only), or None.
+
+    Which one is a model-family fact (:attr:`tlens_icl.models.adapter.Capabilities.logits_input`).
+    """
+    name = {"unembed_in": hooks.unembed_in()}.get(model.caps.logits_input or "")
+    hook_dict = getattr(model, "hook_dict", None)
+    return name if name is not None and hook_dict is not None and name in hook_dict else None
+
+
+def _cut_differs(model: ModelHandle, name: str) -> str:
     """Why the cut at ``name`` does not reproduce the full forward's logits ("" when it does)."""
     vocab = max(int(model.cfg.d_vocab), 1)
-    toks = ((torch.arange(12).reshape(2, 6) * 7 + 3) % vocab).to(device_of(model))
+    toks = ((torch.arange(12).reshape(2, 6) * 7 + 3) % vocab).to(model.device)
     pos = torch.tensor([[1, 4], [5, 2]])
-    rows = LogitRows(pos, name)
     try:
         with torch.inference_mode(), hooks_set_aside(model):
-            full = forward(model, toks)
-            ar = torch.arange(2, device=full.device)[:, None]
-            want = full[ar, pos.to(full.device)]
-            with checked_hooks(model, rows.hooks):
-                got = rows.read(forward(model, toks))
+            full = model.forward(toks)
+            want = LogitRows(pos, None).read(full)
+            got = read_logits(model, toks, LogitRows(pos, name))
     except (RuntimeError, ModelStateError, HookNotFiredError, TypeError, ValueError) as e:
         return f"{type(e).__name__}: {str(e)[:80]}"
     err = float((got.float() - want.float()).abs().max())
-    tol = control_tolerance(dtype_of(model), float(want.float().abs().max()))
+    tol = control_tolerance(model.dtype, float(want.float().abs().max()))
     return "" if err <= tol else f"the cut logits differ by {err:.3g} (> {tol:.3g})"
 
 
@@ -139,7 +160,8 @@ class LogitRows:
         return logits[:, 0] if p.dim() == 1 else logits
 
 
-def logit_rows(model: ModelLike, positions: Int[Tensor, "batch *k"],  # noqa: F821 - a jaxtyping shape
+@resolved
+def logit_rows(model: ModelLike | ModelHandle, positions: Int[Tensor, "batch *k"],  # noqa: F821 - a jaxtyping shape
                fwd_hooks: Sequence[tuple[str, Any]] = ()) -> LogitRows:
     """How to read logits at ``positions`` of a forward that also carries ``fwd_hooks`` (cut when exact).
 
@@ -151,15 +173,24 @@ def logit_rows(model: ModelLike, positions: Int[Tensor, "batch *k"],  # noqa: F8
     return LogitRows(positions, name)
 
 
-def logit_bytes(model: ModelLike) -> int:
+def read_logits(model: ModelHandle, tokens: Int[Tensor, "batch pos"], at: LogitRows,
+                fwd_hooks: Sequence[tuple[str, Any]] = ()) -> Tensor:
+    """One forward of ``tokens`` with ``fwd_hooks`` (checked to have fired), its logits read as ``at`` says."""
+    with checked_hooks(model, list(fwd_hooks) + at.hooks):
+        return at.read(model.forward(tokens))
+
+
+@resolved
+def logit_bytes(model: ModelLike | ModelHandle) -> int:
     """Bytes of one position's logits (in the model's dtype, plus a float32 copy and its softmax)."""
-    return _logit_bytes(model.cfg, torch.finfo(dtype_of(model)).bits // 8)
+    return _logit_bytes(model.cfg, torch.finfo(model.dtype).bits // 8)
 
 
-def bytes_per_token(model: ModelLike, keys: int, *, logits: bool = True) -> int:
+@resolved
+def bytes_per_token(model: ModelLike | ModelHandle, keys: int, *, logits: bool = True) -> int:
     """Rough activation bytes of one token in a forward attending to ``keys`` positions (``logits``: with its
     logits, incl. a float32 copy)."""
-    elem = torch.finfo(dtype_of(model)).bits // 8
+    elem = torch.finfo(model.dtype).bits // 8
     return _activation_bytes(model.cfg, elem, keys) + (_logit_bytes(model.cfg, elem) if logits else 0)
 
 
@@ -172,10 +203,11 @@ def _activation_bytes(cfg: Any, elem: int, keys: int) -> int:
     return elem * (2 * d_mlp + 12 * cfg.d_model + 3 * cfg.n_heads * keys)
 
 
-def rows_per_forward(model: ModelLike, seq: int, batch_size: int, budget: int | None = None, *,
+@resolved
+def rows_per_forward(model: ModelLike | ModelHandle, seq: int, batch_size: int, budget: int | None = None, *,
                      edits: bool = False, logit_positions: int | None = None) -> int:
     """``batch_size`` capped so one forward of ``seq`` tokens per row fits the memory budget
-    (default :func:`~tlens_icl.engine.memory.memory_budget`) and the rows one call of the model's
+    (default the budget of the model's :class:`~tlens_icl.models.adapter.ModelHandle`) and the rows one call of the model's
     family takes (a remote driver: often one prompt; ``edits``: the forward carries interventions).
 
     ``logit_positions``: how many positions per row are unembedded (None: all ``seq``; 0: none, a forward
@@ -186,13 +218,15 @@ def rows_per_forward(model: ModelLike, seq: int, batch_size: int, budget: int | 
     k = seq
     if logit_positions is not None and (logit_positions == 0 or logit_cut(model) is not None):
         k = min(seq, logit_positions)
-    elem = torch.finfo(dtype_of(model)).bits // 8
+    elem = torch.finfo(model.dtype).bits // 8
     row = _activation_bytes(model.cfg, elem, seq) * seq + _logit_bytes(model.cfg, elem) * k
-    fit = (budget or memory_budget(model)) // max(row, 1)
-    return max(1, min(driver_rows(model, batch_size, edits=edits), fit))
+    fit = (budget or model.budget) // max(row, 1)
+    limit = model.edit_rows if edits else model.call_rows  # a remote driver's rows per call (None: any)
+    return max(1, min(batch_size if limit is None else limit, fit))
 
 
-def query_plan(model: ModelLike, query_pos: Int[Tensor, " batch"], batch_size: int,
+@resolved
+def query_plan(model: ModelLike | ModelHandle, query_pos: Int[Tensor, " batch"], batch_size: int,
                budget: int | None = None, *, edits: bool = False) -> list[tuple[Int[Tensor, " rows"], int]]:
     """Row chunks for reading the query position: sorted by it, cut after it, memory-capped (logits counted
     at the query only: forwards on this plan read them through :func:`logit_rows`).
@@ -230,8 +264,9 @@ def length_chunks(reach: Int[Tensor, " batch"], batch_size: int) -> list[tuple[I
     return out
 
 
+@resolved
 def query_logits(
-    model: ModelLike, batch: PromptBatch, *,
+    model: ModelLike | ModelHandle, batch: PromptBatch, *,
     fwd_hooks: Sequence[tuple[str, Any]] | Callable[[PromptBatch], Sequence[tuple[str, Any]]] = (),
     batch_size: int = 32,
 ) -> Float[Tensor, "batch d_vocab"]:
@@ -243,15 +278,13 @@ def query_logits(
     query positions), a callable ``chunk -> list``; every hook is checked to have fired.
     """
     out: list[Tensor | None] = [None]
-    dev = _device(model)
+    dev = model.device
 
     def work(rows: Tensor, width: int) -> None:
         sub = batch.select(rows)
         fwd = list(fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks)
         toks = sub.tokens if fwd else sub.tokens[:, :width]  # hooks may edit any position of the chunk
-        at = logit_rows(model, sub.query_pos, fwd)
-        with checked_hooks(model, fwd + at.hooks):
-            part = at.read(forward(model, toks.to(dev))).float().cpu()
+        part = read_logits(model, toks.to(dev), logit_rows(model, sub.query_pos, fwd), fwd).float().cpu()
         if out[0] is None:
             with torch.inference_mode(False):  # an ordinary tensor for the caller
                 out[0] = torch.empty((len(batch), part.shape[-1]))
@@ -282,8 +315,9 @@ class AnswerScores:
     query_logits: Float[Tensor, "batch d_vocab"] | None = None
 
 
+@resolved
 def answer_scores(
-    model: ModelLike, batch: PromptBatch, *,
+    model: ModelLike | ModelHandle, batch: PromptBatch, *,
     fwd_hooks: Sequence[tuple[str, Any]] | Callable[[PromptBatch], Sequence[tuple[str, Any]]] = (),
     batch_size: int = 32, keep_query_logits: bool = False,
 ) -> AnswerScores:
@@ -330,11 +364,11 @@ def answer_scores(
     )
 
 
-def _forced(model: ModelLike, batch: PromptBatch, answers: Sequence[tuple[int, ...]], rows: Sequence[int],
+def _forced(model: ModelHandle, batch: PromptBatch, answers: Sequence[tuple[int, ...]], rows: Sequence[int],
             fwd_hooks: Any, batch_size: int, keep: bool = False) -> Iterator[tuple[slice, Tensor, list[list[int]], Tensor]]:
     """Teacher-forced forwards of ``rows`` with ``answers`` appended: (slice into rows, log P, known greedy, query logits)."""
     ext = batch.select(list(rows)).with_answers(answers)
-    dev = _device(model)
+    dev = model.device
     done: list[tuple[slice, Tensor, list[list[int]], Tensor]] = []
 
     def work(chunk: Tensor, _: int) -> None:
@@ -343,8 +377,7 @@ def _forced(model: ModelLike, batch: PromptBatch, answers: Sequence[tuple[int, .
         fwd = list(fwd_hooks(sub) if callable(fwd_hooks) else fwd_hooks)
         # the answer positions query_pos .. query_pos + len(answer) (the last predicts the token after it)
         at = logit_rows(model, answer_positions(sub.query_pos, [len(a) + 1 for a in answers[sl]])[1], fwd)
-        with checked_hooks(model, fwd + at.hooks):
-            picked = at.read(forward(model, sub.tokens.to(dev)))
+        picked = read_logits(model, sub.tokens.to(dev), at, fwd)
         total, got = forced_scores(picked, answers[sl])
         ql = picked[:, 0].float().cpu() if keep else torch.empty(0)  # position query_pos + 0
         done.append((sl, total, got, ql))
@@ -357,12 +390,64 @@ def _forced(model: ModelLike, batch: PromptBatch, answers: Sequence[tuple[int, .
     yield from done
 
 
-def _forced_rows(model: ModelLike, batch: PromptBatch, answers: Sequence[tuple[int, ...]], rows: Sequence[int],
+def _forced_rows(model: ModelHandle, batch: PromptBatch, answers: Sequence[tuple[int, ...]], rows: Sequence[int],
                  fwd_hooks: Any, batch_size: int) -> Iterator[tuple[list[int], list[list[int]]]]:
     for sl, _, got, _ in _forced(model, batch, answers, rows, fwd_hooks, batch_size):
         yield list(rows[sl]), got
 
 
-def _device(model: ModelLike) -> torch.device:
-    """Where input tokens go (see :func:`tlens_icl.models.adapter.device_of`)."""
-    return device_of(model)
+# ---- back-off on out-of-memory ----------------------------------------------------------------------------
+def is_oom(error: BaseException) -> bool:
+    """True for an out-of-memory error of any torch backend."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+
+
+def _release() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def in_plan(plan: Sequence[tuple[Tensor, int]], work: Callable[[Tensor, int], None], *, model: Any = None,
+            what: str = "forward") -> int:
+    """Call ``work(rows, width)`` on each chunk of a row plan (``(row indices, width)``, as
+    :func:`tlens_icl.engine.runs.length_chunks` makes), backing off on OOM.
+
+    A chunk that runs out of memory is run again as its first half and the rest, down to one row; every
+    later chunk is cut to the smaller size too (at its own width: exact, since rows are independent and
+    each chunk is already cut after its longest row). ``work`` must write its outputs only once it
+    succeeds. Returns the chunk size that was used last.
+    """
+    queue = deque((torch.as_tensor(rows), int(width)) for rows, width in plan)
+    size = max((len(rows) for rows, _ in queue), default=1)
+    if size < 1:
+        raise TlensICLError(f"batch size must be >= 1, got {size}.")
+    while queue:
+        rows, width = queue.popleft()
+        if len(rows) > size:
+            queue.appendleft((rows[size:], width))
+            rows = rows[:size]
+        try:
+            work(rows, width)
+        except RuntimeError as e:
+            if not is_oom(e) or len(rows) == 1:
+                raise
+            _release()
+            smaller = max(1, len(rows) // 2)
+            warn_once(model, f"oom:{what}", f"tlens_icl: out of memory in {what} with {len(rows)} rows per forward; "
+                      f"continuing with {smaller} (finished rows kept). Pass a smaller batch_size or set "
+                      f"{BUDGET_ENV} to avoid the retries.", stacklevel=4)
+            size = smaller
+            queue.appendleft((rows, width))
+    return size
+
+
+def in_chunks(n: int, size: int, work: Callable[[slice], None], *, model: Any = None, what: str = "forward") -> int:
+    """:func:`in_plan` over consecutive chunks of ``range(n)`` of at most ``size`` rows; ``work`` takes a slice."""
+    if size < 1:
+        raise TlensICLError(f"batch size must be >= 1, got {size}.")
+    plan = [(torch.arange(start, min(n, start + size)), 0) for start in range(0, n, size)]
+    if not plan:
+        return size
+    return in_plan(plan, lambda rows, _: work(slice(int(rows[0]), int(rows[-1]) + 1)), model=model, what=what)

@@ -52,12 +52,15 @@ right-padded rows).
 
 from __future__ import annotations
 
+import functools
+import os
+import re
 import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -66,7 +69,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tlens_icl._typing import ModelLike
-from tlens_icl.errors import ModelStateError
+from tlens_icl.errors import ModelStateError, TlensICLError, UnsupportedOnBackendError
 
 Family = Literal["tl4_bridge", "tl3_bridge", "tl3_hooked", "remote", "other"]
 
@@ -111,10 +114,29 @@ class Capabilities:
 
 _CAPS: "weakref.WeakKeyDictionary[Any, Capabilities]" = weakref.WeakKeyDictionary()
 _WARNED: "weakref.WeakKeyDictionary[Any, set[str]]" = weakref.WeakKeyDictionary()
+_META: "weakref.WeakKeyDictionary[Any, dict[str, Any]]" = weakref.WeakKeyDictionary()
+
+
+def model_meta(model: ModelLike) -> dict[str, Any]:
+    """Metadata tlens_icl recorded when loading ``model`` (:func:`~tlens_icl.models.loading.load_model`: its name,
+    step, card, source file; empty for bridges built elsewhere)."""
+    if isinstance(model, ModelHandle):
+        return model.meta
+    try:
+        return _META.get(model, {})
+    except TypeError:
+        return {}
+
+
+def record_meta(model: ModelLike, meta: dict[str, Any]) -> None:
+    """Record ``meta`` as ``model``'s :func:`model_meta` (done by :func:`~tlens_icl.models.loading.load_model`)."""
+    _META[unwrap(model)] = meta
 
 
 def family(model: Any) -> Family:
     """Which TransformerLens model family ``model`` is (see the module docstring)."""
+    if isinstance(model, ModelHandle):
+        return model.family
     try:
         from transformer_lens.model_bridge import TransformerBridge
     except ImportError:  # pragma: no cover - every supported TransformerLens has model_bridge
@@ -124,11 +146,18 @@ def family(model: Any) -> Family:
     hooked = _hooked_transformer_class()
     if hooked is not None and isinstance(model, hooked):
         return "tl3_hooked"
-    from tlens_icl.models.remote import is_remote
-
     if is_remote(model):
         return "remote"
     return "other"
+
+
+def is_remote(model: Any) -> bool:
+    """True for a TransformerLens ``RemoteBridge`` (TransformerLens >= 4.3; no local weights, a driver runs it)."""
+    try:
+        from transformer_lens.model_bridge import RemoteBridge
+    except ImportError:
+        return False
+    return isinstance(unwrap(model), RemoteBridge)
 
 
 def _hooked_transformer_class() -> type | None:
@@ -146,6 +175,8 @@ def is_hooked_transformer(model: Any) -> bool:
 def capabilities(model: ModelLike) -> Capabilities:
     """The model's :class:`Capabilities`, measured once per model object and cached (the first measurement also
     installs :mod:`tlens_icl.models.fixes`, so a model built outside ``load_model`` runs repaired too)."""
+    if isinstance(model, ModelHandle):
+        return model.caps
     try:
         cached = _CAPS.get(model)
     except TypeError:
@@ -173,8 +204,7 @@ def capabilities(model: ModelLike) -> Capabilities:
 
 def pattern_edits_ignored(model: ModelLike) -> bool:
     """True when the model is known to ignore a hook returning a new ``hook_pattern`` (TL3 native bridges)."""
-    caps = capabilities(model)
-    return caps.family == "tl3_bridge" and not caps.pattern_edit
+    return handle(model).pattern_edits_ignored
 
 
 def _pattern_edit_works(model: ModelLike) -> bool:
@@ -192,7 +222,7 @@ def _pattern_edit_works(model: ModelLike) -> bool:
         fired.append(1)
         return torch.zeros_like(pattern)
 
-    with torch.no_grad():
+    with torch.no_grad(), hooks_set_aside(model):  # a probe: a caller's hooks do not see it
         plain = model(tokens)
         with model.hooks(fwd_hooks=[(n, zero) for n in names]):
             edited = model(tokens)
@@ -238,6 +268,8 @@ def device_of(model: ModelLike) -> torch.device:
     this is where its embedding runs, never ``meta`` (the placeholder of an offloaded weight). Each later
     activation lives on its own block's device, so tensors made inside a hook follow the activation.
     """
+    if isinstance(model, ModelHandle):
+        return model.device
     hf = getattr(model, "original_model", None)
     if getattr(hf, "hf_device_map", None):
         emb = hf.get_input_embeddings() if hasattr(hf, "get_input_embeddings") else None
@@ -309,6 +341,8 @@ def attn_post_norm(model: ModelLike, layer: int) -> Callable[[Tensor], Tensor] |
 
 def dtype_of(model: ModelLike) -> torch.dtype:
     """The dtype of the model's floating-point parameters (``cfg.dtype`` if it has none)."""
+    if isinstance(model, ModelHandle):
+        return model.dtype
     try:
         for p in model.parameters():  # type: ignore[attr-defined]
             if p.is_floating_point():
@@ -344,6 +378,7 @@ def attn_output_bias(model: ModelLike, layers: Sequence[int] | None = None) -> F
 
 def warn_once(model: Any, key: str, message: str, *, stacklevel: int = 3) -> None:
     """``warnings.warn(message)`` the first time ``key`` is seen for this model object only."""
+    model = unwrap(model)
     try:
         seen = _WARNED.setdefault(model, set())
     except TypeError:
@@ -358,55 +393,9 @@ def forward(
     model: ModelLike, tokens: Tensor, *, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
     past_kv_cache: Any = None, start_at_layer: int | None = None, return_type: str | None = "logits",
 ) -> Any:
-    """``model(tokens, ...)`` passing only what this family accepts; raises before the pass otherwise.
-
-    ``tokens`` are token ids ``[batch, pos]``, or the residual stream ``[batch, pos, d_model]`` with
-    ``start_at_layer``. ``attention_mask`` is 2-D ``[batch, pos]`` (1 = real token) or, on bridges, a
-    4-D additive float mask; ``past_kv_cache`` is a :func:`prefix_cache` (HookedTransformer only).
-    """
-    extra = [k for k, v in (("attention_mask", attention_mask), ("position_ids", position_ids),
-                            ("past_kv_cache", past_kv_cache), ("start_at_layer", start_at_layer)) if v is not None]
-    if family(model) == "remote":  # a driver runs it: edits go as specs (tlens_icl.models.remote)
-        from tlens_icl.models import remote
-
-        if extra:
-            raise remote.unsupported("", f"a remote model runs whole prompts from their tokens; it takes no {extra[0]}")
-        return remote.forward(model, tokens, return_type=return_type)
-    if not extra:  # a plain forward: no capability to check (and no probe run inside the caller's hooks)
-        return model(tokens) if return_type == "logits" else model(tokens, return_type=return_type)
-    caps = capabilities(model)
-    kwargs: dict[str, Any] = {}
-    if return_type != "logits":
-        kwargs["return_type"] = return_type
-    if position_ids is not None:
-        if not caps.position_ids:
-            raise ModelStateError(f"This model ({caps.family}) takes no position_ids.")
-        kwargs["position_ids"] = position_ids
-    if attention_mask is not None:
-        if attention_mask.dim() == 4 and not caps.mask_4d:
-            raise ModelStateError(f"This model ({caps.family}) takes only a 2-D [batch, pos] attention mask.")
-        kwargs["attention_mask"] = attention_mask
-    if past_kv_cache is not None:
-        if caps.past_kv != "tl":
-            raise ModelStateError(f"This model ({caps.family}) takes no TransformerLens past_kv_cache.")
-        kwargs["past_kv_cache"] = past_kv_cache
-    if start_at_layer is not None:
-        if not caps.start_at_layer_skips:
-            raise ModelStateError(f"This model ({caps.family}) cannot start at a layer.")
-        kwargs["start_at_layer"] = start_at_layer
-    return model(tokens, **kwargs)
-
-
-def driver_rows(model: ModelLike, batch_size: int, *, edits: bool = False) -> int:
-    """``batch_size`` capped at what one forward of this family takes (a remote driver: often one prompt).
-
-    The engine's row planner (:func:`tlens_icl.engine.runs.rows_per_forward`) applies it with the memory budget."""
-    if family(model) != "remote":
-        return batch_size
-    from tlens_icl.models import remote
-
-    limit = remote.rows_per_call(model, edits=edits)
-    return batch_size if limit is None else max(1, min(batch_size, limit))
+    """``model(tokens, ...)`` passing only what this family accepts (:meth:`ModelHandle.forward`)."""
+    return handle(model).forward(tokens, attention_mask=attention_mask, position_ids=position_ids,
+                                 past_kv_cache=past_kv_cache, start_at_layer=start_at_layer, return_type=return_type)
 
 
 def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
@@ -484,8 +473,218 @@ def query_forward(
 
 __all__ = [
     "Capabilities", "Family", "additive_mask", "attn_output_bias", "attn_post_norm", "capabilities", "device_of", "dtype_of",
-    "driver_rows", "head_output_weights", "hooks_set_aside", "readable_weights",
+    "head_output_weights", "hooks_set_aside", "readable_weights",
     "expand_cache", "family", "forward", "is_hooked_transformer", "is_training", "pattern_edits_ignored", "prefix_cache",
     "query_forward", "sliding_window",
     "tl_major", "tl_version", "warn_once",
 ]
+
+
+# ---- memory: how many bytes one forward's activations may use ----------------------------------------------
+#: Bytes of activations one forward may use when no GPU says otherwise (CPU: RAM is rarely the limit).
+DEFAULT_BUDGET = 1 << 30
+#: Fraction of the tightest GPU's free memory one forward may use.
+GPU_FRACTION = 0.5
+BUDGET_ENV = "TLENS_ICL_MEMORY_BUDGET"
+
+
+def parse_bytes(text: str) -> int:
+    """``"512MiB"``, ``"2GiB"``, ``"1.5GB"`` or ``"1000000"`` as a number of bytes."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?i?B)?\s*", text, re.I)
+    if not m:
+        raise TlensICLError(f"{BUDGET_ENV}={text!r} is not a size (e.g. 2GiB, 512MiB, 1000000).")
+    unit = (m.group(2) or "B").upper()
+    power = {"B": 0, "K": 1, "M": 2, "G": 3, "T": 4}[unit[0]]
+    base = 1024 if "I" in unit else 1000
+    return int(float(m.group(1)) * base**power)
+
+
+def model_devices(model: Any) -> set[torch.device]:
+    """The devices holding the model's (materialised) parameters; empty for a remote model."""
+    try:
+        return {p.device for p in unwrap(model).parameters() if p.device.type != "meta"}
+    except (AttributeError, TypeError):
+        return set()
+
+
+def memory_budget(model: Any) -> int:
+    """Bytes one forward's activations may use: env override, else GPU free memory, else :data:`DEFAULT_BUDGET`."""
+    env = os.environ.get(BUDGET_ENV)
+    if env:
+        return parse_bytes(env)
+    cuda = [d for d in model_devices(model) if d.type == "cuda"]
+    if cuda and torch.cuda.is_available():
+        free = min(torch.cuda.mem_get_info(d)[0] for d in cuda)
+        return max(1 << 20, int(GPU_FRACTION * free))
+    return DEFAULT_BUDGET
+
+
+# ---- the model resolved once --------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class ModelHandle:
+    """A model resolved once: its family's facts as attributes, every other attribute read from the model.
+
+    The engine takes one (its entry points, marked :func:`resolved`, accept a model or a handle and resolve a model
+    on the way in); an analysis resolves its model once with :func:`handle` and hands the handle to every engine
+    call and prompt builder, so nothing re-examines the model per forward. ``model`` is the model itself; ``cfg``,
+    ``hook_dict``, ``tokenizer``, ``blocks``, ``hooks(...)`` and the rest are the model's own (read through).
+
+    ``budget``: bytes one forward's activations may use (:func:`memory_budget`, read at resolution: an analysis
+    keeps one budget; the engine still backs off on out-of-memory). ``call_rows`` / ``edit_rows``: prompts one
+    call of a remote driver takes with captures only / with edits (None: no limit; a local model: None); the
+    engine's row planner (:func:`tlens_icl.engine.runs.rows_per_forward`) applies them with the budget.
+    """
+
+    model: Any
+    family: Family
+    caps: Capabilities
+    device: torch.device
+    dtype: torch.dtype
+    budget: int
+    call_rows: int | None = None
+    edit_rows: int | None = None
+    #: a remote model: the hook names its driver can capture or edit, each to the driver's own name for it
+    #: (``blocks.3.hook_resid_post`` -> ``blocks.3.hook_out``); None: a local model, every hook point
+    fireable: dict[str, str] | None = None
+    #: what :func:`~tlens_icl.models.loading.load_model` recorded (:func:`~tlens_icl.models.adapter.model_meta`)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "model":  # no read-through while the handle is being built or copied
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return (f"ModelHandle({type(self.model).__name__}, family={self.family!r}, device={self.device}, "
+                f"dtype={self.dtype}, budget={self.budget})")
+
+    @property
+    def remote(self) -> bool:
+        """A remote backend (:mod:`tlens_icl.models.remote`): a driver runs its forwards."""
+        return self.family == "remote"
+
+    @property
+    def pattern_edits_ignored(self) -> bool:
+        """True when a hook returning a new ``hook_pattern`` does nothing (TransformerLens 3 native bridges)."""
+        return self.family == "tl3_bridge" and not self.caps.pattern_edit
+
+    def warn_once(self, key: str, message: str, *, stacklevel: int = 4) -> None:
+        """:func:`warn_once` for this model."""
+        warn_once(self.model, key, message, stacklevel=stacklevel)
+
+    def _remote_forward(self, tokens: Tensor, return_type: str | None) -> Any:
+        """``model.forward(tokens, intervene=...)`` on a remote model, the :func:`pending_edits` as specs.
+
+        A forward with edits takes one row (the driver applies one spec set per prompt; a row's position
+        differs from another's). Returns the driver's logits ``[batch, pos, d_vocab]`` on the CPU.
+        """
+        intervene: dict[str, dict[str, Any]] = {}
+        for name, edit, counter in _PENDING.get(self.model, []):
+            key = (self.fireable or {}).get(name)
+            if key is None or key in intervene or tokens.shape[0] != 1:
+                why = (f"cannot edit {name!r}" if key is None else f"applies one edit per hook point per forward; two edit "
+                       f"{key!r}" if key in intervene else f"takes one prompt per forward with edits, got {tokens.shape[0]}")
+                raise UnsupportedOnBackendError(f"This remote driver {why}.")
+            intervene[key] = edit.spec(0, tokens.shape[1])
+            counter[0] += 1
+        kwargs: dict[str, Any] = {"intervene": intervene} if intervene else {}
+        return self.model.forward(tokens.cpu(), return_type=return_type, **kwargs)
+
+    def forward(
+        self, tokens: Tensor, *, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+        past_kv_cache: Any = None, start_at_layer: int | None = None, return_type: str | None = "logits",
+    ) -> Any:
+        """``model(tokens, ...)`` passing only what this family accepts; raises before the pass otherwise.
+
+        ``tokens`` are token ids ``[batch, pos]``, or the residual stream ``[batch, pos, d_model]`` with
+        ``start_at_layer``. ``attention_mask`` is 2-D ``[batch, pos]`` (1 = real token) or, on bridges, a
+        4-D additive float mask; ``past_kv_cache`` is a :func:`prefix_cache` (HookedTransformer only).
+        """
+        model, caps = self.model, self.caps
+        extra = [k for k, v in (("attention_mask", attention_mask), ("position_ids", position_ids),
+                                ("past_kv_cache", past_kv_cache), ("start_at_layer", start_at_layer)) if v is not None]
+        if self.remote:  # a driver runs it, the pending edits as specs
+            if extra:
+                raise UnsupportedOnBackendError(f"A remote model runs whole prompts from their tokens; it takes no {extra[0]}.")
+            return self._remote_forward(tokens, return_type)
+        if not extra:  # a plain forward: no capability to check (and no probe run inside the caller's hooks)
+            return model(tokens) if return_type == "logits" else model(tokens, return_type=return_type)
+        kwargs: dict[str, Any] = {}
+        if return_type != "logits":
+            kwargs["return_type"] = return_type
+        if position_ids is not None:
+            if not caps.position_ids:
+                raise ModelStateError(f"This model ({caps.family}) takes no position_ids.")
+            kwargs["position_ids"] = position_ids
+        if attention_mask is not None:
+            if attention_mask.dim() == 4 and not caps.mask_4d:
+                raise ModelStateError(f"This model ({caps.family}) takes only a 2-D [batch, pos] attention mask.")
+            kwargs["attention_mask"] = attention_mask
+        if past_kv_cache is not None:
+            if caps.past_kv != "tl":
+                raise ModelStateError(f"This model ({caps.family}) takes no TransformerLens past_kv_cache.")
+            kwargs["past_kv_cache"] = past_kv_cache
+        if start_at_layer is not None:
+            if not caps.start_at_layer_skips:
+                raise ModelStateError(f"This model ({caps.family}) cannot start at a layer.")
+            kwargs["start_at_layer"] = start_at_layer
+        return model(tokens, **kwargs)
+
+
+def handle(model: ModelLike | ModelHandle) -> ModelHandle:
+    """``model`` resolved into a :class:`ModelHandle` (a handle is returned as it is).
+
+    Measures the family's :func:`capabilities` (cached per model object; the first measurement installs the version
+    fixes), reads the device, dtype, memory budget and, for a remote model, the rows its driver takes per call.
+    """
+    if isinstance(model, ModelHandle):
+        return model
+    caps = capabilities(model)
+    local = dict(device=device_of(model), dtype=dtype_of(model), budget=memory_budget(model))
+    if caps.family == "remote":
+        local.update(_driver_facts(model))
+    return ModelHandle(model, caps.family, caps, meta=model_meta(model), **local)
+
+
+#: Edits the engine registered for a remote model's next forwards (inside :func:`pending_edits`).
+_PENDING: "weakref.WeakKeyDictionary[Any, list[tuple[str, Any, list[int]]]]" = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def pending_edits(model: ModelLike, edits: Sequence[tuple[str, Any, list[int]]]) -> Iterator[None]:
+    """Inside the block, a remote model's forwards (:meth:`ModelHandle.forward`) send ``edits`` - (hook name, a
+    :class:`~tlens_icl.models.remote.SpecHook`, a counter each forward increments) - to its driver as specs."""
+    key = unwrap(model)
+    before = _PENDING.get(key, [])
+    _PENDING[key] = [*before, *edits]
+    try:
+        yield
+    finally:
+        _PENDING[key] = before
+
+
+def _driver_facts(model: Any) -> dict[str, Any]:
+    """A remote model's driver (:mod:`tlens_icl.models.remote`): prompts one call takes (vLLM's compiled path one;
+    its batched path any number, captures only) and the hook names it declares it can capture or edit."""
+    driver = getattr(model, "_driver", None)
+    supported = getattr(driver, "supported_hook_points", frozenset())
+    return dict(call_rows=None if getattr(driver, "_enable_batching", False) else 1, edit_rows=1,
+                fireable={n: str(hp.name) for n, hp in model.hook_dict.items() if getattr(hp, "name", None) in supported})
+
+
+def unwrap(model: Any) -> Any:
+    """The model itself, from a model or a :class:`ModelHandle` (for what is keyed by the model object)."""
+    return model.model if isinstance(model, ModelHandle) else model
+
+
+def resolved(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an engine entry point: its first argument, a model or a :class:`ModelHandle`, arrives as a handle."""
+
+    @functools.wraps(fn)
+    def wrapper(model: Any, *args: Any, **kwargs: Any) -> Any:
+        return fn(handle(model), *args, **kwargs)
+
+    return wrapper

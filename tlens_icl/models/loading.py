@@ -9,26 +9,15 @@ from __future__ import annotations
 
 import os
 import socket
-import weakref
 from pathlib import Path
 from typing import Any
 
 from tlens_icl import _validate
 from tlens_icl._typing import ModelLike
 from tlens_icl.errors import ModelNotAvailableError, ModelStateError
+from tlens_icl.models.adapter import model_meta, record_meta
 
 # Per-model defaults that the library attaches without subclassing (e.g. the embedded model's template).
-_MODEL_META: "weakref.WeakKeyDictionary[Any, dict[str, Any]]" = weakref.WeakKeyDictionary()
-
-
-def model_meta(model: ModelLike) -> dict[str, Any]:
-    """Metadata tlens_icl recorded when loading ``model`` (empty for bridges built elsewhere)."""
-    try:
-        return _MODEL_META.get(model, {})
-    except TypeError:
-        return {}
-
-
 def list_models() -> list[dict[str, Any]]:
     """Models loadable by name: the embedded ones (the default, ``icl-tiny``, first) and the ones downloaded on
     first use (with ``cached``)."""
@@ -138,12 +127,12 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
     if name in EMBEDDED_MODELS:
         model = (load_hooked(embedded_model_path(name), device=device, step=step) if hooked
                  else load_embedded(name, device=device, step=step))
-        _MODEL_META[model] = {"name": name, "step": step,
-                              **{k: v for k, v in EMBEDDED_MODELS[name].items() if k != "path"}}
+        record_meta(model, {"name": name, "step": step,
+                            **{k: v for k, v in EMBEDDED_MODELS[name].items() if k != "path"}})
         return _cast(model, dtype)
     if is_model_dir(name):
         model = load_hooked(name, device=device, step=step) if hooked else load_dir(name, name=name, device=device, step=step)
-        _MODEL_META[model] = {**read_card(name), "name": name, "path": name, "step": step}
+        record_meta(model, {**read_card(name), "name": name, "path": name, "step": step})
         return _cast(model, dtype)
     if step is not None:
         raise ModelStateError(f"step= applies to embedded models and training-script folders, not {name!r}.")
@@ -180,7 +169,7 @@ def load_model(name_or_path: Any = "icl-tiny", *, device: str | None = None, dty
                                   "HookedTransformer over GPUs build it yourself (HookedTransformer.from_pretrained(..., n_devices=N)).")
         model = HookedTransformer.from_pretrained_no_processing(name, **placement)
         model.eval()
-        _MODEL_META[model] = {"name": name}
+        record_meta(model, {"name": name})
         return model
     return _boot(name, name, placement, {"name": name})
 
@@ -220,7 +209,7 @@ def _boot(source: str | Path, name: str, placement: dict[str, Any], meta: dict[s
         model.cfg.default_prepend_bos = bool(converted.get("add_bos_token", True))
         meta = {**meta, "source": converted.get("source"), "folder": str(source),
                 "prepend_bos": model.cfg.default_prepend_bos}
-    _MODEL_META[model] = meta
+    record_meta(model, meta)
     return model
 
 

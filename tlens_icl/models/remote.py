@@ -23,18 +23,18 @@ per-head outputs, attention patterns or gradients refuse before any forward pass
 :class:`~tlens_icl.errors.UnsupportedOnBackendError`, naming the alternative (the same model loaded
 through accelerate with ``load_model(name, device_map=...)``).
 
-Translation (this module; the engine calls it): one prompt per driver call (vLLM's compiled path takes
-one; its batched eager path takes many but no position edits), a :class:`SpecHook` (an edit the engine
-would otherwise run as a hook function) becomes an ``intervene`` spec at the canonical hook name, other
-hooks are captures. A capture hook that returns a tensor (an edit with no spec form) raises instead of
+Translation: one prompt per driver call (vLLM's compiled path takes one; its batched eager path takes many
+but no position edits), a :class:`SpecHook` (an edit the engine would otherwise run as a hook function,
+defined here) becomes an ``intervene`` spec at the driver's name for the hook point, other hooks are
+captures. The driver's facts (rows per call, the hook points it declares) are resolved once into the
+model's :class:`~tlens_icl.models.adapter.ModelHandle`, whose forward sends the pending edits
+(:func:`~tlens_icl.models.adapter.pending_edits`, installed by :func:`tlens_icl.engine.hooks.checked_hooks`). A capture hook that returns a tensor (an edit with no spec form) raises instead of
 being silently ignored.
 """
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ from torch import Tensor
 
 from tlens_icl._typing import ModelLike
 from tlens_icl.errors import TlensICLError, UnsupportedOnBackendError
+from tlens_icl.models.adapter import handle, is_remote  # the family test lives with the others (adapter.family)
 
 Op = Literal["add", "set", "scale", "suppress"]
 
@@ -66,25 +67,6 @@ ALTERNATIVE = ("load the same checkpoint through accelerate instead - tlens_icl.
                "vector computed there can then be evaluated on vLLM with function_vector_sweep")
 
 
-def is_remote(model: Any) -> bool:
-    """True for a TransformerLens ``RemoteBridge`` (TransformerLens >= 4.3; no local weights, a driver runs it)."""
-    try:
-        from transformer_lens.model_bridge import RemoteBridge
-    except ImportError:
-        return False
-    return isinstance(model, RemoteBridge)
-
-
-def driver_of(model: Any) -> Any:
-    return getattr(model, "_driver", None)
-
-
-def rows_per_call(model: ModelLike, *, edits: bool = False) -> int | None:
-    """Most prompts one driver call takes: 1 (vLLM's compiled path), None (no limit: its batched path, captures only)."""
-    batched = bool(getattr(driver_of(model), "_enable_batching", False))
-    return None if batched and not edits else 1
-
-
 def canonical(model: ModelLike, name: str) -> str:
     """The driver's name for hook ``name`` (``blocks.3.hook_resid_post`` -> ``blocks.3.hook_out``)."""
     hp = model.hook_dict.get(name)  # type: ignore[attr-defined]
@@ -103,12 +85,11 @@ def unsupported(name: str, what: str = "") -> UnsupportedOnBackendError:
 
 
 def require_fireable(model: ModelLike, names: Sequence[str]) -> None:
-    """Raise :func:`unsupported` (before any forward) for a hook name the driver cannot capture or edit."""
-    driver = driver_of(model)
-    supported = getattr(driver, "supported_hook_points", frozenset())
+    """Raise :func:`unsupported` (before any forward) for a hook name the driver cannot capture or edit
+    (:attr:`ModelHandle.fireable <tlens_icl.models.adapter.ModelHandle>`)."""
+    can = handle(model).fireable or {}
     for name in names:
-        hp = model.hook_dict.get(name)  # type: ignore[attr-defined]
-        if hp is None or hp.name not in supported:
+        if name not in can:
             raise unsupported(name)
 
 
@@ -172,43 +153,4 @@ class SpecHook:
         return spec
 
 
-# ---- forwards -----------------------------------------------------------------------------------------
-#: Edits the engine registered for a remote model's next forwards (inside ``pending_edits``).
-_PENDING: "weakref.WeakKeyDictionary[Any, list[tuple[str, SpecHook, list[int]]]]" = weakref.WeakKeyDictionary()
-
-
-@contextmanager
-def pending_edits(model: ModelLike, edits: Sequence[tuple[str, SpecHook, list[int]]]) -> Iterator[None]:
-    """Inside the block, :func:`forward` sends ``edits`` (hook name, edit, a counter it increments) to the driver."""
-    require_fireable(model, [name for name, _, _ in edits])
-    before = _PENDING.get(model, [])
-    _PENDING[model] = [*before, *edits]
-    try:
-        yield
-    finally:
-        _PENDING[model] = before
-
-
-def forward(model: ModelLike, tokens: Int[Tensor, "batch pos"], *, return_type: str | None = "logits") -> Any:
-    """``model.forward(tokens, intervene=...)`` on a remote model, the pending edits as specs.
-
-    A forward with edits takes one row (the driver applies one spec set per prompt; a row's position
-    differs from another's). Returns the driver's logits ``[batch, pos, d_vocab]`` on the CPU.
-    """
-    edits = _PENDING.get(model, [])
-    intervene: dict[str, dict[str, Any]] = {}
-    if edits:
-        if tokens.shape[0] != 1:
-            raise unsupported("", f"a remote forward with edits takes one prompt, got {tokens.shape[0]}")
-        for name, edit, counter in edits:
-            key = canonical(model, name)
-            if key in intervene:
-                raise unsupported(name, f"a remote driver applies one edit per hook point per forward; two edit {key!r}")
-            intervene[key] = edit.spec(0, tokens.shape[1])
-            counter[0] += 1
-    kwargs: dict[str, Any] = {"intervene": intervene} if intervene else {}
-    return model.forward(tokens.cpu(), return_type=return_type, **kwargs)  # type: ignore[attr-defined]
-
-
-__all__ = ["ALTERNATIVE", "NEEDS_LOCAL", "RUNS_ON_REMOTE", "SpecHook", "canonical", "forward", "is_remote",
-           "pending_edits", "require_fireable", "rows_per_call", "unsupported"]
+__all__ = ["ALTERNATIVE", "NEEDS_LOCAL", "RUNS_ON_REMOTE", "SpecHook", "is_remote", "require_fireable", "unsupported"]

@@ -43,7 +43,7 @@ from tlens_icl.errors import (
     PromptError,
     TlensICLError,
 )
-from tlens_icl.models.loading import model_meta
+from tlens_icl.models.adapter import ModelHandle, model_meta, resolved
 from tlens_icl.prompts.batch import ROLE_ID, PromptBatch, collate, render
 from tlens_icl.prompts.templates import PromptTemplate, get_template
 from tlens_icl.tasks import Task, TaskItem, load_task
@@ -61,7 +61,12 @@ class Episode:
 
 def default_template(model: ModelLike) -> PromptTemplate:
     """The model's own template (``arrow`` for embedded models), else Todd et al.'s ``qa``."""
-    return get_template(model_meta(model).get("default_template", "qa"))
+    return _template(model_meta(model), None)
+
+
+def _template(meta: dict[str, Any], template: PromptTemplate | str | None) -> PromptTemplate:
+    """``template``, or (None) the template of the model whose :func:`~tlens_icl.models.adapter.model_meta` is ``meta``."""
+    return get_template(template if template is not None else meta.get("default_template", "qa"))
 
 
 # ---- item filtering --------------------------------------------------------------------------------
@@ -74,8 +79,9 @@ def _token_lengths(model: ModelLike, texts: Sequence[str]) -> list[int | None]:
 
 
 @checked(eval_mode=False)
+@resolved
 def usable_task(
-    model: ModelLike, task: Task | str, *, template: PromptTemplate | str | None = None,
+    model: ModelLike | ModelHandle, task: Task | str, *, template: PromptTemplate | str | None = None,
     single_token: SingleToken = "ignore", report: bool = False,
 ) -> Task | tuple[Task, dict[str, Any]]:
     """The task restricted to items this model's tokenizer can represent.
@@ -88,14 +94,19 @@ def usable_task(
     raises instead. With ``report=True`` returns ``(task, counts)`` where counts has ``total``,
     ``duplicates``, ``conflicts`` (merged), ``unknown_tokens``, ``multi_token`` (dropped) and ``usable``.
     """
-    task = load_task(task)
-    meta = model_meta(model)
-    tpl = get_template(template if template is not None else meta.get("default_template", "qa"))
+    task, counts = _usable(model, task, _template(model.meta, template), single_token)
+    return (task, counts) if report else task
+
+
+def _usable(model: ModelHandle, task: Task | str, tpl: PromptTemplate, single_token: SingleToken) -> tuple[Task, dict[str, Any]]:
+    """:func:`usable_task` with its template resolved: ``(task, counts)``."""
+    loaded = load_task(task)
+    total = len(loaded)
+    task, counts = loaded.deduplicated()
+    meta = model.meta
     if single_token not in ("ignore", "filter", "require"):
         raise TlensICLError(f"single_token must be 'ignore', 'filter' or 'require', got {single_token!r}.")
     _check_template(model.tokenizer, tpl, meta)
-    total = len(task)
-    task, counts = task.deduplicated()
     in_len = _token_lengths(model, [tpl.input_prefix + it.input for it in task.items])
     out_len = _token_lengths(model, [tpl.answer_prefix + it.output for it in task.items])
     unknown_items = [it for it, a, b in zip(task.items, in_len, out_len) if a is None or b is None]
@@ -122,13 +133,13 @@ def usable_task(
         task = Task(**{**task.__dict__, "items": tuple(keep)})
     if unknown_items and not _documented_pool(meta, task.name):  # a loss nobody asked for: say so
         _warn_dropped(task.name, counts, unknown_items, multi if single_token == "filter" else [])
-    return (task, counts) if report else task
+    return task, counts
 
 
 def _check_template(tok: Any, tpl: PromptTemplate, meta: dict[str, Any]) -> None:
     """Raise, naming the template, when its own text holds tokens unknown to the tokenizer ``tok`` (then every item
     would be dropped as "unknown", which points at the items rather than at the template); ``meta``: the model's
-    :func:`~tlens_icl.models.loading.model_meta`."""
+    :func:`~tlens_icl.models.adapter.model_meta`."""
     unk = getattr(tok, "unk_token_id", None)
     if unk is None:
         return
@@ -144,7 +155,7 @@ def _check_template(tok: Any, tpl: PromptTemplate, meta: dict[str, Any]) -> None
 
 
 def _documented_pool(meta: dict[str, Any], name: str) -> bool:
-    """True when an embedded model (``meta``: its :func:`~tlens_icl.models.loading.model_meta`) drops, by design, the
+    """True when an embedded model (``meta``: its :func:`~tlens_icl.models.adapter.model_meta`) drops, by design, the
     words of a task it was trained on that its word-level vocabulary lacks (its card defines the task's pool as the
     words it knows): no warning then."""
     trained = {t for names in (meta.get("families") or {}).values() for t in names}
@@ -345,12 +356,12 @@ def build_batch(model: ModelLike, episodes: Sequence[Episode], tpl: PromptTempla
                    item_counts=item_counts)
 
 
-def _prepare(task: Task | str, model: ModelLike, template: PromptTemplate | str | None, single_token: SingleToken,
+def _prepare(task: Task | str, model: ModelHandle, template: PromptTemplate | str | None, single_token: SingleToken,
              demos_from: Task | str | None) -> tuple[Task, PromptTemplate, Task | None, dict[str, Any]]:
     if getattr(model, "tokenizer", None) is None:
         raise PromptError("The model has no tokenizer; prompts cannot be built.")
-    tpl = get_template(template) if template is not None else default_template(model)
-    task, counts = usable_task(model, task, template=tpl, single_token=single_token, report=True)
+    tpl = _template(model.meta, template)
+    task, counts = _usable(model, task, tpl, single_token)
     pool = None
     if demos_from is not None:
         other = demos_from if isinstance(demos_from, str) else getattr(demos_from, "name", None)
@@ -359,14 +370,15 @@ def _prepare(task: Task | str, model: ModelLike, template: PromptTemplate | str 
                               "before a query of another would be scored as this task's ICL. demos_from takes a split "
                               "of the same task (task.split(...)[0]); to show another task's labels use "
                               "make_prompt_pairs(..., corruption='other_task_labels', other_task=...).")
-        pool, pool_counts = usable_task(model, demos_from, template=tpl, report=True)
+        pool, pool_counts = _usable(model, demos_from, tpl, "ignore")
         counts = {**counts, "demo_pool": pool_counts}
     return task, tpl, pool, counts
 
 
 @checked(eval_mode=False)
+@resolved
 def make_prompts(
-    model: ModelLike, task: Task | str, *, n: int = 32, n_shots: int = 10, seed: int = 0,
+    model: ModelLike | ModelHandle, task: Task | str, *, n: int = 32, n_shots: int = 10, seed: int = 0,
     template: PromptTemplate | str | None = None, single_token: SingleToken = "ignore",
     demos_from: Task | str | None = None, prepend_bos: bool | None = None,
 ) -> PromptBatch:
@@ -503,8 +515,9 @@ def _raw_render(prompt: str, answer: str):
 
 
 @checked(eval_mode=False)
+@resolved
 def make_prompt_pairs(
-    model: ModelLike, task: Task | str, *, n: int = 32, n_shots: int = 10,
+    model: ModelLike | ModelHandle, task: Task | str, *, n: int = 32, n_shots: int = 10,
     corruption: str = "shuffled_labels", seed: int = 0, template: PromptTemplate | str | None = None,
     single_token: SingleToken = "ignore", other_task: Task | str | None = None,
     demos_from: Task | str | None = None, prepend_bos: bool | None = None,
@@ -528,7 +541,7 @@ def make_prompt_pairs(
     if corruption not in CORRUPTIONS:
         raise TlensICLError(f"Unknown corruption {corruption!r}; choose one of {sorted(CORRUPTIONS)}.")
     task, tpl, pool, counts = _prepare(task, model, template, single_token, demos_from)
-    other = usable_task(model, other_task, template=tpl) if other_task is not None else None
+    other = _usable(model, other_task, tpl, "ignore")[0] if other_task is not None else None
     clean_eps = sample_episodes(task, n, n_shots, seed, demo_pool=pool)
     lengths: dict[str, int | None] = {}
 

@@ -36,12 +36,14 @@ def run_info(model: ModelLike | None = None, **extra: Any) -> dict[str, Any]:
     from importlib.metadata import version
 
     from tlens_icl import __version__
+    from tlens_icl.models.adapter import unwrap
     from tlens_icl.models.fingerprint import model_fingerprint
-    from tlens_icl.models.loading import model_meta
+    from tlens_icl.models.adapter import model_meta
     from tlens_icl.prompts.batch import resolve_prepend_bos
 
     info: dict[str, Any] = {"tlens_icl": __version__, "transformer_lens": version("transformer-lens")}
     if model is not None:
+        model = unwrap(model)  # a ModelHandle: the model itself
         cfg = model.cfg
         info.update(
             model=model_meta(model).get("name") or getattr(cfg, "model_name", None) or type(model).__name__,

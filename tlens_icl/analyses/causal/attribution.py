@@ -32,9 +32,10 @@ from tlens_icl.analyses.causal.patching import (
 from tlens_icl.engine import hooks
 from tlens_icl.engine import query as _engine
 from tlens_icl.engine.capture import Custom, capture, query_z
-from tlens_icl.engine.runs import chunks, logit_rows, query_logits
+from tlens_icl.engine.runs import chunks, logit_rows, query_logits, read_logits
 from tlens_icl.engine.scoring import Metric
 from tlens_icl.errors import TlensICLError
+from tlens_icl.models.adapter import ModelHandle, handle, resolved
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.pairs import PromptPairBatch
 from tlens_icl.results.base import run_info
@@ -61,11 +62,11 @@ def attribution_patching(
         ``metric(patched) - metric(unpatched)``.
     """
     check_position(position, pairs, "attribution_patching")
+    model = handle(model)
     cells = _engine.resolve_heads(model, heads)
     base, source = sides(pairs, direction)
-    metric_name, score = scorer(model, metric, pairs)
-    if metric_name in ("rank", "top1"):
-        raise TlensICLError(f"metric={metric_name!r} has no gradient; use 'prob', 'logprob' or 'logit_diff'.")
+    metric_name, score = scorer(metric, pairs, model.cfg.d_vocab)
+    require_gradient(metric_name)
     if values is not None and position != "query":
         raise TlensICLError("values= replaces the query-position activation; it needs position='query'.")
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
@@ -79,27 +80,11 @@ def attribution_patching(
             query_values = values.float().expand(len(base), -1, -1, -1)
             src_logits = query_logits(model, source, batch_size=batch_size)
         source_score = score(src_logits, slice(None))
-    effects, base_score = torch.zeros(n_layers, n_heads, len(base)), torch.zeros(len(base))
-    source_parts = []
-    mask = position_mask(base, position)
-    whole = Custom(lambda act, rows: act)  # the full activation (one chunk at a time)
-    bar = _engine.progress_bar(-(-len(base) // batch_size), progress, "attribution patching")
-    for sl in chunks(len(base), batch_size):
-        sub = base.select(sl)
-        if position == "query":
-            diff_fn = _query_diff(sub, query_values[sl])
-        else:
-            src = source.select(sl)
-            acts = capture(model, src.tokens, {hooks.z(layer): whole for layer in range(n_layers)},
-                           logits_at=src.query_pos, batch_size=len(src), operation="attribution_patching")
-            source_parts.append(score(acts.pop("logits"), sl))
-            sel = (mask[sl, : sub.tokens.shape[1]] if mask is not None else torch.ones_like(sub.tokens, dtype=torch.bool))
-            diff_fn = _positions_diff(acts, sel.to(_engine.device_of(model)))
-        effects[:, :, sl], base_score[sl] = _first_order(model, sub, score, sl, diff_fn)
-        bar.update()
-    bar.close()
-    if position != "query":
-        source_score = torch.cat(source_parts)
+        effects, base_score = attribution_at_query(model, base, query_values, score, batch_size=batch_size,
+                                                   progress=progress)
+    else:
+        effects, base_score, source_score = _at_positions(model, base, source, position_mask(base, position), score,
+                                                          batch_size, progress)
     clean, corrupted = (source_score, base_score) if direction == "denoise" else (base_score, source_score)
     return HeadPatchingResult(
         effects=_engine.head_grid(model, cells, effects[[c.layer for c in cells], [c.head for c in cells]]),
@@ -109,6 +94,50 @@ def attribution_patching(
                       metric=metric_name, n=len(pairs), patched_values="given" if values is not None else "source run",
                       heads=None if heads is None else [str(h) for h in cells]),
     )
+
+
+def require_gradient(metric_name: str) -> None:
+    """Raise for a metric without a gradient (``rank``, ``top1``): attribution needs ``d metric / d z``."""
+    if metric_name in ("rank", "top1"):
+        raise TlensICLError(f"metric={metric_name!r} has no gradient; use 'prob', 'logprob' or 'logit_diff'.")
+
+
+@resolved
+def attribution_at_query(
+    model: ModelLike | ModelHandle, base: PromptBatch, values: Float[Tensor, "batch layer head d_head"],
+    score: _engine.Scorer, *, batch_size: int = 16, progress: bool | None = None,
+) -> tuple[Float[Tensor, "layer head batch"], Float[Tensor, " batch"]]:
+    """First-order effect of setting every head's query ``hook_z`` of ``base`` row ``i`` to ``values[i]``:
+    ``(values - z) . d score / d z`` per head and row (positive: the patch raises the metric), and the unpatched
+    ``score`` of each row. The core of :func:`attribution_patching` at the query (and of Todd et al.'s indirect
+    effect estimated by gradients)."""
+    effects, base_score = torch.zeros(model.cfg.n_layers, model.cfg.n_heads, len(base)), torch.zeros(len(base))
+    bar = _engine.progress_bar(-(-len(base) // batch_size), progress, "attribution patching")
+    for sl in chunks(len(base), batch_size):
+        sub = base.select(sl)
+        effects[:, :, sl], base_score[sl] = _first_order(model, sub, score, sl, _query_diff(sub, values[sl]))
+        bar.update()
+    bar.close()
+    return effects, base_score
+
+
+def _at_positions(model: ModelHandle, base: PromptBatch, source: PromptBatch, mask: Tensor | None,
+                  score: _engine.Scorer, batch_size: int, progress: bool | None) -> tuple[Tensor, Tensor, Tensor]:
+    """First-order effects of patching the source run's ``hook_z`` at the ``mask`` positions (None: all)."""
+    n_layers = model.cfg.n_layers
+    effects, base_score, source_parts = torch.zeros(n_layers, model.cfg.n_heads, len(base)), torch.zeros(len(base)), []
+    whole = Custom(lambda act, rows: act)  # the full activation (one chunk at a time)
+    bar = _engine.progress_bar(-(-len(base) // batch_size), progress, "attribution patching")
+    for sl in chunks(len(base), batch_size):
+        sub, src = base.select(sl), source.select(sl)
+        acts = capture(model, src.tokens, {hooks.z(layer): whole for layer in range(n_layers)},
+                       logits_at=src.query_pos, batch_size=len(src), operation="attribution_patching")
+        source_parts.append(score(acts.pop("logits"), sl))
+        sel = mask[sl, : sub.tokens.shape[1]] if mask is not None else torch.ones_like(sub.tokens, dtype=torch.bool)
+        effects[:, :, sl], base_score[sl] = _first_order(model, sub, score, sl, _positions_diff(acts, sel.to(model.device)))
+        bar.update()
+    bar.close()
+    return effects, base_score, torch.cat(source_parts)
 
 
 def _query_diff(sub: PromptBatch, vals: Tensor):
@@ -130,10 +159,10 @@ def _positions_diff(acts: dict[str, Tensor], sel: Tensor):
     return diff
 
 
-def _first_order(model: ModelLike, sub: PromptBatch, score: _engine.Scorer, sl: slice, diff) -> tuple[Tensor, Tensor]:
+def _first_order(model: ModelHandle, sub: PromptBatch, score: _engine.Scorer, sl: slice, diff) -> tuple[Tensor, Tensor]:
     """One forward with gradients to every layer's ``hook_z``; returns (effects [layer, head, batch], score)."""
     n_layers = model.cfg.n_layers
-    dev = _engine.device_of(model)
+    dev = model.device
     zs: dict[int, Tensor] = {}
 
     def keep(z: Tensor, hook: Any, layer: int) -> Tensor:
@@ -145,8 +174,8 @@ def _first_order(model: ModelLike, sub: PromptBatch, score: _engine.Scorer, sl: 
 
     fwd = [(hooks.embed(), with_grad)] + [(hooks.z(layer), _engine.bind(keep, layer=layer)) for layer in range(n_layers)]
     at = logit_rows(model, sub.query_pos, fwd)  # the query row only is unembedded (and backpropagated)
-    with torch.enable_grad(), hooks.checked_hooks(model, fwd + at.hooks):
-        values = score(at.read(model(sub.tokens.to(dev))), sl)
+    with torch.enable_grad():
+        values = score(read_logits(model, sub.tokens.to(dev), at, fwd), sl)
         ordered = [zs[layer] for layer in range(n_layers)]
         grads = torch.autograd.grad(values.sum(), ordered)
     with torch.no_grad():

@@ -31,14 +31,15 @@ from torch import Tensor
 from tlens_icl._ties import argbest
 from tlens_icl._typing import Head, ModelLike
 from tlens_icl._validate import checked
-from tlens_icl.analyses.causal.attribution import attribution_patching
+from tlens_icl.analyses.causal.attribution import attribution_at_query, require_gradient
 from tlens_icl.analyses.causal.patching import scorer
 from tlens_icl.engine import hooks
 from tlens_icl.engine import query as _engine
 from tlens_icl.engine.capture import Custom, capture, query_z
 from tlens_icl.engine.runs import chunks, query_logits
-from tlens_icl.engine.scoring import METRICS, Metric
+from tlens_icl.engine.scoring import METRICS, Metric, get_metric
 from tlens_icl.errors import EmptyTaskError, TlensICLError
+from tlens_icl.models.adapter import ModelHandle, handle
 from tlens_icl.prompts.batch import ROLES, PromptBatch
 from tlens_icl.prompts.pairs import CORRUPTIONS, PromptPairBatch
 from tlens_icl.prompts.spec import PromptSpec, protocol_defaults, spec_of
@@ -181,8 +182,9 @@ def _indirect_effect(model: ModelLike, pair_sets: Sequence[PromptPairBatch], mea
     ``mean_z``)."""
     if not pair_sets:
         raise TlensICLError("indirect_effect needs at least one task (or one PromptPairBatch).")
-    cells = _engine.resolve_heads(model, heads)
     given = _given_means(model, mean_z, len(pair_sets), filter_correct)
+    model = handle(model)  # resolved once: every forward below reads the same facts
+    cells = _engine.resolve_heads(model, heads)
     if given is None:
         if mean_prompts is None or len(mean_prompts) != len(pair_sets):
             raise TlensICLError("indirect_effect(): with pairs, give mean_prompts= (one PromptBatch per pair batch) "
@@ -191,7 +193,9 @@ def _indirect_effect(model: ModelLike, pair_sets: Sequence[PromptPairBatch], mea
         prompts_of: list[PromptBatch | None] = list(mean_prompts)
     else:
         prompts_of = [None] * len(pair_sets)
-    metric_name, _ = scorer(model, metric, pair_sets[0])
+    metric_name = get_metric(metric)[0]
+    if method == "attribution":
+        require_gradient(metric_name)
     first_pairs = pair_sets[0]
     ck = open_checkpoint(checkpoint, "indirect_effect", dict(
         prompts=digest(*(t for b in prompts_of if b is not None for t in (b.tokens, b.query_pos)),
@@ -206,16 +210,16 @@ def _indirect_effect(model: ModelLike, pair_sets: Sequence[PromptPairBatch], mea
     n_mean_kept: dict[str, int] = {}
     for t, (prompts, pairs) in enumerate(zip(prompts_of, pair_sets)):
         # Units of work (resumable with checkpoint=): the task's mean and clean run, then chunks of corrupted prompts.
+        _, score = scorer(metric, pairs, model.cfg.d_vocab)  # over the task's pairs (validated before any forward)
         first = ck.unit(f"{t}/mean", lambda: _mean_and_clean(model, prompts, None if given is None else given[t], pairs,
-                                                             metric, filter_correct, batch_size))
+                                                             score, filter_correct, batch_size))
         if filter_correct:
             keep = first["keep"]
-            pairs = pairs.select(keep)
+            pairs, score = pairs.select(keep), _on_rows(score, keep)
             kept[pairs.task], n_mean_kept[pairs.task] = keep.tolist(), first["n_mean_kept"]
-        _, score = scorer(model, metric, pairs)
         spans = [slice(None)] if method == "attribution" else list(chunks(len(pairs), batch_size))
         parts = [ck.unit(f"{t}/patch/{c}", lambda sl=sl: _patch_chunk(model, pairs, sl, first["mean_z"], cells, score,
-                                                                         metric, method, batch_size, progress))
+                                                                         method, batch_size, progress))
                  for c, sl in enumerate(spans)]
         used.update("attribution" if p["route"] == "attribution" else "naive" if p["route"] == "naive" else "fast"
                     for p in parts)
@@ -242,37 +246,46 @@ def _indirect_effect(model: ModelLike, pair_sets: Sequence[PromptPairBatch], mea
     )
 
 
-def _mean_and_clean(model: ModelLike, prompts: PromptBatch | None, given: Tensor | None, pairs: Any,
-                    metric: str | Metric, filter_correct: bool, batch_size: int) -> dict[str, Any]:
+def _on_rows(score: Any, keep: Tensor) -> Any:
+    """``score`` (over all of a task's pairs) for the pairs ``keep`` selects: row ``i`` is pair ``keep[i]``."""
+    def kept(logits: Tensor, rows: Tensor | slice) -> Tensor:
+        return score(logits, keep[rows])
+
+    return kept
+
+
+def _mean_and_clean(model: ModelHandle, prompts: PromptBatch | None, given: Tensor | None, pairs: Any,
+                    score: Any, filter_correct: bool, batch_size: int) -> dict[str, Any]:
     """One task's mean query ``hook_z`` (over the clean mean prompts, or ``given``) and its clean pairs' metric
-    (one unit of work)."""
+    (one unit of work; ``score`` is the task's scorer over all its pairs)."""
     if prompts is None:
         z, mean_logits = given[None], None  # type: ignore[index]
     else:  # without the filter, no unembedding is needed
         z, mean_logits = query_z(model, prompts.tokens, prompts.query_pos, batch_size=batch_size, logits=filter_correct)
     clean_logits = query_logits(model, pairs.clean, batch_size=batch_size)
     out: dict[str, Any] = {}
+    rows: Tensor | slice = slice(None)
     if filter_correct:
         z = z[_answered(mean_logits, prompts, "clean mean prompts")]  # type: ignore[arg-type]
-        keep = _answered(clean_logits, pairs.clean, "clean counterparts of the corrupted prompts")
-        pairs, clean_logits = pairs.select(keep), clean_logits[keep]
-        out.update(keep=keep, n_mean_kept=len(z))
-    _, score = scorer(model, metric, pairs)
-    out.update(mean_z=z.mean(0), clean_metric=score(clean_logits, slice(None)))
+        rows = _answered(clean_logits, pairs.clean, "clean counterparts of the corrupted prompts")
+        clean_logits = clean_logits[rows]
+        out.update(keep=rows, n_mean_kept=len(z))
+    out.update(mean_z=z.mean(0), clean_metric=score(clean_logits, rows))
     return out
 
 
-def _patch_chunk(model: ModelLike, pairs: Any, sl: slice, mean_z: Tensor, cells: Sequence[Head], score: Any,
-                 metric: str | Metric, method: str, batch_size: int, progress: bool | None) -> dict[str, Any]:
+def _patch_chunk(model: ModelHandle, pairs: Any, sl: slice, mean_z: Tensor, cells: Sequence[Head], score: Any,
+                 method: str, batch_size: int, progress: bool | None) -> dict[str, Any]:
     """CIEs of ``cells`` on the corrupted prompts ``pairs[sl]`` (one unit): effects ``[cell, row]``, baseline metric.
 
     ``score`` is the task's scorer over all its pairs (whether a contrast answer is used is a property of the
     task's pairs, not of a chunk).
     """
     if method == "attribution":
-        res = attribution_patching(model, pairs, metric=metric, values=mean_z, batch_size=batch_size)
-        eff = res.effects[[c.layer for c in cells], [c.head for c in cells]]
-        return {"effects": eff, "baseline": res.corrupted_metric, "route": "attribution"}
+        vals = mean_z.float().expand(len(pairs), -1, -1, -1)
+        eff, base = attribution_at_query(model, pairs.corrupted, vals, score, batch_size=batch_size, progress=progress)
+        return {"effects": eff[[c.layer for c in cells], [c.head for c in cells]], "baseline": base,
+                "route": "attribution"}
     sub = pairs.select(sl)
     start = sl.start or 0
     vals = mean_z.expand(len(sub), -1, -1, -1)

@@ -58,8 +58,9 @@ def sides(pairs: PromptPairBatch, direction: str) -> tuple[PromptBatch, PromptBa
     return (pairs.corrupted, pairs.clean) if direction == "denoise" else (pairs.clean, pairs.corrupted)
 
 
-def scorer(model: ModelLike, metric: str | Metric, pairs: PromptPairBatch) -> tuple[str, _engine.Scorer]:
-    """The metric on the clean answer (contrast: the corrupted answer when it differs), validated up front."""
+def scorer(metric: str | Metric, pairs: PromptPairBatch, d_vocab: int) -> tuple[str, _engine.Scorer]:
+    """The metric on the clean answer (contrast: the corrupted answer when it differs), validated up front on
+    zero logits over ``d_vocab`` tokens."""
     name, fn = get_metric(metric)
     answers = pairs.clean.answer_tokens
     contrast = None if torch.equal(answers, pairs.corrupted.answer_tokens) else pairs.corrupted.answer_tokens
@@ -69,7 +70,7 @@ def scorer(model: ModelLike, metric: str | Metric, pairs: PromptPairBatch) -> tu
         return fn(logits, answers[rows].to(logits.device),
                   None if contrast is None else contrast[rows].to(logits.device)).float().cpu()
 
-    score(torch.zeros(1, model.cfg.d_vocab), slice(0, 1))  # raises now (e.g. logit_diff without contrast)
+    score(torch.zeros(1, d_vocab), slice(0, 1))  # raises now (e.g. logit_diff without contrast)
     return name, score
 
 
@@ -164,7 +165,7 @@ def head_patching(
     check_position(position, pairs, "head_patching")
     cells = _engine.resolve_heads(model, heads)
     base, source = sides(pairs, direction)
-    metric_name, score = scorer(model, metric, pairs)
+    metric_name, score = scorer(metric, pairs, model.cfg.d_vocab)
     if position != "query" and method == "fast":
         raise TlensICLError("method='fast' only applies to position='query'; use 'auto' or 'naive'.")
     if position == "query":
@@ -268,7 +269,7 @@ def activation_patching(
         raise TlensICLError(f"method must be 'auto', 'kv' or 'naive', got {method!r}.")
     pairs.require_aligned("activation_patching")
     base, source = sides(pairs, direction)
-    metric_name, score = scorer(model, metric, pairs)
+    metric_name, score = scorer(metric, pairs, model.cfg.d_vocab)
     hooks.require_hooks(model, [hooks.site_name(site, layer) for layer in range(model.cfg.n_layers)])
     run = _positions.patch_layer_positions(model, base.tokens, source.tokens, base.query_pos, site, score,
                                            method=method, batch_size=batch_size, progress=progress)
