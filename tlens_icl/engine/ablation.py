@@ -41,11 +41,10 @@ from tlens_icl.engine.capture import Summed, capture
 from tlens_icl.engine.query import (
     QueryRun,
     Reduce,
-    check_control,
     query_interventions,
     set_head_means,
 )
-from tlens_icl.engine.runs import in_plan, is_oom, length_chunks, logit_rows, query_logits, rows_per_forward
+from tlens_icl.engine.runs import check_control, in_plan, is_oom, length_chunks, logit_rows, query_logits, rows_per_forward
 from tlens_icl.engine.scoring import at_query
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models import kv
@@ -223,7 +222,7 @@ def ablation_sweep(
         got: dict[int, Tensor] = {}
         fwd = [(hooks.resid_pre(s), grab(got, s)) for s in entries]
         cut, read = logits(rows, fwd)
-        with hooks.checked_hooks(model, fwd + cut), kv.block_kinds(model) as kind_of:
+        with kv.block_kinds(model) as kind_of, hooks.checked_hooks(model, fwd + cut):
             base = read(model(toks))
         kinds = [kind_of.get(i, False) for i in range(n_layers)]
         if skip and entries:  # the control: entering at the deepest layer without an edit is the clean run

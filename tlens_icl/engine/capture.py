@@ -141,9 +141,6 @@ def capture(
     out: dict[str, list[Tensor]] = {name: [] for name in [*names, *(["logits"] if logits_at is not None else [])]}
     order: list[Tensor] = []
     dev = model.device
-
-    plan = length_chunks(reach, rows_per_forward(model, int(reach.max()) + 1 if n else 1, batch_size,
-                                                 logit_positions=0 if logits_at is None else 1))
     bar = progress_bar(total=n, enabled=progress, desc=operation)
 
     def work(rows: Tensor, w: int) -> None:
@@ -172,6 +169,8 @@ def capture(
 
     with torch.inference_mode():
         try:
+            plan = length_chunks(reach, rows_per_forward(model, int(reach.max()) + 1 if n else 1, batch_size,
+                                                         logit_positions=0 if logits_at is None else 1))
             in_plan(plan, work, model=model, what=operation)
         finally:
             bar.close()

@@ -26,13 +26,8 @@ from torch import Tensor
 
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine import hooks
-from tlens_icl.engine.query import (
-    FastPathUnsupported,
-    Reduce,
-    check_control,
-    progress_bar,
-)
-from tlens_icl.engine.runs import bytes_per_token, chunks, in_plan, logit_rows, query_plan
+from tlens_icl.engine.query import Reduce, progress_bar
+from tlens_icl.engine.runs import FastPathUnsupported, bytes_per_token, check_control, chunks, in_plan, logit_rows, query_plan
 from tlens_icl.errors import HookNotFiredError, ModelStateError, TlensICLError
 from tlens_icl.models import kv
 from tlens_icl.models.adapter import ModelHandle, resolved

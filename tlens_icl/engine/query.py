@@ -48,7 +48,16 @@ from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
 from tlens_icl.engine import hooks
-from tlens_icl.engine.runs import bytes_per_token, control_tolerance, in_plan, logit_rows, query_plan, rows_per_forward
+from tlens_icl.engine.runs import (
+    FastPathUnsupported,
+    bytes_per_token,
+    check_control,
+    control_tolerance,
+    in_plan,
+    logit_rows,
+    query_plan,
+    rows_per_forward,
+)
 from tlens_icl.errors import HookNotFiredError, ModelStateError, TlensICLError
 from tlens_icl.models import adapter, kv
 from tlens_icl.models.adapter import ModelHandle, resolved
@@ -61,10 +70,6 @@ METHODS = ("auto", "fast", "kv", "copies", "naive")
 Reduce = Callable[[Tensor, Tensor], Tensor]
 #: Older name of :data:`Reduce` (a scorer indexes its answers by ``rows``).
 Scorer = Reduce
-
-
-class FastPathUnsupported(RuntimeError):
-    """An exact fast route cannot reproduce this model's forward pass (the caller falls back)."""
 
 
 
@@ -263,14 +268,6 @@ class QueryRun:
     captured: dict[str, Tensor]
     method: str
     control_error: float
-
-
-def check_control(control: Tensor, base: Tensor, dtype: torch.dtype) -> float:
-    err = float((control.float() - base.float()).abs().max()) if control.numel() else 0.0
-    tol = control_tolerance(dtype, float(base.float().abs().max()) if base.numel() else 0.0)
-    if not err <= tol:
-        raise FastPathUnsupported(f"the unpatched control copy differs from the base run by {err:.3g} (> {tol:.3g})")
-    return err
 
 
 # ---- the engine ---------------------------------------------------------------------------------------

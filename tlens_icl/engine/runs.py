@@ -67,6 +67,18 @@ def control_tolerance(dtype: torch.dtype, scale: float) -> float:
     return rel * (1.0 + scale)
 
 
+class FastPathUnsupported(RuntimeError):
+    """An exact fast route cannot reproduce this model's forward pass (the caller falls back)."""
+
+
+def check_control(control: Tensor, base: Tensor, dtype: torch.dtype) -> float:
+    err = float((control.float() - base.float()).abs().max()) if control.numel() else 0.0
+    tol = control_tolerance(dtype, float(base.float().abs().max()) if base.numel() else 0.0)
+    if not err <= tol:
+        raise FastPathUnsupported(f"the unpatched control copy differs from the base run by {err:.3g} (> {tol:.3g})")
+    return err
+
+
 @resolved
 def logit_cut(model: ModelLike | ModelHandle) -> str | None:
     """The hook where a forward is cut to the positions read before the unembedding, or None (unembed all).
@@ -112,10 +124,11 @@ def _cut_differs(model: ModelHandle, name: str) -> str:
     toks = ((torch.arange(12).reshape(2, 6) * 7 + 3) % vocab).to(model.device)
     pos = torch.tensor([[1, 4], [5, 2]])
     try:
-        with torch.inference_mode(), hooks_set_aside(model):
-            full = model.forward(toks)
-            want = LogitRows(pos, None).read(full)
-            got = read_logits(model, toks, LogitRows(pos, name))
+        cut = LogitRows(pos, name)
+        with torch.inference_mode(), hooks_set_aside(model):  # a local model (a remote one has no cut)
+            want = LogitRows(pos, None).read(model(toks))
+            with model.hooks(fwd_hooks=cut.hooks):
+                got = cut.read(model(toks))  # raises unless the cut fired (the logits' shape)
     except (RuntimeError, ModelStateError, HookNotFiredError, TypeError, ValueError) as e:
         return f"{type(e).__name__}: {str(e)[:80]}"
     err = float((got.float() - want.float()).abs().max())
@@ -177,7 +190,8 @@ def read_logits(model: ModelHandle, tokens: Int[Tensor, "batch pos"], at: LogitR
                 fwd_hooks: Sequence[tuple[str, Any]] = ()) -> Tensor:
     """One forward of ``tokens`` with ``fwd_hooks`` (checked to have fired), its logits read as ``at`` says."""
     with checked_hooks(model, list(fwd_hooks) + at.hooks):
-        return at.read(model.forward(tokens))
+        logits = model.forward(tokens)
+    return at.read(logits)
 
 
 @resolved

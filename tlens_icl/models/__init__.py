@@ -8,13 +8,8 @@ measured); ``embedded/`` holds the models shipped with the package.
 
 from tlens_icl.models.fixes import ensure_fixes, fix_kv_cache
 from tlens_icl.models.gguf import cache_root
-from tlens_icl.models.loading import (
-                                      heldout_task,
-                                      list_models,
-                                      load_model,
-                                      model_meta,
-                                      model_tasks,
-)
+from tlens_icl.models.adapter import model_meta, model_tasks
+from tlens_icl.models.loading import heldout_task, list_models, load_model
 
 ensure_fixes(import_modules=False)  # free when a bridge module is already imported
 

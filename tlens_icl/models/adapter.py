@@ -128,6 +128,21 @@ def model_meta(model: ModelLike) -> dict[str, Any]:
         return {}
 
 
+def model_tasks(model: ModelLike, family: str | None = None) -> list[str]:
+    """Library tasks an embedded model was trained on (all, or one family such as ``"bitwise"``).
+
+    Raises for models without a tlens_icl model card (e.g. a hub model): pass task names explicitly.
+    """
+    families = model_meta(model).get("families")
+    if not families:
+        raise ModelStateError("This model has no tlens_icl model card listing its tasks; name the tasks explicitly.")
+    if family is None:
+        return [t for names in families.values() for t in names]
+    if family not in families:
+        raise ModelStateError(f"Unknown family {family!r}; this model has {sorted(families)}.")
+    return list(families[family])
+
+
 def record_meta(model: ModelLike, meta: dict[str, Any]) -> None:
     """Record ``meta`` as ``model``'s :func:`model_meta` (done by :func:`~tlens_icl.models.loading.load_model`)."""
     _META[unwrap(model)] = meta

@@ -15,7 +15,7 @@ from typing import Any
 from tlens_icl import _validate
 from tlens_icl._typing import ModelLike
 from tlens_icl.errors import ModelNotAvailableError, ModelStateError
-from tlens_icl.models.adapter import model_meta, record_meta
+from tlens_icl.models.adapter import model_meta, model_tasks, record_meta  # noqa: F401 - model_tasks: loading's API
 
 # Per-model defaults that the library attaches without subclassing (e.g. the embedded model's template).
 def list_models() -> list[dict[str, Any]]:
@@ -244,21 +244,6 @@ def boot_kwargs(*, device: Any = None, dtype: Any = None, device_map: Any = None
                                   "whose boot_transformers cannot offload blocks to disk); use an all-GPU or all-CPU "
                                   "device_map.")
     return given
-
-
-def model_tasks(model: ModelLike, family: str | None = None) -> list[str]:
-    """Library tasks an embedded model was trained on (all, or one family such as ``"bitwise"``).
-
-    Raises for models without a tlens_icl model card (e.g. a hub model): pass task names explicitly.
-    """
-    families = model_meta(model).get("families")
-    if not families:
-        raise ModelStateError("This model has no tlens_icl model card listing its tasks; name the tasks explicitly.")
-    if family is None:
-        return [t for names in families.values() for t in names]
-    if family not in families:
-        raise ModelStateError(f"Unknown family {family!r}; this model has {sorted(families)}.")
-    return list(families[family])
 
 
 def heldout_task(model: ModelLike, task: str) -> Any:

@@ -32,9 +32,7 @@ from tlens_icl.analyses.heads.scores import HeadScoresResult, top_heads_of
 from tlens_icl.analyses.heads.token_loss import (
     DataKind,
     LossData,
-    default_window,
     loss_data,
-    loss_score,
 )
 from tlens_icl.engine.ablation import (
     Positions,
@@ -43,10 +41,10 @@ from tlens_icl.engine.ablation import (
     ablation_sweep,
     mean_head_z,
     query_reduce,
-    token_positions,
 )
 from tlens_icl.engine.scoring import accepted_top1
 from tlens_icl.errors import TlensICLError
+from tlens_icl.models.adapter import handle
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.spec import PromptSpec, protocol_defaults, spec_of
 from tlens_icl.prompts.templates import PromptTemplate
@@ -262,8 +260,6 @@ def head_ablation(
                             f"{{'FV': indirect_effect(...)}}), got {rankings!r}.")
     if isinstance(ks, (str, bytes)) or not isinstance(ks, Sequence) or not ks:
         raise TlensICLError(f"head_ablation(): ks must be a non-empty list of head counts, got {ks!r}.")
-    for name, s in rankings.items():
-        require_same_model(model, s, f"ranking {name!r}", where="head_ablation(): ")
     maps = {name: score_map(s, name) for name, s in rankings.items()}
     shape = (model.cfg.n_layers, model.cfg.n_heads)
     for name, m in maps.items():
@@ -286,6 +282,9 @@ def head_ablation(
         plan[RANDOM] = [[random_heads(*shape, c, seed * 1000 + s) for s in range(n_random)] for c in counts]
     methods = tuple(plan)
     n_seeds = max(1, n_random)
+    model = handle(model)  # resolved once: every forward below reads the same facts
+    for name, s in rankings.items():
+        require_same_model(model, s, f"ranking {name!r}", where="head_ablation(): ")
 
     # Every prompt and loss row is built (and so validated) before the first forward pass.
     if spec is not None:
@@ -296,11 +295,6 @@ def head_ablation(
     ldata = loss_data(model, loss_data_kind, tasks=task_list, n=loss_n, length=loss_length, seed=seed,
                       template=template) if loss else None
     means = _pooled_means(model, batches, positions, batch_size)
-    if ldata is not None:
-        bos = getattr(model.tokenizer, "bos_token_id", None)
-        loss_means = mean_head_z(model, ldata.tokens, token_positions(ldata.tokens, ldata.mask, bos),
-                                 batch_size=batch_size)
-        early, late = default_window(ldata)
 
     correct = torch.full((len(methods), len(counts), n_seeds, len(task_list), n), float("nan"))
     n_rows = len(ldata.tokens) if ldata is not None else 1
@@ -324,10 +318,10 @@ def head_ablation(
                                                        head_lists, means, query_reduce(b, top1), batch_size=batch_size,
                                                        method=method)))
     if ldata is not None:
-        loss_sets = ldata.losses_of_sets(model, head_lists, loss_means, batch_size=batch_size, method=method)
+        loss_scores = ldata.ablation_scores(model, head_lists, batch_size=batch_size, method=method)
     for i, key in enumerate(sets):
         acc = torch.stack([v[i] for v in per_task])  # [task, example]
-        ls = loss_score(loss_sets[i], early, late) if ldata is not None else torch.full((1,), float("nan"))
+        ls = loss_scores[i] if ldata is not None else torch.full((1,), float("nan"))
         for m, j, s in jobs:
             if frozenset(plan[methods[m]][j][s]) == key:
                 correct[m, j, s], losses[m, j, s] = acc, ls
@@ -338,7 +332,7 @@ def head_ablation(
         heads=heads_json, n_shots=int(batches[0].demo_index[0].max()) + 1 if given else n_shots, exclude=exclude, positions=positions,
         info=run_info(model, seed=seed, n=n, **({"spec": spec.info()} if spec is not None else {}), ks_requested=list(ks), n_random=n_random, loss=loss,
                       loss_data=ldata.kind if ldata is not None else None,
-                      loss_window=[early, late] if ldata is not None else None, template=getattr(template, "name", template),
+                      loss_window=list(ldata.window) if ldata is not None else None, template=getattr(template, "name", template),
                       forwards=len(sets), method=method),
     )
 

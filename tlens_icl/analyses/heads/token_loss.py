@@ -27,9 +27,9 @@ from torch import Tensor
 
 from tlens_icl._typing import Head, ModelLike
 from tlens_icl._validate import checked, integer
-from tlens_icl.engine.ablation import ablated_token_loss_sweep
+from tlens_icl.engine.ablation import ablated_token_loss_sweep, mean_head_z, token_positions
 from tlens_icl.errors import PromptError, TlensICLError
-from tlens_icl.models.loading import model_meta
+from tlens_icl.models.adapter import model_meta, model_tasks
 from tlens_icl.prompts.batch import ROLE_ID
 from tlens_icl.prompts.pairs import make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
@@ -55,14 +55,18 @@ class LossData:
 
     def losses(self, model: ModelLike, heads: Sequence[Head] = (), means: Tensor | None = None, *,
                batch_size: int = 8) -> Float[Tensor, "row slot"]:
-        """Next-token loss at every read position, with ``heads`` mean-ablated (``means`` from ``mean_head_z``)."""
+        """Next-token loss at every read position, with ``heads`` mean-ablated (``means`` as in :meth:`losses_of_sets`)."""
         return self.losses_of_sets(model, [heads], means, batch_size=batch_size)[0]
 
     def losses_of_sets(self, model: ModelLike, head_sets: Sequence[Sequence[Head]], means: Tensor | None = None, *,
                        batch_size: int = 8, method: Any = "auto") -> list[Float[Tensor, "row slot"]]:
-        """:meth:`losses` for each head set, sharing each chunk's clean run (``engine.ablation.ablation_sweep``)."""
-        if any(head_sets) and means is None:
-            raise TlensICLError("Ablating heads needs their means.")
+        """:meth:`losses` for each head set, sharing each chunk's clean run (``engine.ablation.ablation_sweep``).
+
+        ``means``: what an ablated head's ``hook_z`` is set to (``[layer, head, d_head]``); None: its mean over this
+        data's own tokens (BOS excluded)."""
+        if means is None and any(head_sets):
+            bos = getattr(model.tokenizer, "bos_token_id", None)
+            means = mean_head_z(model, self.tokens, token_positions(self.tokens, self.mask, bos), batch_size=batch_size)
         means_ = means if means is not None else torch.zeros(model.cfg.n_layers, model.cfg.n_heads, 1)
         ok = self.read >= 0
         rows = torch.arange(len(self.read))[:, None].expand_as(self.read)
@@ -73,6 +77,19 @@ class LossData:
             out[ok] = per_token[rows[ok], self.read[ok]]
             result.append(out)
         return result
+
+    @property
+    def window(self) -> tuple[int, int]:
+        """The early and late positions of the score (:func:`default_window`)."""
+        return default_window(self)
+
+    def ablation_scores(self, model: ModelLike, head_sets: Sequence[Sequence[Head]], *, batch_size: int = 8,
+                        method: Any = "auto") -> list[Float[Tensor, " row"]]:
+        """Each row's score (:func:`loss_score` over :attr:`window`; negative = in-context learning) with each head
+        set mean-ablated, the means taken over this data's own tokens (BOS excluded)."""
+        early, late = self.window
+        return [loss_score(losses, early, late)
+                for losses in self.losses_of_sets(model, head_sets, batch_size=batch_size, method=method)]
 
 
 def python_docs_text() -> str:
@@ -150,8 +167,6 @@ def loss_data(model: ModelLike, data: DataKind | LossData = "auto", *, texts: Se
             if data == "text":
                 raise
     if tasks is None:
-        from tlens_icl.models.loading import model_tasks
-
         tasks = model_tasks(model)
     if isinstance(tasks, (str, Task)) or not tasks:
         raise TlensICLError(f"token loss on episodes needs a non-empty list of tasks, got {tasks!r}.")
