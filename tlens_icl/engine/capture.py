@@ -34,7 +34,7 @@ from torch import Tensor
 from tlens_icl._typing import ModelLike
 from tlens_icl.engine import hooks
 from tlens_icl.engine.progress import progress_bar
-from tlens_icl.engine.runs import in_plan, length_chunks, logit_rows, rows_per_forward
+from tlens_icl.engine.runs import in_plan, length_chunks, logit_rows, read_logits, rows_per_forward
 from tlens_icl.errors import TlensICLError
 from tlens_icl.models.adapter import ModelHandle, resolved
 
@@ -155,13 +155,12 @@ def capture(
 
         fwd = [(nm, make(nm, r)) for nm, r in reducers.items()]
         at = logit_rows(model, logits_at[rows], fwd) if logits_at is not None else None
-        with hooks.checked_hooks(model, fwd + (at.hooks if at is not None else [])):
-            try:
-                logits = model.forward(tokens[rows, :w].to(dev))
-            except _Captured:
-                pass
+        try:
+            logits = read_logits(model, tokens[rows, :w].to(dev), at, fwd)
+        except _Captured:  # raised once every capture hook has fired, and only when no logits are read
+            logits = None
         if at is not None:
-            got["logits"] = at.read(logits).float().cpu()
+            got["logits"] = logits.float().cpu()
         for name in out:  # written only once the chunk succeeded (an OOM retries it smaller)
             out[name].append(got[name])
         order.append(rows)

@@ -186,12 +186,13 @@ def logit_rows(model: ModelLike | ModelHandle, positions: Int[Tensor, "batch *k"
     return LogitRows(positions, name)
 
 
-def read_logits(model: ModelHandle, tokens: Int[Tensor, "batch pos"], at: LogitRows,
-                fwd_hooks: Sequence[tuple[str, Any]] = ()) -> Tensor:
-    """One forward of ``tokens`` with ``fwd_hooks`` (checked to have fired), its logits read as ``at`` says."""
-    with checked_hooks(model, list(fwd_hooks) + at.hooks):
+def read_logits(model: ModelHandle, tokens: Int[Tensor, "batch pos"], at: LogitRows | None,
+                fwd_hooks: Sequence[tuple[str, Any]] = ()) -> Any:
+    """One forward of ``tokens`` with ``fwd_hooks`` (checked to have fired), its logits read as ``at`` says (None:
+    the forward's output as it is). The one checked forward of the engine's row plans."""
+    with checked_hooks(model, list(fwd_hooks) + (at.hooks if at is not None else [])):
         logits = model.forward(tokens)
-    return at.read(logits)
+    return at.read(logits) if at is not None else logits
 
 
 @resolved
