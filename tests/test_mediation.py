@@ -125,6 +125,13 @@ def test_attribution_estimates_the_same_quantity(native_model, task_a):
     assert patching_fidelity(approx, exact, k=4).n_heads == 8
 
 
+@pytest.mark.parametrize("metric", ["top1", "rank"])
+def test_attribution_refuses_a_metric_without_a_gradient_before_any_forward(native_model, task_a, forward_counter, metric):
+    with pytest.raises(TlensICLError, match="no gradient"):
+        ti.indirect_effect(native_model, task_a, method="attribution", metric=metric, **SMALL)
+    assert forward_counter == []
+
+
 def test_result_views_round_trip_and_html(native_model, task_a, tmp_path):
     res = ti.indirect_effect(native_model, task_a, **SMALL)
     assert tensors_equal(res, IndirectEffectResult.load(res.save(tmp_path / "ie")))
@@ -248,6 +255,11 @@ def test_filter_correct_keeps_exactly_the_correctly_answered_prompts(word_tokeni
         # the mean activation averages only the correctly answered clean prompts
         z, _ = query_z(model, prompts.tokens, prompts.query_pos, batch_size=8)
         torch.testing.assert_close(res.mean_z[t], z[ok_mean].mean(0), atol=1e-6, rtol=0)
+        # and the kept pairs are scored against their own answers: the data level on exactly those pairs agrees
+        ref = ti.indirect_effect(model, pairs.select(ok.nonzero().flatten()), mean_z=res.mean_z[t], metric="top1",
+                                 method="naive")
+        assert torch.equal(res.effects[t, ..., :n], ref.effects[0])
+        assert torch.equal(res.corrupted_metric[t, :n], ref.corrupted_metric[0])
     # padding is ignored: the multi-task AIE is the mean of the per-task AIEs over kept prompts
     single = ti.indirect_effect(model, other, filter_correct=True, method="naive", **kw)
     torch.testing.assert_close(res.mean("toy_even3"), single.mean(), atol=1e-7, rtol=0)

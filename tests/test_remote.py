@@ -182,3 +182,15 @@ def test_the_query_intervention_engine_refuses_a_remote_model_before_any_forward
     with pytest.raises(UnsupportedOnBackendError, match="query_interventions"):
         query_interventions(model, batch.tokens, batch.query_pos, edits, lambda logits, rows: logits[:, :1])
     assert driver.calls == []
+
+
+def test_the_drivers_facts_are_resolved_into_the_handle(local):
+    from tlens_icl.models.adapter import handle
+
+    model, driver = remote_bridge(local)
+    h = handle(model)
+    assert h.remote and h.family == "remote" and (h.call_rows, h.edit_rows) == (1, 1)
+    assert h.fireable == {n: hp.name for n, hp in model.hook_dict.items() if hp.name in driver.supported_hook_points}
+    assert h.fireable["blocks.0.hook_resid_post"] == "blocks.0.hook_out" and "blocks.0.attn.hook_z" not in h.fireable
+    batched, _ = remote_bridge(local, enable_batching=True)
+    assert (handle(batched).call_rows, handle(batched).edit_rows) == (None, 1)  # captures batched, edits one by one

@@ -165,6 +165,7 @@ def indirect_effect(
                             "PromptSpec the mean prompts are the spec's 'mean' stream.")
     spec = spec_of(tasks, indirect_effect, n=n, n_shots=n_shots,
                    corruption=corruption, seed=seed, other_task=other_task, template=template)
+    model = handle(model)  # resolved once, for the prompts and every forward
     given = mean_z is not None
     # Build (and so validate) every prompt before the first forward pass.
     pair_sets = [spec.pairs(model, task=t) for t in spec.tasks]
