@@ -108,3 +108,14 @@ def test_resolved_marks_only_the_first_argument(native_model):
 
     probe(native_model, native_model)
     assert seen == [(ModelHandle, native_model)]
+
+
+def test_patching_and_accuracy_resolve_their_model_once_each(native_model, task_a, resolutions):
+    pairs = ti.make_prompt_pairs(native_model, task_a, n=3, n_shots=2, single_token="filter")
+    resolutions.clear()
+    ti.head_patching(native_model, pairs, batch_size=2)
+    assert len(resolutions) == 1
+    ti.activation_patching(native_model, pairs, batch_size=2)
+    assert len(resolutions) == 2
+    ti.icl_accuracy(native_model, task_a, shots=[0, 2], n=3)
+    assert len(resolutions) == 3

@@ -28,6 +28,7 @@ from tlens_icl._validate import checked
 from tlens_icl.engine.progress import progress_bar
 from tlens_icl.engine.runs import answer_scores
 from tlens_icl.errors import TlensICLError
+from tlens_icl.models.adapter import handle
 from tlens_icl.prompts.batch import PromptBatch
 from tlens_icl.prompts.pairs import SingleToken, make_prompts
 from tlens_icl.prompts.templates import PromptTemplate
@@ -163,6 +164,7 @@ def icl_accuracy(
     if not task_list or not shots:
         raise TlensICLError("icl_accuracy needs at least one task and one shot count.")
     # Validate every prompt set before the first forward pass.
+    model = handle(model)  # resolved once, for the prompts and every forward
     batches = [[make_prompts(model, t, n=n, n_shots=s, seed=seed, template=template, demos_from=demos_from,
                              prepend_bos=prepend_bos, single_token=single_token)
                 for s in shots] for t in task_list]

@@ -32,6 +32,7 @@ from tlens_icl.engine import query as _engine
 from tlens_icl.engine.capture import query_z
 from tlens_icl.engine.scoring import METRICS, Metric, get_metric
 from tlens_icl.errors import TlensICLError
+from tlens_icl.models.adapter import handle
 from tlens_icl.prompts.batch import ROLES, PromptBatch
 from tlens_icl.prompts.pairs import PromptPairBatch
 from tlens_icl.results.base import Result, run_info
@@ -163,6 +164,7 @@ def head_patching(
     if method not in ("auto", "fast", "naive"):
         raise TlensICLError(f"method must be 'auto', 'fast' or 'naive', got {method!r}.")
     check_position(position, pairs, "head_patching")
+    model = handle(model)  # resolved once: every forward below reads the same facts
     cells = _engine.resolve_heads(model, heads)
     base, source = sides(pairs, direction)
     metric_name, score = scorer(metric, pairs, model.cfg.d_vocab)
@@ -270,6 +272,7 @@ def activation_patching(
     pairs.require_aligned("activation_patching")
     base, source = sides(pairs, direction)
     metric_name, score = scorer(metric, pairs, model.cfg.d_vocab)
+    model = handle(model)
     hooks.require_hooks(model, [hooks.site_name(site, layer) for layer in range(model.cfg.n_layers)])
     run = _positions.patch_layer_positions(model, base.tokens, source.tokens, base.query_pos, site, score,
                                            method=method, batch_size=batch_size, progress=progress)
