@@ -527,8 +527,8 @@ def memory_budget(model: Any) -> int:
     env = os.environ.get(BUDGET_ENV)
     if env:
         return parse_bytes(env)
-    cuda = [d for d in model_devices(model) if d.type == "cuda"]
-    if cuda and torch.cuda.is_available():
+    cuda = [d for d in model_devices(model) if d.type == "cuda"] if torch.cuda.is_available() else []
+    if cuda:
         free = min(torch.cuda.mem_get_info(d)[0] for d in cuda)
         return max(1 << 20, int(GPU_FRACTION * free))
     return DEFAULT_BUDGET
