@@ -40,6 +40,11 @@ Hook names: every name :mod:`tlens_icl.engine.hooks` spells (``blocks.L.attn.hoo
 on all three families, so no alias table is needed. What differs is ``hook.name`` as a hook function sees
 it (bridges report canonical names such as ``blocks.L.attn.o.hook_in``); tlens_icl never keys on it.
 
+Resolved once: :func:`handle` turns a model into a :class:`ModelHandle` - its family, capabilities, device, dtype,
+memory budget, a remote driver's rows per call and hook points, and its load metadata, read as attributes, every
+other attribute read through to the model. Analyses resolve their model once and hand the handle to the engine,
+whose entry points (:func:`resolved`) accept a model or a handle.
+
 Forwards: :func:`forward` passes only the arguments a family accepts and raises
 :class:`~tlens_icl.errors.ModelStateError` before the pass for one it does not (never drops it silently).
 
@@ -486,13 +491,7 @@ def query_forward(
     return out[:, -1]
 
 
-__all__ = [
-    "Capabilities", "Family", "additive_mask", "attn_output_bias", "attn_post_norm", "capabilities", "device_of", "dtype_of",
-    "head_output_weights", "hooks_set_aside", "readable_weights",
-    "expand_cache", "family", "forward", "is_hooked_transformer", "is_training", "pattern_edits_ignored", "prefix_cache",
-    "query_forward", "sliding_window",
-    "tl_major", "tl_version", "warn_once",
-]
+
 
 
 # ---- memory: how many bytes one forward's activations may use ----------------------------------------------
@@ -703,3 +702,13 @@ def resolved(fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn(handle(model), *args, **kwargs)
 
     return wrapper
+
+
+__all__ = [
+    "BUDGET_ENV", "Capabilities", "DEFAULT_BUDGET", "Family", "GPU_FRACTION", "ModelHandle", "additive_mask",
+    "attn_output_bias", "attn_post_norm", "capabilities", "device_of", "dtype_of", "expand_cache", "family", "forward",
+    "handle", "head_output_weights", "hooks_set_aside", "is_hooked_transformer", "is_remote", "is_training",
+    "memory_budget", "model_devices", "model_meta", "model_tasks", "parse_bytes", "pattern_edits_ignored",
+    "pending_edits", "prefix_cache", "query_forward", "readable_weights", "record_meta", "resolved", "sliding_window",
+    "tl_major", "tl_version", "unwrap", "warn_once",
+]
