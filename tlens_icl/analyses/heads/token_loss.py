@@ -83,13 +83,13 @@ class LossData:
         """The early and late positions of the score (:func:`default_window`)."""
         return default_window(self)
 
-    def ablation_scores(self, model: ModelLike, head_sets: Sequence[Sequence[Head]], *, batch_size: int = 8,
-                        method: Any = "auto") -> list[Float[Tensor, " row"]]:
+    def ablation_scores(self, model: ModelLike, head_sets: Sequence[Sequence[Head]], means: Tensor | None = None, *,
+                        batch_size: int = 8, method: Any = "auto") -> list[Float[Tensor, " row"]]:
         """Each row's score (:func:`loss_score` over :attr:`window`; negative = in-context learning) with each head
-        set mean-ablated, the means taken over this data's own tokens (BOS excluded)."""
+        set mean-ablated (``means`` as in :meth:`losses_of_sets`: default this data's own)."""
         early, late = self.window
         return [loss_score(losses, early, late)
-                for losses in self.losses_of_sets(model, head_sets, batch_size=batch_size, method=method)]
+                for losses in self.losses_of_sets(model, head_sets, means, batch_size=batch_size, method=method)]
 
 
 def python_docs_text() -> str:
