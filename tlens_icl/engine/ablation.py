@@ -232,8 +232,8 @@ def ablation_sweep(
                 if is_oom(e):
                     raise
                 model.warn_once(f"ablation_sweep:{type(e).__name__}",
-                                  f"tlens_icl: starting an ablated forward at its first ablated layer is not exact "
-                                  f"for this model ({e}); every head set runs in full (exact, slower).")
+                                f"tlens_icl: starting an ablated forward at its first ablated layer is not exact "
+                                f"for this model ({e}); every head set runs in full (exact, slower).")
                 skip = False
         score = reduce.reduce if at_query_only else reduce  # type: ignore[attr-defined]
         clean = score(base, rows)

@@ -78,7 +78,7 @@ def patch_layer_positions(
                 if method == "kv":
                     raise ModelStateError(f"Suffix replay is not exact for this model: {e}") from e
                 model.warn_once(f"suffix:{type(e).__name__}", f"tlens_icl: suffix replay is not exact for "
-                                  f"this model ({e}); falling back to one forward per cell (exact, slower).", stacklevel=3)
+                                f"this model ({e}); falling back to one forward per cell (exact, slower).", stacklevel=3)
         elif method == "kv":
             raise ModelStateError(f"This model ({model.family}, its attention) exposes no reusable keys/values.")
     return _loop(model, base, source, q, site, reduce, batch_size, progress)

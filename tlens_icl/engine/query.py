@@ -306,8 +306,8 @@ def query_interventions(
                 raise ModelStateError(f"The {name!r} query-intervention route is not exact for this model: {e}") from e
             nxt = route[i + 1]
             model.warn_once(f"query:{name}:{type(e).__name__}:{str(e)[:40]}",
-                              f"tlens_icl: the {name!r} route for query interventions is not exact for this model "
-                              f"({e}); falling back to {nxt!r} (exact, slower).", stacklevel=4)
+                            f"tlens_icl: the {name!r} route for query interventions is not exact for this model "
+                            f"({e}); falling back to {nxt!r} (exact, slower).", stacklevel=4)
     raise AssertionError("unreachable")  # pragma: no cover
 
 

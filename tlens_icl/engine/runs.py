@@ -186,7 +186,8 @@ def logit_rows(model: ModelLike | ModelHandle, positions: Int[Tensor, "batch *k"
     return LogitRows(positions, name)
 
 
-def read_logits(model: ModelHandle, tokens: Int[Tensor, "batch pos"], at: LogitRows | None,
+@resolved
+def read_logits(model: ModelLike | ModelHandle, tokens: Int[Tensor, "batch pos"], at: LogitRows | None,
                 fwd_hooks: Sequence[tuple[str, Any]] = ()) -> Any:
     """One forward of ``tokens`` with ``fwd_hooks`` (checked to have fired), its logits read as ``at`` says (None:
     the forward's output as it is). The one checked forward of the engine's row plans."""

@@ -585,9 +585,9 @@ class ModelHandle:
         """True when a hook returning a new ``hook_pattern`` does nothing (TransformerLens 3 native bridges)."""
         return self.family == "tl3_bridge" and not self.caps.pattern_edit
 
-    def warn_once(self, key: str, message: str, *, stacklevel: int = 4) -> None:
-        """:func:`warn_once` for this model."""
-        warn_once(self.model, key, message, stacklevel=stacklevel)
+    def warn_once(self, key: str, message: str, *, stacklevel: int = 3) -> None:
+        """:func:`warn_once` for this model (``stacklevel`` counted from the caller, as there)."""
+        warn_once(self.model, key, message, stacklevel=stacklevel + 1)
 
     def _remote_forward(self, tokens: Tensor, return_type: str | None) -> Any:
         """``model.forward(tokens, intervene=...)`` on a remote model, the :func:`pending_edits` as specs.
@@ -598,10 +598,14 @@ class ModelHandle:
         intervene: dict[str, dict[str, Any]] = {}
         for name, edit, counter in _PENDING.get(self.model, []):
             key = (self.fireable or {}).get(name)
-            if key is None or key in intervene or tokens.shape[0] != 1:
-                why = (f"cannot edit {name!r}" if key is None else f"applies one edit per hook point per forward; two edit "
-                       f"{key!r}" if key in intervene else f"takes one prompt per forward with edits, got {tokens.shape[0]}")
-                raise UnsupportedOnBackendError(f"This remote driver {why}.")
+            if key is None:
+                raise UnsupportedOnBackendError(f"This remote driver cannot edit {name!r}.")
+            if key in intervene:
+                raise UnsupportedOnBackendError(f"This remote driver applies one edit per hook point per forward; two "
+                                                f"edit {key!r}.")
+            if tokens.shape[0] != 1:
+                raise UnsupportedOnBackendError("This remote driver takes one prompt per forward with edits, got "
+                                                f"{tokens.shape[0]}.")
             intervene[key] = edit.spec(0, tokens.shape[1])
             counter[0] += 1
         kwargs: dict[str, Any] = {"intervene": intervene} if intervene else {}

@@ -34,7 +34,6 @@ being silently ignored.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,7 +43,7 @@ from torch import Tensor
 
 from tlens_icl._typing import ModelLike
 from tlens_icl.errors import TlensICLError, UnsupportedOnBackendError
-from tlens_icl.models.adapter import handle, is_remote  # the family test lives with the others (adapter.family)
+from tlens_icl.models.adapter import is_remote  # the family test lives with the others (adapter.family)
 
 Op = Literal["add", "set", "scale", "suppress"]
 
@@ -82,15 +81,6 @@ def unsupported(name: str, what: str = "") -> UnsupportedOnBackendError:
                    "stream and layer outputs (hook_resid_post, hook_attn_out, hook_mlp_out)")
     return UnsupportedOnBackendError(
         f"{why}. Analyses that run on vLLM: {', '.join(RUNS_ON_REMOTE)}. This one needs a local model: {ALTERNATIVE}.")
-
-
-def require_fireable(model: ModelLike, names: Sequence[str]) -> None:
-    """Raise :func:`unsupported` (before any forward) for a hook name the driver cannot capture or edit
-    (:attr:`ModelHandle.fireable <tlens_icl.models.adapter.ModelHandle>`)."""
-    can = handle(model).fireable or {}
-    for name in names:
-        if name not in can:
-            raise unsupported(name)
 
 
 # ---- edits that have a declarative form ----------------------------------------------------------------
@@ -153,4 +143,4 @@ class SpecHook:
         return spec
 
 
-__all__ = ["ALTERNATIVE", "NEEDS_LOCAL", "RUNS_ON_REMOTE", "SpecHook", "is_remote", "require_fireable", "unsupported"]
+__all__ = ["ALTERNATIVE", "NEEDS_LOCAL", "RUNS_ON_REMOTE", "SpecHook", "is_remote", "unsupported"]

@@ -197,6 +197,8 @@ def _indirect_effect(model: ModelLike, pair_sets: Sequence[PromptPairBatch], mea
     metric_name = get_metric(metric)[0]
     if method == "attribution":
         require_gradient(metric_name)
+    # each task's scorer over all its pairs, so every task's metric is validated before the first forward pass
+    scorers = [scorer(metric, p, model.cfg.d_vocab)[1] for p in pair_sets]
     first_pairs = pair_sets[0]
     ck = open_checkpoint(checkpoint, "indirect_effect", dict(
         prompts=digest(*(t for b in prompts_of if b is not None for t in (b.tokens, b.query_pos)),
@@ -211,7 +213,7 @@ def _indirect_effect(model: ModelLike, pair_sets: Sequence[PromptPairBatch], mea
     n_mean_kept: dict[str, int] = {}
     for t, (prompts, pairs) in enumerate(zip(prompts_of, pair_sets)):
         # Units of work (resumable with checkpoint=): the task's mean and clean run, then chunks of corrupted prompts.
-        _, score = scorer(metric, pairs, model.cfg.d_vocab)  # over the task's pairs (validated before any forward)
+        score = scorers[t]
         first = ck.unit(f"{t}/mean", lambda: _mean_and_clean(model, prompts, None if given is None else given[t], pairs,
                                                              score, filter_correct, batch_size))
         if filter_correct:
