@@ -50,10 +50,16 @@ def test_load_metadata_and_the_budget_are_read_at_resolution(monkeypatch):
     assert h.budget != 64 << 20  # a handle keeps the budget it was resolved with
 
 
-def test_the_engine_gives_the_same_numbers_with_a_model_or_its_handle(native_model, task_a):
+def test_the_engine_gives_the_models_own_numbers_with_a_model_or_its_handle(native_model, task_a):
     batch = ti.make_prompts(native_model, task_a, n=6, n_shots=2, seed=1)
     h = handle(native_model)
-    assert torch.equal(query_logits(native_model, batch), query_logits(h, batch))
+    with torch.no_grad():
+        own = native_model(batch.tokens)
+    # the handle runs the model itself (a call, or a forward passing only what the family takes)
+    assert torch.equal(h(batch.tokens), own) and torch.equal(h.forward(batch.tokens), own)
+    rows = torch.arange(len(batch))
+    for m in (native_model, h):  # logits at each row's query, read through the engine: the model's own
+        torch.testing.assert_close(query_logits(m, batch), own[rows, batch.query_pos], atol=1e-5, rtol=0)
     z_model, lg_model = query_z(native_model, batch.tokens, batch.query_pos)
     z_handle, lg_handle = query_z(h, batch.tokens, batch.query_pos)
     assert torch.equal(z_model, z_handle) and torch.equal(lg_model, lg_handle)
